@@ -1,0 +1,54 @@
+"""sima_fast: fast, drop-in analysis of two-photon calcium imaging data.
+
+``import sima_fast as sima`` gives the public API of SIMA's
+``sima.ImagingDataset`` family (datasets, sequences, ROIs, extraction, spike
+inference, segmentation) backed by numba kernels. Submodules and heavy
+dependencies load on first use, so importing the package is cheap.
+
+Examples
+--------
+>>> import sima_fast as sima
+>>> import numpy as np
+>>> seq = sima.Sequence.create('ndarray', np.zeros((3, 1, 4, 5, 1)))
+>>> sima.ImagingDataset([seq], None)
+<ImagingDataset: num_sequences=1, frame_shape=(1, 4, 5, 1), num_frames=3>
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Public names resolved lazily (PEP 562): name -> (module, attribute or None).
+_LAZY = {
+    "ImagingDataset": ("sima_fast.imaging", "ImagingDataset"),
+    "Sequence": ("sima_fast.sequence", "Sequence"),
+    "imaging": ("sima_fast.imaging", None),
+    "sequence": ("sima_fast.sequence", None),
+    "ROI": ("sima_fast.ROI", None),
+    "misc": ("sima_fast.misc", None),
+    "extract": ("sima_fast.extract", None),
+    "spikes": ("sima_fast.spikes", None),
+    "segment": ("sima_fast.segment", None),
+    "storage": ("sima_fast.storage", None),
+    "kernels": ("sima_fast.kernels", None),
+}
+
+__all__ = ["ROI", "ImagingDataset", "Sequence", "__version__", "misc", "sequence", "imaging"]
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'sima_fast' has no attribute {name!r}") from None
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,692 @@
+"""The :class:`ImagingDataset`: sequences, channels, ROIs, signals and their storage.
+
+This is the object SIMA users work with. It groups one or more
+:class:`~sima_fast.sequence.Sequence` objects of equal frame shape
+``(Z, Y, X, C)`` with channel names, and (when it has a ``savedir``) keeps
+everything derived from them — ROI sets, extracted signals, cached time
+projections — in a dataset directory (see :mod:`sima_fast.storage`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from sima_fast import storage
+from sima_fast.sequence import Sequence
+
+__all__ = ["ImagingDataset", "resolve_channel"]
+
+
+def resolve_channel(channel: Any, channel_names: list[str]) -> int:
+    """Index of ``channel`` given as an int (numpy ints too; negative from the end) or a name.
+
+    Raises
+    ------
+    ValueError
+        If the channel does not exist; the message lists the valid names.
+
+    Examples
+    --------
+    >>> resolve_channel('red', ['green', 'red'])
+    1
+    >>> resolve_channel(-1, ['green', 'red'])
+    1
+    """
+    n = len(channel_names)
+    if isinstance(channel, (int, np.integer)) and not isinstance(channel, (bool, np.bool_)):
+        idx = int(channel)
+        if -n <= idx < n:
+            return idx % n
+        raise ValueError(
+            f"channel index {idx} is out of range for {n} channel(s); valid names: "
+            f"{channel_names} (or indices 0..{n - 1})"
+        )
+    if isinstance(channel, str):
+        if channel in channel_names:
+            return channel_names.index(channel)
+        raise ValueError(f"no channel named {channel!r}; valid names: {channel_names}")
+    raise ValueError(
+        f"channel must be an int or one of the channel names {channel_names}, got {channel!r}"
+    )
+
+
+class ImagingDataset:
+    """A multi-sequence imaging dataset.
+
+    Iterating over a dataset yields its sequences; iterating over a sequence
+    yields frames ``(Z, Y, X, C)``; frames iterate over planes, rows, columns
+    and channels as plain numpy arrays do.
+
+    Parameters
+    ----------
+    sequences : list of Sequence
+        The imaging sequences (acquisitions). All must share the frame shape
+        ``(num_planes, num_rows, num_columns, num_channels)``.
+    savedir : str or None
+        Directory in which to store the dataset (``.sima`` is appended when
+        missing). It must not exist yet: open existing datasets with
+        :meth:`load`. ``None`` keeps the dataset in memory only.
+    channel_names : list of str, optional
+        One name per channel; default ``['0', '1', ...]``.
+    read_only : bool, optional
+        Refuse every change to the dataset directory. Default: False.
+
+    Raises
+    ------
+    TypeError
+        If ``sequences`` is not a list of :class:`Sequence`.
+    ValueError
+        Sequences of different frame shapes, or a wrong number of channel names.
+    FileExistsError
+        If ``savedir`` already exists.
+
+    Examples
+    --------
+    >>> import sima_fast as sima
+    >>> from sima_fast.misc import example_data
+    >>> dataset = sima.ImagingDataset.load(example_data())
+    >>> for sequence in dataset:
+    ...     for frame in sequence:
+    ...         for plane in frame:
+    ...             for row in plane:
+    ...                 for column in row:
+    ...                     for channel in column:
+    ...                         pass
+    >>> dataset[0].num_sequences
+    1
+    >>> dataset[:, 0].num_frames == dataset.num_sequences
+    True
+    >>> dataset[:, 0].frame_shape == dataset.frame_shape
+    True
+    """
+
+    def __init__(
+        self,
+        sequences: list[Sequence],
+        savedir: str | os.PathLike | None,
+        channel_names: list[str] | None = None,
+        read_only: bool = False,
+    ) -> None:
+        if not isinstance(sequences, (list, tuple)):
+            raise TypeError(
+                f"sequences must be a list of Sequence objects, got {type(sequences).__name__}"
+            )
+        sequences = list(sequences)
+        for i, s in enumerate(sequences):
+            if not isinstance(s, Sequence):
+                raise TypeError(
+                    f"sequences[{i}] is a {type(s).__name__}; every element must be a "
+                    "sima_fast Sequence (see Sequence.create)"
+                )
+        if not sequences:
+            raise ValueError("sequences must contain at least one Sequence")
+        frame_shape = sequences[0].shape[1:]
+        for i, s in enumerate(sequences[1:], start=1):
+            if s.shape[1:] != frame_shape:
+                raise ValueError(
+                    f"sequences[{i}] has frame shape {s.shape[1:]} but sequences[0] has "
+                    f"{frame_shape}; all sequences must share (Z, Y, X, C)"
+                )
+        self._sequences = sequences
+        self._channel_names = self._validate_channel_names(channel_names, frame_shape[3])
+        self._read_only = bool(read_only)
+        self._savedir: str | None = None
+        self._legacy = False
+        self._meta: dict[str, Any] | None = None  # what metadata.json holds
+        self._projections: dict[str, np.ndarray] = {}
+        self._mem_rois: dict[str, Any] = {}
+        self._mem_signals: dict[int, dict[str, Any]] = {}
+        if savedir is not None:
+            target = storage.normalize_savedir(savedir)
+            if os.path.exists(target):
+                raise FileExistsError(
+                    f"savedir {target!r} already exists; open it with ImagingDataset.load or "
+                    "choose a new directory"
+                )
+            self._save_new(target)
+
+    # -- validation helpers ----------------------------------------------------
+
+    @staticmethod
+    def _validate_channel_names(names: Any, num_channels: int) -> list[str]:
+        if names is None:
+            return [str(i) for i in range(num_channels)]
+        if isinstance(names, str) or not hasattr(names, "__len__"):
+            raise ValueError(
+                f"channel_names must be a list of {num_channels} names, got {names!r}"
+            )
+        names = [str(n) for n in names]
+        if len(names) != num_channels:
+            raise ValueError(
+                f"channel_names has {len(names)} name(s) but the data has {num_channels} "
+                f"channel(s): {names}"
+            )
+        if len(set(names)) != len(names):
+            raise ValueError(f"channel_names must be unique, got {names}")
+        return names
+
+    def _check_writable(self) -> None:
+        if self._read_only:
+            raise PermissionError(
+                "this dataset was opened read_only; load it with read_only=False to change it"
+            )
+        if self._legacy:
+            raise PermissionError(
+                f"{self._savedir!r} was written by SIMA 1.x and is never modified; call "
+                "save(new_path) to convert it to a sima_fast directory first"
+            )
+
+    # -- loading ---------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, read_only: bool = False) -> ImagingDataset:
+        """Open a saved dataset.
+
+        Parameters
+        ----------
+        path : str or path-like
+            A sima_fast dataset directory, or a directory written by SIMA 1.x
+            (read through an allow-list unpickler; never modified). The
+            ``.sima`` suffix may be omitted.
+        read_only : bool, optional
+            Refuse every change to the directory. Default: False.
+
+        Returns
+        -------
+        ImagingDataset
+
+        Raises
+        ------
+        FileNotFoundError
+            If the directory, or a data file it refers to, does not exist.
+        sima_fast.storage.DatasetFormatError
+            If the directory is not a dataset or its metadata is corrupt.
+        sima_fast.storage.UnsafePickleError
+            If a SIMA pickle refers to anything outside the allow-list.
+        """
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        raw = os.path.abspath(os.fspath(path))
+        candidates = [raw] if os.path.isdir(raw) else [storage.normalize_savedir(raw)]
+        savedir = candidates[0]
+        if not os.path.isdir(savedir):
+            raise FileNotFoundError(f"path: no dataset directory at {os.fspath(path)!r}")
+        self = cls.__new__(cls)
+        self._read_only = bool(read_only)
+        self._projections = {}
+        self._mem_rois = {}
+        self._mem_signals = {}
+        if storage.is_dataset_dir(savedir):
+            meta = storage.read_metadata(savedir)
+            self._sequences = storage.load_sequences(savedir, meta)
+            self._legacy = False
+            self._meta = meta
+        elif storage.is_legacy_dir(savedir):
+            info = storage.load_legacy(savedir)
+            self._sequences = info["sequences"]
+            self._legacy = True
+            self._meta = None
+            self._projections = dict(info["projections"])
+            meta = {"channel_names": info["channel_names"]}
+        else:
+            raise storage.DatasetFormatError(
+                f"path: {savedir!r} is neither a sima_fast dataset (no metadata.json) nor a SIMA "
+                "1.x dataset (no sequences.pkl)"
+            )
+        if not self._sequences:
+            raise storage.DatasetFormatError(f"{savedir!r} holds no sequences")
+        frame_shape = self._sequences[0].shape[1:]
+        for i, s in enumerate(self._sequences):
+            if s.shape[1:] != frame_shape:
+                raise storage.DatasetFormatError(
+                    f"{savedir!r}: sequence {i} has frame shape {s.shape[1:]}, sequence 0 has "
+                    f"{frame_shape}"
+                )
+        self._channel_names = self._validate_channel_names(meta["channel_names"], frame_shape[3])
+        self._savedir = savedir
+        return self
+
+    # -- saving ----------------------------------------------------------------
+
+    def save(self, savedir: str | os.PathLike | None = None) -> None:
+        """Save the dataset.
+
+        Parameters
+        ----------
+        savedir : str or path-like, optional
+            Where to save (``.sima`` appended when missing). Default: the
+            dataset's own directory. A different directory must not exist
+            yet; the ROIs, signals and cached projections are carried over.
+            Saving a SIMA 1.x dataset to a new directory converts it.
+
+        Raises
+        ------
+        PermissionError
+            On a read-only dataset, or when saving a SIMA 1.x directory in place.
+        ValueError
+            If the dataset has no directory and none is given.
+        FileExistsError
+            If a new ``savedir`` already exists.
+
+        Notes
+        -----
+        Files are written under temporary names and moved into place;
+        ``metadata.json`` goes last, so a failed save leaves the previous state
+        of the directory intact.
+        """
+        if self._read_only:
+            raise PermissionError("this dataset was opened read_only; it cannot be saved")
+        if savedir is None:
+            if self._savedir is None:
+                raise ValueError("savedir: this dataset has no directory yet; pass one to save()")
+            target = self._savedir
+        else:
+            target = storage.normalize_savedir(savedir)
+        if target == self._savedir:
+            self._check_writable()
+            self._save_in_place()
+            return
+        if os.path.exists(target):
+            raise FileExistsError(f"savedir {target!r} already exists; choose a new directory")
+        self._save_new(target)
+
+    def _metadata(self, seq_meta: dict[str, Any]) -> dict[str, Any]:
+        from sima_fast import __version__
+
+        return {
+            "sima_fast_version": __version__,
+            "saved": storage.timestamp(),
+            "channel_names": list(self._channel_names),
+            "frame_shape": list(self.frame_shape),
+            "num_frames": [len(s) for s in self._sequences],
+            "sequences": seq_meta["sequences"],
+            "arrays_file": seq_meta["arrays_file"],
+            "sequences_id": seq_meta["sequences_id"],
+        }
+
+    def _save_in_place(self) -> None:
+        savedir = self._savedir
+        if self._meta is None:
+            seq_meta = storage.serialize_sequences(self._sequences, savedir, savedir)
+        else:
+            seq_meta = {
+                k: self._meta[k] for k in ("sequences", "arrays_file", "sequences_id")
+            }
+            seq_meta["new_files"] = []
+        meta = self._metadata(seq_meta)
+        try:
+            storage.write_metadata(savedir, meta)
+        except BaseException:
+            for name in seq_meta["new_files"]:
+                path = os.path.join(savedir, name)
+                if os.path.exists(path):
+                    os.remove(path)
+            raise
+        storage.remove_unreferenced(savedir, meta)
+        self._meta = meta
+
+    def _save_new(self, target: str) -> None:
+        """Write a complete dataset directory at ``target`` (staged, then renamed)."""
+        parent = os.path.dirname(target)
+        if not os.path.isdir(parent):
+            raise FileNotFoundError(f"savedir: the parent directory {parent!r} does not exist")
+        staging = os.path.join(parent, f".{os.path.basename(target)}.tmp-{uuid.uuid4().hex[:8]}")
+        os.makedirs(staging)
+        try:
+            seq_meta = storage.serialize_sequences(self._sequences, target, staging)
+            meta = self._metadata(seq_meta)
+            # Carry over everything derived from the sequences.
+            rois = self.ROIs
+            if rois:
+                self._write_rois(staging, rois)
+            for channel in range(self.frame_shape[3]):
+                signals = self._read_signals(channel)
+                if signals:
+                    self._write_signals(staging, channel, signals)
+            if self._projections:
+                storage.write_projections(staging, meta["sequences_id"], self._projections)
+            storage.write_metadata(staging, meta)
+            os.rename(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self._savedir = target
+        self._meta = meta
+        self._legacy = False
+        self._mem_rois = {}
+        self._mem_signals = {}
+
+    # -- basic properties ------------------------------------------------------
+
+    @property
+    def sequences(self) -> list[Sequence]:
+        """The imaging sequences (a list of :class:`Sequence`)."""
+        return self._sequences
+
+    @property
+    def num_sequences(self) -> int:
+        """Number of sequences."""
+        return len(self._sequences)
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int, int]:
+        """``(num_planes, num_rows, num_columns, num_channels)``."""
+        return tuple(int(s) for s in self._sequences[0].shape[1:])
+
+    @property
+    def num_frames(self) -> int:
+        """Total number of frames over all sequences."""
+        return int(sum(len(s) for s in self._sequences))
+
+    @property
+    def channel_names(self) -> list[str]:
+        """Names of the channels."""
+        return list(self._channel_names)
+
+    @channel_names.setter
+    def channel_names(self, names: list[str]) -> None:
+        names = self._validate_channel_names(names, self.frame_shape[3])
+        if self._savedir is not None:
+            self._check_writable()
+            old = self._channel_names
+            self._channel_names = names
+            try:
+                self._save_in_place()
+            except BaseException:
+                self._channel_names = old
+                raise
+        else:
+            self._channel_names = names
+
+    @property
+    def savedir(self) -> str | None:
+        """The dataset directory, or ``None`` for an in-memory dataset."""
+        return self._savedir
+
+    @property
+    def read_only(self) -> bool:
+        """Whether changes to the dataset directory are refused."""
+        return self._read_only
+
+    def __repr__(self) -> str:
+        return (
+            f"<ImagingDataset: num_sequences={self.num_sequences}, "
+            f"frame_shape={self.frame_shape}, num_frames={self.num_frames}>"
+        )
+
+    def __iter__(self) -> Iterator[Sequence]:
+        return iter(self._sequences)
+
+    def __len__(self) -> int:
+        return self.num_sequences
+
+    def __getitem__(self, indices: Any) -> ImagingDataset:
+        """Select sequences and index every selected sequence.
+
+        ``ds[s]`` selects sequences; ``ds[s, t, z, y, x, c]`` (any prefix)
+        additionally indexes each selected sequence. Integer indices never drop
+        an axis. The result is an in-memory dataset (``savedir=None``) that
+        keeps the names of the selected channels.
+        """
+        if not isinstance(indices, tuple):
+            indices = (indices,)
+        if len(indices) > 6:
+            raise IndexError(
+                f"too many indices: a dataset has 6 axes (sequence, t, z, y, x, c), got {len(indices)}"
+            )
+        from sima_fast.sequence import _normalize_axis_index
+
+        sel = _normalize_axis_index(indices[0], self.num_sequences, "sequence")
+        picked = (
+            [self._sequences[i] for i in range(*sel.indices(self.num_sequences))]
+            if isinstance(sel, slice)
+            else [self._sequences[int(i)] for i in sel]
+        )
+        if not picked:
+            raise IndexError("the index selects no sequence")
+        rest = indices[1:]
+        names = list(self._channel_names)
+        if rest:
+            picked = [s[rest] for s in picked]
+            if len(rest) == 5:
+                c = _normalize_axis_index(rest[4], self.frame_shape[3], "c")
+                idx = range(*c.indices(len(names))) if isinstance(c, slice) else c
+                names = [names[int(i)] for i in idx]
+        return ImagingDataset(picked, None, channel_names=names)
+
+    def _channel(self, channel: Any) -> int:
+        return resolve_channel(channel, self._channel_names)
+
+    # -- projections -----------------------------------------------------------
+
+    def _projection(self, name: str) -> np.ndarray:
+        if name not in self._projections:
+            cached = {}
+            if self._savedir is not None and self._meta is not None:
+                cached = storage.read_projections(self._savedir, self._meta["sequences_id"])
+            if name in cached:
+                self._projections.update(cached)
+            else:
+                from sima_fast._projections import projections
+
+                result = projections(self._sequences)
+                if self._legacy:  # SIMA's cached mean/std stay as SIMA stored them
+                    result.update(self._projections)
+                self._projections.update(result)
+                if (
+                    self._savedir is not None
+                    and self._meta is not None
+                    and not self._read_only
+                    and not self._legacy
+                ):
+                    storage.write_projections(
+                        self._savedir, self._meta["sequences_id"], self._projections
+                    )
+        return self._projections[name]
+
+    @property
+    def time_averages(self) -> np.ndarray:
+        """Per-pixel mean over all finite values of all frames, ``(Z, Y, X, C)``.
+
+        Pixels never observed (always NaN) are NaN. Computed once, in the same
+        streaming pass as :attr:`time_std` and :attr:`time_kurtosis`, and cached
+        in the dataset directory.
+        """
+        return self._projection("time_averages")
+
+    @property
+    def time_std(self) -> np.ndarray:
+        """Per-pixel population standard deviation (ddof 0), ``(Z, Y, X, C)``."""
+        return self._projection("time_std")
+
+    @property
+    def time_kurtosis(self) -> np.ndarray:
+        """Per-pixel Pearson kurtosis ``m4 / m2**2``, ``(Z, Y, X, C)``.
+
+        Unlike SIMA 1.3.2 (which stored the raw fourth central moment under
+        this name) this is the kurtosis; constant pixels give NaN.
+        """
+        return self._projection("time_kurtosis")
+
+    # -- ROIs --------------------------------------------------------------------
+
+    @property
+    def ROIs(self) -> dict[str, Any]:
+        """The saved ROI sets, ``{label: ROIList}`` (``{}`` when there are none)."""
+        if self._savedir is None:
+            return dict(self._mem_rois)
+        if self._legacy:
+            return storage.legacy_roi_labels(self._savedir)
+        from sima_fast.ROI import read_roilist_group
+
+        return storage.read_h5_groups(
+            os.path.join(self._savedir, storage.ROIS_FILE), read_roilist_group
+        )
+
+    @staticmethod
+    def _write_rois(directory: str, rois: dict[str, Any]) -> None:
+        from sima_fast.ROI import write_roilist_group
+
+        storage.rewrite_h5_groups(
+            os.path.join(directory, storage.ROIS_FILE),
+            {
+                label: (lambda g, r=roilist: write_roilist_group(g, r))
+                for label, roilist in rois.items()
+            },
+        )
+
+    def add_ROIs(self, ROIs: Any, label: str | None = None) -> None:
+        """Store a set of ROIs with the dataset.
+
+        Parameters
+        ----------
+        ROIs : sima_fast.ROI.ROIList
+            The regions of interest. ROIs without an ``im_shape`` get the
+            dataset's ``(Z, Y, X)``.
+        label : str, optional
+            Name of the set (default: the current timestamp). An existing set
+            of that name is replaced.
+
+        Examples
+        --------
+        >>> from sima_fast.ROI import ROIList
+        >>> from sima_fast.misc import example_imagej_rois, example_data
+        >>> from sima_fast.imaging import ImagingDataset
+        >>> dataset = ImagingDataset.load(example_data())
+        >>> rois = ROIList.load(example_imagej_rois(), fmt='ImageJ')
+        >>> dataset.add_ROIs(rois, 'from_ImageJ')
+        """
+        from sima_fast.ROI import ROIList
+
+        if not isinstance(ROIs, ROIList):
+            raise TypeError(f"ROIs must be a sima_fast.ROI.ROIList, got {type(ROIs).__name__}")
+        if label is None:
+            label = storage.timestamp()
+        if not isinstance(label, str) or not label or "/" in label:
+            raise ValueError(f"label must be a non-empty string without '/', got {label!r}")
+        im_shape = self.frame_shape[:3]
+        for i, roi in enumerate(ROIs):
+            if roi.im_shape is None:
+                roi.im_shape = im_shape
+            elif tuple(roi.im_shape) != im_shape:
+                raise ValueError(
+                    f"ROIs[{i}] has im_shape {tuple(roi.im_shape)} but the dataset's frames are "
+                    f"(Z, Y, X) = {im_shape}"
+                )
+        if self._savedir is None:
+            self._mem_rois[label] = ROIs
+            return
+        self._check_writable()
+        self._write_rois(self._savedir, {label: ROIs})
+
+    def delete_ROIs(self, label: str) -> None:
+        """Remove the ROI set ``label`` (the ROI file is removed when no set is left).
+
+        Raises
+        ------
+        KeyError
+            If there is no set of that label.
+        """
+        labels = list(self.ROIs)
+        if label not in labels:
+            raise KeyError(f"no ROI set labelled {label!r}; available: {labels}")
+        if self._savedir is None:
+            del self._mem_rois[label]
+            return
+        self._check_writable()
+        storage.rewrite_h5_groups(os.path.join(self._savedir, storage.ROIS_FILE), {label: None})
+
+    # -- signals ------------------------------------------------------------------
+
+    def _read_signals(self, channel: int) -> dict[str, Any]:
+        if self._savedir is None:
+            return dict(self._mem_signals.get(channel, {}))
+        if self._legacy:
+            return storage.legacy_signals(self._savedir, channel)
+        return storage.read_h5_groups(
+            os.path.join(self._savedir, storage.signals_file(channel)), storage.read_tree
+        )
+
+    @staticmethod
+    def _write_signals(directory: str, channel: int, signals: dict[str, Any]) -> None:
+        storage.rewrite_h5_groups(
+            os.path.join(directory, storage.signals_file(channel)),
+            {
+                label: (lambda g, v=value: storage.write_tree(g, v))
+                for label, value in signals.items()
+            },
+        )
+
+    def _store_signals(self, channel: int, label: str, signals: dict[str, Any]) -> None:
+        """Store (or replace) one labelled signals record for a channel index."""
+        if self._savedir is None:
+            self._mem_signals.setdefault(channel, {})[label] = signals
+            return
+        self._check_writable()
+        self._write_signals(self._savedir, channel, {label: signals})
+
+    def signals(self, channel: Any = 0) -> dict[str, dict[str, Any]]:
+        """The extracted signals of a channel, ``{label: signals dict}``.
+
+        Parameters
+        ----------
+        channel : int or str, optional
+            Channel index or name. Default: 0.
+        """
+        return self._read_signals(self._channel(channel))
+
+    def export_signals(
+        self,
+        path: str | os.PathLike,
+        fmt: str = "csv",
+        channel: Any = 0,
+        signals_label: str | None = None,
+    ) -> None:
+        """Write extracted signals to a tab-separated text file.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The output file (written atomically).
+        fmt : {'csv'}, optional
+            The format; only ``'csv'`` (tab-separated values) is available.
+        channel : int or str, optional
+            The channel whose signals to export. Default: 0.
+        signals_label : str, optional
+            Which extraction to export. Default: the most recent one.
+
+        Notes
+        -----
+        Three header rows give, per column, the ROI id, label and sorted tags
+        (joined by commas); every following row is one frame: the sequence
+        index, the frame index within the sequence, then one value per ROI.
+        """
+        from sima_fast.extract import write_signals_csv
+
+        if fmt != "csv":
+            raise ValueError(f"fmt must be 'csv', got {fmt!r}")
+        all_signals = self.signals(channel)
+        if not all_signals:
+            raise ValueError(
+                f"channel {channel!r} has no extracted signals; run extract() first"
+            )
+        label = signals_label if signals_label is not None else _most_recent(all_signals)
+        if label not in all_signals:
+            raise KeyError(f"no signals labelled {label!r}; available: {sorted(all_signals)}")
+        write_signals_csv(path, all_signals[label])
+
+
+def _most_recent(records: dict[str, dict[str, Any]]) -> str:
+    """Label of the record with the latest timestamp (insertion order breaks ties)."""
+    best, best_ts = None, None
+    for label, rec in records.items():
+        ts = rec.get("timestamp", "") if isinstance(rec, dict) else ""
+        if best is None or ts >= best_ts:
+            best, best_ts = label, ts
+    return best

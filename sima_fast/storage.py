@@ -1,0 +1,571 @@
+"""The dataset directory format, atomic writes and the SIMA 1.x reader.
+
+A sima_fast dataset directory (``<name>.sima``) holds:
+
+``metadata.json``
+    Human-readable, versioned: format name and version, channel names, frame
+    shape, frames per sequence, and a description of every sequence (format,
+    arguments, data paths both relative to the directory and absolute).
+``arrays_<id>.h5``
+    Arrays that sequence descriptions refer to (masks, displacements).
+``sequence_<id>.h5``
+    Frames of sequences that lived in memory (``'ndarray'``) when saved.
+``rois.h5``
+    ROI sets, one HDF5 group per label.
+``signals_<channel>.h5``
+    Extracted signals (and inferred spikes), one group per label.
+``projections.h5``
+    Cached time projections, tagged with the id of the sequences they
+    were computed from.
+
+No pickle is written anywhere. Every file is written to a temporary name and
+moved into place with :func:`os.replace`; ``metadata.json`` is replaced last,
+so an interrupted save leaves the previous state readable.
+
+Directories written by SIMA 1.x (``dataset.pkl``, ``sequences.pkl``, ...) are
+read through the allow-list unpickler of :mod:`sima_fast._legacy` and never
+modified.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from sima_fast._atomic import atomic_write
+from sima_fast._legacy import (
+    LegacyClass,
+    LegacySparse,
+    UnsafePickleError,
+    legacy_load,
+    sparse_from_legacy,
+)
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "DatasetFormatError",
+    "UnsafePickleError",
+    "is_dataset_dir",
+    "is_legacy_dir",
+]
+
+FORMAT_NAME = "sima_fast.ImagingDataset"
+FORMAT_VERSION = 1
+METADATA_FILE = "metadata.json"
+ROIS_FILE = "rois.h5"
+PROJECTIONS_FILE = "projections.h5"
+
+
+class DatasetFormatError(ValueError):
+    """A dataset directory or one of its files is missing, corrupt or of an unknown version."""
+
+
+def signals_file(channel: int) -> str:
+    """File name of the signals of channel index ``channel``."""
+    return f"signals_{int(channel)}.h5"
+
+
+def timestamp() -> str:
+    """The current time in SIMA's label format ``'%Y-%m-%d-%Hh%Mm%Ss'``."""
+    return datetime.datetime.now().strftime("%Y-%m-%d-%Hh%Mm%Ss")
+
+
+def normalize_savedir(path: Any) -> str:
+    """Absolute path of a dataset directory, with ``.sima`` appended if missing."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"savedir must be a path (str or os.PathLike), got {type(path).__name__}")
+    path = os.path.abspath(os.fspath(path)).rstrip(os.sep)
+    if not path.endswith(".sima"):
+        path += ".sima"
+    return path
+
+
+def is_dataset_dir(path: str) -> bool:
+    """Whether ``path`` is a sima_fast dataset directory."""
+    return os.path.isfile(os.path.join(path, METADATA_FILE))
+
+
+def is_legacy_dir(path: str) -> bool:
+    """Whether ``path`` looks like a directory written by SIMA 1.x."""
+    return os.path.isfile(os.path.join(path, "sequences.pkl")) or os.path.isfile(
+        os.path.join(path, "dataset.pkl")
+    )
+
+
+# ---------------------------------------------------------------------------
+# generic tree <-> HDF5 (used for signals and other nested results)
+# ---------------------------------------------------------------------------
+
+
+def _member(key: str) -> str:
+    return key.replace("%", "%25").replace("/", "%2F") if key not in (".", "") else f"%{key}"
+
+
+def _unmember(name: str) -> str:
+    if name in ("%.", "%"):
+        return name[1:]
+    return name.replace("%2F", "/").replace("%25", "%")
+
+
+def write_tree(group: Any, obj: Any) -> None:
+    """Store a nested Python value (dicts, lists, arrays, scalars, sparse) in an h5py group.
+
+    The value is written as the group's content; :func:`read_tree` rebuilds it.
+    """
+    import h5py
+    import scipy.sparse
+
+    def put(parent: Any, name: str, value: Any) -> None:
+        if isinstance(value, dict):
+            g = parent.create_group(name)
+            g.attrs["kind"] = "dict"
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    raise TypeError(f"only str keys can be stored, got {k!r}")
+                put(g, _member(k), v)
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            g = parent.create_group(name)
+            kind = {list: "list", tuple: "tuple"}.get(type(value), "set")
+            items = sorted(value, key=repr) if kind == "set" else value
+            g.attrs["kind"] = kind
+            g.attrs["length"] = len(items)
+            for i, v in enumerate(items):
+                put(g, str(i), v)
+        elif value is None:
+            parent.create_group(name).attrs["kind"] = "none"
+        elif scipy.sparse.issparse(value):
+            m = scipy.sparse.csr_matrix(value)
+            g = parent.create_group(name)
+            g.attrs["kind"] = "csr"
+            g.attrs["shape"] = np.asarray(m.shape, dtype=np.int64)
+            g.create_dataset("data", data=m.data)
+            g.create_dataset("indices", data=m.indices)
+            g.create_dataset("indptr", data=m.indptr)
+        elif isinstance(value, str):
+            d = parent.create_dataset(name, data=value, dtype=h5py.string_dtype())
+            d.attrs["kind"] = "str"
+        elif isinstance(value, (bool, np.bool_)):
+            parent.create_dataset(name, data=bool(value)).attrs["kind"] = "bool"
+        elif isinstance(value, (int, np.integer)):
+            parent.create_dataset(name, data=int(value)).attrs["kind"] = "int"
+        elif isinstance(value, (float, np.floating)):
+            parent.create_dataset(name, data=float(value)).attrs["kind"] = "float"
+        elif isinstance(value, np.ndarray):
+            if value.dtype.kind in "US" or value.dtype == object:
+                d = parent.create_dataset(
+                    name, data=np.asarray(value, dtype=object).astype(str).astype(object),
+                    dtype=h5py.string_dtype(),
+                )
+                d.attrs["kind"] = "str_array"
+            else:
+                parent.create_dataset(name, data=value).attrs["kind"] = "array"
+        else:
+            raise TypeError(f"cannot store a value of type {type(value).__name__}")
+
+    if isinstance(obj, dict):
+        group.attrs["kind"] = "dict"
+        for k, v in obj.items():
+            put(group, _member(k), v)
+    else:
+        put(group, "value", obj)
+        group.attrs["kind"] = "wrapped"
+
+
+def read_tree(node: Any) -> Any:
+    """Inverse of :func:`write_tree`."""
+    import h5py
+    import scipy.sparse
+
+    kind = node.attrs.get("kind")
+    if isinstance(kind, bytes):
+        kind = kind.decode()
+    if isinstance(node, h5py.Dataset):
+        if kind == "str":
+            v = node[()]
+            return v.decode() if isinstance(v, bytes) else str(v)
+        if kind == "str_array":
+            return np.asarray([s.decode() if isinstance(s, bytes) else s for s in node[()].ravel()],
+                              dtype=str).reshape(node.shape)
+        if kind == "bool":
+            return bool(node[()])
+        if kind == "int":
+            return int(node[()])
+        if kind == "float":
+            return float(node[()])
+        return node[()]
+    if kind == "wrapped":
+        return read_tree(node["value"])
+    if kind == "none":
+        return None
+    if kind == "csr":
+        shape = tuple(int(s) for s in node.attrs["shape"])
+        return scipy.sparse.csr_matrix(
+            (node["data"][()], node["indices"][()], node["indptr"][()]), shape=shape
+        )
+    if kind in ("list", "tuple", "set"):
+        items = [read_tree(node[str(i)]) for i in range(int(node.attrs["length"]))]
+        return {"list": list, "tuple": tuple, "set": set}[kind](items)
+    return {_unmember(k): read_tree(node[k]) for k in node}
+
+
+def rewrite_h5_groups(
+    path: str, updates: dict[str, Callable[[Any], None] | None]
+) -> None:
+    """Atomically rewrite an HDF5 file of labelled groups.
+
+    Parameters
+    ----------
+    path : str
+        The file (created if missing).
+    updates : dict
+        ``label -> writer(group)`` to (re)write a group, or ``label -> None``
+        to delete it. Other groups are copied unchanged.
+
+    Notes
+    -----
+    When no group remains the file is removed.
+    """
+    import h5py
+
+    old = h5py.File(path, "r") if os.path.exists(path) else None
+    try:
+        keep = [k for k in (old.keys() if old is not None else []) if k not in updates]
+        new_labels = [k for k, w in updates.items() if w is not None]
+        if not keep and not new_labels:
+            if old is not None:
+                old.close()
+                old = None
+                os.remove(path)
+            return
+        with atomic_write(path) as tmp:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["format"] = FORMAT_NAME
+                f.attrs["version"] = FORMAT_VERSION
+                for k in keep:
+                    old.copy(old[k], f, name=k)
+                for k in new_labels:
+                    g = f.create_group(k)
+                    updates[k](g)
+            if old is not None:
+                old.close()
+                old = None
+    finally:
+        if old is not None:
+            old.close()
+
+
+def read_h5_groups(path: str, reader: Callable[[Any], Any]) -> dict[str, Any]:
+    """Read every labelled group of an HDF5 file with ``reader(group)``."""
+    import h5py
+
+    if not os.path.exists(path):
+        return {}
+    try:
+        with h5py.File(path, "r") as f:
+            return {k: reader(f[k]) for k in f}
+    except OSError as exc:
+        raise DatasetFormatError(f"cannot read {path!r}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------
+# metadata and sequences
+# ---------------------------------------------------------------------------
+
+
+def read_metadata(savedir: str) -> dict[str, Any]:
+    """Read and validate ``metadata.json`` of a dataset directory."""
+    path = os.path.join(savedir, METADATA_FILE)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            meta = json.load(fh)
+    except FileNotFoundError:
+        raise DatasetFormatError(f"{savedir!r} is not a sima_fast dataset: {METADATA_FILE} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetFormatError(
+            f"{path!r} is corrupt or truncated (invalid JSON: {exc}); the dataset cannot be loaded"
+        ) from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise DatasetFormatError(f"{path!r} is not sima_fast dataset metadata (format field missing)")
+    version = meta.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise DatasetFormatError(f"{path!r} has an invalid format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise DatasetFormatError(
+            f"{path!r} was written in format version {version} by a newer sima_fast; this "
+            f"version reads up to {FORMAT_VERSION}"
+        )
+    required = {"channel_names": list, "frame_shape": list, "num_frames": list, "sequences": list}
+    for key, typ in required.items():
+        if not isinstance(meta.get(key), typ):
+            raise DatasetFormatError(f"{path!r}: field {key!r} is missing or not a {typ.__name__}")
+    if len(meta["num_frames"]) != len(meta["sequences"]):
+        raise DatasetFormatError(f"{path!r}: num_frames and sequences disagree in length")
+    return meta
+
+
+def load_sequences(savedir: str, meta: dict[str, Any]) -> list:
+    """Rebuild the sequences described in ``meta``, checking their shapes."""
+    import h5py
+
+    from sima_fast.sequence import Sequence, _LoadContext
+
+    arrays_name = meta.get("arrays_file")
+    arrays = None
+    if arrays_name:
+        arrays_path = os.path.join(savedir, arrays_name)
+        if not os.path.exists(arrays_path):
+            raise DatasetFormatError(f"{savedir!r}: the array store {arrays_name!r} is missing")
+        arrays = h5py.File(arrays_path, "r")
+    try:
+        ctx = _LoadContext(savedir, arrays)
+        sequences = [Sequence._fromdict(d, ctx) for d in meta["sequences"]]
+    finally:
+        if arrays is not None:
+            arrays.close()
+    frame_shape = tuple(meta["frame_shape"])
+    for i, (seq, n) in enumerate(zip(sequences, meta["num_frames"])):
+        if seq.shape != (n, *frame_shape):
+            raise DatasetFormatError(
+                f"sequence {i} of {savedir!r} now has shape {seq.shape}, but the dataset recorded "
+                f"{(n, *frame_shape)}: its data file changed since the dataset was saved"
+            )
+    return sequences
+
+
+def serialize_sequences(sequences: list, savedir: str, writedir: str) -> dict[str, Any]:
+    """Describe ``sequences`` for ``metadata.json``; write their arrays into ``writedir``.
+
+    Paths are recorded relative to ``savedir`` (the final location), while new
+    files are written in ``writedir`` (the same, or a staging directory that
+    will be renamed to ``savedir``). Returns the metadata fields
+    ``sequences``, ``arrays_file``, ``sequences_id`` and the new file names.
+    """
+    import h5py
+
+    from sima_fast.sequence import _SaveContext
+
+    ctx = _SaveContext(savedir, writedir)
+    try:
+        descs = [s._todict(ctx) for s in sequences]
+        arrays_file = None
+        if ctx.arrays:
+            arrays_file = f"arrays_{uuid.uuid4().hex}.h5"
+            with atomic_write(os.path.join(writedir, arrays_file)) as tmp, h5py.File(tmp, "w") as f:
+                for key, arr in ctx.arrays.items():
+                    f.create_dataset(key, data=arr)
+            ctx.new_files.append(os.path.join(writedir, arrays_file))
+    except BaseException:
+        for p in ctx.new_files:
+            if os.path.exists(p):
+                os.remove(p)
+        raise
+    return {
+        "sequences": descs,
+        "arrays_file": arrays_file,
+        "sequences_id": uuid.uuid4().hex,
+        "new_files": [os.path.basename(p) for p in ctx.new_files],
+    }
+
+
+def write_metadata(writedir: str, meta: dict[str, Any]) -> None:
+    """Atomically write ``metadata.json``."""
+    payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **meta}
+    text = json.dumps(payload, indent=2, sort_keys=False)
+    with atomic_write(os.path.join(writedir, METADATA_FILE)) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.write("\n")
+
+
+def remove_unreferenced(savedir: str, meta: dict[str, Any]) -> None:
+    """Delete ``arrays_*.h5`` and ``sequence_*.h5`` files that ``meta`` no longer uses."""
+    used = set()
+    if meta.get("arrays_file"):
+        used.add(meta["arrays_file"])
+
+    def walk(d: Any) -> None:
+        if isinstance(d, dict):
+            path = d.get("path")
+            if isinstance(path, dict) and path.get("abspath"):
+                used.add(os.path.basename(path["abspath"]))
+            for v in d.values():
+                walk(v)
+        elif isinstance(d, list):
+            for v in d:
+                walk(v)
+
+    walk(meta.get("sequences", []))
+    for name in os.listdir(savedir):
+        if (name.startswith(("arrays_", "sequence_")) and name.endswith(".h5")) and name not in used:
+            os.remove(os.path.join(savedir, name))
+
+
+# ---------------------------------------------------------------------------
+# projections cache
+# ---------------------------------------------------------------------------
+
+
+def read_projections(savedir: str, sequences_id: str) -> dict[str, np.ndarray]:
+    """Cached projections of ``savedir`` if they belong to ``sequences_id``."""
+    import h5py
+
+    path = os.path.join(savedir, PROJECTIONS_FILE)
+    if not os.path.exists(path):
+        return {}
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("sequences_id") != sequences_id:
+                return {}
+            return {k: f[k][()] for k in f}
+    except OSError:
+        return {}
+
+
+def write_projections(savedir: str, sequences_id: str, arrays: dict[str, np.ndarray]) -> None:
+    """Atomically store projections computed from the sequences ``sequences_id``."""
+    import h5py
+
+    path = os.path.join(savedir, PROJECTIONS_FILE)
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["sequences_id"] = sequences_id
+        for k, v in arrays.items():
+            f.create_dataset(k, data=v)
+
+
+# ---------------------------------------------------------------------------
+# SIMA 1.x directories
+# ---------------------------------------------------------------------------
+
+
+def _legacy_record(d: dict[str, Any]) -> dict[str, Any]:
+    return {"abspath": d.get("_abspath", d.get("path")), "relpath": d.get("_relpath")}
+
+
+def _legacy_sequence(d: Any, savedir: str):
+    from sima_fast.sequence import (
+        Sequence,
+        _JoinedSequence,
+        _MaskedSequence,
+        _MotionCorrectedSequence,
+        _resolve_path,
+    )
+
+    if not isinstance(d, dict) or not isinstance(d.get("__class__"), LegacyClass):
+        raise DatasetFormatError(f"{savedir!r}: unexpected entry in sequences.pkl: {type(d).__name__}")
+    name = d["__class__"].name
+    if name == "_Sequence_HDF5":
+        path = _resolve_path(_legacy_record(d), savedir, "HDF5 file")
+        return Sequence.create("HDF5", path, d["dim_order"], group=d.get("group"), key=d.get("key"))
+    if name == "_Sequence_TIFF_Interleaved":
+        path = _resolve_path(_legacy_record(d), savedir, "TIFF file")
+        return Sequence.create(
+            "TIFF", path, d.get("num_planes", 1), d.get("num_channels", 1), d.get("len_")
+        )
+    if name == "_Sequence_ndarray":
+        if d.get("array") is not None:
+            return Sequence.create("ndarray", np.asarray(d["array"]))
+        path = _resolve_path(_legacy_record(d), savedir, "array file")
+        return Sequence.create("ndarray", np.load(path, mmap_mode="r", allow_pickle=False))
+    if name == "_Sequence_memmap":
+        path = _resolve_path(_legacy_record(d), savedir, "memmap file")
+        return Sequence.create("memmap", path, tuple(d["shape"]), d["dim_order"],
+                               d.get("dtype", "float32"), d.get("order", "C"))
+    if name == "_Sequence_TIFFs":
+        paths = d.get("paths")
+        if paths is None:
+            raise DatasetFormatError(f"{savedir!r}: unsupported _Sequence_TIFFs record")
+        return Sequence.create("TIFFs", paths)
+    if name == "_IndexedSequence":
+        return _legacy_sequence(d["base"], savedir)[tuple(d["indices"])]
+    if name == "_MaskedSequence":
+        return _MaskedSequence(_legacy_sequence(d["base"], savedir), list(d["outers"]))
+    if name == "_MotionCorrectedSequence":
+        extent = d.get("extent")
+        return _MotionCorrectedSequence(
+            _legacy_sequence(d["base"], savedir),
+            np.asarray(d["displacements"]),
+            None if extent is None else tuple(int(e) for e in extent),
+        )
+    if name == "_Joined_Sequence":
+        return _JoinedSequence([_legacy_sequence(s, savedir) for s in d["sequences"]])
+    raise DatasetFormatError(f"{savedir!r}: unsupported SIMA sequence class {name}")
+
+
+def convert_legacy(obj: Any) -> Any:
+    """Replace :class:`LegacySparse` records by CSR matrices throughout a structure."""
+    if isinstance(obj, LegacySparse):
+        return sparse_from_legacy(obj)
+    if isinstance(obj, dict):
+        return {k: convert_legacy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [convert_legacy(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(convert_legacy(v) for v in obj)
+    return obj
+
+
+def load_legacy(savedir: str) -> dict[str, Any]:
+    """Read a SIMA 1.x directory: sequences, channel names and cached projections."""
+    ds_path = os.path.join(savedir, "dataset.pkl")
+    info = legacy_load(ds_path) if os.path.exists(ds_path) else {}
+    if not isinstance(info, dict):
+        raise DatasetFormatError(f"{ds_path!r} does not hold SIMA dataset information")
+    seq_path = os.path.join(savedir, "sequences.pkl")
+    if not os.path.exists(seq_path):
+        raise DatasetFormatError(f"{savedir!r}: sequences.pkl is missing")
+    raw = legacy_load(seq_path)
+    if not isinstance(raw, list):
+        raise DatasetFormatError(f"{seq_path!r} does not hold a list of sequences")
+    sequences = [_legacy_sequence(d, savedir) for d in raw]
+    projections = {}
+    for name in ("time_averages", "time_std"):
+        p = os.path.join(savedir, f"{name}.pkl")
+        if os.path.exists(p):
+            arr = legacy_load(p)
+            if isinstance(arr, np.ndarray):
+                projections[name] = np.asarray(arr, dtype=np.float64)
+    # time_kurtosis.pkl held SIMA's 4th central moment, not kurtosis: ignored.
+    names = info.get("channel_names")
+    return {
+        "sequences": sequences,
+        "channel_names": None if names is None else [str(n) for n in names],
+        "projections": projections,
+    }
+
+
+def legacy_roi_labels(savedir: str) -> dict[str, Any]:
+    """ROI sets of a SIMA directory as ``label -> ROIList``."""
+    from sima_fast.ROI import ROIList
+
+    path = os.path.join(savedir, "rois.pkl")
+    if not os.path.exists(path):
+        return {}
+    labels = legacy_load(path)
+    if not isinstance(labels, dict):
+        raise DatasetFormatError(f"{path!r} does not hold SIMA ROI sets")
+    return {label: ROIList.load(path, label=label, fmt="pkl") for label in labels}
+
+
+def legacy_signals(savedir: str, channel: int) -> dict[str, Any]:
+    """Signals of a SIMA directory for one channel index."""
+    path = os.path.join(savedir, f"signals_{int(channel)}.pkl")
+    if not os.path.exists(path):
+        return {}
+    data = legacy_load(path)
+    if not isinstance(data, dict):
+        raise DatasetFormatError(f"{path!r} does not hold SIMA signals")
+    return convert_legacy(data)
+
+
+def copy_file(src: str, dst: str) -> None:
+    """Copy a file atomically."""
+    with atomic_write(dst) as tmp:
+        shutil.copyfile(src, tmp)

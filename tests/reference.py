@@ -1,0 +1,149 @@
+"""Slow, obviously-correct reference implementations the fast code is checked against.
+
+Everything here is plain numpy / scipy / h5py / tifffile, written for clarity,
+never for speed. Tests compare sima_fast's readers, wrappers and kernels with
+these functions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.stats
+
+DIMS = "tzyxc"
+
+
+def to_tzyxc(array: np.ndarray, dim_order: str) -> np.ndarray:
+    """Rearrange an array stored in ``dim_order`` into (t, z, y, x, c), as float64."""
+    arr = np.asarray(array, dtype=np.float64)
+    for d in DIMS:
+        if d not in dim_order:
+            arr = arr[..., np.newaxis]
+            dim_order = dim_order + d
+    return np.transpose(arr, [dim_order.index(d) for d in DIMS]).copy()
+
+
+def read_hdf5(path: str, dim_order: str, key: str, group: str = "/") -> np.ndarray:
+    """Read a whole HDF5 dataset with h5py and rearrange it."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        data = f[group][key][()]
+    return to_tzyxc(data, dim_order)
+
+
+def read_interleaved_tiff(path: str, planes: int, channels: int) -> np.ndarray:
+    """Read every page with tifffile; page of (t, p, c) is t*P*C + p*C + c."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        pages = [p.asarray() for p in tif.pages]
+    n = len(pages) // (planes * channels)
+    y, x = pages[0].shape
+    out = np.empty((n, planes, y, x, channels))
+    for t in range(n):
+        for p in range(planes):
+            for c in range(channels):
+                out[t, p, :, :, c] = pages[t * planes * channels + p * channels + c]
+    return out
+
+
+def index_like_sequence(array: np.ndarray, indices: tuple) -> np.ndarray:
+    """Apply per-axis indices to a (t, z, y, x, c) array, keeping integer-indexed axes."""
+    if not isinstance(indices, tuple):
+        indices = (indices,)
+    out = np.asarray(array)
+    for axis, idx in enumerate(indices):
+        if isinstance(idx, (int, np.integer)):
+            idx = [int(idx)]
+        sl = [slice(None)] * out.ndim
+        sl[axis] = idx
+        out = out[tuple(sl)]
+    return out
+
+
+def mask_frames(array: np.ndarray, masks: list) -> np.ndarray:
+    """Set masked pixels to NaN, entry by entry, with explicit loops."""
+    out = np.asarray(array, dtype=np.float64).copy()
+    T, Z, Y, X, C = out.shape
+
+    def listify(v, n):
+        if v is None:
+            return list(range(n))
+        return [int(i) % n for i in np.atleast_1d(v)]
+
+    for m in masks:
+        frames, channels = listify(m[0], T), listify(m[-1], C)
+        if len(m) == 3:
+            spatial = np.ones((Z, Y, X), bool) if m[1] is None else np.asarray(m[1], bool)
+        else:
+            spatial = np.zeros((Z, Y, X), bool)
+            for p in listify(m[1], Z):
+                spatial[p] = True if m[2] is None else np.asarray(m[2], bool)
+        for t in frames:
+            for c in channels:
+                for z, y, x in zip(*np.nonzero(spatial)):
+                    out[t, z, y, x, c] = np.nan
+    return out
+
+
+def displace(array: np.ndarray, displacements: np.ndarray, frame_shape=None) -> np.ndarray:
+    """Place every source pixel at its displaced position; average collisions; NaN if none."""
+    src = np.asarray(array, dtype=np.float64)
+    T, Z, Y, X, C = src.shape
+    d = np.asarray(displacements, dtype=np.int64)
+    if d.shape[-1] == 2:
+        d = np.concatenate([np.zeros((*d.shape[:-1], 1), np.int64), d], axis=-1)
+    rows = np.zeros((T, Z, Y, 3), np.int64)
+    for t in range(T):
+        for z in range(Z):
+            for y in range(Y):
+                if d.ndim == 2:
+                    rows[t, z, y] = d[t]
+                elif d.ndim == 3:
+                    rows[t, z, y] = d[t, z]
+                else:
+                    rows[t, z, y] = d[t, z, y]
+    if frame_shape is None:
+        frame_shape = (
+            Z + rows[..., 0].max(initial=0),
+            Y + rows[..., 1].max(initial=0),
+            X + rows[..., 2].max(initial=0),
+        )
+    Zo, Yo, Xo = frame_shape
+    total = np.zeros((T, Zo, Yo, Xo, C))
+    count = np.zeros((T, Zo, Yo, Xo, C))
+    for t in range(T):
+        for z in range(Z):
+            for y in range(Y):
+                dz, dy, dx = rows[t, z, y]
+                for x in range(X):
+                    tz, ty, tx = z + dz, y + dy, x + dx
+                    if tz < Zo and ty < Yo and tx < Xo:
+                        for c in range(C):
+                            v = src[t, z, y, x, c]
+                            if np.isfinite(v):
+                                total[t, tz, ty, tx, c] += v
+                                count[t, tz, ty, tx, c] += 1
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def projections(frames: np.ndarray) -> dict[str, np.ndarray]:
+    """nanmean, nanstd (ddof 0) and Pearson kurtosis per pixel with numpy/scipy."""
+    x = np.asarray(frames, dtype=np.float64)
+    mean = np.full(x.shape[1:], np.nan)
+    std = np.full(x.shape[1:], np.nan)
+    kurt = np.full(x.shape[1:], np.nan)
+    flat = x.reshape(x.shape[0], -1)
+    for p in range(flat.shape[1]):
+        v = flat[:, p]
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            continue
+        idx = np.unravel_index(p, x.shape[1:])
+        mean[idx] = v.mean()
+        std[idx] = v.std()
+        if np.ptp(v) > 0:
+            kurt[idx] = scipy.stats.kurtosis(v, fisher=False, bias=True)
+    return {"time_averages": mean, "time_std": std, "time_kurtosis": kurt}
