@@ -69,7 +69,12 @@ def place_displaced_rows(src: np.ndarray, rows: np.ndarray, out: np.ndarray) -> 
         ``out``: the mean of the finite values that landed on each pixel, NaN
         where none did. Values falling outside ``out`` are dropped.
     """
-    if src.ndim != 5 or out.ndim != 5 or src.shape[0] != out.shape[0] or src.shape[4] != out.shape[4]:
+    if (
+        src.ndim != 5
+        or out.ndim != 5
+        or src.shape[0] != out.shape[0]
+        or src.shape[4] != out.shape[4]
+    ):
         raise ValueError(f"incompatible shapes: src {src.shape}, out {out.shape}")
     if rows.shape != (*src.shape[:3], 3):
         raise ValueError(f"rows must have shape {(*src.shape[:3], 3)}, got {rows.shape}")

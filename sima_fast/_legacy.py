@@ -205,7 +205,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         super().__init__(file, encoding="latin1")
         self._source = source
 
-    def find_class(self, module: str, name: str) -> Any:  # noqa: D102
+    def find_class(self, module: str, name: str) -> Any:
         if module in ("builtins", "__builtin__") and name in _BUILTINS:
             return _BUILTINS[name]
         if module == "collections" and name == "OrderedDict":

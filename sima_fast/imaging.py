@@ -315,9 +315,7 @@ class ImagingDataset:
         if self._meta is None:
             seq_meta = storage.serialize_sequences(self._sequences, savedir, savedir)
         else:
-            seq_meta = {
-                k: self._meta[k] for k in ("sequences", "arrays_file", "sequences_id")
-            }
+            seq_meta = {k: self._meta[k] for k in ("sequences", "arrays_file", "sequences_id")}
             seq_meta["new_files"] = []
         meta = self._metadata(seq_meta)
         try:
@@ -434,14 +432,16 @@ class ImagingDataset:
         an axis. The result is an in-memory dataset (``savedir=None``) that
         keeps the names of the selected channels.
         """
+        from sima_fast.sequence import _expand_ellipsis, _normalize_axis_index
+
         if not isinstance(indices, tuple):
             indices = (indices,)
+        indices = _expand_ellipsis(indices, 6)
         if len(indices) > 6:
             raise IndexError(
-                f"too many indices: a dataset has 6 axes (sequence, t, z, y, x, c), got {len(indices)}"
+                "too many indices: a dataset has 6 axes (sequence, t, z, y, x, c), "
+                f"got {len(indices)}"
             )
-        from sima_fast.sequence import _normalize_axis_index
-
         sel = _normalize_axis_index(indices[0], self.num_sequences, "sequence")
         picked = (
             [self._sequences[i] for i in range(*sel.indices(self.num_sequences))]
@@ -673,9 +673,7 @@ class ImagingDataset:
             raise ValueError(f"fmt must be 'csv', got {fmt!r}")
         all_signals = self.signals(channel)
         if not all_signals:
-            raise ValueError(
-                f"channel {channel!r} has no extracted signals; run extract() first"
-            )
+            raise ValueError(f"channel {channel!r} has no extracted signals; run extract() first")
         label = signals_label if signals_label is not None else _most_recent(all_signals)
         if label not in all_signals:
             raise KeyError(f"no signals labelled {label!r}; available: {sorted(all_signals)}")

@@ -23,7 +23,8 @@ import abc
 import glob as _glob
 import os
 import uuid
-from collections.abc import Iterator, Sequence as _SequenceABC
+from collections.abc import Iterator
+from collections.abc import Sequence as _SequenceABC
 from typing import Any
 
 import numpy as np
@@ -91,7 +92,9 @@ def _float_dtype(dtype: np.dtype) -> np.dtype:
 def _check_numeric(dtype: np.dtype, what: str) -> np.dtype:
     dtype = np.dtype(dtype)
     if dtype.kind not in "biuf":
-        raise TypeError(f"{what} has dtype {dtype}; a numeric (integer or float) dtype is required")
+        raise TypeError(
+            f"{what} has dtype {dtype}; a numeric (integer or float) dtype is required"
+        )
     return dtype.newbyteorder("=") if dtype.byteorder not in ("=", "|") else dtype
 
 
@@ -128,7 +131,9 @@ def _resolve_path(record: dict[str, Any], savedir: str | None, what: str) -> str
 
 def _require_file(path: Any, argname: str = "path") -> str:
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{argname} must be a path (str or os.PathLike), got {type(path).__name__}")
+        raise TypeError(
+            f"{argname} must be a path (str or os.PathLike), got {type(path).__name__}"
+        )
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{argname}: no such file: {path!r}")
@@ -169,6 +174,18 @@ def _normalize_axis_index(index: Any, size: int, axis: str) -> slice | np.ndarra
     if arr.size and (arr.min() < -size or arr.max() >= size):
         raise IndexError(f"index out of bounds for axis {axis!r} of size {size}")
     return arr % size if size else arr
+
+
+def _expand_ellipsis(indices: tuple, ndim: int) -> tuple:
+    """Replace one ``...`` by as many full slices as needed for ``ndim`` axes."""
+    count = sum(1 for i in indices if i is Ellipsis)
+    if count > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if count == 0:
+        return indices
+    pos = next(k for k, i in enumerate(indices) if i is Ellipsis)
+    fill = (slice(None),) * (ndim - len(indices) + 1)
+    return indices[:pos] + fill + indices[pos + 1 :]
 
 
 def _index_len(idx: slice | np.ndarray, size: int) -> int:
@@ -333,9 +350,7 @@ class Sequence(abc.ABC):
         try:
             factory = _FORMATS[fmt]
         except (KeyError, TypeError):
-            raise ValueError(
-                f"fmt must be one of {sorted(_FORMATS)}, got {fmt!r}"
-            ) from None
+            raise ValueError(f"fmt must be one of {sorted(_FORMATS)}, got {fmt!r}") from None
         return factory(*args, **kwargs)
 
     # -- array-like protocol ---------------------------------------------------
@@ -957,7 +972,8 @@ class _TIFFsSequence(Sequence):
                 else:
                     tried = [p for p in (cand, rec["abspath"]) if p]
                     raise FileNotFoundError(
-                        f"cannot find the TIFF files of pattern {os.path.basename(rec['abspath'])!r};"
+                        "cannot find the TIFF files of pattern "
+                        f"{os.path.basename(rec['abspath'])!r};"
                         " tried: " + ", ".join(map(repr, tried))
                     )
             patterns.append(row)
@@ -998,7 +1014,9 @@ class _NdarraySequence(Sequence):
 
     def _todict(self, ctx: _SaveContext) -> dict[str, Any]:
         if ctx.savedir is None:
-            raise ValueError("an ndarray sequence can only be described inside a dataset directory")
+            raise ValueError(
+                "an ndarray sequence can only be described inside a dataset directory"
+            )
         import h5py
 
         from sima_fast._atomic import atomic_write
@@ -1097,8 +1115,9 @@ class _MemmapSequence(Sequence):
     @classmethod
     def _fromdict_impl(cls, d: dict[str, Any], ctx: _LoadContext) -> Sequence:
         path = _resolve_path(d["path"], ctx.savedir, "memmap file")
-        return cls(path, tuple(d["shape"]), d["dim_order"], d.get("dtype", "float32"),
-                   d.get("order", "C"))
+        return cls(
+            path, tuple(d["shape"]), d["dim_order"], d.get("dtype", "float32"), d.get("order", "C")
+        )
 
 
 class _ZarrSequence(Sequence):
@@ -1207,16 +1226,17 @@ class _IndexedSequence(_WrapperSequence):
         super().__init__(base)
         if not isinstance(indices, tuple):
             indices = (indices,)
+        indices = _expand_ellipsis(indices, 5)
         if len(indices) > 5:
-            raise IndexError(f"too many indices: a sequence has 5 axes (t, z, y, x, c), got {len(indices)}")
+            raise IndexError(
+                f"too many indices: a sequence has 5 axes (t, z, y, x, c), got {len(indices)}"
+            )
         indices = indices + (slice(None),) * (5 - len(indices))
         self._indices = tuple(
             _normalize_axis_index(idx, size, axis)
             for idx, size, axis in zip(indices, base.shape, DIM_ORDER)
         )
-        self._shape = tuple(
-            _index_len(idx, size) for idx, size in zip(self._indices, base.shape)
-        )
+        self._shape = tuple(_index_len(idx, size) for idx, size in zip(self._indices, base.shape))
         t_idx = self._indices[0]
         self._times = (
             np.arange(*t_idx.indices(base.shape[0]), dtype=np.int64)
@@ -1350,8 +1370,10 @@ class _MaskedSequence(_WrapperSequence):
     def __init__(self, base: Sequence, masks: Any) -> None:
         super().__init__(base)
         if not isinstance(masks, (list, tuple)):
-            raise TypeError("masks must be a list of tuples (frames, zyx_mask, channels) or "
-                            "(frames, planes, yx_mask, channels)")
+            raise TypeError(
+                "masks must be a list of tuples (frames, zyx_mask, channels) or "
+                "(frames, planes, yx_mask, channels)"
+            )
         T, Z, Y, X, C = base.shape
         self._entries = []  # (frames | None, zyx bool | None, channels | None)
         self._raw_masks = []
@@ -1367,7 +1389,8 @@ class _MaskedSequence(_WrapperSequence):
                 spatial = None if m[1] is None else np.asarray(m[1], dtype=bool)
                 if spatial is not None and spatial.shape != (Z, Y, X):
                     raise ValueError(
-                        f"masks[{k}]: the zyx mask must have shape {(Z, Y, X)}, got {spatial.shape}"
+                        f"masks[{k}]: the zyx mask must have shape {(Z, Y, X)}, "
+                        f"got {spatial.shape}"
                     )
             else:
                 planes = _selection(m[1], Z, "planes")
@@ -1445,11 +1468,16 @@ class _MotionCorrectedSequence(_WrapperSequence):
         self, base: Sequence, displacements: Any, frame_shape: tuple[int, ...] | None = None
     ) -> None:
         super().__init__(base)
-        T, Z, Y, X, C = base.shape
+        T, Z, Y, X, _ = base.shape
         disp = np.asarray(displacements)
-        if disp.dtype.kind not in "iuf" or disp.ndim not in (2, 3, 4) or disp.shape[-1] not in (
-            2,
-            3,
+        if (
+            disp.dtype.kind not in "iuf"
+            or disp.ndim not in (2, 3, 4)
+            or disp.shape[-1]
+            not in (
+                2,
+                3,
+            )
         ):
             raise ValueError(
                 "displacements must be a numeric array of shape (T, 2|3), (T, Z, 2|3) or "
@@ -1490,7 +1518,9 @@ class _MotionCorrectedSequence(_WrapperSequence):
             if len(frame_shape) == 4:
                 frame_shape = frame_shape[:3]
             if len(frame_shape) != 3 or min(frame_shape) < 1:
-                raise ValueError(f"frame_shape must be three positive ints (Z, Y, X), got {frame_shape!r}")
+                raise ValueError(
+                    f"frame_shape must be three positive ints (Z, Y, X), got {frame_shape!r}"
+                )
         self._frame_shape = frame_shape
         self._dtype = _float_dtype(base.dtype)
 

@@ -161,7 +161,8 @@ def write_tree(group: Any, obj: Any) -> None:
         elif isinstance(value, np.ndarray):
             if value.dtype.kind in "US" or value.dtype == object:
                 d = parent.create_dataset(
-                    name, data=np.asarray(value, dtype=object).astype(str).astype(object),
+                    name,
+                    data=np.asarray(value, dtype=object).astype(str).astype(object),
                     dtype=h5py.string_dtype(),
                 )
                 d.attrs["kind"] = "str_array"
@@ -192,8 +193,9 @@ def read_tree(node: Any) -> Any:
             v = node[()]
             return v.decode() if isinstance(v, bytes) else str(v)
         if kind == "str_array":
-            return np.asarray([s.decode() if isinstance(s, bytes) else s for s in node[()].ravel()],
-                              dtype=str).reshape(node.shape)
+            return np.asarray(
+                [s.decode() if isinstance(s, bytes) else s for s in node[()].ravel()], dtype=str
+            ).reshape(node.shape)
         if kind == "bool":
             return bool(node[()])
         if kind == "int":
@@ -216,9 +218,7 @@ def read_tree(node: Any) -> Any:
     return {_unmember(k): read_tree(node[k]) for k in node}
 
 
-def rewrite_h5_groups(
-    path: str, updates: dict[str, Callable[[Any], None] | None]
-) -> None:
+def rewrite_h5_groups(path: str, updates: dict[str, Callable[[Any], None] | None]) -> None:
     """Atomically rewrite an HDF5 file of labelled groups.
 
     Parameters
@@ -287,13 +287,17 @@ def read_metadata(savedir: str) -> dict[str, Any]:
         with open(path, encoding="utf-8") as fh:
             meta = json.load(fh)
     except FileNotFoundError:
-        raise DatasetFormatError(f"{savedir!r} is not a sima_fast dataset: {METADATA_FILE} is missing") from None
+        raise DatasetFormatError(
+            f"{savedir!r} is not a sima_fast dataset: {METADATA_FILE} is missing"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DatasetFormatError(
             f"{path!r} is corrupt or truncated (invalid JSON: {exc}); the dataset cannot be loaded"
         ) from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise DatasetFormatError(f"{path!r} is not sima_fast dataset metadata (format field missing)")
+        raise DatasetFormatError(
+            f"{path!r} is not sima_fast dataset metadata (format field missing)"
+        )
     version = meta.get("version")
     if not isinstance(version, int) or version < 1:
         raise DatasetFormatError(f"{path!r} has an invalid format version {version!r}")
@@ -358,7 +362,10 @@ def serialize_sequences(sequences: list, savedir: str, writedir: str) -> dict[st
         arrays_file = None
         if ctx.arrays:
             arrays_file = f"arrays_{uuid.uuid4().hex}.h5"
-            with atomic_write(os.path.join(writedir, arrays_file)) as tmp, h5py.File(tmp, "w") as f:
+            with (
+                atomic_write(os.path.join(writedir, arrays_file)) as tmp,
+                h5py.File(tmp, "w") as f,
+            ):
                 for key, arr in ctx.arrays.items():
                     f.create_dataset(key, data=arr)
             ctx.new_files.append(os.path.join(writedir, arrays_file))
@@ -404,7 +411,9 @@ def remove_unreferenced(savedir: str, meta: dict[str, Any]) -> None:
 
     walk(meta.get("sequences", []))
     for name in os.listdir(savedir):
-        if (name.startswith(("arrays_", "sequence_")) and name.endswith(".h5")) and name not in used:
+        if (
+            name.startswith(("arrays_", "sequence_")) and name.endswith(".h5")
+        ) and name not in used:
             os.remove(os.path.join(savedir, name))
 
 
@@ -459,11 +468,15 @@ def _legacy_sequence(d: Any, savedir: str):
     )
 
     if not isinstance(d, dict) or not isinstance(d.get("__class__"), LegacyClass):
-        raise DatasetFormatError(f"{savedir!r}: unexpected entry in sequences.pkl: {type(d).__name__}")
+        raise DatasetFormatError(
+            f"{savedir!r}: unexpected entry in sequences.pkl: {type(d).__name__}"
+        )
     name = d["__class__"].name
     if name == "_Sequence_HDF5":
         path = _resolve_path(_legacy_record(d), savedir, "HDF5 file")
-        return Sequence.create("HDF5", path, d["dim_order"], group=d.get("group"), key=d.get("key"))
+        return Sequence.create(
+            "HDF5", path, d["dim_order"], group=d.get("group"), key=d.get("key")
+        )
     if name == "_Sequence_TIFF_Interleaved":
         path = _resolve_path(_legacy_record(d), savedir, "TIFF file")
         return Sequence.create(
@@ -476,8 +489,14 @@ def _legacy_sequence(d: Any, savedir: str):
         return Sequence.create("ndarray", np.load(path, mmap_mode="r", allow_pickle=False))
     if name == "_Sequence_memmap":
         path = _resolve_path(_legacy_record(d), savedir, "memmap file")
-        return Sequence.create("memmap", path, tuple(d["shape"]), d["dim_order"],
-                               d.get("dtype", "float32"), d.get("order", "C"))
+        return Sequence.create(
+            "memmap",
+            path,
+            tuple(d["shape"]),
+            d["dim_order"],
+            d.get("dtype", "float32"),
+            d.get("order", "C"),
+        )
     if name == "_Sequence_TIFFs":
         paths = d.get("paths")
         if paths is None:

@@ -8,11 +8,11 @@ import pickle
 import h5py
 import numpy as np
 import pytest
+import reference as ref
 import tifffile
 from hypothesis import given
 from hypothesis import strategies as st
 
-import reference as ref
 from sima_fast import Sequence
 
 DTYPES = ["uint16", "float32", "float64"]
@@ -57,6 +57,7 @@ def check_sequence(seq: Sequence, expected: np.ndarray, native_dtype=None) -> No
 # HDF5
 # ---------------------------------------------------------------------------
 
+
 @st.composite
 def dim_order_strategy(draw):
     letters = draw(st.lists(st.sampled_from("zyxc"), unique=True, max_size=4))
@@ -93,7 +94,7 @@ def test_hdf5_group_and_key(tmp_path):
     assert only.shape == (2, 1, 3, 4, 1)
     with pytest.raises(ValueError, match="key is required"):
         Sequence.create("HDF5", path, "tyx", group="acq/run1")
-    with pytest.raises(KeyError, match="'blue'.*available"):
+    with pytest.raises(KeyError, match=r"'blue'.*available"):
         Sequence.create("HDF5", path, "tyx", group="acq/run1", key="blue")
     with pytest.raises(KeyError, match="group 'nope'"):
         Sequence.create("HDF5", path, "tyx", group="nope", key="red")
@@ -101,8 +102,13 @@ def test_hdf5_group_and_key(tmp_path):
 
 @pytest.mark.parametrize(
     "dim_order, match",
-    [("tyxq", "letters"), ("tyy", "at most once"), ("yx", "contain 't'"), ("tyxcz", "dimensions"),
-     (3, "string")],
+    [
+        ("tyxq", "letters"),
+        ("tyy", "at most once"),
+        ("yx", "contain 't'"),
+        ("tyxcz", "dimensions"),
+        (3, "string"),
+    ],
 )
 def test_hdf5_bad_dim_order(tmp_path, dim_order, match):
     path = str(tmp_path / "a.h5")
@@ -316,7 +322,9 @@ def test_nested_indexing_and_errors():
 def test_join_concatenates_channels():
     a = Sequence.create("ndarray", BASE)
     b = Sequence.create("ndarray", BASE[..., :1].astype("float32"))
-    check_sequence(Sequence.join(a, b), np.concatenate([BASE, BASE[..., :1].astype("float32")], -1))
+    check_sequence(
+        Sequence.join(a, b), np.concatenate([BASE, BASE[..., :1].astype("float32")], -1)
+    )
     check_sequence(Sequence.join([a, a]), np.concatenate([BASE, BASE], -1))
     with pytest.raises(ValueError, match="match in everything but channels"):
         Sequence.join(a, a[1:])
