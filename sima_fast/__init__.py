@@ -36,7 +36,7 @@ _LAZY = {
     "kernels": ("sima_fast.kernels", None),
 }
 
-__all__ = ["ROI", "ImagingDataset", "Sequence", "__version__", "misc", "sequence", "imaging"]
+__all__ = ["ROI", "ImagingDataset", "Sequence", "__version__", "imaging", "misc", "sequence"]
 
 
 def __getattr__(name: str) -> Any:

@@ -50,7 +50,8 @@ def write_signals_csv(path: str | os.PathLike, signals: dict[str, Any]) -> None:
     ...        'rois': [{'id': 'a', 'label': 'cell', 'tags': {'x', 'b'}}]}
     >>> path = os.path.join(tempfile.mkdtemp(), 'signals.csv')
     >>> write_signals_csv(path, rec)
-    >>> print(open(path).read().replace('\\t', '|'))
+    >>> with open(path) as fh:
+    ...     print(fh.read().replace('\\t', '|'))
     sequence|frame|a
     |label|cell
     |tags|b,x

@@ -465,30 +465,34 @@ class ImagingDataset:
 
     # -- projections -----------------------------------------------------------
 
-    def _projection(self, name: str) -> np.ndarray:
-        if name not in self._projections:
-            cached = {}
-            if self._savedir is not None and self._meta is not None:
-                cached = storage.read_projections(self._savedir, self._meta["sequences_id"])
-            if name in cached:
-                self._projections.update(cached)
-            else:
-                from sima_fast._projections import projections
+    _PROJECTIONS = ("time_averages", "time_std", "time_kurtosis")
 
-                result = projections(self._sequences)
-                if self._legacy:  # SIMA's cached mean/std stay as SIMA stored them
-                    result.update(self._projections)
-                self._projections.update(result)
-                if (
-                    self._savedir is not None
-                    and self._meta is not None
-                    and not self._read_only
-                    and not self._legacy
-                ):
-                    storage.write_projections(
-                        self._savedir, self._meta["sequences_id"], self._projections
-                    )
-        return self._projections[name]
+    def _ensure_projections(self, progress: bool = False) -> dict[str, np.ndarray]:
+        """Load the cached projections, or compute all three in one pass and cache them."""
+        if all(k in self._projections for k in self._PROJECTIONS):
+            return self._projections
+        if self._savedir is not None and self._meta is not None:
+            cached = storage.read_projections(self._savedir, self._meta["sequences_id"])
+            if all(k in cached for k in self._PROJECTIONS):
+                self._projections.update(cached)
+                return self._projections
+        from sima_fast import _projections
+
+        result = _projections.projections(self._sequences, progress=progress)
+        if self._legacy:  # SIMA's cached mean and std are kept as SIMA stored them
+            result.update(self._projections)
+        self._projections.update(result)
+        if (
+            self._savedir is not None
+            and self._meta is not None
+            and not self._read_only
+            and not self._legacy
+        ):
+            storage.write_projections(self._savedir, self._meta["sequences_id"], self._projections)
+        return self._projections
+
+    def _projection(self, name: str) -> np.ndarray:
+        return self._ensure_projections()[name]
 
     @property
     def time_averages(self) -> np.ndarray:

@@ -149,6 +149,8 @@ def _normalize_axis_index(index: Any, size: int, axis: str) -> slice | np.ndarra
     """
     if isinstance(index, slice):
         start, stop, step = index.indices(size)
+        if len(range(start, stop, step)) == 0:
+            return np.zeros(0, dtype=np.int64)
         if stop < 0:  # a negative step running past index 0
             stop = None
         return slice(start, stop, step)

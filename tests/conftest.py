@@ -20,13 +20,6 @@ DATA = os.path.join(os.path.dirname(__file__), "data")
 SIMA132 = os.path.join(DATA, "sima132")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Build example data in a per-session cache, never in the user's."""
-    cache = tmp_path_factory.getbasetemp() / "sima_fast_cache"
-    monkeypatch.setenv("SIMA_FAST_CACHE", str(cache))
-
-
 @pytest.fixture
 def sima132(tmp_path):
     """A private copy of the SIMA 1.3.2 samples (tests may move or break it)."""

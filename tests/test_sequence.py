@@ -8,11 +8,11 @@ import pickle
 import h5py
 import numpy as np
 import pytest
-import reference as ref
 import tifffile
 from hypothesis import given
 from hypothesis import strategies as st
 
+import reference as ref
 from sima_fast import Sequence
 
 DTYPES = ["uint16", "float32", "float64"]

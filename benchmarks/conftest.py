@@ -1,0 +1,63 @@
+"""Shared benchmark data: movies written once per session into a scratch directory.
+
+Sizes follow DESIGN.md (512×512 frames, 3,000 frames, uint16). Set
+``SIMA_FAST_BENCH_FRAMES`` to run smaller (e.g. 300 for a quick check) and
+``SIMA_FAST_BENCH_DIR`` to keep the files between runs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+
+FRAMES = int(os.environ.get("SIMA_FAST_BENCH_FRAMES", "3000"))
+SHAPE = (512, 512)
+CHUNK = 100  # frames per chunk for every implementation
+
+
+def _scratch() -> str:
+    path = os.environ.get("SIMA_FAST_BENCH_DIR") or os.path.join(
+        tempfile.gettempdir(), "sima_fast_bench"
+    )
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def _movie_block(t0: int, t1: int) -> np.ndarray:
+    rng = np.random.default_rng(t0)
+    return rng.integers(0, 4096, size=(t1 - t0, *SHAPE), dtype=np.uint16)
+
+
+@pytest.fixture(scope="session")
+def hdf5_movie() -> str:
+    """A (T, 512, 512) uint16 HDF5 dataset 'imaging', contiguous layout."""
+    path = os.path.join(_scratch(), f"movie_{FRAMES}.h5")
+    if not os.path.exists(path):
+        tmp = path + ".part"
+        with h5py.File(tmp, "w") as f:
+            ds = f.create_dataset("imaging", shape=(FRAMES, *SHAPE), dtype=np.uint16)
+            for t0 in range(0, FRAMES, 500):
+                t1 = min(t0 + 500, FRAMES)
+                ds[t0:t1] = _movie_block(t0, t1)
+        os.replace(tmp, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiff_movie() -> str:
+    """The same movie as an uncompressed multi-page TIFF."""
+    path = os.path.join(_scratch(), f"movie_{FRAMES}.tif")
+    if not os.path.exists(path):
+        tmp = path + ".part.tif"
+        with tifffile.TiffWriter(tmp) as w:
+            for t0 in range(0, FRAMES, 500):
+                t1 = min(t0 + 500, FRAMES)
+                for frame in _movie_block(t0, t1):
+                    w.write(frame, photometric="minisblack", contiguous=True)
+        os.replace(tmp, path)
+    return path
