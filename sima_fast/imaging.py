@@ -606,6 +606,34 @@ class ImagingDataset:
         self._check_writable()
         storage.rewrite_h5_groups(os.path.join(self._savedir, storage.ROIS_FILE), {label: None})
 
+    def segment(self, strategy: Any, label: str | None = None, planes: Any = None) -> Any:
+        """Find ROIs with a segmentation strategy and store them.
+
+        Parameters
+        ----------
+        strategy : sima_fast.segment.SegmentationStrategy
+            The strategy (with its post-processing steps appended).
+        label : str, optional
+            Label under which the ROIs are stored (default: a timestamp).
+        planes : int or list of int, optional
+            Restrict segmentation to these planes (SIMA ignored this argument).
+
+        Returns
+        -------
+        sima_fast.ROI.ROIList
+            The segmented ROIs, also stored under ``label``.
+        """
+        from sima_fast.segment import SegmentationStrategy
+
+        if not isinstance(strategy, SegmentationStrategy):
+            raise TypeError(
+                "strategy must be a sima_fast.segment.SegmentationStrategy, got "
+                f"{type(strategy).__name__}"
+            )
+        rois = strategy.segment(self, planes=planes)
+        self.add_ROIs(rois, label)
+        return rois
+
     # -- signals ------------------------------------------------------------------
 
     def _read_signals(self, channel: int) -> dict[str, Any]:

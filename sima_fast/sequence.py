@@ -37,6 +37,9 @@ DIM_ORDER = "tzyxc"
 #: Target size of one chunk returned by :meth:`Sequence.iter_chunks`.
 DEFAULT_CHUNK_BYTES = 64 * 2**20
 
+#: Size of the float64 blocks behind frame-by-frame iteration.
+ITER_CHUNK_BYTES = 16 * 2**20
+
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -370,9 +373,10 @@ class Sequence(abc.ABC):
 
     def __iter__(self) -> Iterator[np.ndarray]:
         """Yield each frame as a ``float64`` array ``(Z, Y, X, C)``."""
-        for _, chunk in self.iter_chunks():
-            block = chunk.astype(np.float64)
-            yield from block
+        frame_bytes = max(int(np.prod(self.shape[1:])) * 8, 1)
+        chunk_frames = max(1, ITER_CHUNK_BYTES // frame_bytes)
+        for _, chunk in self.iter_chunks(chunk_frames):
+            yield from chunk.astype(np.float64)
 
     def _get_frame(self, t: int) -> np.ndarray:
         """Frame ``t`` as a ``float64`` array ``(Z, Y, X, C)``."""

@@ -10,11 +10,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import reference as ref
 import tifffile
 from hypothesis import given
 from hypothesis import strategies as st
 
+import reference as ref
 import sima_fast as sima
 from sima_fast import storage
 from sima_fast.imaging import ImagingDataset, resolve_channel

@@ -1,0 +1,61 @@
+"""Automatic segmentation: strategies that find ROIs and steps that refine them.
+
+A :class:`SegmentationStrategy` finds ROIs in an
+:class:`~sima_fast.imaging.ImagingDataset`; post-processing steps appended to
+it with :meth:`SegmentationStrategy.append` run on the result, in order.
+``ImagingDataset.segment(strategy, label, planes)`` runs a strategy and saves
+its ROIs. The names and parameters are SIMA's (``sima.segment``).
+
+Framework (:mod:`sima_fast.segment.base`): :class:`SegmentationStrategy`,
+:class:`PostProcessingStep`, :class:`PlaneWiseSegmentation`.
+
+Post-processing (:mod:`sima_fast.segment.postprocess`): :class:`ROIFilter`,
+:class:`CircularityFilter`, :class:`SparseROIsFromMasks`,
+:class:`SmoothROIBoundaries`, :class:`MergeOverlapping`, and the helper
+:func:`polygon_circularity`.
+
+Examples
+--------
+>>> import numpy as np
+>>> import sima_fast as sima
+>>> from sima_fast.ROI import ROI, ROIList
+>>> from sima_fast.segment import MergeOverlapping, SegmentationStrategy
+>>> class BrightPixels(SegmentationStrategy):
+...     def _segment(self, dataset):
+...         mean = dataset.time_averages[..., 0]
+...         return ROIList([ROI(mask=mean > 0.5), ROI(mask=mean > 1.5)])
+>>> movie = np.zeros((5, 1, 8, 8, 1))
+>>> movie[:, 0, 2:6, 2:6] = 1.0
+>>> movie[:, 0, 3:5, 3:5] = 2.0
+>>> dataset = sima.ImagingDataset([sima.Sequence.create('ndarray', movie)], None)
+>>> strategy = BrightPixels()
+>>> strategy.append(MergeOverlapping(threshold=0.5))
+>>> [roi.size for roi in strategy.segment(dataset)]
+[16]
+"""
+
+from sima_fast.segment.base import (
+    PlaneWiseSegmentation,
+    PostProcessingStep,
+    SegmentationStrategy,
+)
+from sima_fast.segment.postprocess import (
+    CircularityFilter,
+    MergeOverlapping,
+    ROIFilter,
+    SmoothROIBoundaries,
+    SparseROIsFromMasks,
+    polygon_circularity,
+)
+
+__all__ = [
+    "CircularityFilter",
+    "MergeOverlapping",
+    "PlaneWiseSegmentation",
+    "PostProcessingStep",
+    "ROIFilter",
+    "SegmentationStrategy",
+    "SmoothROIBoundaries",
+    "SparseROIsFromMasks",
+    "polygon_circularity",
+]

@@ -1,0 +1,197 @@
+"""Private helpers shared by the segmentation framework and its post-processing steps.
+
+They move ROI geometry between three representations: an :class:`~sima_fast.ROI.ROI`,
+its per-plane sparse masks, and the sorted *flat pixel indices* of its support
+(``z * Y * X + y * X + x``), which is what the sparse ROIs × pixels matrices are
+built from. Parameter validators used by every step live here too, so the error
+messages read the same everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import scipy.sparse
+
+from sima_fast.ROI import ROI, ROIList, mask2poly
+
+Shape3 = tuple[int, int, int]
+
+
+# --------------------------------------------------------------------------
+# Parameter validation
+# --------------------------------------------------------------------------
+
+
+def check_real(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    allow_none: bool = False,
+) -> float | None:
+    """``value`` as a finite float in ``[low, high]`` (or None when allowed); else ValueError."""
+    if value is None and allow_none:
+        return None
+    bad_type = isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    )
+    if bad_type or not math.isfinite(float(value)):
+        expected = "a finite real number" + (" or None" if allow_none else "")
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    out = float(value)
+    if (low is not None and out < low) or (high is not None and out > high):
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        raise ValueError(f"{name} must lie in [{lo}, {hi}], got {value!r}")
+    return out
+
+
+def check_int(name: str, value: Any, *, low: int) -> int:
+    """``value`` as an int ``>= low`` (integral floats accepted); else ValueError."""
+    ok = not isinstance(value, (bool, np.bool_)) and (
+        isinstance(value, (int, np.integer))
+        or (isinstance(value, (float, np.floating)) and float(value).is_integer())
+    )
+    if not ok:
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    out = int(value)
+    if out < low:
+        raise ValueError(f"{name} must be at least {low}, got {value!r}")
+    return out
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` as a bool (Python or numpy); else ValueError."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+# --------------------------------------------------------------------------
+# Shapes and masks
+# --------------------------------------------------------------------------
+
+
+def dataset_im_shape(dataset: Any) -> Shape3 | None:
+    """``(Z, Y, X)`` of a dataset, or None when no dataset is given."""
+    if dataset is None:
+        return None
+    z, y, x, _ = dataset.frame_shape
+    return (int(z), int(y), int(x))
+
+
+def roi_im_shape(roi: ROI) -> Shape3 | None:
+    """The ROI's own ``im_shape``, else the shape of its stored mask, else None."""
+    if roi.im_shape is not None:
+        return roi.im_shape
+    if roi.is_mask_roi:
+        planes = roi.mask
+        return (len(planes), int(planes[0].shape[0]), int(planes[0].shape[1]))
+    return None
+
+
+def resolve_im_shape(rois: Iterable[ROI], dataset: Any) -> Shape3:
+    """The ``(Z, Y, X)`` pixel space shared by ``rois``.
+
+    The dataset's frame shape wins; without a dataset every ROI must report
+    the same shape through :func:`roi_im_shape`.
+    """
+    shape = dataset_im_shape(dataset)
+    if shape is not None:
+        return shape
+    shapes = {roi_im_shape(r) for r in rois}
+    if None in shapes:
+        raise ValueError(
+            "a polygon ROI has no im_shape; pass the dataset or set roi.im_shape on every ROI"
+        )
+    if len(shapes) > 1:
+        raise ValueError(
+            f"the ROIs have different image shapes {sorted(shapes)}; pass the dataset to apply()"
+        )
+    if not shapes:
+        return (1, 1, 1)
+    return shapes.pop()
+
+
+def roi_planes(roi: ROI, im_shape: Shape3) -> list[scipy.sparse.csr_matrix]:
+    """The ROI's per-plane masks in the ``im_shape`` pixel space (the ROI is not modified)."""
+    if roi.im_shape == im_shape:
+        return roi.mask
+    if roi.im_shape is None and roi.is_mask_roi:
+        stored = roi.mask  # the stored planes, as given
+        if len(stored) <= im_shape[0] and stored[0].shape == tuple(im_shape[1:]):
+            empty = scipy.sparse.csr_matrix(im_shape[1:], dtype=stored[0].dtype)
+            return stored + [empty.copy() for _ in range(im_shape[0] - len(stored))]
+    tmp = roi.copy()
+    tmp.im_shape = im_shape
+    return tmp.mask
+
+
+def support_indices(roi: ROI, im_shape: Shape3) -> np.ndarray:
+    """Sorted flat indices ``z * Y * X + y * X + x`` of the ROI's non-zero pixels."""
+    _, rows, cols = im_shape
+    parts = []
+    for z, plane in enumerate(roi_planes(roi, im_shape)):
+        if not plane.nnz:
+            continue
+        if not plane.has_canonical_format:
+            plane = plane.copy()
+            plane.sum_duplicates()
+        row = np.repeat(np.arange(rows, dtype=np.int64), np.diff(plane.indptr))
+        flat = z * rows * cols + row * cols + plane.indices
+        parts.append(flat[plane.data != 0])
+    if not parts:
+        return np.empty(0, dtype=np.int64)
+    return np.concatenate(parts).astype(np.int64, copy=False)  # row-major: already sorted
+
+
+def planes_from_indices(flat: np.ndarray, im_shape: Shape3) -> list[scipy.sparse.csr_matrix]:
+    """Boolean per-plane CSR masks whose support is the sorted, distinct flat indices ``flat``."""
+    n_planes, rows, cols = im_shape
+    flat = np.asarray(flat, dtype=np.int64)
+    # row counts of the (Z * Y, X) stack, then one plane's slice of them at a time
+    counts = np.bincount(flat // cols, minlength=n_planes * rows)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    columns = (flat % cols).astype(np.int32)
+    planes = []
+    for z in range(n_planes):
+        ptr = indptr[z * rows : (z + 1) * rows + 1]
+        start, stop = int(ptr[0]), int(ptr[-1])
+        planes.append(
+            scipy.sparse.csr_matrix(
+                (np.ones(stop - start, dtype=bool), columns[start:stop], ptr - start),
+                shape=(rows, cols),
+            )
+        )
+    return planes
+
+
+def roi_outlines(roi: ROI) -> list[np.ndarray]:
+    """Open ``(N, 3)`` rings of the ROI: its polygons, or the outline of its non-zero mask."""
+    if not roi.is_mask_roi or not roi.is_weighted:
+        return roi.polygons
+    rings: list[np.ndarray] = []
+    for z, plane in enumerate(roi.mask):
+        rings.extend(mask2poly(plane != 0, z))
+    return rings
+
+
+def derived_roi(source: ROI, *, keep_id: bool = True, **geometry: Any) -> ROI:
+    """A new ROI with ``geometry``, the source's label and tags (copied) and, optionally, id."""
+    return ROI(
+        label=source.label,
+        tags=set(source.tags),
+        id=source.id if keep_id else None,
+        **geometry,
+    )
+
+
+def as_roilist(rois: Iterable[ROI], like: Any = None) -> ROIList:
+    """``rois`` as an ROIList, keeping the timestamp of ``like`` when it is an ROIList."""
+    timestamp = like.timestamp if isinstance(like, ROIList) else None
+    return ROIList(rois, timestamp=timestamp)
