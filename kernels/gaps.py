@@ -1,4 +1,12 @@
-"""Kernels that move pixels in time or space: displacement placement.
+"""Kernels that move pixels in time or space: gap filling and displacement placement.
+
+Gap filling (SPEC.md §2.1): per pixel, the output at frame t is the last
+finite value at or before t; before the first finite value it is that first
+finite value; a pixel never observed stays NaN. It streams in two passes:
+:func:`first_finite` finds each pixel's first finite value (and stops as soon
+as every pixel has one), then :func:`fill_forward` emits chunk after chunk,
+carrying each pixel's last finite value as state. :func:`last_finite_before`
+rebuilds that state for a read that starts in the middle of a sequence.
 
 :func:`place_displaced_rows` is the engine behind
 ``Sequence.apply_displacements``: every source row of every frame is written
@@ -11,7 +19,93 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["place_displaced_rows"]
+__all__ = ["fill_forward", "first_finite", "last_finite_before", "place_displaced_rows"]
+
+#: Pixels per parallel work item of the gap-filling kernels.
+BLOCK_PIXELS = 16384
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _fill_forward(x, last, out, block):  # pragma: no cover - compiled
+    T, P = x.shape
+    nblocks = (P + block - 1) // block
+    for b in prange(nblocks):
+        p0 = b * block
+        p1 = min(P, p0 + block)
+        state = last[p0:p1]
+        for t in range(T):
+            src = x[t, p0:p1]
+            dst = out[t, p0:p1]
+            for i in range(p1 - p0):
+                v = src[i]
+                keep = v - v == 0
+                w = v if keep else state[i]
+                state[i] = w
+                dst[i] = w
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _scan_finite(x, found, value, reverse, block):  # pragma: no cover - compiled
+    T, P = x.shape
+    nblocks = (P + block - 1) // block
+    missing = np.zeros(nblocks, dtype=np.int64)
+    for b in prange(nblocks):
+        p0 = b * block
+        p1 = min(P, p0 + block)
+        left = 0
+        for i in range(p0, p1):
+            if not found[i]:
+                left += 1
+        for s in range(T):
+            if left == 0:
+                break
+            t = T - 1 - s if reverse else s
+            for i in range(p0, p1):
+                if not found[i]:
+                    v = x[t, i]
+                    if v - v == 0:
+                        value[i] = v
+                        found[i] = True
+                        left -= 1
+        missing[b] = left
+    return missing.sum()
+
+
+def fill_forward(chunk: np.ndarray, last: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Replace non-finite values by each pixel's last finite value, streaming.
+
+    Parameters
+    ----------
+    chunk : numpy.ndarray, shape (frames, pixels), float32 or float64
+        Consecutive frames.
+    last : numpy.ndarray, shape (pixels,), same dtype as ``out``
+        Each pixel's last finite value before the chunk (or its first finite
+        value when there is none before; NaN when never observed). Updated in
+        place to the state after the chunk.
+    out : numpy.ndarray, shape (frames, pixels)
+        The filled frames (may be ``chunk`` itself).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``.
+    """
+    _fill_forward(chunk, last, out, BLOCK_PIXELS)
+    return out
+
+
+def first_finite(chunk: np.ndarray, found: np.ndarray, value: np.ndarray) -> int:
+    """Record each not-yet-found pixel's first finite value in ``chunk``.
+
+    ``found`` (bool) and ``value`` (pixels,) are updated in place; returns how
+    many pixels are still without a finite value.
+    """
+    return int(_scan_finite(chunk, found, value, False, BLOCK_PIXELS))
+
+
+def last_finite_before(chunk: np.ndarray, found: np.ndarray, value: np.ndarray) -> int:
+    """Like :func:`first_finite`, scanning the chunk from its last frame backwards."""
+    return int(_scan_finite(chunk, found, value, True, BLOCK_PIXELS))
 
 
 @njit(cache=True, nogil=True, parallel=True)

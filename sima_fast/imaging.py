@@ -518,6 +518,101 @@ class ImagingDataset:
         """
         return self._projection("time_kurtosis")
 
+    # -- exports -------------------------------------------------------------------
+
+    def export_averages(
+        self,
+        filenames: Any,
+        fmt: str = "TIFF16",
+        scale_values: bool = True,
+        projection_type: str = "average",
+    ) -> None:
+        """Save a time projection of every channel as TIFF or HDF5.
+
+        Parameters
+        ----------
+        filenames : str or list of str
+            For ``'TIFF8'``/``'TIFF16'``: one path per channel; each file has
+            one page per plane. For ``'HDF5'``: a single path.
+        fmt : {'TIFF16', 'TIFF8', 'HDF5'}, optional
+            Output format. Default: 16-bit TIFF.
+        scale_values : bool, optional
+            Stretch values to the full range of the output type:
+            ``v * (2**bits - 1) / nanmax(v)``, per channel for TIFF, one
+            factor over all channels for HDF5. Default: True.
+        projection_type : {'average', 'std', 'kurtosis'}, optional
+            Which projection to save (:attr:`time_averages`,
+            :attr:`time_std` or :attr:`time_kurtosis`). Default: 'average'.
+
+        Notes
+        -----
+        Values are converted to unsigned integers by clipping to the type's
+        range and truncating; NaN becomes 0. The HDF5 file holds a uint16
+        dataset ``time_average``, ``time_std`` or ``time_kurtosis`` shaped
+        ``(Z, Y, X, C)`` with dimension labels z, y, x, c and an attribute
+        ``channel_names``. Outputs are written atomically.
+
+        Raises
+        ------
+        ValueError
+            Unknown ``fmt`` or ``projection_type``, or ``filenames`` not of the
+            expected form.
+        OSError
+            An output directory that cannot be created or written.
+        """
+        from sima_fast.export import export_averages
+
+        export_averages(self, filenames, fmt, scale_values, projection_type)
+
+    def export_frames(
+        self,
+        filenames: Any,
+        fmt: str = "TIFF16",
+        fill_gaps: bool = True,
+        scale_values: bool = False,
+        compression: str | None = None,
+    ) -> None:
+        """Save every frame of every sequence as TIFF or HDF5, streaming.
+
+        Parameters
+        ----------
+        filenames : nested list of str
+            For TIFF, ``filenames[i][j][k]`` is the file of sequence i, plane
+            j, channel k (one page per frame). For ``'HDF5'``, ``filenames[i]``
+            is the file of sequence i.
+        fmt : {'TIFF16', 'TIFF8', 'HDF5'}, optional
+            Output format. Default: 16-bit TIFF.
+        fill_gaps : bool, optional
+            Replace NaN values (pixels not observed in a frame, e.g. after
+            motion correction) by the pixel's nearest observation, as
+            :meth:`Sequence.fill_gaps` defines. Default: True.
+        scale_values : bool, optional
+            Stretch each channel by ``(2**bits - 1) / max`` over the whole
+            dataset (16 bits for HDF5). Default: False.
+        compression : {None, 'gzip', 'lzf', 'szip'}, optional
+            Lossless HDF5 compression filter (ignored for TIFF).
+
+        Notes
+        -----
+        HDF5 files hold a float32 dataset ``imaging`` shaped
+        ``(T, Z, Y, X, C)`` with dimension labels t, z, y, x, c and an
+        attribute ``channel_names``. TIFF values are clipped to the type's
+        range and truncated; NaN becomes 0. Memory does not grow with the
+        number of frames; a progress bar shows on terminals. All outputs are
+        written atomically: a failure leaves none behind.
+
+        Raises
+        ------
+        ValueError
+            Unknown ``fmt`` or ``compression``, or ``filenames`` not nested as
+            described.
+        OSError
+            An output directory that cannot be created or written.
+        """
+        from sima_fast.export import export_frames
+
+        export_frames(self, filenames, fmt, fill_gaps, scale_values, compression)
+
     # -- ROIs --------------------------------------------------------------------
 
     @property

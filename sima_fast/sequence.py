@@ -211,6 +211,60 @@ def _index_from_json(obj: Any) -> slice | np.ndarray:
     return np.asarray(obj, dtype=np.int64)
 
 
+def _prefetched(
+    seq: Sequence, start: int, stop: int, chunk_frames: int, reuse_buffer: bool
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Blocks of ``seq`` read one step ahead by a background thread.
+
+    Two tokens circulate between the reader and the consumer: with
+    ``reuse_buffer`` they are the two preallocated buffers (a buffer goes back
+    to the reader only when the consumer asks for the following block),
+    otherwise they only bound the read-ahead to two blocks.
+    """
+    import queue
+    import threading
+
+    shape = (chunk_frames, *seq.shape[1:])
+    free: queue.Queue = queue.Queue()
+    ready: queue.Queue = queue.Queue()
+    for _ in range(2):
+        free.put(np.empty(shape, dtype=seq.dtype) if reuse_buffer else None)
+    stopping = threading.Event()
+
+    def reader() -> None:
+        try:
+            for t0 in range(start, stop, chunk_frames):
+                token = free.get()
+                if stopping.is_set():
+                    return
+                t1 = min(t0 + chunk_frames, stop)
+                out = None if token is None else token[: t1 - t0]
+                ready.put((t0, seq.read_chunk(t0, t1, out=out), token, None))
+        except BaseException as exc:  # handed to the consumer
+            ready.put((None, None, None, exc))
+
+    thread = threading.Thread(target=reader, name="sima_fast-prefetch", daemon=True)
+    thread.start()
+    held: list = []
+    try:
+        for _ in range(start, stop, chunk_frames):
+            t0, block, token, exc = ready.get()
+            if exc is not None:
+                raise exc
+            while held:
+                free.put(held.pop())
+            if reuse_buffer:
+                held.append(token)
+            else:
+                free.put(token)
+            yield t0, block
+    finally:
+        stopping.set()
+        free.put(None)
+        free.put(None)
+        thread.join()
+
+
 # ---------------------------------------------------------------------------
 # serialisation context
 # ---------------------------------------------------------------------------
@@ -445,6 +499,7 @@ class Sequence(abc.ABC):
         start: int = 0,
         stop: int | None = None,
         reuse_buffer: bool = False,
+        prefetch: bool = False,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Iterate over contiguous blocks of frames.
 
@@ -458,6 +513,11 @@ class Sequence(abc.ABC):
             Fill one preallocated buffer again and again instead of returning
             a fresh array per block. The caller must consume each block before
             asking for the next. Default: False.
+        prefetch : bool, optional
+            Read the next block in a background thread while the caller works
+            on the current one (two buffers; with ``reuse_buffer`` a block is
+            valid until the next one is requested). Pays off when the caller
+            releases the GIL, as sima_fast's kernels do. Default: False.
 
         Yields
         ------
@@ -475,6 +535,9 @@ class Sequence(abc.ABC):
         chunk_frames = int(chunk_frames)
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be a positive integer, got {chunk_frames}")
+        if prefetch and stop - start > chunk_frames and self._view(start, start + 1) is None:
+            yield from _prefetched(self, start, stop, chunk_frames, reuse_buffer)
+            return
         buffer = None
         for t0 in range(start, stop, chunk_frames):
             t1 = min(t0 + chunk_frames, stop)
@@ -580,6 +643,33 @@ class Sequence(abc.ABC):
         11
         """
         return _MotionCorrectedSequence(self, displacements, frame_shape)
+
+    def fill_gaps(self) -> Sequence:
+        """A view with every NaN (or infinite) value filled from the nearest observation.
+
+        Per pixel, frame t shows the last finite value at or before t; before
+        a pixel's first finite value it shows that first value; a pixel never
+        observed stays NaN (SPEC.md §2.1). Reading streams: one pass finds
+        each pixel's first observation (stopping as soon as every pixel has
+        one), then chunks are filled one after the other carrying the last
+        values, so memory stays bounded whatever the length.
+
+        Returns
+        -------
+        Sequence
+            Integer sequences (which cannot hold gaps) are returned as they are.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sima_fast import Sequence
+        >>> data = np.array([np.nan, 1.0, np.nan, 3.0]).reshape(4, 1, 1, 1, 1)
+        >>> np.asarray(Sequence.create('ndarray', data).fill_gaps()).ravel()
+        array([1., 1., 1., 3.])
+        """
+        if self.dtype.kind != "f":
+            return self
+        return _FilledSequence(self)
 
     # -- serialisation ---------------------------------------------------------
 
@@ -1559,6 +1649,77 @@ class _MotionCorrectedSequence(_WrapperSequence):
         return cls(base, disp, tuple(d["frame_shape"]))
 
 
+class _FilledSequence(_WrapperSequence):
+    _fmt = "filled"
+
+    def __init__(self, base: Sequence) -> None:
+        super().__init__(base)
+        self._first: np.ndarray | None = None
+        self._resume: tuple[int, np.ndarray] | None = None  # (next frame, carried values)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        return self._base.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._base.dtype
+
+    def _npix(self) -> int:
+        return int(np.prod(self.shape[1:]))
+
+    def _first_values(self) -> np.ndarray:
+        """Each pixel's first finite value over the whole sequence (NaN if none)."""
+        if self._first is None:
+            from sima_fast.kernels.gaps import first_finite
+
+            found = np.zeros(self._npix(), dtype=bool)
+            first = np.full(self._npix(), np.nan, dtype=self.dtype)
+            for _, chunk in self._base.iter_chunks(reuse_buffer=True):
+                if first_finite(chunk.reshape(len(chunk), -1), found, first) == 0:
+                    break
+            self._first = first
+        return self._first
+
+    def _carried_before(self, start: int) -> np.ndarray:
+        """The values carried into frame ``start``: the last finite ones before it."""
+        if self._resume is not None and self._resume[0] == start:
+            return self._resume[1].copy()
+        last = self._first_values().copy()
+        if start == 0:
+            return last
+        from sima_fast.kernels.gaps import last_finite_before
+
+        found = np.zeros(self._npix(), dtype=bool)
+        step = self._base.default_chunk_frames()
+        for t1 in range(start, 0, -step):
+            t0 = max(0, t1 - step)
+            chunk = self._base.read_chunk(t0, t1)
+            if last_finite_before(chunk.reshape(len(chunk), -1), found, last) == 0:
+                break
+        return last
+
+    def _read(self, start: int, stop: int, out: np.ndarray) -> None:
+        from sima_fast.kernels.gaps import fill_forward
+
+        last = self._carried_before(start)
+        src = self._base.read_chunk(start, stop)
+        fill_forward(src.reshape(len(src), -1), last, out.reshape(len(out), -1))
+        self._resume = (stop, last)
+
+    def _todict(self, ctx: _SaveContext) -> dict[str, Any]:
+        return {"fmt": self._fmt, "base": self._base._todict(ctx)}
+
+    @classmethod
+    def _fromdict_impl(cls, d: dict[str, Any], ctx: _LoadContext) -> Sequence:
+        return cls(Sequence._fromdict(d["base"], ctx))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_resume"] = None
+        return state
+
+
 _FORMATS = {
     "HDF5": _HDF5Sequence,
     "TIFF": _TIFFSequence,
@@ -1580,5 +1741,6 @@ _FROM_DICT = {
         _JoinedSequence,
         _MaskedSequence,
         _MotionCorrectedSequence,
+        _FilledSequence,
     )
 }

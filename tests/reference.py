@@ -147,3 +147,22 @@ def projections(frames: np.ndarray) -> dict[str, np.ndarray]:
         if np.ptp(v) > 0:
             kurt[idx] = scipy.stats.kurtosis(v, fisher=False, bias=True)
     return {"time_averages": mean, "time_std": std, "time_kurtosis": kurt}
+
+
+def fill_gaps(frames: np.ndarray) -> np.ndarray:
+    """The definition, pixel by pixel, with plain loops."""
+    x = np.asarray(frames, dtype=np.float64)
+    out = np.full_like(x, np.nan)
+    flat_in = x.reshape(len(x), -1)
+    flat_out = out.reshape(len(x), -1)
+    for p in range(flat_in.shape[1]):
+        trace = flat_in[:, p]
+        finite = np.flatnonzero(np.isfinite(trace))
+        if finite.size == 0:
+            continue
+        current = trace[finite[0]]
+        for t in range(len(trace)):
+            if np.isfinite(trace[t]):
+                current = trace[t]
+            flat_out[t, p] = current
+    return out

@@ -1,0 +1,186 @@
+"""Peak memory of ``projections`` on a long HDF5 movie, measured in a child process.
+
+Writes a FRAMES×512×512 uint16 HDF5 file (default 20,000 frames, 10.5 GB; the
+writer goes block by block so it stays small), then runs, each in a fresh
+child process:
+
+1. ``import sima_fast`` only (the baseline resident size);
+2. ``projections([Sequence.create('HDF5', path, 'tyx')])``.
+
+and reports each child's peak RSS (``resource.getrusage(RUSAGE_CHILDREN)``,
+read after each child exits) and the wall time. The projections are checked
+against numpy on one row of pixels. Usage::
+
+    python benchmarks/peak_memory.py [--frames 20000] [--path FILE] [--keep] [--cold]
+
+An existing file of the right shape at ``--path`` is reused (and kept). A file
+written by the script is removed at the end unless ``--keep`` is given.
+``--cold`` evicts the file from the page cache (``posix_fadvise``) before the
+measurement, so the projections read from disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import h5py
+import numpy as np
+
+SHAPE = (512, 512)
+BLOCK = 200  # frames per write: 100 MiB
+CHECK_ROW = 7
+MARGIN = 512 * 2**20  # free space to leave on the disk
+
+CHILD_IMPORT = """
+import json, resource
+import sima_fast
+print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+CHILD_PROJECTIONS = """
+import json, resource, sys, time
+t0 = time.perf_counter()
+from sima_fast import Sequence
+from sima_fast._projections import projections
+t1 = time.perf_counter()
+result = projections([Sequence.create("HDF5", sys.argv[1], "tyx")])
+t2 = time.perf_counter()
+row = int(sys.argv[2])
+print(json.dumps({
+    "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    "import_s": t1 - t0,
+    "projections_s": t2 - t1,
+    "row": {k: v[0, row, :, 0].tolist() for k, v in result.items()},
+}))
+"""
+
+
+def _matches(path: str, frames: int) -> bool:
+    try:
+        with h5py.File(path, "r") as f:
+            ds = f["imaging"]
+            return ds.shape == (frames, *SHAPE) and ds.dtype == np.uint16
+    except (OSError, KeyError):
+        return False
+
+
+def write_movie(path: str, frames: int) -> None:
+    """Write the movie block by block (the writer holds one block at a time)."""
+    tmp = path + ".part"
+    with h5py.File(tmp, "w") as f:
+        ds = f.create_dataset("imaging", shape=(frames, *SHAPE), dtype=np.uint16)
+        for t0 in range(0, frames, BLOCK):
+            t1 = min(t0 + BLOCK, frames)
+            rng = np.random.default_rng(t0)
+            ds[t0:t1] = rng.integers(0, 4096, size=(t1 - t0, *SHAPE), dtype=np.uint16)
+    os.replace(tmp, path)
+
+
+def evict(path: str) -> None:
+    """Drop the file's pages from the page cache (this file only)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def run_child(code: str, *args: str) -> tuple[dict, float, int]:
+    """Run ``code`` in a child; its JSON line, wall time and RUSAGE_CHILDREN peak (KiB)."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=False
+    )
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"child failed ({proc.returncode}):\n{proc.stderr}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return json.loads(proc.stdout.strip().splitlines()[-1]), wall, peak
+
+
+def check(path: str, row: dict) -> float:
+    """Largest relative deviation of the child's projections from numpy on one row."""
+    import scipy.stats
+
+    with h5py.File(path, "r") as f:
+        x = f["imaging"][:, CHECK_ROW, :].astype(np.float64)
+    want = {
+        "time_averages": x.mean(0),
+        "time_std": x.std(0),
+        "time_kurtosis": scipy.stats.kurtosis(x, axis=0, fisher=False, bias=True),
+    }
+    return max(float(np.max(np.abs(np.asarray(row[k]) / want[k] - 1))) for k in want)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=int, default=20_000, help="frames (default 20000)")
+    parser.add_argument("--path", help="HDF5 file to write or reuse")
+    parser.add_argument("--keep", action="store_true", help="keep a file written here")
+    parser.add_argument("--cold", action="store_true", help="evict the file from the cache")
+    args = parser.parse_args(argv)
+
+    frames = args.frames
+    nbytes = frames * SHAPE[0] * SHAPE[1] * 2
+    path = args.path
+    if path is None:
+        scratch = os.environ.get("SIMA_FAST_BENCH_DIR") or os.path.join(
+            tempfile.gettempdir(), "sima_fast_bench"
+        )
+        os.makedirs(scratch, exist_ok=True)
+        path = os.path.join(scratch, f"peak_{frames}.h5")
+    path = os.path.abspath(path)
+
+    wrote = False
+    if _matches(path, frames):
+        print(f"reusing {path}", file=sys.stderr)
+    else:
+        free = shutil.disk_usage(os.path.dirname(path)).free
+        if free < nbytes + MARGIN:
+            sys.exit(
+                f"not enough disk space in {os.path.dirname(path)}: {frames} frames need "
+                f"{(nbytes + MARGIN) / 1e9:.1f} GB (file + margin), {free / 1e9:.1f} GB free; "
+                "use --frames to shrink the movie or --path elsewhere"
+            )
+        print(f"writing {path} ({nbytes / 1e9:.2f} GB)", file=sys.stderr)
+        start = time.perf_counter()
+        write_movie(path, frames)
+        wrote = True
+        print(f"written in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+
+    writer_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        if args.cold:
+            evict(path)
+        _, _, base_peak = run_child(CHILD_IMPORT)
+        out, wall, peak = run_child(CHILD_PROJECTIONS, path, str(CHECK_ROW))
+        if peak < base_peak:  # RUSAGE_CHILDREN is a maximum over all children
+            sys.exit("unexpected: the projections child peaked below the import-only child")
+        error = check(path, out["row"])
+    finally:
+        if wrote and not args.keep:
+            os.remove(path)
+    status = "ok" if error < 1e-9 else f"MISMATCH (rel. error {error:.1e})"
+    print(
+        f"peak_memory: {frames} frames 512x512 uint16 ({nbytes / 1e9:.2f} GB, "
+        f"{'cold' if args.cold else 'warm'} cache): projections child peak RSS "
+        f"{peak / 1024:.0f} MiB (import-only child {base_peak / 1024:.0f} MiB, "
+        f"+{(peak - base_peak) / 1024:.0f} MiB); wall {wall:.1f} s "
+        f"(projections {out['projections_s']:.1f} s = {nbytes / out['projections_s'] / 1e9:.2f}"
+        f" GB/s, import {out['import_s']:.1f} s); writer peak RSS {writer_kb / 1024:.0f} MiB; "
+        f"check {status}"
+    )
+    return 0 if error < 1e-9 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,373 @@
+"""Streaming per-pixel moments: count, mean and central sums M2, M3, M4.
+
+One pass over chunks of frames, flattened to ``(frames, pixels)``, updates an
+explicit state ``(n, mean, M2, M3, M4)`` per pixel, where
+``M_k = Σ (x - mean)^k`` over the finite values seen so far. States from
+different chunks, threads or machines merge exactly with the pairwise
+formulas of Chan et al. and Pébay, so the same state serves a file on disk,
+a live camera and a cluster.
+
+How a chunk is folded in (per pixel, float64 arithmetic): the chunk's power
+sums ``S_k = Σ (x - K)^k`` are accumulated around the pixel's current mean
+``K`` (or, for a pixel not seen before, its first finite value in the chunk),
+then the central sums of the union follow from ``δ = S_1 / N``::
+
+    M2' = M2 + S2 - N δ²
+    M3' = M3 + S3 - 3 δ (M2 + S2) + 2 N δ³
+    M4' = M4 + S4 - 4 δ (M3 + S3) + 6 δ² (M2 + S2) - 3 N δ⁴
+
+(``N`` the new count; the old data contribute 0 to ``S_1`` because ``K`` is
+their mean). Shifting by the running mean keeps the sums small, which is what
+makes the result accurate to ~1e-13 relative on uint16 movies.
+
+The accumulation loop reads eight frames per pass over a block of pixels, so
+the five accumulators are loaded and stored once per eight values and the
+inner loop vectorises across pixels. Integer input skips the finiteness test.
+
+References
+----------
+T. F. Chan, G. H. Golub, R. J. LeVeque, "Updating formulae and a pairwise
+algorithm for computing sample variances", Stanford CS report STAN-CS-79-773
+(1979). P. Pébay, "Formulas for robust, one-pass parallel computation of
+covariances and arbitrary-order statistical moments", Sandia Report
+SAND2008-6212 (2008), https://doi.org/10.2172/1028931.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["MomentState", "update_moments"]
+
+#: Pixels per block: the block's accumulators (6 float64 arrays) stay in L2.
+BLOCK_PIXELS = 8192
+
+_FASTMATH = {"contract"}  # fused multiply-add only: NaN and inf keep their meaning
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH)
+def _update_float(x, n, mean, m2, m3, m4, block):  # pragma: no cover - compiled
+    T, P = x.shape
+    nblocks = (P + block - 1) // block
+    for b in prange(nblocks):
+        p0 = b * block
+        p1 = min(P, p0 + block)
+        m = p1 - p0
+        k = np.empty(m)
+        c = np.zeros(m)
+        s1 = np.zeros(m)
+        s2 = np.zeros(m)
+        s3 = np.zeros(m)
+        s4 = np.zeros(m)
+        for i in range(m):
+            p = p0 + i
+            if n[p] > 0:
+                k[i] = mean[p]
+            else:
+                k[i] = 0.0
+                for t in range(T):
+                    v = np.float64(x[t, p])
+                    if v - v == 0.0:
+                        k[i] = v
+                        break
+        t = 0
+        while t + 8 <= T:
+            r0 = x[t, p0:p1]
+            r1 = x[t + 1, p0:p1]
+            r2 = x[t + 2, p0:p1]
+            r3 = x[t + 3, p0:p1]
+            r4 = x[t + 4, p0:p1]
+            r5 = x[t + 5, p0:p1]
+            r6 = x[t + 6, p0:p1]
+            r7 = x[t + 7, p0:p1]
+            for i in range(m):
+                ki = k[i]
+                d0 = np.float64(r0[i]) - ki
+                d1 = np.float64(r1[i]) - ki
+                d2 = np.float64(r2[i]) - ki
+                d3 = np.float64(r3[i]) - ki
+                d4 = np.float64(r4[i]) - ki
+                d5 = np.float64(r5[i]) - ki
+                d6 = np.float64(r6[i]) - ki
+                d7 = np.float64(r7[i]) - ki
+                o0 = d0 - d0 == 0.0
+                o1 = d1 - d1 == 0.0
+                o2 = d2 - d2 == 0.0
+                o3 = d3 - d3 == 0.0
+                o4 = d4 - d4 == 0.0
+                o5 = d5 - d5 == 0.0
+                o6 = d6 - d6 == 0.0
+                o7 = d7 - d7 == 0.0
+                d0 = d0 if o0 else 0.0
+                d1 = d1 if o1 else 0.0
+                d2 = d2 if o2 else 0.0
+                d3 = d3 if o3 else 0.0
+                d4 = d4 if o4 else 0.0
+                d5 = d5 if o5 else 0.0
+                d6 = d6 if o6 else 0.0
+                d7 = d7 if o7 else 0.0
+                q0 = d0 * d0
+                q1 = d1 * d1
+                q2 = d2 * d2
+                q3 = d3 * d3
+                q4 = d4 * d4
+                q5 = d5 * d5
+                q6 = d6 * d6
+                q7 = d7 * d7
+                c[i] += ((np.float64(o0) + np.float64(o1)) + (np.float64(o2) + np.float64(o3))) + (
+                    (np.float64(o4) + np.float64(o5)) + (np.float64(o6) + np.float64(o7))
+                )
+                s1[i] += ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7))
+                s2[i] += ((q0 + q1) + (q2 + q3)) + ((q4 + q5) + (q6 + q7))
+                s3[i] += ((q0 * d0 + q1 * d1) + (q2 * d2 + q3 * d3)) + (
+                    (q4 * d4 + q5 * d5) + (q6 * d6 + q7 * d7)
+                )
+                s4[i] += ((q0 * q0 + q1 * q1) + (q2 * q2 + q3 * q3)) + (
+                    (q4 * q4 + q5 * q5) + (q6 * q6 + q7 * q7)
+                )
+            t += 8
+        while t < T:
+            r0 = x[t, p0:p1]
+            for i in range(m):
+                d = np.float64(r0[i]) - k[i]
+                ok = d - d == 0.0
+                d = d if ok else 0.0
+                q = d * d
+                c[i] += np.float64(ok)
+                s1[i] += d
+                s2[i] += q
+                s3[i] += q * d
+                s4[i] += q * q
+            t += 1
+        _fold(n, mean, m2, m3, m4, p0, k, c, s1, s2, s3, s4)
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH)
+def _update_int(x, n, mean, m2, m3, m4, block):  # pragma: no cover - compiled
+    T, P = x.shape
+    nblocks = (P + block - 1) // block
+    for b in prange(nblocks):
+        p0 = b * block
+        p1 = min(P, p0 + block)
+        m = p1 - p0
+        k = np.empty(m)
+        c = np.full(m, np.float64(T))
+        s1 = np.zeros(m)
+        s2 = np.zeros(m)
+        s3 = np.zeros(m)
+        s4 = np.zeros(m)
+        for i in range(m):
+            p = p0 + i
+            if n[p] > 0:
+                k[i] = mean[p]
+            else:
+                k[i] = np.float64(x[0, p]) if T > 0 else 0.0
+        t = 0
+        while t + 8 <= T:
+            r0 = x[t, p0:p1]
+            r1 = x[t + 1, p0:p1]
+            r2 = x[t + 2, p0:p1]
+            r3 = x[t + 3, p0:p1]
+            r4 = x[t + 4, p0:p1]
+            r5 = x[t + 5, p0:p1]
+            r6 = x[t + 6, p0:p1]
+            r7 = x[t + 7, p0:p1]
+            for i in range(m):
+                ki = k[i]
+                d0 = np.float64(r0[i]) - ki
+                d1 = np.float64(r1[i]) - ki
+                d2 = np.float64(r2[i]) - ki
+                d3 = np.float64(r3[i]) - ki
+                d4 = np.float64(r4[i]) - ki
+                d5 = np.float64(r5[i]) - ki
+                d6 = np.float64(r6[i]) - ki
+                d7 = np.float64(r7[i]) - ki
+                q0 = d0 * d0
+                q1 = d1 * d1
+                q2 = d2 * d2
+                q3 = d3 * d3
+                q4 = d4 * d4
+                q5 = d5 * d5
+                q6 = d6 * d6
+                q7 = d7 * d7
+                s1[i] += ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7))
+                s2[i] += ((q0 + q1) + (q2 + q3)) + ((q4 + q5) + (q6 + q7))
+                s3[i] += ((q0 * d0 + q1 * d1) + (q2 * d2 + q3 * d3)) + (
+                    (q4 * d4 + q5 * d5) + (q6 * d6 + q7 * d7)
+                )
+                s4[i] += ((q0 * q0 + q1 * q1) + (q2 * q2 + q3 * q3)) + (
+                    (q4 * q4 + q5 * q5) + (q6 * q6 + q7 * q7)
+                )
+            t += 8
+        while t < T:
+            r0 = x[t, p0:p1]
+            for i in range(m):
+                d = np.float64(r0[i]) - k[i]
+                q = d * d
+                s1[i] += d
+                s2[i] += q
+                s3[i] += q * d
+                s4[i] += q * q
+            t += 1
+        _fold(n, mean, m2, m3, m4, p0, k, c, s1, s2, s3, s4)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _fold(n, mean, m2, m3, m4, p0, k, c, s1, s2, s3, s4):  # pragma: no cover - compiled
+    """Fold a block's shifted power sums (around ``k``) into the state."""
+    for i in range(k.shape[0]):
+        ci = c[i]
+        if ci == 0.0:
+            continue
+        p = p0 + i
+        n_old = n[p]
+        total = n_old + ci
+        a2 = m2[p] + s2[i]
+        a3 = m3[p] + s3[i]
+        a4 = m4[p] + s4[i]
+        delta = s1[i] / total
+        dd = delta * delta
+        m4[p] = a4 - 4.0 * delta * a3 + 6.0 * dd * a2 - 3.0 * total * dd * dd
+        m3[p] = a3 - 3.0 * delta * a2 + 2.0 * total * dd * delta
+        m2[p] = a2 - total * dd
+        mean[p] = k[i] + delta
+        n[p] = total
+
+
+def update_moments(
+    chunk: np.ndarray,
+    n: np.ndarray,
+    mean: np.ndarray,
+    m2: np.ndarray,
+    m3: np.ndarray,
+    m4: np.ndarray,
+    block: int = BLOCK_PIXELS,
+) -> None:
+    """Fold a chunk of frames into a per-pixel moment state, in place.
+
+    Parameters
+    ----------
+    chunk : numpy.ndarray, shape (frames, pixels)
+        C-contiguous; uint8/uint16/int16/int32 or float32/float64. For float
+        input, non-finite values (NaN, ±inf) are skipped per pixel.
+    n, mean, m2, m3, m4 : numpy.ndarray of float64, shape (pixels,)
+        The state: count of finite values, their mean, and the central sums
+        ``Σ (x - mean)^k`` for k = 2, 3, 4. Updated in place.
+    block : int, optional
+        Pixels per parallel work item.
+    """
+    if chunk.ndim != 2:
+        raise ValueError(f"chunk must be 2-D (frames, pixels), got shape {chunk.shape}")
+    if chunk.shape[0] == 0:
+        return
+    x = np.ascontiguousarray(chunk)
+    if x.dtype.kind == "f":
+        _update_float(x, n, mean, m2, m3, m4, int(block))
+    elif x.dtype.kind in "iub":
+        if x.dtype.kind == "b":
+            x = x.view(np.uint8)
+        _update_int(x, n, mean, m2, m3, m4, int(block))
+    else:
+        raise TypeError(f"chunk must hold numbers, got dtype {x.dtype}")
+
+
+@dataclass
+class MomentState:
+    """Per-pixel streaming moments ``(n, mean, M2, M3, M4)`` of everything seen so far.
+
+    The arrays have the shape of one frame (any shape); ``M_k`` is the sum of
+    ``(x - mean)^k`` over the finite values of each pixel. States combine with
+    :meth:`merge` (exact pairwise formulas), so partial states computed on
+    separate chunks, threads or machines give the same result as one pass.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> state = MomentState.empty((2,))
+    >>> state.update(np.array([[1.0, 5.0], [3.0, np.nan]]))
+    >>> state.n, state.mean_value()
+    (array([2., 1.]), array([2., 5.]))
+    """
+
+    n: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+    m3: np.ndarray
+    m4: np.ndarray
+
+    @classmethod
+    def empty(cls, shape: tuple[int, ...]) -> MomentState:
+        """The state of no observations for frames of ``shape``."""
+        return cls(*(np.zeros(shape, dtype=np.float64) for _ in range(5)))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of one frame."""
+        return self.n.shape
+
+    def update(self, frames: np.ndarray) -> None:
+        """Fold ``frames`` (``(t, *shape)``, any numeric dtype) into the state, in place."""
+        frames = np.asarray(frames)
+        if frames.shape[1:] != self.shape:
+            raise ValueError(
+                f"frames of shape {frames.shape[1:]} do not match the state's {self.shape}"
+            )
+        flat = frames.reshape(frames.shape[0], self.n.size)
+        update_moments(
+            flat,
+            self.n.reshape(-1),
+            self.mean.reshape(-1),
+            self.m2.reshape(-1),
+            self.m3.reshape(-1),
+            self.m4.reshape(-1),
+        )
+
+    def merge(self, other: MomentState) -> MomentState:
+        """The state of the union of two sets of observations (a new object)."""
+        if other.shape != self.shape:
+            raise ValueError(f"cannot merge states of shapes {self.shape} and {other.shape}")
+        na, nb = self.n, other.n
+        n = na + nb
+        with np.errstate(invalid="ignore", divide="ignore"):
+            safe = np.where(n > 0, n, 1.0)
+            both = (na > 0) & (nb > 0)
+            delta = np.where(both, other.mean - self.mean, 0.0)
+            mean = np.where(na > 0, self.mean, other.mean) + delta * nb / safe
+            d2 = delta * delta
+            m2 = self.m2 + other.m2 + d2 * na * nb / safe
+            m3 = (
+                self.m3
+                + other.m3
+                + d2 * delta * na * nb * (na - nb) / safe**2
+                + 3.0 * delta * (na * other.m2 - nb * self.m2) / safe
+            )
+            m4 = (
+                self.m4
+                + other.m4
+                + d2 * d2 * na * nb * (na * na - na * nb + nb * nb) / safe**3
+                + 6.0 * d2 * (na * na * other.m2 + nb * nb * self.m2) / safe**2
+                + 4.0 * delta * (na * other.m3 - nb * self.m3) / safe
+            )
+        return MomentState(n, mean, m2, m3, m4)
+
+    def copy(self) -> MomentState:
+        """An independent copy."""
+        return MomentState(*(a.copy() for a in (self.n, self.mean, self.m2, self.m3, self.m4)))
+
+    def mean_value(self) -> np.ndarray:
+        """Mean per pixel (NaN where nothing finite was seen)."""
+        return np.where(self.n > 0, self.mean, np.nan)
+
+    def std(self) -> np.ndarray:
+        """Population standard deviation (ddof 0) per pixel."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.n > 0, np.sqrt(np.maximum(self.m2, 0.0) / self.n), np.nan)
+
+    def kurtosis(self) -> np.ndarray:
+        """Pearson kurtosis ``n M4 / M2²``; NaN for constant or never-observed pixels."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            k = self.n * self.m4 / (self.m2 * self.m2)
+        return np.where((self.n > 0) & (self.m2 > 0), k, np.nan)
