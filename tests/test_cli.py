@@ -36,6 +36,11 @@ def test_demo_runs_and_scores(capsys):
     out = capsys.readouterr().out
     assert "time projections" in out
     assert "72/72 ROI masks exact" in out
+    from sima_fast.cli import run_demo
+
+    results = run_demo(quiet=True)
+    assert results["projections"]["max_relative_error"] < 1e-10
+    assert results["rois"]["exact_masks"] == results["rois"]["cells"] == 72
 
 
 def test_info(capsys, tmp_path):
