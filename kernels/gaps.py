@@ -112,36 +112,69 @@ def last_finite_before(chunk: np.ndarray, found: np.ndarray, value: np.ndarray) 
 def _place_rows(src, rows, out):  # pragma: no cover - compiled
     n, Z, Y, X, C = src.shape
     Zo, Yo, Xo = out.shape[1], out.shape[2], out.shape[3]
+    nan = np.nan
     for t in prange(n):
-        acc = np.zeros((Zo, Yo, Xo, C), dtype=np.float64)
-        cnt = np.zeros((Zo, Yo, Xo, C), dtype=np.int32)
+        # Counting sort of the source rows by the output row they land on.
+        count = np.zeros(Zo * Yo + 1, dtype=np.int64)
         for z in range(Z):
             for y in range(Y):
                 tz = z + rows[t, z, y, 0]
                 ty = y + rows[t, z, y, 1]
-                dx = rows[t, z, y, 2]
-                if tz < 0 or tz >= Zo or ty < 0 or ty >= Yo:
-                    continue
-                for x in range(X):
-                    tx = x + dx
-                    if tx < 0 or tx >= Xo:
-                        continue
-                    for c in range(C):
-                        v = np.float64(src[t, z, y, x, c])
-                        if np.isfinite(v):
-                            acc[tz, ty, tx, c] += v
-                            cnt[tz, ty, tx, c] += 1
-        for z in range(Zo):
-            for y in range(Yo):
-                for x in range(Xo):
-                    for c in range(C):
-                        k = cnt[z, y, x, c]
-                        if k == 0:
-                            out[t, z, y, x, c] = np.nan
-                        elif k == 1:
-                            out[t, z, y, x, c] = acc[z, y, x, c]
-                        else:
-                            out[t, z, y, x, c] = acc[z, y, x, c] / k
+                if 0 <= tz < Zo and 0 <= ty < Yo:
+                    count[tz * Yo + ty + 1] += 1
+        for k in range(Zo * Yo):
+            count[k + 1] += count[k]
+        fill = count[:-1].copy()
+        order = np.empty(count[-1], dtype=np.int64)
+        for z in range(Z):
+            for y in range(Y):
+                tz = z + rows[t, z, y, 0]
+                ty = y + rows[t, z, y, 1]
+                if 0 <= tz < Zo and 0 <= ty < Yo:
+                    order[fill[tz * Yo + ty]] = z * Y + y
+                    fill[tz * Yo + ty] += 1
+        for tz in range(Zo):
+            for ty in range(Yo):
+                lo = count[tz * Yo + ty]
+                hi = count[tz * Yo + ty + 1]
+                dst = out[t, tz, ty]
+                flat = dst.reshape(Xo * C)
+                if hi == lo:  # nothing lands here
+                    for i in range(Xo * C):
+                        flat[i] = nan
+                elif hi - lo == 1:  # one source row: a shifted copy
+                    z = order[lo] // Y
+                    y = order[lo] % Y
+                    dx = rows[t, z, y, 2]
+                    row = src[t, z, y].reshape(X * C)
+                    i0 = min(max(dx, 0), Xo) * C
+                    i1 = min(max(dx + X, 0), Xo) * C
+                    shift = dx * C
+                    for i in range(i0):
+                        flat[i] = nan
+                    for i in range(i0, i1):
+                        v = row[i - shift]
+                        flat[i] = v if v - v == 0 else nan
+                    for i in range(i1, Xo * C):
+                        flat[i] = nan
+                else:  # several source rows: mean of the finite values per pixel
+                    acc = np.zeros((Xo, C))
+                    cnt = np.zeros((Xo, C), dtype=np.int64)
+                    for q in range(lo, hi):
+                        z = order[q] // Y
+                        y = order[q] % Y
+                        dx = rows[t, z, y, 2]
+                        row = src[t, z, y]
+                        for x in range(max(dx, 0), min(dx + X, Xo)):
+                            for c in range(C):
+                                v = np.float64(row[x - dx, c])
+                                if v - v == 0:
+                                    acc[x, c] += v
+                                    cnt[x, c] += 1
+                    for x in range(Xo):
+                        for c in range(C):
+                            k = cnt[x, c]
+                            dst[x, c] = acc[x, c] / k if k > 0 else nan
 
 
 def place_displaced_rows(src: np.ndarray, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
