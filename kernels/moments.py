@@ -42,14 +42,157 @@ from numba import njit, prange
 
 __all__ = ["MomentState", "update_moments"]
 
-#: Pixels per block: the block's accumulators (6 float64 arrays) stay in L2.
-BLOCK_PIXELS = 8192
+#: Largest number of pixels per parallel work item. Long rows per frame keep the
+#: hardware prefetchers streaming; measured best for 512×512 frames on 2 cores.
+BLOCK_PIXELS = 32768
+
+#: Smallest block (below it the per-block overhead shows).
+MIN_BLOCK_PIXELS = 2048
+
+
+def default_block(pixels: int) -> int:
+    """Pixels per work item: about four blocks per thread, within the bounds above."""
+    import numba
+
+    per = -(-pixels // (4 * numba.get_num_threads()))
+    return int(min(BLOCK_PIXELS, max(MIN_BLOCK_PIXELS, per)))
+
 
 _FASTMATH = {"contract"}  # fused multiply-add only: NaN and inf keep their meaning
 
 
+@njit(cache=True, nogil=True, inline="always", fastmath=_FASTMATH)
+def _accumulate_plain(x, p0, p1, k, s1, s2, s3, s4):  # pragma: no cover - compiled
+    """Add ``Σ (x - k)^j`` over all frames of pixels ``p0:p1`` (no finiteness test)."""
+    T = x.shape[0]
+    m = p1 - p0
+    t = 0
+    while t + 8 <= T:
+        r0 = x[t, p0:p1]
+        r1 = x[t + 1, p0:p1]
+        r2 = x[t + 2, p0:p1]
+        r3 = x[t + 3, p0:p1]
+        r4 = x[t + 4, p0:p1]
+        r5 = x[t + 5, p0:p1]
+        r6 = x[t + 6, p0:p1]
+        r7 = x[t + 7, p0:p1]
+        for i in range(m):
+            ki = k[i]
+            d0 = np.float64(r0[i]) - ki
+            d1 = np.float64(r1[i]) - ki
+            d2 = np.float64(r2[i]) - ki
+            d3 = np.float64(r3[i]) - ki
+            d4 = np.float64(r4[i]) - ki
+            d5 = np.float64(r5[i]) - ki
+            d6 = np.float64(r6[i]) - ki
+            d7 = np.float64(r7[i]) - ki
+            q0 = d0 * d0
+            q1 = d1 * d1
+            q2 = d2 * d2
+            q3 = d3 * d3
+            q4 = d4 * d4
+            q5 = d5 * d5
+            q6 = d6 * d6
+            q7 = d7 * d7
+            s1[i] += ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7))
+            s2[i] += ((q0 + q1) + (q2 + q3)) + ((q4 + q5) + (q6 + q7))
+            s3[i] += ((q0 * d0 + q1 * d1) + (q2 * d2 + q3 * d3)) + (
+                (q4 * d4 + q5 * d5) + (q6 * d6 + q7 * d7)
+            )
+            s4[i] += ((q0 * q0 + q1 * q1) + (q2 * q2 + q3 * q3)) + (
+                (q4 * q4 + q5 * q5) + (q6 * q6 + q7 * q7)
+            )
+        t += 8
+    while t < T:
+        r0 = x[t, p0:p1]
+        for i in range(m):
+            d = np.float64(r0[i]) - k[i]
+            q = d * d
+            s1[i] += d
+            s2[i] += q
+            s3[i] += q * d
+            s4[i] += q * q
+        t += 1
+
+
+@njit(cache=True, nogil=True, inline="always", fastmath=_FASTMATH)
+def _accumulate_checked(x, p0, p1, k, c, s1, s2, s3, s4):  # pragma: no cover - compiled
+    """Like :func:`_accumulate_plain`, skipping non-finite values and counting the rest."""
+    T = x.shape[0]
+    m = p1 - p0
+    t = 0
+    while t + 8 <= T:
+        r0 = x[t, p0:p1]
+        r1 = x[t + 1, p0:p1]
+        r2 = x[t + 2, p0:p1]
+        r3 = x[t + 3, p0:p1]
+        r4 = x[t + 4, p0:p1]
+        r5 = x[t + 5, p0:p1]
+        r6 = x[t + 6, p0:p1]
+        r7 = x[t + 7, p0:p1]
+        for i in range(m):
+            ki = k[i]
+            d0 = np.float64(r0[i]) - ki
+            d1 = np.float64(r1[i]) - ki
+            d2 = np.float64(r2[i]) - ki
+            d3 = np.float64(r3[i]) - ki
+            d4 = np.float64(r4[i]) - ki
+            d5 = np.float64(r5[i]) - ki
+            d6 = np.float64(r6[i]) - ki
+            d7 = np.float64(r7[i]) - ki
+            o0 = d0 - d0 == 0.0
+            o1 = d1 - d1 == 0.0
+            o2 = d2 - d2 == 0.0
+            o3 = d3 - d3 == 0.0
+            o4 = d4 - d4 == 0.0
+            o5 = d5 - d5 == 0.0
+            o6 = d6 - d6 == 0.0
+            o7 = d7 - d7 == 0.0
+            d0 = d0 if o0 else 0.0
+            d1 = d1 if o1 else 0.0
+            d2 = d2 if o2 else 0.0
+            d3 = d3 if o3 else 0.0
+            d4 = d4 if o4 else 0.0
+            d5 = d5 if o5 else 0.0
+            d6 = d6 if o6 else 0.0
+            d7 = d7 if o7 else 0.0
+            q0 = d0 * d0
+            q1 = d1 * d1
+            q2 = d2 * d2
+            q3 = d3 * d3
+            q4 = d4 * d4
+            q5 = d5 * d5
+            q6 = d6 * d6
+            q7 = d7 * d7
+            c[i] += ((np.float64(o0) + np.float64(o1)) + (np.float64(o2) + np.float64(o3))) + (
+                (np.float64(o4) + np.float64(o5)) + (np.float64(o6) + np.float64(o7))
+            )
+            s1[i] += ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7))
+            s2[i] += ((q0 + q1) + (q2 + q3)) + ((q4 + q5) + (q6 + q7))
+            s3[i] += ((q0 * d0 + q1 * d1) + (q2 * d2 + q3 * d3)) + (
+                (q4 * d4 + q5 * d5) + (q6 * d6 + q7 * d7)
+            )
+            s4[i] += ((q0 * q0 + q1 * q1) + (q2 * q2 + q3 * q3)) + (
+                (q4 * q4 + q5 * q5) + (q6 * q6 + q7 * q7)
+            )
+        t += 8
+    while t < T:
+        r0 = x[t, p0:p1]
+        for i in range(m):
+            d = np.float64(r0[i]) - k[i]
+            ok = d - d == 0.0
+            d = d if ok else 0.0
+            q = d * d
+            c[i] += np.float64(ok)
+            s1[i] += d
+            s2[i] += q
+            s3[i] += q * d
+            s4[i] += q * q
+        t += 1
+
+
 @njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH)
-def _update_float(x, n, mean, m2, m3, m4, block):  # pragma: no cover - compiled
+def _update_float(x, n, mean, m2, m3, m4, frames_seen, block):  # pragma: no cover - compiled
     T, P = x.shape
     nblocks = (P + block - 1) // block
     for b in prange(nblocks):
@@ -62,8 +205,12 @@ def _update_float(x, n, mean, m2, m3, m4, block):  # pragma: no cover - compiled
         s2 = np.zeros(m)
         s3 = np.zeros(m)
         s4 = np.zeros(m)
+        # Try the unchecked loop when no pixel of the block has missed a frame so far.
+        fast = True
         for i in range(m):
             p = p0 + i
+            if frames_seen >= 0 and n[p] != frames_seen:
+                fast = False
             if n[p] > 0:
                 k[i] = mean[p]
             else:
@@ -73,75 +220,23 @@ def _update_float(x, n, mean, m2, m3, m4, block):  # pragma: no cover - compiled
                     if v - v == 0.0:
                         k[i] = v
                         break
-        t = 0
-        while t + 8 <= T:
-            r0 = x[t, p0:p1]
-            r1 = x[t + 1, p0:p1]
-            r2 = x[t + 2, p0:p1]
-            r3 = x[t + 3, p0:p1]
-            r4 = x[t + 4, p0:p1]
-            r5 = x[t + 5, p0:p1]
-            r6 = x[t + 6, p0:p1]
-            r7 = x[t + 7, p0:p1]
+        if fast:
+            _accumulate_plain(x, p0, p1, k, s1, s2, s3, s4)
             for i in range(m):
-                ki = k[i]
-                d0 = np.float64(r0[i]) - ki
-                d1 = np.float64(r1[i]) - ki
-                d2 = np.float64(r2[i]) - ki
-                d3 = np.float64(r3[i]) - ki
-                d4 = np.float64(r4[i]) - ki
-                d5 = np.float64(r5[i]) - ki
-                d6 = np.float64(r6[i]) - ki
-                d7 = np.float64(r7[i]) - ki
-                o0 = d0 - d0 == 0.0
-                o1 = d1 - d1 == 0.0
-                o2 = d2 - d2 == 0.0
-                o3 = d3 - d3 == 0.0
-                o4 = d4 - d4 == 0.0
-                o5 = d5 - d5 == 0.0
-                o6 = d6 - d6 == 0.0
-                o7 = d7 - d7 == 0.0
-                d0 = d0 if o0 else 0.0
-                d1 = d1 if o1 else 0.0
-                d2 = d2 if o2 else 0.0
-                d3 = d3 if o3 else 0.0
-                d4 = d4 if o4 else 0.0
-                d5 = d5 if o5 else 0.0
-                d6 = d6 if o6 else 0.0
-                d7 = d7 if o7 else 0.0
-                q0 = d0 * d0
-                q1 = d1 * d1
-                q2 = d2 * d2
-                q3 = d3 * d3
-                q4 = d4 * d4
-                q5 = d5 * d5
-                q6 = d6 * d6
-                q7 = d7 * d7
-                c[i] += ((np.float64(o0) + np.float64(o1)) + (np.float64(o2) + np.float64(o3))) + (
-                    (np.float64(o4) + np.float64(o5)) + (np.float64(o6) + np.float64(o7))
-                )
-                s1[i] += ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7))
-                s2[i] += ((q0 + q1) + (q2 + q3)) + ((q4 + q5) + (q6 + q7))
-                s3[i] += ((q0 * d0 + q1 * d1) + (q2 * d2 + q3 * d3)) + (
-                    (q4 * d4 + q5 * d5) + (q6 * d6 + q7 * d7)
-                )
-                s4[i] += ((q0 * q0 + q1 * q1) + (q2 * q2 + q3 * q3)) + (
-                    (q4 * q4 + q5 * q5) + (q6 * q6 + q7 * q7)
-                )
-            t += 8
-        while t < T:
-            r0 = x[t, p0:p1]
-            for i in range(m):
-                d = np.float64(r0[i]) - k[i]
-                ok = d - d == 0.0
-                d = d if ok else 0.0
-                q = d * d
-                c[i] += np.float64(ok)
-                s1[i] += d
-                s2[i] += q
-                s3[i] += q * d
-                s4[i] += q * q
-            t += 1
+                if s2[i] - s2[i] != 0.0 or s4[i] - s4[i] != 0.0:  # a NaN or inf was summed
+                    fast = False
+                    break
+            if fast:
+                for i in range(m):
+                    c[i] = T
+            else:
+                for i in range(m):
+                    s1[i] = 0.0
+                    s2[i] = 0.0
+                    s3[i] = 0.0
+                    s4[i] = 0.0
+        if not fast:
+            _accumulate_checked(x, p0, p1, k, c, s1, s2, s3, s4)
         _fold(n, mean, m2, m3, m4, p0, k, c, s1, s2, s3, s4)
 
 
@@ -161,57 +256,8 @@ def _update_int(x, n, mean, m2, m3, m4, block):  # pragma: no cover - compiled
         s4 = np.zeros(m)
         for i in range(m):
             p = p0 + i
-            if n[p] > 0:
-                k[i] = mean[p]
-            else:
-                k[i] = np.float64(x[0, p]) if T > 0 else 0.0
-        t = 0
-        while t + 8 <= T:
-            r0 = x[t, p0:p1]
-            r1 = x[t + 1, p0:p1]
-            r2 = x[t + 2, p0:p1]
-            r3 = x[t + 3, p0:p1]
-            r4 = x[t + 4, p0:p1]
-            r5 = x[t + 5, p0:p1]
-            r6 = x[t + 6, p0:p1]
-            r7 = x[t + 7, p0:p1]
-            for i in range(m):
-                ki = k[i]
-                d0 = np.float64(r0[i]) - ki
-                d1 = np.float64(r1[i]) - ki
-                d2 = np.float64(r2[i]) - ki
-                d3 = np.float64(r3[i]) - ki
-                d4 = np.float64(r4[i]) - ki
-                d5 = np.float64(r5[i]) - ki
-                d6 = np.float64(r6[i]) - ki
-                d7 = np.float64(r7[i]) - ki
-                q0 = d0 * d0
-                q1 = d1 * d1
-                q2 = d2 * d2
-                q3 = d3 * d3
-                q4 = d4 * d4
-                q5 = d5 * d5
-                q6 = d6 * d6
-                q7 = d7 * d7
-                s1[i] += ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7))
-                s2[i] += ((q0 + q1) + (q2 + q3)) + ((q4 + q5) + (q6 + q7))
-                s3[i] += ((q0 * d0 + q1 * d1) + (q2 * d2 + q3 * d3)) + (
-                    (q4 * d4 + q5 * d5) + (q6 * d6 + q7 * d7)
-                )
-                s4[i] += ((q0 * q0 + q1 * q1) + (q2 * q2 + q3 * q3)) + (
-                    (q4 * q4 + q5 * q5) + (q6 * q6 + q7 * q7)
-                )
-            t += 8
-        while t < T:
-            r0 = x[t, p0:p1]
-            for i in range(m):
-                d = np.float64(r0[i]) - k[i]
-                q = d * d
-                s1[i] += d
-                s2[i] += q
-                s3[i] += q * d
-                s4[i] += q * q
-            t += 1
+            k[i] = mean[p] if n[p] > 0 else np.float64(x[0, p])
+        _accumulate_plain(x, p0, p1, k, s1, s2, s3, s4)
         _fold(n, mean, m2, m3, m4, p0, k, c, s1, s2, s3, s4)
 
 
@@ -244,7 +290,8 @@ def update_moments(
     m2: np.ndarray,
     m3: np.ndarray,
     m4: np.ndarray,
-    block: int = BLOCK_PIXELS,
+    frames_seen: int = -1,
+    block: int | None = None,
 ) -> None:
     """Fold a chunk of frames into a per-pixel moment state, in place.
 
@@ -256,16 +303,24 @@ def update_moments(
     n, mean, m2, m3, m4 : numpy.ndarray of float64, shape (pixels,)
         The state: count of finite values, their mean, and the central sums
         ``Σ (x - mean)^k`` for k = 2, 3, 4. Updated in place.
+    frames_seen : int, optional
+        How many frames the state already holds. For float input, blocks of
+        pixels that have not missed any of them are first summed without the
+        finiteness test, and summed again with it only if a non-finite value
+        turns up; blocks with earlier gaps go straight to the tested loop.
+        ``-1`` (unknown) tries the untested loop everywhere.
     block : int, optional
-        Pixels per parallel work item.
+        Pixels per parallel work item (default: :func:`default_block`).
     """
     if chunk.ndim != 2:
         raise ValueError(f"chunk must be 2-D (frames, pixels), got shape {chunk.shape}")
     if chunk.shape[0] == 0:
         return
     x = np.ascontiguousarray(chunk)
+    if block is None:
+        block = default_block(x.shape[1])
     if x.dtype.kind == "f":
-        _update_float(x, n, mean, m2, m3, m4, int(block))
+        _update_float(x, n, mean, m2, m3, m4, int(frames_seen), int(block))
     elif x.dtype.kind in "iub":
         if x.dtype.kind == "b":
             x = x.view(np.uint8)
@@ -297,6 +352,8 @@ class MomentState:
     m2: np.ndarray
     m3: np.ndarray
     m4: np.ndarray
+    #: Frames folded in so far (finite or not); lets the kernel skip finiteness tests.
+    frames: int = 0
 
     @classmethod
     def empty(cls, shape: tuple[int, ...]) -> MomentState:
@@ -323,7 +380,9 @@ class MomentState:
             self.m2.reshape(-1),
             self.m3.reshape(-1),
             self.m4.reshape(-1),
+            frames_seen=self.frames,
         )
+        self.frames += flat.shape[0]
 
     def merge(self, other: MomentState) -> MomentState:
         """The state of the union of two sets of observations (a new object)."""
@@ -351,11 +410,12 @@ class MomentState:
                 + 6.0 * d2 * (na * na * other.m2 + nb * nb * self.m2) / safe**2
                 + 4.0 * delta * (na * other.m3 - nb * self.m3) / safe
             )
-        return MomentState(n, mean, m2, m3, m4)
+        return MomentState(n, mean, m2, m3, m4, self.frames + other.frames)
 
     def copy(self) -> MomentState:
         """An independent copy."""
-        return MomentState(*(a.copy() for a in (self.n, self.mean, self.m2, self.m3, self.m4)))
+        arrays = (a.copy() for a in (self.n, self.mean, self.m2, self.m3, self.m4))
+        return MomentState(*arrays, frames=self.frames)
 
     def mean_value(self) -> np.ndarray:
         """Mean per pixel (NaN where nothing finite was seen)."""

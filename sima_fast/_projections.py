@@ -8,11 +8,30 @@ of frames. NaN and infinite values are skipped per pixel (SPEC.md §6).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 
 from sima_fast.kernels.moments import MomentState
 
 __all__ = ["moment_state", "projections"]
+
+
+@contextlib.contextmanager
+def _kernel_threads(reserve: int) -> Iterator[None]:
+    """Run numba kernels on all threads but ``reserve`` (for the calling thread only)."""
+    if reserve <= 0:
+        yield
+        return
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, before - reserve))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 def moment_state(sequences: list, progress: bool = False) -> MomentState:
@@ -27,10 +46,6 @@ def moment_state(sequences: list, progress: bool = False) -> MomentState:
     """
     frame_shape = sequences[0].shape[1:]
     state = MomentState.empty(frame_shape)
-    flat = state.n.reshape(-1), state.mean.reshape(-1), state.m2.reshape(-1)
-    flat += (state.m3.reshape(-1), state.m4.reshape(-1))
-    from sima_fast.kernels.moments import update_moments
-
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -38,10 +53,12 @@ def moment_state(sequences: list, progress: bool = False) -> MomentState:
         bar = tqdm(total=sum(len(s) for s in sequences), desc="projections", unit="frame")
     try:
         for seq in sequences:
-            for _, chunk in seq.iter_chunks(reuse_buffer=True, prefetch=True):
-                update_moments(chunk.reshape(len(chunk), -1), *flat)
-                if bar is not None:
-                    bar.update(len(chunk))
+            # While a background thread reads the file, the kernel leaves it a core.
+            with _kernel_threads(reserve=1 if seq._view(0, min(1, len(seq))) is None else 0):
+                for _, chunk in seq.iter_chunks(reuse_buffer=True, prefetch=True):
+                    state.update(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
     finally:
         if bar is not None:
             bar.close()

@@ -137,3 +137,25 @@ def test_single_frame_gives_zero_std_and_nan_kurtosis():
     np.testing.assert_array_equal(
         scipy.stats.kurtosis(np.arange(5.0)[None], fisher=False, bias=True, axis=0).shape, (5,)
     )
+
+
+def test_gaps_appearing_after_clean_chunks():
+    """The unchecked fast path must notice a NaN or inf that turns up later."""
+    rng = np.random.default_rng(5)
+    data = rng.normal(100, 5, size=(40, 300)).astype(np.float32)
+    data[25, 7] = np.nan
+    data[33, 200] = np.inf
+    data[38, 201] = -np.inf
+    state = MomentState.empty((300,))
+    for t0 in range(0, 40, 10):
+        state.update(data[t0 : t0 + 10])
+    assert state.frames == 40
+    assert state.n[7] == 39 and state.n[200] == 39 and state.n[201] == 39 and state.n[0] == 40
+    clean = np.where(np.isfinite(data), data, np.nan).astype(np.float64)
+    assert_state_matches(state, clean)
+    # without the hint (frames_seen=-1) the kernel still detects and redoes
+    n, mean, m2, m3, m4 = (np.zeros(300) for _ in range(5))
+    for t0 in range(0, 40, 10):
+        update_moments(data[t0 : t0 + 10], n, mean, m2, m3, m4)
+    np.testing.assert_array_equal(n, state.n)
+    np.testing.assert_allclose(m2, state.m2, rtol=1e-12)
