@@ -58,7 +58,7 @@ def default_block(pixels: int) -> int:
     return int(min(BLOCK_PIXELS, max(MIN_BLOCK_PIXELS, per)))
 
 
-_FASTMATH = {"contract"}  # fused multiply-add only: NaN and inf keep their meaning
+_FASTMATH = {"contract", "reassoc"}  # FMA and reordering only: NaN and inf keep their meaning
 
 
 @njit(cache=True, nogil=True, inline="always", fastmath=_FASTMATH)
@@ -261,7 +261,7 @@ def _update_int(x, n, mean, m2, m3, m4, block):  # pragma: no cover - compiled
         _fold(n, mean, m2, m3, m4, p0, k, c, s1, s2, s3, s4)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _fold(n, mean, m2, m3, m4, p0, k, c, s1, s2, s3, s4):  # pragma: no cover - compiled
     """Fold a block's shifted power sums (around ``k``) into the state."""
     for i in range(k.shape[0]):
