@@ -1,23 +1,35 @@
-"""Signal extraction from ROIs and the export of extracted signals.
+"""Signal extraction from ROIs (SPEC.md §5) and the export of extracted signals.
 
-This module owns the layout of extracted-signal records (SPEC.md §5) and
-their tab-separated export. The record of one extraction is a dict with
-``raw`` (a list over sequences of ``(n_rois, T_k)`` arrays), ``rois`` (ROI
-dicts in row order), ``mean_frame``, ``overlap``, ``signal_channel`` and
-``timestamp``.
+:func:`extract_rois` turns an ROI set into sparse weights (overlap removal,
+normalisation of boolean masks, ``1/μ`` folded in) and streams the dataset's
+sequences through the numba kernel of :mod:`sima_fast.kernels.extract`. The
+record of one extraction is a dict with ``raw`` (a list over sequences of
+``(n_rois, T_k)`` float32 arrays), ``demixed_raw`` (when demixing),
+``mean_frame``, ``overlap``, ``signal_channel``, ``rois`` (ROI dicts in row
+order) and ``timestamp``; :func:`write_signals_csv` exports it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import datetime
 import os
+import warnings
 from typing import Any
 
 import numpy as np
 
 from sima_fast._atomic import atomic_write
 
-__all__ = ["write_signals_csv"]
+__all__ = [
+    "ExtractionWeights",
+    "demixing_matrix",
+    "extract_rois",
+    "roi_mask_matrix",
+    "save_extract_summary",
+    "write_signals_csv",
+]
 
 
 def _roi_field(roi: Any, key: str) -> Any:
@@ -85,3 +97,366 @@ def write_signals_csv(path: str | os.PathLike, signals: dict[str, Any]) -> None:
             block = np.asarray(block)
             for t in range(block.shape[1]):
                 writer.writerow([k, t, *(repr(float(v)) for v in block[:, t])])
+
+
+# ---------------------------------------------------------------------------
+# weights
+# ---------------------------------------------------------------------------
+
+
+class ExtractionWeights:
+    """The sparse weights of one extraction, built once and reused per frame.
+
+    Parameters
+    ----------
+    rois : sequence of ROI
+        The ROIs, in output-row order.
+    im_shape : tuple of int
+        ``(Z, Y, X)`` of the frames.
+    mean_frame : numpy.ndarray or None
+        ``(Z, Y, X)`` time average of the signal channel: the weights become
+        ``w / μ``. ``None`` keeps plain weighted means. Pixels whose mean is
+        not finite or is 0 are left out (as if never observed).
+    remove_overlap : bool
+        Remove pixels that belong to more than one ROI from every ROI.
+
+    Attributes
+    ----------
+    masks : scipy.sparse.csr_matrix, (n_rois, Z*Y*X)
+        The mask weights ``w`` (boolean masks normalised to sum to 1).
+    overlap : numpy.ndarray of int
+        Flattened indices of the pixels in more than one ROI.
+    empty : numpy.ndarray of bool
+        ROIs left without pixels (their rows are NaN).
+    plan : sima_fast.kernels.extract.RunWeights
+        The kernel's layout of the weights.
+    pinv_rows : None or numpy.ndarray
+        With overlapping masks kept (``remove_overlap=False``), the masked
+        pixels, and ``pinv_base`` the pseudo-inverse of the mask matrix over
+        them; frames with missing pixels are then extracted through the
+        pseudo-inverse of that matrix restricted to the finite pixels.
+    """
+
+    def __init__(
+        self,
+        rois: Any,
+        im_shape: tuple[int, int, int],
+        mean_frame: np.ndarray | None,
+        remove_overlap: bool = True,
+    ) -> None:
+        import scipy.sparse
+
+        Z, Y, X = (int(s) for s in im_shape)
+        npix = Z * Y * X
+        rows = [_roi_row(roi, (Z, Y, X), i) for i, roi in enumerate(rois)]
+        if not rows:
+            raise ValueError("rois is empty: nothing to extract")
+        masks = scipy.sparse.vstack([r for r, _ in rows], format="csr").astype(np.float64)
+        boolean = np.array([b for _, b in rows])
+        counts = np.asarray((masks != 0).sum(axis=0)).ravel()
+        self.overlap = np.flatnonzero(counts > 1)
+        if remove_overlap and self.overlap.size:
+            keep = np.ones(npix)
+            keep[self.overlap] = 0.0
+            masks = (masks @ scipy.sparse.diags(keep)).tocsr()
+            masks.eliminate_zeros()
+        nnz = np.diff(masks.indptr)
+        scale = np.where(boolean & (nnz > 0), 1.0 / np.maximum(nnz, 1), 1.0)
+        masks = (scipy.sparse.diags(scale) @ masks).tocsr()
+        masks.sort_indices()
+        self.masks = masks
+        self.empty = nnz == 0
+        if self.empty.all():
+            raise ValueError(
+                "no ROI has any pixel left to extract (all empty, outside the frame, or "
+                "entirely overlapping other ROIs with remove_overlap=True)"
+            )
+        if self.empty.any():
+            warnings.warn(
+                f"{int(self.empty.sum())} empty ROI(s) (indices "
+                f"{np.flatnonzero(self.empty).tolist()}) will give all-NaN signals",
+                stacklevel=3,
+            )
+        if mean_frame is None:
+            inv_mu = np.ones(npix)
+        else:
+            mu = np.asarray(mean_frame, dtype=np.float64).reshape(npix)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                inv_mu = np.where(np.isfinite(mu) & (mu != 0), 1.0 / mu, np.nan)
+        self.inv_mu = inv_mu
+        data = masks.data
+        a = data * inv_mu[masks.indices]
+        w = data.copy()
+        unusable = ~np.isfinite(a)  # pixels with no usable mean count as never observed
+        a[unusable] = 0.0
+        w[unusable] = 0.0
+        from sima_fast.kernels.extract import runs_from_csr
+
+        self.plan = runs_from_csr(masks.indptr, masks.indices, a, w)
+        self.pinv_rows = None
+        self.pinv_base = None
+        if not remove_overlap and self.overlap.size:
+            used = np.flatnonzero(~self.empty)
+            sub = masks[used]
+            pixels = np.unique(sub.indices)
+            dense = sub[:, pixels].toarray()  # (n_used, n_pixels)
+            self.pinv_rows = used
+            self.pinv_pixels = pixels
+            self.pinv_base = np.linalg.pinv(dense)  # (n_pixels, n_used)
+            self._pinv_cache: dict[bytes, np.ndarray] = {}
+
+    @property
+    def n_rois(self) -> int:
+        """Number of ROIs (rows of the output)."""
+        return self.masks.shape[0]
+
+    def pinv_weights(self, finite: np.ndarray) -> np.ndarray:
+        """Weights ``(n_used, n_finite)`` for a pattern of finite masked pixels."""
+        key = np.packbits(finite).tobytes()
+        w = self._pinv_cache.get(key)
+        if w is None:
+            w = np.linalg.pinv(self.pinv_base[finite])
+            if len(self._pinv_cache) < 4096:
+                self._pinv_cache[key] = w
+        return w
+
+
+def roi_mask_matrix(rois: Any, im_shape: tuple[int, int, int]):
+    """The ROIs' masks as one sparse ``(n_rois, Z*Y*X)`` matrix (their own values)."""
+    import scipy.sparse
+
+    return scipy.sparse.vstack(
+        [_roi_row(roi, tuple(im_shape), i)[0] for i, roi in enumerate(rois)], format="csr"
+    )
+
+
+def _roi_row(roi: Any, im_shape: tuple[int, int, int], index: int):
+    """One ROI as a (1, Z*Y*X) sparse row, and whether its mask is boolean."""
+    import scipy.sparse
+
+    from sima_fast.ROI import ROI
+
+    if not isinstance(roi, ROI):
+        raise TypeError(f"rois[{index}] is a {type(roi).__name__}, not a sima_fast.ROI.ROI")
+    name = f"rois[{index}]" + (f" (label {roi.label!r})" if roi.label is not None else "")
+    Z, Y, X = im_shape
+    if roi.im_shape is not None and tuple(roi.im_shape) != im_shape:
+        raise ValueError(
+            f"{name} has im_shape {tuple(roi.im_shape)} but the dataset's frames are "
+            f"(Z, Y, X) = {im_shape}"
+        )
+    if roi.is_mask_roi:
+        stored = roi.mask if roi.im_shape is None else None
+        if stored is not None:
+            for z, plane in enumerate(stored):
+                if plane.count_nonzero() and (z >= Z or plane.shape != (Y, X)):
+                    raise ValueError(
+                        f"{name}: mask plane {z} of shape {plane.shape} does not fit frames of "
+                        f"(Z, Y, X) = {im_shape}"
+                    )
+    else:
+        for ring in roi.polygons:
+            x, y, z = ring[:, 0], ring[:, 1], ring[:, 2]
+            if (
+                x.min() < 0
+                or y.min() < 0
+                or x.max() > X
+                or y.max() > Y
+                or z.min() < 0
+                or (z.max() >= Z)
+            ):
+                raise ValueError(
+                    f"{name} lies outside the frame: its vertices span x [{x.min()}, {x.max()}], "
+                    f"y [{y.min()}, {y.max()}], z [{z.min()}, {z.max()}] but frames are "
+                    f"X={X}, Y={Y} pixels and Z={Z} plane(s)"
+                )
+    roi = roi.copy()
+    roi.im_shape = im_shape
+    planes = roi.mask
+    boolean = not roi.is_weighted
+    row = scipy.sparse.hstack([p.reshape(1, Y * X) for p in planes], format="csr")
+    return row.astype(np.float64), boolean
+
+
+# ---------------------------------------------------------------------------
+# demixing
+# ---------------------------------------------------------------------------
+
+
+def demixing_matrix(
+    signal_image: np.ndarray, demix_image: np.ndarray, seed: int = 0
+) -> np.ndarray:
+    """The 2×2 unmixing matrix of two channels, estimated by FastICA on their images.
+
+    Pixels are the samples. Rows are ordered so the diagonal dominates and
+    scaled to a unit diagonal, so ``W[0, 1]`` is what to add (times the
+    second channel) to the first channel to remove the second's bleed-through.
+
+    Parameters
+    ----------
+    signal_image, demix_image : numpy.ndarray
+        Time averages of the signal channel and of the channel to demix.
+    seed : int, optional
+        Random state of FastICA (the estimate is deterministic for a seed).
+
+    Returns
+    -------
+    numpy.ndarray, shape (2, 2)
+    """
+    from sklearn.decomposition import FastICA
+
+    a = np.asarray(signal_image, dtype=np.float64).ravel()
+    b = np.asarray(demix_image, dtype=np.float64).ravel()
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3:
+        raise ValueError("demixing needs at least 3 pixels observed in both channels")
+    samples = np.column_stack([a[ok], b[ok]])
+    ica = FastICA(n_components=2, random_state=seed, whiten="unit-variance", max_iter=1000)
+    ica.fit(samples)
+    W = np.array(ica.components_, dtype=np.float64)
+    if abs(W[0, 0] * W[1, 1]) < abs(W[0, 1] * W[1, 0]):
+        W = W[::-1]
+    W[0] /= W[0, 0]
+    W[1] /= W[1, 1]
+    return W
+
+
+# ---------------------------------------------------------------------------
+# extraction
+# ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _numba_threads(n: int):
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def _extract_sequence(seq, weights, channel, demix, out, n_threads) -> None:
+    """Fill ``out`` (T, n_rois) with the values of one sequence."""
+    from sima_fast.kernels.extract import extract_runs
+
+    npix = int(np.prod(seq.shape[1:4]))
+    file_backed = seq._view(0, min(1, len(seq))) is None
+    threads = max(1, n_threads - 1) if file_backed and n_threads > 1 else n_threads
+    with _numba_threads(threads):
+        for t0, chunk in seq.iter_chunks(reuse_buffer=True, prefetch=True):
+            n = len(chunk)
+            frames = chunk[..., channel]
+            if demix is not None:
+                d_channel, factor = demix
+                frames = frames.astype(np.float32) + np.float32(factor) * chunk[..., d_channel]
+            flat = np.ascontiguousarray(frames).reshape(n, npix)
+            block = out[t0 : t0 + n]
+            extract_runs(flat, weights.plan, block)
+            if weights.pinv_base is not None and flat.dtype.kind == "f":
+                _pinv_frames(flat, weights, block)
+
+
+def _pinv_frames(flat: np.ndarray, weights: ExtractionWeights, block: np.ndarray) -> None:
+    """Re-extract frames with missing masked pixels through the pseudo-inverse path."""
+    pix = weights.pinv_pixels
+    vals = flat[:, pix].astype(np.float64) * weights.inv_mu[pix]
+    finite = np.isfinite(vals)
+    partial = np.flatnonzero(~finite.all(axis=1))
+    used = weights.pinv_rows
+    for t in partial:
+        f = finite[t]
+        row = np.full(weights.n_rois, np.nan)
+        if f.any():
+            w = weights.pinv_weights(f)  # (n_used, n_finite)
+            res = w @ vals[t, f]
+            imaged = np.asarray((weights.masks[used][:, pix[f]] != 0).sum(axis=1)).ravel() > 0
+            res[~imaged] = np.nan
+            row[used] = res
+        block[t] = row
+
+
+def extract_rois(
+    dataset: Any,
+    rois: Any,
+    signal_channel: int = 0,
+    remove_overlap: bool = True,
+    n_processes: int = 1,
+    demix_channel: int | None = None,
+) -> dict[str, Any]:
+    """Extract the signals of ``rois`` from every sequence of ``dataset`` (SPEC.md §5).
+
+    ``signal_channel`` and ``demix_channel`` are channel indices. See
+    :meth:`sima_fast.imaging.ImagingDataset.extract` for the full description;
+    this function computes and returns the record without storing it.
+    """
+    Z, Y, X, C = dataset.frame_shape
+    mean = dataset.time_averages
+    weights = ExtractionWeights(rois, (Z, Y, X), mean[..., signal_channel], remove_overlap)
+    demix = None
+    if demix_channel is not None:
+        W = demixing_matrix(mean[..., signal_channel], mean[..., demix_channel])
+        demix = (demix_channel, float(W[0, 1]))
+    raws, demixed = [], []
+    for seq in dataset.sequences:
+        out = np.empty((len(seq), weights.n_rois), dtype=np.float32)
+        _extract_sequence(seq, weights, signal_channel, None, out, n_processes)
+        raws.append(np.ascontiguousarray(out.T))
+        if demix is not None:
+            out_d = np.empty_like(out)
+            _extract_sequence(seq, weights, signal_channel, demix, out_d, n_processes)
+            demixed.append(np.ascontiguousarray(out_d.T))
+    record: dict[str, Any] = {"raw": raws}
+    if demix is not None:
+        record["demixed_raw"] = demixed
+        record["demix_channel"] = int(demix_channel)
+    record["mean_frame"] = np.asarray(mean[..., signal_channel], dtype=np.float64)
+    record["overlap"] = (np.zeros(weights.overlap.size, dtype=np.int64), weights.overlap)
+    record["signal_channel"] = int(signal_channel)
+    rois_out = []
+    for roi in rois:
+        r = roi.copy()
+        r.im_shape = (Z, Y, X)
+        rois_out.append(r.todict())
+    record["rois"] = rois_out
+    record["timestamp"] = datetime.datetime.now().strftime("%Y-%m-%d-%Hh%Mm%Ss")
+    return record
+
+
+def save_extract_summary(record: dict[str, Any], path: str | os.PathLike, masks: Any) -> bool:
+    """Write a PDF with, per plane, the mean frame, the ROI masks and the overlapping pixels.
+
+    Returns False (with a warning) when matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+        from matplotlib.backends.backend_pdf import PdfPages
+    except ImportError:
+        warnings.warn("matplotlib is not installed: no extraction summary written", stacklevel=3)
+        return False
+    mean = record["mean_frame"]
+    Z, Y, X = mean.shape
+    dense = np.asarray((masks != 0).sum(axis=0)).reshape(Z, Y, X) if masks is not None else None
+    overlap = np.zeros(Z * Y * X, dtype=bool)
+    overlap[record["overlap"][1]] = True
+    overlap = overlap.reshape(Z, Y, X)
+    with atomic_write(path) as tmp, PdfPages(tmp) as pdf:
+        for z in range(Z):
+            fig, ax = plt.subplots(figsize=(8.5, 8))
+            ax.imshow(mean[z], cmap="gray", interpolation="nearest")
+            if dense is not None and dense[z].any():
+                ax.contour(dense[z] > 0, levels=[0.5], colors="cyan", linewidths=0.6)
+            ys, xs = np.nonzero(overlap[z])
+            if ys.size:
+                ax.plot(xs, ys, "r.", markersize=2, label="overlap")
+            ax.set_title(f"Extraction {record['timestamp']}, plane {z}")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            pdf.savefig(fig)
+            plt.close(fig)
+    return True

@@ -729,6 +729,99 @@ class ImagingDataset:
         self.add_ROIs(rois, label)
         return rois
 
+    # -- extraction ---------------------------------------------------------------
+
+    def extract(
+        self,
+        rois: Any = None,
+        signal_channel: Any = 0,
+        label: str | None = None,
+        remove_overlap: bool = True,
+        n_processes: int = 1,
+        demix_channel: Any = None,
+        save_summary: bool = True,
+    ) -> dict[str, Any]:
+        """Extract a signal per ROI and frame from the imaging data.
+
+        The value of ROI i in frame t is ``Σ_p w_ip F_p(t) / μ_p``: a
+        weighted mean of the signal channel normalised by its time average
+        ``μ`` (a boolean ROI at rest reads about 1). Boolean masks are
+        normalised to weights summing to 1, weighted masks are used as given.
+        Pixels that are NaN in a frame are left out and the remaining weights
+        rescaled by ``Σ_all w² / Σ_finite w²``; an ROI with no finite pixel in
+        a frame gives NaN, an empty ROI an all-NaN row (with a warning).
+
+        Parameters
+        ----------
+        rois : sima_fast.ROI.ROIList, optional
+            The ROIs. Default: the most recently added ROI set.
+        signal_channel : int or str, optional
+            Channel to extract. Default: 0.
+        label : str, optional
+            Label under which the signals are stored (default: the timestamp).
+        remove_overlap : bool, optional
+            Remove pixels shared by several ROIs from all of them (default).
+            With False, overlapping ROIs are separated by the pseudo-inverse
+            of the mask matrix (restricted to the finite pixels of each frame).
+        n_processes : int, optional
+            Number of kernel threads (results do not depend on it). Default: 1.
+        demix_channel : int or str, optional
+            A channel whose bleed-through into the signal channel is removed
+            first: a 2×2 unmixing matrix is estimated by FastICA on the two
+            channels' time-average images, and ``F_s + W[s, d] F_d`` is
+            extracted into ``demixed_raw``.
+        save_summary : bool, optional
+            With a dataset directory, also write ``extractSummary_<timestamp>.pdf``
+            showing each plane's mean frame, the masks and the overlapping
+            pixels (needs matplotlib). Default: True.
+
+        Returns
+        -------
+        dict
+            ``raw`` (list over sequences of ``(n_rois, T_k)`` float32),
+            ``demixed_raw`` (with demixing), ``mean_frame`` ``(Z, Y, X)``,
+            ``overlap`` (``(zeros, flat pixel indices)``), ``signal_channel``,
+            ``rois`` (ROI dicts in row order) and ``timestamp``. With a
+            dataset directory the record is stored under ``label``.
+
+        Raises
+        ------
+        ValueError
+            No ROIs, ROIs that do not fit the frames, an unknown channel,
+            ``n_processes < 1``.
+        KeyError
+            ``rois`` is None and the dataset has no ROI set.
+        """
+        from sima_fast.extract import extract_rois, roi_mask_matrix, save_extract_summary
+        from sima_fast.ROI import ROIList
+
+        if isinstance(n_processes, bool) or not isinstance(n_processes, (int, np.integer)):
+            raise ValueError(f"n_processes must be an integer >= 1, got {n_processes!r}")
+        if n_processes < 1:
+            raise ValueError(f"n_processes must be >= 1, got {n_processes}")
+        channel = self._channel(signal_channel)
+        demix = None if demix_channel is None else self._channel(demix_channel)
+        if demix is not None and demix == channel:
+            raise ValueError("demix_channel must differ from signal_channel")
+        if rois is None:
+            sets = self.ROIs
+            if not sets:
+                raise KeyError("the dataset has no ROI set; pass rois or add_ROIs() first")
+            rois = sets[_most_recent({k: {"timestamp": v.timestamp} for k, v in sets.items()})]
+        if not isinstance(rois, (ROIList, list, tuple)):
+            raise TypeError(f"rois must be a ROIList, got {type(rois).__name__}")
+        if label is not None and (not isinstance(label, str) or not label or "/" in label):
+            raise ValueError(f"label must be a non-empty string without '/', got {label!r}")
+        if self._savedir is not None:
+            self._check_writable()
+        record = extract_rois(self, rois, channel, remove_overlap, int(n_processes), demix)
+        if self._savedir is not None:
+            self._store_signals(channel, label or record["timestamp"], record)
+            if save_summary:
+                path = os.path.join(self._savedir, f"extractSummary_{record['timestamp']}.pdf")
+                save_extract_summary(record, path, roi_mask_matrix(rois, self.frame_shape[:3]))
+        return record
+
     # -- signals ------------------------------------------------------------------
 
     def _read_signals(self, channel: int) -> dict[str, Any]:
