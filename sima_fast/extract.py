@@ -392,7 +392,7 @@ def extract_rois(
     :meth:`sima_fast.imaging.ImagingDataset.extract` for the full description;
     this function computes and returns the record without storing it.
     """
-    Z, Y, X, C = dataset.frame_shape
+    Z, Y, X = dataset.frame_shape[:3]
     mean = dataset.time_averages
     weights = ExtractionWeights(rois, (Z, Y, X), mean[..., signal_channel], remove_overlap)
     demix = None
