@@ -41,6 +41,8 @@ def test_demo_runs_and_scores(capsys):
     results = run_demo(quiet=True)
     assert results["projections"]["max_relative_error"] < 1e-10
     assert results["rois"]["exact_masks"] == results["rois"]["cells"] == 72
+    assert results["extraction"]["median_correlation"] > 0.95
+    assert results["extraction"]["min_correlation"] > 0.8
 
 
 def test_info(capsys, tmp_path):
