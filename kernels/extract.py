@@ -91,9 +91,9 @@ def runs_from_csr(indptr, indices, weights, mask_weights) -> RunWeights:
     run_start = idx[run_offset]
     run_length = np.diff(np.append(run_offset, idx.size)).astype(np.int64)
     roi_ptr = np.searchsorted(run_offset, indptr).astype(np.int64)
-    total = np.add.reduceat(w2, indptr[:-1]) if idx.size else np.zeros(n_rois)
-    total = np.where(np.diff(indptr) > 0, total, 0.0) if n_rois else total
-    return RunWeights(roi_ptr, run_start, run_length, run_offset, a, w2, total.astype(np.float64))
+    owner = np.repeat(np.arange(n_rois), np.diff(indptr))
+    total = np.bincount(owner, weights=w2, minlength=n_rois).astype(np.float64)
+    return RunWeights(roi_ptr, run_start, run_length, run_offset, a, w2, total)
 
 
 @njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH)

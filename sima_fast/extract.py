@@ -187,9 +187,18 @@ class ExtractionWeights:
         data = masks.data
         a = data * inv_mu[masks.indices]
         w = data.copy()
-        unusable = ~np.isfinite(a)  # pixels with no usable mean count as never observed
+        # Pixels without a usable mean (never observed, or mean 0) are missing in
+        # every frame: leave them out and rescale the ROI's other weights once,
+        # by Σ_all w² / Σ_usable w², as SPEC §5 does for missing pixels.
+        unusable = ~np.isfinite(a)
         a[unusable] = 0.0
         w[unusable] = 0.0
+        owner = np.repeat(np.arange(masks.shape[0]), np.diff(masks.indptr))
+        all_sq = np.bincount(owner, weights=data * data, minlength=masks.shape[0])
+        usable_sq = np.bincount(owner, weights=w * w, minlength=masks.shape[0])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            factor = np.where(usable_sq > 0, all_sq / usable_sq, 1.0)
+        a *= factor[owner]
         from sima_fast.kernels.extract import runs_from_csr
 
         self.plan = runs_from_csr(masks.indptr, masks.indices, a, w)
@@ -355,7 +364,7 @@ def _extract_sequence(seq, weights, channel, demix, out, n_threads) -> None:
             flat = np.ascontiguousarray(frames).reshape(n, npix)
             block = out[t0 : t0 + n]
             extract_runs(flat, weights.plan, block)
-            if weights.pinv_base is not None and flat.dtype.kind == "f":
+            if weights.pinv_base is not None:
                 _pinv_frames(flat, weights, block)
 
 

@@ -246,7 +246,7 @@ def rewrite_h5_groups(path: str, updates: dict[str, Callable[[Any], None] | None
                 os.remove(path)
             return
         with atomic_write(path) as tmp:
-            with h5py.File(tmp, "w") as f:
+            with h5py.File(tmp, "w", track_order=True) as f:
                 f.attrs["format"] = FORMAT_NAME
                 f.attrs["version"] = FORMAT_VERSION
                 for k in keep:

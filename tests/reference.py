@@ -166,3 +166,82 @@ def fill_gaps(frames: np.ndarray) -> np.ndarray:
                 current = trace[t]
             flat_out[t, p] = current
     return out
+
+
+def extract_reference(
+    frames_list: list,
+    masks_dense: np.ndarray,
+    boolean_flags: list,
+    remove_overlap: bool,
+    mean_frame: np.ndarray,
+) -> list[np.ndarray]:
+    """ROI signals by SPEC.md §5 points 1–4, densely, frame by frame and ROI by ROI.
+
+    ``frames_list``: per sequence, the signal channel as ``(T, Z, Y, X)``;
+    ``masks_dense``: ``(n_rois, Z, Y, X)`` mask values; ``boolean_flags[i]``:
+    whether ROI i is a boolean mask (normalised to sum to 1). Pixels whose mean
+    ``mean_frame`` is 0 or not finite count as never observed (NaN in every
+    frame). Returns, per sequence, an ``(n_rois, T)`` float64 array.
+    """
+    masks = np.asarray(masks_dense, dtype=np.float64)
+    n = masks.shape[0]
+    M = masks.reshape(n, -1).copy()
+    npix = M.shape[1]
+    mu = np.asarray(mean_frame, dtype=np.float64).reshape(npix)
+    # 1.-2. sparse rows over the flattened pixels; pixels in more than one mask
+    in_masks = (M != 0).sum(axis=0)
+    overlap = [p for p in range(npix) if in_masks[p] > 1]
+    if remove_overlap:
+        for p in overlap:
+            M[:, p] = 0.0
+    # 3. boolean masks sum to 1; weighted masks as given; empty ROIs give NaN
+    sizes = (M != 0).sum(axis=1)
+    for i in range(n):
+        if boolean_flags[i] and sizes[i] > 0:
+            M[i] = (M[i] != 0).astype(np.float64) / sizes[i]
+    used = [i for i in range(n) if sizes[i] > 0]
+    observed_mean = np.isfinite(mu) & (mu != 0)
+    # 4. the pseudo-inverse path: overlapping masks that are kept
+    pinv_path = (not remove_overlap) and len(overlap) > 0
+    if pinv_path:
+        pixels = [p for p in range(npix) if any(M[i, p] != 0 for i in used)]
+        M_used = M[np.ix_(used, pixels)]  # rows = ROIs, columns = masked pixels
+        A = np.linalg.pinv(M_used)
+    out = []
+    for frames in frames_list:
+        x = np.asarray(frames, dtype=np.float64)
+        T = x.shape[0]
+        res = np.full((n, T), np.nan)
+        for t in range(T):
+            y = np.full(npix, np.nan)  # F_p(t) / μ_p; NaN where not observed
+            flat = x[t].reshape(npix)
+            for p in range(npix):
+                if observed_mean[p] and np.isfinite(flat[p]):
+                    y[p] = flat[p] / mu[p]
+            finite = np.isfinite(y)
+            if pinv_path:
+                f = finite[pixels]
+                if f.all():
+                    weights = M_used  # pinv(pinv(M)) = M
+                elif f.any():
+                    weights = np.linalg.pinv(A[f])  # (n_used, n_finite)
+                else:
+                    continue
+                values = weights @ y[pixels][f]
+                for k, i in enumerate(used):
+                    imaged = any(M[i, p] != 0 for p in np.asarray(pixels)[f])
+                    if imaged:
+                        res[i, t] = values[k]
+                continue
+            for i in used:
+                in_mask = M[i] != 0
+                ok = in_mask & finite
+                if not ok.any():
+                    continue
+                total = 0.0
+                for p in np.flatnonzero(ok):
+                    total += M[i, p] * y[p]
+                rescale = np.sum(M[i, in_mask] ** 2) / np.sum(M[i, ok] ** 2)
+                res[i, t] = total * rescale
+        out.append(res)
+    return out
