@@ -193,7 +193,6 @@ def extraction_cases(draw, kinds=ROI_KINDS, nan_patterns=True, remove_overlap=No
     arrays = [_fill_values(rng, (T, Z, Y, X, C), dtype) for T in lengths]
     _add_nans(rng, arrays, channel, patterns)
     made = [_make_roi(rng, kind, (Z, Y, X), i) for i, kind in enumerate(roi_kinds)]
-    _, empty = overlap_reference(np.stack([m[1] for m in made]), remove_overlap)
     rois = ROIList([m[0] for m in made])
     masks = np.stack([m[1] for m in made])
     return Case(arrays, channel, rois, masks, [m[2] for m in made], remove_overlap)
