@@ -8,30 +8,12 @@ of frames. NaN and infinite values are skipped per pixel (SPEC.md §6).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import numpy as np
 
+from sima_fast._threads import kernel_threads
 from sima_fast.kernels.moments import MomentState
 
 __all__ = ["moment_state", "projections"]
-
-
-@contextlib.contextmanager
-def _kernel_threads(reserve: int) -> Iterator[None]:
-    """Run numba kernels on all threads but ``reserve`` (for the calling thread only)."""
-    if reserve <= 0:
-        yield
-        return
-    import numba
-
-    before = numba.get_num_threads()
-    numba.set_num_threads(max(1, before - reserve))
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
 
 
 def moment_state(sequences: list, progress: bool = False) -> MomentState:
@@ -54,7 +36,7 @@ def moment_state(sequences: list, progress: bool = False) -> MomentState:
     try:
         for seq in sequences:
             # While a background thread reads the file, the kernel leaves it a core.
-            with _kernel_threads(reserve=1 if seq._view(0, min(1, len(seq))) is None else 0):
+            with kernel_threads(reserve=1 if seq._view(0, min(1, len(seq))) is None else 0):
                 for _, chunk in seq.iter_chunks(reuse_buffer=True, prefetch=True):
                     state.update(chunk)
                     if bar is not None:

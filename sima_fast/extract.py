@@ -11,7 +11,6 @@ order) and ``timestamp``; :func:`write_signals_csv` exports it.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime
 import os
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from sima_fast._atomic import atomic_write
+from sima_fast._threads import kernel_threads
 
 __all__ = [
     "ExtractionWeights",
@@ -335,26 +335,13 @@ def demixing_matrix(
 # ---------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _numba_threads(n: int):
-    import numba
-
-    before = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
-
-
 def _extract_sequence(seq, weights, channel, demix, out, n_threads) -> None:
     """Fill ``out`` (T, n_rois) with the values of one sequence."""
     from sima_fast.kernels.extract import extract_runs
 
     npix = int(np.prod(seq.shape[1:4]))
     file_backed = seq._view(0, min(1, len(seq))) is None
-    threads = max(1, n_threads - 1) if file_backed and n_threads > 1 else n_threads
-    with _numba_threads(threads):
+    with kernel_threads(n_threads, reserve=1 if file_backed and n_threads > 1 else 0):
         for t0, chunk in seq.iter_chunks(reuse_buffer=True, prefetch=True):
             n = len(chunk)
             frames = chunk[..., channel]
