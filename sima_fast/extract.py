@@ -148,11 +148,9 @@ class ExtractionWeights:
 
         Z, Y, X = (int(s) for s in im_shape)
         npix = Z * Y * X
-        rows = [_roi_row(roi, (Z, Y, X), i) for i, roi in enumerate(rois)]
-        if not rows:
+        if len(rois) == 0:
             raise ValueError("rois is empty: nothing to extract")
-        masks = scipy.sparse.vstack([r for r, _ in rows], format="csr").astype(np.float64)
-        boolean = np.array([b for _, b in rows])
+        masks, boolean = _mask_matrix(rois, (Z, Y, X))
         counts = np.asarray((masks != 0).sum(axis=0)).ravel()
         self.overlap = np.flatnonzero(counts > 1)
         if remove_overlap and self.overlap.size:
@@ -232,17 +230,46 @@ class ExtractionWeights:
 
 def roi_mask_matrix(rois: Any, im_shape: tuple[int, int, int]):
     """The ROIs' masks as one sparse ``(n_rois, Z*Y*X)`` matrix (their own values)."""
+    return _mask_matrix(rois, tuple(im_shape))[0]
+
+
+def _mask_matrix(rois: Any, im_shape: tuple[int, int, int]):
+    """All ROIs as one CSR matrix ``(n_rois, Z*Y*X)`` and a boolean-mask flag per ROI.
+
+    Built in one step from the per-plane CSR arrays (no per-ROI sparse
+    construction). ROIs without an ``im_shape`` get the frames' shape, as
+    :meth:`ImagingDataset.add_ROIs` does, so their rasterised masks are cached.
+    """
     import scipy.sparse
 
-    return scipy.sparse.vstack(
-        [_roi_row(roi, tuple(im_shape), i)[0] for i, roi in enumerate(rois)], format="csr"
+    Z, Y, X = im_shape
+    rows, cols, vals, boolean = [], [], [], []
+    for i, roi in enumerate(rois):
+        planes, is_bool = _roi_planes(roi, im_shape, i)
+        boolean.append(is_bool)
+        for z, plane in enumerate(planes):
+            if plane.nnz == 0:
+                continue
+            r = np.repeat(np.arange(plane.shape[0]), np.diff(plane.indptr))
+            cols.append(z * Y * X + r * X + plane.indices)
+            vals.append(np.asarray(plane.data, dtype=np.float64))
+            rows.append(np.full(plane.nnz, i))
+    n = len(boolean)
+    if cols:
+        rows_, cols_, vals_ = (np.concatenate(v) for v in (rows, cols, vals))
+    else:
+        rows_ = cols_ = np.zeros(0, np.int64)
+        vals_ = np.zeros(0)
+    keep = vals_ != 0
+    m = scipy.sparse.csr_matrix(
+        (vals_[keep], (rows_[keep], cols_[keep])), shape=(n, Z * Y * X), dtype=np.float64
     )
+    m.sum_duplicates()
+    return m, np.array(boolean, dtype=bool)
 
 
-def _roi_row(roi: Any, im_shape: tuple[int, int, int], index: int):
-    """One ROI as a (1, Z*Y*X) sparse row, and whether its mask is boolean."""
-    import scipy.sparse
-
+def _roi_planes(roi: Any, im_shape: tuple[int, int, int], index: int):
+    """The per-plane CSR masks of one ROI at ``im_shape`` (validated), and whether boolean."""
     from sima_fast.ROI import ROI
 
     if not isinstance(roi, ROI):
@@ -279,12 +306,9 @@ def _roi_row(roi: Any, im_shape: tuple[int, int, int], index: int):
                     f"y [{y.min()}, {y.max()}], z [{z.min()}, {z.max()}] but frames are "
                     f"X={X}, Y={Y} pixels and Z={Z} plane(s)"
                 )
-    roi = roi.copy()
-    roi.im_shape = im_shape
-    planes = roi.mask
-    boolean = not roi.is_weighted
-    row = scipy.sparse.hstack([p.reshape(1, Y * X) for p in planes], format="csr")
-    return row.astype(np.float64), boolean
+    if roi.im_shape is None:
+        roi.im_shape = im_shape
+    return roi.mask, not roi.is_weighted
 
 
 # ---------------------------------------------------------------------------
