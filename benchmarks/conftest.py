@@ -33,6 +33,16 @@ def _movie_block(t0: int, t1: int) -> np.ndarray:
     return rng.integers(0, 4096, size=(t1 - t0, *SHAPE), dtype=np.uint16)
 
 
+def read_hdf5_raw(path: str) -> int:
+    """Read every ``CHUNK``-frame slice with h5py; return the number of frames read."""
+    frames = 0
+    with h5py.File(path, "r") as f:
+        ds = f["imaging"]
+        for t0 in range(0, len(ds), CHUNK):
+            frames += len(ds[t0 : t0 + CHUNK])
+    return frames
+
+
 @pytest.fixture(scope="session")
 def hdf5_movie() -> str:
     """A (T, 512, 512) uint16 HDF5 dataset 'imaging', contiguous layout."""

@@ -64,7 +64,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import CHUNK, FRAMES, SHAPE
+from conftest import CHUNK, FRAMES, SHAPE, read_hdf5_raw
 from sima_fast import ImagingDataset, Sequence
 from sima_fast.extract import ExtractionWeights, extract_rois
 from sima_fast.kernels.extract import extract_runs
@@ -344,16 +344,6 @@ def _file_dataset(kind: str, path: str) -> ImagingDataset:
             seq = Sequence.create("TIFF", path)
         _FILE_DATASETS[kind] = ImagingDataset([seq], None)
     return _FILE_DATASETS[kind]
-
-
-def read_hdf5_raw(path: str) -> int:
-    """Read every ``CHUNK``-frame slice with h5py; return the number of frames read."""
-    frames = 0
-    with h5py.File(path, "r") as f:
-        ds = f["imaging"]
-        for t0 in range(0, len(ds), CHUNK):
-            frames += len(ds[t0 : t0 + CHUNK])
-    return frames
 
 
 def _sample_frames(path: str) -> np.ndarray:

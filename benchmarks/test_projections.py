@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from conftest import CHUNK, FRAMES, SHAPE
+from conftest import FRAMES, SHAPE, read_hdf5_raw
 from sima_fast import Sequence
 from sima_fast._projections import projections
 from sima_fast.kernels.moments import MomentState
@@ -111,20 +111,10 @@ def projections_ours(path: str) -> dict[str, np.ndarray]:
     return projections([Sequence.create("HDF5", path, "tyx")])
 
 
-def read_raw(path: str) -> int:
-    """Read every CHUNK-frame slice with h5py; return the number of frames read."""
-    frames = 0
-    with h5py.File(path, "r") as f:
-        ds = f["imaging"]
-        for t0 in range(0, len(ds), CHUNK):
-            frames += len(ds[t0 : t0 + CHUNK])
-    return frames
-
-
 @pytest.mark.benchmark(group="projections-hdf5")
 @pytest.mark.parametrize("impl", ["raw", "ours"])
 def test_projections_hdf5(benchmark, hdf5_movie, impl):
-    fn = {"raw": read_raw, "ours": projections_ours}[impl]
+    fn = {"raw": read_hdf5_raw, "ours": projections_ours}[impl]
     fn(hdf5_movie)  # warm the page cache (and numba)
     benchmark.extra_info["bytes"] = FRAMES * PIXELS * 2
     benchmark.extra_info["size"] = f"{FRAMES}×{SHAPE[0]}×{SHAPE[1]} uint16"
