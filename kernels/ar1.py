@@ -259,10 +259,20 @@ def _moments(b, lam, n, start, length, pa, pb, pg, pk, pv, cum, out):
         out[7] += ck * (sb - cb * a)
         out[8] += ck * (sg - cg * a)
     sp, sq, su, spp, sqq, suu, spq, spu, squ = (
-        out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7], out[8])
+        out[0],
+        out[1],
+        out[2],
+        out[3],
+        out[4],
+        out[5],
+        out[6],
+        out[7],
+        out[8],
+    )
     out[9] = sp - b * sq + lam * su
-    out[10] = (spp + b * b * sqq + lam * lam * suu - 2.0 * b * spq + 2.0 * lam * spu
-               - 2.0 * b * lam * squ)
+    out[10] = (
+        spp + b * b * sqq + lam * lam * suu - 2.0 * b * spq + 2.0 * lam * spu - 2.0 * b * lam * squ
+    )
 
 
 @njit(cache=True, nogil=True)
@@ -442,8 +452,22 @@ def _solve(y, w, gamma, sigma, rtol, max_iter, c, s, ws_f, ws_i, warm_len):
         while lev < n_t:
             n_sub = cum[0, lev]
             if n_sub >= 16:
-                out = _iterate(y[:lev], w[:lev], gamma, sigma * sigma * n_sub, lam, b,
-                               b_tol * n_sub / n_obs, rtol, max_iter, gpow, cum, ws_f, ws_i, m)
+                out = _iterate(
+                    y[:lev],
+                    w[:lev],
+                    gamma,
+                    sigma * sigma * n_sub,
+                    lam,
+                    b,
+                    b_tol * n_sub / n_obs,
+                    rtol,
+                    max_iter,
+                    gpow,
+                    cum,
+                    ws_f,
+                    ws_i,
+                    m,
+                )
                 if out[2] == STATUS_OPTIMAL:
                     lam = out[0]
                     b = out[1]
@@ -515,15 +539,29 @@ def deconvolve_penalized(trace, gamma, lam, b, c, s):
     gpow[0] = 1.0
     for j in range(1, n_t + 1):
         gpow[j] = gpow[j - 1] * gamma
-    n = _pava(y, w, gamma, lam, b, gpow, ws_i[0], ws_i[1], ws_f[1], ws_f[2], ws_f[3], ws_f[4],
-              ws_f[5], ws_f[6], ws_f[7])
+    n = _pava(
+        y,
+        w,
+        gamma,
+        lam,
+        b,
+        gpow,
+        ws_i[0],
+        ws_i[1],
+        ws_f[1],
+        ws_f[2],
+        ws_f[3],
+        ws_f[4],
+        ws_f[5],
+        ws_f[6],
+        ws_f[7],
+    )
     return _fill(gamma, gpow, n, ws_i[0], ws_i[1], ws_f[5], b, c, s)
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def deconvolve_batch(
-    traces, gammas, sigmas, c, s, baseline, lam, status, sweeps, rtol, max_iter, n_work,
-    warm_len
+    traces, gammas, sigmas, c, s, baseline, lam, status, sweeps, rtol, max_iter, n_work, warm_len
 ):
     """Solve every row of ``traces`` (``(n, T)``, float32/float64) in parallel.
 
@@ -541,8 +579,9 @@ def deconvolve_batch(
         ws_i = np.empty((2, n_t), dtype=np.int64)
         for i in range(j, n_rows, n_work):
             _prepare(traces[i], y, w)
-            out = _solve(y, w, gammas[i], sigmas[i], rtol, max_iter, c[i], s[i], ws_f, ws_i,
-                         warm_len)
+            out = _solve(
+                y, w, gammas[i], sigmas[i], rtol, max_iter, c[i], s[i], ws_f, ws_i, warm_len
+            )
             baseline[i] = out[0]
             lam[i] = out[1]
             status[i] = out[2]
