@@ -899,6 +899,88 @@ class ImagingDataset:
             raise KeyError(f"no signals labelled {label!r}; available: {sorted(all_signals)}")
         write_signals_csv(path, all_signals[label])
 
+    # -- spike inference ------------------------------------------------------------
+
+    def infer_spikes(
+        self,
+        channel: Any = 0,
+        label: str | None = None,
+        gamma: float | None = None,
+        share_gamma: bool = True,
+        mode: str = "correct",
+        verbose: bool = False,
+    ) -> tuple[list[np.ndarray], list[np.ndarray], list[dict[str, np.ndarray]]]:
+        """Infer spike trains from the ``raw`` signals of an extraction.
+
+        Each ROI trace is modelled as ``b + c + noise`` with AR(1) calcium
+        ``c_t = γ c_{t-1} + s_t``; the spikes ``s >= 0`` are the sparsest ones
+        (smallest sum) whose fit leaves a residual norm of ``σ √T`` over the
+        observed samples (SPEC §8). ``γ`` and ``σ`` are estimated per ROI from
+        all its sequences; see :mod:`sima_fast.spikes`.
+
+        Parameters
+        ----------
+        channel : int or str, optional
+            The channel whose signals to use. Default: 0.
+        label : str, optional
+            Which extraction. Default: the most recent one.
+        gamma : float, optional
+            Decay factor in ``(0, 1)`` for every ROI; estimated if None.
+        share_gamma : bool, optional
+            With an estimated ``gamma``, give every ROI the median estimate.
+        mode : {'correct', 'robust', 'psd'}, optional
+            Noise estimation method.
+        verbose : bool, optional
+            Print one progress line per sequence.
+
+        Returns
+        -------
+        spikes : list of ndarray
+            Per sequence, ``(n_rois, T_k)`` spikes, each ROI's row divided by
+            its maximum (all-zero rows stay zero).
+        fits : list of ndarray
+            Per sequence, the denoised fluorescence ``b + c``.
+        parameters : list of dict
+            Per sequence, per-ROI arrays ``sigma``, ``gamma``, ``baseline``,
+            ``lambda``, ``status`` and ``solver`` (which solver produced
+            each answer: ``'fast'`` or ``'osqp'``).
+
+        With a dataset directory the three are also stored in the signals
+        record, under ``spikes``, ``fits`` and ``spikes_params``.
+
+        Raises
+        ------
+        ValueError
+            The channel has no extracted signals, an unknown ``mode``,
+            ``gamma`` outside ``(0, 1)``, or a trace with fewer than 8
+            observed samples.
+        KeyError
+            No extraction is labelled ``label``.
+        """
+        from sima_fast.spikes import infer_spikes_from_signals
+
+        index = self._channel(channel)
+        if self._savedir is not None:
+            self._check_writable()
+        all_signals = self._read_signals(index)
+        if not all_signals:
+            raise ValueError(f"channel {channel!r} has no extracted signals; run extract() first")
+        if label is None:
+            label = _most_recent(all_signals)
+        elif label not in all_signals:
+            raise KeyError(f"no signals labelled {label!r}; available: {sorted(all_signals)}")
+        record = all_signals[label]
+        raw = record.get("raw") if isinstance(record, dict) else None
+        if raw is None:
+            raise ValueError(f"the signals labelled {label!r} have no 'raw' traces")
+        spikes, fits, parameters = infer_spikes_from_signals(
+            raw, gamma=gamma, share_gamma=share_gamma, mode=mode, verbose=verbose
+        )
+        record = dict(record)
+        record.update(spikes=spikes, fits=fits, spikes_params=parameters)
+        self._store_signals(index, label, record)
+        return spikes, fits, parameters
+
 
 def _most_recent(records: dict[str, dict[str, Any]]) -> str:
     """Label of the record with the latest timestamp (insertion order breaks ties)."""
