@@ -43,6 +43,8 @@ def test_demo_runs_and_scores(capsys):
     assert results["rois"]["exact_masks"] == results["rois"]["cells"] == 72
     assert results["extraction"]["median_correlation"] > 0.95
     assert results["extraction"]["min_correlation"] > 0.8
+    assert results["spikes"]["median_correlation"] > 0.9
+    assert results["spikes"]["fast_solver_fraction"] == 1.0
 
 
 def test_info(capsys, tmp_path):
