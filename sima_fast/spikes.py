@@ -1001,18 +1001,20 @@ def deconvolve(
             f"deconvolution needs at least {MIN_SAMPLES}"
         )
     empty = counts == 0
-    calcium = np.full((n, n_t), np.nan)
-    spikes = np.full((n, n_t), np.nan)
+    todo = np.flatnonzero(~empty)
+    full = todo.size == n
+    # Outputs are written by the kernel in place when no row is empty.
+    calcium = np.empty((n, n_t)) if full else np.full((n, n_t), np.nan)
+    spikes = np.empty((n, n_t)) if full else np.full((n, n_t), np.nan)
     baseline = np.full(n, np.nan)
     lam = np.full(n, np.nan)
-    status = np.full(n, "empty", dtype=object)
+    codes = np.full(n, -1, dtype=np.int64)
     used = np.full(n, "fast", dtype=object)
-    todo = np.flatnonzero(~empty)
 
     if todo.size and solver != "osqp":
-        sub = rows if todo.size == n else rows[todo]
-        c = np.empty((todo.size, n_t))
-        s = np.empty((todo.size, n_t))
+        sub = rows if full else rows[todo]
+        c = calcium if full else np.empty((todo.size, n_t))
+        s = spikes if full else np.empty((todo.size, n_t))
         b = np.empty(todo.size)
         lm = np.empty(todo.size)
         st = np.empty(todo.size, dtype=np.int64)
@@ -1034,11 +1036,13 @@ def deconvolve(
                 n_work,
                 ar1.WARM_LEN,
             )
-        calcium[todo] = c
-        spikes[todo] = s
+        if not full:
+            calcium[todo] = c
+            spikes[todo] = s
         baseline[todo] = b
         lam[todo] = lm
-        status[todo] = [_STATUS_NAMES[int(v)] for v in st]
+        codes[todo] = st
+    status = np.array(["empty", *(_STATUS_NAMES[k] for k in range(4))], dtype=object)[codes + 1]
     redo = todo if solver == "osqp" else todo[status[todo] == "uncertified"]
     if solver == "fast":
         redo = redo[:0]
@@ -1064,14 +1068,14 @@ def deconvolve(
     return out
 
 
-def _normalise_rows(spikes: NDArray) -> NDArray:
-    """Divide each row by its maximum (all-zero and all-NaN rows unchanged)."""
-    out = np.array(spikes, dtype=np.float64, copy=True)
-    with np.errstate(invalid="ignore"):
-        peak = np.nanmax(np.where(np.isnan(out), -np.inf, out), axis=-1, keepdims=True)
-    scale = np.where(peak > 0, peak, 1.0)
-    out /= scale
-    return out
+def _normalise_rows(spikes: NDArray) -> None:
+    """Divide each row by its maximum, in place (all-zero and all-NaN rows unchanged)."""
+    if spikes.size == 0:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
+        peak = np.nanmax(spikes, axis=-1, keepdims=True)
+    spikes /= np.where(peak > 0, peak, 1.0)
 
 
 def infer_spikes_from_signals(
@@ -1167,25 +1171,18 @@ def infer_spikes_from_signals(
     spikes_out: list[NDArray] = []
     fits_out: list[NDArray] = []
     params_out: list[dict[str, NDArray]] = []
+    # Empty ROIs are NaN rows for deconvolve(); give them placeholder parameters.
+    solve_gamma = np.where(empty, 0.5, gammas)
+    solve_sigma = np.where(empty, 1.0, sigmas)
     for k, seq in enumerate(seqs):
         n_t = seq.shape[1]
-        calcium = np.full((n, n_t), np.nan)
-        spikes = np.full((n, n_t), np.nan)
-        baseline = np.full(n, np.nan)
-        lam = np.full(n, np.nan)
-        status = np.full(n, "empty", dtype=object)
-        used = np.full(n, "", dtype=object)
-        if keep.size:
-            sub = seq if keep.size == n else seq[keep]
-            result = deconvolve(
-                sub, gammas[keep], sigmas[keep], solver=solver, n_processes=n_processes
-            )
-            calcium[keep] = result["calcium"]
-            spikes[keep] = result["spikes"]
-            baseline[keep] = result["baseline"]
-            lam[keep] = result["lam"]
-            status[keep] = result["status"]
-            used[keep] = result["solver"]
+        result = deconvolve(seq, solve_gamma, solve_sigma, solver=solver, n_processes=n_processes)
+        calcium = result["calcium"]
+        spikes = result["spikes"]
+        baseline = result["baseline"]
+        lam = result["lam"]
+        status = result["status"]
+        used = np.where(status == "empty", "", result["solver"])
         infeasible = np.flatnonzero(status == "infeasible")
         if infeasible.size:
             warnings.warn(
@@ -1194,16 +1191,18 @@ def infer_spikes_from_signals(
                 SpikeInferenceWarning,
                 stacklevel=2,
             )
-        spikes_out.append(_normalise_rows(spikes))
-        fits_out.append(baseline[:, None] + calcium)
+        _normalise_rows(spikes)
+        calcium += baseline[:, None]  # the fit b + c, in place
+        spikes_out.append(spikes)
+        fits_out.append(calcium)
         params_out.append(
             {
                 "sigma": sigmas.copy(),
                 "gamma": gammas.copy(),
                 "baseline": baseline,
                 "lambda": lam,
-                "status": status.astype(str),
-                "solver": used.astype(str),
+                "status": status,
+                "solver": used,
             }
         )
         if verbose:
