@@ -701,6 +701,86 @@ class ImagingDataset:
         self._check_writable()
         storage.rewrite_h5_groups(os.path.join(self._savedir, storage.ROIS_FILE), {label: None})
 
+    def import_transformed_ROIs(
+        self,
+        source_dataset: ImagingDataset,
+        method: str = "affine",
+        source_channel: Any = 0,
+        target_channel: Any = 0,
+        source_label: str | None = None,
+        target_label: str | None = None,
+        anchor_label: str | None = None,
+        copy_properties: bool = True,
+        pre_processing_method: str | None = None,
+        pre_processing_kwargs: dict[str, Any] | None = None,
+        **method_kwargs: Any,
+    ) -> Any:
+        """Map another dataset's ROIs onto this one and store them (SPEC §9).
+
+        The per-plane transform from ``source_dataset`` to this dataset comes
+        from anchor ROIs (``anchor_label``: the first ROI of that label in each
+        dataset gives matching points) or, without anchors, from registering
+        the two datasets' time-average images (rotation, scale, shear and
+        translation, to sub-pixel accuracy). The source ROIs are transformed,
+        clipped to this dataset's frame and added under ``target_label``.
+
+        Parameters
+        ----------
+        source_dataset : ImagingDataset
+            The dataset whose ROIs are imported; roughly the same field of view.
+        method : str, optional
+            Transform model: ``'affine'`` (default), ``'similarity'``,
+            ``'euclidean'``, ``'projective'``, ``'polynomial'`` (with
+            ``order=``) or ``'piecewise-affine'``.
+        source_channel, target_channel : int or str, optional
+            Channels whose time averages are registered.
+        source_label : str, optional
+            The source ROI set (default: its most recent set other than the anchors).
+        target_label : str, optional
+            Label of the imported set here (default: a timestamp).
+        anchor_label : str, optional
+            ROI set with one anchor polygon per plane in both datasets; None
+            registers the images instead.
+        copy_properties : bool, optional
+            Keep each ROI's label, id and tags.
+        pre_processing_method : str, optional
+            Applied to both images before registration: ``'equalize_hist'``,
+            ``'equalize_adapthist'`` or ``'gaussian'``.
+        pre_processing_kwargs : dict, optional
+            Keyword arguments of the pre-processing.
+        **method_kwargs
+            Passed to the transform estimation (for example ``order``).
+
+        Returns
+        -------
+        sima_fast.ROI.ROIList
+            The imported ROIs, as stored.
+
+        See Also
+        --------
+        sima_fast.transform_rois.import_transformed_rois : the computation.
+        """
+        from sima_fast.transform_rois import import_transformed_rois
+
+        if self._savedir is not None:
+            self._check_writable()
+        rois = import_transformed_rois(
+            self,
+            source_dataset,
+            method=method,
+            source_channel=source_channel,
+            target_channel=target_channel,
+            source_label=source_label,
+            target_label=target_label,
+            anchor_label=anchor_label,
+            copy_properties=copy_properties,
+            pre_processing_method=pre_processing_method,
+            pre_processing_kwargs=pre_processing_kwargs,
+            **method_kwargs,
+        )
+        self.add_ROIs(rois, target_label)
+        return rois
+
     def segment(self, strategy: Any, label: str | None = None, planes: Any = None) -> Any:
         """Find ROIs with a segmentation strategy and store them.
 
