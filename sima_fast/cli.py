@@ -256,6 +256,14 @@ def main(argv: _Seq[str] | None = None) -> int:
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     info = sub.add_parser("info", help="print the summary of a dataset directory")
     info.add_argument("path", help="a .sima directory (sima_fast or SIMA 1.x)")
+    bench = sub.add_parser(
+        "bench", help="time sima_fast against its baselines and print a Markdown table"
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="small sizes (about a minute on 2 cores)"
+    )
+    bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    bench.add_argument("--plot", metavar="PATH", help="also draw the ratios as a bar chart")
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -269,6 +277,11 @@ def main(argv: _Seq[str] | None = None) -> int:
             f"inferred spikes correlate with the true spikes at median r = "
             f"{results['spikes']['median_correlation']:.3f}"
         )
+        return 0
+    if args.command == "bench":
+        from sima_fast.bench import run_benchmarks
+
+        run_benchmarks(quick=args.quick, json_path=args.json, plot_path=args.plot)
         return 0
     if args.command == "info":
         from sima_fast.imaging import ImagingDataset
