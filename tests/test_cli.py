@@ -45,6 +45,8 @@ def test_demo_runs_and_scores(capsys):
     assert results["extraction"]["min_correlation"] > 0.8
     assert results["spikes"]["median_correlation"] > 0.9
     assert results["spikes"]["fast_solver_fraction"] == 1.0
+    assert results["cross_session"]["mean_vertex_error"] < 0.5
+    assert results["cross_session"]["iou_at_least_0.7"] >= 0.95
 
 
 def test_info(capsys, tmp_path):
