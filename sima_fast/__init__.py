@@ -34,6 +34,10 @@ _LAZY = {
     "segment": ("sima_fast.segment", None),
     "storage": ("sima_fast.storage", None),
     "kernels": ("sima_fast.kernels", None),
+    "online": ("sima_fast.online", None),
+    "OnlineExtractor": ("sima_fast.online", "OnlineExtractor"),
+    "transform_rois": ("sima_fast.transform_rois", None),
+    "bench": ("sima_fast.bench", None),
 }
 
 __all__ = ["ROI", "ImagingDataset", "Sequence", "__version__", "imaging", "misc", "sequence"]

@@ -1,0 +1,696 @@
+"""Per-frame kernels of the online extractor: staging, moments, extraction, online AR(1).
+
+Every kernel here works on one frame (or on the state alone), writes into
+preallocated arrays, allocates nothing and releases the GIL; none is
+parallel, so one call uses one core. :class:`sima_fast.online.OnlineExtractor`
+owns the arrays and documents the API; this module knows only arrays.
+
+**Staging.** The frame is copied once into a small ring of the last ``B``
+frames, ``ring[channel, slot, pixel]`` in the input dtype, from any layout
+(a non-contiguous view into a shared-memory buffer included). Extraction and
+moments read that copy.
+
+**Moments, staggered.** The moment state ``(n, mean, M2, M3, M4)`` of every
+pixel (as in :mod:`sima_fast.kernels.moments`, whose accumulation loops are
+reused and whose merge formulas are applied) is 40 bytes per pixel: reading
+and writing all of it for every frame would cost about as much as the rest
+of the update. The pixels are
+cut into ``B`` blocks instead, and frame ``t`` folds block ``t mod B`` with
+all of its frames not yet folded (at most ``B``, all still in the ring), so
+each frame touches ``1/B`` of the state. :func:`flush_moments` folds every
+pending frame of every block, after which the state holds exactly the frames
+seen. Folding is the offline formula applied to chunks of at most ``B``
+frames, so the result equals the offline projections to rounding.
+
+**Extraction** of one frame is the arithmetic of
+:mod:`sima_fast.kernels.extract` for a single frame: over the finite pixels,
+``Σ a_p x_p · Σ_all w_p² / Σ_finite w_p²``, NaN for an ROI without a finite
+pixel (or without pixels).
+
+**Online AR(1) deconvolution** (pool-adjacent violators, Friedrich, Zhou &
+Paninski 2017, written from the paper). The model per ROI, with decay ``γ``,
+penalty ``λ`` and baseline ``b`` fixed, is SPEC.md §8's penalised problem::
+
+    minimise  ½ Σ_obs (y_t - b - c_t)² + λ Σ_{t>=1} s_t
+    over      c_0 >= 0 (unpenalised initial calcium),  s_t = c_t - γ c_{t-1} >= 0.
+
+Writing ``Σ_{t>=1} s_t = Σ_t k_t c_t`` gives ``k_0 = -γ``, ``k_t = 1 - γ`` and
+``k_{T-1} = 1`` for the newest sample: the newest sample's coefficient
+changes when the next one arrives, which the pools cannot follow (a merge
+decided with the larger coefficient may be wrong with the smaller one). The
+running state therefore pools the samples with their *settled*
+coefficients (``1 - γ`` for the newest sample too), which is the exact
+intermediate state of the offline left-to-right sweep; the end term
+(``+γ`` on the newest sample) is applied only to a copy when the current
+estimate is reported (:func:`ar_provisional`). A pool is a run
+``[t0, t0 + L)`` with ``c_t = v γ^(t - t0)`` and sums
+
+    A = Σ w_t γ^(2τ),   N = Σ w_t γ^τ (y_t - b) - λ Σ k_t γ^τ,   v = N / A
+
+(``τ = t - t0``, ``w_t`` 1 when observed, 0 when missing: a pool without
+observations has value ``+∞`` or ``-∞`` by the sign of ``N``). Each sample
+enters as a pool and is merged into the previous one while it starts below
+that pool's decay (``v_i < γ^(L_{i-1}) v_{i-1}``); the first pool is clipped at
+0, or, once older pools are frozen, at the decay ``Lb`` of the last frozen
+pool.
+
+**Freezing.** After sample ``t`` the pool starting at ``t - lag`` (if any) is
+frozen: its value, and so the spike at its start and the calcium over its
+run, never changes again. Spikes and calcium of samples ``<= t - lag`` are
+*final* and written to the output ring; later samples are *provisional*.
+The active pools all start after ``t - lag``, so at most ``lag + 1`` of them
+exist: the pool arrays have exactly that capacity and never overflow. With
+``lag >= T`` nothing freezes and the reported solution is exactly the
+offline one; with a shorter lag a pool is frozen with the data of ``lag``
+frames after its start, which changes it only through the terms weighted
+by ``γ^lag`` or less.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from sima_fast.kernels.moments import _accumulate_checked, _accumulate_plain
+
+__all__ = [
+    "AR_FIELDS",
+    "COUNTERS",
+    "ar_backlog",
+    "ar_provisional",
+    "ar_step",
+    "chunk_runs",
+    "extract_frame",
+    "flush_moments",
+    "update_2d",
+    "update_3d",
+    "update_4d",
+]
+
+_FASTMATH = {"contract", "reassoc"}  # as the offline kernels: NaN and inf keep their meaning
+
+#: Layout of the int64 ``counters`` array shared by the kernels.
+COUNTERS = {
+    "frames": 0,  # frames seen
+    "ar_samples": 1,  # samples fed to the AR(1) solver (lags ``frames`` until parameters exist)
+    "ar_ready": 2,  # 1 once the AR(1) parameters are set
+    "signal_channel": 3,
+    "lag": 4,
+    "block": 5,  # pixels per moment block
+    "is_float": 6,  # 1 for float input (finiteness tests on)
+    "partial": 7,  # set by extraction: some masked pixel was not finite in the last frame
+}
+_FRAMES, _AR_SAMPLES, _AR_READY, _SIGNAL, _LAG, _BLOCK, _IS_FLOAT, _PARTIAL = range(8)
+
+#: Last axis of the pool arrays ``pools_f[roi, slot, field]``, ``pools_i[roi, slot, field]``
+#: and of the per-ROI arrays ``roi_f[roi, field]``, ``roi_i[roi, field]``, ``params[roi, field]``
+#: (one ROI's data side by side: a frame touches few cache lines per ROI).
+AR_FIELDS = {
+    "pools_f": ("value", "numer", "a", "decay"),  # decay = γ^length
+    "pools_i": ("start", "length"),
+    "roi_f": ("lower", "frozen_value", "final_calcium"),
+    "roi_i": ("head", "count", "frozen_start"),
+    "params": ("gamma", "penalty", "baseline"),
+}
+_V, _N, _A, _G = range(4)
+_START, _LEN = range(2)
+_LB, _FV, _FC = range(3)
+_HEAD, _CNT, _FS = range(3)
+_RAW, _SPIKES, _CALCIUM = range(3)
+
+
+# ---------------------------------------------------------------------------
+# staging
+# ---------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def _stage_2d(frame, ring, slot):  # pragma: no cover - compiled
+    Y, X = frame.shape
+    dst = ring[0, slot].reshape((Y, X))  # 2-D indices: the copy loop vectorises
+    for y in range(Y):
+        for x in range(X):
+            dst[y, x] = frame[y, x]
+
+
+@njit(cache=True, nogil=True)
+def _stage_3d(frame, ring, slot):  # pragma: no cover - compiled
+    Z, Y, X = frame.shape
+    dst = ring[0, slot].reshape((Z, Y, X))
+    for z in range(Z):
+        for y in range(Y):
+            for x in range(X):
+                dst[z, y, x] = frame[z, y, x]
+
+
+@njit(cache=True, nogil=True)
+def _stage_4d(frame, ring, slot):  # pragma: no cover - compiled
+    Z, Y, X, C = frame.shape
+    for c in range(C):
+        dst = ring[c, slot].reshape((Z, Y, X))
+        for z in range(Z):
+            for y in range(Y):
+                for x in range(X):
+                    dst[z, y, x] = frame[z, y, x, c]
+
+
+# ---------------------------------------------------------------------------
+# moments
+# ---------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def _fold_pixels(
+    x, a, n1, n2, count, p0, p1, n, mean, m2, m3, m4, scratch, is_float
+):  # pragma: no cover
+    """Fold ring rows ``a..a+n1`` and ``0..n2`` (``count`` frames) of pixels ``p0:p1``.
+
+    The chunk's power sums around the pixel's mean (or, for a pixel not seen
+    yet, its first finite pending value) are accumulated by the offline
+    kernel's loops, then merged with the formulas of
+    :mod:`sima_fast.kernels.moments`, written without branches so the merge
+    vectorises (a pixel with nothing new keeps its state exactly).
+    """
+    B = x.shape[0]
+    m = p1 - p0
+    k = scratch[0]
+    c = scratch[1]
+    s1 = scratch[2]
+    s2 = scratch[3]
+    s3 = scratch[4]
+    s4 = scratch[5]
+    # Short loops over few arrays each: they vectorise (LLVM gives up on loops that
+    # would need runtime overlap checks between many arrays).
+    nn = n[p0:p1]
+    mm = mean[p0:p1]
+    q2 = m2[p0:p1]
+    q3 = m3[p0:p1]
+    q4 = m4[p0:p1]
+    for j in range(1, 6):
+        row = scratch[j]
+        for i in range(m):
+            row[i] = 0.0
+    for i in range(m):
+        k[i] = mm[i]  # 0 while the pixel has not been seen
+    unseen = 0
+    for i in range(m):
+        unseen += nn[i] == 0.0
+    if unseen:  # shift by the first finite value among the pending frames
+        for i in range(m):
+            if nn[i] == 0.0:
+                for q in range(count):
+                    v = np.float64(x[(a + q) % B, p0 + i])
+                    if v - v == 0.0:
+                        k[i] = v
+                        break
+    # Sum without finiteness tests first (as the offline kernel does); float input
+    # that turns out to hold a NaN or inf is summed again with the tests.
+    _accumulate_plain(x[a : a + n1], p0, p1, k, s1, s2, s3, s4)
+    if n2 > 0:
+        _accumulate_plain(x[0:n2], p0, p1, k, s1, s2, s3, s4)
+    bad = 0
+    if is_float:
+        for i in range(m):
+            bad += not s4[i] - s4[i] == 0.0
+    if bad:
+        for j in range(2, 6):
+            row = scratch[j]
+            for i in range(m):
+                row[i] = 0.0
+        _accumulate_checked(x[a : a + n1], p0, p1, k, c, s1, s2, s3, s4)
+        if n2 > 0:
+            _accumulate_checked(x[0:n2], p0, p1, k, c, s1, s2, s3, s4)
+    else:
+        for i in range(m):
+            c[i] = count
+    # merge: c <- N (new count), s1 <- δ, s_j <- M_j + S_j, then the central sums
+    for i in range(m):
+        c[i] += nn[i]
+    for i in range(m):
+        s1[i] = s1[i] / max(c[i], 1.0)
+    for i in range(m):
+        s2[i] += q2[i]
+    for i in range(m):
+        s3[i] += q3[i]
+    for i in range(m):
+        s4[i] += q4[i]
+    for i in range(m):
+        d = s1[i]
+        q4[i] = s4[i] - 4.0 * d * s3[i] + 6.0 * d * d * s2[i] - 3.0 * c[i] * d * d * d * d
+    for i in range(m):
+        d = s1[i]
+        q3[i] = s3[i] - 3.0 * d * s2[i] + 2.0 * c[i] * d * d * d
+    for i in range(m):
+        d = s1[i]
+        q2[i] = s2[i] - c[i] * d * d
+    for i in range(m):
+        mm[i] = k[i] + s1[i]
+    for i in range(m):
+        nn[i] = c[i]
+
+
+@njit(cache=True, nogil=True)
+def _fold_block(ring, mom, pending, scratch, j, t, block, is_float):  # pragma: no cover
+    """Fold the pending frames ``pending[j]..t`` of pixel block ``j`` into the state.
+
+    The block is processed in pieces of ``scratch.shape[1]`` pixels, so the
+    power sums stay in cache while the pending frames stream through.
+    """
+    B = ring.shape[1]
+    P = ring.shape[2]
+    first = pending[j]
+    count = t - first + 1
+    pending[j] = t + 1
+    p0 = j * block
+    p1 = min(P, p0 + block)
+    if count <= 0 or p0 >= p1:
+        return
+    a = first % B
+    n1 = min(count, B - a)
+    n2 = count - n1
+    piece = scratch.shape[1]
+    for ch in range(ring.shape[0]):
+        x = ring[ch]
+        n = mom[0, ch]
+        mean = mom[1, ch]
+        m2 = mom[2, ch]
+        m3 = mom[3, ch]
+        m4 = mom[4, ch]
+        for q0 in range(p0, p1, piece):
+            q1 = min(p1, q0 + piece)
+            _fold_pixels(x, a, n1, n2, count, q0, q1, n, mean, m2, m3, m4, scratch, is_float)
+
+
+@njit(cache=True, nogil=True)
+def flush_moments(ring, mom, pending, scratch, counters):  # pragma: no cover - compiled
+    """Fold every pending frame of every block: the state then holds all frames seen."""
+    t = counters[_FRAMES] - 1
+    for j in range(pending.shape[0]):
+        _fold_block(ring, mom, pending, scratch, j, t, counters[_BLOCK], counters[_IS_FLOAT])
+
+
+# ---------------------------------------------------------------------------
+# extraction
+# ---------------------------------------------------------------------------
+
+
+#: Pixels per chunk of the padded run layout (see :func:`chunk_runs`).
+CHUNK_WIDTH = 16
+
+
+def chunk_runs(
+    roi_ptr: np.ndarray,
+    run_start: np.ndarray,
+    run_length: np.ndarray,
+    run_offset: np.ndarray,
+    weights: np.ndarray,
+    reweight: np.ndarray,
+    n_pixels: int,
+    width: int = CHUNK_WIDTH,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Lay the runs of :class:`~sima_fast.kernels.extract.RunWeights` out as fixed-width chunks.
+
+    Every run is cut into chunks of ``width`` consecutive pixels (fewer for a
+    frame of fewer pixels); a chunk's weights are padded with zeros, and a
+    chunk that would pass the end of the frame starts earlier instead, its
+    weights shifted to match. A loop over chunks has a fixed trip count, which
+    avoids a mispredicted branch at the end of every short run (about a third
+    faster on 140-pixel cells). Zero-weight pixels add nothing (their NaNs are
+    skipped like any other and do not count as missing).
+
+    Returns
+    -------
+    chunk_ptr : int64 (n_rois + 1,)
+        Chunks of ROI r are ``chunk_ptr[r]:chunk_ptr[r + 1]``.
+    chunk_start : int64 (n_chunks,)
+        First pixel of each chunk.
+    a, w2 : float64 (n_chunks * width,)
+        Extraction weights and squared mask weights, ``width`` per chunk.
+
+    Examples
+    --------
+    >>> ptr, start, a, w2 = chunk_runs(np.array([0, 1]), np.array([3]), np.array([5]),
+    ...                                np.array([0]), np.arange(1.0, 6.0), np.ones(5), 8, 4)
+    >>> ptr.tolist(), start.tolist(), a.tolist()
+    ([0, 2], [3, 4], [1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 5.0])
+    """
+    width = int(max(1, min(width, n_pixels)))
+    length = np.asarray(run_length, dtype=np.int64)
+    per_run = -(-length // width)
+    n_chunks = int(per_run.sum())
+    run_of = np.repeat(np.arange(length.size), per_run)
+    first_chunk = np.cumsum(per_run) - per_run
+    c0 = (np.arange(n_chunks) - first_chunk[run_of]) * width  # offset of the chunk in its run
+    n_in = np.minimum(width, length[run_of] - c0)
+    want = np.asarray(run_start, dtype=np.int64)[run_of] + c0
+    start = np.minimum(want, n_pixels - width)
+    shift = want - start
+    a = np.zeros(n_chunks * width)
+    w2 = np.zeros(n_chunks * width)
+    chunk_of = np.repeat(np.arange(n_chunks), n_in)
+    within = np.arange(chunk_of.size) - np.repeat(np.cumsum(n_in) - n_in, n_in)
+    dest = chunk_of * width + shift[chunk_of] + within
+    src = np.asarray(run_offset, dtype=np.int64)[run_of][chunk_of] + c0[chunk_of] + within
+    a[dest] = np.asarray(weights, dtype=np.float64)[src]
+    w2[dest] = np.asarray(reweight, dtype=np.float64)[src]
+    run_ptr = np.asarray(roi_ptr, dtype=np.int64)
+    chunk_ptr = np.concatenate([[0], np.cumsum(per_run)])[run_ptr]
+    return chunk_ptr.astype(np.int64), start.astype(np.int64), a, w2
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def extract_frame(x, chunk_ptr, chunk_start, a, w2, total, out, is_float):  # pragma: no cover
+    """Weighted sums of every ROI in one flattened frame ``x`` into ``out``.
+
+    The weights are laid out by :func:`chunk_runs` (the width is
+    ``a.size // chunk_start.size``). Returns the number of masked pixels
+    (counted once per ROI) that were not finite: where it is non-zero, some
+    ROI was re-weighted or is NaN.
+    """
+    n_rois = chunk_ptr.size - 1
+    width = a.size // max(1, chunk_start.size)
+    partial = 0
+    for r in range(n_rois):
+        acc = 0.0
+        seen = 0.0
+        missing = 0
+        tot = total[r]
+        for q in range(chunk_ptr[r], chunk_ptr[r + 1]):
+            s = chunk_start[q]
+            o = q * width
+            w = a[o : o + width]
+            xs = x[s : s + width]
+            for i in range(width):
+                acc += w[i] * np.float64(xs[i])
+        if is_float and not acc - acc == 0.0:
+            # a NaN or inf was summed (possibly at a zero weight): sum the finite pixels
+            acc = 0.0
+            for q in range(chunk_ptr[r], chunk_ptr[r + 1]):
+                s = chunk_start[q]
+                o = q * width
+                w = a[o : o + width]
+                v2 = w2[o : o + width]
+                xs = x[s : s + width]
+                for i in range(width):
+                    f = np.float64(xs[i])
+                    ok = f - f == 0.0
+                    acc += w[i] * f if ok else 0.0
+                    seen += v2[i] if ok else 0.0
+                    missing += 0 if ok or v2[i] == 0.0 else 1
+            if missing == 0 and tot > 0.0:
+                out[r] = acc
+            elif seen > 0.0:
+                out[r] = acc * (tot / seen)
+            else:
+                out[r] = np.nan
+            partial += missing
+        else:
+            out[r] = acc if tot > 0.0 else np.nan
+    return partial
+
+
+# ---------------------------------------------------------------------------
+# online AR(1)
+# ---------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pool_value(numer, a):  # pragma: no cover - compiled
+    if a > 0.0:
+        return numer / a
+    if numer > 0.0:
+        return math.inf
+    return -math.inf
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _ar_push(r, t, y, params, pools_f, pools_i, roi_f, roi_i, hist, lag, row):  # pragma: no cover
+    """Feed sample ``t`` (value ``y``, NaN if missing) of ROI ``r`` to its pools.
+
+    Sample ``t - lag`` (if >= 0) becomes final and is written to row ``row``
+    (``(t - lag) % H``) of the spike and calcium rings.
+    """
+    tau = t - lag
+    gamma = params[r, 0]
+    lam = params[r, 1]
+    b = params[r, 2]
+    if not (gamma - gamma == 0.0 and lam - lam == 0.0 and b - b == 0.0):
+        if tau >= 0:
+            hist[_SPIKES, row, r] = np.nan
+            hist[_CALCIUM, row, r] = np.nan
+        return
+    pf = pools_f[r]
+    pi = pools_i[r]
+    rf = roi_f[r]
+    ri = roi_i[r]
+    cap = pf.shape[0]
+    head = ri[_HEAD]
+    cnt = ri[_CNT]
+    lower = rf[_LB]
+    if cnt == 0 and ri[_FS] >= 0:  # a new first active pool after a frozen one
+        lower = rf[_FV] * gamma ** (t - ri[_FS])
+    k = -gamma if t == 0 else 1.0 - gamma
+    if y - y == 0.0:
+        w = 1.0
+        numer = (y - b) - lam * k
+    else:
+        w = 0.0
+        numer = -lam * k
+    last = head + cnt
+    if last >= cap:
+        last -= cap
+    v = _pool_value(numer, w)
+    if cnt == 0 and v < lower:
+        v = lower
+    pf[last, _V] = v
+    pf[last, _N] = numer
+    pf[last, _A] = w
+    pf[last, _G] = gamma
+    pi[last, _START] = t
+    pi[last, _LEN] = 1
+    cnt += 1
+    while cnt >= 2:
+        prev = last - 1 if last > 0 else cap - 1
+        pv = pf[prev, _V]
+        g = pf[prev, _G]
+        if not (pv == math.inf or pf[last, _V] < g * pv):
+            break
+        pf[prev, _N] += g * pf[last, _N]
+        pf[prev, _A] += g * g * pf[last, _A]
+        pf[prev, _G] = g * pf[last, _G]
+        pi[prev, _LEN] += pi[last, _LEN]
+        v = _pool_value(pf[prev, _N], pf[prev, _A])
+        if cnt == 2 and v < lower:
+            v = lower
+        pf[prev, _V] = v
+        cnt -= 1
+        last = prev
+    if tau >= 0:
+        spike = 0.0
+        if cnt > 0 and pi[head, _START] == tau:
+            v = pf[head, _V]
+            if v == math.inf:  # no observation yet: continue the decay
+                v = lower
+            if tau > 0:
+                spike = v - lower
+            rf[_FV] = v
+            rf[_FC] = v
+            ri[_FS] = tau
+            head = head + 1 if head + 1 < cap else 0
+            cnt -= 1
+            if cnt > 0:
+                lower = v * gamma ** (pi[head, _START] - tau)
+                if pf[head, _V] < lower:
+                    pf[head, _V] = lower
+        else:
+            rf[_FC] *= gamma
+        hist[_SPIKES, row, r] = spike
+        hist[_CALCIUM, row, r] = rf[_FC]
+    rf[_LB] = lower
+    ri[_HEAD] = head
+    ri[_CNT] = cnt
+
+
+@njit(cache=True, nogil=True)
+def _ar_step(values, params, pools_f, pools_i, roi_f, roi_i, hist, counters):  # pragma: no cover
+    """Feed one sample of every ROI (``values``, float32) to the solver."""
+    t = counters[_AR_SAMPLES]
+    lag = counters[_LAG]
+    row = (t - lag) % hist.shape[1] if t >= lag else -1
+    for r in range(values.shape[0]):
+        y = np.float64(values[r])
+        _ar_push(r, t, y, params, pools_f, pools_i, roi_f, roi_i, hist, lag, row)
+    counters[_AR_SAMPLES] = t + 1
+
+
+@njit(cache=True, nogil=True)
+def ar_backlog(params, pools_f, pools_i, roi_f, roi_i, hist, counters):  # pragma: no cover
+    """Feed the solver every extracted frame it has not seen yet (from the raw ring)."""
+    H = hist.shape[1]
+    while counters[_AR_SAMPLES] < counters[_FRAMES]:
+        row = hist[_RAW, counters[_AR_SAMPLES] % H]
+        _ar_step(row, params, pools_f, pools_i, roi_f, roi_i, hist, counters)
+
+
+@njit(cache=True, nogil=True)
+def ar_provisional(
+    params, pools_f, pools_i, roi_f, roi_i, counters, spikes, calcium, work_f, work_i
+):  # pragma: no cover - compiled
+    """The current estimate of the samples that are not final yet, end term included.
+
+    Columns ``0 .. width-1`` of ``spikes`` and ``calcium`` (``(n_rois, lag + 1)``)
+    receive samples ``n_final .. ar_samples - 1`` with ``n_final = max(0,
+    ar_samples - lag)``: the active pools of each ROI are copied to ``work_f``
+    (``(lag + 1, 4)``) and ``work_i`` (``(lag + 1, 2)``), the newest sample's
+    coefficient gets its end term (``+γ``, so ``N -= λ γ^L`` for the last pool) and
+    violations are merged away, which gives the exact solution for the samples
+    so far given the frozen ones. Returns ``width``.
+    """
+    n_t = counters[_AR_SAMPLES]
+    lag = counters[_LAG]
+    n_final = max(0, n_t - lag)
+    width = n_t - n_final
+    cap = pools_f.shape[1]
+    for r in range(params.shape[0]):
+        gamma = params[r, 0]
+        lam = params[r, 1]
+        b = params[r, 2]
+        if not (gamma - gamma == 0.0 and lam - lam == 0.0 and b - b == 0.0):
+            for q in range(width):
+                spikes[r, q] = np.nan
+                calcium[r, q] = np.nan
+            continue
+        head = roi_i[r, _HEAD]
+        cnt = roi_i[r, _CNT]
+        lower = roi_f[r, _LB]
+        for i in range(cnt):
+            src = (head + i) % cap
+            for f in range(4):
+                work_f[i, f] = pools_f[r, src, f]
+            work_i[i, _START] = pools_i[r, src, _START]
+            work_i[i, _LEN] = pools_i[r, src, _LEN]
+        if cnt > 0:
+            last = cnt - 1
+            work_f[last, _N] -= lam * work_f[last, _G]
+            v = _pool_value(work_f[last, _N], work_f[last, _A])
+            if last == 0 and v < lower:
+                v = lower
+            work_f[last, _V] = v
+            while cnt >= 2:
+                i = cnt - 2
+                pv = work_f[i, _V]
+                g = work_f[i, _G]
+                if not (pv == math.inf or work_f[i + 1, _V] < g * pv):
+                    break
+                work_f[i, _N] += g * work_f[i + 1, _N]
+                work_f[i, _A] += g * g * work_f[i + 1, _A]
+                work_f[i, _G] = g * work_f[i + 1, _G]
+                work_i[i, _LEN] += work_i[i + 1, _LEN]
+                v = _pool_value(work_f[i, _N], work_f[i, _A])
+                if i == 0 and v < lower:
+                    v = lower
+                work_f[i, _V] = v
+                cnt -= 1
+        # samples before the first active pool continue the last frozen pool's decay
+        first = work_i[0, _START] if cnt > 0 else n_t
+        c = roi_f[r, _FC]
+        q = 0
+        for _ in range(n_final, first):
+            c *= gamma
+            spikes[r, q] = 0.0
+            calcium[r, q] = c
+            q += 1
+        before = lower
+        for i in range(cnt):
+            v = work_f[i, _V]
+            if v == math.inf:
+                v = before
+            spikes[r, q] = v - before if work_i[i, _START] > 0 else 0.0
+            c = v
+            for j in range(work_i[i, _LEN]):
+                if j > 0:
+                    c *= gamma
+                    spikes[r, q] = 0.0
+                calcium[r, q] = c
+                q += 1
+            before = c * gamma
+    return width
+
+
+# ---------------------------------------------------------------------------
+# one frame
+# ---------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def _after_staging(
+    ring, mom, pending, mscratch, plan_i, plan_f, hist, latest,
+    params, pools_f, pools_i, roi_f, roi_i, counters, run_ar,
+):  # pragma: no cover - compiled  # fmt: skip
+    B = ring.shape[1]
+    t = counters[_FRAMES]
+    slot = t % B
+    counters[_FRAMES] = t + 1
+    is_float = counters[_IS_FLOAT]
+    _fold_block(ring, mom, pending, mscratch, t % B, t, counters[_BLOCK], is_float)
+    x = ring[counters[_SIGNAL], slot]
+    partial = extract_frame(
+        x, plan_i[0], plan_i[1], plan_f[0], plan_f[1], plan_f[2], latest, is_float
+    )
+    counters[_PARTIAL] = partial
+    H = hist.shape[1]
+    row = hist[_RAW, t % H]
+    for r in range(latest.shape[0]):
+        row[r] = latest[r]
+    if run_ar and counters[_AR_READY] and counters[_AR_SAMPLES] == t:
+        _ar_step(latest, params, pools_f, pools_i, roi_f, roi_i, hist, counters)
+
+
+@njit(cache=True, nogil=True)
+def update_2d(
+    frame, ring, mom, pending, mscratch, plan_i, plan_f, hist, latest,
+    params, pools_f, pools_i, roi_f, roi_i, counters, run_ar,
+):  # pragma: no cover - compiled  # fmt: skip
+    """Process one ``(Y, X)`` frame: stage, fold a moment block, extract, advance AR(1)."""
+    _stage_2d(frame, ring, counters[_FRAMES] % ring.shape[1])
+    _after_staging(
+        ring, mom, pending, mscratch, plan_i, plan_f, hist, latest,
+        params, pools_f, pools_i, roi_f, roi_i, counters, run_ar,
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def update_3d(
+    frame, ring, mom, pending, mscratch, plan_i, plan_f, hist, latest,
+    params, pools_f, pools_i, roi_f, roi_i, counters, run_ar,
+):  # pragma: no cover - compiled  # fmt: skip
+    """As :func:`update_2d` for a ``(Z, Y, X)`` frame."""
+    _stage_3d(frame, ring, counters[_FRAMES] % ring.shape[1])
+    _after_staging(
+        ring, mom, pending, mscratch, plan_i, plan_f, hist, latest,
+        params, pools_f, pools_i, roi_f, roi_i, counters, run_ar,
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def update_4d(
+    frame, ring, mom, pending, mscratch, plan_i, plan_f, hist, latest,
+    params, pools_f, pools_i, roi_f, roi_i, counters, run_ar,
+):  # pragma: no cover - compiled  # fmt: skip
+    """As :func:`update_2d` for a ``(Z, Y, X, C)`` frame (every channel is staged)."""
+    _stage_4d(frame, ring, counters[_FRAMES] % ring.shape[1])
+    _after_staging(
+        ring, mom, pending, mscratch, plan_i, plan_f, hist, latest,
+        params, pools_f, pools_i, roi_f, roi_i, counters, run_ar,
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def ar_step(params, pools_f, pools_i, roi_f, roi_i, hist, counters):  # pragma: no cover
+    """Feed the newest extracted frame (raw ring) to the solver if it is next in line."""
+    t = counters[_FRAMES] - 1
+    if counters[_AR_READY] and counters[_AR_SAMPLES] == t:
+        row = hist[_RAW, t % hist.shape[1]]
+        _ar_step(row, params, pools_f, pools_i, roi_f, roi_i, hist, counters)
