@@ -385,3 +385,45 @@ def test_extract_tiff(benchmark, hdf5_movie, tiff_movie, impl):
     record = _timed(benchmark, api_ours, (dataset,), ROUNDS[impl])
     raw = record["raw"][0]
     _check(raw[:, _check_frames(FRAMES)].T, _sample_frames(hdf5_movie), mu, rtol=2e-6)
+
+
+def _suite2p_extract():
+    """suite2p's trace extraction, if an installed version has the expected API."""
+    s2p = pytest.importorskip(
+        "suite2p.extraction.extract",
+        reason="suite2p is not installed in this environment (optional baseline)",
+    )
+    fn = getattr(s2p, "extract_traces", None)
+    if fn is None:
+        pytest.skip("this suite2p version has no extraction.extract.extract_traces")
+    return fn
+
+
+@pytest.mark.benchmark(group="extract-uint16-memory")
+def test_extract_suite2p(benchmark):
+    """suite2p's extraction of the same masks (no neuropil), when installed.
+
+    suite2p takes each cell as (flat pixel indices, weights) and the movie as
+    (frames, Y, X); the weights here are the same mask weights with 1/μ folded
+    in, so its F equals our raw traces.
+    """
+    extract_traces = _suite2p_extract()
+    scene = _scene()
+    movie = scene["movie"]
+    weights = scene["weights"]
+    csr = weights.masks.tocsr()
+    inv_mu = 1.0 / scene["mu"]
+    cells = [
+        (csr.indices[a:b], (csr.data[a:b] * inv_mu[csr.indices[a:b]]).astype(np.float32))
+        for a, b in zip(csr.indptr[:-1], csr.indptr[1:])
+    ]
+    empty = [(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))] * len(cells)
+    try:
+        result = _timed(benchmark, extract_traces, (movie, cells, empty, BATCH), 3)
+    except TypeError as exc:  # a different signature in this suite2p version
+        pytest.skip(f"suite2p's extract_traces has another signature: {exc}")
+    traces = np.asarray(result[0])
+    frames = _check_frames(len(movie))
+    sample = movie[frames].reshape(len(frames), -1).astype(np.float64)
+    want = csr @ (sample.T / scene["mu"][:, None])
+    np.testing.assert_allclose(traces[:, frames], want, rtol=1e-4)
