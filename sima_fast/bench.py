@@ -268,15 +268,36 @@ def _extraction_case(scene: dict[str, Any]) -> Case:
         want = masks @ (movie[:3].astype(np.float64).T / mu[:, None])
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
 
+    baselines: dict[str, Callable[[], Any]] = {"scipy CSR × 500-frame batches (SIMA)": scipy_csr}
+    notes = []
+    try:
+        from suite2p.extraction.extract import extract_traces
+    except ImportError:
+        notes.append("suite2p not installed: its extraction baseline skipped")
+    else:
+        inv_mu = 1.0 / mu
+        cells = [
+            (masks.indices[a:b], (masks.data[a:b] * inv_mu[masks.indices[a:b]]).astype(np.float32))
+            for a, b in zip(masks.indptr[:-1], masks.indptr[1:])
+        ]
+        no_neuropil = [(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))] * len(cells)
+        frames3d = movie.reshape(frames, 512, 512)
+
+        def suite2p():
+            return extract_traces(frames3d, cells, no_neuropil, 500)
+
+        baselines["suite2p extract_traces"] = suite2p
+
     ours()
     return Case(
         work="extraction, 500 ROIs (~140 px, overlaps removed), in memory",
         size=f"{frames}×512×512 uint16",
         ours=ours,
-        baselines={"scipy CSR × 500-frame batches (SIMA)": scipy_csr},
+        baselines=baselines,
         nbytes=movie.nbytes,
         check=check,
-        rounds={"ours": 7, "scipy CSR × 500-frame batches (SIMA)": 2},
+        rounds={"ours": 7, "scipy CSR × 500-frame batches (SIMA)": 2, "suite2p extract_traces": 2},
+        notes=notes,
     )
 
 
