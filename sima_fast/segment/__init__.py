@@ -9,10 +9,18 @@ its ROIs. The names and parameters are SIMA's (``sima.segment``).
 Framework (:mod:`sima_fast.segment.base`): :class:`SegmentationStrategy`,
 :class:`PostProcessingStep`, :class:`PlaneWiseSegmentation`.
 
+Strategies: :class:`STICA` (spatio-temporal ICA, :mod:`sima_fast.segment.stica`),
+:class:`PlaneNormalizedCuts` and :class:`PlaneCA1PC` (normalised cuts of a
+pixel-correlation graph, :mod:`sima_fast.segment.normcut`, with the CA1
+nucleus step :class:`CA1PCNucleus`).
+
 Post-processing (:mod:`sima_fast.segment.postprocess`): :class:`ROIFilter`,
 :class:`CircularityFilter`, :class:`SparseROIsFromMasks`,
 :class:`SmoothROIBoundaries`, :class:`MergeOverlapping`, and the helper
 :func:`polygon_circularity`.
+
+Scoring (:mod:`sima_fast.segment.score`): :func:`match_rois` matches found
+ROIs to true cell masks and reports precision, recall and F1.
 
 Examples
 --------
@@ -39,6 +47,7 @@ from sima_fast.segment.base import (
     PostProcessingStep,
     SegmentationStrategy,
 )
+from sima_fast.segment.normcut import CA1PCNucleus, PlaneCA1PC, PlaneNormalizedCuts
 from sima_fast.segment.postprocess import (
     CircularityFilter,
     MergeOverlapping,
@@ -47,15 +56,22 @@ from sima_fast.segment.postprocess import (
     SparseROIsFromMasks,
     polygon_circularity,
 )
+from sima_fast.segment.score import match_rois
+from sima_fast.segment.stica import STICA
 
 __all__ = [
+    "STICA",
+    "CA1PCNucleus",
     "CircularityFilter",
     "MergeOverlapping",
+    "PlaneCA1PC",
+    "PlaneNormalizedCuts",
     "PlaneWiseSegmentation",
     "PostProcessingStep",
     "ROIFilter",
     "SegmentationStrategy",
     "SmoothROIBoundaries",
     "SparseROIsFromMasks",
+    "match_rois",
     "polygon_circularity",
 ]

@@ -1,0 +1,600 @@
+"""Spatio-temporal ICA segmentation (:class:`STICA`) and the streamed PCA it rests on.
+
+This module owns three things:
+
+- :class:`STICA`, SIMA's spatio-temporal independent component analysis
+  strategy (Mukamel, Nimmerjahn & Schnitzer 2009);
+- the plane-by-plane strategy base shared with
+  :mod:`sima_fast.segment.normcut` (each plane of a volume is segmented on
+  its own and the ROIs are placed back on their plane);
+- :func:`plane_pca`, a randomised, streamed principal component analysis of
+  one plane of a dataset, whose memory does not grow with the number of
+  frames. The normalised-cut strategies use it too.
+
+How the PCA sees the movie
+--------------------------
+For one plane and channel, pixel ``p`` at frame ``t`` becomes
+
+``z[p, t] = (F[p, t] - mean[p]) / noise[p]``
+
+with ``mean`` the dataset's time average and ``noise`` the pixel's white-noise
+level, ``sqrt(mean((F[t] - F[t-1])**2) / 2)`` over consecutive finite values
+of each sequence. Missing (NaN) values count as the mean. The plane's mean
+trace ``g[t]`` (the average of the centred frame; shared neuropil and
+illumination fluctuations) is then projected out of every pixel by least
+squares, ``z'[p] = z[p] - beta[p] * g``. The noise normalisation puts every
+pixel's noise at unit variance, so the singular values of pure noise stay
+below the Marchenko–Pastur edge ``sqrt(pixels) + sqrt(frames)`` and the
+components above it carry signal.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+import sys
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse
+
+from sima_fast.imaging import ImagingDataset, resolve_channel
+from sima_fast.ROI import ROI, ROIList
+from sima_fast.segment._rois import check_bool, check_int, check_real, dataset_im_shape
+from sima_fast.segment.base import SegmentationStrategy
+from sima_fast.segment.postprocess import (
+    MergeOverlapping,
+    SmoothROIBoundaries,
+    SparseROIsFromMasks,
+)
+
+__all__ = ["STICA", "PlanePCA", "plane_pca"]
+
+#: Bytes of one float32 working chunk of a plane (frames × pixels).
+CHUNK_BYTES = 128 * 2**20
+#: Extra random directions of the sketch beyond the requested components.
+OVERSAMPLING = 15
+#: Power (subspace) iterations of the randomised PCA.
+POWER_ITERATIONS = 1
+#: Singular values must exceed the noise edge by this factor to count as signal.
+EDGE_MARGIN = 1.02
+#: Most spatial rows FastICA is fitted on (the highest-energy pixels).
+ICA_FIT_ROWS = 40_000
+#: FastICA iteration limit and tolerance.
+ICA_MAX_ITER = 400
+ICA_TOL = 1e-4
+#: A component map needs a pixel this many robust noise deviations above its median.
+SIGNIFICANCE = 5.0
+
+
+# --------------------------------------------------------------------------
+# Shared validation and the plane-by-plane base
+# --------------------------------------------------------------------------
+
+
+def check_channel(channel: Any) -> int | str:
+    """``channel`` as given when it is an int or a str; else ValueError."""
+    ok = isinstance(channel, str) or (
+        isinstance(channel, (int, np.integer)) and not isinstance(channel, (bool, np.bool_))
+    )
+    if not ok:
+        raise ValueError(f"channel must be an int or a channel name, got {channel!r}")
+    return channel if isinstance(channel, str) else int(channel)
+
+
+def plane_masks_to_rois(masks: list[np.ndarray], plane: int, im_shape: tuple[int, int, int]):
+    """ROIs on ``plane`` of an ``im_shape`` volume, one per 2-D (boolean or weighted) mask."""
+    n_planes, rows, cols = im_shape
+    out = []
+    for mask in masks:
+        dtype = mask.dtype
+        planes = [scipy.sparse.csr_matrix((rows, cols), dtype=dtype) for _ in range(n_planes)]
+        planes[plane] = scipy.sparse.csr_matrix(mask)
+        out.append(ROI(mask=planes, im_shape=im_shape))
+    return out
+
+
+class PlaneByPlaneStrategy(SegmentationStrategy):
+    """Base of the strategies that segment each plane of a volume on its own.
+
+    Subclasses set ``self.channel`` and implement :meth:`_segment_plane`,
+    which returns 2-D masks for one plane; they are turned into ROIs on that
+    plane of the dataset's volume. ``segment(dataset, planes=...)`` segments
+    only the selected planes, one after the other.
+    """
+
+    channel: int | str = 0
+    verbose: bool = False
+
+    def _segment(self, dataset: ImagingDataset) -> ROIList:
+        return self._segment_planes(dataset, np.arange(dataset.frame_shape[0]))
+
+    def _segment_planes(self, dataset: ImagingDataset, planes: np.ndarray) -> ROIList:
+        im_shape = dataset_im_shape(dataset)
+        assert im_shape is not None
+        channel = resolve_channel(self.channel, dataset.channel_names)
+        out = ROIList()
+        for p in planes:
+            self._say(f"segmenting plane {int(p)}")
+            masks = self._segment_plane(dataset, int(p), channel)
+            out.extend(plane_masks_to_rois(masks, int(p), im_shape))
+        return out
+
+    @abc.abstractmethod
+    def _segment_plane(self, dataset: ImagingDataset, plane: int, channel: int) -> list:
+        """Masks, each a ``(Y, X)`` array (boolean or weighted), found on one plane.
+
+        Parameters
+        ----------
+        dataset : ImagingDataset
+            The whole dataset.
+        plane : int
+            The plane to segment.
+        channel : int
+            The resolved channel index.
+        """
+
+    def _say(self, message: str) -> None:
+        if self.verbose:
+            print(f"{type(self).__name__}: {message}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------
+# Streamed, randomised PCA of one plane
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanePCA:
+    """Principal components of one plane of a dataset (see :func:`plane_pca`).
+
+    ``P = Y * X`` pixels, ``T`` frames, ``l`` computed components.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        ``(Y, X)`` of the plane.
+    spatial : numpy.ndarray of float64, shape (P, l)
+        Orthonormal spatial components (left singular vectors); rows of
+        unusable pixels are 0.
+    values : numpy.ndarray of float64, shape (l,)
+        Singular values, in decreasing order.
+    temporal : numpy.ndarray of float64, shape (T, l)
+        Orthonormal temporal components (right singular vectors).
+    energy : numpy.ndarray of float64, shape (P,)
+        ``sum_t z'[p, t]**2``: each pixel's total energy in the normalised
+        movie the components decompose.
+    usable : numpy.ndarray of bool, shape (P,)
+        Pixels with a finite mean and a non-zero noise level.
+    noise_edge : float
+        ``sqrt(usable pixels) + sqrt(T)``, the largest singular value
+        expected from noise alone.
+    """
+
+    shape: tuple[int, int]
+    spatial: np.ndarray
+    values: np.ndarray
+    temporal: np.ndarray
+    energy: np.ndarray
+    usable: np.ndarray
+    noise_edge: float
+
+    @property
+    def num_signal(self) -> int:
+        """Number of components whose singular value clears the noise edge."""
+        return int(np.count_nonzero(self.values > EDGE_MARGIN * self.noise_edge))
+
+
+def _one_blas_thread() -> Any:
+    """Context in which BLAS runs on one thread.
+
+    LAPACK factorisations of tall, thin matrices make many small BLAS calls;
+    on a busy machine, right after numba's parallel kernels, multi-threaded
+    BLAS can spend seconds synchronising its threads on them.
+    """
+    global _THREADPOOLS
+    if _THREADPOOLS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _THREADPOOLS = ThreadpoolController()
+    return _THREADPOOLS.limit(limits=1, user_api="blas")
+
+
+_THREADPOOLS: Any = None
+
+
+def _orthonormal(a: np.ndarray, rounds: int = 2) -> np.ndarray:
+    """A basis of the columns of ``a``, orthonormal to about ``cond(a)**2 * 1e-16`` per round.
+
+    Cholesky QR (per round, one ``l × l`` Gram matrix and one product with the
+    inverse Cholesky factor, both large matrix products); two rounds give an
+    orthonormal basis to machine precision, one is enough for the bases of
+    the power iterations. Falls back to Householder QR when the columns are
+    too close to dependent.
+    """
+    q = a
+    try:
+        for _ in range(rounds):
+            upper = np.linalg.cholesky(q.T @ q).T
+            q = q @ scipy.linalg.solve_triangular(upper, np.eye(upper.shape[0]))
+    except np.linalg.LinAlgError:
+        with _one_blas_thread():
+            return np.linalg.qr(a)[0]
+    return np.ascontiguousarray(q)
+
+
+def _plane_blocks(
+    dataset: ImagingDataset, plane: int, channel: int, chunk: int
+) -> Iterator[tuple[bool, np.ndarray]]:
+    """``(starts_a_sequence, block)`` over the dataset's frames; block is ``(n, Y, X)``."""
+    for seq in dataset.sequences:
+        first = True
+        for _, block in seq.iter_chunks(chunk, reuse_buffer=True, prefetch=True):
+            yield first, block[:, plane, :, :, channel]
+            first = False
+
+
+def plane_pca(
+    dataset: ImagingDataset,
+    plane: int,
+    channel: int,
+    num_components: int,
+    *,
+    seed: int = 0,
+) -> PlanePCA:
+    """Principal components of one plane of a dataset, streamed over time chunks.
+
+    The movie is normalised as described in the module notes (centred,
+    divided by each pixel's noise level, the plane's mean trace projected
+    out) and decomposed by a randomised singular value decomposition
+    (Halko, Martinsson & Tropp 2011) with one power iteration: the data are
+    read in chunks of frames, four times in all (the dataset's time average,
+    the sketch, the power iteration and the projection), and only
+    ``O(pixels × components)`` numbers are kept, whatever the number of
+    frames.
+
+    Parameters
+    ----------
+    dataset : ImagingDataset
+        The data.
+    plane : int
+        Plane index.
+    channel : int
+        Channel index.
+    num_components : int
+        Number of components wanted (at least 1). A few more are computed
+        (``OVERSAMPLING``), as far as the frames and pixels allow.
+    seed : int, optional
+        Seed of the random sketch; the result is deterministic for a seed.
+
+    Returns
+    -------
+    PlanePCA
+
+    Examples
+    --------
+    >>> import sima_fast as sima
+    >>> rng = np.random.default_rng(0)
+    >>> movie = rng.normal(100.0, 5.0, size=(200, 1, 16, 16, 1))
+    >>> movie[:, 0, 4:8, 4:8, 0] += 20 * np.sin(np.arange(200) / 10)[:, None, None]
+    >>> ds = sima.ImagingDataset([sima.Sequence.create('ndarray', movie)], None)
+    >>> pca = plane_pca(ds, 0, 0, 5)
+    >>> pca.num_signal, pca.spatial.shape
+    (1, (256, 20))
+    """
+    from sima_fast.kernels.segment import center_frames
+
+    rows, cols = (int(s) for s in dataset.frame_shape[1:3])
+    n_pixels = rows * cols
+    n_frames = int(dataset.num_frames)
+    mean = np.ascontiguousarray(dataset.time_averages[plane, :, :, channel], dtype=np.float64)
+    rank = max(1, min(int(num_components) + OVERSAMPLING, n_frames, n_pixels))
+    chunk = int(max(1, min(n_frames, CHUNK_BYTES // (4 * n_pixels))))
+    omega = np.random.default_rng(seed).standard_normal((n_frames, rank)).astype(np.float32)
+
+    z = np.empty((chunk, n_pixels), dtype=np.float32)
+    frame_sums = np.empty((rows, chunk))
+    prev = np.full((rows, cols), np.nan)
+    sum_sq = np.zeros((rows, cols))
+    sum_dsq = np.zeros((rows, cols))
+    n_dsq = np.zeros((rows, cols), dtype=np.int64)
+    ones = np.ones((rows, cols))
+    finite_mean = np.isfinite(mean).ravel()
+    n_finite = max(int(finite_mean.sum()), 1)
+
+    # Pass 1: sketch of the centred data (unscaled), noise levels, the mean trace.
+    trace = np.zeros(n_frames)
+    sketch = np.zeros((n_pixels, rank + 1))  # last column: sum_t z[p, t] * g[t]
+    t = 0
+    for first, block in _plane_blocks(dataset, plane, channel, chunk):
+        n = block.shape[0]
+        if first:
+            prev.fill(np.nan)
+        center_frames(block, mean, ones, z, frame_sums, prev, True, sum_sq, sum_dsq, n_dsq)
+        trace[t : t + n] = frame_sums[:, :n].sum(axis=0) / n_finite
+        right = np.empty((n, rank + 1), dtype=np.float32)
+        right[:, :rank] = omega[t : t + n]
+        right[:, rank] = trace[t : t + n]
+        sketch += z[:n].T @ right
+        t += n
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        noise_var = sum_dsq / (2.0 * n_dsq)
+    usable_2d = np.isfinite(mean) & (n_dsq > 0) & (noise_var > 0)
+    inv_noise = np.zeros((rows, cols))
+    inv_noise[usable_2d] = 1.0 / np.sqrt(noise_var[usable_2d])
+    inv = inv_noise.ravel()
+    usable = usable_2d.ravel()
+
+    sketch *= inv[:, None]
+    trace_sq = float(trace @ trace)
+    beta = sketch[:, rank] / trace_sq if trace_sq > 0 else np.zeros(n_pixels)
+    energy = np.maximum(sum_sq.ravel() * inv**2 - beta**2 * trace_sq, 0.0)
+    sketch = sketch[:, :rank] - np.outer(beta, trace @ omega.astype(np.float64))
+
+    def project(basis: np.ndarray, accumulate: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """``W = Z'^T basis`` and, when asked, ``Z' W`` (one more pass over the data)."""
+        basis32 = basis.astype(np.float32)
+        shift = (beta @ basis).astype(np.float32)
+        w = np.empty((n_frames, basis.shape[1]))
+        grown = np.zeros((n_pixels, basis.shape[1])) if accumulate else None
+        pos = 0
+        for _, blk in _plane_blocks(dataset, plane, channel, chunk):
+            m = blk.shape[0]
+            center_frames(blk, mean, inv_noise, z, frame_sums, prev, False, sum_sq, sum_dsq, n_dsq)
+            wc = z[:m] @ basis32
+            wc -= trace[pos : pos + m, None].astype(np.float32) * shift[None, :]
+            w[pos : pos + m] = wc
+            if grown is not None:
+                grown += z[:m].T @ wc
+            pos += m
+        if grown is not None:
+            grown -= np.outer(beta, trace @ w)
+        return w, grown
+
+    basis = _orthonormal(sketch, rounds=1 if POWER_ITERATIONS else 2)
+    for i in range(POWER_ITERATIONS):
+        _, grown = project(basis, True)
+        assert grown is not None
+        basis = _orthonormal(grown, rounds=2 if i == POWER_ITERATIONS - 1 else 1)
+    w, _ = project(basis, False)
+    with _one_blas_thread():
+        left, values, right_t = np.linalg.svd(w.T, full_matrices=False)
+    spatial = basis @ left
+    spatial[~usable] = 0.0
+    n_usable = int(usable.sum())
+    edge = math.sqrt(n_usable) + math.sqrt(n_frames) if n_usable else 0.0
+    return PlanePCA(
+        shape=(rows, cols),
+        spatial=spatial,
+        values=values,
+        temporal=right_t.T.copy(),
+        energy=np.where(usable, energy, 0.0),
+        usable=usable,
+        noise_edge=edge,
+    )
+
+
+# --------------------------------------------------------------------------
+# STICA
+# --------------------------------------------------------------------------
+
+
+def _standardise(a: np.ndarray) -> np.ndarray:
+    """Columns of ``a`` centred and scaled to unit standard deviation (constant columns: 0)."""
+    centred = a - a.mean(axis=0)
+    std = centred.std(axis=0)
+    std[std == 0] = 1.0
+    return centred / std
+
+
+def _skewness(values: np.ndarray) -> float:
+    centred = values - values.mean()
+    var = float(np.mean(centred**2))
+    return float(np.mean(centred**3)) / var**1.5 if var > 0 else 0.0
+
+
+class STICA(PlaneByPlaneStrategy):
+    """Segmentation by spatio-temporal independent component analysis (stICA).
+
+    Each plane's movie is reduced by principal component analysis, and
+    independent component analysis of the spatial and temporal parts of the
+    components together separates the signals of individual cells
+    (Mukamel, Nimmerjahn & Schnitzer 2009). Every independent component
+    gives a *weighted* ROI, its spatial map; the post-processing steps that
+    STICA appends to itself at construction turn those maps into cell ROIs.
+
+    Parameters
+    ----------
+    channel : int or str, optional
+        Channel whose signals are analysed (index or name). Default: 0.
+    mu : float, optional
+        Weight of spatial against temporal information, in ``[0, 1]``: 0 is
+        purely temporal ICA, 1 purely spatial ICA; low values favour the
+        temporal signals. Default: 0.01.
+    components : int, optional
+        Number of principal components to compute and, at most, of
+        independent components (≥ 1). Default: 75.
+    static_threshold : float, optional
+        In ``[0, 1]``: a pixel belongs to an ROI when the smoothed
+        component map reaches this fraction of its maximum. Default: 0.5.
+    min_area : int, optional
+        Smallest ROI, in pixels (≥ 0). Default: 50.
+    x_smoothing : float, optional
+        Amount of smoothing of the component maps, counted as SIMA counts
+        it, in successive Gaussian blurs of 1 pixel (≥ 0). Their combined
+        effect, one Gaussian blur of ``sqrt(x_smoothing)`` pixels, is
+        applied. Default: 4.
+    overlap_per : float, optional
+        ROIs overlapping by more than this fraction of the smaller one are
+        merged; values outside ``(0, 1]`` merge nothing. Default: 0.
+    verbose : bool, optional
+        Print progress to standard error. Default: False.
+    post_process : bool, optional (keyword only)
+        Append the post-processing steps below (default True). Without
+        them :meth:`segment` returns the weighted component maps, for a
+        pipeline of your own.
+
+    Raises
+    ------
+    ValueError
+        If a parameter is of the wrong type or out of range; the message
+        names it.
+
+    Notes
+    -----
+    Per plane:
+
+    1. **PCA.** :func:`plane_pca` computes ``components`` principal
+       components of the noise-normalised movie (the plane's mean trace
+       removed), streaming the frames. Components whose singular value does
+       not clear the noise edge (``sqrt(pixels) + sqrt(frames)``, by 2 %)
+       are noise and are dropped **[differs: SIMA used all of them]**;
+       without any signal component the plane gives no ROI.
+    2. **stICA.** The ``k`` remaining spatial components ``U`` (pixels × k)
+       and temporal components ``V`` (frames × k), each standardised per
+       component, are stacked as samples ``[sqrt(mu)·U; sqrt(1-mu)·V]``, so
+       that ``mu`` and ``1 - mu`` are the two parts' shares of each
+       component's variance per sample, and scikit-learn's
+       :class:`~sklearn.decomposition.FastICA` (``random_state=0``) unmixes
+       them. On large planes the fit uses the 40,000 pixels of highest
+       energy (all frames); the unmixing is then applied to every pixel. A
+       fit that stops at the iteration limit is kept (it is reported with
+       ``verbose``).
+    3. **Maps.** Each independent component's spatial map is shifted to a
+       zero median, oriented so that its skewness is positive (cells are
+       bright, sparse spots) and scaled to a maximum of 1; negative values
+       become 0. A map without any pixel 5 robust standard deviations
+       (1.4826 × median absolute value) above its median is noise and is
+       dropped.
+
+    Post-processing appended at construction (see
+    :attr:`post_processing_steps`), in order:
+    :class:`~sima_fast.segment.SparseROIsFromMasks` ``(min_size=min_area,
+    static_threshold=static_threshold, smooth_size=sqrt(x_smoothing))``,
+    :class:`~sima_fast.segment.SmoothROIBoundaries` ``()`` and, when
+    ``0 < overlap_per <= 1``,
+    :class:`~sima_fast.segment.MergeOverlapping` ``(threshold=overlap_per)``.
+    Steps you append run after these.
+
+    Memory per plane: the PCA keeps a few ``pixels × (components + 16)``
+    float64 arrays and one 128 MiB chunk of frames; nothing grows with the
+    number of frames beyond ``frames × (components + 16)`` numbers.
+
+    References
+    ----------
+    E. A. Mukamel, A. Nimmerjahn and M. J. Schnitzer, "Automated analysis of
+    cellular signals from large-scale calcium imaging data", Neuron 63(6),
+    747-760 (2009), https://doi.org/10.1016/j.neuron.2009.08.009.
+
+    N. Halko, P.-G. Martinsson and J. A. Tropp, "Finding structure with
+    randomness", SIAM Review 53(2), 217-288 (2011),
+    https://doi.org/10.1137/090771806.
+
+    Examples
+    --------
+    >>> import sima_fast as sima
+    >>> from sima_fast.misc import simulate_movie
+    >>> sim = simulate_movie(num_frames=300, frame_shape=(64, 64), num_channels=1,
+    ...                      cells_per_plane=6, seed=1)
+    >>> ds = sima.ImagingDataset([sima.Sequence.create('ndarray', sim.movie)], None)
+    >>> rois = STICA(components=20).segment(ds)
+    >>> len(rois)
+    6
+    """
+
+    def __init__(
+        self,
+        channel: int | str = 0,
+        mu: float = 0.01,
+        components: int = 75,
+        static_threshold: float = 0.5,
+        min_area: int = 50,
+        x_smoothing: float = 4,
+        overlap_per: float = 0,
+        verbose: bool = False,
+        *,
+        post_process: bool = True,
+    ) -> None:
+        super().__init__()
+        self.channel = check_channel(channel)
+        self.mu = check_real("mu", mu, low=0.0, high=1.0)
+        self.components = check_int("components", components, low=1)
+        self.static_threshold = check_real("static_threshold", static_threshold, low=0.0, high=1.0)
+        self.min_area = check_int("min_area", min_area, low=0)
+        self.x_smoothing = check_real("x_smoothing", x_smoothing, low=0.0)
+        self.overlap_per = check_real("overlap_per", overlap_per)
+        self.verbose = check_bool("verbose", verbose)
+        self.post_process = check_bool("post_process", post_process)
+        if self.post_process:
+            self.append(
+                SparseROIsFromMasks(
+                    min_size=self.min_area,
+                    static_threshold=self.static_threshold,
+                    smooth_size=math.sqrt(self.x_smoothing),  # type: ignore[arg-type]
+                )
+            )
+            self.append(SmoothROIBoundaries())
+            if 0.0 < self.overlap_per <= 1.0:  # type: ignore[operator]
+                self.append(MergeOverlapping(threshold=self.overlap_per))  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return (
+            f"STICA(channel={self.channel!r}, mu={self.mu}, components={self.components}, "
+            f"static_threshold={self.static_threshold}, min_area={self.min_area}, "
+            f"x_smoothing={self.x_smoothing}, overlap_per={self.overlap_per})"
+        )
+
+    def _segment_plane(self, dataset: ImagingDataset, plane: int, channel: int) -> list:
+        from sklearn.decomposition import FastICA
+        from sklearn.exceptions import ConvergenceWarning
+
+        pca = plane_pca(dataset, plane, channel, self.components)
+        k = min(self.components, pca.num_signal)
+        self._say(f"{pca.num_signal} signal component(s) above the noise edge; using {k}")
+        if k == 0:
+            return []
+        usable = np.flatnonzero(pca.usable)
+        spatial = _standardise(pca.spatial[usable, :k])
+        temporal = _standardise(pca.temporal[:, :k])
+        mu = float(self.mu)  # type: ignore[arg-type]
+        fit_rows = spatial
+        if usable.size > ICA_FIT_ROWS:
+            weight = (pca.spatial[usable, :k] * pca.values[:k]) ** 2
+            top = np.argpartition(weight.sum(axis=1), -ICA_FIT_ROWS)[-ICA_FIT_ROWS:]
+            fit_rows = spatial[np.sort(top)]
+        samples = np.concatenate([math.sqrt(mu) * fit_rows, math.sqrt(1.0 - mu) * temporal])
+        ica = FastICA(
+            n_components=k,
+            whiten="unit-variance",
+            whiten_solver="eigh",
+            max_iter=ICA_MAX_ITER,
+            tol=ICA_TOL,
+            random_state=0,
+        )
+        with warnings.catch_warnings(), _one_blas_thread():
+            # A fit that reaches the iteration limit still unmixes usefully; report it instead.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            ica.fit(samples.astype(np.float32))
+        if ica.n_iter_ >= ICA_MAX_ITER:
+            self._say(f"FastICA stopped after {ICA_MAX_ITER} iterations without converging")
+        maps = spatial @ ica.components_.T.astype(np.float64)
+        rows, cols = pca.shape
+        found = []
+        for j in range(k):
+            values = maps[:, j] - np.median(maps[:, j])
+            if _skewness(values) < 0:
+                values = -values
+            peak = float(values.max())
+            noise = 1.4826 * float(np.median(np.abs(values)))
+            if peak <= 0 or peak < SIGNIFICANCE * noise:
+                continue
+            image = np.zeros(rows * cols)
+            image[usable] = np.maximum(values, 0.0) / peak
+            found.append(image.reshape(rows, cols))
+        self._say(f"{len(found)} of {k} independent component(s) kept")
+        return found
