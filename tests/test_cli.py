@@ -47,6 +47,8 @@ def test_demo_runs_and_scores(capsys):
     assert results["spikes"]["fast_solver_fraction"] == 1.0
     assert results["cross_session"]["mean_vertex_error"] < 0.5
     assert results["cross_session"]["iou_at_least_0.7"] >= 0.95
+    assert results["segmentation"]["stica"]["f1"] >= 0.8
+    assert results["segmentation"]["normcut"]["f1"] >= 0.8
 
 
 def test_info(capsys, tmp_path):
