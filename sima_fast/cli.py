@@ -6,6 +6,11 @@
     against the simulator's ground truth.
 ``sima-fast info PATH``
     Prints the summary of a dataset directory (sima_fast or SIMA 1.x).
+``sima-fast project|extract|infer-spikes PATH ... [--scheduler ADDRESS]``
+    Computes the time projections, extracts signals or infers spikes for
+    one or more dataset directories, here or on a Dask cluster (an existing
+    scheduler's address, or ``local`` for a cluster on this machine), with
+    Dask's progress bars.
 """
 
 from __future__ import annotations
@@ -242,6 +247,24 @@ def run_demo(quiet: bool = False, out: TextIO | None = None) -> dict[str, Any]:
 
     with _step("cross-session ROI import: a second session seen through a known affine", out):
         results["cross_session"] = _demo_cross_session(dataset, stored, out)
+
+    from sima_fast.segment import STICA, PlaneNormalizedCuts, match_rois
+
+    results["segmentation"] = {}
+    for name, strategy in (("stica", STICA()), ("normcut", PlaneNormalizedCuts())):
+        title = type(strategy).__name__
+        with _step(f"segmentation: {title} (default pipeline) against the true cells", out):
+            found = dataset.segment(strategy, label=f"demo_{name}")
+            score = match_rois(found, truth.masks, iou_threshold=0.5)
+        print(
+            f"  {len(found)} ROIs found for {len(truth.masks)} cells: precision "
+            f"{score['precision']:.2f}, recall {score['recall']:.2f}, F1 {score['f1']:.2f} "
+            f"(IoU >= 0.5, mean IoU of matches {score['mean_iou']:.2f})",
+            file=out,
+        )
+        results["segmentation"][name] = {
+            k: float(score[k]) for k in ("precision", "recall", "f1", "mean_iou")
+        }
     return results
 
 
@@ -319,6 +342,111 @@ def _demo_cross_session(dataset: Any, rois: Any, out: TextIO) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _dask_client(address: str | None) -> Iterator[Any]:
+    """A ``dask.distributed.Client`` for ``address`` (``'local'``: a new LocalCluster)."""
+    if address is None:
+        yield None
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise SystemExit(
+            "sima-fast: --scheduler needs Dask: pip install 'sima_fast[dask]'"
+        ) from None
+    if address == "local":
+        import dask
+
+        from sima_fast.distributed import DASK_CONFIG
+
+        with (
+            dask.config.set(DASK_CONFIG),
+            LocalCluster(processes=True, threads_per_worker=1, dashboard_address=":0") as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
+    else:
+        with Client(address, timeout="30s") as client:
+            yield client
+
+
+def _channel_arg(text: str) -> int | str:
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _run_dataset_command(args: argparse.Namespace) -> int:
+    """``project``, ``extract`` and ``infer-spikes`` over ``args.paths``; 1 if any failed."""
+    import warnings
+
+    from sima_fast.imaging import ImagingDataset
+
+    failures = 0
+    try:
+        with contextlib.ExitStack() as stack:
+            client = stack.enter_context(_dask_client(args.scheduler))
+            if client is not None and not args.quiet:
+                from sima_fast.distributed import report_progress
+
+                stack.enter_context(report_progress())
+                print(f"sima-fast {args.command}: running on {client}", flush=True)
+            for path in args.paths:
+                start = time.perf_counter()
+                try:
+                    dataset = ImagingDataset.load(path)
+                    if args.command == "project":
+                        proj = dataset.compute_projections(client=client, progress=not args.quiet)
+                        what = "time projections (mean, std, kurtosis)"
+                        for c, name in enumerate(dataset.channel_names):
+                            with warnings.catch_warnings():
+                                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN
+                                print(
+                                    f"  channel {name}: mean "
+                                    f"{np.nanmean(proj['time_averages'][..., c]):.4g}, std "
+                                    f"{np.nanmean(proj['time_std'][..., c]):.4g}, kurtosis "
+                                    f"{np.nanmedian(proj['time_kurtosis'][..., c]):.4g} "
+                                    "(median over pixels)"
+                                )
+                    elif args.command == "extract":
+                        rois = None if args.rois is None else dataset.ROIs[args.rois]
+                        record = dataset.extract(
+                            rois,
+                            signal_channel=_channel_arg(args.channel),
+                            label=args.label,
+                            remove_overlap=not args.keep_overlap,
+                            save_summary=not args.no_summary,
+                            client=client,
+                        )
+                        frames = sum(r.shape[1] for r in record["raw"])
+                        what = (
+                            f"signals of {record['raw'][0].shape[0]} ROIs x {frames} frames "
+                            f"(label {args.label or record['timestamp']!r})"
+                        )
+                    else:
+                        spikes, _, params = dataset.infer_spikes(
+                            channel=_channel_arg(args.channel),
+                            label=args.label,
+                            mode=args.mode,
+                            client=client,
+                        )
+                        frames = sum(s.shape[1] for s in spikes)
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN
+                            gamma = float(np.nanmedian(params[0]["gamma"]))
+                        what = (
+                            f"spikes of {spikes[0].shape[0]} ROIs x {frames} frames "
+                            f"(median gamma {gamma:.3f})"
+                        )
+                except (OSError, ValueError, KeyError, TypeError, PermissionError) as exc:
+                    failures += 1
+                    print(f"sima-fast {args.command}: {path}: {exc}", file=sys.stderr)
+                    continue
+                print(f"{path}: {what} in {time.perf_counter() - start:.2f} s", flush=True)
+    except OSError as exc:  # the scheduler cannot be reached
+        print(f"sima-fast {args.command}: {exc}", file=sys.stderr)
+        return 2
+    return 1 if failures else 0
+
+
 def main(argv: _Seq[str] | None = None) -> int:
     """Entry point of the ``sima-fast`` console script."""
     parser = argparse.ArgumentParser(
@@ -341,6 +469,39 @@ def main(argv: _Seq[str] | None = None) -> int:
     )
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     bench.add_argument("--plot", metavar="PATH", help="also draw the ratios as a bar chart")
+    commands = {
+        "project": "compute and cache the time projections (mean, std, kurtosis)",
+        "extract": "extract the signals of an ROI set",
+        "infer-spikes": "infer spikes from extracted signals",
+    }
+    for name, text in commands.items():
+        cmd = sub.add_parser(name, help=f"{text}, here or on a Dask cluster")
+        cmd.add_argument("paths", nargs="+", metavar="PATH", help="dataset directories")
+        cmd.add_argument(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="run on the Dask scheduler at ADDRESS (e.g. tcp://host:8786), or 'local' "
+            "for a cluster of this machine's cores; default: run here without Dask",
+        )
+        cmd.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name != "project":
+            cmd.add_argument("--channel", default="0", help="channel index or name (default 0)")
+            cmd.add_argument("--label", help="signals label (default: timestamp / most recent)")
+        if name == "extract":
+            cmd.add_argument("--rois", metavar="LABEL", help="ROI set (default: most recent)")
+            cmd.add_argument(
+                "--keep-overlap",
+                action="store_true",
+                help="keep pixels shared by several ROIs (separated by the pseudo-inverse)",
+            )
+            cmd.add_argument("--no-summary", action="store_true", help="no PDF summary")
+        if name == "infer-spikes":
+            cmd.add_argument(
+                "--mode",
+                default="correct",
+                choices=["correct", "robust", "psd"],
+                help="noise estimate (default: correct)",
+            )
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -352,7 +513,9 @@ def main(argv: _Seq[str] | None = None) -> int:
             f"{rois['exact_masks']}/{rois['cells']} ROI masks exact, traces correlate with the "
             f"true calcium at median r = {results['extraction']['median_correlation']:.3f}, "
             f"inferred spikes correlate with the true spikes at median r = "
-            f"{results['spikes']['median_correlation']:.3f}"
+            f"{results['spikes']['median_correlation']:.3f}, segmentation F1 "
+            f"{results['segmentation']['stica']['f1']:.2f} (STICA) / "
+            f"{results['segmentation']['normcut']['f1']:.2f} (normalised cuts)"
         )
         return 0
     if args.command == "bench":
@@ -370,6 +533,8 @@ def main(argv: _Seq[str] | None = None) -> int:
             return 2
         print(dataset_summary(dataset))
         return 0
+    if args.command in commands:
+        return _run_dataset_command(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2
 

@@ -10,7 +10,9 @@ export leaves no partial file behind.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+from collections.abc import Iterator
 from collections.abc import Sequence as _SeqABC
 from typing import Any
 
@@ -18,7 +20,7 @@ import numpy as np
 
 from sima_fast._atomic import atomic_write
 
-__all__ = ["export_averages", "export_frames"]
+__all__ = ["export_averages", "export_frames", "hdf5_block", "to_unsigned"]
 
 FORMATS = ("TIFF8", "TIFF16", "HDF5")
 PROJECTION_TYPES = {"average": "time_averages", "std": "time_std", "kurtosis": "time_kurtosis"}
@@ -164,8 +166,14 @@ def export_frames(
     fill_gaps: bool = True,
     scale_values: bool = False,
     compression: str | None = None,
+    client: Any = None,
 ) -> None:
-    """Write every frame of every sequence (see ``ImagingDataset.export_frames``)."""
+    """Write every frame of every sequence (see ``ImagingDataset.export_frames``).
+
+    With a Dask ``client`` the frames are read, gap-filled and converted on
+    the cluster (:func:`sima_fast.distributed.frame_blocks`) and written here
+    in order; the files are identical.
+    """
     fmt = _check_fmt(fmt)
     if compression not in COMPRESSIONS:
         raise ValueError(f"compression must be one of {list(COMPRESSIONS)}, got {compression!r}")
@@ -203,21 +211,52 @@ def export_frames(
             ]
             for i, pl in enumerate(filenames)
         ]
-    sequences = [s.fill_gaps() if fill_gaps else s for s in dataset.sequences]
+    if client is None:
+        sequences = [s.fill_gaps() if fill_gaps else s for s in dataset.sequences]
+    else:
+        sequences = list(dataset.sequences)  # gaps are filled on the cluster
     scale = None
     if scale_values:
-        scale = _full_range_scale(_channel_maxima(sequences), _BITS[fmt])  # (C,)
+        if client is None:
+            maxima = _channel_maxima(sequences)
+        else:  # filling copies finite values, so it does not change the maxima
+            from sima_fast.distributed import channel_maxima
+
+            maxima = channel_maxima(sequences, client)
+        scale = _full_range_scale(maxima, _BITS[fmt])  # (C,)
+    if fmt == "HDF5":
+        convert = functools.partial(hdf5_block, scale=scale)
+    else:
+        convert = functools.partial(to_unsigned, dtype=_DTYPES[fmt], scale=scale)
+
+    def blocks(seq: Any) -> Iterator[tuple[int, np.ndarray]]:
+        if client is None:
+            for t0, chunk in seq.iter_chunks(reuse_buffer=True, prefetch=True):
+                yield t0, convert(chunk)
+        else:
+            from sima_fast.distributed import frame_blocks
+
+            yield from frame_blocks(seq, client, convert, fill_gaps=fill_gaps)
+
     from tqdm.auto import tqdm
 
     total = sum(len(s) for s in sequences)
     with tqdm(total=total, desc="export_frames", unit="frame", disable=None) as bar:
         if fmt == "HDF5":
-            _write_hdf5_frames(sequences, paths, dataset.channel_names, scale, compression, bar)
+            _write_hdf5_frames(sequences, blocks, paths, dataset.channel_names, compression, bar)
         else:
-            _write_tiff_frames(sequences, paths, _DTYPES[fmt], scale, bar)
+            _write_tiff_frames(sequences, blocks, paths, bar)
 
 
-def _write_hdf5_frames(sequences, paths, channel_names, scale, compression, bar) -> None:
+def hdf5_block(chunk: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
+    """Frames as written to HDF5: float32, times ``scale`` per channel when given."""
+    block = np.asarray(chunk, dtype=np.float32)
+    if scale is not None:
+        block = (block * scale).astype(np.float32)
+    return block
+
+
+def _write_hdf5_frames(sequences, blocks, paths, channel_names, compression, bar) -> None:
     import h5py
 
     with _all_or_nothing(paths) as tmps:
@@ -238,15 +277,12 @@ def _write_hdf5_frames(sequences, paths, channel_names, scale, compression, bar)
                 for i, label in enumerate("tzyxc"):
                     dset.dims[i].label = label
                 dset.attrs["channel_names"] = np.array([n.encode() for n in channel_names])
-                for t0, chunk in seq.iter_chunks(reuse_buffer=True, prefetch=True):
-                    block = np.asarray(chunk, dtype=np.float32)
-                    if scale is not None:
-                        block = (block * scale).astype(np.float32)
+                for t0, block in blocks(seq):
                     dset[t0 : t0 + len(block)] = block
                     bar.update(len(block))
 
 
-def _write_tiff_frames(sequences, paths, dtype, scale, bar) -> None:
+def _write_tiff_frames(sequences, blocks, paths, bar) -> None:
     import tifffile
 
     flat_paths = [f for pl in paths for ch in pl for f in ch]
@@ -262,12 +298,11 @@ def _write_tiff_frames(sequences, paths, dtype, scale, bar) -> None:
                     ]
                     for j in range(Z)
                 ]
-                for _, chunk in seq.iter_chunks(reuse_buffer=True, prefetch=True):
-                    pages = to_unsigned(chunk, dtype, scale)
+                for _, pages in blocks(seq):
                     for frame in pages:
                         for j in range(Z):
                             for c in range(C):
                                 writers[j][c].write(
                                     frame[j, :, :, c], photometric="minisblack", contiguous=True
                                 )
-                    bar.update(len(chunk))
+                    bar.update(len(pages))

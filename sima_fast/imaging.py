@@ -467,7 +467,9 @@ class ImagingDataset:
 
     _PROJECTIONS = ("time_averages", "time_std", "time_kurtosis")
 
-    def _ensure_projections(self, progress: bool = False) -> dict[str, np.ndarray]:
+    def _ensure_projections(
+        self, progress: bool = False, client: Any = None
+    ) -> dict[str, np.ndarray]:
         """Load the cached projections, or compute all three in one pass and cache them."""
         if all(k in self._projections for k in self._PROJECTIONS):
             return self._projections
@@ -478,7 +480,12 @@ class ImagingDataset:
                 return self._projections
         from sima_fast import _projections
 
-        result = _projections.projections(self._sequences, progress=progress)
+        if client is None:
+            result = _projections.projections(self._sequences, progress=progress)
+        else:
+            from sima_fast import distributed
+
+            result = distributed.projections(self._sequences, client, progress=progress)
         if self._legacy:  # SIMA's cached mean and std are kept as SIMA stored them
             result.update(self._projections)
         self._projections.update(result)
@@ -493,6 +500,48 @@ class ImagingDataset:
 
     def _projection(self, name: str) -> np.ndarray:
         return self._ensure_projections()[name]
+
+    def compute_projections(
+        self, client: Any = None, progress: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Compute (or load) the three time projections, optionally on a Dask cluster.
+
+        :attr:`time_averages`, :attr:`time_std` and :attr:`time_kurtosis` are
+        properties, as in SIMA, so they cannot take arguments: they compute
+        on this machine the first time one of them is read. Call this method
+        first to choose where the single pass runs; the result is cached (in
+        memory and in the dataset directory), so the properties then return
+        it at once.
+
+        Parameters
+        ----------
+        client : dask.distributed.Client, optional
+            Run the pass on this cluster: each worker folds a time range into
+            a moment state with the same kernel, and the states are merged
+            exactly (see :mod:`sima_fast.distributed`); the results equal the
+            single-machine ones within 1e-12 relative. Default: this machine.
+        progress : bool, optional
+            Show a progress bar (Dask's own with a client).
+
+        Returns
+        -------
+        dict
+            ``time_averages``, ``time_std`` and ``time_kurtosis``, each
+            ``(Z, Y, X, C)`` float64 (the arrays the properties return).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sima_fast import ImagingDataset, Sequence
+        >>> data = np.arange(8.0).reshape(4, 1, 1, 2, 1)
+        >>> ds = ImagingDataset([Sequence.create('ndarray', data)], None)
+        >>> ds.compute_projections()['time_averages'].ravel()
+        array([3., 4.])
+        >>> ds.time_averages is ds.compute_projections()['time_averages']
+        True
+        """
+        projections = self._ensure_projections(progress=progress, client=client)
+        return {name: projections[name] for name in self._PROJECTIONS}
 
     @property
     def time_averages(self) -> np.ndarray:
@@ -571,6 +620,7 @@ class ImagingDataset:
         fill_gaps: bool = True,
         scale_values: bool = False,
         compression: str | None = None,
+        client: Any = None,
     ) -> None:
         """Save every frame of every sequence as TIFF or HDF5, streaming.
 
@@ -591,6 +641,10 @@ class ImagingDataset:
             dataset (16 bits for HDF5). Default: False.
         compression : {None, 'gzip', 'lzf', 'szip'}, optional
             Lossless HDF5 compression filter (ignored for TIFF).
+        client : dask.distributed.Client, optional
+            Read, gap-fill and convert the frames on this Dask cluster, time
+            range by time range, while this process writes the files in
+            order (the output is identical). Default: this machine.
 
         Notes
         -----
@@ -611,7 +665,7 @@ class ImagingDataset:
         """
         from sima_fast.export import export_frames
 
-        export_frames(self, filenames, fmt, fill_gaps, scale_values, compression)
+        export_frames(self, filenames, fmt, fill_gaps, scale_values, compression, client=client)
 
     # -- ROIs --------------------------------------------------------------------
 
@@ -820,6 +874,7 @@ class ImagingDataset:
         n_processes: int = 1,
         demix_channel: Any = None,
         save_summary: bool = True,
+        client: Any = None,
     ) -> dict[str, Any]:
         """Extract a signal per ROI and frame from the imaging data.
 
@@ -854,6 +909,13 @@ class ImagingDataset:
             With a dataset directory, also write ``extractSummary_<timestamp>.pdf``
             showing each plane's mean frame, the masks and the overlapping
             pixels (needs matplotlib). Default: True.
+        client : dask.distributed.Client, optional
+            Extract on this Dask cluster: the weights are scattered once to
+            every worker and each task extracts a time range with the same
+            kernel (the time average is computed there too when not cached,
+            see :meth:`compute_projections`). The signals are bit-identical
+            to the single-machine ones; ``n_processes`` is then unused.
+            Default: this machine.
 
         Returns
         -------
@@ -894,7 +956,12 @@ class ImagingDataset:
             raise ValueError(f"label must be a non-empty string without '/', got {label!r}")
         if self._savedir is not None:
             self._check_writable()
-        record = extract_rois(self, rois, channel, remove_overlap, int(n_processes), demix)
+        if client is None:
+            record = extract_rois(self, rois, channel, remove_overlap, int(n_processes), demix)
+        else:
+            from sima_fast import distributed
+
+            record = distributed.extract_rois(self, rois, channel, remove_overlap, demix, client)
         if self._savedir is not None:
             self._store_signals(channel, label or record["timestamp"], record)
             if save_summary:
@@ -989,6 +1056,7 @@ class ImagingDataset:
         share_gamma: bool = True,
         mode: str = "correct",
         verbose: bool = False,
+        client: Any = None,
     ) -> tuple[list[np.ndarray], list[np.ndarray], list[dict[str, np.ndarray]]]:
         """Infer spike trains from the ``raw`` signals of an extraction.
 
@@ -1012,6 +1080,10 @@ class ImagingDataset:
             Noise estimation method.
         verbose : bool, optional
             Print one progress line per sequence.
+        client : dask.distributed.Client, optional
+            Deconvolve blocks of ROIs on this Dask cluster (the parameters
+            are estimated here first, from all ROIs). The results are
+            identical to the single-machine ones. Default: this machine.
 
         Returns
         -------
@@ -1053,9 +1125,16 @@ class ImagingDataset:
         raw = record.get("raw") if isinstance(record, dict) else None
         if raw is None:
             raise ValueError(f"the signals labelled {label!r} have no 'raw' traces")
-        spikes, fits, parameters = infer_spikes_from_signals(
-            raw, gamma=gamma, share_gamma=share_gamma, mode=mode, verbose=verbose
-        )
+        if client is None:
+            spikes, fits, parameters = infer_spikes_from_signals(
+                raw, gamma=gamma, share_gamma=share_gamma, mode=mode, verbose=verbose
+            )
+        else:
+            from sima_fast import distributed
+
+            spikes, fits, parameters = distributed.infer_spikes_from_signals(
+                raw, client, gamma=gamma, share_gamma=share_gamma, mode=mode, verbose=verbose
+            )
         record = dict(record)
         record.update(spikes=spikes, fits=fits, spikes_params=parameters)
         self._store_signals(index, label, record)

@@ -361,7 +361,7 @@ class Sequence(abc.ABC):
 
         Parameters
         ----------
-        fmt : {'HDF5', 'TIFF', 'TIFFs', 'ndarray', 'memmap', 'zarr'}
+        fmt : {'HDF5', 'TIFF', 'TIFFs', 'ndarray', 'memmap', 'zarr', 'dask'}
             The storage format. The remaining arguments depend on it:
 
             ``'HDF5'``: ``path, dim_order, group=None, key=None``
@@ -385,6 +385,9 @@ class Sequence(abc.ABC):
                 A raw binary file mapped with :class:`numpy.memmap`.
             ``'zarr'``: ``path_or_store, dim_order``
                 A zarr array (a path, a store, or an opened array).
+            ``'dask'``: ``array, dim_order='tzyxc'``
+                A ``dask.array`` (kept lazy; chunks are computed when read,
+                and on a cluster its blocks feed the kernels directly).
 
         Returns
         -------
@@ -551,6 +554,42 @@ class Sequence(abc.ABC):
                 yield t0, self.read_chunk(t0, t1, out=buffer[: t1 - t0])
             else:
                 yield t0, self.read_chunk(t0, t1)
+
+    def to_dask(self, chunks: int | None = None) -> Any:
+        """View the sequence as a lazy ``dask.array`` of shape ``(T, Z, Y, X, C)``.
+
+        Each block holds whole frames and is read by :meth:`read_chunk` when
+        dask computes it, so a block costs what a chunk of the sequence's own
+        reader costs. The graph holds the sequence once, pickled: for a file
+        that is its path and parameters, not its data, so the array computes
+        on the workers of a Dask cluster that see the same files. Needs the
+        ``dask`` extra (``pip install "sima_fast[dask]"``).
+
+        Parameters
+        ----------
+        chunks : int, optional
+            Frames per block (default: :meth:`default_chunk_frames`, about
+            64 MiB per block).
+
+        Returns
+        -------
+        dask.array.Array
+            ``(T, Z, Y, X, C)`` in :attr:`dtype`, chunked along time only.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sima_fast import Sequence
+        >>> seq = Sequence.create('ndarray', np.arange(24.).reshape(4, 1, 2, 3, 1))
+        >>> arr = seq.to_dask(chunks=3)
+        >>> arr.chunks[0]
+        (3, 1)
+        >>> float(arr.sum().compute(scheduler='sync'))
+        276.0
+        """
+        from sima_fast.distributed import sequence_to_dask
+
+        return sequence_to_dask(self, chunks)
 
     # -- wrappers --------------------------------------------------------------
 
@@ -1301,6 +1340,51 @@ class _ZarrSequence(Sequence):
             self._array = zarr.open(self._path, mode="r")
 
 
+class _DaskSequence(Sequence):
+    """A lazy ``dask.array`` seen as a sequence (``Sequence.create('dask', array)``)."""
+
+    _fmt = "dask"
+
+    def __init__(self, array: Any, dim_order: str = DIM_ORDER) -> None:
+        import dask.array as da
+
+        if not isinstance(array, da.Array):
+            raise TypeError(
+                f"array must be a dask.array.Array, got {type(array).__name__} (use "
+                "Sequence.create('ndarray', ...) for numpy arrays)"
+            )
+        order = _validate_dim_order(dim_order, array.ndim)
+        if any(np.isnan(s) for s in array.shape):
+            raise ValueError(
+                f"array has unknown dimensions {array.shape}; call compute_chunk_sizes() first"
+            )
+        present = [d for d in DIM_ORDER if d in order]
+        view = array.transpose([order.index(d) for d in present])
+        view = view[tuple(slice(None) if d in order else None for d in DIM_ORDER)]
+        self._dtype = _check_numeric(view.dtype, "array")
+        self._array = view
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        return tuple(int(s) for s in self._array.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    def _read(self, start: int, stop: int, out: np.ndarray) -> None:
+        np.copyto(out, np.asarray(self._array[start:stop].compute()), casting="unsafe")
+
+    def to_dask(self, chunks: int | None = None) -> Any:
+        if chunks is None:
+            return self._array.rechunk({1: -1, 2: -1, 3: -1, 4: -1})
+        return self._array.rechunk({0: int(chunks), 1: -1, 2: -1, 3: -1, 4: -1})
+
+    def _todict(self, ctx: _SaveContext) -> dict[str, Any]:
+        # Saved like an in-memory array: computed chunk by chunk into an HDF5 file.
+        return _NdarraySequence._todict(self, ctx)
+
+
 # ---------------------------------------------------------------------------
 # wrappers
 # ---------------------------------------------------------------------------
@@ -1727,6 +1811,7 @@ _FORMATS = {
     "ndarray": _NdarraySequence,
     "memmap": _MemmapSequence,
     "zarr": _ZarrSequence,
+    "dask": _DaskSequence,
 }
 
 _FROM_DICT = {
