@@ -43,9 +43,8 @@ def read_hdf5_raw(path: str) -> int:
     return frames
 
 
-@pytest.fixture(scope="session")
-def hdf5_movie() -> str:
-    """A (T, 512, 512) uint16 HDF5 dataset 'imaging', contiguous layout."""
+def write_hdf5_movie() -> str:
+    """Write (once) the (T, 512, 512) uint16 HDF5 movie, dataset 'imaging'; return its path."""
     path = os.path.join(_scratch(), f"movie_{FRAMES}.h5")
     if not os.path.exists(path):
         tmp = path + ".part"
@@ -56,6 +55,12 @@ def hdf5_movie() -> str:
                 ds[t0:t1] = _movie_block(t0, t1)
         os.replace(tmp, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def hdf5_movie() -> str:
+    """A (T, 512, 512) uint16 HDF5 dataset 'imaging', contiguous layout."""
+    return write_hdf5_movie()
 
 
 @pytest.fixture(scope="session")

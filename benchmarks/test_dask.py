@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import FRAMES, SHAPE, _movie_block, _scratch
+from conftest import FRAMES, SHAPE, _movie_block, _scratch, write_hdf5_movie
 from sima_fast import ImagingDataset, Sequence, _projections
 from sima_fast import distributed as sd
 from sima_fast._threads import kernel_threads
@@ -112,18 +112,7 @@ def clients():
 
 def _hdf5_path() -> str:
     """conftest's HDF5 movie (the same file), written here when run as a script."""
-    import h5py
-
-    path = os.path.join(_scratch(), f"movie_{FRAMES}.h5")
-    if not os.path.exists(path):
-        tmp = path + ".part"
-        with h5py.File(tmp, "w") as f:
-            ds = f.create_dataset("imaging", shape=(FRAMES, *SHAPE), dtype=np.uint16)
-            for t0 in range(0, FRAMES, 500):
-                t1 = min(t0 + 500, FRAMES)
-                ds[t0:t1] = _movie_block(t0, t1)
-        os.replace(tmp, path)
-    return path
+    return write_hdf5_movie()
 
 
 def _zarr_path() -> str:

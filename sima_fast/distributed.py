@@ -38,7 +38,6 @@ Nothing here imports dask until it is called; install the ``dask`` extra
 from __future__ import annotations
 
 import contextlib
-import datetime
 import functools
 import itertools
 import math
@@ -649,21 +648,18 @@ def extract_rois(
         if demix is not None:
             mixed = [p[1] for p in parts] or [np.empty((0, weights.n_rois), np.float32)]
             demixed.append(np.ascontiguousarray(np.concatenate(mixed).T))
-    record: dict[str, Any] = {"raw": raws}
-    if demix is not None:
-        record["demixed_raw"] = demixed
-        record["demix_channel"] = int(demix_channel)
-    record["mean_frame"] = np.asarray(mean[..., signal_channel], dtype=np.float64)
-    record["overlap"] = (np.zeros(weights.overlap.size, dtype=np.int64), weights.overlap)
-    record["signal_channel"] = int(signal_channel)
-    rois_out = []
-    for roi in rois:
-        r = roi.copy()
-        r.im_shape = (Z, Y, X)
-        rois_out.append(r.todict())
-    record["rois"] = rois_out
-    record["timestamp"] = datetime.datetime.now().strftime("%Y-%m-%d-%Hh%Mm%Ss")
-    return record
+    from sima_fast.extract import signals_record
+
+    return signals_record(
+        raws,
+        demixed if demix is not None else None,
+        demix_channel,
+        mean,
+        signal_channel,
+        weights,
+        rois,
+        (Z, Y, X),
+    )
 
 
 # ---------------------------------------------------------------------------

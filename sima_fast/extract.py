@@ -428,8 +428,31 @@ def extract_rois(
             out_d = np.empty_like(out)
             _extract_sequence(seq, weights, signal_channel, demix, out_d, n_processes)
             demixed.append(np.ascontiguousarray(out_d.T))
+    return signals_record(
+        raws,
+        demixed if demix is not None else None,
+        demix_channel,
+        mean,
+        signal_channel,
+        weights,
+        rois,
+        (Z, Y, X),
+    )
+
+
+def signals_record(
+    raws: list[np.ndarray],
+    demixed: list[np.ndarray] | None,
+    demix_channel: Any,
+    mean: np.ndarray,
+    signal_channel: int,
+    weights: ExtractionWeights,
+    rois: Any,
+    im_shape: tuple[int, int, int],
+) -> dict[str, Any]:
+    """The signals record of one extraction (the layout ``extract()`` stores, SPEC §5)."""
     record: dict[str, Any] = {"raw": raws}
-    if demix is not None:
+    if demixed is not None:
         record["demixed_raw"] = demixed
         record["demix_channel"] = int(demix_channel)
     record["mean_frame"] = np.asarray(mean[..., signal_channel], dtype=np.float64)
@@ -438,7 +461,7 @@ def extract_rois(
     rois_out = []
     for roi in rois:
         r = roi.copy()
-        r.im_shape = (Z, Y, X)
+        r.im_shape = im_shape
         rois_out.append(r.todict())
     record["rois"] = rois_out
     record["timestamp"] = datetime.datetime.now().strftime("%Y-%m-%d-%Hh%Mm%Ss")
