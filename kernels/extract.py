@@ -1,22 +1,36 @@
 """Sparse-mask signal extraction: per frame and ROI, a NaN-aware weighted sum.
 
-The ROI weights are stored as *runs*: for every ROI, the stretches of
-consecutive flattened pixels it covers (a cell of ~140 pixels is a dozen
-runs, one per image row), each with its weights. The kernel walks the runs of
-every ROI in every frame, so the inner loop is a short contiguous dot product
-that vectorises, and the frame (a few hundred kB) stays in cache while all
-ROIs read it.
+The ROI weights start as *runs* (:class:`RunWeights`): for every ROI, the
+stretches of consecutive flattened pixels it covers (a cell of ~140 pixels is
+a dozen runs, one per image row), each with its weights. For the kernels the
+runs are cut into fixed-width *chunks* of 16 pixels with zero-padded weights
+(:func:`chunk_runs`), so the innermost loop has a constant trip count and
+compiles to a few straight vector instructions with no loop-exit branch to
+mispredict.
 
-Four frames are summed per pass over an ROI's runs, so each weight and run
-bound is loaded once for four frames. For ROI ``r`` in frame ``t`` it
-computes, over the pixels whose value is finite in that frame::
+Four frames are summed per pass over an ROI's chunks, so each weight is
+loaded once for four frames. For ROI ``r`` in frame ``t`` the kernels compute,
+over the pixels whose value is finite in that frame::
 
     value = Σ a_p x_p · (Σ_all w_p² / Σ_finite w_p²)
 
 where ``a_p`` are the extraction weights (``w_p / μ_p`` for sima_fast's
 ``extract``) and ``w_p`` the mask weights used for the re-weighting of
-SPEC.md §5. An ROI with no finite pixel in a frame gives NaN. Integer input
-needs no finiteness test. Groups of four frames are independent, so the work is
+SPEC.md §5. An ROI with no finite pixel in a frame gives NaN.
+
+Memory access is *banded* (:class:`ChunkLayout`): the frame is walked in bands
+of rows (64 KiB of each frame). Each band of the four frames is first read in
+one sequential sweep, which the hardware prefetchers stream at full memory
+bandwidth, and then every ROI whose last pixel lies in that band is summed,
+its rows all still in the core's L2 cache. Walking the ROIs in their stored
+order instead reads a few bytes at scattered places of four frames (2–4 MB,
+more than L2) and waits on the L3 cache or on memory at every chunk; banding
+is about 1.5x faster on 512x512 frames with 500 cells.
+
+The sweep of a band also tells float input whether the band holds a NaN or
+an infinity in any of the four frames. ROIs that only touch clean bands are
+summed without a finiteness test; the others take the tested loop. Integer
+input needs no test. Groups of four frames are independent, so the work is
 split over them and the result does not depend on the number of threads.
 """
 
@@ -25,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["RunWeights", "extract_runs", "runs_from_csr"]
+__all__ = ["ChunkLayout", "RunWeights", "chunk_runs", "extract_runs", "runs_from_csr"]
 
 _FASTMATH = {"contract", "reassoc"}  # lets the dot products vectorise; NaN/inf keep meaning
 
@@ -97,31 +111,250 @@ def runs_from_csr(indptr, indices, weights, mask_weights) -> RunWeights:
     return RunWeights(roi_ptr, run_start, run_length, run_offset, a, w2, total)
 
 
-#: Frames summed together per pass over an ROI's runs (weights and run bounds are
-#: loaded once for all of them; four keeps the accumulators in registers).
+#: Pixels per chunk of the padded layout (see :func:`chunk_runs`). The kernels
+#: are compiled for this width; frames of fewer pixels are padded to it.
+CHUNK_WIDTH = 16
+
+#: Bytes of each frame per band (see the module docstring): four frames of one
+#: band, plus the band before it that the ROIs reach back into, fit in a 1 MiB L2.
+BAND_BYTES = 1 << 16
+
+#: Frames summed together per pass over an ROI's chunks.
 FRAMES_PER_PASS = 4
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _touch(x0, x1, x2, x3, step):  # pragma: no cover - compiled
-    """Read one value per cache line of four frames, in order.
+def chunk_runs(
+    roi_ptr: np.ndarray,
+    run_start: np.ndarray,
+    run_length: np.ndarray,
+    run_offset: np.ndarray,
+    weights: np.ndarray,
+    reweight: np.ndarray,
+    n_pixels: int,
+    width: int = CHUNK_WIDTH,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Lay the runs of :class:`RunWeights` out as fixed-width chunks.
 
-    The ROI loop visits pixels in ROI order, which defeats the hardware
-    prefetcher; streaming through the frames first brings them into cache
-    at full memory bandwidth (about 1.8x on 512x512 frames with 500 ROIs).
+    Every run is cut into chunks of ``width`` consecutive pixels (fewer for a
+    frame of fewer pixels); a chunk's weights are padded with zeros, and a
+    chunk that would pass the end of the frame starts earlier instead, its
+    weights shifted to match. A loop over chunks has a fixed trip count, which
+    avoids a mispredicted branch at the end of every short run. Zero-weight
+    pixels add nothing (their NaNs are skipped like any other and do not
+    count as missing).
+
+    Returns
+    -------
+    chunk_ptr : int64 (n_rois + 1,)
+        Chunks of ROI r are ``chunk_ptr[r]:chunk_ptr[r + 1]``.
+    chunk_start : int64 (n_chunks,)
+        First pixel of each chunk.
+    a, w2 : float64 (n_chunks * width,)
+        Extraction weights and squared mask weights, ``width`` per chunk.
+
+    Examples
+    --------
+    >>> ptr, start, a, w2 = chunk_runs(np.array([0, 1]), np.array([3]), np.array([5]),
+    ...                                np.array([0]), np.arange(1.0, 6.0), np.ones(5), 8, 4)
+    >>> ptr.tolist(), start.tolist(), a.tolist()
+    ([0, 2], [3, 4], [1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 5.0])
     """
-    acc = 0.0
-    for i in range(0, x0.size, step):
-        acc += np.float64(x0[i]) + np.float64(x1[i]) + np.float64(x2[i]) + np.float64(x3[i])
+    width = int(max(1, min(width, n_pixels)))
+    length = np.asarray(run_length, dtype=np.int64)
+    per_run = -(-length // width)
+    n_chunks = int(per_run.sum())
+    run_of = np.repeat(np.arange(length.size), per_run)
+    first_chunk = np.cumsum(per_run) - per_run
+    c0 = (np.arange(n_chunks) - first_chunk[run_of]) * width  # offset of the chunk in its run
+    n_in = np.minimum(width, length[run_of] - c0)
+    want = np.asarray(run_start, dtype=np.int64)[run_of] + c0
+    start = np.minimum(want, n_pixels - width)
+    shift = want - start
+    a = np.zeros(n_chunks * width)
+    w2 = np.zeros(n_chunks * width)
+    chunk_of = np.repeat(np.arange(n_chunks), n_in)
+    within = np.arange(chunk_of.size) - np.repeat(np.cumsum(n_in) - n_in, n_in)
+    dest = chunk_of * width + shift[chunk_of] + within
+    src = np.asarray(run_offset, dtype=np.int64)[run_of][chunk_of] + c0[chunk_of] + within
+    a[dest] = np.asarray(weights, dtype=np.float64)[src]
+    w2[dest] = np.asarray(reweight, dtype=np.float64)[src]
+    run_ptr = np.asarray(roi_ptr, dtype=np.int64)
+    chunk_ptr = np.concatenate([[0], np.cumsum(per_run)])[run_ptr]
+    return chunk_ptr.astype(np.int64), start.astype(np.int64), a, w2
+
+
+class ChunkLayout:
+    """The kernels' view of :class:`RunWeights` for frames of a given size and dtype.
+
+    Attributes
+    ----------
+    ptr, start, a, w2 : numpy.ndarray
+        The chunks of :func:`chunk_runs` (width :data:`CHUNK_WIDTH`).
+    band : int
+        Pixels per band (:data:`BAND_BYTES` of one frame, whole chunks).
+    order : int64 (n_rois,)
+        ROIs sorted by their last pixel.
+    band_end : int64 (n_bands,)
+        ROIs ``order[:band_end[k]]`` end in bands ``0..k``.
+    first_band : int64 (n_rois,)
+        The band of each ROI's first pixel.
+    """
+
+    def __init__(self, plan: RunWeights, n_pixels: int, itemsize: int):
+        if n_pixels < CHUNK_WIDTH:
+            raise ValueError(f"frames of {n_pixels} pixels must be padded to {CHUNK_WIDTH}")
+        self.ptr, self.start, self.a, self.w2 = chunk_runs(
+            plan.roi_ptr, plan.run_start, plan.run_length, plan.run_offset, plan.weights,
+            plan.reweight, n_pixels, CHUNK_WIDTH,
+        )  # fmt: skip
+        band = max(CHUNK_WIDTH, BAND_BYTES // int(itemsize))
+        self.band = int(band)
+        n_rois = self.ptr.size - 1
+        n_chunks = np.diff(self.ptr)
+        has = n_chunks > 0
+        first = np.zeros(n_rois, dtype=np.int64)
+        last = np.zeros(n_rois, dtype=np.int64)
+        if self.start.size:
+            # chunks of an ROI are sorted by pixel within each run, runs by first pixel
+            lo = self.ptr[:-1][has]
+            first[has] = np.minimum.reduceat(self.start, lo)
+            last[has] = np.maximum.reduceat(self.start, lo) + CHUNK_WIDTH - 1
+        n_bands = -(-n_pixels // band)
+        self.order = np.argsort(last, kind="stable").astype(np.int64)
+        ends = (np.arange(n_bands, dtype=np.int64) + 1) * band
+        self.band_end = np.searchsorted(last[self.order], ends, side="left").astype(np.int64)
+        self.band_end[-1] = n_rois
+        self.first_band = (first // band).astype(np.int64)
+
+
+def _layout(plan: RunWeights, n_pixels: int, itemsize: int) -> ChunkLayout:
+    """The (cached) :class:`ChunkLayout` of ``plan`` for frames of ``n_pixels`` × ``itemsize``."""
+    cache = plan.__dict__.setdefault("_layouts", {})
+    key = (int(n_pixels), int(itemsize))
+    if key not in cache:
+        cache[key] = ChunkLayout(plan, n_pixels, itemsize)
+    return cache[key]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sweep_int(x0, x1, x2, x3, lo, hi):  # pragma: no cover - compiled
+    """Read pixels ``lo:hi`` of four integer frames in one sequential pass."""
+    y0 = x0[lo:hi]
+    y1 = x1[lo:hi]
+    y2 = x2[lo:hi]
+    y3 = x3[lo:hi]
+    acc = y0[0] ^ y0[0]
+    for i in range(y0.shape[0]):
+        acc ^= (y0[i] ^ y1[i]) ^ (y2[i] ^ y3[i])
     return acc
 
 
+@njit(cache=True, nogil=True, inline="always", fastmath=_FASTMATH)
+def _sweep_float(x0, x1, x2, x3, lo, hi):  # pragma: no cover - compiled
+    """Read pixels ``lo:hi`` of four float frames; True if they are all finite."""
+    y0 = x0[lo:hi]
+    y1 = x1[lo:hi]
+    y2 = x2[lo:hi]
+    y3 = x3[lo:hi]
+    acc = y0[0] - y0[0]
+    for i in range(y0.shape[0]):
+        # x - x is 0 for a finite x and NaN for NaN or ±inf
+        acc += ((y0[i] - y0[i]) + (y1[i] - y1[i])) + ((y2[i] - y2[i]) + (y3[i] - y3[i]))
+    return acc == 0.0
+
+
+@njit(cache=True, nogil=True, inline="always", fastmath=_FASTMATH)
+def _sum4(x0, x1, x2, x3, lo, hi, start, a):  # pragma: no cover - compiled
+    """Σ a_p x_p over chunks ``lo:hi`` for four frames (no finiteness test)."""
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    a3 = 0.0
+    for q in range(lo, hi):
+        # unsigned indices: no negative-index wraparound, so the chunk loop vectorises
+        s = np.uint64(start[q])
+        o = np.uint64(q) * np.uint64(16)
+        # per-chunk partial sums keep the loop-carried dependency to one add
+        c0 = 0.0
+        c1 = 0.0
+        c2 = 0.0
+        c3 = 0.0
+        for i in range(np.uint64(16)):
+            wi = a[o + i]
+            c0 += wi * np.float64(x0[s + i])
+            c1 += wi * np.float64(x1[s + i])
+            c2 += wi * np.float64(x2[s + i])
+            c3 += wi * np.float64(x3[s + i])
+        a0 += c0
+        a1 += c1
+        a2 += c2
+        a3 += c3
+    return a0, a1, a2, a3
+
+
+@njit(cache=True, nogil=True, inline="always", fastmath=_FASTMATH)
+def _sum4_checked(x0, x1, x2, x3, lo, hi, start, a, w2, acc, seen):  # pragma: no cover
+    """Σ a_p x_p into ``acc`` and Σ w_p² into ``seen`` over the finite pixels, four frames."""
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    a3 = 0.0
+    v0 = 0.0
+    v1 = 0.0
+    v2 = 0.0
+    v3 = 0.0
+    for q in range(lo, hi):
+        s = np.uint64(start[q])
+        o = np.uint64(q) * np.uint64(16)
+        c0 = 0.0
+        c1 = 0.0
+        c2 = 0.0
+        c3 = 0.0
+        d0 = 0.0
+        d1 = 0.0
+        d2 = 0.0
+        d3 = 0.0
+        for i in range(np.uint64(16)):
+            wi = a[o + i]
+            qi = w2[o + i]
+            y0 = x0[s + i]
+            y1 = x1[s + i]
+            y2 = x2[s + i]
+            y3 = x3[s + i]
+            ok0 = y0 - y0 == 0
+            ok1 = y1 - y1 == 0
+            ok2 = y2 - y2 == 0
+            ok3 = y3 - y3 == 0
+            c0 += wi * np.float64(y0) if ok0 else 0.0
+            c1 += wi * np.float64(y1) if ok1 else 0.0
+            c2 += wi * np.float64(y2) if ok2 else 0.0
+            c3 += wi * np.float64(y3) if ok3 else 0.0
+            d0 += qi if ok0 else 0.0
+            d1 += qi if ok1 else 0.0
+            d2 += qi if ok2 else 0.0
+            d3 += qi if ok3 else 0.0
+        a0 += c0
+        a1 += c1
+        a2 += c2
+        a3 += c3
+        v0 += d0
+        v1 += d1
+        v2 += d2
+        v3 += d3
+    acc[0] = a0
+    acc[1] = a1
+    acc[2] = a2
+    acc[3] = a3
+    seen[0] = v0
+    seen[1] = v1
+    seen[2] = v2
+    seen[3] = v3
+
+
 @njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH)
-def _extract_float(x, roi_ptr, run_start, run_length, run_offset, a, w2, total, out, sink):
-    n = x.shape[0]
-    n_rois = roi_ptr.size - 1
+def _extract_int(x, ptr, start, a, total, order, band_end, band, out, sink):
+    n, P = x.shape
     nblocks = (n + 3) // 4
-    step = max(1, 64 // x.itemsize)
     for b in prange(nblocks):  # pragma: no cover - compiled
         t0 = 4 * b
         m = min(4, n - t0)
@@ -129,105 +362,62 @@ def _extract_float(x, roi_ptr, run_start, run_length, run_offset, a, w2, total, 
         x1 = x[t0 + min(1, m - 1)]
         x2 = x[t0 + min(2, m - 1)]
         x3 = x[t0 + min(3, m - 1)]
-        sink[b] = _touch(x0, x1, x2, x3, step)
+        acc = np.empty(4)
+        touched = 0
+        j = 0
+        for k in range(band_end.shape[0]):
+            touched += _sweep_int(x0, x1, x2, x3, k * band, min(P, (k + 1) * band))
+            while j < band_end[k]:
+                r = order[j]
+                j += 1
+                acc[0], acc[1], acc[2], acc[3] = _sum4(
+                    x0, x1, x2, x3, ptr[r], ptr[r + 1], start, a
+                )
+                empty = not total[r] > 0.0
+                for i in range(m):
+                    out[t0 + i, r] = np.nan if empty else acc[i]
+        sink[b] = touched
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH)
+def _extract_float(x, ptr, start, a, w2, total, order, band_end, first_band, band, out):
+    n, P = x.shape
+    n_bands = band_end.shape[0]
+    nblocks = (n + 3) // 4
+    for b in prange(nblocks):  # pragma: no cover - compiled
+        t0 = 4 * b
+        m = min(4, n - t0)
+        x0 = x[t0]
+        x1 = x[t0 + min(1, m - 1)]
+        x2 = x[t0 + min(2, m - 1)]
+        x3 = x[t0 + min(3, m - 1)]
         acc = np.empty(4)
         seen = np.empty(4)
-        for r in range(n_rois):
-            a0 = 0.0
-            a1 = 0.0
-            a2 = 0.0
-            a3 = 0.0
-            c0 = 0.0
-            c1 = 0.0
-            c2 = 0.0
-            c3 = 0.0
-            for q in range(roi_ptr[r], roi_ptr[r + 1]):
-                s = run_start[q]
-                o = run_offset[q]
-                length = run_length[q]
-                w = a[o : o + length]
-                v2 = w2[o : o + length]
-                s0 = x0[s : s + length]
-                s1 = x1[s : s + length]
-                s2 = x2[s : s + length]
-                s3 = x3[s : s + length]
-                for i in range(length):
-                    wi = w[i]
-                    qi = v2[i]
-                    f0 = np.float64(s0[i])
-                    f1 = np.float64(s1[i])
-                    f2 = np.float64(s2[i])
-                    f3 = np.float64(s3[i])
-                    ok0 = f0 - f0 == 0.0
-                    ok1 = f1 - f1 == 0.0
-                    ok2 = f2 - f2 == 0.0
-                    ok3 = f3 - f3 == 0.0
-                    a0 += wi * f0 if ok0 else 0.0
-                    a1 += wi * f1 if ok1 else 0.0
-                    a2 += wi * f2 if ok2 else 0.0
-                    a3 += wi * f3 if ok3 else 0.0
-                    c0 += qi if ok0 else 0.0
-                    c1 += qi if ok1 else 0.0
-                    c2 += qi if ok2 else 0.0
-                    c3 += qi if ok3 else 0.0
-            acc[0] = a0
-            acc[1] = a1
-            acc[2] = a2
-            acc[3] = a3
-            seen[0] = c0
-            seen[1] = c1
-            seen[2] = c2
-            seen[3] = c3
-            tot = total[r]
-            for k in range(m):
-                if seen[k] > 0.0:
-                    out[t0 + k, r] = acc[k] if seen[k] == tot else acc[k] * (tot / seen[k])
+        # dirty_since[k]: the last band <= k holding a NaN/inf in one of the frames
+        dirty_since = np.empty(n_bands, dtype=np.int64)
+        last_dirty = -1
+        j = 0
+        for k in range(n_bands):
+            if not _sweep_float(x0, x1, x2, x3, k * band, min(P, (k + 1) * band)):
+                last_dirty = k
+            dirty_since[k] = last_dirty
+            while j < band_end[k]:
+                r = order[j]
+                j += 1
+                lo = ptr[r]
+                hi = ptr[r + 1]
+                tot = total[r]
+                if dirty_since[k] < first_band[r]:
+                    acc[0], acc[1], acc[2], acc[3] = _sum4(x0, x1, x2, x3, lo, hi, start, a)
+                    for i in range(m):
+                        out[t0 + i, r] = acc[i] if tot > 0.0 else np.nan
                 else:
-                    out[t0 + k, r] = np.nan
-
-
-@njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH)
-def _extract_int(x, roi_ptr, run_start, run_length, run_offset, a, total, out, sink):
-    n = x.shape[0]
-    n_rois = roi_ptr.size - 1
-    nblocks = (n + 3) // 4
-    step = max(1, 64 // x.itemsize)
-    for b in prange(nblocks):  # pragma: no cover - compiled
-        t0 = 4 * b
-        m = min(4, n - t0)
-        x0 = x[t0]
-        x1 = x[t0 + min(1, m - 1)]
-        x2 = x[t0 + min(2, m - 1)]
-        x3 = x[t0 + min(3, m - 1)]
-        sink[b] = _touch(x0, x1, x2, x3, step)
-        acc = np.empty(4)
-        for r in range(n_rois):
-            a0 = 0.0
-            a1 = 0.0
-            a2 = 0.0
-            a3 = 0.0
-            for q in range(roi_ptr[r], roi_ptr[r + 1]):
-                s = run_start[q]
-                o = run_offset[q]
-                length = run_length[q]
-                w = a[o : o + length]
-                s0 = x0[s : s + length]
-                s1 = x1[s : s + length]
-                s2 = x2[s : s + length]
-                s3 = x3[s : s + length]
-                for i in range(length):
-                    wi = w[i]
-                    a0 += wi * np.float64(s0[i])
-                    a1 += wi * np.float64(s1[i])
-                    a2 += wi * np.float64(s2[i])
-                    a3 += wi * np.float64(s3[i])
-            acc[0] = a0
-            acc[1] = a1
-            acc[2] = a2
-            acc[3] = a3
-            empty = not total[r] > 0.0
-            for k in range(m):
-                out[t0 + k, r] = np.nan if empty else acc[k]
+                    _sum4_checked(x0, x1, x2, x3, lo, hi, start, a, w2, acc, seen)
+                    for i in range(m):
+                        if seen[i] > 0.0:
+                            out[t0 + i, r] = acc[i] if seen[i] == tot else acc[i] * (tot / seen[i])
+                        else:
+                            out[t0 + i, r] = np.nan
 
 
 def extract_runs(chunk: np.ndarray, plan: RunWeights, out: np.ndarray) -> np.ndarray:
@@ -236,7 +426,8 @@ def extract_runs(chunk: np.ndarray, plan: RunWeights, out: np.ndarray) -> np.nda
     Parameters
     ----------
     chunk : numpy.ndarray, shape (frames, pixels)
-        C-contiguous frames (uint8/uint16/int16/int32/float32/float64).
+        Frames (uint8/uint16/int16/int32/float32/float64); made C-contiguous
+        if they are not.
     plan : RunWeights
         The ROI weights.
     out : numpy.ndarray, shape (frames, n_rois), float32 or float64
@@ -248,14 +439,28 @@ def extract_runs(chunk: np.ndarray, plan: RunWeights, out: np.ndarray) -> np.nda
         ``out``.
     """
     x = np.ascontiguousarray(chunk)
+    if x.ndim != 2:
+        raise ValueError(f"chunk must be 2-D (frames, pixels), got shape {x.shape}")
     if out.shape != (x.shape[0], plan.n_rois):
         raise ValueError(f"out must have shape {(x.shape[0], plan.n_rois)}, got {out.shape}")
-    args = (plan.roi_ptr, plan.run_start, plan.run_length, plan.run_offset, plan.weights)
-    sink = np.empty((x.shape[0] + 3) // 4)
-    if x.dtype.kind == "f":
-        _extract_float(x, *args, plan.reweight, plan.total, out, sink)
-    elif x.dtype.kind in "iu":
-        _extract_int(x, *args, plan.total, out, sink)
-    else:
+    if x.dtype.kind not in "iuf":
         raise TypeError(f"chunk must hold numbers, got dtype {x.dtype}")
+    if x.shape[0] == 0 or plan.n_rois == 0:
+        return out
+    if x.shape[1] < CHUNK_WIDTH:  # tiny frames: pad with zeros (zero weights there)
+        padded = np.zeros((x.shape[0], CHUNK_WIDTH), dtype=x.dtype)
+        padded[:, : x.shape[1]] = x
+        x = padded
+    lay = _layout(plan, x.shape[1], x.itemsize)
+    if x.dtype.kind == "f":
+        _extract_float(
+            x, lay.ptr, lay.start, lay.a, lay.w2, plan.total, lay.order, lay.band_end,
+            lay.first_band, lay.band, out,
+        )  # fmt: skip
+    else:
+        sink = np.empty((x.shape[0] + 3) // 4, dtype=np.int64)
+        _extract_int(
+            x, lay.ptr, lay.start, lay.a, plan.total, lay.order, lay.band_end, lay.band, out,
+            sink,
+        )  # fmt: skip
     return out

@@ -73,10 +73,12 @@ import math
 import numpy as np
 from numba import njit
 
+from sima_fast.kernels.extract import CHUNK_WIDTH, chunk_runs
 from sima_fast.kernels.moments import _accumulate_checked, _accumulate_plain
 
 __all__ = [
     "AR_FIELDS",
+    "CHUNK_WIDTH",
     "COUNTERS",
     "ar_backlog",
     "ar_provisional",
@@ -294,70 +296,6 @@ def flush_moments(ring, mom, pending, scratch, counters):  # pragma: no cover - 
 # ---------------------------------------------------------------------------
 # extraction
 # ---------------------------------------------------------------------------
-
-
-#: Pixels per chunk of the padded run layout (see :func:`chunk_runs`).
-CHUNK_WIDTH = 16
-
-
-def chunk_runs(
-    roi_ptr: np.ndarray,
-    run_start: np.ndarray,
-    run_length: np.ndarray,
-    run_offset: np.ndarray,
-    weights: np.ndarray,
-    reweight: np.ndarray,
-    n_pixels: int,
-    width: int = CHUNK_WIDTH,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Lay the runs of :class:`~sima_fast.kernels.extract.RunWeights` out as fixed-width chunks.
-
-    Every run is cut into chunks of ``width`` consecutive pixels (fewer for a
-    frame of fewer pixels); a chunk's weights are padded with zeros, and a
-    chunk that would pass the end of the frame starts earlier instead, its
-    weights shifted to match. A loop over chunks has a fixed trip count, which
-    avoids a mispredicted branch at the end of every short run (about a third
-    faster on 140-pixel cells). Zero-weight pixels add nothing (their NaNs are
-    skipped like any other and do not count as missing).
-
-    Returns
-    -------
-    chunk_ptr : int64 (n_rois + 1,)
-        Chunks of ROI r are ``chunk_ptr[r]:chunk_ptr[r + 1]``.
-    chunk_start : int64 (n_chunks,)
-        First pixel of each chunk.
-    a, w2 : float64 (n_chunks * width,)
-        Extraction weights and squared mask weights, ``width`` per chunk.
-
-    Examples
-    --------
-    >>> ptr, start, a, w2 = chunk_runs(np.array([0, 1]), np.array([3]), np.array([5]),
-    ...                                np.array([0]), np.arange(1.0, 6.0), np.ones(5), 8, 4)
-    >>> ptr.tolist(), start.tolist(), a.tolist()
-    ([0, 2], [3, 4], [1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 5.0])
-    """
-    width = int(max(1, min(width, n_pixels)))
-    length = np.asarray(run_length, dtype=np.int64)
-    per_run = -(-length // width)
-    n_chunks = int(per_run.sum())
-    run_of = np.repeat(np.arange(length.size), per_run)
-    first_chunk = np.cumsum(per_run) - per_run
-    c0 = (np.arange(n_chunks) - first_chunk[run_of]) * width  # offset of the chunk in its run
-    n_in = np.minimum(width, length[run_of] - c0)
-    want = np.asarray(run_start, dtype=np.int64)[run_of] + c0
-    start = np.minimum(want, n_pixels - width)
-    shift = want - start
-    a = np.zeros(n_chunks * width)
-    w2 = np.zeros(n_chunks * width)
-    chunk_of = np.repeat(np.arange(n_chunks), n_in)
-    within = np.arange(chunk_of.size) - np.repeat(np.cumsum(n_in) - n_in, n_in)
-    dest = chunk_of * width + shift[chunk_of] + within
-    src = np.asarray(run_offset, dtype=np.int64)[run_of][chunk_of] + c0[chunk_of] + within
-    a[dest] = np.asarray(weights, dtype=np.float64)[src]
-    w2[dest] = np.asarray(reweight, dtype=np.float64)[src]
-    run_ptr = np.asarray(roi_ptr, dtype=np.int64)
-    chunk_ptr = np.concatenate([[0], np.cumsum(per_run)])[run_ptr]
-    return chunk_ptr.astype(np.int64), start.astype(np.int64), a, w2
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
