@@ -458,11 +458,14 @@ def signals_record(
     record["mean_frame"] = np.asarray(mean[..., signal_channel], dtype=np.float64)
     record["overlap"] = (np.zeros(weights.overlap.size, dtype=np.int64), weights.overlap)
     record["signal_channel"] = int(signal_channel)
+    from sima_fast.ROI import _normalise_im_shape
+
+    shape = _normalise_im_shape(im_shape)
     rois_out = []
     for roi in rois:
-        r = roi.copy()
-        r.im_shape = im_shape
-        rois_out.append(r.todict())
+        d = roi.todict()  # an independent copy of the geometry
+        d["im_shape"] = shape
+        rois_out.append(d)
     record["rois"] = rois_out
     record["timestamp"] = datetime.datetime.now().strftime("%Y-%m-%d-%Hh%Mm%Ss")
     return record
