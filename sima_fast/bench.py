@@ -34,6 +34,7 @@ call :func:`run_benchmarks`.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
@@ -41,7 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -454,9 +455,14 @@ def _online_case(scene: dict[str, Any]) -> Case | None:
 # -- running ---------------------------------------------------------------------------
 
 
-def _build_cases(quick: bool, directory: str, out: TextIO) -> list[Case]:
-    cases = []
-    builders: list[tuple[str, Callable[[], Any]]] = [
+def _case_groups(quick: bool, directory: str, out: TextIO) -> Iterator[list[Case]]:
+    """The cases, one group at a time, built only when the previous group is done.
+
+    Each group's data (movies of 1–3 GB at full size, and the baselines'
+    float64 temporaries) is released before the next is built, so the full
+    run fits in the memory of a small workstation.
+    """
+    builders: list[tuple[str, Callable[[], list[Case]]]] = [
         ("projections", lambda: _moments_cases(quick)),
         ("gap filling", lambda: [_gaps_case(quick)]),
         ("HDF5 read", lambda: [_hdf5_case(quick, directory)]),
@@ -465,19 +471,20 @@ def _build_cases(quick: bool, directory: str, out: TextIO) -> list[Case]:
     scene_frames = 300 if quick else 3000
     scene: dict[str, Any] = {}
 
-    def extraction():
+    def extraction() -> list[Case]:
         scene.update(_extraction_scene(scene_frames))
         return [_extraction_case(scene)]
 
-    def online():
+    def online() -> list[Case]:
         case = _online_case(scene)
+        scene.clear()  # the online case holds what it needs
         return [case] if case is not None else []
 
     builders += [("extraction", extraction), ("online", online)]
     for name, build in builders:
         print(f"  preparing {name} ...", file=out, flush=True)
-        cases.extend(build())
-    return cases
+        yield build()
+        gc.collect()
 
 
 def _fmt_time(seconds: float) -> str:
@@ -604,20 +611,23 @@ def run_benchmarks(
     results: list[CaseResult] = []
     budget = 20.0 if quick else 120.0
     with tempfile.TemporaryDirectory(prefix="sima_fast_bench_") as directory:
-        cases = _build_cases(quick, directory, out)
-        for case in cases:
-            print(f"  timing {case.work} ...", file=out, flush=True)
-            ours_t, ours_res = _median_time(case.ours, case.rounds.get("ours", 5), budget)
-            base_times, base_res = {}, {}
-            for name, fn in case.baselines.items():
-                base_times[name], base_res[name] = _median_time(
-                    fn, case.rounds.get(name, 3), budget
+        for group in _case_groups(quick, directory, out):
+            while group:
+                case = group.pop(0)
+                print(f"  timing {case.work} ...", file=out, flush=True)
+                ours_t, ours_res = _median_time(case.ours, case.rounds.get("ours", 5), budget)
+                base_times, base_res = {}, {}
+                for name, fn in case.baselines.items():
+                    base_times[name], base_res[name] = _median_time(
+                        fn, case.rounds.get(name, 3), budget
+                    )
+                    gc.collect()  # the baselines' temporaries (several GB at full size)
+                if case.check is not None:
+                    case.check(ours_res, base_res)
+                results.append(
+                    CaseResult(case.work, case.size, ours_t, base_times, case.nbytes, case.notes)
                 )
-            if case.check is not None:
-                case.check(ours_res, base_res)
-            results.append(
-                CaseResult(case.work, case.size, ours_t, base_times, case.nbytes, case.notes)
-            )
+                del case, ours_res, base_res
     machine = machine_description(bandwidth)
     table = markdown_table(results, bandwidth)
     print(file=out)
