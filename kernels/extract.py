@@ -115,6 +115,8 @@ def runs_from_csr(indptr, indices, weights, mask_weights) -> RunWeights:
 #: are compiled for this width; frames of fewer pixels are padded to it.
 CHUNK_WIDTH = 16
 
+_W = np.uint64(CHUNK_WIDTH)  # the kernels' chunk loop (a compile-time constant)
+
 #: Bytes of each frame per band (see the module docstring): four frames of one
 #: band, plus the band before it that the ROIs reach back into, fit in a 1 MiB L2.
 BAND_BYTES = 1 << 16
@@ -273,13 +275,13 @@ def _sum4(x0, x1, x2, x3, lo, hi, start, a):  # pragma: no cover - compiled
     for q in range(lo, hi):
         # unsigned indices: no negative-index wraparound, so the chunk loop vectorises
         s = np.uint64(start[q])
-        o = np.uint64(q) * np.uint64(16)
+        o = np.uint64(q) * _W
         # per-chunk partial sums keep the loop-carried dependency to one add
         c0 = 0.0
         c1 = 0.0
         c2 = 0.0
         c3 = 0.0
-        for i in range(np.uint64(16)):
+        for i in range(_W):
             wi = a[o + i]
             c0 += wi * np.float64(x0[s + i])
             c1 += wi * np.float64(x1[s + i])
@@ -305,7 +307,7 @@ def _sum4_checked(x0, x1, x2, x3, lo, hi, start, a, w2, acc, seen):  # pragma: n
     v3 = 0.0
     for q in range(lo, hi):
         s = np.uint64(start[q])
-        o = np.uint64(q) * np.uint64(16)
+        o = np.uint64(q) * _W
         c0 = 0.0
         c1 = 0.0
         c2 = 0.0
@@ -314,7 +316,7 @@ def _sum4_checked(x0, x1, x2, x3, lo, hi, start, a, w2, acc, seen):  # pragma: n
         d1 = 0.0
         d2 = 0.0
         d3 = 0.0
-        for i in range(np.uint64(16)):
+        for i in range(_W):
             wi = a[o + i]
             qi = w2[o + i]
             y0 = x0[s + i]
