@@ -193,7 +193,7 @@ class ChunkLayout:
     ptr, start, a, w2 : numpy.ndarray
         The chunks of :func:`chunk_runs` (width :data:`CHUNK_WIDTH`).
     band : int
-        Pixels per band (:data:`BAND_BYTES` of one frame, whole chunks).
+        Pixels per band (:data:`BAND_BYTES` of one frame, at least one chunk).
     order : int64 (n_rois,)
         ROIs sorted by their last pixel.
     band_end : int64 (n_bands,)
@@ -217,7 +217,7 @@ class ChunkLayout:
         first = np.zeros(n_rois, dtype=np.int64)
         last = np.zeros(n_rois, dtype=np.int64)
         if self.start.size:
-            # chunks of an ROI are sorted by pixel within each run, runs by first pixel
+            # the ROIs with chunks, in order: one reduceat segment each
             lo = self.ptr[:-1][has]
             first[has] = np.minimum.reduceat(self.start, lo)
             last[has] = np.maximum.reduceat(self.start, lo) + CHUNK_WIDTH - 1
