@@ -911,35 +911,9 @@ def infer_spikes_from_signals(
     from sima_fast import spikes as sp
 
     client = _check_client(client)
-    seqs = sp._signals_list(signals)
-    sp._check_solver(solver)
+    seqs, empty, gammas, sigmas = sp._prepare(signals, gamma, share_gamma, mode, sigma, solver)
+    n_used = int((~empty).sum())
     n = seqs[0].shape[0]
-    observed = np.zeros(n, dtype=np.int64)
-    for seq in seqs:
-        observed += np.isfinite(seq).sum(axis=1)
-    empty = observed == 0
-    if empty.any():
-        warnings.warn(
-            f"{sp._rois_text(np.flatnonzero(empty))} ha{'ve' if empty.sum() > 1 else 's'} no "
-            "observed samples (empty ROI?); their spikes and fits are NaN",
-            sp.SpikeInferenceWarning,
-            stacklevel=2,
-        )
-    keep = np.flatnonzero(~empty)
-    gammas = np.full(n, np.nan)
-    sigmas = np.full(n, np.nan)
-    if keep.size:
-        sub_gamma, sub_sigma = gamma, sigma
-        if gamma is not None and np.ndim(gamma) == 1:
-            sub_gamma = np.asarray(sp._check_gamma(gamma, n))[keep]
-        if sigma is not None and np.ndim(sigma) == 1:
-            sub_sigma = np.asarray(sp._check_sigma(sigma, n))[keep]
-        sub = [seq if keep.size == n else seq[keep] for seq in seqs]
-        params = sp.estimate_parameters(sub, sub_gamma, share_gamma, mode, sigma=sub_sigma)
-        gammas[keep] = params["gamma"]
-        sigmas[keep] = params["sigma"]
-    else:
-        sp._check_mode(mode)
     # Empty ROIs get placeholders (their outputs are NaN whatever they are).
     solve_gamma = np.where(empty, 0.5, gammas)
     solve_sigma = np.where(empty, 1.0, sigmas)
@@ -993,7 +967,7 @@ def infer_spikes_from_signals(
         if verbose:
             n_osqp = int((part["solver"] == "osqp").sum())
             print(
-                f"infer_spikes: sequence {k + 1}/{len(seqs)}: {keep.size} ROIs x {seq.shape[1]} "
+                f"infer_spikes: sequence {k + 1}/{len(seqs)}: {n_used} ROIs x {seq.shape[1]} "
                 "frames" + (f" ({n_osqp} solved by OSQP)" if n_osqp else "")
             )
     return spikes_out, fits_out, params_out

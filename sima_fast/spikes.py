@@ -1078,6 +1078,54 @@ def _normalise_rows(spikes: NDArray) -> None:
     spikes /= np.where(peak > 0, peak, 1.0)
 
 
+def _prepare(signals, gamma, share_gamma, mode, sigma, solver):
+    """Validate the inputs of spike inference, flag empty ROIs and find γ and σ.
+
+    Shared by :func:`infer_spikes_from_signals` and its Dask version. ROIs
+    without any finite sample are reported in one :class:`SpikeInferenceWarning`
+    (attributed to the caller's caller) and get NaN parameters.
+
+    Returns
+    -------
+    seqs : list of numpy.ndarray
+        The signals, one ``(n_rois, T_k)`` array per sequence.
+    empty : numpy.ndarray of bool
+        ROIs with no finite sample.
+    gammas, sigmas : numpy.ndarray
+        The AR(1) coefficient and noise level per ROI (NaN for empty ROIs).
+    """
+    seqs = _signals_list(signals)
+    _check_solver(solver)
+    n = seqs[0].shape[0]
+    observed = np.zeros(n, dtype=np.int64)
+    for seq in seqs:
+        observed += np.isfinite(seq).sum(axis=1)
+    empty = observed == 0
+    if empty.any():
+        warnings.warn(
+            f"{_rois_text(np.flatnonzero(empty))} ha{'ve' if empty.sum() > 1 else 's'} no "
+            "observed samples (empty ROI?); their spikes and fits are NaN",
+            SpikeInferenceWarning,
+            stacklevel=3,
+        )
+    keep = np.flatnonzero(~empty)
+    gammas = np.full(n, np.nan)
+    sigmas = np.full(n, np.nan)
+    if keep.size:
+        sub_gamma, sub_sigma = gamma, sigma
+        if gamma is not None and np.ndim(gamma) == 1:
+            sub_gamma = np.asarray(_check_gamma(gamma, n))[keep]
+        if sigma is not None and np.ndim(sigma) == 1:
+            sub_sigma = np.asarray(_check_sigma(sigma, n))[keep]
+        sub = [seq if keep.size == n else seq[keep] for seq in seqs]
+        params = estimate_parameters(sub, sub_gamma, share_gamma, mode, sigma=sub_sigma)
+        gammas[keep] = params["gamma"]
+        sigmas[keep] = params["sigma"]
+    else:
+        _check_mode(mode)
+    return seqs, empty, gammas, sigmas
+
+
 def infer_spikes_from_signals(
     signals: Sequence[ArrayLike] | NDArray,
     gamma: float | ArrayLike | None = None,
@@ -1137,36 +1185,8 @@ def infer_spikes_from_signals(
     >>> bool(all(np.corrcoef(inferred[0][i], spikes[i])[0, 1] > 0.9 for i in range(2)))
     True
     """
-    seqs = _signals_list(signals)
-    _check_solver(solver)
-    n = seqs[0].shape[0]
-    observed = np.zeros(n, dtype=np.int64)
-    for seq in seqs:
-        observed += np.isfinite(seq).sum(axis=1)
-    empty = observed == 0
-    if empty.any():
-        warnings.warn(
-            f"{_rois_text(np.flatnonzero(empty))} ha{'ve' if empty.sum() > 1 else 's'} no "
-            "observed samples (empty ROI?); their spikes and fits are NaN",
-            SpikeInferenceWarning,
-            stacklevel=2,
-        )
-    keep = np.flatnonzero(~empty)
-    gammas = np.full(n, np.nan)
-    sigmas = np.full(n, np.nan)
-    if keep.size:
-        sub_gamma = gamma
-        sub_sigma = sigma
-        if gamma is not None and np.ndim(gamma) == 1:
-            sub_gamma = np.asarray(_check_gamma(gamma, n))[keep]
-        if sigma is not None and np.ndim(sigma) == 1:
-            sub_sigma = np.asarray(_check_sigma(sigma, n))[keep]
-        sub = [seq if keep.size == n else seq[keep] for seq in seqs]
-        params = estimate_parameters(sub, sub_gamma, share_gamma, mode, sigma=sub_sigma)
-        gammas[keep] = params["gamma"]
-        sigmas[keep] = params["sigma"]
-    else:
-        _check_mode(mode)
+    seqs, empty, gammas, sigmas = _prepare(signals, gamma, share_gamma, mode, sigma, solver)
+    n_used = int((~empty).sum())
 
     spikes_out: list[NDArray] = []
     fits_out: list[NDArray] = []
@@ -1208,7 +1228,7 @@ def infer_spikes_from_signals(
         if verbose:
             n_osqp = int((used == "osqp").sum())
             print(
-                f"infer_spikes: sequence {k + 1}/{len(seqs)}: {keep.size} ROIs x {n_t} frames"
+                f"infer_spikes: sequence {k + 1}/{len(seqs)}: {n_used} ROIs x {n_t} frames"
                 + (f" ({n_osqp} solved by OSQP)" if n_osqp else "")
             )
     return spikes_out, fits_out, params_out
