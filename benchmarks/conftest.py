@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 
 import h5py
 import numpy as np
@@ -18,6 +19,66 @@ import tifffile
 FRAMES = int(os.environ.get("SIMA_FAST_BENCH_FRAMES", "3000"))
 SHAPE = (512, 512)
 CHUNK = 100  # frames per chunk for every implementation
+
+
+def cpu_seconds(children: bool = False) -> tuple[float, float] | None:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process), Linux only.
+
+    With ``children``, the CPU seconds of this process's descendants (e.g.
+    Dask workers, through psutil) count as this process's.
+    """
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # not idle/iowait
+    if not children:
+        own = os.times()
+        return busy, own.user + own.system
+    import psutil
+
+    me = psutil.Process()
+    own_s = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:  # a worker that just exited
+            continue
+        own_s += t.user + t.system
+    return busy, own_s
+
+
+class OthersCPU:
+    """Context manager: the share of all CPUs that other processes used during the block.
+
+    ``share`` (a fraction of ``os.cpu_count()`` CPUs, or None where /proc/stat
+    is unavailable) and ``elapsed`` (seconds) are set on exit. Above a few per
+    cent the timings of the block are contaminated by other work on the
+    (shared) machine and should be re-run.
+    """
+
+    def __init__(self, children: bool = False):
+        self.children = children
+        self.share: float | None = None
+        self.elapsed = 0.0
+
+    def __enter__(self) -> OthersCPU:
+        self._before = cpu_seconds(self.children)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.elapsed = time.perf_counter() - self._start
+        after = cpu_seconds(self.children)
+        if self._before is not None and after is not None:
+            others = (after[0] - self._before[0]) - (after[1] - self._before[1])
+            self.share = max(others, 0.0) / self.elapsed / (os.cpu_count() or 1)
+
+    def record(self, benchmark) -> None:
+        """Store ``share`` as ``benchmark.extra_info['others_cpu']`` (when measured)."""
+        if self.share is not None:
+            benchmark.extra_info["others_cpu"] = round(self.share, 3)
 
 
 def _scratch() -> str:

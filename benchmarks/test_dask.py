@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import FRAMES, SHAPE, _movie_block, _scratch, write_hdf5_movie
+from conftest import FRAMES, SHAPE, OthersCPU, _movie_block, _scratch, write_hdf5_movie
 from sima_fast import ImagingDataset, Sequence, _projections
 from sima_fast import distributed as sd
 from sima_fast._threads import kernel_threads
@@ -58,27 +58,6 @@ CELL_RADIUS = 6.7  # px: about 141 pixels per cell
 ROUNDS = 5
 
 WORKERS = {"ours": 2, "dask_1_worker": 1}
-
-
-def _cpu_seconds() -> tuple[float, float] | None:
-    """(busy CPU seconds of the machine, CPU seconds of this process and its workers), Linux."""
-    import psutil
-
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-    me = psutil.Process()
-    own = 0.0
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-        except psutil.Error:
-            continue
-        own += times.user + times.system
-    return busy, own
 
 
 _CLUSTERS: dict[int, Any] = {}
@@ -153,15 +132,9 @@ def _rois() -> ROIList:
 
 def _run(benchmark, fn, impl: str, client: Any) -> Any:
     result = fn()  # warm: compile, open files, fill the page cache
-    before, start = _cpu_seconds(), time.perf_counter()
-    result = benchmark.pedantic(fn, rounds=ROUNDS, iterations=1)
-    elapsed = time.perf_counter() - start
-    after = _cpu_seconds()
-    if before is not None and after is not None:
-        others = (after[0] - before[0]) - (after[1] - before[1])
-        benchmark.extra_info["others_cpu"] = round(
-            max(others, 0.0) / elapsed / (os.cpu_count() or 1), 3
-        )
+    with OthersCPU(children=True) as busy:
+        result = benchmark.pedantic(fn, rounds=ROUNDS, iterations=1)
+    busy.record(benchmark)
     benchmark.extra_info["bytes"] = FRAMES * SHAPE[0] * SHAPE[1] * 2
     if client is not None:
         from distributed import get_task_stream
@@ -239,14 +212,9 @@ def test_extraction(benchmark, clients, hdf5_movie, zarr_movie, fmt, impl):
 
 def _sample(fn) -> tuple[float, float]:
     """(seconds, share of the CPUs other processes used meanwhile) of one call."""
-    before, start = _cpu_seconds(), time.perf_counter()
-    fn()
-    elapsed = time.perf_counter() - start
-    after = _cpu_seconds()
-    if before is None or after is None:
-        return elapsed, 0.0
-    others = (after[0] - before[0]) - (after[1] - before[1])
-    return elapsed, max(others, 0.0) / elapsed / (os.cpu_count() or 1)
+    with OthersCPU(children=True) as busy:
+        fn()
+    return busy.elapsed, busy.share or 0.0
 
 
 def scaling_table(rounds: int = 15, max_others: float = 0.05) -> str:

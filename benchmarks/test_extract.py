@@ -57,14 +57,13 @@ for the single-thread kernel numbers.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import CHUNK, FRAMES, SHAPE, read_hdf5_raw
+from conftest import CHUNK, FRAMES, SHAPE, OthersCPU, read_hdf5_raw
 from sima_fast import ImagingDataset, Sequence
 from sima_fast.extract import ExtractionWeights, extract_rois
 from sima_fast.kernels.extract import extract_runs
@@ -93,19 +92,6 @@ def _check_frames(n: int) -> np.ndarray:
     return np.unique(np.array([0, 1, min(BATCH, n - 1), n // 2, n - 1]))
 
 
-def _cpu_seconds() -> tuple[float, float] | None:
-    """(busy CPU seconds of the whole machine, CPU seconds of this process), Linux only."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-        own = os.times()
-    except (OSError, ValueError):
-        return None
-    tick = os.sysconf("SC_CLK_TCK")
-    busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
-    return busy / tick, own.user + own.system
-
-
 def _timed(benchmark, fn, args: tuple, rounds: int) -> Any:
     """``benchmark.pedantic`` that also records how busy other processes kept the CPUs.
 
@@ -113,12 +99,9 @@ def _timed(benchmark, fn, args: tuple, rounds: int) -> Any:
     the measurement, as a fraction of all CPUs: above a few per cent the
     timings are contaminated (the machine is shared) and should be re-run.
     """
-    before, start = _cpu_seconds(), time.perf_counter()
-    result = benchmark.pedantic(fn, args=args, rounds=rounds, iterations=1)
-    after, elapsed = _cpu_seconds(), time.perf_counter() - start
-    if before is not None and after is not None:
-        others = (after[0] - before[0]) - (after[1] - before[1])
-        benchmark.extra_info["others_cpu"] = round(max(others, 0.0) / elapsed / os.cpu_count(), 3)
+    with OthersCPU() as busy:
+        result = benchmark.pedantic(fn, args=args, rounds=rounds, iterations=1)
+    busy.record(benchmark)
     return result
 
 

@@ -44,13 +44,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from typing import Any
 
 import numpy as np
 import pytest
 
-from conftest import SHAPE
+from conftest import SHAPE, OthersCPU
 from sima_fast.kernels.extract import extract_runs
 from sima_fast.misc import simulate_movie
 from sima_fast.online import OnlineExtractor
@@ -82,18 +81,6 @@ def _scene() -> dict[str, Any]:
         mean = movie.mean(axis=0, dtype=np.float64)
         _SCENE.update(movie=movie, rois=[ROI(mask=m) for m in sim.masks], mean=mean)
     return _SCENE
-
-
-def _cpu_seconds() -> tuple[float, float] | None:
-    """(busy CPU seconds of the whole machine, CPU seconds of this process), Linux only."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-        own = os.times()
-    except (OSError, ValueError):
-        return None
-    tick = os.sysconf("SC_CLK_TCK")
-    return (sum(fields) - fields[3] - fields[4]) / tick, own.user + own.system
 
 
 def _check(online: OnlineExtractor, movie: np.ndarray, order: np.ndarray) -> None:
@@ -133,9 +120,8 @@ def test_online_update(benchmark, dtype, impl):
     def setup():
         return (movie[next(frames) % n],), {}
 
-    before, start = _cpu_seconds(), time.perf_counter()
-    benchmark.pedantic(online.update, setup=setup, rounds=FRAMES, iterations=1)
-    after, elapsed = _cpu_seconds(), time.perf_counter() - start
+    with OthersCPU() as busy:
+        benchmark.pedantic(online.update, setup=setup, rounds=FRAMES, iterations=1)
     times = np.asarray(benchmark.stats.stats.data) * 1e6
     p50, p99, p999 = np.percentile(times, [50, 99, 99.9])
     benchmark.extra_info.update(
@@ -145,9 +131,7 @@ def test_online_update(benchmark, dtype, impl):
         p999_us=round(float(p999), 1),
         max_us=round(float(times.max()), 1),
     )
-    if before is not None and after is not None:
-        others = (after[0] - before[0]) - (after[1] - before[1])
-        benchmark.extra_info["others_cpu"] = round(max(others, 0.0) / elapsed / os.cpu_count(), 3)
+    busy.record(benchmark)
     print(
         f"\nonline update {dtype}: median {p50:.1f} µs, p99 {p99:.1f} µs, "
         f"p99.9 {p999:.1f} µs, max {times.max():.1f} µs"

@@ -29,12 +29,11 @@ before timing, so numba's compilation is not counted. Run with::
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import pytest
 
-from conftest import SHAPE
+from conftest import SHAPE, OthersCPU
 from sima_fast import ImagingDataset, Sequence
 from sima_fast.misc import simulate_movie
 from sima_fast.segment import STICA, PlaneNormalizedCuts, match_rois
@@ -47,17 +46,6 @@ TARGET_SECONDS = 60.0
 STRATEGIES = {"stica": STICA, "normcut": PlaneNormalizedCuts}
 #: Smallest F1 accepted as a sanity check (a broken strategy must not report a time).
 MIN_F1 = {"stica": 0.3, "normcut": 0.8}
-
-
-def _busy_seconds() -> tuple[float, float] | None:
-    """(busy CPU seconds of the machine, CPU seconds of this process); Linux only."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    own = os.times()
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK"), own.user + own.system
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +71,8 @@ def test_segment(benchmark, scene, name):
         dataset = ImagingDataset([Sequence.create("ndarray", scene.movie)], None)
         return STRATEGIES[name]().segment(dataset)
 
-    before, start = _busy_seconds(), time.perf_counter()
-    rois = benchmark.pedantic(run, rounds=1, iterations=1)
-    after, elapsed = _busy_seconds(), time.perf_counter() - start
+    with OthersCPU() as busy:
+        rois = benchmark.pedantic(run, rounds=1, iterations=1)
     score = match_rois(rois, scene.masks)
     benchmark.extra_info.update(
         n_rois=len(rois),
@@ -94,7 +81,5 @@ def test_segment(benchmark, scene, name):
         f1=round(score["f1"], 3),
         target_seconds=TARGET_SECONDS,
     )
-    if before is not None and after is not None:
-        others = (after[0] - before[0]) - (after[1] - before[1])
-        benchmark.extra_info["others_cpu"] = round(max(others, 0.0) / elapsed / os.cpu_count(), 3)
+    busy.record(benchmark)
     assert score["f1"] >= MIN_F1[name], score
