@@ -364,7 +364,7 @@ class MomentState:
         # Both were measured: about 16 ms of page faults per new 512×512 state.
         block = np.empty((5, *shape), dtype=np.float64)
         block.fill(0.0)
-        return cls(*block)
+        return cls(*(block[i, ...] for i in range(5)))  # [i, ...]: arrays even for shape ()
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -456,8 +456,8 @@ def _finalise(n, mean, m2, m4, what, out):  # pragma: no cover - compiled
     are the same to the last bit (NaN in ``m2`` stays NaN, as with ``maximum``).
     """
     for p in range(out.shape[0]):
-        np_ = n[p]
-        if not np_ > 0.0:
+        count = n[p]
+        if not count > 0.0:
             out[p] = np.nan
         elif what == 0:
             out[p] = mean[p]
@@ -465,8 +465,8 @@ def _finalise(n, mean, m2, m4, what, out):  # pragma: no cover - compiled
             v = m2[p]
             if v < 0.0:
                 v = 0.0
-            out[p] = np.sqrt(v / np_)
+            out[p] = np.sqrt(v / count)
         elif m2[p] > 0.0:
-            out[p] = np_ * m4[p] / (m2[p] * m2[p])
+            out[p] = count * m4[p] / (m2[p] * m2[p])
         else:
             out[p] = np.nan

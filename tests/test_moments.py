@@ -195,3 +195,7 @@ def test_empty_state_arrays_are_zero_and_independent():
     assert all(a.shape == (3, 4) and a.dtype == np.float64 and not a.any() for a in arrays)
     state.m2[0, 0] = 1.0  # views of one block, but no two share an element
     assert sum(int(a[0, 0] != 0) for a in arrays) == 1
+    scalar = MomentState.empty(())  # one-pixel frames of shape (): arrays, not numpy scalars
+    scalar.update(np.array([1.0, 2.0, 4.0]))
+    assert scalar.n.shape == () and scalar.std().shape == ()
+    np.testing.assert_allclose(scalar.std(), np.std([1.0, 2.0, 4.0]), rtol=1e-14)
