@@ -359,8 +359,13 @@ def demixing_matrix(
 # ---------------------------------------------------------------------------
 
 
-def _extract_sequence(seq, weights, channel, demix, out, n_threads) -> None:
-    """Fill ``out`` (T, n_rois) with the values of one sequence."""
+def _extract_sequence(seq, weights, channel, outputs, n_threads) -> None:
+    """Fill each ``out`` (T, n_rois) of ``outputs``, pairs ``(demix, out)``, in one read.
+
+    ``demix`` is ``None`` (the signal channel as it is) or ``(channel, factor)``
+    (the signal channel plus ``factor`` times that channel). Every chunk of the
+    sequence is read once, whatever the number of outputs.
+    """
     from sima_fast.kernels.extract import extract_runs
 
     npix = int(np.prod(seq.shape[1:4]))
@@ -368,15 +373,16 @@ def _extract_sequence(seq, weights, channel, demix, out, n_threads) -> None:
     with kernel_threads(n_threads, reserve=1 if file_backed and n_threads > 1 else 0):
         for t0, chunk in seq.iter_chunks(reuse_buffer=True, prefetch=True):
             n = len(chunk)
-            frames = chunk[..., channel]
-            if demix is not None:
-                d_channel, factor = demix
-                frames = frames.astype(np.float32) + np.float32(factor) * chunk[..., d_channel]
-            flat = np.ascontiguousarray(frames).reshape(n, npix)
-            block = out[t0 : t0 + n]
-            extract_runs(flat, weights.plan, block)
-            if weights.pinv_base is not None:
-                _pinv_frames(flat, weights, block)
+            for demix, out in outputs:
+                frames = chunk[..., channel]
+                if demix is not None:
+                    d_channel, factor = demix
+                    frames = frames.astype(np.float32) + np.float32(factor) * chunk[..., d_channel]
+                flat = np.ascontiguousarray(frames).reshape(n, npix)
+                block = out[t0 : t0 + n]
+                extract_runs(flat, weights.plan, block)
+                if weights.pinv_base is not None:
+                    _pinv_frames(flat, weights, block)
 
 
 def _pinv_frames(flat: np.ndarray, weights: ExtractionWeights, block: np.ndarray) -> None:
@@ -422,12 +428,13 @@ def extract_rois(
     raws, demixed = [], []
     for seq in dataset.sequences:
         out = np.empty((len(seq), weights.n_rois), dtype=np.float32)
-        _extract_sequence(seq, weights, signal_channel, None, out, n_processes)
+        outputs = [(None, out)]
+        if demix is not None:
+            outputs.append((demix, np.empty_like(out)))
+        _extract_sequence(seq, weights, signal_channel, outputs, n_processes)
         raws.append(np.ascontiguousarray(out.T))
         if demix is not None:
-            out_d = np.empty_like(out)
-            _extract_sequence(seq, weights, signal_channel, demix, out_d, n_processes)
-            demixed.append(np.ascontiguousarray(out_d.T))
+            demixed.append(np.ascontiguousarray(outputs[1][1].T))
     return signals_record(
         raws,
         demixed if demix is not None else None,
