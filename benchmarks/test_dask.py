@@ -63,23 +63,29 @@ WORKERS = {"ours": 2, "dask_1_worker": 1}
 _CLUSTERS: dict[int, Any] = {}
 
 
-@pytest.fixture(scope="module")
-def clients():
-    """``clients(n)``: a client of a LocalCluster with ``n`` one-thread workers (kept)."""
+def _local_cluster(n: int) -> tuple[Any, Any]:
+    """A LocalCluster of ``n`` one-thread worker processes, and a client of it."""
     import dask
     from distributed import Client, LocalCluster
 
+    with dask.config.set(sd.DASK_CONFIG):
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=":0",
+        )
+    return cluster, Client(cluster)
+
+
+@pytest.fixture(scope="module")
+def clients():
+    """``clients(n)``: a client of a LocalCluster with ``n`` one-thread workers (kept)."""
+
     def get(n: int):
         if n not in _CLUSTERS:
-            with dask.config.set(sd.DASK_CONFIG):
-                cluster = LocalCluster(
-                    n_workers=n,
-                    threads_per_worker=1,
-                    processes=True,
-                    host="127.0.0.1",
-                    dashboard_address=":0",
-                )
-            _CLUSTERS[n] = (cluster, Client(cluster))
+            _CLUSTERS[n] = _local_cluster(n)
         return _CLUSTERS[n][1]
 
     yield get
@@ -227,22 +233,9 @@ def scaling_table(rounds: int = 15, max_others: float = 0.05) -> str:
     """
     import statistics
 
-    import dask
-    from distributed import Client, LocalCluster
-
     hdf5, zarr_path = _hdf5_path(), _zarr_path()
     rois = _rois()
-    clusters = {}
-    with dask.config.set(sd.DASK_CONFIG):
-        for n in (1, 2):
-            cluster = LocalCluster(
-                n_workers=n,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=":0",
-            )
-            clusters[n] = (cluster, Client(cluster))
+    clusters = {n: _local_cluster(n) for n in (1, 2)}
     try:
         cases = {}
         for fmt in ("hdf5", "zarr"):
