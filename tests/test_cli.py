@@ -31,26 +31,6 @@ def test_import_is_lazy():
     assert out.stdout.strip() == "[]"
 
 
-def test_demo_runs_and_scores(capsys):
-    assert main(["demo", "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert "time projections" in out
-    assert "72/72 ROI masks exact" in out
-    from sima_fast.cli import run_demo
-
-    results = run_demo(quiet=True)
-    assert results["projections"]["max_relative_error"] < 1e-10
-    assert results["rois"]["exact_masks"] == results["rois"]["cells"] == 72
-    assert results["extraction"]["median_correlation"] > 0.95
-    assert results["extraction"]["min_correlation"] > 0.8
-    assert results["spikes"]["median_correlation"] > 0.9
-    assert results["spikes"]["fast_solver_fraction"] == 1.0
-    assert results["cross_session"]["mean_vertex_error"] < 0.5
-    assert results["cross_session"]["iou_at_least_0.7"] >= 0.95
-    assert results["segmentation"]["stica"]["f1"] >= 0.8
-    assert results["segmentation"]["normcut"]["f1"] >= 0.8
-
-
 def test_info(capsys, tmp_path):
     from sima_fast.misc import example_data
 
