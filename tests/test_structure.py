@@ -32,7 +32,10 @@ KERNELS = "sima_fast.kernels"
 
 def _module_files() -> dict[str, Path]:
     """Map every module name of the package to its source file."""
-    roots = {PACKAGE: Path(sima_fast.__file__).parent, KERNELS: Path(sima_fast.kernels.__file__).parent}
+    roots = {
+        PACKAGE: Path(sima_fast.__file__).parent,
+        KERNELS: Path(sima_fast.kernels.__file__).parent,
+    }
     modules: dict[str, Path] = {}
     for prefix, root in roots.items():
         for path in sorted(root.rglob("*.py")):
