@@ -809,7 +809,9 @@ class ImagingDataset:
         Parameters
         ----------
         strategy : sima_fast.segment.SegmentationStrategy
-            The strategy (with its post-processing steps appended).
+            The strategy (with its post-processing steps appended); any
+            object with a ``segment(dataset, planes=...)`` method that
+            returns ROIs is accepted.
         label : str, optional
             Label under which the ROIs are stored (default: a timestamp).
         planes : int or list of int, optional
