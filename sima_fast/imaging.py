@@ -18,42 +18,10 @@ from typing import Any
 import numpy as np
 
 from sima_fast import storage
+from sima_fast._validate import check_int, resolve_channel
 from sima_fast.sequence import Sequence
 
-__all__ = ["ImagingDataset", "resolve_channel"]
-
-
-def resolve_channel(channel: Any, channel_names: list[str]) -> int:
-    """Index of ``channel`` given as an int (numpy ints too; negative from the end) or a name.
-
-    Raises
-    ------
-    ValueError
-        If the channel does not exist; the message lists the valid names.
-
-    Examples
-    --------
-    >>> resolve_channel('red', ['green', 'red'])
-    1
-    >>> resolve_channel(-1, ['green', 'red'])
-    1
-    """
-    n = len(channel_names)
-    if isinstance(channel, (int, np.integer)) and not isinstance(channel, (bool, np.bool_)):
-        idx = int(channel)
-        if -n <= idx < n:
-            return idx % n
-        raise ValueError(
-            f"channel index {idx} is out of range for {n} channel(s); valid names: "
-            f"{channel_names} (or indices 0..{n - 1})"
-        )
-    if isinstance(channel, str):
-        if channel in channel_names:
-            return channel_names.index(channel)
-        raise ValueError(f"no channel named {channel!r}; valid names: {channel_names}")
-    raise ValueError(
-        f"channel must be an int or one of the channel names {channel_names}, got {channel!r}"
-    )
+__all__ = ["ImagingDataset"]
 
 
 class ImagingDataset:
@@ -841,7 +809,9 @@ class ImagingDataset:
         Parameters
         ----------
         strategy : sima_fast.segment.SegmentationStrategy
-            The strategy (with its post-processing steps appended).
+            The strategy (with its post-processing steps appended); any
+            object with a ``segment(dataset, planes=...)`` method that
+            returns ROIs is accepted.
         label : str, optional
             Label under which the ROIs are stored (default: a timestamp).
         planes : int or list of int, optional
@@ -852,12 +822,10 @@ class ImagingDataset:
         sima_fast.ROI.ROIList
             The segmented ROIs, also stored under ``label``.
         """
-        from sima_fast.segment import SegmentationStrategy
-
-        if not isinstance(strategy, SegmentationStrategy):
+        if isinstance(strategy, type) or not callable(getattr(strategy, "segment", None)):
             raise TypeError(
-                "strategy must be a sima_fast.segment.SegmentationStrategy, got "
-                f"{type(strategy).__name__}"
+                "strategy must be a sima_fast.segment.SegmentationStrategy (an object with a "
+                f"segment(dataset, planes=...) method), got {type(strategy).__name__}"
             )
         rois = strategy.segment(self, planes=planes)
         self.add_ROIs(rois, label)
@@ -937,10 +905,7 @@ class ImagingDataset:
         from sima_fast.extract import extract_rois, roi_mask_matrix, save_extract_summary
         from sima_fast.ROI import ROIList
 
-        if isinstance(n_processes, bool) or not isinstance(n_processes, (int, np.integer)):
-            raise ValueError(f"n_processes must be an integer >= 1, got {n_processes!r}")
-        if n_processes < 1:
-            raise ValueError(f"n_processes must be >= 1, got {n_processes}")
+        n_processes = check_int("n_processes", n_processes, low=1)
         channel = self._channel(signal_channel)
         demix = None if demix_channel is None else self._channel(demix_channel)
         if demix is not None and demix == channel:

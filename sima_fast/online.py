@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from sima_fast._validate import check_int
 from sima_fast.kernels.moments import MomentState
 
 __all__ = ["DTYPES", "PENALTY_SCALE", "OnlineExtractor"]
@@ -262,12 +263,12 @@ class OnlineExtractor:
             raise TypeError(f"dtype must be one of {DTYPES}, got {dtype!r}") from err
         if self.dtype.name not in DTYPES or not self.dtype.isnative:
             raise TypeError(f"dtype must be one of {DTYPES} (native byte order), got {dtype!r}")
-        self.lag = self._check_int("lag", lag, 0)
-        self.max_frames = self._check_int("max_frames", max_frames, 1)
+        self.lag = check_int("lag", lag, low=0)
+        self.max_frames = check_int("max_frames", max_frames, low=1)
         if moment_batch is None:
             frame_bytes = int(np.prod(self.frame_shape)) * np.dtype(dtype).itemsize
             moment_batch = int(min(64, max(1, RING_BYTES // frame_bytes)))
-        batch = self._check_int("moment_batch", moment_batch, 1)
+        batch = check_int("moment_batch", moment_batch, low=1)
         if not (np.isfinite(penalty_scale) and penalty_scale >= 0):
             raise ValueError(f"penalty_scale must be finite and >= 0, got {penalty_scale!r}")
         self.penalty_scale = float(penalty_scale)
@@ -300,7 +301,7 @@ class OnlineExtractor:
         if sigma is None and penalty is None:
             missing.append("sigma")
         if missing:
-            self._estimate_at = self._check_int("estimate_frames", estimate_frames, 8)
+            self._estimate_at = check_int("estimate_frames", estimate_frames, low=8)
             if self._estimate_at > self.max_frames:
                 raise ValueError(
                     f"estimate_frames ({self._estimate_at}) must not exceed max_frames "
@@ -328,14 +329,6 @@ class OnlineExtractor:
             self.warmup()
 
     # -- validation -----------------------------------------------------------------------
-
-    @staticmethod
-    def _check_int(name: str, value: Any, minimum: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"{name} must be an int, got {value!r}")
-        if value < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value}")
-        return int(value)
 
     @staticmethod
     def _check_frame_shape(frame_shape: Any) -> tuple[int, ...]:

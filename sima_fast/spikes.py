@@ -67,6 +67,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from sima_fast._validate import check_int
+
 __all__ = [
     "GAMMA_CAP",
     "GAMMA_FLOOR",
@@ -981,10 +983,7 @@ def deconvolve(
     gammas = np.broadcast_to(_check_gamma(gamma, n), (n,)).astype(np.float64)
     sigmas = np.broadcast_to(_check_sigma(sigma, n), (n,)).astype(np.float64)
     if n_processes is not None:
-        if isinstance(n_processes, bool) or not isinstance(n_processes, (int, np.integer)):
-            raise ValueError(f"n_processes must be an integer >= 1, got {n_processes!r}")
-        if n_processes < 1:
-            raise ValueError(f"n_processes must be >= 1, got {n_processes}")
+        n_processes = check_int("n_processes", n_processes, low=1)
 
     counts = np.isfinite(rows).sum(axis=1)
     zero = np.flatnonzero((sigmas == 0) & (counts > 0))

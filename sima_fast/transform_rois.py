@@ -1154,7 +1154,7 @@ def estimate_plane_transforms(
     KeyError
         If ``anchor_label`` names no ROI set in one of the datasets.
     """
-    from sima_fast.imaging import resolve_channel
+    from sima_fast._validate import resolve_channel
 
     method = _check_method(method)
     if pre_processing_method is not None and pre_processing_method not in PRE_PROCESSING_METHODS:

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 import reference as ref
 import sima_fast as sima
 from sima_fast import storage
-from sima_fast.imaging import ImagingDataset, resolve_channel
+from sima_fast._validate import resolve_channel
+from sima_fast.imaging import ImagingDataset
 
 RNG = np.random.default_rng(7)
 A = RNG.normal(100, 10, size=(6, 2, 5, 7, 2))

@@ -960,3 +960,47 @@ def test_dataset_segment_stores_rois(tmp_path):
         assert [dense(r).tolist() for r in stored] == [dense(r).tolist() for r in rois]
         with pytest.raises(TypeError, match="SegmentationStrategy"):
             ds.segment(object())
+
+
+def test_dataset_segment_takes_any_object_with_a_segment_method():
+    """ImagingDataset.segment needs only ``segment(dataset, planes=...)``, not the base class."""
+
+    class Wrapper:  # not a SegmentationStrategy
+        def __init__(self):
+            self.calls = []
+
+        def segment(self, dataset, planes=None):
+            self.calls.append(planes)
+            return ThresholdStrategy().segment(dataset, planes=planes)
+
+    movie, truth = blob_movie()
+    ds = make_dataset(movie)
+    wrapper = Wrapper()
+    rois = ds.segment(wrapper, label="wrapped", planes=[1])
+    assert wrapper.calls == [[1]]
+    assert len(rois) == len(truth[1]) and ds.ROIs["wrapped"] is not None
+    for bad in (Wrapper, ThresholdStrategy, None, "STICA"):  # classes too: no instance
+        with pytest.raises(TypeError, match="SegmentationStrategy"):
+            ds.segment(bad)
+
+
+def test_a_dataset_is_recognised_without_computing_projections():
+    """The strategy's dataset check reads the class, not the time_averages property."""
+
+    class CountingDataset(ImagingDataset):
+        reads = 0
+
+        @property
+        def time_averages(self):
+            type(self).reads += 1
+            return super().time_averages
+
+    movie, _ = blob_movie()
+    ds = CountingDataset([sima.Sequence.create("ndarray", movie)], None)
+
+    class ShapeOnly(SegmentationStrategy):
+        def _segment(self, dataset):
+            return ROIList([])
+
+    assert len(ShapeOnly().segment(ds)) == 0
+    assert CountingDataset.reads == 0

@@ -17,6 +17,7 @@ import scipy.sparse
 from numpy.typing import DTypeLike
 
 from sima_fast._geometry import polygon_to_mask
+from sima_fast._validate import check_int
 
 __all__ = ["SimulatedMovie", "simulate_movie"]
 
@@ -347,13 +348,13 @@ def simulate_movie(
     >>> bool((sim.observed[5] == sim.movie[5, :, dy:dy + 30, dx:dx + 37]).all())
     True
     """
-    num_frames = _check_int("num_frames", num_frames, minimum=1)
-    num_planes = _check_int("num_planes", num_planes, minimum=1)
+    num_frames = check_int("num_frames", num_frames, low=1)
+    num_planes = check_int("num_planes", num_planes, low=1)
     rows, cols = _check_pair("frame_shape", frame_shape, minimum=1)
-    num_channels = _check_int("num_channels", num_channels, minimum=1)
+    num_channels = check_int("num_channels", num_channels, low=1)
     if num_channels > 2:
         raise ValueError(f"num_channels must be 1 or 2, got {num_channels}")
-    cells_per_plane = _check_int("cells_per_plane", cells_per_plane, minimum=0)
+    cells_per_plane = check_int("cells_per_plane", cells_per_plane, low=0)
     frame_rate = _check_float("frame_rate", frame_rate, positive=True)
     tau = _check_float("tau", tau, positive=True)
     spike_rate = _check_float("spike_rate", spike_rate)
@@ -370,8 +371,8 @@ def simulate_movie(
     out_dtype = _check_dtype(dtype)
     if nan_fraction > 0 and out_dtype.kind != "f":
         raise ValueError(f"nan_fraction > 0 needs a float dtype, got dtype={out_dtype.name!r}")
-    seed = _check_int("seed", seed, minimum=0)
-    scene_seed = seed if scene_seed is None else _check_int("scene_seed", scene_seed, minimum=0)
+    seed = check_int("seed", seed, low=0)
+    scene_seed = seed if scene_seed is None else check_int("scene_seed", scene_seed, low=0)
     background = _check_float("background", background, positive=True)
     gain = _check_float("gain", gain)
     read_noise = _check_float("read_noise", read_noise)
@@ -492,14 +493,6 @@ def simulate_movie(
 
 
 # ---------------------------------------------------------------- validation
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_pair(name: str, value: Any, minimum: int) -> tuple[int, int]:

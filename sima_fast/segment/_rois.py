@@ -3,13 +3,11 @@
 They move ROI geometry between three representations: an :class:`~sima_fast.ROI.ROI`,
 its per-plane sparse masks, and the sorted *flat pixel indices* of its support
 (``z * Y * X + y * X + x``), which is what the sparse ROIs × pixels matrices are
-built from. Parameter validators used by every step live here too, so the error
-messages read the same everywhere.
+built from. Parameter checks live in :mod:`sima_fast._validate`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,57 +17,6 @@ import scipy.sparse
 from sima_fast.ROI import ROI, ROIList, mask2poly
 
 Shape3 = tuple[int, int, int]
-
-
-# --------------------------------------------------------------------------
-# Parameter validation
-# --------------------------------------------------------------------------
-
-
-def check_real(
-    name: str,
-    value: Any,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    allow_none: bool = False,
-) -> float | None:
-    """``value`` as a finite float in ``[low, high]`` (or None when allowed); else ValueError."""
-    if value is None and allow_none:
-        return None
-    bad_type = isinstance(value, (bool, np.bool_)) or not isinstance(
-        value, (int, float, np.integer, np.floating)
-    )
-    if bad_type or not math.isfinite(float(value)):
-        expected = "a finite real number" + (" or None" if allow_none else "")
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
-    out = float(value)
-    if (low is not None and out < low) or (high is not None and out > high):
-        lo = "-inf" if low is None else f"{low:g}"
-        hi = "inf" if high is None else f"{high:g}"
-        raise ValueError(f"{name} must lie in [{lo}, {hi}], got {value!r}")
-    return out
-
-
-def check_int(name: str, value: Any, *, low: int) -> int:
-    """``value`` as an int ``>= low`` (integral floats accepted); else ValueError."""
-    ok = not isinstance(value, (bool, np.bool_)) and (
-        isinstance(value, (int, np.integer))
-        or (isinstance(value, (float, np.floating)) and float(value).is_integer())
-    )
-    if not ok:
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    out = int(value)
-    if out < low:
-        raise ValueError(f"{name} must be at least {low}, got {value!r}")
-    return out
-
-
-def check_bool(name: str, value: Any) -> bool:
-    """``value`` as a bool (Python or numpy); else ValueError."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 # --------------------------------------------------------------------------

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse
 
-from sima_fast.imaging import ImagingDataset
+from sima_fast._validate import ArgumentTypeError
 from sima_fast.ROI import ROI, ROIList
 from sima_fast.segment._rois import Shape3, dataset_im_shape
+
+if TYPE_CHECKING:
+    from sima_fast.imaging import ImagingDataset
 
 __all__ = ["PlaneWiseSegmentation", "PostProcessingStep", "SegmentationStrategy"]
 
@@ -71,13 +74,15 @@ def _normalise_planes(planes: Any, n_planes: int) -> np.ndarray:
         try:
             values = list(planes)
         except TypeError:
-            raise ValueError(f"planes must be an int or a list of ints, got {planes!r}") from None
+            raise ArgumentTypeError(
+                f"planes must be an int or a list of ints, got {planes!r}"
+            ) from None
     if not values:
         raise ValueError("planes must name at least one plane")
     out = []
     for p in values:
         if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, np.integer)):
-            raise ValueError(f"planes must contain integers, got {p!r}")
+            raise ArgumentTypeError(f"planes must contain integers, got {p!r}")
         if not -n_planes <= int(p) < n_planes:
             raise ValueError(
                 f"plane {int(p)} is out of range for a dataset with {n_planes} plane(s)"
@@ -140,6 +145,21 @@ def _plane_subset(dataset: ImagingDataset, planes: np.ndarray) -> ImagingDataset
             return dataset
         return dataset[:, :, first : last + 1]
     return dataset[:, :, planes]
+
+
+#: What a strategy and its steps use of a dataset; a Sequence has only ``frame_shape``.
+_DATASET_ATTRIBUTES = ("sequences", "frame_shape", "num_frames", "channel_names", "time_averages")
+
+
+def _is_dataset(obj: Any) -> bool:
+    """Whether ``obj`` is an ImagingDataset, judged by its class's attributes.
+
+    The class is inspected, not the instance, so the ``time_averages``
+    property is not computed. (Importing ``sima_fast.imaging`` here would make
+    an import cycle: the dataset's ``segment`` method uses this package.)
+    """
+    cls = type(obj)
+    return not isinstance(obj, type) and all(hasattr(cls, a) for a in _DATASET_ATTRIBUTES)
 
 
 class SegmentationStrategy(abc.ABC):
@@ -237,7 +257,7 @@ class SegmentationStrategy(abc.ABC):
         ValueError
             If ``planes`` is empty, repeats a plane or names a missing one.
         """
-        if not isinstance(dataset, ImagingDataset):
+        if not _is_dataset(dataset):
             raise TypeError(
                 f"dataset must be a sima_fast ImagingDataset, got {type(dataset).__name__}"
             )

@@ -27,32 +27,35 @@ near 0 for pixels without signal.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.ndimage
 import scipy.sparse
 import scipy.sparse.csgraph
 
-from sima_fast.imaging import ImagingDataset, resolve_channel
+from sima_fast._threads import blas_threads
+from sima_fast._validate import (
+    ArgumentTypeError,
+    check_bool,
+    check_channel,
+    check_int,
+    check_real,
+    resolve_channel,
+)
 from sima_fast.ROI import ROI, ROIList
 from sima_fast.segment._rois import (
     as_roilist,
-    check_bool,
-    check_int,
-    check_real,
     derived_roi,
     resolve_im_shape,
     roi_planes,
 )
 from sima_fast.segment.base import PostProcessingStep
 from sima_fast.segment.postprocess import CircularityFilter, ROIFilter
-from sima_fast.segment.stica import (
-    PlaneByPlaneStrategy,
-    _one_blas_thread,
-    check_channel,
-    plane_pca,
-)
+from sima_fast.segment.stica import PlaneByPlaneStrategy, plane_pca
+
+if TYPE_CHECKING:
+    from sima_fast.imaging import ImagingDataset
 
 __all__ = ["CA1PCNucleus", "PlaneCA1PC", "PlaneNormalizedCuts", "normalized_cut_regions"]
 
@@ -82,7 +85,11 @@ UNSHARP_WEIGHT = 0.5
 
 
 def _check_pair(name: str, value: Any, *, default: tuple[float, float], integer: bool):
-    """``value`` as a pair of non-negative numbers (``default`` when None); else ValueError."""
+    """``value`` as a pair of non-negative numbers (``default`` when None).
+
+    A non-iterable raises ArgumentTypeError; a wrong length or a bad entry
+    ValueError (see :mod:`sima_fast._validate`).
+    """
     if value is None:
         return default
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
@@ -90,11 +97,11 @@ def _check_pair(name: str, value: Any, *, default: tuple[float, float], integer:
     try:
         items = tuple(value)
     except TypeError:
-        raise ValueError(f"{name} must be a pair (rows, columns), got {value!r}") from None
+        raise ArgumentTypeError(f"{name} must be a pair (rows, columns), got {value!r}") from None
     if len(items) != 2:
         raise ValueError(f"{name} must be a pair (rows, columns), got {value!r}")
     if integer:
-        return tuple(check_int(name, v, low=0) for v in items)
+        return tuple(check_int(name, v, low=0, integral_float=True) for v in items)
     return tuple(check_real(name, v, low=0.0) for v in items)
 
 
@@ -217,7 +224,7 @@ def _candidate_vectors(sub: scipy.sparse.csr_matrix, degree: np.ndarray, count: 
     inv_sqrt = 1.0 / np.sqrt(degree)
     scaled = scipy.sparse.diags(inv_sqrt) @ sub @ scipy.sparse.diags(inv_sqrt)
     if n <= DENSE_LIMIT or n <= count + 2:
-        with _one_blas_thread():
+        with blas_threads():
             _, vectors = np.linalg.eigh(scaled.toarray())
         top = vectors[:, ::-1][:, 1 : count + 1]
     else:
@@ -464,8 +471,8 @@ class PlaneNormalizedCuts(PlaneByPlaneStrategy):
         verbose: bool = False,
     ) -> None:
         super().__init__()
-        self.channel = check_channel(channel)
-        self.num_pcs = check_int("num_pcs", num_pcs, low=1)
+        self.channel = check_channel("channel", channel)
+        self.num_pcs = check_int("num_pcs", num_pcs, low=1, integral_float=True)
         self.max_dist = _check_pair("max_dist", max_dist, default=(2, 2), integer=True)
         if self.max_dist == (0, 0):
             raise ValueError("max_dist must join each pixel to some neighbour, got (0, 0)")
@@ -474,10 +481,10 @@ class PlaneNormalizedCuts(PlaneByPlaneStrategy):
         )
         if 0.0 in self.spatial_decay:
             raise ValueError(f"spatial_decay must be positive, got {spatial_decay!r}")
-        self.num_cuts = check_int("num_cuts", num_cuts, low=1)
+        self.num_cuts = check_int("num_cuts", num_cuts, low=1, integral_float=True)
         self.cut_max_pen = check_real("cut_max_pen", cut_max_pen, low=0.0)
-        self.cut_min_size = check_int("cut_min_size", cut_min_size, low=0)
-        self.cut_max_size = check_int("cut_max_size", cut_max_size, low=0)
+        self.cut_min_size = check_int("cut_min_size", cut_min_size, low=0, integral_float=True)
+        self.cut_max_size = check_int("cut_max_size", cut_max_size, low=0, integral_float=True)
         self.verbose = check_bool("verbose", verbose)
 
     def __repr__(self) -> str:
@@ -649,7 +656,7 @@ class CA1PCNucleus(PostProcessingStep):
     def __init__(
         self, channel: int | str = 0, x_diameter: float = 8, y_diameter: float | None = None
     ) -> None:
-        self.channel = check_channel(channel)
+        self.channel = check_channel("channel", channel)
         self.x_diameter = check_real("x_diameter", x_diameter, low=0.0)
         self.y_diameter = (
             self.x_diameter
@@ -801,8 +808,8 @@ class PlaneCA1PC(PlaneNormalizedCuts):
         self.y_diameter = check_real("y_diameter", y_diameter, low=0.0)
         if not self.x_diameter or not self.y_diameter:
             raise ValueError("x_diameter and y_diameter must be positive")
-        self.min_roi_size = check_int("min_roi_size", min_roi_size, low=0)
-        self.min_cut_size = check_int("min_cut_size", min_cut_size, low=0)
+        self.min_roi_size = check_int("min_roi_size", min_roi_size, low=0, integral_float=True)
+        self.min_cut_size = check_int("min_cut_size", min_cut_size, low=0, integral_float=True)
         circularity = CircularityFilter(
             circularity_threhold, circularity_threshold=circularity_threshold
         )

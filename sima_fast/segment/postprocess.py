@@ -16,21 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import scipy.ndimage
 import scipy.sparse
 import scipy.sparse.csgraph
 
-from sima_fast.imaging import ImagingDataset
+from sima_fast._validate import check_bool, check_int, check_real
 from sima_fast.ROI import ROI, ROIList
 from sima_fast.segment._rois import (
     Shape3,
     as_roilist,
-    check_bool,
-    check_int,
-    check_real,
     dataset_im_shape,
     derived_roi,
     planes_from_indices,
@@ -41,6 +38,9 @@ from sima_fast.segment._rois import (
     support_indices,
 )
 from sima_fast.segment.base import PostProcessingStep
+
+if TYPE_CHECKING:
+    from sima_fast.imaging import ImagingDataset
 
 __all__ = [
     "CircularityFilter",
@@ -357,13 +357,13 @@ class SparseROIsFromMasks(PostProcessingStep):
         sign_split: bool = True,
         n_processes: int = 1,
     ) -> None:
-        self.min_size = check_int("min_size", min_size, low=0)
+        self.min_size = check_int("min_size", min_size, low=0, integral_float=True)
         self.static_threshold = check_real(
             "static_threshold", static_threshold, low=0.0, high=1.0, allow_none=True
         )
         self.smooth_size = check_real("smooth_size", smooth_size, low=0.0, allow_none=True)
         self.sign_split = check_bool("sign_split", sign_split)
-        self.n_processes = check_int("n_processes", n_processes, low=1)
+        self.n_processes = check_int("n_processes", n_processes, low=1, integral_float=True)
 
     def _threshold(self, part: np.ndarray) -> np.ndarray:
         top = float(part.max()) if part.size else 0.0
@@ -493,7 +493,7 @@ class SmoothROIBoundaries(PostProcessingStep):
 
     def __init__(self, tolerance: float = 0.5, n_processes: int = 1) -> None:
         self.tolerance = check_real("tolerance", tolerance, low=0.0)
-        self.n_processes = check_int("n_processes", n_processes, low=1)
+        self.n_processes = check_int("n_processes", n_processes, low=1, integral_float=True)
 
     def _smooth(self, roi: ROI, im_shape: Shape3 | None) -> ROI | None:
         rings = roi_outlines(roi)

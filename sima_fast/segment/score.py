@@ -17,8 +17,9 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse
 
+from sima_fast._validate import check_real
 from sima_fast.ROI import ROI
-from sima_fast.segment._rois import check_real, support_indices
+from sima_fast.segment._rois import support_indices
 
 __all__ = ["match_rois"]
 

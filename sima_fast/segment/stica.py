@@ -36,21 +36,31 @@ import math
 import sys
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse
 
-from sima_fast.imaging import ImagingDataset, resolve_channel
+from sima_fast._threads import blas_threads
+from sima_fast._validate import (
+    check_bool,
+    check_channel,
+    check_int,
+    check_real,
+    resolve_channel,
+)
 from sima_fast.ROI import ROI, ROIList
-from sima_fast.segment._rois import check_bool, check_int, check_real, dataset_im_shape
+from sima_fast.segment._rois import dataset_im_shape
 from sima_fast.segment.base import SegmentationStrategy
 from sima_fast.segment.postprocess import (
     MergeOverlapping,
     SmoothROIBoundaries,
     SparseROIsFromMasks,
 )
+
+if TYPE_CHECKING:
+    from sima_fast.imaging import ImagingDataset
 
 __all__ = ["STICA", "PlanePCA", "plane_pca"]
 
@@ -72,18 +82,8 @@ SIGNIFICANCE = 5.0
 
 
 # --------------------------------------------------------------------------
-# Shared validation and the plane-by-plane base
+# The plane-by-plane base
 # --------------------------------------------------------------------------
-
-
-def check_channel(channel: Any) -> int | str:
-    """``channel`` as given when it is an int or a str; else ValueError."""
-    ok = isinstance(channel, str) or (
-        isinstance(channel, (int, np.integer)) and not isinstance(channel, (bool, np.bool_))
-    )
-    if not ok:
-        raise ValueError(f"channel must be an int or a channel name, got {channel!r}")
-    return channel if isinstance(channel, str) else int(channel)
 
 
 def plane_masks_to_rois(masks: list[np.ndarray], plane: int, im_shape: tuple[int, int, int]):
@@ -189,24 +189,6 @@ class PlanePCA:
         return int(np.count_nonzero(self.values > EDGE_MARGIN * self.noise_edge))
 
 
-def _one_blas_thread() -> Any:
-    """Context in which BLAS runs on one thread.
-
-    LAPACK factorisations of tall, thin matrices make many small BLAS calls;
-    on a busy machine, right after numba's parallel kernels, multi-threaded
-    BLAS can spend seconds synchronising its threads on them.
-    """
-    global _THREADPOOLS
-    if _THREADPOOLS is None:
-        from threadpoolctl import ThreadpoolController
-
-        _THREADPOOLS = ThreadpoolController()
-    return _THREADPOOLS.limit(limits=1, user_api="blas")
-
-
-_THREADPOOLS: Any = None
-
-
 def _orthonormal(a: np.ndarray, rounds: int = 2) -> np.ndarray:
     """A basis of the columns of ``a``, orthonormal to about ``cond(a)**2 * 1e-16`` per round.
 
@@ -222,7 +204,7 @@ def _orthonormal(a: np.ndarray, rounds: int = 2) -> np.ndarray:
             upper = np.linalg.cholesky(q.T @ q).T
             q = q @ scipy.linalg.solve_triangular(upper, np.eye(upper.shape[0]))
     except np.linalg.LinAlgError:
-        with _one_blas_thread():
+        with blas_threads():
             return np.linalg.qr(a)[0]
     return np.ascontiguousarray(q)
 
@@ -362,7 +344,7 @@ def plane_pca(
         assert grown is not None
         basis = _orthonormal(grown, rounds=2 if i == POWER_ITERATIONS - 1 else 1)
     w, _ = project(basis, False)
-    with _one_blas_thread():
+    with blas_threads():
         left, values, right_t = np.linalg.svd(w.T, full_matrices=False)
     spatial = basis @ left
     spatial[~usable] = 0.0
@@ -521,11 +503,11 @@ class STICA(PlaneByPlaneStrategy):
         post_process: bool = True,
     ) -> None:
         super().__init__()
-        self.channel = check_channel(channel)
+        self.channel = check_channel("channel", channel)
         self.mu = check_real("mu", mu, low=0.0, high=1.0)
-        self.components = check_int("components", components, low=1)
+        self.components = check_int("components", components, low=1, integral_float=True)
         self.static_threshold = check_real("static_threshold", static_threshold, low=0.0, high=1.0)
-        self.min_area = check_int("min_area", min_area, low=0)
+        self.min_area = check_int("min_area", min_area, low=0, integral_float=True)
         self.x_smoothing = check_real("x_smoothing", x_smoothing, low=0.0)
         self.overlap_per = check_real("overlap_per", overlap_per)
         self.verbose = check_bool("verbose", verbose)
@@ -576,7 +558,7 @@ class STICA(PlaneByPlaneStrategy):
             tol=ICA_TOL,
             random_state=0,
         )
-        with warnings.catch_warnings(), _one_blas_thread():
+        with warnings.catch_warnings(), blas_threads():
             # A fit that reaches the iteration limit still unmixes usefully; report it instead.
             warnings.simplefilter("ignore", ConvergenceWarning)
             ica.fit(samples.astype(np.float32))

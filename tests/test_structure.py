@@ -1,0 +1,230 @@
+"""The package's import structure stays as built.
+
+Reads every module of ``sima_fast`` (and ``kernels/``, installed as
+``sima_fast.kernels``) with :mod:`ast`, imports inside functions included, and
+checks two rules (docs/architecture.md, "Layering rules"):
+
+* no import cycle among ``sima_fast`` modules (imports guarded by
+  ``if TYPE_CHECKING:`` are annotations only and do not count);
+* no private name (one starting with ``_``) imported from another
+  ``sima_fast`` module. Kernels may share their own private kernels with
+  each other; importing a private *module* (``sima_fast._atomic``) for its
+  public names is fine.
+
+The module graph comes from the source files, so the test also runs from an
+installed package (it reads the files next to the imported modules).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import pytest
+
+import sima_fast
+import sima_fast.kernels
+
+PACKAGE = "sima_fast"
+KERNELS = "sima_fast.kernels"
+
+
+def _module_files() -> dict[str, Path]:
+    """Map every module name of the package to its source file."""
+    roots = {
+        PACKAGE: Path(sima_fast.__file__).parent,
+        KERNELS: Path(sima_fast.kernels.__file__).parent,
+    }
+    modules: dict[str, Path] = {}
+    for prefix, root in roots.items():
+        for path in sorted(root.rglob("*.py")):
+            rel = path.relative_to(root).with_suffix("")
+            parts = list(rel.parts)
+            if prefix == PACKAGE and parts and parts[0] == "kernels":
+                continue  # an editable layout never has it here; a wheel does: read it once
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            name = ".".join([prefix, *parts]) if parts else prefix
+            modules[name] = path
+    return modules
+
+
+MODULES = _module_files()
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(tree: ast.AST):
+    """Yield every import node, skipping ``if TYPE_CHECKING:`` bodies."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            stack.extend(node.orelse)
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def _resolve_base(module: str, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    is_package = MODULES[module].name == "__init__.py"
+    parts = module.split(".")
+    if not is_package:
+        parts = parts[:-1]
+    parts = parts[: len(parts) - (node.level - 1)]
+    return ".".join([*parts, node.module] if node.module else parts)
+
+
+def _owner(name: str) -> str | None:
+    """The package module that defines ``name`` (a module name or a dotted attribute)."""
+    while name:
+        if name in MODULES:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def _edges() -> tuple[dict[str, set[str]], list[str]]:
+    graph: dict[str, set[str]] = {m: set() for m in MODULES}
+    private: list[str] = []
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in _imports(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    target = _owner(alias.name)
+                    if target and target != module:
+                        graph[module].add(target)
+                continue
+            base = _resolve_base(module, node)
+            if not base.startswith(PACKAGE):
+                continue
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                if full in MODULES:  # a submodule
+                    target = full
+                else:
+                    target = _owner(base)
+                    if (
+                        target
+                        and target != module
+                        and alias.name.startswith("_")
+                        and not alias.name.startswith("__")
+                        and not (module.startswith(KERNELS) and target.startswith(KERNELS))
+                    ):
+                        private.append(f"{module} imports {alias.name} from {target}")
+                if target and target != module:
+                    graph[module].add(target)
+    return graph, private
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    found: list[list[str]] = []
+    counter = 0
+
+    def visit(v: str) -> None:
+        nonlocal counter
+        index[v] = low[v] = counter
+        counter += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_reads_the_whole_package():
+    assert "sima_fast.imaging" in MODULES
+    assert "sima_fast.kernels.moments" in MODULES
+    assert all(os.path.isfile(p) for p in MODULES.values())
+
+
+def test_no_import_cycles():
+    graph, _ = _edges()
+    cycles = _cycles(graph)
+    assert not cycles, "import cycles among sima_fast modules:\n" + "\n".join(
+        " <-> ".join(c) for c in cycles
+    )
+
+
+def test_no_private_names_across_modules():
+    _, private = _edges()
+    assert not private, "private names imported across modules:\n" + "\n".join(private)
+
+
+def test_kernels_import_only_numerics():
+    """Kernels know only arrays: numpy, numba, scipy and each other."""
+    allowed = {"numpy", "numba", "scipy", "math", "__future__", "dataclasses", "typing", "os"}
+    bad = []
+    for module, path in MODULES.items():
+        if not module.startswith(KERNELS):
+            continue
+        for node in _imports(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [_resolve_base(module, node)]
+            )
+            for name in names:
+                top = name.split(".")[0]
+                if name.startswith(KERNELS) or top in allowed:
+                    continue
+                bad.append(f"{module} imports {name}")
+    assert not bad, "\n".join(bad)
+
+
+# --- the checker itself must be able to fail ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("graph", "expected"),
+    [
+        ({"a": {"b"}, "b": {"a"}}, [["a", "b"]]),
+        ({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}, [["a", "b", "c"]]),
+        ({"a": {"b"}, "b": set()}, []),
+    ],
+)
+def test_cycle_finder(graph, expected):
+    assert _cycles(graph) == expected
+
+
+def test_type_checking_imports_are_skipped():
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from sima_fast.imaging import ImagingDataset\n"
+        "def f():\n    from sima_fast.ROI import ROI\n"
+    )
+    names = [n.module for n in _imports(tree) if isinstance(n, ast.ImportFrom)]
+    assert "sima_fast.imaging" not in names
+    assert "sima_fast.ROI" in names
