@@ -732,8 +732,9 @@ class ROIList(list):
         """
         from sima_fast.io import roi_writers
 
+        path = os.fspath(path)
         writer = roi_writers.lookup(fmt)
-        writer(self, os.fspath(path), label)
+        writer(self, path, label)
 
     # -- derived lists -----------------------------------------------------
 

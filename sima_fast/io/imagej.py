@@ -179,12 +179,12 @@ def _imagej_member(data: bytes, name: str, path: str) -> ROI:
 
 
 @roi_readers.register("ImageJ")
-def read_imagej(path: str, label: str | None = None) -> ROIList:
+def read_imagej(path: str | os.PathLike, label: str | None = None) -> ROIList:
     """Read the ROIs of an ImageJ ``.zip`` of ``.roi`` members or of one ``.roi`` file.
 
     Parameters
     ----------
-    path : str
+    path : str or path-like
         An existing ``.zip`` or ``.roi`` file.
     label : str, optional
         Ignored: an ImageJ file holds a single set.
@@ -223,6 +223,7 @@ def read_imagej(path: str, label: str | None = None) -> ROIList:
     ``position - 1``, else 0. Labels are the member names without
     ``.roi`` (the file stem for a single ``.roi``); ids are None.
     """
+    path = os.fspath(path)
     rois: list[ROI] = []
     if zipfile.is_zipfile(path):
         try:
@@ -296,14 +297,14 @@ def polygon_to_imagej(ring: np.ndarray, name: str, position: int | None) -> Any:
 
 
 @roi_writers.register("ImageJ")
-def write_imagej(rois: ROIList, path: str, label: str | None = None) -> None:
+def write_imagej(rois: ROIList, path: str | os.PathLike, label: str | None = None) -> None:
     """Write ROIs as an ImageJ ``.zip`` of polygon ``.roi`` members, atomically.
 
     Parameters
     ----------
     rois : ROIList
         The ROIs to write.
-    path : str
+    path : str or path-like
         The destination zip file.
     label : str, optional
         Ignored: an ImageJ file holds a single set.
@@ -324,6 +325,7 @@ def write_imagej(rois: ROIList, path: str, label: str | None = None) -> None:
     pixels are skipped with a warning. The zip is built beside ``path`` and
     moved over it only when complete.
     """
+    path = os.fspath(path)
     entries: list[tuple[Any, np.ndarray]] = []
     for roi in rois:
         rings = roi.polygons

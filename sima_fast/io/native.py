@@ -224,12 +224,12 @@ def _read_sima(path: str, label: Any) -> ROIList:
 
 @roi_readers.register("pkl")
 @roi_readers.register("h5")
-def read_roi_file(path: str, label: str | None = None) -> ROIList:
+def read_roi_file(path: str | os.PathLike, label: str | None = None) -> ROIList:
     """Read one ROI set from a sima_fast ROI file or a SIMA 1.x ``rois.pkl``.
 
     Parameters
     ----------
-    path : str
+    path : str or path-like
         An existing file: HDF5 (recognised by its signature) in the layout
         of this module, or else a SIMA pickle (read through the restricted
         unpickler of :mod:`sima_fast._legacy`).
@@ -250,6 +250,7 @@ def read_roi_file(path: str, label: str | None = None) -> ROIList:
     sima_fast._legacy.UnsafePickleError
         If a SIMA pickle is corrupt or names anything outside the allow-list.
     """
+    path = os.fspath(path)
     if is_hdf5(path):
         return _read_h5(path, label)
     return _read_sima(path, label)
@@ -257,14 +258,14 @@ def read_roi_file(path: str, label: str | None = None) -> ROIList:
 
 @roi_writers.register("pkl")
 @roi_writers.register("h5")
-def write_roi_file(rois: ROIList, path: str, label: str | None = None) -> None:
+def write_roi_file(rois: ROIList, path: str | os.PathLike, label: str | None = None) -> None:
     """Add or replace one ROI set in a sima_fast ROI file, atomically.
 
     Parameters
     ----------
     rois : ROIList
         The set to write.
-    path : str
+    path : str or path-like
         The ROI file. Other sets already in it are kept (those of an
         existing SIMA ``rois.pkl`` are converted); a set named ``label`` is
         replaced.
@@ -282,6 +283,7 @@ def write_roi_file(rois: ROIList, path: str, label: str | None = None) -> None:
     The new file is built beside ``path`` and moved over it only when
     complete, so a failure leaves any previous file unchanged.
     """
+    path = os.fspath(path)
     import h5py
 
     if label is None:
