@@ -2,9 +2,10 @@
 
 An :class:`ROI` is either a set of planar polygons or a per-plane mask
 (boolean or weighted); a :class:`ROIList` is an ordered collection of ROIs with
-a timestamp. ROI sets are read from and written to sima_fast's own HDF5 files,
-SIMA 1.x ``rois.pkl`` files (read only, through a restricted unpickler) and
-ImageJ ``.roi``/``.zip`` files.
+a timestamp. :meth:`ROIList.load` and :meth:`ROIList.save` read and write
+files through the format registries of :mod:`sima_fast.io` (built in:
+sima_fast's own HDF5 files, SIMA 1.x ``rois.pkl`` files, read only, and
+ImageJ ``.roi``/``.zip`` files).
 
 Coordinates follow one convention throughout: polygon vertices are
 ``(x, y, z)``, pixel ``(y, x)`` covers the square ``[x, x + 1) × [y, y + 1)``
@@ -14,37 +15,23 @@ strictly inside the polygon (see :mod:`sima_fast._geometry`).
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import warnings
-import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import scipy.sparse
 
-from sima_fast._atomic import atomic_write
 from sima_fast._geometry import polygon_to_mask
+from sima_fast._timestamps import TIMESTAMP_FORMAT
 
 __all__ = [
     "ROI",
     "ROIList",
     "mask2poly",
     "poly2mask",
-    "read_roilist_group",
-    "write_roilist_group",
 ]
-
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-_TIMESTAMP_FORMAT = "%Y-%m-%d-%Hh%Mm%Ss"
-_LOAD_FORMATS = ("pkl", "h5", "ImageJ")
-_SAVE_FORMATS = ("h5", "pkl", "ImageJ")
-_GROUP_FORMAT_ATTR = "sima_fast_roilist"
-_GROUP_FORMAT_VERSION = 1
-_FILE_FORMAT_ATTR = "sima_fast_format"
-_FILE_FORMAT_NAME = "roi_sets"
 
 
 # --------------------------------------------------------------------------
@@ -583,425 +570,6 @@ class ROI:
 
 
 # --------------------------------------------------------------------------
-# HDF5 serialisation
-# --------------------------------------------------------------------------
-
-
-def _write_roi(group: Any, roi: ROI) -> None:
-    if roi.label is not None:
-        group.attrs["label"] = str(roi.label)
-    if roi.id is not None:
-        group.attrs["id"] = str(roi.id)
-    group.attrs["tags"] = json.dumps(sorted(roi.tags))
-    if roi.im_shape is not None:
-        group.attrs["im_shape"] = np.asarray(roi.im_shape, dtype=np.int64)
-    if roi._polygons is not None:
-        polys = group.create_group("polygons")
-        for k, ring in enumerate(roi._polygons):
-            polys.create_dataset(str(k), data=np.asarray(ring, dtype=np.float64))
-    else:
-        masks = group.create_group("mask")
-        for z, plane in enumerate(roi._mask or []):
-            g = masks.create_group(str(z))
-            g.create_dataset("data", data=plane.data)
-            g.create_dataset("indices", data=plane.indices)
-            g.create_dataset("indptr", data=plane.indptr)
-            g.attrs["shape"] = np.asarray(plane.shape, dtype=np.int64)
-
-
-def _read_roi(group: Any) -> ROI:
-    attrs = group.attrs
-    label = attrs.get("label")
-    roi_id = attrs.get("id")
-    tags = json.loads(attrs["tags"]) if "tags" in attrs else []
-    im_shape = tuple(int(v) for v in attrs["im_shape"]) if "im_shape" in attrs else None
-    kwargs: dict[str, Any] = {
-        "label": None if label is None else str(label),
-        "id": None if roi_id is None else str(roi_id),
-        "tags": tags,
-        "im_shape": im_shape,
-    }
-    if "polygons" in group:
-        polys = group["polygons"]
-        kwargs["polygons"] = [polys[k][()] for k in sorted(polys, key=int)]
-    elif "mask" in group:
-        masks = group["mask"]
-        planes = []
-        for k in sorted(masks, key=int):
-            g = masks[k]
-            shape = tuple(int(v) for v in g.attrs["shape"])
-            planes.append(
-                scipy.sparse.csr_matrix(
-                    (g["data"][()], g["indices"][()], g["indptr"][()]), shape=shape
-                )
-            )
-        kwargs["mask"] = planes
-    else:
-        raise ValueError(f"ROI group {group.name!r} holds neither polygons nor a mask")
-    return ROI(**kwargs)
-
-
-def write_roilist_group(h5group: Any, roilist: Iterable[ROI]) -> None:
-    """Write one ROI set into an open, writable h5py group.
-
-    Anything already in the group is removed first. Layout::
-
-        <group>                 attrs: sima_fast_roilist=1, timestamp, n_rois
-        <group>/rois/<i>        one group per ROI, i = 0, 1, ... (list order)
-            attrs: label, id (absent when None), tags (JSON list of str),
-                   im_shape (absent when None)
-            polygons/<k>        float64 (N, 3) open ring of (x, y, z) vertices
-          or
-            mask/<z>/data, indices, indptr   CSR arrays of plane z (dtype kept)
-            mask/<z> attrs: shape (Y, X)
-
-    Parameters
-    ----------
-    h5group : h5py.Group
-        The destination group (for instance ``h5file.require_group(label)``).
-    roilist : ROIList or iterable of ROI
-        The ROIs to write; a plain iterable gets a fresh timestamp.
-    """
-    if not isinstance(roilist, ROIList):
-        roilist = ROIList(roilist)
-    for key in list(h5group.keys()):
-        del h5group[key]
-    for key in list(h5group.attrs.keys()):
-        del h5group.attrs[key]
-    h5group.attrs[_GROUP_FORMAT_ATTR] = _GROUP_FORMAT_VERSION
-    if roilist.timestamp is not None:
-        h5group.attrs["timestamp"] = str(roilist.timestamp)
-    h5group.attrs["n_rois"] = len(roilist)
-    rois = h5group.create_group("rois")
-    for i, roi in enumerate(roilist):
-        _write_roi(rois.create_group(str(i)), roi)
-
-
-def read_roilist_group(h5group: Any) -> ROIList:
-    """Read an ROI set written by :func:`write_roilist_group`.
-
-    Parameters
-    ----------
-    h5group : h5py.Group
-        The group holding the set.
-
-    Returns
-    -------
-    ROIList
-
-    Raises
-    ------
-    ValueError
-        If the group is not an ROI set.
-    """
-    if _GROUP_FORMAT_ATTR not in h5group.attrs or "rois" not in h5group:
-        raise ValueError(f"HDF5 group {h5group.name!r} does not hold a sima_fast ROI set")
-    rois_group = h5group["rois"]
-    rois = [_read_roi(rois_group[k]) for k in sorted(rois_group, key=int)]
-    n = h5group.attrs.get("n_rois")
-    if n is not None and int(n) != len(rois):
-        raise ValueError(
-            f"HDF5 group {h5group.name!r} is truncated: {len(rois)} of {int(n)} ROIs present"
-        )
-    ts = h5group.attrs.get("timestamp")
-    out = ROIList(rois)
-    out.timestamp = None if ts is None else str(ts)
-    return out
-
-
-# --------------------------------------------------------------------------
-# ROI set selection, legacy (SIMA) and HDF5 file reading
-# --------------------------------------------------------------------------
-
-
-def _timestamp_key(ts: Any) -> tuple[int, float]:
-    """Sort key for timestamps: parseable ones by time, others first."""
-    if isinstance(ts, str):
-        try:
-            return (1, time.mktime(time.strptime(ts, _TIMESTAMP_FORMAT)))
-        except (ValueError, OverflowError):
-            pass
-    return (0, 0.0)
-
-
-def _pick_label(timestamps: dict[str, Any], label: Any, path: str) -> str:
-    if not timestamps:
-        raise ValueError(f"{path}: the file holds no ROI sets")
-    if label is None:
-        ordered = list(timestamps.items())
-        best = max(range(len(ordered)), key=lambda i: (_timestamp_key(ordered[i][1]), i))
-        return ordered[best][0]
-    if label not in timestamps:
-        raise KeyError(
-            f"no ROI set labelled {label!r} in {path}; available labels: "
-            f"{sorted(map(str, timestamps))}"
-        )
-    return label
-
-
-def _is_hdf5(path: str) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(8) == _HDF5_SIGNATURE
-
-
-def _legacy_roi(d: Any, where: str) -> ROI:
-    from sima_fast._legacy import LegacySparse, sparse_from_legacy
-
-    if not isinstance(d, dict):
-        raise ValueError(f"{where}: expected an ROI dict, got {type(d).__name__}")
-    polygons = d.get("polygons")
-    mask = d.get("mask")
-    kwargs: dict[str, Any] = {
-        "label": d.get("label"),
-        "id": d.get("id"),
-        "tags": d.get("tags"),
-        "im_shape": d.get("im_shape"),
-    }
-    if polygons is not None:
-        kwargs["polygons"] = list(polygons) if isinstance(polygons, (list, tuple)) else polygons
-    elif mask is not None:
-        planes = mask if isinstance(mask, (list, tuple)) else [mask]
-        kwargs["mask"] = [
-            sparse_from_legacy(p) if isinstance(p, LegacySparse) or scipy.sparse.issparse(p) else p
-            for p in planes
-        ]
-    else:
-        raise ValueError(f"{where}: ROI has neither polygons nor a mask")
-    return ROI(**kwargs)
-
-
-def _legacy_sets(path: str) -> dict[Any, Any]:
-    from sima_fast._legacy import legacy_load
-
-    data = legacy_load(path)
-    if not isinstance(data, dict) or not all(
-        isinstance(v, dict) and "rois" in v for v in data.values()
-    ):
-        raise ValueError(f"{path}: not a SIMA ROI file (expected {{label: {{'rois': ...}}}})")
-    return data
-
-
-def _legacy_roilist(entry: dict[str, Any], where: str) -> ROIList:
-    rois = ROIList([_legacy_roi(d, f"{where}[{i}]") for i, d in enumerate(entry["rois"])])
-    ts = entry.get("timestamp")
-    rois.timestamp = None if ts is None else str(ts)
-    return rois
-
-
-def _load_h5(path: str, label: Any) -> ROIList:
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        timestamps = {
-            name: f[name].attrs.get("timestamp")
-            for name in f
-            if isinstance(f[name], h5py.Group) and _GROUP_FORMAT_ATTR in f[name].attrs
-        }
-        chosen = _pick_label(timestamps, None if label is None else str(label), path)
-        return read_roilist_group(f[chosen])
-
-
-def _load_legacy(path: str, label: Any) -> ROIList:
-    sets = _legacy_sets(path)
-    chosen = _pick_label({k: v.get("timestamp") for k, v in sets.items()}, label, path)
-    return _legacy_roilist(sets[chosen], f"{path}:{chosen}")
-
-
-# --------------------------------------------------------------------------
-# ImageJ
-# --------------------------------------------------------------------------
-
-
-def _imagej_plane(iroi: Any) -> int:
-    """Plane index of an ImageJ ROI (0 when no position is stored)."""
-    if iroi.c_position > 0 or iroi.z_position > 0 or iroi.t_position > 0:
-        return max(int(iroi.z_position) - 1, 0)
-    return max(int(iroi.position) - 1, 0)
-
-
-def _imagej_bounds(iroi: Any) -> tuple[float, float, float, float]:
-    """``(left, top, width, height)`` of a rectangle or oval, sub-pixel if stored."""
-    if iroi.subpixelrect:
-        return float(iroi.xd), float(iroi.yd), float(iroi.widthd), float(iroi.heightd)
-    return (
-        float(iroi.left),
-        float(iroi.top),
-        float(iroi.right - iroi.left),
-        float(iroi.bottom - iroi.top),
-    )
-
-
-def _shape_mask(
-    bounds: tuple[float, float, float, float], z: int, inside: Callable[..., np.ndarray]
-) -> list[scipy.sparse.csr_matrix]:
-    """Mask planes ``0..z`` with ``inside(px, py)`` evaluated at pixel centres of plane z."""
-    left, top, width, height = bounds
-    n_rows = max(int(np.ceil(top + height)), 1)
-    n_cols = max(int(np.ceil(left + width)), 1)
-    plane = np.zeros((n_rows, n_cols), dtype=bool)
-    x0, y0 = max(int(np.floor(left)), 0), max(int(np.floor(top)), 0)
-    if width > 0 and height > 0 and x0 < n_cols and y0 < n_rows:
-        px = np.arange(x0, n_cols, dtype=np.float64)[None, :] + 0.5
-        py = np.arange(y0, n_rows, dtype=np.float64)[:, None] + 0.5
-        plane[y0:, x0:] = inside(px, py)
-    empty = scipy.sparse.csr_matrix((n_rows, n_cols), dtype=bool)
-    return [empty.copy() for _ in range(z)] + [scipy.sparse.csr_matrix(plane)]
-
-
-def _oval_mask(bounds: tuple[float, float, float, float], z: int) -> list:
-    left, top, width, height = bounds
-    a, b = width / 2.0, height / 2.0
-    cx, cy = left + a, top + b
-
-    def inside(px: np.ndarray, py: np.ndarray) -> np.ndarray:
-        return ((px - cx) / a) ** 2 + ((py - cy) / b) ** 2 <= 1.0
-
-    return _shape_mask(bounds, z, inside)
-
-
-def _rounded_rect_mask(bounds: tuple[float, float, float, float], arc: float, z: int) -> list:
-    left, top, width, height = bounds
-    rx, ry = min(arc, width) / 2.0, min(arc, height) / 2.0
-    right, bottom = left + width, top + height
-
-    def inside(px: np.ndarray, py: np.ndarray) -> np.ndarray:
-        in_rect = (px > left) & (px < right) & (py > top) & (py < bottom)
-        dx = np.maximum(np.maximum(left + rx - px, px - (right - rx)), 0.0)
-        dy = np.maximum(np.maximum(top + ry - py, py - (bottom - ry)), 0.0)
-        return in_rect & ((dx / rx) ** 2 + (dy / ry) ** 2 <= 1.0)
-
-    return _shape_mask(bounds, z, inside)
-
-
-def _imagej_to_roi(iroi: Any, label: str) -> ROI:
-    """Translate one :class:`roifile.ImagejRoi` into an ROI (see ROIList.load)."""
-    from roifile import ROI_SUBTYPE, ROI_TYPE
-
-    z = _imagej_plane(iroi)
-    rtype, subtype = iroi.roitype, iroi.subtype
-    if subtype in (ROI_SUBTYPE.TEXT, ROI_SUBTYPE.IMAGE):
-        raise ValueError(f"{subtype.name.lower()} ROIs have no area and are not supported")
-
-    def ring(xy: Any) -> np.ndarray:
-        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
-        return np.column_stack([xy, np.full(len(xy), float(z))])
-
-    if iroi.composite:
-        paths = [p for p in iroi.coordinates(multi=True) if len(p)]
-        if not paths:
-            raise ValueError("composite ROI without any path")
-        return ROI(polygons=[ring(p) for p in paths], label=label)
-    if rtype == ROI_TYPE.OVAL:
-        return ROI(mask=_oval_mask(_imagej_bounds(iroi), z), label=label)
-    if rtype == ROI_TYPE.RECT:
-        left, top, width, height = bounds = _imagej_bounds(iroi)
-        if iroi.rounded_rect_arc_size > 0 and width > 0 and height > 0:
-            mask = _rounded_rect_mask(bounds, float(iroi.rounded_rect_arc_size), z)
-            return ROI(mask=mask, label=label)
-        corners = [
-            [left, top],
-            [left + width, top],
-            [left + width, top + height],
-            [left, top + height],
-        ]
-        return ROI(polygons=ring(corners), label=label)
-    if rtype == ROI_TYPE.LINE:
-        return ROI(polygons=ring([[iroi.x1, iroi.y1], [iroi.x2, iroi.y2]]), label=label)
-    if rtype == ROI_TYPE.POINT:
-        points = np.asarray(iroi.coordinates(), dtype=np.float64).reshape(-1, 2)
-        if not len(points):
-            raise ValueError("point ROI without any point")
-        planes = np.full(len(points), z, dtype=np.int64)
-        if iroi.counter_positions is not None and len(iroi.counter_positions) == len(points):
-            pos = np.asarray(iroi.counter_positions, dtype=np.int64)
-            planes = np.where(pos > 0, pos - 1, planes)
-        squares = []
-        for (x, y), pz in zip(np.floor(points), planes, strict=True):
-            sq = [[x, y], [x + 1, y], [x + 1, y + 1], [x, y + 1]]
-            squares.append(np.column_stack([sq, np.full(4, float(pz))]))
-        return ROI(polygons=squares, label=label)
-    if rtype in (
-        ROI_TYPE.POLYGON,
-        ROI_TYPE.FREEHAND,
-        ROI_TYPE.TRACED,
-        ROI_TYPE.POLYLINE,
-        ROI_TYPE.FREELINE,
-        ROI_TYPE.ANGLE,
-    ):
-        coords = iroi.coordinates()
-        if not len(coords):
-            raise ValueError(f"{rtype.name.lower()} ROI without any vertex")
-        return ROI(polygons=ring(coords), label=label)
-    raise ValueError(f"unsupported ImageJ ROI type {rtype.name}")
-
-
-def _imagej_member(data: bytes, name: str, path: str) -> ROI:
-    from roifile import ImagejRoi
-
-    label = name[:-4] if name.lower().endswith(".roi") else name
-    try:
-        return _imagej_to_roi(ImagejRoi.frombytes(data), label)
-    except Exception as exc:
-        raise ValueError(f"{path}: cannot read ImageJ ROI member {name!r}: {exc}") from exc
-
-
-def _load_imagej(path: str) -> ROIList:
-    rois: list[ROI] = []
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as zf:
-                for info in zf.infolist():
-                    if info.is_dir():
-                        continue
-                    try:
-                        data = zf.read(info)
-                    except Exception as exc:
-                        raise ValueError(
-                            f"{path}: cannot read ImageJ ROI member {info.filename!r}: {exc}"
-                        ) from exc
-                    rois.append(_imagej_member(data, info.filename, path))
-        except zipfile.BadZipFile as exc:
-            raise ValueError(f"{path}: not a readable ImageJ ROI zip file ({exc})") from exc
-    elif path.lower().endswith(".zip"):
-        raise ValueError(f"{path}: not a readable ImageJ ROI zip file")
-    else:
-        with open(path, "rb") as fh:
-            data = fh.read()
-        rois.append(_imagej_member(data, os.path.basename(path), path))
-    out = ROIList(rois)
-    out.timestamp = time.strftime(_TIMESTAMP_FORMAT, time.localtime(os.path.getmtime(path)))
-    return out
-
-
-def _unique_names(labels: list[Any]) -> list[str]:
-    """Member names: the label, with ``-1``, ``-2``, ... for repeats and None."""
-    used: set[str] = set()
-    names = []
-    for label in labels:
-        base = "roi" if label is None else str(label)
-        name = base
-        if label is None or name in used:
-            k = 1
-            while f"{base}-{k}" in used:
-                k += 1
-            name = f"{base}-{k}"
-        used.add(name)
-        names.append(name)
-    return names
-
-
-def _polygon_to_imagej(ring: np.ndarray, name: str, position: int | None) -> Any:
-    from roifile import ROI_TYPE, ImagejRoi
-
-    xy = ring[:, :2]
-    integral = np.all(xy == np.round(xy)) and np.all(xy >= -5000) and np.all(xy <= 60535)
-    points = xy.astype(np.int64) if integral else xy
-    iroi = ImagejRoi.frompoints(points, name=name, position=position)
-    iroi.roitype = ROI_TYPE.POLYGON
-    return iroi
-
-
-# --------------------------------------------------------------------------
 # ROIList
 # --------------------------------------------------------------------------
 
@@ -1037,7 +605,7 @@ class ROIList(list):
 
     def __init__(self, rois: Iterable[ROI] = (), timestamp: str | None = None) -> None:
         super().__init__(_check_roi(r) for r in rois)
-        self.timestamp = time.strftime(_TIMESTAMP_FORMAT) if timestamp is None else timestamp
+        self.timestamp = time.strftime(TIMESTAMP_FORMAT) if timestamp is None else timestamp
 
     # keep the list homogeneous
     def append(self, roi: ROI) -> None:
@@ -1083,12 +651,14 @@ class ROIList(list):
             Which set to read from a multi-set file; by default the most
             recent one (by timestamp, the last one on ties). Ignored for
             ImageJ files, which hold a single set.
-        fmt : {'pkl', 'h5', 'ImageJ'}
-            ``'pkl'`` reads a sima_fast ROI file (HDF5, recognised by its
-            signature) or a SIMA 1.x ``rois.pkl`` (through the restricted
-            unpickler of :mod:`sima_fast._legacy`); ``'h5'`` is an alias.
-            ``'ImageJ'`` reads a ``.zip`` of ``.roi`` members or a single
-            ``.roi`` file.
+        fmt : str, optional
+            A format registered in :data:`sima_fast.io.roi_readers` (any
+            case). Built in: ``'pkl'`` reads a sima_fast ROI file (HDF5,
+            recognised by its signature) or a SIMA 1.x ``rois.pkl`` (through
+            the restricted unpickler of :mod:`sima_fast._legacy`); ``'h5'``
+            is an alias. ``'ImageJ'`` reads a ``.zip`` of ``.roi`` members or
+            a single ``.roi`` file (shapes translated as described in
+            :func:`sima_fast.io.imagej.read_imagej`).
         reassign_label : bool, optional
             If True, replace every ROI's label by its position in the list,
             as a string (``'0'``, ``'1'``, ...).
@@ -1104,46 +674,20 @@ class ROIList(list):
         KeyError
             If ``label`` names no set in the file.
         ValueError
-            For an unknown ``fmt``, an unreadable file or an unsupported or
-            corrupt ImageJ member (the message names the member).
+            For an unknown ``fmt`` (the message lists the registered ones),
+            an unreadable file or an unsupported or corrupt ImageJ member
+            (the message names the member).
         sima_fast._legacy.UnsafePickleError
             If a SIMA pickle is corrupt or names anything outside the
             restricted unpickler's allow-list.
-
-        Notes
-        -----
-        ImageJ shapes are translated as follows. Polygon, freehand, traced,
-        polyline, freeline, angle, ellipse and rotated-rectangle ROIs become
-        one polygon from their stored vertices (line types are read as
-        closed rings); straight lines become two-vertex polygons (no area);
-        composite ROIs give one polygon per sub-path (holes are not
-        subtracted). Rectangles become a 4-vertex polygon (sub-pixel bounds
-        when stored). Ovals become a boolean mask holding the pixels whose
-        centre ``(x + 0.5, y + 0.5)`` satisfies
-        ``((x + 0.5 - cx) / a)**2 + ((y + 0.5 - cy) / b)**2 <= 1`` for the
-        ellipse inscribed in the bounding rectangle (ImageJ's OvalRoi mask
-        rule); rounded rectangles likewise become the mask of pixels whose
-        centre lies in the rectangle with elliptical corners of diameter
-        ``rounded_rect_arc_size``. Each point of a point ROI becomes the unit
-        square of the pixel containing it (plane from the point's counter
-        position when stored). Mask planes from ImageJ are sized to the
-        shape's bounding box and are cropped or padded once ``im_shape`` is
-        set. The plane is ``z_position - 1`` for hyperstack ROIs, else
-        ``position - 1``, else 0. Labels are the member names without
-        ``.roi`` (the file stem for a single ``.roi``); ids are None.
         """
+        from sima_fast.io import roi_readers
+
         path = os.fspath(path)
-        fmt_key = str(fmt).lower()
-        if fmt_key not in ("pkl", "h5", "imagej"):
-            raise ValueError(f"unknown ROI file format {fmt!r}; accepted: {list(_LOAD_FORMATS)}")
+        reader = roi_readers.lookup(fmt)
         if not os.path.exists(path):
             raise FileNotFoundError(f"no such ROI file: {path!r}")
-        if fmt_key == "imagej":
-            rois = _load_imagej(path)
-        elif _is_hdf5(path):
-            rois = _load_h5(path, label)
-        else:
-            rois = _load_legacy(path, label)
+        rois = reader(path, label)
         result = cls(rois, timestamp=rois.timestamp)
         if reassign_label:
             for i, roi in enumerate(result):
@@ -1163,109 +707,34 @@ class ROIList(list):
             Name of the set inside an HDF5 file (default: the timestamp).
             Other sets already in the file are kept; a set with the same
             label is replaced. Ignored for ImageJ.
-        fmt : {'h5', 'pkl', 'ImageJ'}
-            ``'h5'`` writes sima_fast's HDF5 ROI file (``'pkl'`` is accepted
-            as an alias for SIMA compatibility: no pickle is ever written).
-            If ``path`` is an existing SIMA ``rois.pkl``, its sets are
-            converted and kept in the new HDF5 file. ``'ImageJ'`` writes a
-            ``.zip`` with one polygon member per polygon.
+        fmt : str, optional
+            A format registered in :data:`sima_fast.io.roi_writers` (any
+            case). Built in: ``'h5'`` writes sima_fast's HDF5 ROI file
+            (``'pkl'`` is accepted as an alias for SIMA compatibility: no
+            pickle is ever written). If ``path`` is an existing SIMA
+            ``rois.pkl``, its sets are converted and kept in the new HDF5
+            file. ``'ImageJ'`` writes a ``.zip`` with one polygon member per
+            polygon (see :func:`sima_fast.io.imagej.write_imagej` for member
+            names, planes and coordinates; mask ROIs with no pixels are
+            skipped with a warning).
 
         Raises
         ------
         ValueError
-            For an unknown ``fmt``, an invalid label, an existing file that is
-            not an ROI file, or (ImageJ) a weighted mask ROI.
+            For an unknown ``fmt`` (the message lists the registered ones),
+            an invalid label, an existing file that is not an ROI file, or
+            (ImageJ) a weighted mask ROI.
 
         Notes
         -----
         The new file is built beside ``path`` and moved over it only when
         complete, so a failure leaves any previous file unchanged.
-
-        In ImageJ zips, each member is named ``<label>.roi``; a repeated
-        label gets ``-1``, ``-2``, ... appended, and a missing label is
-        written as ``roi-1``, ``roi-2``, .... Mask ROIs are written as their
-        contour polygons. When any polygon of the set lies on a plane other
-        than 0, every member stores ``position = z + 1``. Coordinates are
-        stored as integers when integral, otherwise as 32-bit floats
-        (sub-pixel resolution). Mask ROIs with no pixels are skipped with a
-        warning.
         """
+        from sima_fast.io import roi_writers
+
         path = os.fspath(path)
-        fmt_key = str(fmt).lower()
-        if fmt_key in ("h5", "pkl"):
-            self._save_h5(path, self.timestamp if label is None else label)
-        elif fmt_key == "imagej":
-            self._save_imagej(path)
-        else:
-            raise ValueError(f"unknown ROI file format {fmt!r}; accepted: {list(_SAVE_FORMATS)}")
-
-    def _save_h5(self, path: str, label: Any) -> None:
-        import h5py
-
-        name = str(label)
-        if not name or "/" in name or name in (".", ".."):
-            raise ValueError(f"invalid ROI set label {label!r} (empty, '.', '..' or contains '/')")
-        old_h5 = old_legacy = False
-        if os.path.exists(path) and os.path.getsize(path) > 0:
-            if _is_hdf5(path):
-                old_h5 = True
-            else:
-                try:
-                    legacy = _legacy_sets(path)
-                except Exception as exc:
-                    raise ValueError(
-                        f"{path} exists and is not an ROI file; refusing to overwrite it"
-                    ) from exc
-                old_legacy = True
-
-        with atomic_write(path) as tmp, h5py.File(tmp, "w", track_order=True) as out:
-            out.attrs[_FILE_FORMAT_ATTR] = _FILE_FORMAT_NAME
-            out.attrs["version"] = _GROUP_FORMAT_VERSION
-            written = False
-
-            def write_new() -> None:
-                write_roilist_group(out.create_group(name, track_order=True), self)
-
-            if old_h5:
-                with h5py.File(path, "r") as old:
-                    for key in old:
-                        if key == name:
-                            write_new()
-                            written = True
-                        elif isinstance(old[key], h5py.Group):
-                            old.copy(old[key], out, name=key)
-            elif old_legacy:
-                for key, entry in legacy.items():
-                    if str(key) == name:
-                        write_new()
-                        written = True
-                    else:
-                        rl = _legacy_roilist(entry, f"{path}:{key}")
-                        grp = out.create_group(str(key), track_order=True)
-                        write_roilist_group(grp, rl)
-            if not written:
-                write_new()
-
-    def _save_imagej(self, path: str) -> None:
-        entries: list[tuple[Any, np.ndarray]] = []
-        for roi in self:
-            rings = roi.polygons
-            if not rings:
-                warnings.warn(
-                    f"ROI {roi.label!r} has an empty mask; it is not written to the ImageJ file",
-                    stacklevel=3,
-                )
-            entries.extend((roi.label, r) for r in rings)
-        multi_plane = any(r[0, 2] != 0 for _, r in entries)
-        names = _unique_names([lab for lab, _ in entries])
-        with (
-            atomic_write(path, suffix=".zip") as tmp,
-            zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf,
-        ):
-            for name, (_, ring) in zip(names, entries, strict=True):
-                position = int(ring[0, 2]) if multi_plane else None
-                iroi = _polygon_to_imagej(ring, name, position)
-                zf.writestr(name + ".roi", iroi.tobytes())
+        writer = roi_writers.lookup(fmt)
+        writer(self, path, label)
 
     # -- derived lists -----------------------------------------------------
 

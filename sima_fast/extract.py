@@ -1,4 +1,4 @@
-"""Signal extraction from ROIs (SPEC.md §5) and the export of extracted signals.
+"""Signal extraction from ROIs (SPEC.md §5).
 
 :func:`extract_rois` turns an ROI set into sparse weights (overlap removal,
 normalisation of boolean masks, ``1/μ`` folded in) and streams the dataset's
@@ -6,12 +6,11 @@ sequences through the numba kernel of :mod:`sima_fast.kernels.extract`. The
 record of one extraction is a dict with ``raw`` (a list over sequences of
 ``(n_rois, T_k)`` float32 arrays), ``demixed_raw`` (when demixing),
 ``mean_frame``, ``overlap``, ``signal_channel``, ``rois`` (ROI dicts in row
-order) and ``timestamp``; :func:`write_signals_csv` exports it.
+order) and ``timestamp``; :mod:`sima_fast.io.csv` exports it.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime
 import os
 import warnings
@@ -28,75 +27,7 @@ __all__ = [
     "extract_rois",
     "roi_mask_matrix",
     "save_extract_summary",
-    "write_signals_csv",
 ]
-
-
-def _roi_field(roi: Any, key: str) -> Any:
-    if isinstance(roi, dict):
-        return roi.get(key)
-    return getattr(roi, key, None)
-
-
-def write_signals_csv(path: str | os.PathLike, signals: dict[str, Any]) -> None:
-    """Write one extraction record as tab-separated text (atomically).
-
-    Parameters
-    ----------
-    path : str or path-like
-        Output file.
-    signals : dict
-        An extraction record with ``raw`` (list over sequences of
-        ``(n_rois, T_k)`` arrays) and ``rois`` (ROI dicts in row order).
-
-    Notes
-    -----
-    Header rows: ``sequence, frame, <ROI ids>``; ``'', label, <ROI labels>``;
-    ``'', tags, <sorted tags joined by commas>``. Then one row per frame:
-    sequence index, frame index within the sequence, one value per ROI.
-
-    Examples
-    --------
-    >>> import io, os, tempfile, numpy as np
-    >>> rec = {'raw': [np.array([[1.0, 2.0]])],
-    ...        'rois': [{'id': 'a', 'label': 'cell', 'tags': {'x', 'b'}}]}
-    >>> path = os.path.join(tempfile.mkdtemp(), 'signals.csv')
-    >>> write_signals_csv(path, rec)
-    >>> with open(path) as fh:
-    ...     print(fh.read().replace('\\t', '|'))
-    sequence|frame|a
-    |label|cell
-    |tags|b,x
-    0|0|1.0
-    0|1|2.0
-    <BLANKLINE>
-    """
-    raw = signals.get("raw")
-    rois = signals.get("rois", [])
-    if raw is None:
-        raise ValueError("signals has no 'raw' traces to export")
-    n_rois = len(rois)
-    for k, block in enumerate(raw):
-        if np.ndim(block) != 2 or np.shape(block)[0] != n_rois:
-            raise ValueError(
-                f"raw[{k}] has shape {np.shape(block)}; expected ({n_rois}, frames) to match "
-                f"the {n_rois} ROIs"
-            )
-
-    def text(value: Any) -> str:
-        return "" if value is None else str(value)
-
-    with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
-        writer.writerow(["sequence", "frame", *[text(_roi_field(r, "id")) for r in rois]])
-        writer.writerow(["", "label", *[text(_roi_field(r, "label")) for r in rois]])
-        writer.writerow(
-            ["", "tags", *[",".join(sorted(_roi_field(r, "tags") or [])) for r in rois]]
-        )
-        for k, block in enumerate(raw):
-            block = np.asarray(block)
-            for t in range(block.shape[1]):
-                writer.writerow([k, t, *(repr(float(v)) for v in block[:, t])])
 
 
 # ---------------------------------------------------------------------------

@@ -551,8 +551,10 @@ class ImagingDataset:
         filenames : str or list of str
             For ``'TIFF8'``/``'TIFF16'``: one path per channel; each file has
             one page per plane. For ``'HDF5'``: a single path.
-        fmt : {'TIFF16', 'TIFF8', 'HDF5'}, optional
-            Output format. Default: 16-bit TIFF.
+        fmt : str, optional
+            Output format: a name registered in
+            :data:`sima_fast.io.averages_writers`; built in: ``'TIFF16'``,
+            ``'TIFF8'``, ``'HDF5'``. Default: 16-bit TIFF.
         scale_values : bool, optional
             Stretch values to the full range of the output type:
             ``v * (2**bits - 1) / nanmax(v)``, per channel for TIFF, one
@@ -577,9 +579,15 @@ class ImagingDataset:
         OSError
             An output directory that cannot be created or written.
         """
-        from sima_fast.export import export_averages
+        from sima_fast.io import averages_writers
+        from sima_fast.io._export import PROJECTION_TYPES
 
-        export_averages(self, filenames, fmt, scale_values, projection_type)
+        writer = averages_writers.lookup(fmt)
+        if projection_type not in PROJECTION_TYPES:
+            raise ValueError(
+                f"projection_type must be one of {list(PROJECTION_TYPES)}, got {projection_type!r}"
+            )
+        writer(self, filenames, scale_values=scale_values, projection_type=projection_type)
 
     def export_frames(
         self,
@@ -598,8 +606,10 @@ class ImagingDataset:
             For TIFF, ``filenames[i][j][k]`` is the file of sequence i, plane
             j, channel k (one page per frame). For ``'HDF5'``, ``filenames[i]``
             is the file of sequence i.
-        fmt : {'TIFF16', 'TIFF8', 'HDF5'}, optional
-            Output format. Default: 16-bit TIFF.
+        fmt : str, optional
+            Output format: a name registered in
+            :data:`sima_fast.io.frames_writers`; built in: ``'TIFF16'``,
+            ``'TIFF8'``, ``'HDF5'``. Default: 16-bit TIFF.
         fill_gaps : bool, optional
             Replace NaN values (pixels not observed in a frame, e.g. after
             motion correction) by the pixel's nearest observation, as
@@ -631,9 +641,22 @@ class ImagingDataset:
         OSError
             An output directory that cannot be created or written.
         """
-        from sima_fast.export import export_frames
+        from sima_fast.io import frames_writers
+        from sima_fast.io._export import COMPRESSIONS
 
-        export_frames(self, filenames, fmt, fill_gaps, scale_values, compression, client=client)
+        writer = frames_writers.lookup(fmt)
+        if compression not in COMPRESSIONS:
+            raise ValueError(
+                f"compression must be one of {list(COMPRESSIONS)}, got {compression!r}"
+            )
+        writer(
+            self,
+            filenames,
+            fill_gaps=fill_gaps,
+            scale_values=scale_values,
+            compression=compression,
+            client=client,
+        )
 
     # -- ROIs --------------------------------------------------------------------
 
@@ -644,7 +667,7 @@ class ImagingDataset:
             return dict(self._mem_rois)
         if self._legacy:
             return storage.legacy_roi_labels(self._savedir)
-        from sima_fast.ROI import read_roilist_group
+        from sima_fast.io.native import read_roilist_group
 
         return storage.read_h5_groups(
             os.path.join(self._savedir, storage.ROIS_FILE), read_roilist_group
@@ -652,7 +675,7 @@ class ImagingDataset:
 
     @staticmethod
     def _write_rois(directory: str, rois: dict[str, Any]) -> None:
-        from sima_fast.ROI import write_roilist_group
+        from sima_fast.io.native import write_roilist_group
 
         storage.rewrite_h5_groups(
             os.path.join(directory, storage.ROIS_FILE),
@@ -980,14 +1003,16 @@ class ImagingDataset:
         channel: Any = 0,
         signals_label: str | None = None,
     ) -> None:
-        """Write extracted signals to a tab-separated text file.
+        """Write extracted signals to a file (by default tab-separated text).
 
         Parameters
         ----------
         path : str or path-like
             The output file (written atomically).
-        fmt : {'csv'}, optional
-            The format; only ``'csv'`` (tab-separated values) is available.
+        fmt : str, optional
+            The format: a name registered in
+            :data:`sima_fast.io.signals_writers`; built in: ``'csv'``
+            (tab-separated values). Default: 'csv'.
         channel : int or str, optional
             The channel whose signals to export. Default: 0.
         signals_label : str, optional
@@ -995,21 +1020,21 @@ class ImagingDataset:
 
         Notes
         -----
-        Three header rows give, per column, the ROI id, label and sorted tags
-        (joined by commas); every following row is one frame: the sequence
-        index, the frame index within the sequence, then one value per ROI.
+        In ``'csv'`` files, three header rows give, per column, the ROI id,
+        label and sorted tags (joined by commas); every following row is one
+        frame: the sequence index, the frame index within the sequence, then
+        one value per ROI.
         """
-        from sima_fast.extract import write_signals_csv
+        from sima_fast.io import signals_writers
 
-        if fmt != "csv":
-            raise ValueError(f"fmt must be 'csv', got {fmt!r}")
+        writer = signals_writers.lookup(fmt)
         all_signals = self.signals(channel)
         if not all_signals:
             raise ValueError(f"channel {channel!r} has no extracted signals; run extract() first")
         label = signals_label if signals_label is not None else _most_recent(all_signals)
         if label not in all_signals:
             raise KeyError(f"no signals labelled {label!r}; available: {sorted(all_signals)}")
-        write_signals_csv(path, all_signals[label])
+        writer(path, all_signals[label])
 
     # -- spike inference ------------------------------------------------------------
 

@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from sima_fast.ROI import ROI, ROIList, _timestamp_key
+from sima_fast._timestamps import timestamp_key
+from sima_fast.ROI import ROI, ROIList
 
 __all__ = [
     "PRE_PROCESSING_METHODS",
@@ -1225,7 +1226,7 @@ def _most_recent_label(sets: dict[str, Any], exclude: str | None) -> str:
         raise ValueError(f"the source dataset has no ROI set{extra} to import")
     best = max(
         range(len(candidates)),
-        key=lambda i: (_timestamp_key(getattr(candidates[i][1], "timestamp", None)), i),
+        key=lambda i: (timestamp_key(getattr(candidates[i][1], "timestamp", None)), i),
     )
     return candidates[best][0]
 

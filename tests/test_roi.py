@@ -20,9 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from roifile import ROI_OPTIONS, ROI_SUBTYPE, ROI_TYPE, ImagejRoi
 
-import sima_fast.ROI as roi_module
+import sima_fast.io.imagej as imagej_module
+import sima_fast.io.native as native_module
 from sima_fast._geometry import polygon_to_mask
-from sima_fast.ROI import ROI, ROIList, read_roilist_group, write_roilist_group
+from sima_fast.io.native import read_roilist_group, write_roilist_group
+from sima_fast.ROI import ROI, ROIList
 
 DATA = Path(__file__).parent / "data" / "sima132"
 LEGACY_PKL = DATA / "hdf5_and_ndarray.sima" / "rois.pkl"
@@ -556,7 +558,7 @@ def test_h5_save_is_atomic(tmp_path, monkeypatch):
         calls.append(group.name)
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(roi_module, "write_roilist_group", exploding)
+    monkeypatch.setattr(native_module, "write_roilist_group", exploding)
     with pytest.raises(RuntimeError, match="disk on fire"):
         ROIList([ROI(polygons=SQUARE)]).save(path, label="keep")
     with pytest.raises(RuntimeError):
@@ -932,7 +934,7 @@ def test_imagej_single_plane_has_no_position_and_write_is_atomic(tmp_path, monke
     def boom(*args, **kwargs):
         raise RuntimeError("interrupted")
 
-    monkeypatch.setattr(roi_module, "_polygon_to_imagej", boom)
+    monkeypatch.setattr(imagej_module, "polygon_to_imagej", boom)
     with pytest.raises(RuntimeError, match="interrupted"):
         ROIList([ROI(polygons=SQUARE, label="b")]).save(path, fmt="ImageJ")
     assert path.read_bytes() == before

@@ -1,0 +1,448 @@
+"""What every projection and frames writer shares: arguments, paths, scaling, streaming.
+
+Writers validate the nesting of ``filenames`` with the ``*_paths`` helpers
+(which also create the output directories), write every output to a
+temporary file with :func:`all_or_nothing`, so a failed export leaves no
+file behind, and read the frames chunk by chunk through
+:func:`converted_frames`, so memory does not grow with the number of frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Callable, Iterator
+from collections.abc import Sequence as _SeqABC
+from typing import Any
+
+import numpy as np
+
+from sima_fast._atomic import atomic_write
+
+__all__ = [
+    "COMPRESSIONS",
+    "PROJECTION_TYPES",
+    "all_or_nothing",
+    "channel_maxima",
+    "converted_frames",
+    "full_range_scale",
+    "is_path",
+    "nested_frame_paths",
+    "per_channel_paths",
+    "per_sequence_paths",
+    "prepare_path",
+    "progress_bar",
+    "projection",
+    "single_path",
+    "to_unsigned",
+]
+
+PROJECTION_TYPES = {"average": "time_averages", "std": "time_std", "kurtosis": "time_kurtosis"}
+"""``projection_type`` of ``export_averages`` -> the ``ImagingDataset`` property it writes."""
+
+COMPRESSIONS = (None, "gzip", "lzf", "szip")
+"""The ``compression`` values ``export_frames`` accepts."""
+
+
+# --------------------------------------------------------------------------
+# filenames
+# --------------------------------------------------------------------------
+
+
+def is_path(p: Any) -> bool:
+    """Whether ``p`` is a str or an ``os.PathLike``.
+
+    Parameters
+    ----------
+    p : Any
+
+    Returns
+    -------
+    bool
+    """
+    return isinstance(p, (str, os.PathLike))
+
+
+def _is_list(x: Any) -> bool:
+    return isinstance(x, _SeqABC) and not isinstance(x, (str, bytes))
+
+
+def prepare_path(path: Any, argname: str) -> str:
+    """Absolute output path with its directory created.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The output file.
+    argname : str
+        How the argument is named in error messages (e.g. ``'filenames[0]'``).
+
+    Returns
+    -------
+    str
+        The absolute path.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is not a path.
+    OSError
+        If the directory cannot be created or written, or ``path`` is a
+        directory (the message names ``argname`` and the path).
+    """
+    if not is_path(path):
+        raise ValueError(f"{argname} must be a path (str or os.PathLike), got {path!r}")
+    path = os.path.abspath(os.fspath(path))
+    directory = os.path.dirname(path)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"{argname}: cannot create the directory of {path!r} ({exc})") from exc
+    if not os.access(directory, os.W_OK):
+        raise OSError(f"{argname}: the directory of {path!r} is not writable")
+    if os.path.isdir(path):
+        raise OSError(f"{argname}: {path!r} is a directory")
+    return path
+
+
+def single_path(filenames: Any, fmt: str) -> str:
+    """The one output file of a format that writes all channels to one file.
+
+    Parameters
+    ----------
+    filenames : str, path-like, or a list of one of them
+        The output file.
+    fmt : str
+        The format name, for the error message.
+
+    Returns
+    -------
+    str
+        The prepared absolute path (see :func:`prepare_path`).
+
+    Raises
+    ------
+    ValueError
+        If ``filenames`` is not a single path.
+    """
+    if _is_list(filenames) and len(filenames) == 1:
+        filenames = filenames[0]
+    if not is_path(filenames):
+        raise ValueError(
+            f"filenames must be a single path for fmt={fmt!r} (one file holding every "
+            f"channel), got {filenames!r}"
+        )
+    return prepare_path(filenames, "filenames")
+
+
+def per_channel_paths(filenames: Any, fmt: str, channel_names: list[str]) -> list[str]:
+    """One output file per channel.
+
+    Parameters
+    ----------
+    filenames : list of str or path-like
+        ``filenames[c]`` is the file of channel ``c``.
+    fmt : str
+        The format name, for the error message.
+    channel_names : list of str
+        The dataset's channel names.
+
+    Returns
+    -------
+    list of str
+        The prepared absolute paths.
+
+    Raises
+    ------
+    ValueError
+        If ``filenames`` is not a list of one path per channel.
+    """
+    C = len(channel_names)
+    if not _is_list(filenames) or len(filenames) != C or not all(map(is_path, filenames)):
+        raise ValueError(
+            f"filenames must be a list of {C} paths for fmt={fmt!r} (one file per "
+            f"channel, channels {channel_names}), got {filenames!r}"
+        )
+    return [prepare_path(f, f"filenames[{c}]") for c, f in enumerate(filenames)]
+
+
+def per_sequence_paths(filenames: Any, fmt: str, num_sequences: int) -> list[str]:
+    """One output file per sequence.
+
+    Parameters
+    ----------
+    filenames : list of str or path-like
+        ``filenames[i]`` is the file of sequence ``i``.
+    fmt : str
+        The format name, for the error message.
+    num_sequences : int
+        The dataset's number of sequences.
+
+    Returns
+    -------
+    list of str
+        The prepared absolute paths.
+
+    Raises
+    ------
+    ValueError
+        If ``filenames`` is not a list of one path per sequence.
+    """
+    S = num_sequences
+    if not _is_list(filenames) or len(filenames) != S or not all(map(is_path, filenames)):
+        raise ValueError(
+            f"filenames must be a list of {S} paths for fmt={fmt!r} (filenames[i] is the "
+            f"file of sequence i), got {filenames!r}"
+        )
+    return [prepare_path(f, f"filenames[{i}]") for i, f in enumerate(filenames)]
+
+
+def nested_frame_paths(
+    filenames: Any, fmt: str, num_sequences: int, num_planes: int, num_channels: int
+) -> list[list[list[str]]]:
+    """One output file per sequence, plane and channel.
+
+    Parameters
+    ----------
+    filenames : nested list of str or path-like
+        ``filenames[i][j][k]`` is the file of sequence ``i``, plane ``j``,
+        channel ``k``.
+    fmt : str
+        The format name, for the error message.
+    num_sequences, num_planes, num_channels : int
+        The dataset's numbers of sequences, planes and channels.
+
+    Returns
+    -------
+    list of list of list of str
+        The prepared absolute paths, nested like ``filenames``.
+
+    Raises
+    ------
+    ValueError
+        If ``filenames`` is not nested as described.
+    """
+    S, Z, C = num_sequences, num_planes, num_channels
+    ok = (
+        _is_list(filenames)
+        and len(filenames) == S
+        and all(_is_list(p) and len(p) == Z for p in filenames)
+        and all(_is_list(c) and len(c) == C for p in filenames for c in p)
+        and all(is_path(f) for p in filenames for c in p for f in c)
+    )
+    if not ok:
+        raise ValueError(
+            f"filenames must be nested as filenames[sequence][plane][channel]: a list of "
+            f"{S} lists of {Z} lists of {C} paths for fmt={fmt!r}"
+        )
+    return [
+        [
+            [prepare_path(f, f"filenames[{i}][{j}][{k}]") for k, f in enumerate(ch)]
+            for j, ch in enumerate(pl)
+        ]
+        for i, pl in enumerate(filenames)
+    ]
+
+
+@contextlib.contextmanager
+def all_or_nothing(paths: list[str]) -> Iterator[list[str]]:
+    """Temporary paths for every output; all are moved into place only on success.
+
+    Parameters
+    ----------
+    paths : list of str
+        The final destinations.
+
+    Yields
+    ------
+    list of str
+        One temporary path beside each destination, in the same order.
+    """
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_write(p)) for p in paths]
+
+
+# --------------------------------------------------------------------------
+# values
+# --------------------------------------------------------------------------
+
+
+def projection(dataset: Any, projection_type: str) -> np.ndarray:
+    """The ``(Z, Y, X, C)`` time projection named by ``projection_type``.
+
+    Parameters
+    ----------
+    dataset : ImagingDataset
+    projection_type : {'average', 'std', 'kurtosis'}
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    return getattr(dataset, PROJECTION_TYPES[projection_type])
+
+
+def to_unsigned(values: np.ndarray, dtype: Any, scale: float | np.ndarray | None) -> np.ndarray:
+    """Convert to an unsigned integer type: optionally scale, then clip, truncate.
+
+    NaN becomes 0; values are clipped to the type's range after scaling and
+    truncated toward zero (SIMA's ``astype`` convention).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The values.
+    dtype : numpy dtype
+        An unsigned integer type.
+    scale : float or numpy.ndarray or None
+        Factor applied first (broadcast against ``values``), or None.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``values`` converted to ``dtype``.
+    """
+    info = np.iinfo(dtype)
+    v = np.asarray(values, dtype=np.float64)
+    if scale is not None:
+        v = v * scale
+    v = np.nan_to_num(v, nan=0.0, posinf=float(info.max), neginf=0.0)
+    return np.clip(v, 0, info.max).astype(dtype)
+
+
+def full_range_scale(maximum: np.ndarray | float, bits: int) -> np.ndarray:
+    """``(2**bits - 1) / maximum`` (1 where the maximum is not positive or not finite).
+
+    Parameters
+    ----------
+    maximum : float or numpy.ndarray
+        The largest value (per channel when an array).
+    bits : int
+        Bits of the output type.
+
+    Returns
+    -------
+    numpy.ndarray
+        The factor stretching ``maximum`` to the top of the output range.
+    """
+    m = np.asarray(maximum, dtype=np.float64)
+    ok = np.isfinite(m) & (m > 0)
+    return np.where(ok, (2.0**bits - 1.0) / np.where(ok, m, 1.0), 1.0)
+
+
+def channel_maxima(sequences: list) -> np.ndarray:
+    """Largest finite value of every channel over all frames (NaN when none).
+
+    Parameters
+    ----------
+    sequences : list of Sequence
+        The sequences to scan, chunk by chunk.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(C,)`` float64.
+    """
+    best = None
+    for seq in sequences:
+        for _, chunk in seq.iter_chunks(reuse_buffer=True, prefetch=True):
+            flat = chunk.reshape(-1, chunk.shape[-1])
+            if flat.dtype.kind == "f":
+                m = np.fmax.reduce(np.where(np.isfinite(flat), flat, np.nan), axis=0)
+            else:
+                m = flat.max(axis=0).astype(np.float64)
+            best = m if best is None else np.fmax(best, m)
+    return np.asarray(best, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------
+# frames
+# --------------------------------------------------------------------------
+
+
+def converted_frames(
+    dataset: Any,
+    fill_gaps: bool,
+    scale_values: bool,
+    bits: int,
+    convert: Callable[..., np.ndarray],
+    client: Any = None,
+) -> tuple[list, Callable[[Any], Iterator[tuple[int, np.ndarray]]]]:
+    """The sequences to write and, per sequence, its frames converted block by block.
+
+    Parameters
+    ----------
+    dataset : ImagingDataset
+        The dataset whose frames are exported.
+    fill_gaps : bool
+        Replace NaN values by the pixel's nearest observation
+        (:meth:`Sequence.fill_gaps`).
+    scale_values : bool
+        Pass ``scale = (2**bits - 1) / max`` per channel (over the whole
+        dataset) to ``convert``; otherwise ``scale=None``.
+    bits : int
+        Bits of the output values, for the scale.
+    convert : callable
+        ``convert(chunk, scale=...)`` turns a ``(t, Z, Y, X, C)`` chunk into
+        the block to write; it must be picklable when ``client`` is given.
+    client : dask.distributed.Client, optional
+        Read, gap-fill and convert on this Dask cluster, time range by time
+        range (:func:`sima_fast.distributed.frame_blocks`); the blocks are
+        identical.
+
+    Returns
+    -------
+    sequences : list of Sequence
+        The sequences, in order (their ``shape`` and ``len`` give the
+        output sizes).
+    blocks : callable
+        ``blocks(seq)`` iterates ``(t0, block)`` over one of ``sequences``,
+        in time order.
+    """
+    if client is None:
+        sequences = [s.fill_gaps() if fill_gaps else s for s in dataset.sequences]
+    else:
+        sequences = list(dataset.sequences)  # gaps are filled on the cluster
+    scale = None
+    if scale_values:
+        if client is None:
+            maxima = channel_maxima(sequences)
+        else:  # filling copies finite values, so it does not change the maxima
+            from sima_fast.distributed import channel_maxima as cluster_channel_maxima
+
+            maxima = cluster_channel_maxima(sequences, client)
+        scale = full_range_scale(maxima, bits)  # (C,)
+    convert = functools.partial(convert, scale=scale)
+
+    def blocks(seq: Any) -> Iterator[tuple[int, np.ndarray]]:
+        if client is None:
+            for t0, chunk in seq.iter_chunks(reuse_buffer=True, prefetch=True):
+                yield t0, convert(chunk)
+        else:
+            from sima_fast.distributed import frame_blocks
+
+            yield from frame_blocks(seq, client, convert, fill_gaps=fill_gaps)
+
+    return sequences, blocks
+
+
+def progress_bar(sequences: list, desc: str = "export_frames") -> Any:
+    """A progress bar over the frames of ``sequences`` (shown on terminals only).
+
+    Parameters
+    ----------
+    sequences : list of Sequence
+        The sequences being written.
+    desc : str, optional
+        The bar's label.
+
+    Returns
+    -------
+    tqdm.tqdm
+        A context manager; call ``update(n)`` after writing ``n`` frames.
+    """
+    from tqdm.auto import tqdm
+
+    total = sum(len(s) for s in sequences)
+    return tqdm(total=total, desc=desc, unit="frame", disable=None)
