@@ -362,7 +362,7 @@ def test_extract_tiff(benchmark, hdf5_movie, tiff_movie, impl):
     else:
         dataset = _file_dataset("tiff", tiff_movie)
         seq = dataset.sequences[0]
-        assert seq._view(0, min(CHUNK, FRAMES)) is not None, "the TIFF should be memory-mapped"
+        assert seq.view(0, min(CHUNK, FRAMES)) is not None, "the TIFF should be memory-mapped"
     mu = _cached_means(dataset)
     api_ours(dataset)
     record = _timed(benchmark, api_ours, (dataset,), ROUNDS[impl])

@@ -36,7 +36,7 @@ def moment_state(sequences: list, progress: bool = False) -> MomentState:
     try:
         for seq in sequences:
             # While a background thread reads the file, the kernel leaves it a core.
-            with kernel_threads(reserve=1 if seq._view(0, min(1, len(seq))) is None else 0):
+            with kernel_threads(reserve=1 if not seq.zero_copy else 0):
                 for _, chunk in seq.iter_chunks(reuse_buffer=True, prefetch=True):
                     state.update(chunk)
                     if bar is not None:

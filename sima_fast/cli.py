@@ -29,19 +29,6 @@ import numpy as np
 __all__ = ["dataset_summary", "main"]
 
 
-def _describe_sequence(seq: Any) -> str:
-    from sima_fast import sequence as sq
-
-    kind = type(seq).__name__.strip("_").replace("Sequence", "") or "Sequence"
-    extra = ""
-    path = getattr(seq, "_path", None)
-    if path:
-        extra = f" {os.path.basename(path)}"
-    if isinstance(seq, sq._WrapperSequence):
-        extra = f" of {_describe_sequence(seq._base)}"
-    return f"{kind}{extra}"
-
-
 def dataset_summary(dataset: Any) -> str:
     """A human-readable, multi-line summary of an :class:`ImagingDataset`.
 
@@ -54,7 +41,7 @@ def dataset_summary(dataset: Any) -> str:
     lines.append(f"  frame shape: {z} plane(s) x {y} rows x {x} columns x {c} channel(s)")
     lines.append(f"  channels: {', '.join(dataset.channel_names)}")
     for i, seq in enumerate(dataset.sequences):
-        lines.append(f"  sequence {i}: {len(seq)} frames, {seq.dtype}, {_describe_sequence(seq)}")
+        lines.append(f"  sequence {i}: {len(seq)} frames, {seq.dtype}, {seq.describe()}")
     rois = dataset.ROIs
     if rois:
         for label, roilist in rois.items():

@@ -41,10 +41,7 @@ import contextlib
 import functools
 import itertools
 import math
-import os
-import pickle
 import threading
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -52,6 +49,8 @@ from typing import Any
 import numpy as np
 
 from sima_fast.kernels.moments import MomentState
+from sima_fast.sequence.dask import DaskSequence, SequencePayload, add_note, worker_location
+from sima_fast.sequence.views import FilledSequence, first_finite_values, last_finite_values
 
 __all__ = [
     "DASK_CONFIG",
@@ -62,7 +61,6 @@ __all__ = [
     "moment_state",
     "projections",
     "report_progress",
-    "sequence_to_dask",
     "time_ranges",
 ]
 
@@ -100,171 +98,6 @@ DASK_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": Non
 
 
 # ---------------------------------------------------------------------------
-# sequences on workers
-# ---------------------------------------------------------------------------
-
-
-def _data_files(seq: Any) -> list[str]:
-    """Every data file a sequence (and the sequences it wraps) reads."""
-    found: list[str] = []
-
-    def collect(obj: Any) -> None:
-        if isinstance(obj, (str, os.PathLike)):
-            found.append(os.fspath(obj))
-        elif isinstance(obj, (list, tuple)):
-            for item in obj:
-                collect(item)
-
-    stack = [seq]
-    while stack:
-        s = stack.pop()
-        collect(getattr(s, "_path", None))
-        collect(getattr(s, "_files", None))
-        base = getattr(s, "_base", None)
-        if base is not None:
-            stack.append(base)
-        stack.extend(getattr(s, "_sequences", ()))
-    return sorted(set(found))
-
-
-def _where() -> str:
-    """``'worker <address>'`` inside a Dask worker, else ``'the client'``."""
-    try:
-        from distributed import get_worker
-
-        return f"worker {get_worker().address}"
-    except (ImportError, ValueError):
-        return "the client"
-
-
-def _add_note(exc: BaseException, note: str) -> None:
-    if hasattr(exc, "add_note"):  # Python >= 3.11
-        exc.add_note(note)
-
-
-class _SequencePayload:
-    """A sequence packed for the workers and unpacked inside the tasks.
-
-    The sequence is pickled once on the client (with cloudpickle, so classes
-    defined in a notebook travel too; array data out of band, so an in-memory
-    sequence is not copied again on a worker) and unpickled on each
-    worker thread the first time a task there needs it: sequences keep
-    per-reader state (open files, gap-filling positions), so threads never
-    share one. Unpacking inside the task, not on arrival, turns a data file
-    that a worker cannot see into a clear error of that task.
-    """
-
-    def __init__(self, seq: Any) -> None:
-        import cloudpickle  # a dependency of dask: sequence classes of a notebook travel too
-
-        buffers: list[pickle.PickleBuffer] = []
-        self.blob = cloudpickle.dumps(seq, protocol=5, buffer_callback=buffers.append)
-        self.buffers = buffers
-        self.description = repr(seq)
-        self.files = _data_files(seq)
-        self.shape = tuple(seq.shape)
-        self.dtype = np.dtype(seq.dtype)
-        self.nbytes = len(self.blob) + sum(memoryview(b).nbytes for b in buffers)
-        self.token = uuid.uuid4().hex
-        self._local = threading.local()
-
-    def __dask_tokenize__(self) -> tuple[str, str]:
-        return ("sima-fast-sequence", self.token)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_local"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._local = threading.local()
-
-    def load(self) -> Any:
-        """This thread's copy of the sequence."""
-        seq = getattr(self._local, "seq", None)
-        if seq is None:
-            missing = [f for f in self.files if not os.path.exists(f)]
-            if missing:
-                raise FileNotFoundError(
-                    f"{_where()} cannot read {self.description}: missing data file(s) "
-                    + ", ".join(map(repr, missing))
-                    + " (the workers must see the data at the same paths as the client, "
-                    "e.g. on a shared file system)"
-                )
-            try:
-                seq = pickle.loads(self.blob, buffers=self.buffers)
-            except Exception as exc:
-                _add_note(exc, f"while opening {self.description} on {_where()}")
-                raise
-            self._local.seq = seq
-        return seq
-
-
-class _FrameReader:
-    """Array-like view of a sequence for ``dask.array.from_array``: slices read frames."""
-
-    def __init__(self, payload: _SequencePayload) -> None:
-        self.payload = payload
-        self.shape = payload.shape
-        self.dtype = payload.dtype
-        self.ndim = 5
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        t = key[0] if key else slice(None)
-        if not isinstance(t, slice):
-            raise TypeError(f"frames are read by slices of time, got {t!r}")
-        start, stop, step = t.indices(self.shape[0])
-        seq = self.payload.load()
-        if step == 1:
-            block = seq.read_chunk(start, max(start, stop))
-        else:
-            frames = [seq.read_chunk(i, i + 1) for i in range(start, stop, step)]
-            block = np.concatenate(frames) if frames else seq.read_chunk(0, 0)
-        rest = key[1:]
-        return block[(slice(None), *rest)] if rest else block
-
-
-def sequence_to_dask(seq: Any, chunks: int | None = None) -> Any:
-    """A lazy ``dask.array`` ``(T, Z, Y, X, C)`` reading ``seq`` by time chunks.
-
-    This is :meth:`Sequence.to_dask <sima_fast.sequence.Sequence.to_dask>`.
-    The graph holds the sequence once (packed, see the module docstring) and
-    one read task per block.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sima_fast import Sequence
-    >>> data = np.arange(40, dtype=np.uint16).reshape(5, 1, 2, 4, 1)
-    >>> arr = sequence_to_dask(Sequence.create('ndarray', data), chunks=2)
-    >>> arr.shape, arr.chunks[0], arr.dtype
-    ((5, 1, 2, 4, 1), (2, 2, 1), dtype('uint16'))
-    >>> bool((arr.compute(scheduler='sync') == data).all())
-    True
-    """
-    import dask.array as da
-
-    n_frames = len(seq)
-    step = seq.default_chunk_frames() if chunks is None else int(chunks)
-    if step < 1:
-        raise ValueError(f"chunks must be a positive number of frames, got {chunks!r}")
-    tchunks = tuple(min(step, n_frames - t) for t in range(0, n_frames, step)) or (0,)
-    reader = _FrameReader(_SequencePayload(seq))
-    return da.from_array(
-        reader,
-        chunks=(tchunks, *seq.shape[1:]),
-        name=f"sima-fast-sequence-{uuid.uuid4().hex}",
-        asarray=False,
-        fancy=False,
-        lock=False,
-        inline_array=False,
-        meta=np.empty((0,) * 5, dtype=seq.dtype),
-    )
-
-
-# ---------------------------------------------------------------------------
 # planning
 # ---------------------------------------------------------------------------
 
@@ -293,22 +126,6 @@ def time_ranges(n_frames: int, n_parts: int, align: int = 1) -> list[tuple[int, 
     return list(itertools.pairwise(bounds))
 
 
-def _storage_frames(seq: Any) -> int:
-    """Frames per storage chunk of an HDF5 or zarr file, or a dask array (1 when unknown)."""
-    try:
-        if seq._fmt == "dask":
-            return int(seq._array.chunks[0][0])
-        if seq._fmt == "HDF5":
-            chunks = seq._ds().chunks
-        elif seq._fmt == "zarr":
-            chunks = seq._array.chunks
-        else:
-            return 1
-        return int(chunks[seq._dim_order.index("t")]) if chunks else 1
-    except Exception:
-        return 1
-
-
 def _total_threads(client: Any) -> int:
     try:
         return max(1, sum(client.nthreads().values()))
@@ -331,7 +148,7 @@ def _plan(sequences: list, client: Any, chunk_frames: int | None) -> list[list[t
     plans = []
     for seq, size in zip(sequences, sizes):
         parts = max(1, round(wanted * size / total))
-        plans.append(time_ranges(len(seq), parts, _storage_frames(seq)))
+        plans.append(time_ranges(len(seq), parts, seq.storage_chunk_frames))
     return plans
 
 
@@ -339,10 +156,6 @@ def _check_client(client: Any) -> Any:
     if not (hasattr(client, "submit") and hasattr(client, "scatter")):
         raise TypeError(f"client must be a dask.distributed.Client, got {type(client).__name__}")
     return client
-
-
-def _is_dask_backed(seq: Any) -> bool:
-    return getattr(seq, "_fmt", None) == "dask"
 
 
 _PROGRESS = threading.local()
@@ -394,7 +207,7 @@ def _range_task(func: Callable) -> Callable:
     """Run ``func(seq, t0, t1, ...)`` on this thread's copy of the sequence, on one thread."""
 
     @functools.wraps(func)
-    def task(payload: _SequencePayload, t0: int, t1: int, *args: Any) -> Any:
+    def task(payload: SequencePayload, t0: int, t1: int, *args: Any) -> Any:
         from sima_fast._threads import kernel_threads
 
         seq = payload.load()
@@ -402,8 +215,9 @@ def _range_task(func: Callable) -> Callable:
             with kernel_threads(1):
                 return func(seq, t0, t1, *args)
         except Exception as exc:
-            _add_note(
-                exc, f"while reading frames {t0}:{t1} of {payload.description} on {_where()}"
+            add_note(
+                exc,
+                f"while reading frames {t0}:{t1} of {payload.description} on {worker_location()}",
             )
             raise
 
@@ -412,7 +226,7 @@ def _range_task(func: Callable) -> Callable:
 
 def _shared_payload(client: Any, seq: Any) -> Any:
     """The packed sequence, or a future of it scattered to every worker when it is large."""
-    payload = _SequencePayload(seq)
+    payload = SequencePayload(seq)
     if payload.nbytes < EMBED_BYTES:
         return payload
     return client.scatter(payload, broadcast=True, hash=False)
@@ -434,9 +248,8 @@ def _submit_ranges(
         if not ranges:
             out.append([])
             continue
-        if _is_dask_backed(seq):
-            chunks = [b - a for a, b in ranges]
-            arr = seq._array.rechunk({0: tuple(chunks), 1: -1, 2: -1, 3: -1, 4: -1})
+        if isinstance(seq, DaskSequence):
+            arr = seq.to_dask(tuple(b - a for a, b in ranges))
             blocks = arr.to_delayed().ravel().tolist()
             tasks = [dask.delayed(block_func, pure=True)(block, *args) for block in blocks]
             out.append(client.compute(tasks))
@@ -710,31 +523,13 @@ def _scan_frames(seq: Any) -> int:
 @_range_task
 def _first_finite_range(seq: Any, t0: int, t1: int) -> tuple[np.ndarray, np.ndarray]:
     """Each pixel's first finite value in the range (``found``, ``value``)."""
-    from sima_fast.kernels.gaps import first_finite
-
-    npix = int(np.prod(seq.shape[1:]))
-    found = np.zeros(npix, dtype=bool)
-    value = np.full(npix, np.nan, dtype=seq.dtype)
-    for _, chunk in seq.iter_chunks(_scan_frames(seq), start=t0, stop=t1, reuse_buffer=True):
-        if first_finite(chunk.reshape(len(chunk), -1), found, value) == 0:
-            break
-    return found, value
+    return first_finite_values(seq, t0, t1, _scan_frames(seq))
 
 
 @_range_task
 def _last_finite_range(seq: Any, t0: int, t1: int) -> tuple[np.ndarray, np.ndarray]:
     """Each pixel's last finite value in the range (``found``, ``value``), read backwards."""
-    from sima_fast.kernels.gaps import last_finite_before
-
-    npix = int(np.prod(seq.shape[1:]))
-    found = np.zeros(npix, dtype=bool)
-    value = np.full(npix, np.nan, dtype=seq.dtype)
-    step = _scan_frames(seq)
-    for b in range(t1, t0, -step):
-        chunk = seq.read_chunk(max(t0, b - step), b)
-        if last_finite_before(chunk.reshape(len(chunk), -1), found, value) == 0:
-            break
-    return found, value
+    return last_finite_values(seq, t0, t1, _scan_frames(seq))
 
 
 def _carry_after(carry: np.ndarray, ends: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -771,18 +566,23 @@ def _first_values(client: Any, payload: Any, ranges: list[tuple[int, int]]) -> n
 def _export_range(
     seq: Any, t0: int, t1: int, carry: np.ndarray | None, convert: Callable
 ) -> np.ndarray:
-    """The converted frames of a range, gap-filled from ``carry`` when one is given."""
-    from sima_fast.kernels.gaps import fill_forward
+    """The converted frames of a range, gap-filled from ``carry`` when one is given.
 
-    last = None if carry is None else carry.copy()
-    blocks = []
-    for _, chunk in seq.iter_chunks(start=t0, stop=t1, reuse_buffer=True, prefetch=PREFETCH):
-        if last is not None:
-            filled = np.empty(chunk.shape, dtype=seq.dtype)
-            fill_forward(chunk.reshape(len(chunk), -1), last, filled.reshape(len(chunk), -1))
-            chunk = filled
-        blocks.append(convert(chunk))
-    return np.concatenate(blocks)
+    Gap filling reads the range through the gap-filled view that the
+    single-machine export reads, resumed at ``t0`` with the carried values.
+    """
+    step = seq.default_chunk_frames()
+    if carry is not None:
+        seq = FilledSequence(seq)
+        seq.resume_at(t0, carry)
+    out = None
+    chunks = seq.iter_chunks(step, start=t0, stop=t1, reuse_buffer=True, prefetch=PREFETCH)
+    for t, chunk in chunks:
+        block = convert(chunk)
+        if out is None:
+            out = np.empty((t1 - t0, *block.shape[1:]), dtype=block.dtype)
+        out[t - t0 : t - t0 + len(block)] = block
+    return out
 
 
 def frame_blocks(

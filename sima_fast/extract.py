@@ -300,8 +300,7 @@ def _extract_sequence(seq, weights, channel, outputs, n_threads) -> None:
     from sima_fast.kernels.extract import extract_runs
 
     npix = int(np.prod(seq.shape[1:4]))
-    file_backed = seq._view(0, min(1, len(seq))) is None
-    with kernel_threads(n_threads, reserve=1 if file_backed and n_threads > 1 else 0):
+    with kernel_threads(n_threads, reserve=1 if not seq.zero_copy and n_threads > 1 else 0):
         for t0, chunk in seq.iter_chunks(reuse_buffer=True, prefetch=True):
             n = len(chunk)
             for demix, out in outputs:

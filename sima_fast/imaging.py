@@ -400,17 +400,17 @@ class ImagingDataset:
         an axis. The result is an in-memory dataset (``savedir=None``) that
         keeps the names of the selected channels.
         """
-        from sima_fast.sequence import _expand_ellipsis, _normalize_axis_index
+        from sima_fast.sequence.axes import expand_ellipsis, normalize_axis_index
 
         if not isinstance(indices, tuple):
             indices = (indices,)
-        indices = _expand_ellipsis(indices, 6)
+        indices = expand_ellipsis(indices, 6)
         if len(indices) > 6:
             raise IndexError(
                 "too many indices: a dataset has 6 axes (sequence, t, z, y, x, c), "
                 f"got {len(indices)}"
             )
-        sel = _normalize_axis_index(indices[0], self.num_sequences, "sequence")
+        sel = normalize_axis_index(indices[0], self.num_sequences, "sequence")
         picked = (
             [self._sequences[i] for i in range(*sel.indices(self.num_sequences))]
             if isinstance(sel, slice)
@@ -423,7 +423,7 @@ class ImagingDataset:
         if rest:
             picked = [s[rest] for s in picked]
             if len(rest) == 5:
-                c = _normalize_axis_index(rest[4], self.frame_shape[3], "c")
+                c = normalize_axis_index(rest[4], self.frame_shape[3], "c")
                 idx = range(*c.indices(len(names))) if isinstance(c, slice) else c
                 names = [names[int(i)] for i in idx]
         return ImagingDataset(picked, None, channel_names=names)

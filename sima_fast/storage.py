@@ -319,7 +319,7 @@ def load_sequences(savedir: str, meta: dict[str, Any]) -> list:
     """Rebuild the sequences described in ``meta``, checking their shapes."""
     import h5py
 
-    from sima_fast.sequence import Sequence, _LoadContext
+    from sima_fast.sequence import LoadContext, Sequence
 
     arrays_name = meta.get("arrays_file")
     arrays = None
@@ -329,8 +329,8 @@ def load_sequences(savedir: str, meta: dict[str, Any]) -> list:
             raise DatasetFormatError(f"{savedir!r}: the array store {arrays_name!r} is missing")
         arrays = h5py.File(arrays_path, "r")
     try:
-        ctx = _LoadContext(savedir, arrays)
-        sequences = [Sequence._fromdict(d, ctx) for d in meta["sequences"]]
+        ctx = LoadContext(savedir, arrays)
+        sequences = [Sequence.fromdict(d, ctx) for d in meta["sequences"]]
     finally:
         if arrays is not None:
             arrays.close()
@@ -354,11 +354,11 @@ def serialize_sequences(sequences: list, savedir: str, writedir: str) -> dict[st
     """
     import h5py
 
-    from sima_fast.sequence import _SaveContext
+    from sima_fast.sequence import SaveContext
 
-    ctx = _SaveContext(savedir, writedir)
+    ctx = SaveContext(savedir, writedir)
     try:
-        descs = [s._todict(ctx) for s in sequences]
+        descs = [s.todict(ctx) for s in sequences]
         arrays_file = None
         if ctx.arrays:
             arrays_file = f"arrays_{uuid.uuid4().hex}.h5"
@@ -459,13 +459,7 @@ def _legacy_record(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _legacy_sequence(d: Any, savedir: str):
-    from sima_fast.sequence import (
-        Sequence,
-        _JoinedSequence,
-        _MaskedSequence,
-        _MotionCorrectedSequence,
-        _resolve_path,
-    )
+    from sima_fast.sequence import Sequence, resolve_path
 
     if not isinstance(d, dict) or not isinstance(d.get("__class__"), LegacyClass):
         raise DatasetFormatError(
@@ -473,22 +467,22 @@ def _legacy_sequence(d: Any, savedir: str):
         )
     name = d["__class__"].name
     if name == "_Sequence_HDF5":
-        path = _resolve_path(_legacy_record(d), savedir, "HDF5 file")
+        path = resolve_path(_legacy_record(d), savedir, "HDF5 file")
         return Sequence.create(
             "HDF5", path, d["dim_order"], group=d.get("group"), key=d.get("key")
         )
     if name == "_Sequence_TIFF_Interleaved":
-        path = _resolve_path(_legacy_record(d), savedir, "TIFF file")
+        path = resolve_path(_legacy_record(d), savedir, "TIFF file")
         return Sequence.create(
             "TIFF", path, d.get("num_planes", 1), d.get("num_channels", 1), d.get("len_")
         )
     if name == "_Sequence_ndarray":
         if d.get("array") is not None:
             return Sequence.create("ndarray", np.asarray(d["array"]))
-        path = _resolve_path(_legacy_record(d), savedir, "array file")
+        path = resolve_path(_legacy_record(d), savedir, "array file")
         return Sequence.create("ndarray", np.load(path, mmap_mode="r", allow_pickle=False))
     if name == "_Sequence_memmap":
-        path = _resolve_path(_legacy_record(d), savedir, "memmap file")
+        path = resolve_path(_legacy_record(d), savedir, "memmap file")
         return Sequence.create(
             "memmap",
             path,
@@ -505,16 +499,15 @@ def _legacy_sequence(d: Any, savedir: str):
     if name == "_IndexedSequence":
         return _legacy_sequence(d["base"], savedir)[tuple(d["indices"])]
     if name == "_MaskedSequence":
-        return _MaskedSequence(_legacy_sequence(d["base"], savedir), list(d["outers"]))
+        return _legacy_sequence(d["base"], savedir).mask(list(d["outers"]))
     if name == "_MotionCorrectedSequence":
         extent = d.get("extent")
-        return _MotionCorrectedSequence(
-            _legacy_sequence(d["base"], savedir),
+        return _legacy_sequence(d["base"], savedir).apply_displacements(
             np.asarray(d["displacements"]),
             None if extent is None else tuple(int(e) for e in extent),
         )
     if name == "_Joined_Sequence":
-        return _JoinedSequence([_legacy_sequence(s, savedir) for s in d["sequences"]])
+        return Sequence.join([_legacy_sequence(s, savedir) for s in d["sequences"]])
     raise DatasetFormatError(f"{savedir!r}: unsupported SIMA sequence class {name}")
 
 

@@ -24,7 +24,7 @@ from sima_fast import ImagingDataset, Sequence, _projections
 from sima_fast import distributed as sd
 from sima_fast.batch import BatchError, map_datasets
 from sima_fast.ROI import ROI, ROIList
-from sima_fast.sequence import _WrapperSequence
+from sima_fast.sequence import WrapperSequence
 
 distributed = pytest.importorskip("distributed")
 
@@ -361,7 +361,7 @@ def test_extraction_of_a_dask_backed_sequence(client):
 @pytest.mark.parametrize("fmt", ["HDF5", "TIFF16", "TIFF8"])
 def test_export_frames_is_identical(client, tmp_path, monkeypatch, fmt):
     # Small chunks, so that each sequence is exported in several blocks.
-    monkeypatch.setattr("sima_fast.sequence.DEFAULT_CHUNK_BYTES", 2000)
+    monkeypatch.setattr("sima_fast.sequence.base.DEFAULT_CHUNK_BYTES", 2000)
     rng = np.random.default_rng(8)
     data = (100 + 10 * rng.normal(size=(37, 2, 5, 6, 2))).astype(np.float32)
     data[rng.random(data.shape) < 0.3] = np.nan
@@ -416,6 +416,38 @@ def test_frame_blocks_fill_gaps_exactly(client, arrays, chunk):
     )
     assert [t0 for t0, _ in blocks] == list(range(0, len(seq), chunk))
     np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), want)
+
+
+class _SmallChunks(WrapperSequence):
+    """Reads its base into buffers, two frames per chunk by default (also on the workers)."""
+
+    @property
+    def shape(self):
+        return self.base.shape
+
+    @property
+    def dtype(self):
+        return self.base.dtype
+
+    def default_chunk_frames(self):
+        return 2
+
+    def _read(self, start, stop, out):
+        np.copyto(out, self.base.read_chunk(start, stop))
+
+    def todict(self, ctx):
+        return self.base.todict(ctx)
+
+
+def test_frame_blocks_of_ranges_read_in_several_chunks(client):
+    # A range of 7 frames is read in 2-frame chunks through reused buffers, and
+    # np.asarray keeps each chunk as it is: the range must not alias the buffers.
+    seq = _SmallChunks(Sequence.create("ndarray", movie(12, (23, 1, 3, 4, 2), "float32", True)))
+    for fill in (False, True):
+        want = np.asarray((seq.fill_gaps() if fill else seq).read_chunk(0, len(seq)))
+        blocks = list(sd.frame_blocks(seq, client, np.asarray, fill_gaps=fill, chunk_frames=7))
+        assert [t0 for t0, _ in blocks] == [0, 7, 14, 21]
+        np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), want)
 
 
 # ---------------------------------------------------------------------------
@@ -499,10 +531,8 @@ def test_infer_spikes_method_with_client(client, tmp_path, capsys):
 # ---------------------------------------------------------------------------
 
 
-class _KillOnce(_WrapperSequence):
+class _KillOnce(WrapperSequence):
     """Reads its base, but the first read on a worker kills that worker's process."""
-
-    _fmt = "kill_once"
 
     def __init__(self, base: Sequence, marker: str) -> None:
         super().__init__(base)
@@ -510,11 +540,11 @@ class _KillOnce(_WrapperSequence):
 
     @property
     def shape(self):
-        return self._base.shape
+        return self.base.shape
 
     @property
     def dtype(self):
-        return self._base.dtype
+        return self.base.dtype
 
     def _read(self, start, stop, out):
         try:
@@ -532,10 +562,10 @@ class _KillOnce(_WrapperSequence):
             else:
                 os.close(fd)
                 os._exit(1)  # a crash: no cleanup, no goodbye to the scheduler
-        np.copyto(out, self._base.read_chunk(start, stop))
+        np.copyto(out, self.base.read_chunk(start, stop))
 
-    def _todict(self, ctx):
-        return self._base._todict(ctx)
+    def todict(self, ctx):
+        return self.base.todict(ctx)
 
 
 def test_a_worker_killed_mid_run_changes_nothing(client, tmp_path):

@@ -80,7 +80,7 @@ def test_first_pass_stops_early(monkeypatch):
         return real(self, start, stop, out)
 
     monkeypatch.setattr(cls, "_read", spy)
-    base.fill_gaps()._first_values()
+    base.fill_gaps().first_values()
     assert reads == [(0, 5)]  # every pixel was seen in the first chunk
 
 

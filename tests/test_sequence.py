@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 
@@ -437,3 +438,306 @@ def test_sequences_pickle(tmp_path):
     for seq in (Sequence.create("HDF5", path, "tyx"), Sequence.create("TIFF", tif)):
         clone = pickle.loads(pickle.dumps(seq[:, :, 1:]))
         np.testing.assert_array_equal(np.asarray(clone), np.asarray(seq[:, :, 1:]))
+
+
+# ---------------------------------------------------------------------------
+# the public protocol
+# ---------------------------------------------------------------------------
+
+
+def one_of_each(tmp_path):
+    """A sequence of every reader, keyed by format, all from small files."""
+    import dask.array as da
+    import zarr
+
+    rng = np.random.default_rng(11)
+    data = random_movie(rng, (6, 3, 4), "float32")  # t, y, x
+    h5 = str(tmp_path / "movie.h5")
+    with h5py.File(h5, "w") as f:
+        f.create_dataset("imaging", data=data)
+    tif = str(tmp_path / "movie.tif")
+    tifffile.imwrite(tif, data, photometric="minisblack")
+    for t in range(6):
+        tifffile.imwrite(tmp_path / f"frame_{t}.tif", data[t])
+    raw = str(tmp_path / "movie.raw")
+    data.tofile(raw)
+    store = str(tmp_path / "movie.zarr")
+    arr = zarr.open(store, mode="w", shape=data.shape, chunks=(2, 3, 4), dtype=data.dtype)
+    arr[:] = data
+    return {
+        "HDF5": Sequence.create("HDF5", h5, "tyx"),
+        "TIFF": Sequence.create("TIFF", tif),
+        "TIFFs": Sequence.create("TIFFs", [[str(tmp_path / "frame_*.tif")]]),
+        "memmap": Sequence.create("memmap", raw, data.shape, "tyx"),
+        "zarr": Sequence.create("zarr", store, "tyx"),
+        "ndarray": Sequence.create("ndarray", data.reshape(6, 1, 3, 4, 1)),
+        "dask": Sequence.create("dask", da.from_array(data, chunks=(4, 3, 4)), "tyx"),
+    }
+
+
+def test_data_files_of_every_format_and_of_nested_views(tmp_path):
+    seqs = one_of_each(tmp_path)
+    expected = {
+        "HDF5": [str(tmp_path / "movie.h5")],
+        "TIFF": [str(tmp_path / "movie.tif")],
+        "TIFFs": [str(tmp_path / f"frame_{t}.tif") for t in range(6)],
+        "memmap": [str(tmp_path / "movie.raw")],
+        "zarr": [str(tmp_path / "movie.zarr")],
+        "ndarray": [],
+        "dask": [],
+    }
+    assert set(seqs) <= set(Sequence.formats())
+    for fmt, seq in seqs.items():
+        assert seq.format == fmt
+        assert seq.data_files() == expected[fmt], fmt
+        assert seq.children == ()
+    import zarr
+
+    in_memory = zarr.zeros((2, 3, 4), chunks=(1, 3, 4), dtype="uint16")
+    assert Sequence.create("zarr", in_memory, "tyx").data_files() == []
+
+    masked = seqs["HDF5"][::-1].mask([(0, None, None)])
+    moved = seqs["TIFFs"].apply_displacements(np.zeros((6, 2), int))
+    joined = Sequence.join(masked, moved, seqs["ndarray"], seqs["memmap"][:, :, :, :])
+    nested = joined.fill_gaps()[::2]
+    want = sorted(expected["HDF5"] + expected["TIFFs"] + expected["memmap"])
+    assert nested.data_files() == want
+    assert joined.children[0] is masked and len(joined.children) == 4
+    assert nested.children[0].children == (joined,)
+    assert Sequence.join(seqs["HDF5"], seqs["HDF5"]).data_files() == expected["HDF5"]
+
+
+def test_storage_chunk_frames(tmp_path):
+    import dask.array as da
+    import zarr
+
+    data = np.zeros((3, 10, 4), "uint16")  # y, t, x: time is not the first axis
+    path = str(tmp_path / "c.h5")
+    with h5py.File(path, "w") as f:
+        f.create_dataset("chunked", data=data, chunks=(3, 4, 2))
+        f.create_dataset("contiguous", data=data)
+    chunked = Sequence.create("HDF5", path, "ytx", key="chunked")
+    assert chunked.storage_chunk_frames == 4
+    assert Sequence.create("HDF5", path, "ytx", key="contiguous").storage_chunk_frames == 1
+    os.rename(path, path + ".moved")  # known without the file
+    assert chunked.storage_chunk_frames == 4
+
+    store = str(tmp_path / "c.zarr")
+    arr = zarr.open(store, mode="w", shape=(3, 10, 4), chunks=(3, 5, 4), dtype="uint16")
+    assert Sequence.create("zarr", store, "ytx").storage_chunk_frames == 5
+    assert Sequence.create("zarr", arr, "ytx").storage_chunk_frames == 5
+    assert Sequence.create("zarr", data, "ytx").storage_chunk_frames == 1  # a plain array
+
+    lazy = da.from_array(np.zeros((10, 1, 2, 2, 1)), chunks=(3, 1, 2, 2, 1))
+    assert Sequence.create("dask", lazy).storage_chunk_frames == 3
+    empty = da.from_array(np.zeros((0, 1, 2, 2, 1)), chunks=(1, 1, 2, 2, 1))
+    assert Sequence.create("dask", empty).storage_chunk_frames == 1
+
+    assert Sequence.create("ndarray", np.zeros((4, 1, 2, 2, 1))).storage_chunk_frames == 1
+    assert chunked[2:].storage_chunk_frames == 1  # a view's times need not align
+
+
+def test_describe(tmp_path):
+    seqs = one_of_each(tmp_path)
+    assert {fmt: s.describe() for fmt, s in seqs.items()} == {
+        "HDF5": "HDF5 movie.h5",
+        "TIFF": "TIFF movie.tif",
+        "TIFFs": "TIFFs",
+        "memmap": "Memmap movie.raw",
+        "zarr": "Zarr movie.zarr",
+        "ndarray": "Ndarray",
+        "dask": "Dask",
+    }
+    h5 = seqs["HDF5"]
+    assert h5.apply_displacements(np.zeros((6, 2), int)).describe() == (
+        "MotionCorrected of HDF5 movie.h5"
+    )
+    assert h5[1:].mask([]).fill_gaps().describe() == "Filled of Masked of Indexed of HDF5 movie.h5"
+    assert Sequence.join(h5, seqs["TIFF"]).describe() == "Joined"
+
+
+def test_zero_copy_and_view(tmp_path):
+    seqs = one_of_each(tmp_path)
+    zero_copy = {fmt for fmt, s in seqs.items() if s.zero_copy}
+    assert zero_copy == {"TIFF", "memmap", "ndarray"}
+    block = seqs["ndarray"].view(1, 3)
+    assert block.shape == (2, 1, 3, 4, 1) and not block.flags.writeable
+    assert seqs["HDF5"].view(1, 3) is None
+    assert seqs["ndarray"][2:5].view(0, 2) is not None  # contiguous frames stay views
+    assert seqs["ndarray"][::2].view(0, 2) is None
+    assert seqs["ndarray"][:, :, 1:].zero_copy is False
+    assert seqs["ndarray"].mask([]).zero_copy is False
+
+
+class RampSequence(Sequence, format="test_ramp"):
+    """A test-local format: frame t holds ``start + t`` everywhere. No file."""
+
+    def __init__(self, num_frames, frame_shape, start=0.0):
+        self._n, self._frame_shape, self._start = int(num_frames), tuple(frame_shape), start
+
+    @property
+    def shape(self):
+        return (self._n, *self._frame_shape)
+
+    @property
+    def dtype(self):
+        return np.dtype("float32")
+
+    def _read(self, start, stop, out):
+        out[...] = (self._start + np.arange(start, stop, dtype=np.float32)).reshape(-1, 1, 1, 1, 1)
+
+    def todict(self, ctx):
+        return {
+            "fmt": self.format,
+            "num_frames": self._n,
+            "frame_shape": list(self._frame_shape),
+            "start": self._start,
+        }
+
+    @classmethod
+    def fromdict(cls, d, ctx):
+        return cls(d["num_frames"], d["frame_shape"], d["start"])
+
+
+def ramp_values(n, frame_shape, start):
+    values = start + np.arange(n, dtype=np.float64)
+    return np.broadcast_to(values.reshape(-1, 1, 1, 1, 1), (n, *frame_shape)).copy()
+
+
+def test_a_new_format_registers_itself_and_round_trips_through_a_dataset(tmp_path):
+    import sima_fast as sima
+
+    assert "test_ramp" in Sequence.formats()
+    seq = Sequence.create("test_ramp", 5, (1, 2, 3, 1), start=10.0)
+    assert isinstance(seq, RampSequence)
+    check_sequence(seq, ramp_values(5, (1, 2, 3, 1), 10.0), "float32")
+    assert seq.describe() == "Ramp" and seq.data_files() == []
+    assert seq.storage_chunk_frames == 1 and not seq.zero_copy
+
+    masked = seq[1:].mask([(0, None, None)])
+    expected = ramp_values(5, (1, 2, 3, 1), 10.0)[1:]
+    expected[0] = np.nan
+    ds = sima.ImagingDataset([seq, masked], str(tmp_path / "ramp.sima"))
+    saved = json.loads((tmp_path / "ramp.sima" / "metadata.json").read_text())["sequences"]
+    assert saved[0] == {
+        "fmt": "test_ramp",
+        "num_frames": 5,
+        "frame_shape": [1, 2, 3, 1],
+        "start": 10.0,
+    }
+    assert saved[1]["fmt"] == "masked" and saved[1]["base"]["base"]["fmt"] == "test_ramp"
+    again = sima.ImagingDataset.load(ds.savedir)
+    assert isinstance(again.sequences[0], RampSequence)
+    np.testing.assert_array_equal(
+        np.asarray(again.sequences[0]), ramp_values(5, (1, 2, 3, 1), 10.0)
+    )
+    np.testing.assert_array_equal(np.asarray(again.sequences[1]), expected)
+
+
+def test_format_registration_rules():
+    with pytest.raises(ValueError, match="already registered"):
+
+        class Impostor(Sequence, format="HDF5"):
+            pass
+
+    assert "indexed" not in Sequence.formats()  # views come from methods, not create
+    with pytest.raises(ValueError, match="fmt must be one of"):
+        Sequence.create("indexed", Sequence.create("ndarray", BASE), 0)
+    with pytest.raises(ValueError, match="non-empty string"):
+
+        class Nameless(Sequence, format=""):
+            pass
+
+    from sima_fast.sequence import LoadContext
+
+    ctx = LoadContext(None, None)
+    for d in ({"fmt": "AVI"}, {"fmt": "ndarray"}, {"no": "fmt"}, "HDF5"):
+        with pytest.raises(ValueError, match="unknown sequence description"):
+            Sequence.fromdict(d, ctx)
+
+
+def test_todict_fromdict_with_contexts(tmp_path):
+    from sima_fast.sequence import LoadContext, SaveContext
+
+    seqs = one_of_each(tmp_path)
+    zyx = np.zeros((1, 3, 4), bool)
+    zyx[0, 1, 2] = True
+    view = Sequence.join(
+        seqs["HDF5"].mask([(None, zyx, None)]),
+        seqs["TIFF"].apply_displacements(np.zeros((6, 2), int), (1, 3, 4))[:, :, ::-1],
+    ).fill_gaps()
+    ctx = SaveContext(str(tmp_path))
+    d = view.todict(ctx)
+    assert json.loads(json.dumps(d)) == d
+    assert len(ctx.arrays) == 2 and ctx.new_files == []
+    again = Sequence.fromdict(d, LoadContext(str(tmp_path), ctx.arrays))
+    assert again.describe() == view.describe()
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(view))
+    with pytest.raises(ValueError, match="dataset directory"):
+        seqs["ndarray"].todict(SaveContext(None))
+
+
+def test_fill_gaps_by_ranges_equals_the_filled_view():
+    from sima_fast.sequence.views import (
+        FilledSequence,
+        fill_gaps_range,
+        first_finite_values,
+        last_finite_values,
+    )
+
+    rng = np.random.default_rng(5)
+    data = rng.normal(size=(20, 1, 3, 4, 2)).astype("float32")
+    data[rng.random(data.shape) < 0.5] = np.nan
+    data[:, 0, 0, 0, 0] = np.nan
+    seq = Sequence.create("ndarray", data)
+    want = np.asarray(seq.fill_gaps(), dtype=np.float32)
+    found, first = first_finite_values(seq, chunk_frames=3)
+    assert not found[0] and found.sum() == found.size - 1
+    carried = first.copy()
+    parts = []
+    for t0 in range(0, 20, 7):  # as a cluster does: range after range
+        t1 = min(t0 + 7, 20)
+        ends = last_finite_values(seq, t0, t1, chunk_frames=2)
+        filled = FilledSequence(seq)
+        filled.resume_at(t0, carried)
+        parts.append(filled.read_chunk(t0, t1))
+        np.testing.assert_array_equal(parts[-1], fill_gaps_range(seq, t0, t1, carried.copy()))
+        carried = np.where(ends[0], ends[1], carried)
+    np.testing.assert_array_equal(np.concatenate(parts), want)
+    assert (
+        FilledSequence(seq).carried_values(13).tobytes()
+        == np.asarray(fill_gaps_range(seq, 0, 13, first.copy())[-1]).ravel().tobytes()
+    )
+
+
+def test_to_dask_block_lengths():
+    import dask.array as da
+
+    seq = Sequence.create("ndarray", BASE)
+    arr = seq.to_dask((2, 0, 5))
+    assert arr.chunks[0] == (2, 0, 5)
+    np.testing.assert_array_equal(arr.compute(scheduler="sync"), BASE)
+    with pytest.raises(ValueError, match="summing"):
+        seq.to_dask((2, 2))
+    with pytest.raises(ValueError, match="positive"):
+        seq.to_dask(0)
+    lazy = Sequence.create("dask", da.from_array(BASE, chunks=(3, 3, 5, 6, 2)))
+    assert lazy.to_dask((4, 3)).chunks[0] == (4, 3)
+    assert lazy.to_dask(2).chunks[0] == (2, 2, 2, 1)
+
+
+def test_the_sequence_layer_imports_no_feature_module():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from sima_fast import Sequence\n"
+        "seq = Sequence.create('ndarray', np.ones((4, 1, 2, 2, 1)))\n"
+        "assert float(seq.to_dask(2).sum().compute(scheduler='sync')) == 16.0\n"
+        "assert float(np.asarray(seq.fill_gaps()[1:].mask([])).sum()) == 12.0\n"
+        "bad = [m for m in ('sima_fast.distributed', 'sima_fast.extract', 'sima_fast.spikes',\n"
+        "       'sima_fast.imaging', 'sima_fast.storage') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

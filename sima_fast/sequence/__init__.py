@@ -1,0 +1,59 @@
+"""Imaging sequences: lazy, chunk-readable views of ``(T, Z, Y, X, C)`` movies.
+
+:class:`Sequence` (in :mod:`~sima_fast.sequence.base`) is the protocol every
+sequence answers; the readers live one family per module (``hdf5``,
+``tiff``, ``arrays``, ``zarr``, ``dask``) and the views in ``views``. Each
+reader and view registers its format name when its module is imported,
+which importing this package does, so :meth:`Sequence.create` and
+:meth:`Sequence.fromdict` know every built-in format. A new format is one
+new module whose class names its format::
+
+    class MySequence(Sequence, format="mine"):
+        ...
+"""
+
+from __future__ import annotations
+
+from sima_fast.sequence.arrays import MemmapSequence, NdarraySequence
+from sima_fast.sequence.axes import DIM_ORDER
+from sima_fast.sequence.base import (
+    LoadContext,
+    SaveContext,
+    Sequence,
+    WrapperSequence,
+    path_record,
+    resolve_path,
+)
+from sima_fast.sequence.dask import DaskSequence
+from sima_fast.sequence.hdf5 import HDF5Sequence
+from sima_fast.sequence.tiff import TIFFSequence, TIFFsSequence
+from sima_fast.sequence.views import (
+    FilledSequence,
+    IndexedSequence,
+    JoinedSequence,
+    MaskedSequence,
+    MotionCorrectedSequence,
+)
+from sima_fast.sequence.zarr import ZarrSequence
+
+__all__ = [
+    "DIM_ORDER",
+    "DaskSequence",
+    "FilledSequence",
+    "HDF5Sequence",
+    "IndexedSequence",
+    "JoinedSequence",
+    "LoadContext",
+    "MaskedSequence",
+    "MemmapSequence",
+    "MotionCorrectedSequence",
+    "NdarraySequence",
+    "SaveContext",
+    "Sequence",
+    "TIFFSequence",
+    "TIFFsSequence",
+    "WrapperSequence",
+    "ZarrSequence",
+    "path_record",
+    "resolve_path",
+]

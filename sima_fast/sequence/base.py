@@ -1,0 +1,1030 @@
+"""The :class:`Sequence` base class: the protocol every imaging sequence answers.
+
+A :class:`Sequence` is what an :class:`~sima_fast.imaging.ImagingDataset` is
+made of: a lazy, chunk-readable view of a ``(T, Z, Y, X, C)`` movie. It is
+created from a file or an array with :meth:`Sequence.create` and can be
+wrapped (indexed, joined across channels, masked, motion corrected, gap
+filled) without copying data. Every sequence offers two ways in:
+
+* iteration and :meth:`Sequence._get_frame`, which return ``float64`` frames
+  ``(Z, Y, X, C)`` exactly as SIMA did, for drop-in use;
+* :meth:`Sequence.read_chunk` and :meth:`Sequence.iter_chunks`, which return
+  contiguous blocks of frames in the sequence's native :attr:`Sequence.dtype`
+  (``uint16`` stays ``uint16``). This is what sima_fast's kernels consume; the
+  readers fill caller-provided buffers straight from the file (``h5py``
+  ``read_direct``, memory-mapped TIFF pages) and never load a whole file.
+
+Beyond reading, every sequence answers the same public questions, so that no
+other module needs to know which kind of sequence it holds:
+:meth:`~Sequence.data_files` (the files it reads),
+:attr:`~Sequence.storage_chunk_frames` (the storage's chunk length along
+time), :attr:`~Sequence.zero_copy` and :meth:`~Sequence.view` (whether reads
+are views of memory), :meth:`~Sequence.describe` (a one-line description),
+:attr:`~Sequence.children` (the sequences a view wraps), and
+:meth:`~Sequence.todict` / :meth:`Sequence.fromdict` (the JSON-compatible
+description :mod:`sima_fast.storage` writes into a dataset directory).
+
+A concrete sequence provides :attr:`~Sequence.shape`, :attr:`~Sequence.dtype`,
+``_read(start, stop, out)`` (fill a buffer with frames) and
+:meth:`~Sequence.todict`; it names its format in the class statement, which
+registers it for :meth:`Sequence.create` and :meth:`Sequence.fromdict`::
+
+    class MySequence(Sequence, format="mine"):
+        ...
+
+The built-in formats live one per module beside this one (``hdf5``,
+``tiff``, ``arrays``, ``zarr``, ``dask``) and the views in ``views``.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "ITER_CHUNK_BYTES",
+    "LoadContext",
+    "SaveContext",
+    "Sequence",
+    "WrapperSequence",
+    "check_numeric",
+    "float_dtype",
+    "path_record",
+    "require_file",
+    "resolve_path",
+]
+
+#: Target size of one chunk returned by :meth:`Sequence.iter_chunks`.
+DEFAULT_CHUNK_BYTES = 64 * 2**20
+
+#: Size of the float64 blocks behind frame-by-frame iteration.
+ITER_CHUNK_BYTES = 16 * 2**20
+
+
+# ---------------------------------------------------------------------------
+# helpers shared by the readers
+# ---------------------------------------------------------------------------
+
+
+def float_dtype(dtype: Any) -> np.dtype:
+    """Smallest float dtype that holds every value of ``dtype`` exactly.
+
+    Parameters
+    ----------
+    dtype : numpy dtype-like
+        The dtype of the source values.
+
+    Returns
+    -------
+    numpy.dtype
+        ``float32`` for floats up to 32 bits and integers up to 16 bits,
+        ``float64`` otherwise.
+
+    Examples
+    --------
+    >>> float_dtype('uint16'), float_dtype('int32')
+    (dtype('float32'), dtype('float64'))
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" and dtype.itemsize <= 4:
+        return np.dtype(np.float32)
+    if dtype.kind in "iub" and dtype.itemsize <= 2:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def check_numeric(dtype: Any, what: str) -> np.dtype:
+    """Check that ``dtype`` is numeric and give it in native byte order.
+
+    Parameters
+    ----------
+    dtype : numpy dtype-like
+        The dtype of some stored data.
+    what : str
+        What holds the data, for the error message.
+
+    Returns
+    -------
+    numpy.dtype
+        ``dtype`` in the machine's byte order.
+
+    Raises
+    ------
+    TypeError
+        If ``dtype`` is not a boolean, integer or float type.
+
+    Examples
+    --------
+    >>> check_numeric('>u2', 'the file') == np.dtype('uint16')
+    True
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "biuf":
+        raise TypeError(
+            f"{what} has dtype {dtype}; a numeric (integer or float) dtype is required"
+        )
+    return dtype.newbyteorder("=") if dtype.byteorder not in ("=", "|") else dtype
+
+
+def path_record(path: str, savedir: str | None) -> dict[str, str | None]:
+    """How a description records a data file: absolute and relative paths.
+
+    Parameters
+    ----------
+    path : str
+        The data file.
+    savedir : str or None
+        The dataset directory being written, if any.
+
+    Returns
+    -------
+    dict
+        ``{'abspath': ..., 'relpath': ...}``; ``relpath`` is relative to
+        ``savedir`` (None without one, or across Windows drives). See
+        :func:`resolve_path` for the way back.
+    """
+    abspath = os.path.abspath(path)
+    rel = None
+    if savedir is not None:
+        try:
+            rel = os.path.relpath(abspath, savedir)
+        except ValueError:  # different drive on Windows
+            rel = None
+    return {"abspath": abspath, "relpath": rel}
+
+
+def resolve_path(record: dict[str, Any], savedir: str | None, what: str) -> str:
+    """Find a recorded data file: relative to ``savedir`` first, then absolute.
+
+    A dataset directory moved together with its data files keeps working
+    through the relative path; one moved alone, through the absolute path.
+
+    Parameters
+    ----------
+    record : dict
+        A :func:`path_record` (``'abspath'`` and ``'relpath'``, either may be
+        None).
+    savedir : str or None
+        The dataset directory being loaded.
+    what : str
+        What the file is, for the error message (e.g. ``'HDF5 file'``).
+
+    Returns
+    -------
+    str
+        The path of an existing file.
+
+    Raises
+    ------
+    FileNotFoundError
+        Neither path exists; the message lists both.
+    """
+    tried = []
+    rel, absolute = record.get("relpath"), record.get("abspath")
+    if rel is not None and savedir is not None:
+        cand = os.path.normpath(os.path.join(savedir, rel))
+        tried.append(cand)
+        if os.path.exists(cand):
+            return cand
+    if absolute is not None:
+        tried.append(absolute)
+        if os.path.exists(absolute):
+            return absolute
+    name = os.path.basename(absolute or rel or "?")
+    raise FileNotFoundError(
+        f"cannot find the {what} {name!r} of this dataset; tried: " + ", ".join(map(repr, tried))
+    )
+
+
+def require_file(path: Any, argname: str = "path") -> str:
+    """Check that ``path`` names an existing file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The path given by the caller.
+    argname : str, optional
+        The argument's name in error messages.
+
+    Returns
+    -------
+    str
+        ``path`` as a string.
+
+    Raises
+    ------
+    TypeError
+        Not a path.
+    FileNotFoundError
+        No such file.
+    IsADirectoryError
+        A directory.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"{argname} must be a path (str or os.PathLike), got {type(path).__name__}"
+        )
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{argname}: no such file: {path!r}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{argname}: expected a file, got the directory {path!r}")
+    return path
+
+
+def _prefetched(
+    seq: Sequence, start: int, stop: int, chunk_frames: int, reuse_buffer: bool
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Blocks of ``seq`` read one step ahead by a background thread.
+
+    Two tokens circulate between the reader and the consumer: with
+    ``reuse_buffer`` they are the two preallocated buffers (a buffer goes back
+    to the reader only when the consumer asks for the following block),
+    otherwise they only bound the read-ahead to two blocks.
+    """
+    import queue
+    import threading
+
+    shape = (chunk_frames, *seq.shape[1:])
+    free: queue.Queue = queue.Queue()
+    ready: queue.Queue = queue.Queue()
+    for _ in range(2):
+        free.put(np.empty(shape, dtype=seq.dtype) if reuse_buffer else None)
+    stopping = threading.Event()
+
+    def reader() -> None:
+        try:
+            for t0 in range(start, stop, chunk_frames):
+                token = free.get()
+                if stopping.is_set():
+                    return
+                t1 = min(t0 + chunk_frames, stop)
+                out = None if token is None else token[: t1 - t0]
+                ready.put((t0, seq.read_chunk(t0, t1, out=out), token, None))
+        except BaseException as exc:  # handed to the consumer
+            ready.put((None, None, None, exc))
+
+    thread = threading.Thread(target=reader, name="sima_fast-prefetch", daemon=True)
+    thread.start()
+    held: list = []
+    try:
+        for _ in range(start, stop, chunk_frames):
+            t0, block, token, exc = ready.get()
+            if exc is not None:
+                raise exc
+            while held:
+                free.put(held.pop())
+            if reuse_buffer:
+                held.append(token)
+            else:
+                free.put(token)
+            yield t0, block
+    finally:
+        stopping.set()
+        free.put(None)
+        free.put(None)
+        thread.join()
+
+
+# ---------------------------------------------------------------------------
+# serialisation contexts
+# ---------------------------------------------------------------------------
+
+
+class SaveContext:
+    """What describing sequences needs beyond JSON, collected while saving.
+
+    Parameters
+    ----------
+    savedir : str or None
+        The dataset directory the description will live in (paths are
+        recorded relative to it).
+    writedir : str, optional
+        Where new files are written now (default: ``savedir``); a staging
+        directory that will be renamed to ``savedir``.
+
+    Attributes
+    ----------
+    savedir, writedir : str or None
+        As given.
+    arrays : dict of str to numpy.ndarray
+        Arrays referenced by the descriptions (stored by the caller, e.g. in
+        one HDF5 file of the dataset directory).
+    new_files : list of str
+        Files written while describing (removed by the caller on failure).
+    """
+
+    def __init__(self, savedir: str | None, writedir: str | None = None) -> None:
+        self.savedir = savedir
+        self.writedir = savedir if writedir is None else writedir
+        self.arrays: dict[str, np.ndarray] = {}
+        self.new_files: list[str] = []
+
+    def add_array(self, array: Any) -> str:
+        """Keep an array for the dataset's array store.
+
+        Parameters
+        ----------
+        array : array_like
+            The array.
+
+        Returns
+        -------
+        str
+            The key under which a :class:`LoadContext` gives it back.
+        """
+        key = f"a{len(self.arrays):04d}"
+        self.arrays[key] = np.asarray(array)
+        return key
+
+
+class LoadContext:
+    """Resolves array references and file paths while loading descriptions.
+
+    Parameters
+    ----------
+    savedir : str or None
+        The dataset directory the descriptions come from.
+    arrays : mapping of str to array_like, or None
+        The dataset's array store (e.g. an open ``h5py`` group).
+    """
+
+    def __init__(self, savedir: str | None, arrays: Any) -> None:
+        self.savedir = savedir
+        self.arrays = arrays
+
+    def get_array(self, key: str) -> np.ndarray:
+        """The array stored under ``key`` by :meth:`SaveContext.add_array`.
+
+        Parameters
+        ----------
+        key : str
+            The array's key.
+
+        Returns
+        -------
+        numpy.ndarray
+
+        Raises
+        ------
+        ValueError
+            The store has no such key (a corrupt dataset).
+        """
+        if self.arrays is None or key not in self.arrays:
+            raise ValueError(f"the dataset's array store has no entry {key!r} (corrupt dataset?)")
+        return np.asarray(self.arrays[key])
+
+
+# ---------------------------------------------------------------------------
+# the public base class
+# ---------------------------------------------------------------------------
+
+#: Registered formats: name -> class (filled by Sequence.__init_subclass__).
+_REGISTRY: dict[str, type] = {}
+
+
+class Sequence(abc.ABC):
+    """A sequence of imaging frames shaped ``(T, Z, Y, X, C)``.
+
+    Create sequences with :meth:`Sequence.create`; derive new ones by
+    indexing (``seq[t, z, y, x, c]``), :meth:`join`, :meth:`mask`,
+    :meth:`apply_displacements` and :meth:`fill_gaps`. Sequences are lazy:
+    nothing is read until frames or chunks are requested.
+
+    Subclasses provide :attr:`shape`, :attr:`dtype`, ``_read(start, stop,
+    out)`` and :meth:`todict` (and :meth:`fromdict` to be loadable), and name
+    their format in the class statement (``class S(Sequence, format='S')``)
+    to be found by :meth:`create` and :meth:`fromdict`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sima_fast import Sequence
+    >>> seq = Sequence.create('ndarray', np.arange(24.).reshape(2, 1, 3, 4, 1))
+    >>> seq.shape
+    (2, 1, 3, 4, 1)
+    >>> seq[:, :, 1:].shape              # indexing never drops an axis
+    (2, 1, 2, 4, 1)
+    >>> [frame.shape for frame in seq]   # frames are (Z, Y, X, C) float arrays
+    [(1, 3, 4, 1), (1, 3, 4, 1)]
+    >>> seq.read_chunk(0, 2).shape       # chunks are (n, Z, Y, X, C) in the native dtype
+    (2, 1, 3, 4, 1)
+    >>> seq.describe(), seq.data_files()
+    ('Ndarray', [])
+    """
+
+    #: The format's name: the ``fmt`` of :meth:`create` and of saved
+    #: descriptions (None for a class that did not register one).
+    format: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, format: str | None = None, **kwargs: Any) -> None:
+        """Register a subclass under its format name.
+
+        Parameters
+        ----------
+        format : str, optional
+            The name :meth:`create` and :meth:`fromdict` know the class by.
+            Readers (not :class:`WrapperSequence` views) become creatable;
+            classes that define :meth:`fromdict` become loadable. Without it
+            the class is not registered (and inherits its parent's name).
+
+        Raises
+        ------
+        ValueError
+            The name is empty or already taken by another class.
+        """
+        super().__init_subclass__(**kwargs)
+        if format is None:
+            return
+        if not isinstance(format, str) or not format:
+            raise ValueError(f"format must be a non-empty string, got {format!r}")
+        existing = _REGISTRY.get(format)
+        if existing is not None and (existing.__module__, existing.__qualname__) != (
+            cls.__module__,
+            cls.__qualname__,
+        ):
+            raise ValueError(
+                f"the sequence format {format!r} is already registered by "
+                f"{existing.__module__}.{existing.__qualname__}"
+            )
+        cls.format = format
+        _REGISTRY[format] = cls
+
+    # -- what a concrete sequence must provide ---------------------------------
+
+    @property
+    @abc.abstractmethod
+    def shape(self) -> tuple[int, int, int, int, int]:
+        """``(num_frames, num_planes, num_rows, num_columns, num_channels)``."""
+
+    @property
+    @abc.abstractmethod
+    def dtype(self) -> np.dtype:
+        """The dtype of the blocks returned by :meth:`read_chunk`."""
+
+    @abc.abstractmethod
+    def _read(self, start: int, stop: int, out: np.ndarray) -> None:
+        """Fill ``out`` (``(stop - start, Z, Y, X, C)``, :attr:`dtype`) with frames.
+
+        The one reading hook of a subclass; :meth:`read_chunk` has checked
+        the range and the buffer.
+        """
+
+    @abc.abstractmethod
+    def todict(self, ctx: SaveContext) -> dict[str, Any]:
+        """A JSON-compatible description of the sequence, for :meth:`fromdict`.
+
+        Parameters
+        ----------
+        ctx : SaveContext
+            Where arrays (masks, displacements) are put, files are written,
+            and paths are made relative to.
+
+        Returns
+        -------
+        dict
+            Holds ``'fmt'`` (a registered format name) and what that
+            format's :meth:`fromdict` needs.
+        """
+
+    # -- the protocol every sequence answers -----------------------------------
+
+    def view(self, start: int, stop: int) -> np.ndarray | None:
+        """Frames ``start`` to ``stop`` without copying, when the storage allows it.
+
+        Parameters
+        ----------
+        start, stop : int
+            Frame range, ``0 <= start <= stop <= len(self)``.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            A read-only C-contiguous ``(stop - start, Z, Y, X, C)`` block of
+            :attr:`dtype` that views memory (an in-memory array, a
+            memory-mapped file), or None when the frames must be read into a
+            buffer.
+        """
+        return None
+
+    @property
+    def zero_copy(self) -> bool:
+        """Whether chunks are views of memory rather than reads into buffers.
+
+        True for in-memory arrays and memory-mapped files: reading costs no
+        I/O thread, so a caller need not leave a core to a prefetching
+        reader. Decided on the first frame.
+        """
+        return self.view(0, min(1, len(self))) is not None
+
+    @property
+    def children(self) -> tuple[Sequence, ...]:
+        """The sequences this one is computed from (empty for a reader)."""
+        return ()
+
+    def data_files(self) -> list[str]:
+        """Every data file this sequence, and the sequences it wraps, reads.
+
+        Returns
+        -------
+        list of str
+            Absolute paths, sorted, without repetitions; empty for data held
+            in memory.
+        """
+        return sorted({f for child in self.children for f in child.data_files()})
+
+    @property
+    def storage_chunk_frames(self) -> int:
+        """Frames per chunk of the storage along time (1 when it has no chunks).
+
+        Reading whole storage chunks avoids decoding a chunk twice: the
+        chunked formats (HDF5, zarr, dask) give their chunk length, and a
+        planner aligns the time ranges it hands out on multiples of it.
+        """
+        return 1
+
+    def describe(self) -> str:
+        """A one-line human description, e.g. ``'MotionCorrected of HDF5 movie.h5'``.
+
+        Returns
+        -------
+        str
+            The kind of sequence, its file's name for a file reader, and
+            ``'of ...'`` the sequence a single-sequence view wraps.
+        """
+        return type(self).__name__.strip("_").replace("Sequence", "") or "Sequence"
+
+    # -- construction ----------------------------------------------------------
+
+    @staticmethod
+    def formats() -> list[str]:
+        """The formats :meth:`create` accepts (every registered reader), sorted.
+
+        Returns
+        -------
+        list of str
+
+        Examples
+        --------
+        >>> from sima_fast import Sequence
+        >>> [f for f in Sequence.formats() if f in ('HDF5', 'TIFF', 'ndarray', 'indexed')]
+        ['HDF5', 'TIFF', 'ndarray']
+        """
+        return sorted(
+            name for name, cls in _REGISTRY.items() if not issubclass(cls, WrapperSequence)
+        )
+
+    @classmethod
+    def create(cls, fmt: str, *args: Any, **kwargs: Any) -> Sequence:
+        """Create a sequence from a file or an array.
+
+        Parameters
+        ----------
+        fmt : {'HDF5', 'TIFF', 'TIFFs', 'ndarray', 'memmap', 'zarr', 'dask'}
+            The storage format (or the name of another registered reader,
+            see :meth:`formats`). The remaining arguments depend on it:
+
+            ``'HDF5'``: ``path, dim_order, group=None, key=None``
+                ``dim_order`` gives one letter from ``'tzyxc'`` per axis of
+                the HDF5 dataset (e.g. ``'tyx'``); absent z, y, x, c axes
+                have size 1. ``group`` defaults to the root; ``key`` may be
+                omitted when the group holds exactly one dataset.
+            ``'TIFF'``: ``path, num_planes=1, num_channels=1, len_=None``
+                One multi-page TIFF whose pages interleave planes and
+                channels: the page of frame t, plane p, channel c is
+                ``t * num_planes * num_channels + p * num_channels + c``.
+                Incomplete trailing frames are dropped; ``len_`` keeps only
+                the first ``len_`` frames.
+            ``'TIFFs'``: ``paths``
+                ``paths[p][c]`` is a glob pattern of single-image TIFF files
+                for plane p and channel c. Each pattern's matches are sorted
+                by name and the t-th file of every pattern forms frame t.
+            ``'ndarray'``: ``array``
+                A ``(T, Z, Y, X, C)`` array (kept by reference).
+            ``'memmap'``: ``path, shape, dim_order, dtype='float32', order='C'``
+                A raw binary file mapped with :class:`numpy.memmap`.
+            ``'zarr'``: ``path_or_store, dim_order``
+                A zarr array (a path, a store, or an opened array).
+            ``'dask'``: ``array, dim_order='tzyxc'``
+                A ``dask.array`` (kept lazy; chunks are computed when read,
+                and on a cluster its blocks feed the kernels directly).
+
+        Returns
+        -------
+        Sequence
+
+        Raises
+        ------
+        ValueError
+            Unknown ``fmt``, a bad ``dim_order``, inconsistent shapes.
+        FileNotFoundError
+            A path that does not exist.
+        KeyError
+            An HDF5 group or key that is not in the file.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sima_fast import Sequence
+        >>> Sequence.create('ndarray', np.zeros((5, 1, 8, 8, 2))).shape
+        (5, 1, 8, 8, 2)
+        """
+        target = _REGISTRY.get(fmt) if isinstance(fmt, str) else None
+        if target is None or issubclass(target, WrapperSequence):
+            raise ValueError(f"fmt must be one of {Sequence.formats()}, got {fmt!r}")
+        return target(*args, **kwargs)
+
+    @classmethod
+    def fromdict(cls, d: dict[str, Any], ctx: LoadContext) -> Sequence:
+        """Rebuild a sequence from its :meth:`todict` description.
+
+        Called on :class:`Sequence`, it hands ``d`` to the class registered
+        under ``d['fmt']``; loadable subclasses override it to build
+        themselves (wrapped sequences through ``Sequence.fromdict`` again).
+
+        Parameters
+        ----------
+        d : dict
+            A description written by :meth:`todict`.
+        ctx : LoadContext
+            The dataset directory and its array store.
+
+        Returns
+        -------
+        Sequence
+
+        Raises
+        ------
+        ValueError
+            No loadable class is registered under ``d['fmt']``.
+        FileNotFoundError
+            A data file of the description cannot be found.
+        """
+        fmt = d.get("fmt") if isinstance(d, dict) else None
+        target = _REGISTRY.get(fmt) if isinstance(fmt, str) else None
+        if target is None or target.fromdict.__func__ is Sequence.fromdict.__func__:
+            raise ValueError(f"unknown sequence description {d!r}")
+        return target.fromdict(d, ctx)
+
+    # -- array-like protocol ---------------------------------------------------
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int, int]:
+        """``(num_planes, num_rows, num_columns, num_channels)``."""
+        return self.shape[1:]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: shape={self.shape}, dtype={self.dtype}>"
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """Yield each frame as a ``float64`` array ``(Z, Y, X, C)``."""
+        frame_bytes = max(int(np.prod(self.shape[1:])) * 8, 1)
+        chunk_frames = max(1, ITER_CHUNK_BYTES // frame_bytes)
+        for _, chunk in self.iter_chunks(chunk_frames):
+            yield from chunk.astype(np.float64)
+
+    def _get_frame(self, t: int) -> np.ndarray:
+        """Frame ``t`` as a ``float64`` array ``(Z, Y, X, C)`` (SIMA's accessor)."""
+        n = len(self)
+        if not -n <= t < n:
+            raise IndexError(f"frame index {t} out of range for a sequence of {n} frames")
+        t %= n
+        return self.read_chunk(t, t + 1)[0].astype(np.float64)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self.read_chunk(0, len(self)).astype(np.float64 if dtype is None else dtype)
+        return out
+
+    def __getitem__(self, indices: Any) -> Sequence:
+        """Index the sequence as ``seq[t, z, y, x, c]`` without dropping axes."""
+        from sima_fast.sequence.views import IndexedSequence
+
+        return IndexedSequence(self, indices)
+
+    # -- chunked reading -------------------------------------------------------
+
+    def read_chunk(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Read frames ``start`` to ``stop`` (exclusive) as one block.
+
+        Parameters
+        ----------
+        start, stop : int
+            Frame range, ``0 <= start <= stop <= len(self)``.
+        out : numpy.ndarray, optional
+            A C-contiguous ``(stop - start, Z, Y, X, C)`` buffer of
+            :attr:`dtype` to fill. Without it, a new array is returned, or a
+            read-only zero-copy view when the storage allows (memory-mapped
+            TIFF, in-memory arrays).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(stop - start, Z, Y, X, C)`` in :attr:`dtype`.
+        """
+        n = len(self)
+        start, stop = int(start), int(stop)
+        if not 0 <= start <= stop <= n:
+            raise IndexError(f"chunk [{start}, {stop}) is outside the sequence's {n} frames")
+        shape = (stop - start, *self.shape[1:])
+        if out is None:
+            view = self.view(start, stop)
+            if view is not None:
+                return view
+            out = np.empty(shape, dtype=self.dtype)
+        else:
+            if out.shape != shape or out.dtype != self.dtype or not out.flags.c_contiguous:
+                raise ValueError(
+                    f"out must be a C-contiguous {self.dtype} array of shape {shape}; got "
+                    f"{out.dtype} {out.shape}"
+                )
+        if stop > start:
+            self._read(start, stop, out)
+        return out
+
+    def default_chunk_frames(self) -> int:
+        """Number of frames per chunk so that one chunk is about 64 MiB."""
+        frame_bytes = max(int(np.prod(self.shape[1:])) * self.dtype.itemsize, 1)
+        return int(max(1, min(len(self) or 1, DEFAULT_CHUNK_BYTES // frame_bytes)))
+
+    def iter_chunks(
+        self,
+        chunk_frames: int | None = None,
+        start: int = 0,
+        stop: int | None = None,
+        reuse_buffer: bool = False,
+        prefetch: bool = False,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Iterate over contiguous blocks of frames.
+
+        Parameters
+        ----------
+        chunk_frames : int, optional
+            Frames per block (default: :meth:`default_chunk_frames`).
+        start, stop : int, optional
+            Frame range to cover (default: the whole sequence).
+        reuse_buffer : bool, optional
+            Fill one preallocated buffer again and again instead of returning
+            a fresh array per block. The caller must consume each block before
+            asking for the next. Default: False.
+        prefetch : bool, optional
+            Read the next block in a background thread while the caller works
+            on the current one (two buffers; with ``reuse_buffer`` a block is
+            valid until the next one is requested). Pays off when the caller
+            releases the GIL, as sima_fast's kernels do. Default: False.
+
+        Yields
+        ------
+        (int, numpy.ndarray)
+            The index of the block's first frame and the block
+            ``(n, Z, Y, X, C)`` in :attr:`dtype`.
+        """
+        n = len(self)
+        stop = n if stop is None else int(stop)
+        start = int(start)
+        if not 0 <= start <= stop <= n:
+            raise IndexError(f"range [{start}, {stop}) is outside the sequence's {n} frames")
+        if chunk_frames is None:
+            chunk_frames = self.default_chunk_frames()
+        chunk_frames = int(chunk_frames)
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be a positive integer, got {chunk_frames}")
+        if prefetch and stop - start > chunk_frames and self.view(start, start + 1) is None:
+            yield from _prefetched(self, start, stop, chunk_frames, reuse_buffer)
+            return
+        buffer = None
+        for t0 in range(start, stop, chunk_frames):
+            t1 = min(t0 + chunk_frames, stop)
+            if reuse_buffer:
+                view = self.view(t0, t1)
+                if view is not None:
+                    yield t0, view
+                    continue
+                if buffer is None:
+                    buffer = np.empty((chunk_frames, *self.shape[1:]), dtype=self.dtype)
+                yield t0, self.read_chunk(t0, t1, out=buffer[: t1 - t0])
+            else:
+                yield t0, self.read_chunk(t0, t1)
+
+    def to_dask(self, chunks: int | tuple[int, ...] | None = None) -> Any:
+        """View the sequence as a lazy ``dask.array`` of shape ``(T, Z, Y, X, C)``.
+
+        Each block holds whole frames and is read by :meth:`read_chunk` when
+        dask computes it, so a block costs what a chunk of the sequence's own
+        reader costs. The graph holds the sequence once, pickled: for a file
+        that is its path and parameters, not its data, so the array computes
+        on the workers of a Dask cluster that see the same files. Needs the
+        ``dask`` extra (``pip install "sima_fast[dask]"``).
+
+        Parameters
+        ----------
+        chunks : int or tuple of int, optional
+            Frames per block (default: :meth:`default_chunk_frames`, about
+            64 MiB per block), or the length of every block in turn (summing
+            to ``len(self)``).
+
+        Returns
+        -------
+        dask.array.Array
+            ``(T, Z, Y, X, C)`` in :attr:`dtype`, chunked along time only.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sima_fast import Sequence
+        >>> seq = Sequence.create('ndarray', np.arange(24.).reshape(4, 1, 2, 3, 1))
+        >>> arr = seq.to_dask(chunks=3)
+        >>> arr.chunks[0]
+        (3, 1)
+        >>> float(arr.sum().compute(scheduler='sync'))
+        276.0
+        """
+        from sima_fast.sequence.dask import sequence_to_dask
+
+        return sequence_to_dask(self, chunks)
+
+    # -- views -----------------------------------------------------------------
+
+    @staticmethod
+    def join(*sequences: Any) -> Sequence:
+        """Concatenate sequences along the channel axis.
+
+        Parameters
+        ----------
+        *sequences : Sequence
+            Sequences with equal ``(T, Z, Y, X)``; a single list of sequences
+            is accepted too (SIMA's calling convention).
+
+        Returns
+        -------
+        Sequence
+            Channels of the first sequence, then of the second, and so on.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sima_fast import Sequence
+        >>> a = Sequence.create('ndarray', np.zeros((4, 1, 5, 6, 1)))
+        >>> Sequence.join(a, a).shape
+        (4, 1, 5, 6, 2)
+        """
+        from sima_fast.sequence.views import JoinedSequence
+
+        if len(sequences) == 1 and isinstance(sequences[0], (list, tuple)):
+            sequences = tuple(sequences[0])
+        return JoinedSequence(list(sequences))
+
+    def mask(self, masks: list[tuple]) -> Sequence:
+        """Set selected pixels to NaN.
+
+        Parameters
+        ----------
+        masks : list of tuple
+            Each entry is ``(frames, zyx_mask, channels)`` or
+            ``(frames, planes, yx_mask, channels)``. ``frames``, ``planes``
+            and ``channels`` are an int, a list of ints or ``None`` (all);
+            ``zyx_mask`` is a boolean ``(Z, Y, X)`` array and ``yx_mask`` a
+            boolean ``(Y, X)`` array (True = masked) or ``None`` (every pixel).
+
+        Returns
+        -------
+        Sequence
+            A float view of this sequence with the masked values NaN.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sima_fast import Sequence
+        >>> seq = Sequence.create('ndarray', np.ones((4, 1, 2, 2, 1)))
+        >>> masked = seq.mask([(3, None, None)])
+        >>> [bool(np.isnan(frame).all()) for frame in masked]
+        [False, False, False, True]
+        """
+        from sima_fast.sequence.views import MaskedSequence
+
+        return MaskedSequence(self, masks)
+
+    def apply_displacements(
+        self, displacements: np.ndarray, frame_shape: tuple[int, ...] | None = None
+    ) -> Sequence:
+        """A motion-corrected view of the sequence.
+
+        Parameters
+        ----------
+        displacements : array_like of int, all >= 0
+            ``(T, 2)`` per frame, ``(T, Z, 2)`` per plane or ``(T, Z, Y, 2)``
+            per row, as ``(dy, dx)``; a last axis of 3 holds ``(dz, dy, dx)``.
+            Source plane p, row i, column j of frame t lands at plane
+            ``p + dz``, row ``i + dy``, column ``j + dx``.
+        frame_shape : tuple of int, optional
+            ``(Z, Y, X)`` of the corrected frames. Default: the source frame
+            shape plus the largest displacement along each axis.
+
+        Returns
+        -------
+        Sequence
+            Pixels that receive several values hold their mean; pixels that
+            receive none are NaN.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sima_fast import Sequence
+        >>> seq = Sequence.create('ndarray', np.ones((2, 1, 3, 3, 1)))
+        >>> moved = seq.apply_displacements(np.array([[0, 0], [1, 2]]))
+        >>> moved.shape
+        (2, 1, 4, 5, 1)
+        >>> int(np.isnan(moved._get_frame(1)).sum())
+        11
+        """
+        from sima_fast.sequence.views import MotionCorrectedSequence
+
+        return MotionCorrectedSequence(self, displacements, frame_shape)
+
+    def fill_gaps(self) -> Sequence:
+        """A view with every NaN (or infinite) value filled from the nearest observation.
+
+        Per pixel, frame t shows the last finite value at or before t; before
+        a pixel's first finite value it shows that first value; a pixel never
+        observed stays NaN (see docs/contract.md). Reading streams: one pass finds
+        each pixel's first observation (stopping as soon as every pixel has
+        one), then chunks are filled one after the other carrying the last
+        values, so memory stays bounded whatever the length.
+
+        Returns
+        -------
+        Sequence
+            Integer sequences (which cannot hold gaps) are returned as they are.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sima_fast import Sequence
+        >>> data = np.array([np.nan, 1.0, np.nan, 3.0]).reshape(4, 1, 1, 1, 1)
+        >>> np.asarray(Sequence.create('ndarray', data).fill_gaps()).ravel()
+        array([1., 1., 1., 3.])
+        """
+        from sima_fast.sequence.views import FilledSequence
+
+        if self.dtype.kind != "f":
+            return self
+        return FilledSequence(self)
+
+    # -- pickling --------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for key in ("_file", "_handle", "_memmap"):
+            state.pop(key, None)
+        return state
+
+
+class WrapperSequence(Sequence):
+    """A sequence computed from other sequences: the base of the views.
+
+    Views (indexed, joined, masked, motion-corrected, gap-filled) are made
+    by :class:`Sequence` methods, not by :meth:`Sequence.create`; their data
+    files are those of the sequences they wrap.
+
+    Parameters
+    ----------
+    *sequences : Sequence
+        The wrapped sequences (one for every view but a join).
+
+    Raises
+    ------
+    TypeError
+        Something that is not a :class:`Sequence`.
+    """
+
+    def __init__(self, *sequences: Sequence) -> None:
+        if not sequences:
+            raise ValueError("a view needs at least one sequence to wrap")
+        for s in sequences:
+            if not isinstance(s, Sequence):
+                raise TypeError(f"expected a Sequence to wrap, got {type(s).__name__}")
+        self._children = tuple(sequences)
+
+    @property
+    def children(self) -> tuple[Sequence, ...]:
+        """The wrapped sequences."""
+        return self._children
+
+    @property
+    def base(self) -> Sequence:
+        """The wrapped sequence (the first one of a join)."""
+        return self._children[0]
+
+    def describe(self) -> str:
+        """The kind of view, and ``'of ...'`` the sequence it wraps when it wraps one."""
+        kind = super().describe()
+        if len(self._children) == 1:
+            return f"{kind} of {self._children[0].describe()}"
+        return kind

@@ -1,0 +1,217 @@
+"""HDF5 sequences (``Sequence.create('HDF5', path, dim_order, group, key)``).
+
+Also the HDF5 copy that in-memory sequences (numpy and dask arrays) are saved
+as in a dataset directory.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import numpy as np
+
+from sima_fast.sequence.axes import DIM_ORDER, canonical_shape, to_canonical, validate_dim_order
+from sima_fast.sequence.base import (
+    LoadContext,
+    SaveContext,
+    Sequence,
+    check_numeric,
+    path_record,
+    require_file,
+    resolve_path,
+)
+
+__all__ = ["HDF5Sequence", "write_hdf5_copy"]
+
+
+class HDF5Sequence(Sequence, format="HDF5"):
+    """One dataset of an HDF5 file, any axis order (see :meth:`Sequence.create`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The HDF5 file.
+    dim_order : str
+        One letter of ``'tzyxc'`` per axis of the dataset.
+    group : str, optional
+        The group holding the dataset (default: the root).
+    key : str, optional
+        The dataset's name; may be omitted when the group holds one dataset.
+    """
+
+    def __init__(
+        self, path: Any, dim_order: str, group: str | None = None, key: str | None = None
+    ) -> None:
+        import h5py
+
+        self._path = os.path.abspath(require_file(path))
+        self._group = "/" if group is None else str(group)
+        try:
+            f = h5py.File(self._path, "r")
+        except OSError as exc:
+            raise OSError(f"path: cannot open {self._path!r} as an HDF5 file ({exc})") from exc
+        if self._group not in f:
+            groups = sorted(n for n, o in f.items() if isinstance(o, h5py.Group))
+            f.close()
+            raise KeyError(
+                f"group {self._group!r} is not in {self._path!r}; groups at the root: {groups}"
+            )
+        grp = f[self._group]
+        if not isinstance(grp, h5py.Group):
+            f.close()
+            raise ValueError(f"group {self._group!r} in {self._path!r} is a dataset, not a group")
+        datasets = sorted(n for n, o in grp.items() if isinstance(o, h5py.Dataset))
+        if key is None:
+            if len(datasets) != 1:
+                f.close()
+                raise ValueError(
+                    f"key is required: group {self._group!r} of {self._path!r} holds "
+                    f"{len(datasets)} datasets {datasets}, not exactly one"
+                )
+            key = datasets[0]
+        key = str(key)
+        if key not in datasets:
+            f.close()
+            raise KeyError(
+                f"key {key!r} is not a dataset in group {self._group!r} of {self._path!r}; "
+                f"available: {datasets}"
+            )
+        self._key = key
+        ds = grp[key]
+        try:
+            self._dim_order = validate_dim_order(dim_order, ds.ndim)
+            self._dtype = check_numeric(ds.dtype, f"HDF5 dataset {key!r}")
+        except (ValueError, TypeError):
+            f.close()
+            raise
+        self._shape = canonical_shape(ds.shape, self._dim_order)
+        chunks = ds.chunks
+        self._tchunk = None if chunks is None else int(chunks[self._dim_order.index("t")])
+        self._file, self._dataset = f, ds
+        self._direct = self._dim_order == "".join(d for d in DIM_ORDER if d in self._dim_order)
+
+    def _ds(self) -> Any:
+        if getattr(self, "_file", None) is None or not self._file.id.valid:
+            import h5py
+
+            self._file = h5py.File(self._path, "r")
+            self._dataset = self._file[self._group][self._key]
+        return self._dataset
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_dataset", None)
+        state["_file"] = None
+        return state
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        return self._shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def path(self) -> str:
+        """The HDF5 file (absolute path)."""
+        return self._path
+
+    def data_files(self) -> list[str]:
+        return [self._path]
+
+    @property
+    def storage_chunk_frames(self) -> int:
+        """The dataset's chunk length along time (1 for a contiguous dataset)."""
+        return 1 if self._tchunk is None else self._tchunk
+
+    def describe(self) -> str:
+        return f"{super().describe()} {os.path.basename(self._path)}"
+
+    def default_chunk_frames(self) -> int:
+        """About 64 MiB per chunk, rounded to whole chunks of a chunked dataset."""
+        n = super().default_chunk_frames()
+        if self._tchunk is not None:
+            n = max(self._tchunk, (n // self._tchunk) * self._tchunk)
+        return n
+
+    def _read(self, start: int, stop: int, out: np.ndarray) -> None:
+        ds = self._ds()
+        t_axis = self._dim_order.index("t")
+        sel = [slice(None)] * ds.ndim
+        sel[t_axis] = slice(start, stop)
+        sel = tuple(sel)
+        if self._direct and ds.dtype == out.dtype:
+            file_shape = list(ds.shape)
+            file_shape[t_axis] = stop - start
+            ds.read_direct(out.reshape(file_shape), source_sel=sel)
+        else:
+            block = ds[sel]
+            np.copyto(out, to_canonical(block, self._dim_order), casting="unsafe")
+
+    def todict(self, ctx: SaveContext) -> dict[str, Any]:
+        return {
+            "fmt": self.format,
+            "path": path_record(self._path, ctx.savedir),
+            "dim_order": self._dim_order,
+            "group": self._group,
+            "key": self._key,
+        }
+
+    @classmethod
+    def fromdict(cls, d: dict[str, Any], ctx: LoadContext) -> Sequence:
+        path = resolve_path(d["path"], ctx.savedir, "HDF5 file")
+        return cls(path, d["dim_order"], group=d.get("group"), key=d.get("key"))
+
+
+def write_hdf5_copy(seq: Sequence, ctx: SaveContext) -> dict[str, Any]:
+    """Copy a sequence into a new HDF5 file of the dataset directory.
+
+    How sequences without a file of their own (numpy and dask arrays) are
+    saved: the frames are written chunk by chunk into
+    ``sequence_<id>.h5`` (dataset ``'imaging'``, axes ``'tzyxc'``) in
+    ``ctx.writedir``.
+
+    Parameters
+    ----------
+    seq : Sequence
+        The sequence to copy.
+    ctx : SaveContext
+        The dataset being saved; the new file is added to its ``new_files``.
+
+    Returns
+    -------
+    dict
+        The description of the copy, an ``'HDF5'`` sequence.
+
+    Raises
+    ------
+    ValueError
+        ``ctx`` has no dataset directory.
+    """
+    if ctx.savedir is None:
+        raise ValueError(
+            f"a {seq.format!r} sequence can only be described inside a dataset directory"
+        )
+    import h5py
+
+    from sima_fast._atomic import atomic_write
+
+    name = f"sequence_{uuid.uuid4().hex}.h5"
+    path = os.path.join(ctx.writedir, name)
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        dset = f.create_dataset("imaging", shape=seq.shape, dtype=seq.dtype)
+        for t0, chunk in seq.iter_chunks():
+            dset[t0 : t0 + len(chunk)] = chunk
+        for i, label in enumerate(DIM_ORDER):
+            dset.dims[i].label = label
+    ctx.new_files.append(path)
+    return {
+        "fmt": HDF5Sequence.format,
+        "path": path_record(os.path.join(ctx.savedir, name), ctx.savedir),
+        "dim_order": DIM_ORDER,
+        "group": "/",
+        "key": "imaging",
+    }
