@@ -39,8 +39,27 @@ __all__ = [
 # --------------------------------------------------------------------------
 
 
-def _normalise_im_shape(im_shape: Any) -> tuple[int, int, int] | None:
-    """Return ``im_shape`` as a ``(Z, Y, X)`` tuple of positive ints, or None."""
+def normalise_im_shape(im_shape: Any) -> tuple[int, int, int] | None:
+    """Check an image shape and give it as ``(Z, Y, X)``.
+
+    Parameters
+    ----------
+    im_shape : tuple of int or None
+        ``(Y, X)`` or ``(Z, Y, X)`` positive integers (integral floats are
+        accepted); a 2-tuple means one plane.
+
+    Returns
+    -------
+    tuple of int or None
+        ``(Z, Y, X)``, or None when ``im_shape`` is None.
+
+    Raises
+    ------
+    TypeError
+        If it is not a sequence of integers.
+    ValueError
+        If it has not 2 or 3 entries, or an entry is not positive.
+    """
     if im_shape is None:
         return None
     try:
@@ -269,7 +288,7 @@ def poly2mask(polygons: Any, im_shape: Any) -> list[scipy.sparse.csr_matrix]:
     [[1, 0], [0, 0]]
     """
     rings = _normalise_polygons(polygons)
-    shape = _normalise_im_shape(im_shape)
+    shape = normalise_im_shape(im_shape)
     if shape is None:
         raise ValueError("poly2mask needs im_shape")
     return _rasterise(rings, shape)
@@ -380,7 +399,7 @@ class ROI:
             self._polygons = _normalise_polygons(polygons)
         else:
             self._mask = _normalise_mask(mask)
-        self._im_shape = _normalise_im_shape(im_shape)
+        self._im_shape = normalise_im_shape(im_shape)
         self._tags = _normalise_tags(tags)
         self.label = label
         self.id = id
@@ -405,7 +424,7 @@ class ROI:
 
     @im_shape.setter
     def im_shape(self, value: Sequence[int] | None) -> None:
-        self._im_shape = _normalise_im_shape(value)
+        self._im_shape = normalise_im_shape(value)
         self._mask_cache = None
 
     @property

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -26,37 +25,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["dataset_summary", "main"]
-
-
-def dataset_summary(dataset: Any) -> str:
-    """A human-readable, multi-line summary of an :class:`ImagingDataset`.
-
-    It lists the sequences (kind, shape, dtype), the frame shape, the
-    channels, the ROI sets and the labels of extracted signals.
-    """
-    lines = [repr(dataset)]
-    lines.append(f"  directory: {dataset.savedir or '(in memory)'}")
-    z, y, x, c = dataset.frame_shape
-    lines.append(f"  frame shape: {z} plane(s) x {y} rows x {x} columns x {c} channel(s)")
-    lines.append(f"  channels: {', '.join(dataset.channel_names)}")
-    for i, seq in enumerate(dataset.sequences):
-        lines.append(f"  sequence {i}: {len(seq)} frames, {seq.dtype}, {seq.describe()}")
-    rois = dataset.ROIs
-    if rois:
-        for label, roilist in rois.items():
-            lines.append(f"  ROI set {label!r}: {len(roilist)} ROI(s)")
-    else:
-        lines.append("  ROI sets: none")
-    any_signals = False
-    for ch, name in enumerate(dataset.channel_names):
-        for label, rec in dataset.signals(ch).items():
-            any_signals = True
-            n = len(rec.get("rois", [])) if isinstance(rec, dict) else 0
-            lines.append(f"  signals {label!r} (channel {name}): {n} ROI(s)")
-    if not any_signals:
-        lines.append("  signals: none")
-    return "\n".join(lines)
+__all__ = ["main"]
 
 
 @contextlib.contextmanager
@@ -241,6 +210,8 @@ def main(argv: _Seq[str] | None = None) -> int:
         except (OSError, ValueError) as exc:
             print(f"sima-fast info: {exc}", file=sys.stderr)
             return 2
+        from sima_fast.summary import dataset_summary
+
         print(dataset_summary(dataset))
         return 0
     if args.command in commands:

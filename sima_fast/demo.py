@@ -328,9 +328,9 @@ def _step(name: str, out: TextIO) -> Iterator[None]:
 
 def _load_example(out: TextIO) -> tuple[Any, Any]:
     """The example dataset (built on first use) and its ground truth."""
-    from sima_fast.cli import dataset_summary
     from sima_fast.imaging import ImagingDataset
     from sima_fast.misc import example_data, example_ground_truth
+    from sima_fast.summary import dataset_summary
 
     with _step("example dataset (built on first use from the simulator)", out):
         path = example_data()

@@ -375,7 +375,6 @@ def _extract_chunks(
     chunks: Iterator, n_frames: int, npix: int, weights: Any, channel: int, demix: Any
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Traces ``(n_frames, n_rois)`` of consecutive chunks (and their demixed version)."""
-    from sima_fast.extract import _pinv_frames
     from sima_fast.kernels.extract import extract_runs
 
     out = np.empty((n_frames, weights.n_rois), dtype=np.float32)
@@ -395,7 +394,7 @@ def _extract_chunks(
             block = dest[pos : pos + n]
             extract_runs(flat, weights.plan, block)
             if weights.pinv_base is not None:
-                _pinv_frames(flat, weights, block)
+                weights.pinv_extract(flat, block)
         pos += n
     return out, out_d
 

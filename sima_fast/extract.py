@@ -158,6 +158,38 @@ class ExtractionWeights:
                 self._pinv_cache[key] = w
         return w
 
+    def pinv_extract(self, flat: np.ndarray, block: np.ndarray) -> None:
+        """Re-extract the frames with missing masked pixels by the pseudo-inverse path.
+
+        Used with ``remove_overlap=False`` and overlapping masks
+        (docs/contract.md#missing-pixels): for each frame of ``flat`` in which a
+        pixel of an overlapping mask is not finite, the weights are the
+        pseudo-inverse of the mask matrix restricted to the finite pixels.
+
+        Parameters
+        ----------
+        flat : numpy.ndarray
+            ``(frames, Z*Y*X)`` frames of the signal channel, flattened.
+        block : numpy.ndarray
+            ``(frames, n_rois)`` float output, already holding the kernel's
+            values; the rows of frames with missing pixels are overwritten.
+        """
+        pix = self.pinv_pixels
+        vals = flat[:, pix].astype(np.float64) * self.inv_mu[pix]
+        finite = np.isfinite(vals)
+        partial = np.flatnonzero(~finite.all(axis=1))
+        used = self.pinv_rows
+        for t in partial:
+            f = finite[t]
+            row = np.full(self.n_rois, np.nan)
+            if f.any():
+                w = self.pinv_weights(f)  # (n_used, n_finite)
+                res = w @ vals[t, f]
+                imaged = np.asarray((self.masks[used][:, pix[f]] != 0).sum(axis=1)).ravel() > 0
+                res[~imaged] = np.nan
+                row[used] = res
+            block[t] = row
+
 
 def roi_mask_matrix(rois: Any, im_shape: tuple[int, int, int]):
     """The ROIs' masks as one sparse ``(n_rois, Z*Y*X)`` matrix (their own values)."""
@@ -312,26 +344,7 @@ def _extract_sequence(seq, weights, channel, outputs, n_threads) -> None:
                 block = out[t0 : t0 + n]
                 extract_runs(flat, weights.plan, block)
                 if weights.pinv_base is not None:
-                    _pinv_frames(flat, weights, block)
-
-
-def _pinv_frames(flat: np.ndarray, weights: ExtractionWeights, block: np.ndarray) -> None:
-    """Re-extract frames with missing masked pixels through the pseudo-inverse path."""
-    pix = weights.pinv_pixels
-    vals = flat[:, pix].astype(np.float64) * weights.inv_mu[pix]
-    finite = np.isfinite(vals)
-    partial = np.flatnonzero(~finite.all(axis=1))
-    used = weights.pinv_rows
-    for t in partial:
-        f = finite[t]
-        row = np.full(weights.n_rois, np.nan)
-        if f.any():
-            w = weights.pinv_weights(f)  # (n_used, n_finite)
-            res = w @ vals[t, f]
-            imaged = np.asarray((weights.masks[used][:, pix[f]] != 0).sum(axis=1)).ravel() > 0
-            res[~imaged] = np.nan
-            row[used] = res
-        block[t] = row
+                    weights.pinv_extract(flat, block)
 
 
 def extract_rois(
@@ -395,9 +408,9 @@ def signals_record(
     record["mean_frame"] = np.asarray(mean[..., signal_channel], dtype=np.float64)
     record["overlap"] = (np.zeros(weights.overlap.size, dtype=np.int64), weights.overlap)
     record["signal_channel"] = int(signal_channel)
-    from sima_fast.ROI import _normalise_im_shape
+    from sima_fast.ROI import normalise_im_shape
 
-    shape = _normalise_im_shape(im_shape)
+    shape = normalise_im_shape(im_shape)
     rois_out = []
     for roi in rois:
         d = roi.todict()  # an independent copy of the geometry

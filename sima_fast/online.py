@@ -413,7 +413,6 @@ class OnlineExtractor:
 
     def _pinv_step(self) -> None:
         """Re-extract a frame with missing masked pixels through the pseudo-inverse path."""
-        from sima_fast.extract import _pinv_frames
 
         b = self._buffers
         kern = self._kern
@@ -421,7 +420,7 @@ class OnlineExtractor:
             t = self._n - 1
             ring = b.ring[self.signal_channel, t % b.ring.shape[1]]
             row = b.hist[0, t % b.hist.shape[1]]
-            _pinv_frames(ring[None, :], self.weights, row[None, :])
+            self.weights.pinv_extract(ring[None, :], row[None, :])
             b.latest[:] = row
         kern.ar_step(*self._ar_args)
 

@@ -388,6 +388,17 @@ class LoadContext:
 _REGISTRY: dict[str, type] = {}
 
 
+def _registered(fmt: str) -> Any:
+    """The class registered under ``fmt``.
+
+    The base class makes its views and dask arrays through the registry rather
+    than by importing ``views`` and ``dask``, which import this module: the
+    package ``__init__`` imports every reader and view, so they are registered
+    before any sequence exists.
+    """
+    return _REGISTRY[fmt]
+
+
 class Sequence(abc.ABC):
     """A sequence of imaging frames shaped ``(T, Z, Y, X, C)``.
 
@@ -705,9 +716,7 @@ class Sequence(abc.ABC):
 
     def __getitem__(self, indices: Any) -> Sequence:
         """Index the sequence as ``seq[t, z, y, x, c]`` without dropping axes."""
-        from sima_fast.sequence.views import IndexedSequence
-
-        return IndexedSequence(self, indices)
+        return _registered("indexed")(self, indices)
 
     # -- chunked reading -------------------------------------------------------
 
@@ -846,9 +855,7 @@ class Sequence(abc.ABC):
         >>> float(arr.sum().compute(scheduler='sync'))
         276.0
         """
-        from sima_fast.sequence.dask import sequence_to_dask
-
-        return sequence_to_dask(self, chunks)
+        return _registered("dask").sequence_to_dask(self, chunks)
 
     # -- views -----------------------------------------------------------------
 
@@ -875,11 +882,9 @@ class Sequence(abc.ABC):
         >>> Sequence.join(a, a).shape
         (4, 1, 5, 6, 2)
         """
-        from sima_fast.sequence.views import JoinedSequence
-
         if len(sequences) == 1 and isinstance(sequences[0], (list, tuple)):
             sequences = tuple(sequences[0])
-        return JoinedSequence(list(sequences))
+        return _registered("joined")(list(sequences))
 
     def mask(self, masks: list[tuple]) -> Sequence:
         """Set selected pixels to NaN.
@@ -907,9 +912,7 @@ class Sequence(abc.ABC):
         >>> [bool(np.isnan(frame).all()) for frame in masked]
         [False, False, False, True]
         """
-        from sima_fast.sequence.views import MaskedSequence
-
-        return MaskedSequence(self, masks)
+        return _registered("masked")(self, masks)
 
     def apply_displacements(
         self, displacements: np.ndarray, frame_shape: tuple[int, ...] | None = None
@@ -944,9 +947,7 @@ class Sequence(abc.ABC):
         >>> int(np.isnan(moved._get_frame(1)).sum())
         11
         """
-        from sima_fast.sequence.views import MotionCorrectedSequence
-
-        return MotionCorrectedSequence(self, displacements, frame_shape)
+        return _registered("motion_corrected")(self, displacements, frame_shape)
 
     def fill_gaps(self) -> Sequence:
         """A view with every NaN (or infinite) value filled from the nearest observation.
@@ -971,11 +972,9 @@ class Sequence(abc.ABC):
         >>> np.asarray(Sequence.create('ndarray', data).fill_gaps()).ravel()
         array([1., 1., 1., 3.])
         """
-        from sima_fast.sequence.views import FilledSequence
-
         if self.dtype.kind != "f":
             return self
-        return FilledSequence(self)
+        return _registered("filled")(self)
 
     # -- pickling --------------------------------------------------------------
 

@@ -60,6 +60,24 @@ class DaskSequence(Sequence, format="dask"):
         self._dtype = check_numeric(view.dtype, "array")
         self._array = view
 
+    @staticmethod
+    def sequence_to_dask(seq: Sequence, chunks: Any = None) -> Any:
+        """Any sequence as a lazy dask array; what :meth:`Sequence.to_dask` calls.
+
+        Parameters
+        ----------
+        seq : Sequence
+            The sequence to wrap.
+        chunks : int or tuple of int, optional
+            Frames per block, or the block lengths along time.
+
+        Returns
+        -------
+        dask.array.Array
+            ``(T, Z, Y, X, C)`` in the sequence's dtype.
+        """
+        return sequence_to_dask(seq, chunks)
+
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
         return tuple(int(s) for s in self._array.shape)
