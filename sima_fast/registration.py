@@ -709,20 +709,15 @@ def _apply_matrix(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
 def _warp_matrix(
     image: np.ndarray, matrix: np.ndarray, shape: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sample ``image`` at ``matrix @ (x, y, 1)`` for every pixel of ``shape``.
+    """Sample a finite ``image`` at ``matrix @ (x, y, 1)`` for every pixel of ``shape``.
 
     Returns the warped image (zero outside) and the mask of samples inside
     ``image``.
     """
-    from scipy.ndimage import map_coordinates
-
-    rows, cols = np.mgrid[: shape[0], : shape[1]].astype(np.float64)
-    xy = _apply_matrix(matrix, np.column_stack([cols.ravel(), rows.ravel()]))
-    x, y = xy[:, 0], xy[:, 1]
-    inside = (x >= 0) & (x <= image.shape[1] - 1) & (y >= 0) & (y <= image.shape[0] - 1)
-    values = map_coordinates(image, [y, x], order=1, mode="nearest")
-    values[~inside] = 0.0
-    return values.reshape(shape[:2]), inside.reshape(shape[:2])
+    warped = warp_image(image, matrix, shape[:2])
+    inside = np.isfinite(warped)
+    warped[~inside] = 0.0
+    return warped, inside
 
 
 def _overlap_correlation(
@@ -1045,7 +1040,7 @@ def _refine(
     :func:`scipy.optimize.least_squares` (analytic Jacobian from the image
     gradient), on both images smoothed by a Gaussian of each of ``sigmas``.
     """
-    from scipy.ndimage import gaussian_filter, map_coordinates
+    from scipy.ndimage import gaussian_filter
     from scipy.optimize import least_squares
 
     c_fixed, c_moving, h = frame
@@ -1060,15 +1055,15 @@ def _refine(
         target = gaussian_filter(fixed, sigma)[rows.ravel(), cols.ravel()]
         smooth = gaussian_filter(moving, sigma)
         grad_y, grad_x = np.gradient(smooth)
+        # the smoothed image and its gradient, sampled together at each evaluation
+        stack = np.stack([smooth, grad_x, grad_y], axis=-1)
         cache: dict[bytes, tuple] = {}
 
         def evaluate(
             x_all: np.ndarray,
             u: np.ndarray = u,
             prep: Any = prep,
-            smooth: np.ndarray = smooth,
-            grad_x: np.ndarray = grad_x,
-            grad_y: np.ndarray = grad_y,
+            stack: np.ndarray = stack,
             cache: dict[bytes, tuple] = cache,
         ) -> tuple:
             key = x_all.tobytes()
@@ -1076,15 +1071,9 @@ def _refine(
                 w, dw = model.map(x_all[:n_geo], u, prep)
                 p = c_moving + h * w
                 inside = np.all((p >= 0) & (p <= limit), axis=1)
-                coords = [p[:, 1], p[:, 0]]
                 cache.clear()
-                cache[key] = (
-                    map_coordinates(smooth, coords, order=1, mode="nearest"),
-                    map_coordinates(grad_x, coords, order=1, mode="nearest"),
-                    map_coordinates(grad_y, coords, order=1, mode="nearest"),
-                    dw,
-                    inside,
-                )
+                sampled = sample_bilinear(stack, p[:, 1], p[:, 0], np.empty((len(p), 3)), 0.0)
+                cache[key] = (sampled[:, 0], sampled[:, 1], sampled[:, 2], dw, inside)
             return cache[key]
 
         def residuals(
