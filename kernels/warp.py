@@ -83,31 +83,45 @@ def _sample_points(image, ys, xs, out, cval):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def _axis_samples(n, d):  # pragma: no cover - compiled
+    """Source index, fraction and validity of the positions ``i - d``, ``i < n``."""
+    base = np.empty(n, dtype=np.int64)
+    frac = np.empty(n, dtype=np.float64)
+    ok = np.empty(n, dtype=np.bool_)
+    for i in range(n):
+        s = np.float64(i) - d
+        ok[i] = 0.0 <= s <= n - 1.0
+        if ok[i]:
+            base[i] = math.floor(s)
+            frac[i] = s - base[i]
+        else:
+            base[i] = 0
+            frac[i] = 0.0
+    return base, frac, ok
+
+
+@njit(cache=True, nogil=True)
 def _shift_frame(frame, dy, dx, out, cval):  # pragma: no cover - compiled
     ny, nx, nc = frame.shape
-    # out[y, x] = frame(y - dy, x - dx): the source offsets and their fractional
-    # parts are the same for every row (column), so they are computed once.
-    sy = -dy
-    sx = -dx
-    iy = math.floor(sy)
-    ix = math.floor(sx)
-    fy = sy - iy
-    fx = sx - ix
-    last_y = ny - 1 if fy > 0.0 else ny  # source rows y0 allowed: 0 <= y0 < last_y
-    last_x = nx - 1 if fx > 0.0 else nx
+    # out[y, x] = frame(y - dy, x - dx): the source positions of each row and
+    # of each column are computed once.
+    y0s, fys, oky = _axis_samples(ny, dy)
+    x0s, fxs, okx = _axis_samples(nx, dx)
     for row in range(ny):
-        y0 = row + iy
-        if y0 < 0 or y0 >= last_y:
+        if not oky[row]:
             for col in range(nx):
                 for c in range(nc):
                     out[row, col, c] = cval
             continue
+        y0 = y0s[row]
+        fy = fys[row]
         for col in range(nx):
-            x0 = col + ix
-            if x0 < 0 or x0 >= last_x:
+            if not okx[col]:
                 for c in range(nc):
                     out[row, col, c] = cval
                 continue
+            x0 = x0s[col]
+            fx = fxs[col]
             for c in range(nc):
                 acc = (1.0 - fy) * (1.0 - fx) * np.float64(frame[y0, x0, c])
                 if fx > 0.0:

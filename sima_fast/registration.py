@@ -422,14 +422,14 @@ def phase_correlation(
     upsample: int = 1,
     max_shift: float | tuple[float, float] | None = None,
     normalization: str | None = "phase",
-    window: bool = False,
+    window: bool = True,
 ) -> ShiftEstimate:
     """Estimate the translation between two images by phase correlation.
 
     Both images are filled (:func:`fill_nan`: NaN or infinite pixels take
     the finite mean, so that after the mean is subtracted they contribute
-    nothing), their means are subtracted, and, with ``window``, both are
-    multiplied by a 2-D Hann window. The cross-power spectrum
+    nothing), their means are subtracted, and (``window``, the default) both
+    are multiplied by a 2-D Hann window. The cross-power spectrum
     ``F · conj(M)`` of their Fourier transforms is divided by its magnitude
     (``normalization='phase'``, Kuglin & Hines 1975) so that every frequency
     counts equally, and transformed back: the correlation surface peaks at
@@ -453,12 +453,13 @@ def phase_correlation(
     normalization : {'phase', None}, optional
         ``'phase'`` (default): phase correlation. ``None``: plain
         cross-correlation, whose peak is the Pearson correlation of the
-        images at that (circular) shift.
+        (windowed) images at that circular shift.
     window : bool, optional
-        Apply a Hann window before the transform (default False). It
-        suppresses the spurious peak at zero shift that the image borders
-        cause when the images are not periodic (e.g. crops of a larger
-        field of view).
+        Apply a Hann window before the transform (default True). Frames of
+        a moving field of view are not periodic: without the window their
+        borders, which do not move, produce a spurious peak at zero shift.
+        Use ``False`` only for images that are circular shifts of each
+        other, where the window would blur the estimate.
 
     Returns
     -------
@@ -467,11 +468,11 @@ def phase_correlation(
         ``shift_image(moving, (dy, dx))`` aligns ``moving`` with ``fixed``
         (the convention of :func:`skimage.registration.phase_cross_correlation`).
         ``peak`` is the height of the correlation surface at the shift: for
-        phase correlation at most 1, reached when the images are exact
-        circular shifts of each other, and near 0 when they are unrelated
-        (frequencies whose cross-power is below 1e-12 of the strongest one
-        carry no usable phase; they are left out and lower the peak); for
-        ``normalization=None`` the (circular) Pearson correlation, in
+        phase correlation at most 1, reached (with ``window=False``) when
+        the images are exact circular shifts of each other, and near 0 when
+        they are unrelated (frequencies whose cross-power is below 1e-12 of
+        the strongest one carry no usable phase; they are left out and lower
+        the peak); for ``normalization=None`` a Pearson correlation, in
         ``[-1, 1]``.
 
     Raises
@@ -489,6 +490,16 @@ def phase_correlation(
     cost is two forward FFTs and one inverse FFT of the image size, plus
     ``O(upsample · Y · X)`` for the refinement.
 
+    Accuracy measured in ``tests/test_registration.py`` (smoothed-noise
+    images, ``upsample=100``): exact circular sub-pixel shifts are found to
+    the grid step with ``window=False`` (up to 0.02 px for even sizes, whose
+    Nyquist frequency cannot carry a sub-pixel shift of a real image);
+    shifted 128 × 128 crops of a larger field to about 0.05 px. Missing
+    pixels cost more with phase correlation, which weights the sharp edges
+    of a filled hole like any other detail (errors up to about 0.2 px when
+    4 % of a smooth image is missing), than with ``normalization=None``
+    (0.02 px).
+
     References
     ----------
     C. D. Kuglin and D. C. Hines, "The phase correlation image alignment
@@ -500,14 +511,19 @@ def phase_correlation(
 
     Examples
     --------
+    Two crops of one field of view, the second seeing it moved by
+    ``(-3.25, 1.5)`` px:
+
     >>> from scipy.ndimage import fourier_shift, gaussian_filter
     >>> rng = np.random.default_rng(0)
-    >>> fixed = gaussian_filter(rng.standard_normal((64, 64)), 1, mode='wrap')
-    >>> spectrum = fourier_shift(np.fft.fft2(fixed), (-3.25, 1.5))
-    >>> moving = np.fft.ifft2(spectrum).real  # moving(p) = fixed(p + (3.25, -1.5))
+    >>> field = gaussian_filter(rng.standard_normal((160, 160)), 1.5)
+    >>> moved = np.fft.ifft2(fourier_shift(np.fft.fft2(field), (-3.25, 1.5))).real
+    >>> fixed, moving = field[16:144, 16:144], moved[16:144, 16:144]
     >>> dy, dx, peak = phase_correlation(fixed, moving, upsample=20)
-    >>> round(dy, 2), round(dx, 2), peak > 0.9
-    (3.25, -1.5, True)
+    >>> dy, dx
+    (3.25, -1.5)
+
+    so that ``shift_image(moving, (dy, dx))`` lies on ``fixed``.
     """
     from scipy import fft
 
