@@ -10,8 +10,8 @@ returns that pixel's value even when its neighbours are NaN; a NaN among the
 pixels that do take part makes the sample NaN. A sample outside the frame gets
 the fill value ``cval`` (NaN by default).
 
-Images are read in their own dtype (uint16, float32, float64, ...) without a
-converted copy; arithmetic is in float64 and the result is stored in the dtype
+Images are read in their own dtype (uint16, float32, float64, ...; native byte
+order) without a converted copy; arithmetic is in float64 and the result is stored in the dtype
 of the preallocated output (float32 or float64).
 
 :func:`warp_affine` samples an image on the grid ``matrix @ (x, y, 1)`` of

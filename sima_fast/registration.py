@@ -34,8 +34,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from sima_fast.kernels.warp import sample_bilinear, shift_frame, warp_affine
-
 __all__ = [
     "PRE_PROCESSING_METHODS",
     "TRANSFORM_METHODS",
@@ -577,9 +575,14 @@ def _output_array(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _as_image(image: Any) -> np.ndarray:
-    """``image`` as a 2-D or 3-D numeric array; integer and float dtypes are kept."""
+    """``image`` as a 2-D or 3-D array the kernels read as it is.
+
+    Native integer, float32 and float64 arrays are kept; anything else
+    (float16, bool, byte-swapped data) is converted to float64.
+    """
     img = np.asarray(image)
-    if img.dtype.kind not in "iuf":
+    native = img.dtype.isnative and (img.dtype.kind in "iu" or img.dtype.itemsize >= 4)
+    if not native or img.dtype.kind not in "iuf":
         img = img.astype(np.float64)
     if img.ndim not in (2, 3):
         raise ValueError(f"images must have shape (Y, X) or (Y, X, C), got {img.shape}")
@@ -619,6 +622,8 @@ def shift_image(image: Any, shift: tuple[float, float], *, cval: float = np.nan)
     >>> shift_image(np.arange(4.0).reshape(1, 4), (0, 1.5)).tolist()
     [[nan, nan, 0.5, 1.5]]
     """
+    from sima_fast.kernels.warp import shift_frame
+
     img = _as_image(image)
     return shift_frame(img, shift, _output_array(img, img.shape), cval)
 
@@ -676,6 +681,8 @@ def warp_image(
     >>> warp_image(img, shift_right)[0].tolist()
     [nan, 0.0, 1.0, 2.0]
     """
+    from sima_fast.kernels.warp import sample_bilinear, warp_affine
+
     img = _as_image(image)
     rows, cols = img.shape[:2] if output_shape is None else (int(s) for s in output_shape[:2])
     out = _output_array(img, (rows, cols, *img.shape[2:]))
@@ -1058,6 +1065,8 @@ def _refine(
     """
     from scipy.ndimage import gaussian_filter
     from scipy.optimize import least_squares
+
+    from sima_fast.kernels.warp import sample_bilinear
 
     c_fixed, c_moving, h = frame
     n_geo = len(params)

@@ -591,3 +591,20 @@ def test_register_images_return_points():
     aligned = warp_image(moving, tf, scene.shape)
     core = (slice(12, -12), slice(12, -12))
     assert np.corrcoef(aligned[core].ravel(), scene[core].ravel())[0, 1] > 0.99
+
+
+def test_warp_image_dtypes():
+    """Native uint16/float32/float64 go to the kernel as they are; others are converted."""
+    img = smooth_noise((20, 24), seed=15)
+    tf = AffineTransform(rotation=0.1, translation=(1.5, -2.0))
+    ref = warp_image(img, tf)
+    counts = np.round(1000 + 100 * img)
+    for dtype in ("<u2", ">u2", "i8", ">f8", "f2"):
+        got = warp_image(counts.astype(dtype), tf)
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, warp_image(counts, tf), atol=0.5 if dtype == "f2" else 0)
+    got32 = warp_image(img.astype(np.float32), tf)
+    assert got32.dtype == np.float32
+    np.testing.assert_allclose(got32, ref, atol=1e-5)
+    np.testing.assert_array_equal(np.isnan(got32), np.isnan(ref))
+    assert shift_image(counts.astype(">u2"), (0.5, 0)).dtype == np.float64
