@@ -27,19 +27,21 @@ import sima_fast as sima
 from sima_fast._geometry import polygon_to_mask
 from sima_fast.imaging import ImagingDataset
 from sima_fast.misc import simulate_movie
-from sima_fast.ROI import ROI, ROIList
-from sima_fast.transform_rois import (
+from sima_fast.registration import (
     PRE_PROCESSING_METHODS,
     TRANSFORM_METHODS,
-    MissingAnchorWarning,
     RegistrationWarning,
+    pre_process_image,
+    register_images,
+)
+from sima_fast.ROI import ROI, ROIList
+from sima_fast.transform_rois import (
+    MissingAnchorWarning,
     ROIOutsideFrameWarning,
     clip_rois_to_frame,
     estimate_plane_transforms_from_anchors,
     import_transformed_rois,
     match_anchor_order,
-    pre_process_image,
-    register_images,
 )
 
 WORLD = 320  # side of the simulated scene (px)

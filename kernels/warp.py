@@ -1,0 +1,283 @@
+"""Kernels that resample images: bilinear warps, point sampling and frame shifts.
+
+All three kernels share one definition of bilinear interpolation. A sample at
+the continuous position ``(y, x)`` (pixel centres at integers) is defined when
+``0 <= y <= Y - 1`` and ``0 <= x <= X - 1``; it is the weighted sum of the
+(up to) four pixels around it, ``(1 - fy)(1 - fx) v[y0, x0] + ...`` with
+``y0 = floor(y)``, ``fy = y - y0`` (the same along x). Only the pixels with a
+nonzero weight take part, so a sample that falls exactly on a pixel centre
+returns that pixel's value even when its neighbours are NaN; a NaN among the
+pixels that do take part makes the sample NaN. A sample outside the frame gets
+the fill value ``cval`` (NaN by default).
+
+Images are read in their own dtype (uint16, float32, float64, ...; native byte
+order) without a converted copy; arithmetic is in float64 and the result is stored in the dtype
+of the preallocated output (float32 or float64).
+
+:func:`warp_affine` samples an image on the grid ``matrix @ (x, y, 1)`` of
+every output pixel (an affine or projective map);
+:func:`sample_bilinear` samples it at arbitrary points; :func:`shift_frame`
+translates a frame (with channels) by a sub-pixel or integer shift, copying
+the values exactly when the shift is a whole number of pixels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+__all__ = ["sample_bilinear", "shift_frame", "warp_affine"]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bilinear(image, c, y, x, ny, nx, cval):  # pragma: no cover - compiled
+    """Bilinear sample of channel ``c`` of ``image`` (Y, X, C) at ``(y, x)``."""
+    if not (0.0 <= y <= ny - 1.0 and 0.0 <= x <= nx - 1.0):
+        return cval
+    y0 = math.floor(y)
+    x0 = math.floor(x)
+    fy = y - y0
+    fx = x - x0
+    acc = (1.0 - fy) * (1.0 - fx) * np.float64(image[y0, x0, c])
+    if fx > 0.0:
+        acc += (1.0 - fy) * fx * np.float64(image[y0, x0 + 1, c])
+    if fy > 0.0:
+        acc += fy * (1.0 - fx) * np.float64(image[y0 + 1, x0, c])
+        if fx > 0.0:
+            acc += fy * fx * np.float64(image[y0 + 1, x0 + 1, c])
+    return acc
+
+
+@njit(cache=True, nogil=True)
+def _warp_affine(image, matrix, out, cval):  # pragma: no cover - compiled
+    ny, nx, nc = image.shape
+    oy, ox = out.shape[0], out.shape[1]
+    m00, m01, m02 = matrix[0, 0], matrix[0, 1], matrix[0, 2]
+    m10, m11, m12 = matrix[1, 0], matrix[1, 1], matrix[1, 2]
+    m20, m21, m22 = matrix[2, 0], matrix[2, 1], matrix[2, 2]
+    affine = m20 == 0.0 and m21 == 0.0 and m22 == 1.0
+    for row in range(oy):
+        r = np.float64(row)
+        for col in range(ox):
+            q = np.float64(col)
+            x = m00 * q + m01 * r + m02
+            y = m10 * q + m11 * r + m12
+            if not affine:
+                w = m20 * q + m21 * r + m22
+                x = x / w
+                y = y / w
+            for c in range(nc):
+                out[row, col, c] = _bilinear(image, c, y, x, ny, nx, cval)
+
+
+@njit(cache=True, nogil=True)
+def _sample_points(image, ys, xs, out, cval):  # pragma: no cover - compiled
+    ny, nx, nc = image.shape
+    for i in range(ys.shape[0]):
+        y = np.float64(ys[i])
+        x = np.float64(xs[i])
+        for c in range(nc):
+            out[i, c] = _bilinear(image, c, y, x, ny, nx, cval)
+
+
+@njit(cache=True, nogil=True)
+def _axis_samples(n, d):  # pragma: no cover - compiled
+    """Source index, fraction and validity of the positions ``i - d``, ``i < n``."""
+    base = np.empty(n, dtype=np.int64)
+    frac = np.empty(n, dtype=np.float64)
+    ok = np.empty(n, dtype=np.bool_)
+    for i in range(n):
+        s = np.float64(i) - d
+        ok[i] = 0.0 <= s <= n - 1.0
+        if ok[i]:
+            base[i] = math.floor(s)
+            frac[i] = s - base[i]
+        else:
+            base[i] = 0
+            frac[i] = 0.0
+    return base, frac, ok
+
+
+@njit(cache=True, nogil=True)
+def _shift_frame(frame, dy, dx, out, cval):  # pragma: no cover - compiled
+    ny, nx, nc = frame.shape
+    # out[y, x] = frame(y - dy, x - dx): the source positions of each row and
+    # of each column are computed once.
+    y0s, fys, oky = _axis_samples(ny, dy)
+    x0s, fxs, okx = _axis_samples(nx, dx)
+    for row in range(ny):
+        if not oky[row]:
+            for col in range(nx):
+                for c in range(nc):
+                    out[row, col, c] = cval
+            continue
+        y0 = y0s[row]
+        fy = fys[row]
+        for col in range(nx):
+            if not okx[col]:
+                for c in range(nc):
+                    out[row, col, c] = cval
+                continue
+            x0 = x0s[col]
+            fx = fxs[col]
+            for c in range(nc):
+                acc = (1.0 - fy) * (1.0 - fx) * np.float64(frame[y0, x0, c])
+                if fx > 0.0:
+                    acc += (1.0 - fy) * fx * np.float64(frame[y0, x0 + 1, c])
+                if fy > 0.0:
+                    acc += fy * (1.0 - fx) * np.float64(frame[y0 + 1, x0, c])
+                    if fx > 0.0:
+                        acc += fy * fx * np.float64(frame[y0 + 1, x0 + 1, c])
+                out[row, col, c] = acc
+
+
+def _with_channels(array: np.ndarray, name: str) -> np.ndarray:
+    """A (Y, X, C) view of a (Y, X) or (Y, X, C) array (no copy)."""
+    if array.ndim == 2:
+        return array[:, :, None]
+    if array.ndim == 3:
+        return array
+    raise ValueError(f"{name} must have shape (Y, X) or (Y, X, C), got {array.shape}")
+
+
+def _check_out(out: np.ndarray) -> None:
+    if not isinstance(out, np.ndarray) or out.dtype not in (np.float32, np.float64):
+        raise TypeError("out must be a float32 or float64 numpy array")
+
+
+def warp_affine(
+    image: np.ndarray, matrix: np.ndarray, out: np.ndarray, cval: float = np.nan
+) -> np.ndarray:
+    """Resample ``image`` at ``matrix @ (x, y, 1)`` for every pixel of ``out``.
+
+    Output pixel ``(row, col)`` takes the bilinear sample of ``image`` at
+    ``(x, y) = (u / w, v / w)`` with ``(u, v, w) = matrix @ (col, row, 1)``,
+    i.e. ``matrix`` maps output coordinates to input coordinates
+    ``(column, row)`` with pixel centres at integers (the convention of
+    :func:`skimage.transform.warp` with an inverse map). See the module
+    docstring for the interpolation and the treatment of NaN.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, shape (Y, X) or (Y, X, C)
+        Input image, any numeric dtype (float32, float64, uint16, ...); read
+        as it is, without a converted copy.
+    matrix : numpy.ndarray, shape (3, 3)
+        Affine (last row ``0, 0, 1``) or projective map.
+    out : numpy.ndarray of float32 or float64, shape (Yo, Xo) or (Yo, Xo, C)
+        Output, overwritten; its shape sets the output grid.
+    cval : float, optional
+        Value of the samples that fall outside ``image`` (default NaN).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``.
+
+    Raises
+    ------
+    ValueError
+        For mismatched dimensions or channel counts, or a matrix that is not
+        3×3.
+    TypeError
+        If ``out`` is not a float32 or float64 array.
+    """
+    _check_out(out)
+    src = _with_channels(image, "image")
+    dst = _with_channels(out, "out")
+    if image.ndim != out.ndim or src.shape[2] != dst.shape[2]:
+        raise ValueError(f"incompatible shapes: image {image.shape}, out {out.shape}")
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape != (3, 3):
+        raise ValueError(f"matrix must be 3×3, got shape {m.shape}")
+    _warp_affine(src, m, dst, float(cval))
+    return out
+
+
+def sample_bilinear(
+    image: np.ndarray, ys: np.ndarray, xs: np.ndarray, out: np.ndarray, cval: float = np.nan
+) -> np.ndarray:
+    """Bilinear samples of ``image`` at the points ``(ys[i], xs[i])``.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, shape (Y, X) or (Y, X, C)
+        Input image, any numeric dtype; read without a converted copy.
+    ys, xs : numpy.ndarray, shape (N,)
+        Row and column of each point (pixel centres at integers).
+    out : numpy.ndarray of float32 or float64, shape (N,) or (N, C)
+        Output, overwritten (``(N, C)`` for an image with channels).
+    cval : float, optional
+        Value of the points outside ``image`` (default NaN).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``.
+
+    Raises
+    ------
+    ValueError
+        For points and output of different lengths or mismatched channels.
+    TypeError
+        If ``out`` is not a float32 or float64 array.
+    """
+    _check_out(out)
+    src = _with_channels(image, "image")
+    ys = np.asarray(ys)
+    xs = np.asarray(xs)
+    if ys.ndim != 1 or ys.shape != xs.shape or out.shape[:1] != ys.shape:
+        raise ValueError(
+            f"ys, xs and out must have one length: {ys.shape}, {xs.shape}, {out.shape}"
+        )
+    dst = out[:, None] if out.ndim == 1 else out
+    if (image.ndim == 2) != (out.ndim == 1) or dst.shape[1] != src.shape[2]:
+        raise ValueError(f"incompatible shapes: image {image.shape}, out {out.shape}")
+    _sample_points(src, ys, xs, dst, float(cval))
+    return out
+
+
+def shift_frame(
+    frame: np.ndarray, shift: tuple[float, float], out: np.ndarray, cval: float = np.nan
+) -> np.ndarray:
+    """Translate a frame by ``shift = (dy, dx)`` pixels (bilinear, sub-pixel).
+
+    ``out[y, x] = frame(y - dy, x - dx)``: positive shifts move the content
+    down and to the right, as :func:`scipy.ndimage.shift` does. Pixels whose
+    source lies outside the frame get ``cval``. A whole-pixel shift copies the
+    values exactly.
+
+    Parameters
+    ----------
+    frame : numpy.ndarray, shape (Y, X) or (Y, X, C)
+        Input frame, any numeric dtype; read without a converted copy.
+    shift : tuple of float
+        ``(dy, dx)`` in pixels.
+    out : numpy.ndarray of float32 or float64, same shape as ``frame``
+        Output, overwritten; must not share memory with ``frame``.
+    cval : float, optional
+        Value of the pixels shifted in from outside (default NaN).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``.
+
+    Raises
+    ------
+    ValueError
+        If ``out`` has another shape than ``frame`` or the shift is not
+        finite.
+    TypeError
+        If ``out`` is not a float32 or float64 array.
+    """
+    _check_out(out)
+    if out.shape != frame.shape:
+        raise ValueError(f"incompatible shapes: frame {frame.shape}, out {out.shape}")
+    dy, dx = (float(s) for s in shift)
+    if not (math.isfinite(dy) and math.isfinite(dx)):
+        raise ValueError(f"the shift must be finite, got {shift!r}")
+    _shift_frame(_with_channels(frame, "frame"), dy, dx, _with_channels(out, "out"), float(cval))
+    return out
