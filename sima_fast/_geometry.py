@@ -1,6 +1,6 @@
 """Polygon rasterisation shared by ROIs, the simulator and the tests.
 
-The rule is the one fixed in SPEC.md §4: pixel ``(y, x)`` covers the square
+The rule is the one in docs/contract.md#rasterisation: pixel ``(y, x)`` covers the square
 ``[x, x + 1) × [y, y + 1)`` and belongs to a polygon iff its centre
 ``(x + 0.5, y + 0.5)`` lies *strictly* inside the polygon (centres exactly on
 an edge are outside). This module owns that rule; everything else imports it.

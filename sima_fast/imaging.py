@@ -760,7 +760,7 @@ class ImagingDataset:
         pre_processing_kwargs: dict[str, Any] | None = None,
         **method_kwargs: Any,
     ) -> Any:
-        """Map another dataset's ROIs onto this one and store them (SPEC §9).
+        """Map another dataset's ROIs onto this one and store them (docs/contract.md#roi-import).
 
         The per-plane transform from ``source_dataset`` to this dataset comes
         from anchor ROIs (``anchor_label``: the first ROI of that label in each
@@ -1053,8 +1053,9 @@ class ImagingDataset:
         Each ROI trace is modelled as ``b + c + noise`` with AR(1) calcium
         ``c_t = γ c_{t-1} + s_t``; the spikes ``s >= 0`` are the sparsest ones
         (smallest sum) whose fit leaves a residual norm of ``σ √T`` over the
-        observed samples (SPEC §8). ``γ`` and ``σ`` are estimated per ROI from
-        all its sequences; see :mod:`sima_fast.spikes`.
+        observed samples (docs/contract.md#the-optimisation-problem). ``γ`` and
+        ``σ`` are estimated per ROI from all its sequences; see
+        :mod:`sima_fast.spikes`.
 
         Parameters
         ----------

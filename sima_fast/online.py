@@ -115,7 +115,8 @@ class OnlineExtractor:
     penalty_scale : float
         ``z`` in the rule ``λ = z σ / √(1 − γ²)`` used when ``penalty`` is not
         given. On simulated sparse activity, the offline noise-constrained
-        solution of SPEC §8 corresponds to ``z`` between about 1 and 2.
+        solution (docs/contract.md#the-optimisation-problem) corresponds to
+        ``z`` between about 1 and 2.
     moment_batch : int, optional
         ``B``: the moments of each pixel are folded in every ``B`` frames
         (``1/B`` of the pixels per frame), from a ring of the last ``B``
@@ -163,9 +164,10 @@ class OnlineExtractor:
     **Spikes.** Per ROI, with decay ``γ``, penalty ``λ`` and baseline ``b``,
     the solver minimises ``½ Σ_obs (y_t − b − c_t)² + λ Σ_{t≥1} s_t`` over
     ``c_0 ≥ 0`` and ``s_t = c_t − γ c_{t−1} ≥ 0`` on the samples so far (the
-    penalised problem of SPEC §8 with a fixed ``λ`` and ``b``; missing
-    samples only leave the squared error), by the online pool-adjacent
-    violators algorithm of Friedrich, Zhou & Paninski (2017). After frame
+    penalised problem of docs/contract.md#the-optimisation-problem with a
+    fixed ``λ`` and ``b``; missing samples only leave the squared error), by
+    the online pool-adjacent violators algorithm of Friedrich, Zhou & Paninski
+    (2017). After frame
     ``t`` the spikes and calcium of frames ``<= t − lag`` are *final*: the
     pool of samples that starts at ``t − lag`` is frozen and later data can
     no longer change it (:attr:`n_final` counts the final frames). Later
@@ -181,8 +183,9 @@ class OnlineExtractor:
     **Parameters.** Given ones are used as they are. Missing ones are
     estimated once, when frame ``estimate_frames`` has been extracted, from
     the values of the first ``estimate_frames`` frames: ``γ`` and ``σ`` by
-    :func:`sima_fast.spikes.estimate_parameters` (SPEC §8: ``γ`` from the
-    lag-3/lag-2 autocovariance ratio, shared as the median over ROIs; ``σ``
+    :func:`sima_fast.spikes.estimate_parameters`
+    (docs/contract.md#parameter-estimation: ``γ`` from the lag-3/lag-2
+    autocovariance ratio, shared as the median over ROIs; ``σ``
     in the ``'correct'`` mode, with its documented repairs and warnings),
     ``b`` as the median of the ROI's values, and ``λ = penalty_scale · σ /
     √(1 − γ²)``. That rule sets ``λ`` to ``penalty_scale`` standard

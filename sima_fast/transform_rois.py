@@ -1,4 +1,4 @@
-"""Carry ROIs from one imaging session to another (SPEC.md §9).
+"""Carry ROIs from one imaging session to another (docs/contract.md#roi-import).
 
 This module owns the capability behind
 ``ImagingDataset.import_transformed_ROIs``: estimating, plane by plane, the

@@ -175,7 +175,7 @@ def extract_reference(
     remove_overlap: bool,
     mean_frame: np.ndarray,
 ) -> list[np.ndarray]:
-    """ROI signals by SPEC.md §5 points 1–4, densely, frame by frame and ROI by ROI.
+    """ROI signals as docs/contract.md#extraction defines them, densely, frame by frame.
 
     ``frames_list``: per sequence, the signal channel as ``(T, Z, Y, X)``;
     ``masks_dense``: ``(n_rois, Z, Y, X)`` mask values; ``boolean_flags[i]``:

@@ -1,4 +1,7 @@
-"""The sima-fast command line, the lazy import and the public layout of SPEC §0."""
+"""The sima-fast command line, the lazy import and the drop-in names.
+
+The names are those of docs/contract.md#drop-in-names.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""AR(1) deconvolution, spike_inference and ImagingDataset.infer_spikes (SPEC.md §8).
+"""AR(1) deconvolution, spike_inference and ImagingDataset.infer_spikes.
 
-The reference for the noise-constrained problem is a conic programme solved by
-cvxpy with Clarabel (a test-only dependency): plainly the problem as SPEC §8
+See docs/contract.md#spike-inference. The reference for the noise-constrained
+problem is a conic programme solved by cvxpy with Clarabel (a test-only
+dependency): plainly the problem as docs/contract.md#the-optimisation-problem
 writes it, with no reformulation.
 """
 
@@ -49,7 +50,7 @@ def simulate(n_t, gamma=TRUE_GAMMA, rate=1.0 / FS, sigma=TRUE_SIGMA, baseline=1.
 
 
 def reference_solve(y, gamma, sigma):
-    """Objective, calcium and baseline of SPEC §8's problem as a conic programme.
+    """Objective, calcium and baseline of the noise-constrained problem as a conic programme.
 
     Returns None when the programme is infeasible.
     """
@@ -273,7 +274,7 @@ def test_infer_spikes_from_signals_end_to_end(recordings):
 
 
 # ----------------------------------------------------------------------------
-# Edge cases (SPEC §8: no exceptions, no NaN where data existed)
+# Edge cases (docs/contract.md#spike-inference: no exceptions, no NaN where data existed)
 # ----------------------------------------------------------------------------
 
 

@@ -21,7 +21,10 @@ DTYPES = ["uint8", "uint16", "int16", "int32", "float32", "float64"]
 
 
 def dense_reference(x, rois):
-    """SPEC §5 per ROI and frame: Σ a·x over finite pixels, scaled by Σw² / Σ_finite w²."""
+    """Per ROI and frame: Σ a·x over finite pixels, scaled by Σw² / Σ_finite w².
+
+    The rule of docs/contract.md#missing-pixels.
+    """
     x = np.asarray(x, dtype=np.float64)
     out = np.full((x.shape[0], len(rois)), np.nan)
     for r, (pix, a, w) in enumerate(rois):

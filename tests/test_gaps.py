@@ -1,4 +1,7 @@
-"""Gap filling (SPEC §2.1): kernels and Sequence.fill_gaps against a literal reference."""
+"""Gap filling: kernels and Sequence.fill_gaps against a literal reference.
+
+The definition is docs/contract.md#gap-filling.
+"""
 
 from __future__ import annotations
 

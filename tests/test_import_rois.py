@@ -1,4 +1,6 @@
-"""Tests for sima_fast.transform_rois: importing ROIs across sessions (SPEC.md §9).
+"""Tests for sima_fast.transform_rois: importing ROIs across sessions.
+
+See docs/contract.md#roi-import.
 
 Ground truth comes from pairs of simulated sessions that view one simulated
 scene through known geometric transforms: the source session is a crop of the

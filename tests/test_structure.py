@@ -123,7 +123,39 @@ def _edges() -> tuple[dict[str, set[str]], list[str]]:
                         private.append(f"{module} imports {alias.name} from {target}")
                 if target and target != module:
                     graph[module].add(target)
+        private.extend(_private_attributes(module, tree))
     return graph, private
+
+
+def _private_attributes(module: str, tree: ast.AST) -> list[str]:
+    """``alias._name`` where ``alias`` is another package module bound by an import."""
+    aliases: dict[str, str] = {}
+    for node in _imports(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in MODULES and alias.asname:
+                    aliases[alias.asname] = alias.name
+        else:
+            base = _resolve_base(module, node)
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                if full in MODULES:
+                    aliases[alias.asname or alias.name] = full
+    found = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            target = aliases[node.value.id]
+            if target != module and not (
+                module.startswith(KERNELS) and target.startswith(KERNELS)
+            ):
+                found.append(f"{module} uses {node.value.id}.{node.attr} of {target}")
+    return found
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -217,6 +249,12 @@ def test_kernels_import_only_numerics():
 )
 def test_cycle_finder(graph, expected):
     assert _cycles(graph) == expected
+
+
+def test_private_attribute_of_an_imported_module_is_found():
+    tree = ast.parse("from sima_fast import spikes as sp\ndef f():\n    return sp._prepare(1)\n")
+    found = _private_attributes("sima_fast.distributed", tree)
+    assert found == ["sima_fast.distributed uses sp._prepare of sima_fast.spikes"]
 
 
 def test_type_checking_imports_are_skipped():
