@@ -11,7 +11,10 @@ in any module):
   docstring, which documents ``__init__``);
 * a ``Returns`` (or ``Yields``) section when it returns a value.
 
-Properties, setters, overloads and methods of private classes are exempt.
+Properties, setters, overloads and methods of private classes are exempt. A
+method with no docstring of its own that overrides a method documented in
+another class of the package inherits that docstring (as ``inspect.getdoc``
+and Sphinx do) and passes when the inherited one does.
 """
 
 from __future__ import annotations
@@ -90,7 +93,21 @@ def _returns_value(node: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[bool, 
     return value, generator
 
 
-def _problems_in(path: Path) -> list[str]:
+def _documented_methods(paths: list[Path]) -> set[str]:
+    """Names of methods that have a docstring of their own in some package class."""
+    names = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                for item in node.body:
+                    if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+                        ast.get_docstring(item)
+                    ):
+                        names.add(item.name)
+    return names
+
+
+def _problems_in(path: Path, inherited: frozenset[str] = frozenset()) -> list[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     where = f"{path.parent.name}/{path.name}"
     out: list[str] = []
@@ -100,6 +117,8 @@ def _problems_in(path: Path) -> list[str]:
         if node.name.startswith("_") or decorators & {"property", "setter", "overload"}:
             return
         doc = ast.get_docstring(node)
+        if method and doc is None and node.name in inherited:
+            return  # inherits the documented docstring of the method it overrides
         name = f"{where}:{node.lineno} {owner}{node.name}"
         if _arguments(node, method) and not _has_section(doc, "Parameters"):
             out.append(f"{name}: no Parameters section")
@@ -131,7 +150,9 @@ def _problems_in(path: Path) -> list[str]:
 
 
 def test_every_public_callable_has_numpydoc_sections():
-    problems = [p for path in _files() for p in _problems_in(path)]
+    files = _files()
+    inherited = frozenset(_documented_methods(files))
+    problems = [p for path in files for p in _problems_in(path, inherited)]
     assert not problems, f"{len(problems)} docstrings lack sections:\n" + "\n".join(problems)
 
 
@@ -149,12 +170,17 @@ def test_every_public_callable_has_numpydoc_sections():
         ),
         ("class C:\n    '''C.'''\n    def __init__(self, a):\n        pass\n", ["no Parameters"]),
         ("class C:\n    @property\n    def p(self):\n        return 1\n", []),
+        ("class C(B):\n    def inherited(self, a):\n        return a\n", []),
+        (
+            "class C(B):\n    def other(self, a):\n        return a\n",
+            ["no Parameters", "no Returns"],
+        ),
     ],
 )
 def test_checker_can_fail(tmp_path, source, expected):
     path = tmp_path / "mod.py"
     path.write_text(source)
-    problems = _problems_in(path)
+    problems = _problems_in(path, frozenset({"inherited"}))
     assert len(problems) == len(expected)
     for problem, text in zip(problems, expected):
         assert text in problem
