@@ -69,17 +69,52 @@ class DatasetFormatError(ValueError):
 
 
 def signals_file(channel: int) -> str:
-    """File name of the signals of channel index ``channel``."""
+    """Return the file name holding the signals of one channel.
+
+    Parameters
+    ----------
+    channel : int
+        Channel index (not name).
+
+    Returns
+    -------
+    str
+        ``'signals_<channel>.h5'``, relative to the dataset directory.
+    """
     return f"signals_{int(channel)}.h5"
 
 
 def timestamp() -> str:
-    """The current time in SIMA's label format ``'%Y-%m-%d-%Hh%Mm%Ss'``."""
+    """Return the current local time in SIMA's label format.
+
+    Returns
+    -------
+    str
+        The time as ``'%Y-%m-%d-%Hh%Mm%Ss'``, the default label of ROI sets
+        and signals.
+    """
     return datetime.datetime.now().strftime("%Y-%m-%d-%Hh%Mm%Ss")
 
 
 def normalize_savedir(path: Any) -> str:
-    """Absolute path of a dataset directory, with ``.sima`` appended if missing."""
+    """Return the absolute path of a dataset directory, ending in ``.sima``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The directory as given by the user; ``.sima`` is appended when it
+        does not end with it, and a trailing separator is dropped.
+
+    Returns
+    -------
+    str
+        The absolute path.
+
+    Raises
+    ------
+    TypeError
+        If ``path`` is neither a ``str`` nor an :class:`os.PathLike`.
+    """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"savedir must be a path (str or os.PathLike), got {type(path).__name__}")
     path = os.path.abspath(os.fspath(path)).rstrip(os.sep)
@@ -89,12 +124,34 @@ def normalize_savedir(path: Any) -> str:
 
 
 def is_dataset_dir(path: str) -> bool:
-    """Whether ``path`` is a sima_fast dataset directory."""
+    """Tell whether a directory is a sima_fast dataset directory.
+
+    Parameters
+    ----------
+    path : str
+        The directory to inspect.
+
+    Returns
+    -------
+    bool
+        True when it holds a ``metadata.json`` file.
+    """
     return os.path.isfile(os.path.join(path, METADATA_FILE))
 
 
 def is_legacy_dir(path: str) -> bool:
-    """Whether ``path`` looks like a directory written by SIMA 1.x."""
+    """Tell whether a directory looks like one written by SIMA 1.x.
+
+    Parameters
+    ----------
+    path : str
+        The directory to inspect.
+
+    Returns
+    -------
+    bool
+        True when it holds ``sequences.pkl`` or ``dataset.pkl``.
+    """
     return os.path.isfile(os.path.join(path, "sequences.pkl")) or os.path.isfile(
         os.path.join(path, "dataset.pkl")
     )
@@ -119,6 +176,23 @@ def write_tree(group: Any, obj: Any) -> None:
     """Store a nested Python value (dicts, lists, arrays, scalars, sparse) in an h5py group.
 
     The value is written as the group's content; :func:`read_tree` rebuilds it.
+
+    Parameters
+    ----------
+    group : h5py.Group
+        An empty, writable group. A dict's items become its members; any
+        other value is stored under the member ``'value'``.
+    obj : object
+        The value: dicts with ``str`` keys, lists, tuples, sets and
+        frozensets (read back as sets), None, ``str``, ``bool``, ``int``,
+        ``float`` (numpy scalars included), numpy arrays (string and object
+        arrays stored as strings) and scipy sparse matrices (stored as CSR),
+        nested to any depth.
+
+    Raises
+    ------
+    TypeError
+        If a dict key is not a ``str`` or a value has another type.
     """
     import h5py
     import scipy.sparse
@@ -181,7 +255,20 @@ def write_tree(group: Any, obj: Any) -> None:
 
 
 def read_tree(node: Any) -> Any:
-    """Inverse of :func:`write_tree`."""
+    """Rebuild the value that :func:`write_tree` stored.
+
+    Parameters
+    ----------
+    node : h5py.Group or h5py.Dataset
+        The group given to :func:`write_tree`, or any member below it.
+
+    Returns
+    -------
+    object
+        The stored value, with its container types (dict, list, tuple, set)
+        restored; sparse matrices come back as ``scipy.sparse.csr_matrix``
+        and numpy scalars as Python ``bool``, ``int`` or ``float``.
+    """
     import h5py
     import scipy.sparse
 
@@ -263,7 +350,26 @@ def rewrite_h5_groups(path: str, updates: dict[str, Callable[[Any], None] | None
 
 
 def read_h5_groups(path: str, reader: Callable[[Any], Any]) -> dict[str, Any]:
-    """Read every labelled group of an HDF5 file with ``reader(group)``."""
+    """Read every labelled group of an HDF5 file.
+
+    Parameters
+    ----------
+    path : str
+        The file, as written by :func:`rewrite_h5_groups`. A missing file
+        reads as no groups.
+    reader : callable
+        ``reader(group)`` turns one open ``h5py.Group`` into its value.
+
+    Returns
+    -------
+    dict
+        ``label -> reader(group)``, in file order.
+
+    Raises
+    ------
+    DatasetFormatError
+        If the file exists but HDF5 cannot read it.
+    """
     import h5py
 
     if not os.path.exists(path):
@@ -281,7 +387,27 @@ def read_h5_groups(path: str, reader: Callable[[Any], Any]) -> dict[str, Any]:
 
 
 def read_metadata(savedir: str) -> dict[str, Any]:
-    """Read and validate ``metadata.json`` of a dataset directory."""
+    """Read and validate ``metadata.json`` of a dataset directory.
+
+    Parameters
+    ----------
+    savedir : str
+        The dataset directory.
+
+    Returns
+    -------
+    dict
+        The parsed metadata; its format name is checked, its version is at
+        most :data:`FORMAT_VERSION`, and ``channel_names``, ``frame_shape``,
+        ``num_frames`` and ``sequences`` are lists (the last two of equal
+        length).
+
+    Raises
+    ------
+    DatasetFormatError
+        If the file is missing, is not valid JSON, is not sima_fast metadata,
+        has an invalid or too new version, or lacks a required field.
+    """
     path = os.path.join(savedir, METADATA_FILE)
     try:
         with open(path, encoding="utf-8") as fh:
@@ -316,7 +442,28 @@ def read_metadata(savedir: str) -> dict[str, Any]:
 
 
 def load_sequences(savedir: str, meta: dict[str, Any]) -> list:
-    """Rebuild the sequences described in ``meta``, checking their shapes."""
+    """Rebuild the sequences described in a dataset's metadata.
+
+    Parameters
+    ----------
+    savedir : str
+        The dataset directory; relative data paths are resolved against it.
+    meta : dict
+        Metadata from :func:`read_metadata`: each entry of ``sequences`` is
+        passed to :meth:`Sequence.fromdict`, with the arrays file
+        ``arrays_file`` (when named) open for the descriptions that refer to it.
+
+    Returns
+    -------
+    list of Sequence
+        One sequence per description, in order.
+
+    Raises
+    ------
+    DatasetFormatError
+        If the arrays file is missing, or a sequence's shape is no longer
+        ``(num_frames[i], *frame_shape)`` (its data changed since the save).
+    """
     import h5py
 
     from sima_fast.sequence import LoadContext, Sequence
@@ -349,8 +496,25 @@ def serialize_sequences(sequences: list, savedir: str, writedir: str) -> dict[st
 
     Paths are recorded relative to ``savedir`` (the final location), while new
     files are written in ``writedir`` (the same, or a staging directory that
-    will be renamed to ``savedir``). Returns the metadata fields
-    ``sequences``, ``arrays_file``, ``sequences_id`` and the new file names.
+    will be renamed to ``savedir``). If anything fails, the files written so
+    far are removed before the exception propagates.
+
+    Parameters
+    ----------
+    sequences : list of Sequence
+        The dataset's sequences.
+    savedir : str
+        The directory the dataset will live in.
+    writedir : str
+        The directory the new files are written to now.
+
+    Returns
+    -------
+    dict
+        ``sequences`` (one JSON-compatible description per sequence),
+        ``arrays_file`` (name of the new ``arrays_<id>.h5``, or None when no
+        description stored an array), ``sequences_id`` (a new random hex id)
+        and ``new_files`` (base names of every file written).
     """
     import h5py
 
@@ -383,7 +547,15 @@ def serialize_sequences(sequences: list, savedir: str, writedir: str) -> dict[st
 
 
 def write_metadata(writedir: str, meta: dict[str, Any]) -> None:
-    """Atomically write ``metadata.json``."""
+    """Atomically write ``metadata.json``.
+
+    Parameters
+    ----------
+    writedir : str
+        The directory to write it in.
+    meta : dict
+        JSON-compatible fields; the format name and version are prepended.
+    """
     payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **meta}
     text = json.dumps(payload, indent=2, sort_keys=False)
     with atomic_write(os.path.join(writedir, METADATA_FILE)) as tmp:
@@ -393,7 +565,16 @@ def write_metadata(writedir: str, meta: dict[str, Any]) -> None:
 
 
 def remove_unreferenced(savedir: str, meta: dict[str, Any]) -> None:
-    """Delete ``arrays_*.h5`` and ``sequence_*.h5`` files that ``meta`` no longer uses."""
+    """Delete ``arrays_*.h5`` and ``sequence_*.h5`` files that ``meta`` no longer uses.
+
+    Parameters
+    ----------
+    savedir : str
+        The dataset directory.
+    meta : dict
+        The metadata just written: its ``arrays_file`` and every data file
+        named (by ``abspath``) in its sequence descriptions are kept.
+    """
     used = set()
     if meta.get("arrays_file"):
         used.add(meta["arrays_file"])
@@ -423,7 +604,22 @@ def remove_unreferenced(savedir: str, meta: dict[str, Any]) -> None:
 
 
 def read_projections(savedir: str, sequences_id: str) -> dict[str, np.ndarray]:
-    """Cached projections of ``savedir`` if they belong to ``sequences_id``."""
+    """Return the cached projections of a dataset if they are still valid.
+
+    Parameters
+    ----------
+    savedir : str
+        The dataset directory.
+    sequences_id : str
+        The ``sequences_id`` of the current metadata.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``name -> projection`` when ``projections.h5`` was computed from the
+        sequences ``sequences_id``; empty when the file is missing,
+        unreadable or stale.
+    """
     import h5py
 
     path = os.path.join(savedir, PROJECTIONS_FILE)
@@ -439,7 +635,17 @@ def read_projections(savedir: str, sequences_id: str) -> dict[str, np.ndarray]:
 
 
 def write_projections(savedir: str, sequences_id: str, arrays: dict[str, np.ndarray]) -> None:
-    """Atomically store projections computed from the sequences ``sequences_id``."""
+    """Atomically store projections computed from the sequences ``sequences_id``.
+
+    Parameters
+    ----------
+    savedir : str
+        The dataset directory; ``projections.h5`` is replaced.
+    sequences_id : str
+        The ``sequences_id`` of the metadata the projections belong to.
+    arrays : dict of str to numpy.ndarray
+        ``name -> projection``.
+    """
     import h5py
 
     path = os.path.join(savedir, PROJECTIONS_FILE)
@@ -512,7 +718,19 @@ def _legacy_sequence(d: Any, savedir: str):
 
 
 def convert_legacy(obj: Any) -> Any:
-    """Replace :class:`LegacySparse` records by CSR matrices throughout a structure."""
+    """Replace :class:`LegacySparse` records by CSR matrices throughout a structure.
+
+    Parameters
+    ----------
+    obj : object
+        A value from :func:`legacy_load`; dicts, lists and tuples are walked.
+
+    Returns
+    -------
+    object
+        A copy of the containers with every record converted by
+        :func:`sparse_from_legacy`; other values are returned as they are.
+    """
     if isinstance(obj, LegacySparse):
         return sparse_from_legacy(obj)
     if isinstance(obj, dict):
@@ -525,7 +743,29 @@ def convert_legacy(obj: Any) -> Any:
 
 
 def load_legacy(savedir: str) -> dict[str, Any]:
-    """Read a SIMA 1.x directory: sequences, channel names and cached projections."""
+    """Read a SIMA 1.x directory: sequences, channel names and cached projections.
+
+    Parameters
+    ----------
+    savedir : str
+        A directory written by SIMA 1.x. It is not modified.
+
+    Returns
+    -------
+    dict
+        ``sequences`` (list of Sequence), ``channel_names`` (list of str, or
+        None when ``dataset.pkl`` names none) and ``projections``
+        (``'time_averages'`` and ``'time_std'`` as float64 arrays, when the
+        pickles exist).
+
+    Raises
+    ------
+    DatasetFormatError
+        If ``sequences.pkl`` is missing or a pickle holds an unexpected
+        structure or sequence class.
+    UnsafePickleError
+        If a pickle refers to anything outside the allow-list.
+    """
     ds_path = os.path.join(savedir, "dataset.pkl")
     info = legacy_load(ds_path) if os.path.exists(ds_path) else {}
     if not isinstance(info, dict):
@@ -554,7 +794,23 @@ def load_legacy(savedir: str) -> dict[str, Any]:
 
 
 def legacy_roi_labels(savedir: str) -> dict[str, Any]:
-    """ROI sets of a SIMA directory as ``label -> ROIList``."""
+    """Read the ROI sets of a SIMA 1.x directory.
+
+    Parameters
+    ----------
+    savedir : str
+        A directory written by SIMA 1.x.
+
+    Returns
+    -------
+    dict of str to ROIList
+        ``label -> ROIList`` from ``rois.pkl``; empty when it is missing.
+
+    Raises
+    ------
+    DatasetFormatError
+        If ``rois.pkl`` does not hold a dict of ROI sets.
+    """
     from sima_fast.ROI import ROIList
 
     path = os.path.join(savedir, "rois.pkl")
@@ -567,7 +823,26 @@ def legacy_roi_labels(savedir: str) -> dict[str, Any]:
 
 
 def legacy_signals(savedir: str, channel: int) -> dict[str, Any]:
-    """Signals of a SIMA directory for one channel index."""
+    """Read the extracted signals of one channel of a SIMA 1.x directory.
+
+    Parameters
+    ----------
+    savedir : str
+        A directory written by SIMA 1.x.
+    channel : int
+        Channel index.
+
+    Returns
+    -------
+    dict
+        ``label -> signals record`` from ``signals_<channel>.pkl``, sparse
+        matrices converted to CSR; empty when the file is missing.
+
+    Raises
+    ------
+    DatasetFormatError
+        If the pickle does not hold a dict.
+    """
     path = os.path.join(savedir, f"signals_{int(channel)}.pkl")
     if not os.path.exists(path):
         return {}
@@ -578,6 +853,14 @@ def legacy_signals(savedir: str, channel: int) -> dict[str, Any]:
 
 
 def copy_file(src: str, dst: str) -> None:
-    """Copy a file atomically."""
+    """Copy a file atomically.
+
+    Parameters
+    ----------
+    src : str
+        The file to copy.
+    dst : str
+        The destination; replaced only once the copy is complete.
+    """
     with atomic_write(dst) as tmp:
         shutil.copyfile(src, tmp)

@@ -44,13 +44,30 @@ class NdarraySequence(Sequence, format="ndarray"):
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
+        """``(T, Z, Y, X, C)`` of the array."""
         return tuple(int(s) for s in self._array.shape)
 
     @property
     def dtype(self) -> np.dtype:
+        """The array's dtype, in native byte order."""
         return self._dtype
 
     def view(self, start: int, stop: int) -> np.ndarray | None:
+        """Return frames ``start`` to ``stop`` without copying, when possible.
+
+        Possible when the array is C-contiguous in native byte order.
+
+        Parameters
+        ----------
+        start, stop : int
+            Frame range, ``0 <= start <= stop <= len(self)``.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            A read-only, C-contiguous ``(stop - start, Z, Y, X, C)`` view of
+            :attr:`dtype`, or None when the frames must be copied into a buffer.
+        """
         block = self._array[start:stop]
         if block.flags.c_contiguous and block.dtype == self._dtype:
             view = block.view()
@@ -62,7 +79,27 @@ class NdarraySequence(Sequence, format="ndarray"):
         np.copyto(out, self._array[start:stop], casting="unsafe")
 
     def todict(self, ctx: SaveContext) -> dict[str, Any]:
-        """Saved as a copy in a new HDF5 file of the dataset directory."""
+        """Copy the array into a new HDF5 file of the dataset directory; describe that.
+
+        An in-memory array cannot be referred to by a description, so the saved
+        dataset holds a copy (see :func:`write_hdf5_copy`) and reloads as an
+        ``'HDF5'`` sequence.
+
+        Parameters
+        ----------
+        ctx : SaveContext
+            The dataset being saved; it must have a dataset directory.
+
+        Returns
+        -------
+        dict
+            The description of the copy.
+
+        Raises
+        ------
+        ValueError
+            ``ctx`` has no dataset directory.
+        """
         return write_hdf5_copy(self, ctx)
 
 
@@ -122,10 +159,12 @@ class MemmapSequence(Sequence, format="memmap"):
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
+        """``(T, Z, Y, X, C)``, absent axes of the storage as size 1."""
         return self._shape
 
     @property
     def dtype(self) -> np.dtype:
+        """The stored dtype, in native byte order."""
         return self._dtype
 
     @property
@@ -134,9 +173,23 @@ class MemmapSequence(Sequence, format="memmap"):
         return self._path
 
     def data_files(self) -> list[str]:
+        """List the data file this sequence reads.
+
+        Returns
+        -------
+        list of str
+            The raw file (absolute path).
+        """
         return [self._path]
 
     def describe(self) -> str:
+        """Describe the sequence in one line: its kind and its file's name.
+
+        Returns
+        -------
+        str
+            E.g. ``'Memmap movie.raw'``.
+        """
         return f"{super().describe()} {os.path.basename(self._path)}"
 
     def _block(self, start: int, stop: int) -> np.ndarray:
@@ -146,6 +199,22 @@ class MemmapSequence(Sequence, format="memmap"):
         return to_canonical(mm[tuple(sel)], self._dim_order)
 
     def view(self, start: int, stop: int) -> np.ndarray | None:
+        """Return frames ``start`` to ``stop`` without copying, when possible.
+
+        Possible when the stored axes come in the order t, z, y, x, c (absent ones
+        aside), in C order and native byte order.
+
+        Parameters
+        ----------
+        start, stop : int
+            Frame range, ``0 <= start <= stop <= len(self)``.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            A read-only, C-contiguous ``(stop - start, Z, Y, X, C)`` view of
+            :attr:`dtype`, or None when the frames must be copied into a buffer.
+        """
         block = self._block(start, stop)
         if block.flags.c_contiguous and block.dtype == self._dtype:
             return np.asarray(block)
@@ -155,6 +224,20 @@ class MemmapSequence(Sequence, format="memmap"):
         np.copyto(out, self._block(start, stop), casting="unsafe")
 
     def todict(self, ctx: SaveContext) -> dict[str, Any]:
+        """Describe the sequence in JSON-compatible form, for :meth:`fromdict`.
+
+        Parameters
+        ----------
+        ctx : SaveContext
+            The dataset being saved; the file's path is recorded both absolute
+            and relative to ``ctx.savedir``.
+
+        Returns
+        -------
+        dict
+            ``'fmt'``, ``'path'`` (a :func:`path_record`) and
+            the stored ``shape``, ``dim_order``, ``dtype`` and ``order``.
+        """
         return {
             "fmt": self.format,
             "path": path_record(self._path, ctx.savedir),
@@ -166,6 +249,25 @@ class MemmapSequence(Sequence, format="memmap"):
 
     @classmethod
     def fromdict(cls, d: dict[str, Any], ctx: LoadContext) -> Sequence:
+        """Reopen the sequence from its :meth:`todict` description.
+
+        Parameters
+        ----------
+        d : dict
+            The description.
+        ctx : LoadContext
+            The dataset being loaded; the raw file is looked for relative to
+            ``ctx.savedir`` first, then at its absolute path.
+
+        Returns
+        -------
+        MemmapSequence
+
+        Raises
+        ------
+        FileNotFoundError
+            The raw file is at neither path.
+        """
         path = resolve_path(d["path"], ctx.savedir, "memmap file")
         return cls(
             path, tuple(d["shape"]), d["dim_order"], d.get("dtype", "float32"), d.get("order", "C")

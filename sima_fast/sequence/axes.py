@@ -78,7 +78,7 @@ def validate_dim_order(dim_order: Any, ndim: int | None, argname: str = "dim_ord
 
 
 def canonical_shape(shape: tuple[int, ...], dim_order: str) -> tuple[int, ...]:
-    """The ``(T, Z, Y, X, C)`` shape of data stored with ``dim_order``.
+    """Return the ``(T, Z, Y, X, C)`` shape of data stored with ``dim_order``.
 
     Parameters
     ----------
@@ -231,7 +231,7 @@ def expand_ellipsis(indices: tuple, ndim: int) -> tuple:
 
 
 def index_length(index: slice | np.ndarray, size: int) -> int:
-    """The number of positions a normalized axis index selects.
+    """Count the positions a normalized axis index selects.
 
     Parameters
     ----------
@@ -250,7 +250,7 @@ def index_length(index: slice | np.ndarray, size: int) -> int:
 
 
 def index_to_json(index: slice | np.ndarray) -> Any:
-    """A JSON-compatible form of a normalized axis index (see :func:`index_from_json`).
+    """Convert a normalized axis index to JSON-compatible form (see :func:`index_from_json`).
 
     Parameters
     ----------
@@ -268,7 +268,7 @@ def index_to_json(index: slice | np.ndarray) -> Any:
 
 
 def index_from_json(obj: Any) -> slice | np.ndarray:
-    """The axis index described by :func:`index_to_json`.
+    """Rebuild the axis index described by :func:`index_to_json`.
 
     Parameters
     ----------

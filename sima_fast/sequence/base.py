@@ -240,12 +240,18 @@ def require_file(path: Any, argname: str = "path") -> str:
 def _prefetched(
     seq: Sequence, start: int, stop: int, chunk_frames: int, reuse_buffer: bool
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Blocks of ``seq`` read one step ahead by a background thread.
+    """Yield blocks of ``seq`` read one step ahead by a background thread.
 
     Two tokens circulate between the reader and the consumer: with
     ``reuse_buffer`` they are the two preallocated buffers (a buffer goes back
     to the reader only when the consumer asks for the following block),
     otherwise they only bound the read-ahead to two blocks.
+
+    Yields
+    ------
+    (int, numpy.ndarray)
+        The index of the block's first frame and the block, as
+        :meth:`Sequence.iter_chunks` yields them.
     """
     import queue
     import threading
@@ -359,7 +365,7 @@ class LoadContext:
         self.arrays = arrays
 
     def get_array(self, key: str) -> np.ndarray:
-        """The array stored under ``key`` by :meth:`SaveContext.add_array`.
+        """Return the array stored under ``key`` by :meth:`SaveContext.add_array`.
 
         Parameters
         ----------
@@ -389,12 +395,17 @@ _REGISTRY: dict[str, type] = {}
 
 
 def _registered(fmt: str) -> Any:
-    """The class registered under ``fmt``.
+    """Return the class registered under ``fmt``.
 
     The base class makes its views and dask arrays through the registry rather
     than by importing ``views`` and ``dask``, which import this module: the
     package ``__init__`` imports every reader and view, so they are registered
     before any sequence exists.
+
+    Returns
+    -------
+    type
+        A :class:`Sequence` subclass.
     """
     return _REGISTRY[fmt]
 
@@ -443,6 +454,8 @@ class Sequence(abc.ABC):
             Readers (not :class:`WrapperSequence` views) become creatable;
             classes that define :meth:`fromdict` become loadable. Without it
             the class is not registered (and inherits its parent's name).
+        **kwargs
+            Passed on to the next ``__init_subclass__`` in the method order.
 
         Raises
         ------
@@ -488,7 +501,7 @@ class Sequence(abc.ABC):
 
     @abc.abstractmethod
     def todict(self, ctx: SaveContext) -> dict[str, Any]:
-        """A JSON-compatible description of the sequence, for :meth:`fromdict`.
+        """Describe the sequence in JSON-compatible form, for :meth:`fromdict`.
 
         Parameters
         ----------
@@ -560,7 +573,7 @@ class Sequence(abc.ABC):
         return 1
 
     def describe(self) -> str:
-        """A one-line human description, e.g. ``'MotionCorrected of HDF5 movie.h5'``.
+        """Describe the sequence in one line, e.g. ``'MotionCorrected of HDF5 movie.h5'``.
 
         Returns
         -------
@@ -574,7 +587,7 @@ class Sequence(abc.ABC):
 
     @staticmethod
     def formats() -> list[str]:
-        """The formats :meth:`create` accepts (every registered reader), sorted.
+        """List the formats :meth:`create` accepts (every registered reader), sorted.
 
         Returns
         -------
@@ -624,6 +637,9 @@ class Sequence(abc.ABC):
             ``'dask'``: ``array, dim_order='tzyxc'``
                 A ``dask.array`` (kept lazy; chunks are computed when read,
                 and on a cluster its blocks feed the kernels directly).
+        *args, **kwargs
+            The format's arguments, as listed under ``fmt``; passed to the
+            registered class.
 
         Returns
         -------
@@ -685,6 +701,7 @@ class Sequence(abc.ABC):
     # -- array-like protocol ---------------------------------------------------
 
     def __len__(self) -> int:
+        """Return the number of frames, ``T``."""
         return self.shape[0]
 
     @property
@@ -693,6 +710,7 @@ class Sequence(abc.ABC):
         return self.shape[1:]
 
     def __repr__(self) -> str:
+        """Return ``<ClassName: shape=..., dtype=...>``."""
         return f"<{type(self).__name__}: shape={self.shape}, dtype={self.dtype}>"
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -711,6 +729,20 @@ class Sequence(abc.ABC):
         return self.read_chunk(t, t + 1)[0].astype(np.float64)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """Read every frame into one array (what :func:`numpy.asarray` calls).
+
+        Parameters
+        ----------
+        dtype : numpy dtype-like, optional
+            The result's dtype (default ``float64``, as frames are).
+        copy : bool, optional
+            Accepted for NumPy 2's protocol; the result is always a new array.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(T, Z, Y, X, C)``.
+        """
         out = self.read_chunk(0, len(self)).astype(np.float64 if dtype is None else dtype)
         return out
 
@@ -759,7 +791,14 @@ class Sequence(abc.ABC):
         return out
 
     def default_chunk_frames(self) -> int:
-        """Number of frames per chunk so that one chunk is about 64 MiB."""
+        """Return the number of frames per chunk that makes one chunk about 64 MiB.
+
+        Returns
+        -------
+        int
+            At least 1 and at most ``len(self)``; a chunk of that many frames of
+            :attr:`dtype` holds about :data:`DEFAULT_CHUNK_BYTES` bytes.
+        """
         frame_bytes = max(int(np.prod(self.shape[1:])) * self.dtype.itemsize, 1)
         return int(max(1, min(len(self) or 1, DEFAULT_CHUNK_BYTES // frame_bytes)))
 
@@ -917,7 +956,7 @@ class Sequence(abc.ABC):
     def apply_displacements(
         self, displacements: np.ndarray, frame_shape: tuple[int, ...] | None = None
     ) -> Sequence:
-        """A motion-corrected view of the sequence.
+        """Return a motion-corrected view of the sequence.
 
         Parameters
         ----------
@@ -950,7 +989,7 @@ class Sequence(abc.ABC):
         return _registered("motion_corrected")(self, displacements, frame_shape)
 
     def fill_gaps(self) -> Sequence:
-        """A view with every NaN (or infinite) value filled from the nearest observation.
+        """Return a view with every NaN (or infinite) value filled from the nearest observation.
 
         Per pixel, frame t shows the last finite value at or before t; before
         a pixel's first finite value it shows that first value; a pixel never
@@ -979,6 +1018,18 @@ class Sequence(abc.ABC):
     # -- pickling --------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
+        """Return the state to pickle, without open files or memory maps.
+
+        Readers reopen their files on first use after unpickling, so a sequence
+        sent to another process (a Dask worker) carries its path and parameters
+        only.
+
+        Returns
+        -------
+        dict
+            A copy of the instance dict without ``_file``, ``_handle`` and
+            ``_memmap``.
+        """
         state = self.__dict__.copy()
         for key in ("_file", "_handle", "_memmap"):
             state.pop(key, None)
@@ -1022,7 +1073,13 @@ class WrapperSequence(Sequence):
         return self._children[0]
 
     def describe(self) -> str:
-        """The kind of view, and ``'of ...'`` the sequence it wraps when it wraps one."""
+        """Describe the view: its kind, and ``'of ...'`` the sequence it wraps when it wraps one.
+
+        Returns
+        -------
+        str
+            E.g. ``'MotionCorrected of HDF5 movie.h5'``; a join gives its kind only.
+        """
         kind = super().describe()
         if len(self._children) == 1:
             return f"{kind} of {self._children[0].describe()}"

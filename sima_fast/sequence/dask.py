@@ -62,7 +62,7 @@ class DaskSequence(Sequence, format="dask"):
 
     @staticmethod
     def sequence_to_dask(seq: Sequence, chunks: Any = None) -> Any:
-        """Any sequence as a lazy dask array; what :meth:`Sequence.to_dask` calls.
+        """Return any sequence as a lazy dask array; what :meth:`Sequence.to_dask` calls.
 
         Parameters
         ----------
@@ -80,10 +80,12 @@ class DaskSequence(Sequence, format="dask"):
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
+        """``(T, Z, Y, X, C)`` of the array."""
         return tuple(int(s) for s in self._array.shape)
 
     @property
     def dtype(self) -> np.dtype:
+        """The array's dtype, in native byte order."""
         return self._dtype
 
     @property
@@ -95,7 +97,7 @@ class DaskSequence(Sequence, format="dask"):
         np.copyto(out, np.asarray(self._array[start:stop].compute()), casting="unsafe")
 
     def to_dask(self, chunks: int | tuple[int, ...] | None = None) -> Any:
-        """The array itself, ``(T, Z, Y, X, C)``, rechunked to whole frames.
+        """Return the array itself, ``(T, Z, Y, X, C)``, rechunked to whole frames.
 
         Parameters
         ----------
@@ -113,7 +115,27 @@ class DaskSequence(Sequence, format="dask"):
         return self._array.rechunk({0: chunks, 1: -1, 2: -1, 3: -1, 4: -1})
 
     def todict(self, ctx: SaveContext) -> dict[str, Any]:
-        """Saved like an in-memory array: computed chunk by chunk into an HDF5 file."""
+        """Compute the array into an HDF5 file of the dataset directory; describe that.
+
+        A dask graph cannot be referred to by a description, so the saved
+        dataset holds a copy, computed chunk by chunk (see
+        :func:`write_hdf5_copy`), and reloads as an ``'HDF5'`` sequence.
+
+        Parameters
+        ----------
+        ctx : SaveContext
+            The dataset being saved; it must have a dataset directory.
+
+        Returns
+        -------
+        dict
+            The description of the copy.
+
+        Raises
+        ------
+        ValueError
+            ``ctx`` has no dataset directory.
+        """
         return write_hdf5_copy(self, ctx)
 
 
@@ -199,19 +221,40 @@ class SequencePayload:
         self._local = threading.local()
 
     def __dask_tokenize__(self) -> tuple[str, str]:
+        """Return the payload's identity for dask's graph keys.
+
+        Returns
+        -------
+        tuple of str
+            A constant tag and a random token fixed at packing, so dask never
+            hashes the pickled sequence.
+        """
         return ("sima-fast-sequence", self.token)
 
     def __getstate__(self) -> dict[str, Any]:
+        """Return the state to pickle, without this process's per-thread copies.
+
+        Returns
+        -------
+        dict
+        """
         state = self.__dict__.copy()
         del state["_local"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled payload with no sequence unpacked yet.
+
+        Parameters
+        ----------
+        state : dict
+            What :meth:`__getstate__` returned.
+        """
         self.__dict__.update(state)
         self._local = threading.local()
 
     def load(self) -> Sequence:
-        """This thread's copy of the sequence.
+        """Return this thread's copy of the sequence, unpacking it on first use.
 
         Returns
         -------
@@ -283,7 +326,7 @@ def _time_chunks(n_frames: int, chunks: Any, default: int) -> tuple[int, ...]:
 
 
 def sequence_to_dask(seq: Sequence, chunks: int | tuple[int, ...] | None = None) -> Any:
-    """A lazy ``dask.array`` ``(T, Z, Y, X, C)`` reading ``seq`` by time chunks.
+    """Return a lazy ``dask.array`` ``(T, Z, Y, X, C)`` reading ``seq`` by time chunks.
 
     This is :meth:`Sequence.to_dask <sima_fast.sequence.base.Sequence.to_dask>`.
     The graph holds the sequence once (a :class:`SequencePayload`) and one

@@ -101,6 +101,14 @@ class HDF5Sequence(Sequence, format="HDF5"):
         return self._dataset
 
     def __getstate__(self) -> dict[str, Any]:
+        """Return the state to pickle, without the open HDF5 file and dataset.
+
+        The file is reopened on the first read after unpickling.
+
+        Returns
+        -------
+        dict
+        """
         state = super().__getstate__()
         state.pop("_dataset", None)
         state["_file"] = None
@@ -108,10 +116,12 @@ class HDF5Sequence(Sequence, format="HDF5"):
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
+        """``(T, Z, Y, X, C)``, absent axes of the storage as size 1."""
         return self._shape
 
     @property
     def dtype(self) -> np.dtype:
+        """The stored dtype, in native byte order."""
         return self._dtype
 
     @property
@@ -120,6 +130,13 @@ class HDF5Sequence(Sequence, format="HDF5"):
         return self._path
 
     def data_files(self) -> list[str]:
+        """List the data file this sequence reads.
+
+        Returns
+        -------
+        list of str
+            The HDF5 file (absolute path).
+        """
         return [self._path]
 
     @property
@@ -128,10 +145,25 @@ class HDF5Sequence(Sequence, format="HDF5"):
         return 1 if self._tchunk is None else self._tchunk
 
     def describe(self) -> str:
+        """Describe the sequence in one line: its kind and its file's name.
+
+        Returns
+        -------
+        str
+            E.g. ``'HDF5 movie.h5'``.
+        """
         return f"{super().describe()} {os.path.basename(self._path)}"
 
     def default_chunk_frames(self) -> int:
-        """About 64 MiB per chunk, rounded to whole chunks of a chunked dataset."""
+        """Return about 64 MiB of frames per chunk, rounded to whole chunks of a chunked dataset.
+
+        Returns
+        -------
+        int
+            :meth:`Sequence.default_chunk_frames`, rounded down to a multiple of
+            :attr:`storage_chunk_frames` (at least one storage chunk) when the
+            dataset is chunked.
+        """
         n = super().default_chunk_frames()
         if self._tchunk is not None:
             n = max(self._tchunk, (n // self._tchunk) * self._tchunk)
@@ -152,6 +184,20 @@ class HDF5Sequence(Sequence, format="HDF5"):
             np.copyto(out, to_canonical(block, self._dim_order), casting="unsafe")
 
     def todict(self, ctx: SaveContext) -> dict[str, Any]:
+        """Describe the sequence in JSON-compatible form, for :meth:`fromdict`.
+
+        Parameters
+        ----------
+        ctx : SaveContext
+            The dataset being saved; the file's path is recorded both absolute
+            and relative to ``ctx.savedir``.
+
+        Returns
+        -------
+        dict
+            ``'fmt'``, ``'path'`` (a :func:`path_record`) and
+            ``dim_order``, ``group`` and ``key``.
+        """
         return {
             "fmt": self.format,
             "path": path_record(self._path, ctx.savedir),
@@ -162,6 +208,25 @@ class HDF5Sequence(Sequence, format="HDF5"):
 
     @classmethod
     def fromdict(cls, d: dict[str, Any], ctx: LoadContext) -> Sequence:
+        """Reopen the sequence from its :meth:`todict` description.
+
+        Parameters
+        ----------
+        d : dict
+            The description.
+        ctx : LoadContext
+            The dataset being loaded; the HDF5 file is looked for relative to
+            ``ctx.savedir`` first, then at its absolute path.
+
+        Returns
+        -------
+        HDF5Sequence
+
+        Raises
+        ------
+        FileNotFoundError
+            The HDF5 file is at neither path.
+        """
         path = resolve_path(d["path"], ctx.savedir, "HDF5 file")
         return cls(path, d["dim_order"], group=d.get("group"), key=d.get("key"))
 

@@ -197,11 +197,13 @@ class TIFFSequence(Sequence, format="TIFF"):
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
+        """``(T, Z, Y, X, C)``: complete frames, planes, page shape, channels."""
         y, x = self._source.page_shape
         return (self._len, self._num_planes, y, x, self._num_channels)
 
     @property
     def dtype(self) -> np.dtype:
+        """The pages' dtype, in native byte order."""
         return self._dtype
 
     @property
@@ -210,9 +212,23 @@ class TIFFSequence(Sequence, format="TIFF"):
         return self._path
 
     def data_files(self) -> list[str]:
+        """List the data file this sequence reads.
+
+        Returns
+        -------
+        list of str
+            The TIFF file (absolute path).
+        """
         return [self._path]
 
     def describe(self) -> str:
+        """Describe the sequence in one line: its kind and its file's name.
+
+        Returns
+        -------
+        str
+            E.g. ``'TIFF movie.tif'``.
+        """
         return f"{super().describe()} {os.path.basename(self._path)}"
 
     def _pages_block(self, start: int, stop: int) -> np.ndarray:
@@ -222,6 +238,22 @@ class TIFFSequence(Sequence, format="TIFF"):
         return pages.reshape(stop - start, p, c, y, x).transpose(0, 1, 3, 4, 2)
 
     def view(self, start: int, stop: int) -> np.ndarray | None:
+        """Return frames ``start`` to ``stop`` without copying, when possible.
+
+        Possible when the file holds one channel and its pages are memory-mapped
+        and stored in native byte order.
+
+        Parameters
+        ----------
+        start, stop : int
+            Frame range, ``0 <= start <= stop <= len(self)``.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            A read-only, C-contiguous ``(stop - start, Z, Y, X, C)`` view of
+            :attr:`dtype`, or None when the frames must be copied into a buffer.
+        """
         if (
             self._num_channels == 1
             and self._source.mapped
@@ -236,6 +268,20 @@ class TIFFSequence(Sequence, format="TIFF"):
         np.copyto(out, self._pages_block(start, stop), casting="unsafe")
 
     def todict(self, ctx: SaveContext) -> dict[str, Any]:
+        """Describe the sequence in JSON-compatible form, for :meth:`fromdict`.
+
+        Parameters
+        ----------
+        ctx : SaveContext
+            The dataset being saved; the file's path is recorded both absolute
+            and relative to ``ctx.savedir``.
+
+        Returns
+        -------
+        dict
+            ``'fmt'``, ``'path'`` (a :func:`path_record`) and
+            ``num_planes``, ``num_channels`` and ``len_``.
+        """
         return {
             "fmt": self.format,
             "path": path_record(self._path, ctx.savedir),
@@ -246,15 +292,47 @@ class TIFFSequence(Sequence, format="TIFF"):
 
     @classmethod
     def fromdict(cls, d: dict[str, Any], ctx: LoadContext) -> Sequence:
+        """Reopen the sequence from its :meth:`todict` description.
+
+        Parameters
+        ----------
+        d : dict
+            The description.
+        ctx : LoadContext
+            The dataset being loaded; the TIFF file is looked for relative to
+            ``ctx.savedir`` first, then at its absolute path.
+
+        Returns
+        -------
+        TIFFSequence
+
+        Raises
+        ------
+        FileNotFoundError
+            The TIFF file is at neither path.
+        """
         path = resolve_path(d["path"], ctx.savedir, "TIFF file")
         return cls(path, d.get("num_planes", 1), d.get("num_channels", 1), d.get("len_"))
 
     def __getstate__(self) -> dict[str, Any]:
+        """Return the state to pickle, without the open page source.
+
+        Returns
+        -------
+        dict
+        """
         state = super().__getstate__()
         state.pop("_source", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled sequence, scanning the file's pages again.
+
+        Parameters
+        ----------
+        state : dict
+            What :meth:`__getstate__` returned.
+        """
         self.__dict__.update(state)
         self._source = PageSource(self._path)
 
@@ -314,13 +392,22 @@ class TIFFsSequence(Sequence, format="TIFFs"):
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
+        """``(T, Z, Y, X, C)``: files per pattern, planes, image shape, channels."""
         return (self._len, len(self._files), *self._yx, len(self._files[0]))
 
     @property
     def dtype(self) -> np.dtype:
+        """The first image's dtype, in native byte order."""
         return self._dtype
 
     def data_files(self) -> list[str]:
+        """List every TIFF file this sequence reads.
+
+        Returns
+        -------
+        list of str
+            Absolute paths of the files the patterns matched, sorted.
+        """
         return sorted({f for row in self._files for files in row for f in files})
 
     def _read(self, start: int, stop: int, out: np.ndarray) -> None:
@@ -338,6 +425,20 @@ class TIFFsSequence(Sequence, format="TIFFs"):
                     out[k, p, :, :, c] = img
 
     def todict(self, ctx: SaveContext) -> dict[str, Any]:
+        """Describe the sequence in JSON-compatible form, for :meth:`fromdict`.
+
+        Parameters
+        ----------
+        ctx : SaveContext
+            The dataset being saved; each glob pattern is recorded both absolute
+            and relative to ``ctx.savedir``.
+
+        Returns
+        -------
+        dict
+            ``'fmt'`` and ``'patterns'`` (a :func:`path_record` per plane and
+            channel).
+        """
         return {
             "fmt": self.format,
             "patterns": [[path_record(p, ctx.savedir) for p in plane] for plane in self._patterns],
@@ -345,6 +446,26 @@ class TIFFsSequence(Sequence, format="TIFFs"):
 
     @classmethod
     def fromdict(cls, d: dict[str, Any], ctx: LoadContext) -> Sequence:
+        """Rebuild the sequence from its :meth:`todict` description.
+
+        Parameters
+        ----------
+        d : dict
+            The description.
+        ctx : LoadContext
+            The dataset being loaded; each pattern is tried relative to
+            ``ctx.savedir`` first, then at its absolute path, and the first that
+            matches a file is used.
+
+        Returns
+        -------
+        TIFFsSequence
+
+        Raises
+        ------
+        FileNotFoundError
+            A pattern matches no file at either path.
+        """
         patterns = []
         for plane in d["patterns"]:
             row = []

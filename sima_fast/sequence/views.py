@@ -89,10 +89,12 @@ class IndexedSequence(WrapperSequence, format="indexed"):
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
+        """``(T, Z, Y, X, C)``: the length of each axis's selection."""
         return self._shape
 
     @property
     def dtype(self) -> np.dtype:
+        """The wrapped sequence's dtype."""
         return self.base.dtype
 
     def _select_spatial(self, block: np.ndarray) -> np.ndarray:
@@ -108,6 +110,22 @@ class IndexedSequence(WrapperSequence, format="indexed"):
         return block
 
     def view(self, start: int, stop: int) -> np.ndarray | None:
+        """Return frames ``start`` to ``stop`` without copying, when possible.
+
+        Possible when the view selects every pixel of the frames, the frames
+        are consecutive in the wrapped sequence, and that sequence can give a
+        view of them.
+
+        Parameters
+        ----------
+        start, stop : int
+            Frame range of this view, ``0 <= start <= stop <= len(self)``.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            The wrapped sequence's read-only view, or None.
+        """
         if not self._spatial_is_full or stop <= start:
             return None
         times = self._times[start:stop]
@@ -132,6 +150,20 @@ class IndexedSequence(WrapperSequence, format="indexed"):
             pos = end
 
     def todict(self, ctx: SaveContext) -> dict[str, Any]:
+        """Describe the view in JSON-compatible form, for :meth:`fromdict`.
+
+        Parameters
+        ----------
+        ctx : SaveContext
+            The dataset being saved; the wrapped sequence is described in it
+            too.
+
+        Returns
+        -------
+        dict
+            ``'fmt'``, ``'base'`` (the wrapped sequence's description) and
+            ``'indices'`` (one :func:`index_to_json` per axis).
+        """
         return {
             "fmt": self.format,
             "base": self.base.todict(ctx),
@@ -140,6 +172,20 @@ class IndexedSequence(WrapperSequence, format="indexed"):
 
     @classmethod
     def fromdict(cls, d: dict[str, Any], ctx: LoadContext) -> Sequence:
+        """Rebuild the view from its :meth:`todict` description.
+
+        Parameters
+        ----------
+        d : dict
+            The description; its ``'base'`` is rebuilt with
+            :meth:`Sequence.fromdict`.
+        ctx : LoadContext
+            The dataset being loaded.
+
+        Returns
+        -------
+        IndexedSequence
+        """
         base = Sequence.fromdict(d["base"], ctx)
         return cls(base, tuple(index_from_json(i) for i in d["indices"]))
 
@@ -171,10 +217,12 @@ class JoinedSequence(WrapperSequence, format="joined"):
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
+        """``(T, Z, Y, X, C)``: the joined sequences' ``(T, Z, Y, X)``, their channels summed."""
         return (*self.children[0].shape[:4], sum(s.shape[4] for s in self.children))
 
     @property
     def dtype(self) -> np.dtype:
+        """The type every joined sequence's values fit in (:func:`numpy.result_type`)."""
         return self._dtype
 
     def _read(self, start: int, stop: int, out: np.ndarray) -> None:
@@ -185,10 +233,37 @@ class JoinedSequence(WrapperSequence, format="joined"):
             c0 = c1
 
     def todict(self, ctx: SaveContext) -> dict[str, Any]:
+        """Describe the join in JSON-compatible form, for :meth:`fromdict`.
+
+        Parameters
+        ----------
+        ctx : SaveContext
+            The dataset being saved; the joined sequences are described in it
+            too.
+
+        Returns
+        -------
+        dict
+            ``'fmt'`` and ``'sequences'`` (one description per joined sequence).
+        """
         return {"fmt": self.format, "sequences": [s.todict(ctx) for s in self.children]}
 
     @classmethod
     def fromdict(cls, d: dict[str, Any], ctx: LoadContext) -> Sequence:
+        """Rebuild the view from its :meth:`todict` description.
+
+        Parameters
+        ----------
+        d : dict
+            The description; each entry of ``'sequences'`` is
+            rebuilt with :meth:`Sequence.fromdict`.
+        ctx : LoadContext
+            The dataset being loaded.
+
+        Returns
+        -------
+        JoinedSequence
+        """
         return cls([Sequence.fromdict(s, ctx) for s in d["sequences"]])
 
 
@@ -266,10 +341,12 @@ class MaskedSequence(WrapperSequence, format="masked"):
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
+        """``(T, Z, Y, X, C)`` of the wrapped sequence."""
         return self.base.shape
 
     @property
     def dtype(self) -> np.dtype:
+        """The smallest float dtype holding the wrapped values (see :func:`float_dtype`)."""
         return self._dtype
 
     def _read(self, start: int, stop: int, out: np.ndarray) -> None:
@@ -292,6 +369,21 @@ class MaskedSequence(WrapperSequence, format="masked"):
                     plane[local[:, None], z[None], y[None], x[None]] = np.nan
 
     def todict(self, ctx: SaveContext) -> dict[str, Any]:
+        """Describe the view in JSON-compatible form, for :meth:`fromdict`.
+
+        Parameters
+        ----------
+        ctx : SaveContext
+            The dataset being saved; the wrapped sequence is described in it
+            too, and each spatial mask is added to its array store.
+
+        Returns
+        -------
+        dict
+            ``'fmt'``, ``'base'`` and ``'masks'``: per mask, ``'frames'`` and
+            ``'channels'`` (lists of int, or None for all) and ``'zyx_mask'``
+            (None, or ``{'array': key}`` of a boolean ``(Z, Y, X)`` array).
+        """
         entries = []
         for frames, spatial, channels in self._raw_masks:
             entries.append(
@@ -305,6 +397,19 @@ class MaskedSequence(WrapperSequence, format="masked"):
 
     @classmethod
     def fromdict(cls, d: dict[str, Any], ctx: LoadContext) -> Sequence:
+        """Rebuild the view from its :meth:`todict` description.
+
+        Parameters
+        ----------
+        d : dict
+            The description.
+        ctx : LoadContext
+            The dataset being loaded; its array store holds the spatial masks.
+
+        Returns
+        -------
+        MaskedSequence
+        """
         base = Sequence.fromdict(d["base"], ctx)
         masks = []
         for e in d["masks"]:
@@ -388,10 +493,12 @@ class MotionCorrectedSequence(WrapperSequence, format="motion_corrected"):
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
+        """``(T, Z, Y, X, C)``: the wrapped ``T`` and ``C``, the corrected frame shape."""
         return (self.base.shape[0], *self._frame_shape, self.base.shape[4])
 
     @property
     def dtype(self) -> np.dtype:
+        """The smallest float dtype holding the wrapped values (see :func:`float_dtype`)."""
         return self._dtype
 
     def _read(self, start: int, stop: int, out: np.ndarray) -> None:
@@ -401,6 +508,20 @@ class MotionCorrectedSequence(WrapperSequence, format="motion_corrected"):
         place_displaced_rows(src, self._rows[start:stop], out)
 
     def todict(self, ctx: SaveContext) -> dict[str, Any]:
+        """Describe the view in JSON-compatible form, for :meth:`fromdict`.
+
+        Parameters
+        ----------
+        ctx : SaveContext
+            The dataset being saved; the wrapped sequence is described in it
+            too, and the displacements are added to its array store.
+
+        Returns
+        -------
+        dict
+            ``'fmt'``, ``'base'``, ``'displacements'`` (``{'array': key}``) and
+            ``'frame_shape'`` (``[Z, Y, X]``).
+        """
         return {
             "fmt": self.format,
             "base": self.base.todict(ctx),
@@ -410,6 +531,19 @@ class MotionCorrectedSequence(WrapperSequence, format="motion_corrected"):
 
     @classmethod
     def fromdict(cls, d: dict[str, Any], ctx: LoadContext) -> Sequence:
+        """Rebuild the view from its :meth:`todict` description.
+
+        Parameters
+        ----------
+        d : dict
+            The description.
+        ctx : LoadContext
+            The dataset being loaded; its array store holds the displacements.
+
+        Returns
+        -------
+        MotionCorrectedSequence
+        """
         base = Sequence.fromdict(d["base"], ctx)
         disp = ctx.get_array(d["displacements"]["array"])
         return cls(base, disp, tuple(d["frame_shape"]))
@@ -578,10 +712,12 @@ class FilledSequence(WrapperSequence, format="filled"):
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
+        """``(T, Z, Y, X, C)`` of the wrapped sequence."""
         return self.base.shape
 
     @property
     def dtype(self) -> np.dtype:
+        """The wrapped sequence's (float) dtype."""
         return self.base.dtype
 
     def first_values(self) -> np.ndarray:
@@ -597,7 +733,7 @@ class FilledSequence(WrapperSequence, format="filled"):
         return self._first
 
     def carried_values(self, start: int) -> np.ndarray:
-        """The values carried into frame ``start``: the last finite ones before it.
+        """Return the values carried into frame ``start``: the last finite ones before it.
 
         Pixels not observed before ``start`` carry their first value.
 
@@ -641,13 +777,49 @@ class FilledSequence(WrapperSequence, format="filled"):
         self._resume = (stop, last)
 
     def todict(self, ctx: SaveContext) -> dict[str, Any]:
+        """Describe the view in JSON-compatible form, for :meth:`fromdict`.
+
+        Parameters
+        ----------
+        ctx : SaveContext
+            The dataset being saved; the wrapped sequence is described in it
+            too.
+
+        Returns
+        -------
+        dict
+            ``'fmt'`` and ``'base'``.
+        """
         return {"fmt": self.format, "base": self.base.todict(ctx)}
 
     @classmethod
     def fromdict(cls, d: dict[str, Any], ctx: LoadContext) -> Sequence:
+        """Rebuild the view from its :meth:`todict` description.
+
+        Parameters
+        ----------
+        d : dict
+            The description; its ``'base'`` is rebuilt with
+            :meth:`Sequence.fromdict`.
+        ctx : LoadContext
+            The dataset being loaded.
+
+        Returns
+        -------
+        FilledSequence
+        """
         return cls(Sequence.fromdict(d["base"], ctx))
 
     def __getstate__(self) -> dict[str, Any]:
+        """Return the state to pickle, without the position of the last read.
+
+        A copy in another process starts with a backward scan rather than
+        trusting values carried for this one.
+
+        Returns
+        -------
+        dict
+        """
         state = super().__getstate__()
         state["_resume"] = None
         return state

@@ -65,10 +65,12 @@ class ZarrSequence(Sequence, format="zarr"):
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
+        """``(T, Z, Y, X, C)``, absent axes of the storage as size 1."""
         return self._shape
 
     @property
     def dtype(self) -> np.dtype:
+        """The stored dtype, in native byte order."""
         return self._dtype
 
     @property
@@ -77,9 +79,24 @@ class ZarrSequence(Sequence, format="zarr"):
         return self._path
 
     def data_files(self) -> list[str]:
+        """List the zarr store this sequence reads.
+
+        Returns
+        -------
+        list of str
+            The store's absolute path, or nothing for a store or array opened
+            in memory.
+        """
         return [] if self._path is None else [self._path]
 
     def describe(self) -> str:
+        """Describe the sequence in one line: its kind and, on disk, its store's name.
+
+        Returns
+        -------
+        str
+            E.g. ``'Zarr movie.zarr'``, or ``'Zarr'`` for a store in memory.
+        """
         kind = super().describe()
         return kind if self._path is None else f"{kind} {os.path.basename(self._path)}"
 
@@ -94,7 +111,15 @@ class ZarrSequence(Sequence, format="zarr"):
         return 1 if tchunk is None else tchunk
 
     def default_chunk_frames(self) -> int:
-        """About 64 MiB per chunk, rounded to whole chunks of the array."""
+        """Return about 64 MiB of frames per chunk, rounded to whole chunks of the array.
+
+        Returns
+        -------
+        int
+            :meth:`Sequence.default_chunk_frames`, rounded down to a multiple of
+            :attr:`storage_chunk_frames` (at least one storage chunk) when the
+            array is chunked.
+        """
         n = super().default_chunk_frames()
         tchunk = self._tchunk()
         if tchunk:
@@ -108,6 +133,26 @@ class ZarrSequence(Sequence, format="zarr"):
         np.copyto(out, to_canonical(block, self._dim_order), casting="unsafe")
 
     def todict(self, ctx: SaveContext) -> dict[str, Any]:
+        """Describe the sequence in JSON-compatible form, for :meth:`fromdict`.
+
+        Parameters
+        ----------
+        ctx : SaveContext
+            The dataset being saved; the file's path is recorded both absolute
+            and relative to ``ctx.savedir``.
+
+        Returns
+        -------
+        dict
+            ``'fmt'``, ``'path'`` (a :func:`path_record`) and
+            ``dim_order``.
+
+        Raises
+        ------
+        ValueError
+            The sequence was opened from a store or array in memory, which a
+            description cannot refer to.
+        """
         if self._path is None:
             raise ValueError(
                 "a zarr sequence opened from an in-memory store or array cannot be saved; "
@@ -121,15 +166,47 @@ class ZarrSequence(Sequence, format="zarr"):
 
     @classmethod
     def fromdict(cls, d: dict[str, Any], ctx: LoadContext) -> Sequence:
+        """Reopen the sequence from its :meth:`todict` description.
+
+        Parameters
+        ----------
+        d : dict
+            The description.
+        ctx : LoadContext
+            The dataset being loaded; the zarr store is looked for relative to
+            ``ctx.savedir`` first, then at its absolute path.
+
+        Returns
+        -------
+        ZarrSequence
+
+        Raises
+        ------
+        FileNotFoundError
+            The zarr store is at neither path.
+        """
         return cls(resolve_path(d["path"], ctx.savedir, "zarr store"), d["dim_order"])
 
     def __getstate__(self) -> dict[str, Any]:
+        """Return the state to pickle; an array on disk travels as its path only.
+
+        Returns
+        -------
+        dict
+        """
         state = super().__getstate__()
         if self._path is not None:
             state.pop("_array", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled sequence, reopening the array from its path if needed.
+
+        Parameters
+        ----------
+        state : dict
+            What :meth:`__getstate__` returned.
+        """
         self.__dict__.update(state)
         if "_array" not in state:
             import zarr
