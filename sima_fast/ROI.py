@@ -295,11 +295,16 @@ def poly2mask(polygons: Any, im_shape: Any) -> list[scipy.sparse.csr_matrix]:
 
 
 def _window_pixels(ring: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(row, col)`` indices of the pixels inside one ring, clipped to the frame.
+    """Return the ``(row, col)`` indices of the pixels inside one ring, clipped to the frame.
 
     Only the window of pixels whose centres can fall inside the ring's
     bounding box is rasterised, with :func:`polygon_to_mask` applied to the
     vertices shifted by the window's integer origin (an exact shift).
+
+    Returns
+    -------
+    rows, cols : numpy.ndarray of int
+        Equal-length index arrays (empty when the ring misses the frame).
     """
     xs, ys = ring[:, 0], ring[:, 1]
     x0 = max(int(np.floor(xs.min())), 0)
@@ -538,7 +543,7 @@ class ROI:
     # -- serialisation -----------------------------------------------------
 
     def todict(self) -> dict[str, Any]:
-        """The ROI as a plain dict in SIMA's layout, accepted by ``ROI(**d)``.
+        """Return the ROI as a plain dict in SIMA's layout, accepted by ``ROI(**d)``.
 
         Returns
         -------
@@ -580,10 +585,18 @@ class ROI:
         return cls(**d)
 
     def copy(self) -> ROI:
-        """An independent copy of the ROI (geometry, label, id, tags, im_shape)."""
+        """Return an independent copy of the ROI (geometry, label, id, tags, im_shape).
+
+        Returns
+        -------
+        ROI
+            A new ROI built from :meth:`todict`; its masks, polygons and tags
+            are copies, so changing one ROI leaves the other as it was.
+        """
         return ROI(**self.todict())
 
     def __repr__(self) -> str:
+        """Return ``<ROI: label=..., id=..., mask|polygons, im_shape=...>``."""
         kind = "mask" if self._mask is not None else "polygons"
         return f"<ROI: label={self.label!r}, id={self.id!r}, {kind}, im_shape={self._im_shape}>"
 
@@ -628,19 +641,83 @@ class ROIList(list):
 
     # keep the list homogeneous
     def append(self, roi: ROI) -> None:
+        """Append an ROI.
+
+        Parameters
+        ----------
+        roi : ROI
+            The ROI to add at the end.
+
+        Raises
+        ------
+        TypeError
+            If ``roi`` is not an :class:`ROI`.
+        """
         super().append(_check_roi(roi))
 
     def insert(self, index: Any, roi: ROI) -> None:
+        """Insert an ROI before position ``index``.
+
+        Parameters
+        ----------
+        index : int
+            Position, as for :meth:`list.insert`.
+        roi : ROI
+            The ROI to insert.
+
+        Raises
+        ------
+        TypeError
+            If ``roi`` is not an :class:`ROI`.
+        """
         super().insert(index, _check_roi(roi))
 
     def extend(self, rois: Iterable[ROI]) -> None:
+        """Append every ROI of an iterable.
+
+        Parameters
+        ----------
+        rois : iterable of ROI
+            The ROIs to add at the end, in order.
+
+        Raises
+        ------
+        TypeError
+            If an element is not an :class:`ROI`.
+        """
         super().extend(_check_roi(r) for r in rois)
 
     def __iadd__(self, rois: Iterable[ROI]) -> ROIList:  # type: ignore[override]
+        """Append every ROI of an iterable (``rois_a += rois_b``), keeping the list.
+
+        Parameters
+        ----------
+        rois : iterable of ROI
+            The ROIs to add at the end, in order.
+
+        Returns
+        -------
+        ROIList
+            This list.
+        """
         self.extend(rois)
         return self
 
     def __setitem__(self, index: Any, value: Any) -> None:
+        """Replace an element (or a slice of elements) by ROIs.
+
+        Parameters
+        ----------
+        index : int or slice
+            Which element(s) to replace, as for a list.
+        value : ROI or iterable of ROI
+            The new ROI, or the new ROIs for a slice.
+
+        Raises
+        ------
+        TypeError
+            If a new element is not an :class:`ROI`.
+        """
         if isinstance(index, slice):
             value = [_check_roi(v) for v in value]
         else:
@@ -648,6 +725,7 @@ class ROIList(list):
         super().__setitem__(index, value)
 
     def __repr__(self) -> str:
+        """Return ``<ROIList: n ROIs, timestamp=...>``."""
         return f"<ROIList: {len(self)} ROIs, timestamp={self.timestamp!r}>"
 
     # -- loading -------------------------------------------------------------

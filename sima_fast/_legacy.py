@@ -36,7 +36,18 @@ class UnsafePickleError(pickle.UnpicklingError):
 
 
 class LegacyClass:
-    """Inert stand-in for a class named in a SIMA pickle (never imported)."""
+    """Inert stand-in for a class named in a SIMA pickle (never imported).
+
+    Markers compare equal when they name the same class; calling one (as
+    unpickling a SIMA object would) raises :class:`UnsafePickleError`.
+
+    Parameters
+    ----------
+    module : str
+        The module the pickle names, e.g. ``'sima.sequence'``.
+    name : str
+        The class name, e.g. ``'_Sequence_HDF5'``.
+    """
 
     def __init__(self, module: str, name: str) -> None:
         self.module = module

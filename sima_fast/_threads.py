@@ -18,7 +18,21 @@ def kernel_threads(n: int | None = None, reserve: int = 0) -> Iterator[int]:
 
     ``reserve`` leaves cores to other work of the caller (e.g. a thread reading
     the next chunk of a file). At least one thread is always used; the setting
-    is restored on exit. Yields the thread count in force.
+    is restored on exit. Use it as a context manager.
+
+    Parameters
+    ----------
+    n : int, optional
+        Threads to run on, capped at numba's ``NUMBA_NUM_THREADS``. Default:
+        numba's current setting.
+    reserve : int, optional
+        Threads to leave free for the caller's other work (negative values
+        count as 0). Default: 0.
+
+    Yields
+    ------
+    int
+        The number of threads in force inside the ``with`` block.
     """
     import numba
 
@@ -37,7 +51,7 @@ _CONTROLLER_LOCK = threading.Lock()
 
 
 def _blas_controller() -> Any:
-    """The process's threadpoolctl controller, built once (it inspects the loaded libraries)."""
+    """Return the process's threadpoolctl controller, built once (it scans loaded libraries)."""
     global _CONTROLLER
     with _CONTROLLER_LOCK:
         if _CONTROLLER is None:
@@ -63,10 +77,11 @@ def blas_threads(n: int = 1) -> Iterator[None]:
     n : int, optional
         Maximum number of BLAS threads, at least 1. Default: 1.
 
-    Returns
-    -------
-    contextlib.AbstractContextManager
-        A context manager; the limit applies inside its ``with`` block.
+    Yields
+    ------
+    None
+        Nothing: the function is a context manager, and the limit applies
+        inside its ``with`` block.
 
     Raises
     ------

@@ -30,7 +30,19 @@ __all__ = ["main"]
 
 @contextlib.contextmanager
 def _dask_client(address: str | None) -> Iterator[Any]:
-    """A ``dask.distributed.Client`` for ``address`` (``'local'``: a new LocalCluster)."""
+    """Open a ``dask.distributed.Client`` for ``address`` (``'local'``: a new LocalCluster).
+
+    Yields
+    ------
+    distributed.Client or None
+        The client, closed (with its local cluster) on exit; None when
+        ``address`` is None (run without Dask).
+
+    Raises
+    ------
+    SystemExit
+        Dask is not installed.
+    """
     if address is None:
         yield None
         return
@@ -61,7 +73,14 @@ def _channel_arg(text: str) -> int | str:
 
 
 def _run_dataset_command(args: argparse.Namespace) -> int:
-    """``project``, ``extract`` and ``infer-spikes`` over ``args.paths``; 1 if any failed."""
+    """Run ``project``, ``extract`` or ``infer-spikes`` over ``args.paths``.
+
+    Returns
+    -------
+    int
+        The exit status: 0, 1 if any dataset failed, 2 if the scheduler cannot
+        be reached.
+    """
     import warnings
 
     from sima_fast.imaging import ImagingDataset
@@ -134,7 +153,26 @@ def _run_dataset_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: _Seq[str] | None = None) -> int:
-    """Entry point of the ``sima-fast`` console script."""
+    """Run the ``sima-fast`` command line (the console script's entry point).
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success, 1 when ``project``, ``extract`` or
+        ``infer-spikes`` failed on some dataset, 2 when ``info`` cannot read
+        its dataset or the Dask scheduler cannot be reached.
+
+    Raises
+    ------
+    SystemExit
+        From :mod:`argparse` for ``--help``, ``--version`` and invalid
+        arguments, and when ``--scheduler`` is given without Dask installed.
+    """
     parser = argparse.ArgumentParser(
         prog="sima-fast",
         description="Fast, drop-in analysis of two-photon calcium imaging data.",

@@ -381,15 +381,18 @@ class ImagingDataset:
         return self._read_only
 
     def __repr__(self) -> str:
+        """Return ``<ImagingDataset: num_sequences=..., frame_shape=..., num_frames=...>``."""
         return (
             f"<ImagingDataset: num_sequences={self.num_sequences}, "
             f"frame_shape={self.frame_shape}, num_frames={self.num_frames}>"
         )
 
     def __iter__(self) -> Iterator[Sequence]:
+        """Iterate over the dataset's sequences, in order."""
         return iter(self._sequences)
 
     def __len__(self) -> int:
+        """Return the number of sequences (not frames)."""
         return self.num_sequences
 
     def __getitem__(self, indices: Any) -> ImagingDataset:
@@ -399,6 +402,22 @@ class ImagingDataset:
         additionally indexes each selected sequence. Integer indices never drop
         an axis. The result is an in-memory dataset (``savedir=None``) that
         keeps the names of the selected channels.
+
+        Parameters
+        ----------
+        indices : index or tuple of indices
+            Up to six per-axis indices (ints, slices, integer or boolean arrays,
+            one ``...``): sequence, then t, z, y, x, c.
+
+        Returns
+        -------
+        ImagingDataset
+
+        Raises
+        ------
+        IndexError
+            More than six indices, an out-of-range index, or a selection of no
+            sequence.
         """
         from sima_fast.sequence.axes import expand_ellipsis, normalize_axis_index
 
@@ -732,10 +751,17 @@ class ImagingDataset:
     def delete_ROIs(self, label: str) -> None:
         """Remove the ROI set ``label`` (the ROI file is removed when no set is left).
 
+        Parameters
+        ----------
+        label : str
+            The label of the set to remove.
+
         Raises
         ------
         KeyError
             If there is no set of that label.
+        PermissionError
+            If the dataset was opened ``read_only`` or is a SIMA 1.x directory.
         """
         labels = list(self.ROIs)
         if label not in labels:
@@ -987,12 +1013,25 @@ class ImagingDataset:
         self._write_signals(self._savedir, channel, {label: signals})
 
     def signals(self, channel: Any = 0) -> dict[str, dict[str, Any]]:
-        """The extracted signals of a channel, ``{label: signals dict}``.
+        """Return the extracted signals of a channel, ``{label: signals record}``.
 
         Parameters
         ----------
         channel : int or str, optional
             Channel index or name. Default: 0.
+
+        Returns
+        -------
+        dict of str to dict
+            Every stored extraction of the channel, by label: the record
+            :meth:`extract` returned, with ``spikes``, ``fits`` and
+            ``spikes_params`` once :meth:`infer_spikes` has run on it. Empty when
+            nothing was extracted.
+
+        Raises
+        ------
+        ValueError
+            If the channel does not exist.
         """
         return self._read_signals(self._channel(channel))
 

@@ -416,7 +416,6 @@ class OnlineExtractor:
 
     def _pinv_step(self) -> None:
         """Re-extract a frame with missing masked pixels through the pseudo-inverse path."""
-
         b = self._buffers
         kern = self._kern
         if self._pinv_always or b.counters[kern.COUNTERS["partial"]]:
@@ -558,7 +557,23 @@ class OnlineExtractor:
         return self._deconvolved(1, final_only)
 
     def calcium(self, final_only: bool = False) -> np.ndarray:
-        """Denoised calcium ``c_t`` (without the baseline), as :meth:`spikes`."""
+        """Return the denoised calcium ``c_t`` (without the baseline) of the kept frames.
+
+        Aligned with :attr:`raw` and :meth:`spikes`.
+
+        Parameters
+        ----------
+        final_only : bool
+            Put NaN where the estimate is still provisional (frames from
+            :attr:`n_final` on).
+
+        Returns
+        -------
+        numpy.ndarray, float32, shape (n_rois, n_frames - first_frame)
+            ``c_t`` in units of the ROI values, final for frames before
+            :attr:`n_final` and provisional after; NaN for frames not
+            deconvolved yet and for ROIs without parameters.
+        """
         return self._deconvolved(2, final_only)
 
     @property
@@ -578,10 +593,16 @@ class OnlineExtractor:
     # -- moments ----------------------------------------------------------------------------
 
     def moment_state(self) -> MomentState:
-        """The moments of every frame seen so far, ``(Z, Y, X, C)`` arrays (copies).
+        """Return the moments of every frame seen so far, as ``(Z, Y, X, C)`` arrays (copies).
 
         Merge it with the state of other data (``state.merge(other)``) to
         combine online and offline projections.
+
+        Returns
+        -------
+        MomentState
+            The running moments of every pixel and channel over the
+            :attr:`n_frames` frames given to :meth:`update`.
         """
         b = self._buffers
         self._kern.flush_moments(b.ring, b.mom, b.pending, b.mscratch, b.counters)
@@ -658,6 +679,7 @@ class OnlineExtractor:
         return time.perf_counter() - start
 
     def __repr__(self) -> str:
+        """Return ``<OnlineExtractor: n ROIs, frames ..., n_frames=..., n_final=..., lag=...>``."""
         return (
             f"<OnlineExtractor: {self.n_rois} ROIs, frames {self.frame_shape} {self.dtype}, "
             f"n_frames={self._n}, n_final={self.n_final}, lag={self.lag}>"
