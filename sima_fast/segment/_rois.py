@@ -25,7 +25,18 @@ Shape3 = tuple[int, int, int]
 
 
 def dataset_im_shape(dataset: Any) -> Shape3 | None:
-    """``(Z, Y, X)`` of a dataset, or None when no dataset is given."""
+    """Return the ``(Z, Y, X)`` frame shape of a dataset.
+
+    Parameters
+    ----------
+    dataset : ImagingDataset or None
+        Anything with a ``(Z, Y, X, C)`` ``frame_shape``.
+
+    Returns
+    -------
+    tuple of int or None
+        ``(Z, Y, X)``, or None when ``dataset`` is None.
+    """
     if dataset is None:
         return None
     z, y, x, _ = dataset.frame_shape
@@ -33,7 +44,20 @@ def dataset_im_shape(dataset: Any) -> Shape3 | None:
 
 
 def roi_im_shape(roi: ROI) -> Shape3 | None:
-    """The ROI's own ``im_shape``, else the shape of its stored mask, else None."""
+    """Return the ROI's own ``im_shape``, else the shape of its stored mask, else None.
+
+    Parameters
+    ----------
+    roi : ROI
+        The ROI.
+
+    Returns
+    -------
+    tuple of int or None
+        ``(Z, Y, X)``: the ROI's ``im_shape`` when set; for a mask ROI
+        without one, its number of planes and the shape of its first plane;
+        None for a polygon ROI without one.
+    """
     if roi.im_shape is not None:
         return roi.im_shape
     if roi.is_mask_roi:
@@ -43,10 +67,28 @@ def roi_im_shape(roi: ROI) -> Shape3 | None:
 
 
 def resolve_im_shape(rois: Iterable[ROI], dataset: Any) -> Shape3:
-    """The ``(Z, Y, X)`` pixel space shared by ``rois``.
+    """Return the ``(Z, Y, X)`` pixel space shared by ``rois``.
 
     The dataset's frame shape wins; without a dataset every ROI must report
     the same shape through :func:`roi_im_shape`.
+
+    Parameters
+    ----------
+    rois : iterable of ROI
+        The ROIs.
+    dataset : ImagingDataset or None
+        The dataset they belong to, if known.
+
+    Returns
+    -------
+    tuple of int
+        ``(Z, Y, X)``; ``(1, 1, 1)`` for no ROIs and no dataset.
+
+    Raises
+    ------
+    ValueError
+        Without a dataset, if a polygon ROI has no ``im_shape`` or the ROIs
+        disagree on their shapes.
     """
     shape = dataset_im_shape(dataset)
     if shape is not None:
@@ -66,7 +108,25 @@ def resolve_im_shape(rois: Iterable[ROI], dataset: Any) -> Shape3:
 
 
 def roi_planes(roi: ROI, im_shape: Shape3) -> list[scipy.sparse.csr_matrix]:
-    """The ROI's per-plane masks in the ``im_shape`` pixel space (the ROI is not modified)."""
+    """Return the ROI's per-plane masks in the ``im_shape`` pixel space (the ROI is not modified).
+
+    A mask ROI without ``im_shape`` whose planes already have the frame's
+    ``(Y, X)`` is padded with empty planes up to ``Z``; any other ROI is
+    rasterised (polygons) or cropped and padded (masks) at ``im_shape``.
+
+    Parameters
+    ----------
+    roi : ROI
+        The ROI.
+    im_shape : tuple of int
+        ``(Z, Y, X)``.
+
+    Returns
+    -------
+    list of scipy.sparse.csr_matrix
+        ``Z`` matrices of shape ``(Y, X)``, with the ROI's values (boolean
+        for polygons).
+    """
     if roi.im_shape == im_shape:
         return roi.mask
     if roi.im_shape is None and roi.is_mask_roi:
@@ -80,7 +140,20 @@ def roi_planes(roi: ROI, im_shape: Shape3) -> list[scipy.sparse.csr_matrix]:
 
 
 def support_indices(roi: ROI, im_shape: Shape3) -> np.ndarray:
-    """Sorted flat indices ``z * Y * X + y * X + x`` of the ROI's non-zero pixels."""
+    """Return the sorted flat indices ``z * Y * X + y * X + x`` of the ROI's non-zero pixels.
+
+    Parameters
+    ----------
+    roi : ROI
+        The ROI.
+    im_shape : tuple of int
+        ``(Z, Y, X)`` of the pixel space (see :func:`roi_planes`).
+
+    Returns
+    -------
+    numpy.ndarray of int64
+        Distinct, increasing indices; empty for an ROI with no pixel.
+    """
     _, rows, cols = im_shape
     parts = []
     for z, plane in enumerate(roi_planes(roi, im_shape)):
@@ -98,7 +171,21 @@ def support_indices(roi: ROI, im_shape: Shape3) -> np.ndarray:
 
 
 def planes_from_indices(flat: np.ndarray, im_shape: Shape3) -> list[scipy.sparse.csr_matrix]:
-    """Boolean per-plane CSR masks whose support is the sorted, distinct flat indices ``flat``."""
+    """Return boolean per-plane CSR masks whose support is the flat indices ``flat``.
+
+    Parameters
+    ----------
+    flat : array_like of int
+        Sorted, distinct flat indices ``z * Y * X + y * X + x``, all inside
+        ``im_shape``.
+    im_shape : tuple of int
+        ``(Z, Y, X)``.
+
+    Returns
+    -------
+    list of scipy.sparse.csr_matrix
+        ``Z`` boolean matrices of shape ``(Y, X)``, True exactly at ``flat``.
+    """
     n_planes, rows, cols = im_shape
     flat = np.asarray(flat, dtype=np.int64)
     # row counts of the (Z * Y, X) stack, then one plane's slice of them at a time
@@ -119,7 +206,20 @@ def planes_from_indices(flat: np.ndarray, im_shape: Shape3) -> list[scipy.sparse
 
 
 def roi_outlines(roi: ROI) -> list[np.ndarray]:
-    """Open ``(N, 3)`` rings of the ROI: its polygons, or the outline of its non-zero mask."""
+    """Return the open rings of the ROI: its polygons, or the outline of its non-zero mask.
+
+    Parameters
+    ----------
+    roi : ROI
+        The ROI.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        ``(N, 3)`` rings of ``(x, y, z)`` vertices: :attr:`ROI.polygons`,
+        or for a weighted mask the contours of its non-zero pixels (which
+        ``polygons`` refuses).
+    """
     if not roi.is_mask_roi or not roi.is_weighted:
         return roi.polygons
     rings: list[np.ndarray] = []
@@ -129,7 +229,22 @@ def roi_outlines(roi: ROI) -> list[np.ndarray]:
 
 
 def derived_roi(source: ROI, *, keep_id: bool = True, **geometry: Any) -> ROI:
-    """A new ROI with ``geometry``, the source's label and tags (copied) and, optionally, id."""
+    """Return a new ROI with ``geometry`` and the source's label, tags (copied) and maybe id.
+
+    Parameters
+    ----------
+    source : ROI
+        The ROI the new one is derived from.
+    keep_id : bool, optional
+        Copy ``source.id`` (default) rather than leaving the id None.
+    **geometry
+        ``mask=...`` or ``polygons=...`` (and optionally ``im_shape=...``),
+        passed to :class:`ROI`.
+
+    Returns
+    -------
+    ROI
+    """
     return ROI(
         label=source.label,
         tags=set(source.tags),
@@ -139,6 +254,19 @@ def derived_roi(source: ROI, *, keep_id: bool = True, **geometry: Any) -> ROI:
 
 
 def as_roilist(rois: Iterable[ROI], like: Any = None) -> ROIList:
-    """``rois`` as an ROIList, keeping the timestamp of ``like`` when it is an ROIList."""
+    """Return ``rois`` as an ROIList, keeping the timestamp of ``like`` when it is an ROIList.
+
+    Parameters
+    ----------
+    rois : iterable of ROI
+        The ROIs.
+    like : object, optional
+        The list the ROIs came from; its ``timestamp`` is kept when it is an
+        :class:`ROIList`, otherwise the new list is stamped now.
+
+    Returns
+    -------
+    ROIList
+    """
     timestamp = like.timestamp if isinstance(like, ROIList) else None
     return ROIList(rois, timestamp=timestamp)

@@ -64,9 +64,13 @@ class PostProcessingStep(abc.ABC):
 
 
 def _normalise_planes(planes: Any, n_planes: int) -> np.ndarray:
-    """Plane indices as a sorted int64 array of distinct planes in ``range(n_planes)``.
+    """Return plane indices as a sorted int64 array of distinct planes in ``range(n_planes)``.
 
     Accepts one int or an iterable of ints; negative indices count from the end.
+
+    Returns
+    -------
+    numpy.ndarray of int64
     """
     if isinstance(planes, (int, np.integer)) and not isinstance(planes, (bool, np.bool_)):
         values: list[Any] = [planes]
@@ -101,6 +105,11 @@ def _place_on_planes(roi: ROI, plane_map: Sequence[int] | np.ndarray, im_shape: 
     Plane ``k`` of the subset becomes plane ``plane_map[k]``: mask planes are
     moved there (other planes empty), polygon vertices get ``z = plane_map[k]``.
     Label, tags and id are kept; ``im_shape`` becomes ``im_shape``.
+
+    Returns
+    -------
+    ROI
+        A new ROI; ``roi`` is not modified.
     """
     plane_map = np.asarray(plane_map, dtype=np.int64)
     n_local = plane_map.size
@@ -138,7 +147,7 @@ def _place_on_planes(roi: ROI, plane_map: Sequence[int] | np.ndarray, im_shape: 
 
 
 def _plane_subset(dataset: ImagingDataset, planes: np.ndarray) -> ImagingDataset:
-    """The dataset restricted to ``planes`` (a lazy view; a slice when they are contiguous)."""
+    """Return the dataset restricted to ``planes`` (a lazy view; a slice if contiguous)."""
     first, last = int(planes[0]), int(planes[-1])
     if last - first + 1 == planes.size:
         if planes.size == dataset.frame_shape[0]:
@@ -152,11 +161,15 @@ _DATASET_ATTRIBUTES = ("sequences", "frame_shape", "num_frames", "channel_names"
 
 
 def _is_dataset(obj: Any) -> bool:
-    """Whether ``obj`` is an ImagingDataset, judged by its class's attributes.
+    """Tell whether ``obj`` is an ImagingDataset, judged by its class's attributes.
 
     The class is inspected, not the instance, so the ``time_averages``
     property is not computed. (Importing ``sima_fast.imaging`` here would make
     an import cycle: the dataset's ``segment`` method uses this package.)
+
+    Returns
+    -------
+    bool
     """
     cls = type(obj)
     return not isinstance(obj, type) and all(hasattr(cls, a) for a in _DATASET_ATTRIBUTES)

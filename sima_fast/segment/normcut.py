@@ -85,10 +85,16 @@ UNSHARP_WEIGHT = 0.5
 
 
 def _check_pair(name: str, value: Any, *, default: tuple[float, float], integer: bool):
-    """``value`` as a pair of non-negative numbers (``default`` when None).
+    """Return ``value`` as a pair of non-negative numbers (``default`` when None).
 
-    A non-iterable raises ArgumentTypeError; a wrong length or a bad entry
-    ValueError (see :mod:`sima_fast._validate`).
+    A single number stands for both entries. A non-iterable raises
+    ArgumentTypeError; a wrong length or a bad entry ValueError (see
+    :mod:`sima_fast._validate`).
+
+    Returns
+    -------
+    tuple
+        ``(rows, columns)``: ints when ``integer``, floats otherwise.
     """
     if value is None:
         return default
@@ -111,10 +117,21 @@ def _check_pair(name: str, value: Any, *, default: tuple[float, float], integer:
 
 
 def neighbour_offsets(max_dist: tuple[int, int]) -> np.ndarray:
-    """``(dy, dx)`` of the neighbours of a pixel within ``max_dist``, each pair once.
+    """Return the ``(dy, dx)`` of the neighbours of a pixel within ``max_dist``, each pair once.
 
     Half of the ``(2 * max_dy + 1) × (2 * max_dx + 1)`` box: ``dx = 0`` with
     ``dy > 0``, and ``dx > 0`` with any ``dy``.
+
+    Parameters
+    ----------
+    max_dist : tuple of int
+        ``(max_dy, max_dx)``, the largest offsets along rows and columns.
+
+    Returns
+    -------
+    numpy.ndarray of int64
+        ``(m, 2)`` offsets, ``m = max_dy + max_dx * (2 * max_dy + 1)``, in the
+        order above.
 
     Examples
     --------
@@ -214,10 +231,13 @@ def _affinity_matrix(
 
 
 def _candidate_vectors(sub: scipy.sparse.csr_matrix, degree: np.ndarray, count: int) -> np.ndarray:
-    """Generalised eigenvectors ``(D - W) y = λ D y`` of the smallest non-trivial ``λ``.
+    """Return generalised eigenvectors ``(D - W) y = λ D y`` of the smallest non-trivial ``λ``.
 
-    Returns ``(n, c)`` with ``c <= count`` columns, from the second smallest
-    eigenvalue upwards.
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, c)`` with ``c <= count`` columns, from the second smallest
+        eigenvalue upwards.
     """
     n = sub.shape[0]
     count = max(1, min(count, n - 1))
@@ -488,6 +508,7 @@ class PlaneNormalizedCuts(PlaneByPlaneStrategy):
         self.verbose = check_bool("verbose", verbose)
 
     def __repr__(self) -> str:
+        """Return the constructor call with the strategy's parameters."""
         return (
             f"{type(self).__name__}(channel={self.channel!r}, num_pcs={self.num_pcs}, "
             f"max_dist={self.max_dist}, spatial_decay={self.spatial_decay}, "
@@ -505,7 +526,7 @@ class PlaneNormalizedCuts(PlaneByPlaneStrategy):
         return np.broadcast_to(spatial[:, None, None], (offsets.shape[0], rows, cols)).copy()
 
     def _regions(self, dataset: ImagingDataset, plane: int, channel: int) -> list[np.ndarray]:
-        """Final cut regions of one plane, as sorted flat pixel indices."""
+        """Return the final cut regions of one plane, as sorted flat pixel indices."""
         pca = plane_pca(dataset, plane, channel, self.num_pcs)
         k = min(int(self.num_pcs), pca.num_signal)
         self._say(f"{pca.num_signal} signal component(s) above the noise edge; using {k}")

@@ -270,9 +270,15 @@ class CircularityFilter(PostProcessingStep):
 
 
 def _components(binary: np.ndarray, min_size: int) -> list[np.ndarray]:
-    """Flat indices of each 4-connected component of a 2-D boolean image with ≥ min_size pixels.
+    """Return the flat indices of each large 4-connected component of a 2-D boolean image.
 
+    A component is kept when it has at least ``min_size`` pixels.
     Components come in the raster order of their first pixel.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        Increasing flat pixel indices ``y * X + x``, one array per component.
     """
     labels, n = scipy.ndimage.label(binary)
     if n == 0:
@@ -531,7 +537,7 @@ class SmoothROIBoundaries(PostProcessingStep):
 
 
 def _common(values: Iterable[Any]) -> Any:
-    """The shared value of ``values`` when they are all equal, else None."""
+    """Return the shared value of ``values`` when they are all equal, else None."""
     values = list(values)
     first = values[0]
     return first if all(v == first for v in values[1:]) else None

@@ -87,7 +87,22 @@ SIGNIFICANCE = 5.0
 
 
 def plane_masks_to_rois(masks: list[np.ndarray], plane: int, im_shape: tuple[int, int, int]):
-    """ROIs on ``plane`` of an ``im_shape`` volume, one per 2-D (boolean or weighted) mask."""
+    """Return ROIs on ``plane`` of an ``im_shape`` volume, one per 2-D (boolean or weighted) mask.
+
+    Parameters
+    ----------
+    masks : list of numpy.ndarray
+        ``(Y, X)`` masks; each keeps its dtype and values.
+    plane : int
+        The plane they were found on, in ``range(Z)``.
+    im_shape : tuple of int
+        ``(Z, Y, X)`` of the volume.
+
+    Returns
+    -------
+    list of ROI
+        Mask ROIs with ``im_shape`` set, empty on every other plane.
+    """
     n_planes, rows, cols = im_shape
     out = []
     for mask in masks:
@@ -190,13 +205,18 @@ class PlanePCA:
 
 
 def _orthonormal(a: np.ndarray, rounds: int = 2) -> np.ndarray:
-    """A basis of the columns of ``a``, orthonormal to about ``cond(a)**2 * 1e-16`` per round.
+    """Return a basis of the columns of ``a``, orthonormal to ``cond(a)**2 * 1e-16`` per round.
 
     Cholesky QR (per round, one ``l × l`` Gram matrix and one product with the
     inverse Cholesky factor, both large matrix products); two rounds give an
     orthonormal basis to machine precision, one is enough for the bases of
     the power iterations. Falls back to Householder QR when the columns are
     too close to dependent.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, l)``, C-contiguous, spanning the columns of the ``(n, l)`` input.
     """
     q = a
     try:
@@ -525,6 +545,7 @@ class STICA(PlaneByPlaneStrategy):
                 self.append(MergeOverlapping(threshold=self.overlap_per))  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
+        """Return the constructor call with the strategy's parameters."""
         return (
             f"STICA(channel={self.channel!r}, mu={self.mu}, components={self.components}, "
             f"static_threshold={self.static_threshold}, min_area={self.min_area}, "
