@@ -327,7 +327,14 @@ def _step(name: str, out: TextIO) -> Iterator[None]:
 
 
 def _load_example(out: TextIO) -> tuple[Any, Any]:
-    """The example dataset (built on first use) and its ground truth."""
+    """Load the example dataset (built on first use) and its ground truth.
+
+    Returns
+    -------
+    dataset : ImagingDataset
+    truth : ExampleGroundTruth
+        What :func:`sima_fast.misc.example_ground_truth` returns.
+    """
     from sima_fast.imaging import ImagingDataset
     from sima_fast.misc import example_data, example_ground_truth
     from sima_fast.summary import dataset_summary

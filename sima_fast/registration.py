@@ -392,18 +392,23 @@ def _shift_limits(max_shift: Any) -> np.ndarray:
 
 
 def _signed_shifts(n: int) -> np.ndarray:
-    """The circular shift of each index of an ``n``-point correlation: 0, 1, ..., -1."""
+    """Return the circular shift of each index of an ``n``-point correlation: 0, 1, ..., -1."""
     index = np.arange(n)
     return np.where(index > n // 2, index - n, index)
 
 
 def _upsampled_correlation(spectrum: np.ndarray, ty: np.ndarray, tx: np.ndarray) -> np.ndarray:
-    """Inverse DFT of ``spectrum`` at the shifts ``ty`` × ``tx`` only (real part).
+    """Evaluate the inverse DFT of ``spectrum`` at the shifts ``ty`` × ``tx`` only (real part).
 
     Evaluates ``(1/N) sum_k spectrum[k] exp(2πi (ky ty / ny + kx tx / nx))``
     for every pair of ``ty`` and ``tx`` as two matrix products, which costs
     far less than an inverse FFT of an upsampled spectrum (Guizar-Sicairos et
     al. 2008).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(ty), len(tx))`` real correlation values.
     """
     ny, nx = spectrum.shape
     ky = np.fft.fftfreq(ny) * ny
@@ -575,10 +580,15 @@ def _output_array(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _as_image(image: Any) -> np.ndarray:
-    """``image`` as a 2-D or 3-D array the kernels read as it is.
+    """Return ``image`` as a 2-D or 3-D array the kernels read as it is.
 
     Native integer, float32 and float64 arrays are kept; anything else
     (float16, bool, byte-swapped data) is converted to float64.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(Y, X)`` or ``(Y, X, C)``.
     """
     img = np.asarray(image)
     native = img.dtype.isnative and (img.dtype.kind in "iu" or img.dtype.itemsize >= 4)
@@ -697,7 +707,7 @@ def warp_image(
 
 
 def _transform_matrix(transform: Any) -> np.ndarray | None:
-    """The 3×3 matrix of a matrix or projective-family transform; None for other maps."""
+    """Return the 3×3 matrix of a matrix or projective-family transform; None for other maps."""
     if not callable(transform):
         m = np.asarray(transform, dtype=np.float64)
         if m.shape == (2, 3):
@@ -734,8 +744,12 @@ def _warp_matrix(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sample a finite ``image`` at ``matrix @ (x, y, 1)`` for every pixel of ``shape``.
 
-    Returns the warped image (zero outside) and the mask of samples inside
-    ``image``.
+    Returns
+    -------
+    warped : numpy.ndarray
+        The warped image, zero outside ``image``.
+    inside : numpy.ndarray of bool
+        Where the sample fell inside ``image``.
     """
     warped = warp_image(image, matrix, shape[:2])
     inside = np.isfinite(warped)
@@ -779,12 +793,17 @@ def _log_polar_spectrum(image: np.ndarray, window: np.ndarray) -> np.ndarray:
 
 
 def _fourier_mellin_candidates(fixed: np.ndarray, moving: np.ndarray) -> list[np.ndarray]:
-    """Similarities (3×3, fixed → moving) from the Fourier–Mellin method.
+    """Return similarities (3×3, fixed → moving) from the Fourier–Mellin method.
 
     Rotation and scale come from the phase correlation of the log-polar
     spectra; the angle is known modulo a half turn, so both candidates are
     returned, each with its translation from masked normalised
     cross-correlation.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        The candidate 3×3 matrices.
     """
     from skimage.filters import window as make_window
     from skimage.registration import phase_cross_correlation
@@ -827,9 +846,12 @@ def _fourier_mellin_candidates(fixed: np.ndarray, moving: np.ndarray) -> list[np
 
 
 def _feature_candidate(fixed: np.ndarray, moving: np.ndarray) -> np.ndarray | None:
-    """Affine map (3×3, fixed → moving) from SIFT key points matched under RANSAC.
+    """Return the affine map (3×3, fixed → moving) from SIFT key points matched under RANSAC.
 
-    Returns None when too few consistent matches are found.
+    Returns
+    -------
+    numpy.ndarray or None
+        The 3×3 matrix, or None when too few consistent matches are found.
     """
     from skimage.feature import SIFT, match_descriptors
     from skimage.measure import ransac
@@ -888,11 +910,16 @@ def _coarse_alignment(fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
 
 
 def _reduced_coarse_alignment(fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
-    """:func:`_coarse_alignment` on block-averaged copies of large images.
+    """Run :func:`_coarse_alignment` on block-averaged copies of large images.
 
     Both images are reduced by the same integer factor ``f`` so that no side
     exceeds ``_COARSE_SIZE``; a reduced pixel ``i`` covers full pixels
     ``f i .. f i + f - 1``, i.e. its centre lies at ``f i + (f - 1) / 2``.
+
+    Returns
+    -------
+    numpy.ndarray
+        The 3×3 matrix (fixed → moving) in full-resolution pixels.
     """
     from skimage.transform import downscale_local_mean
 
@@ -1055,13 +1082,18 @@ def _refine(
     frame: tuple[np.ndarray, np.ndarray, float],
     sigmas: Sequence[float],
 ) -> np.ndarray:
-    """Coarse-to-fine least-squares fit of ``model`` to the image intensities.
+    """Fit ``model`` to the image intensities by coarse-to-fine least squares.
 
     The residual at fixed pixel p is ``g * moving(map(p)) + b - fixed(p)``
     over the pixels mapped inside the moving image, with a gain ``g`` and an
     offset ``b`` fitted alongside the geometric parameters by
     :func:`scipy.optimize.least_squares` (analytic Jacobian from the image
     gradient), on both images smoothed by a Gaussian of each of ``sigmas``.
+
+    Returns
+    -------
+    numpy.ndarray
+        The refined geometric parameters (gain and offset dropped).
     """
     from scipy.ndimage import gaussian_filter
     from scipy.optimize import least_squares
@@ -1121,11 +1153,16 @@ def _refine(
 
 
 def _mesh_nodes(shape: tuple[int, ...]) -> np.ndarray:
-    """Free nodes of the piecewise-affine mesh: a slightly perturbed grid over the frame.
+    """Return the free nodes of the piecewise-affine mesh: a slightly perturbed grid.
 
     The perturbation (fixed, at most 10 % of the spacing) keeps the Delaunay
     triangulation unique, so that it does not change when the nodes are
     shifted or scaled.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, 2)`` node positions ``(x, y)`` spread over a frame of ``shape``.
     """
     ys = np.linspace(0.0, shape[0] - 1.0, _MESH_NODES)
     xs = np.linspace(0.0, shape[1] - 1.0, _MESH_NODES)
@@ -1143,12 +1180,18 @@ def _register(
     order: int,
     highpass_sigma: float | None = None,
 ) -> tuple[Any, tuple[np.ndarray, np.ndarray] | None]:
-    """Core of :func:`register_images`; also returns the defining point pairs.
+    """Register ``moving`` on ``fixed`` (the core of :func:`register_images`).
 
     For polynomial and piecewise-affine models the point pairs (fixed,
-    moving) that determine the transform exactly are returned, so that the
-    caller can refit it in another coordinate convention; matrix models
-    return None.
+    moving) that determine the transform exactly are returned too, so that
+    the caller can refit it in another coordinate convention.
+
+    Returns
+    -------
+    tf : skimage geometric transform
+        As :func:`register_images` returns it.
+    points : tuple of numpy.ndarray or None
+        ``(fixed, moving)`` point pairs, or None for matrix models.
     """
     from skimage.transform import (
         AffineTransform,

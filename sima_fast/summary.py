@@ -8,7 +8,7 @@ __all__ = ["dataset_summary"]
 
 
 def dataset_summary(dataset: Any) -> str:
-    """A human-readable, multi-line summary of an :class:`ImagingDataset`.
+    """Describe an :class:`ImagingDataset` in a human-readable, multi-line summary.
 
     It lists the sequences (kind, shape, dtype), the frame shape, the
     channels, the ROI sets and the labels of extracted signals. ``sima-fast

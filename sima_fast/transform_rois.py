@@ -151,6 +151,11 @@ def _fit_points(
     are mapped by the affine fit of the same pairs, so the mesh of the
     piecewise-affine transform covers the whole frame and continues it
     affinely beyond the outermost points.
+
+    Returns
+    -------
+    skimage geometric transform
+        What :func:`fit_point_transform` returns for ``method``.
     """
     if method == "piecewise-affine":
         affine = fit_point_transform("affine", src, dst)
@@ -432,8 +437,13 @@ def _clip_ring(ring: np.ndarray, width: float, height: float) -> np.ndarray:
     """Clip one polygon to the rectangle ``[0, width] × [0, height]``.
 
     Sutherland–Hodgman clipping against the four edges in turn, followed by
-    the removal of repeated consecutive vertices; the result may be empty
-    (shape ``(0, 2)``). A polygon wholly inside is returned unchanged.
+    the removal of repeated consecutive vertices.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, 2)`` vertices, possibly none (shape ``(0, 2)``); a polygon
+        wholly inside is returned unchanged.
     """
     pts = np.asarray(ring, dtype=np.float64)
     if pts[:, 0].min() >= 0 and pts[:, 1].min() >= 0:

@@ -51,11 +51,12 @@ COMPRESSIONS = (None, "gzip", "lzf", "szip")
 
 
 def is_path(p: Any) -> bool:
-    """Whether ``p`` is a str or an ``os.PathLike``.
+    """Tell whether ``p`` is a str or an ``os.PathLike``.
 
     Parameters
     ----------
-    p : Any
+    p : object
+        Any value.
 
     Returns
     -------
@@ -107,7 +108,7 @@ def prepare_path(path: Any, argname: str) -> str:
 
 
 def single_path(filenames: Any, fmt: str) -> str:
-    """The one output file of a format that writes all channels to one file.
+    """Return the one output file of a format that writes all channels to one file.
 
     Parameters
     ----------
@@ -269,16 +270,20 @@ def all_or_nothing(paths: list[str]) -> Iterator[list[str]]:
 
 
 def projection(dataset: Any, projection_type: str) -> np.ndarray:
-    """The ``(Z, Y, X, C)`` time projection named by ``projection_type``.
+    """Return the ``(Z, Y, X, C)`` time projection named by ``projection_type``.
 
     Parameters
     ----------
     dataset : ImagingDataset
+        The dataset; the projection is computed (and cached) if needed.
     projection_type : {'average', 'std', 'kurtosis'}
+        Which projection: ``time_averages``, ``time_std`` or
+        ``time_kurtosis`` of the dataset (see :data:`PROJECTION_TYPES`).
 
     Returns
     -------
     numpy.ndarray
+        ``(Z, Y, X, C)`` float64.
     """
     return getattr(dataset, PROJECTION_TYPES[projection_type])
 
@@ -428,7 +433,7 @@ def converted_frames(
 
 
 def progress_bar(sequences: list, desc: str = "export_frames") -> Any:
-    """A progress bar over the frames of ``sequences`` (shown on terminals only).
+    """Return a progress bar over the frames of ``sequences`` (shown on terminals only).
 
     Parameters
     ----------

@@ -161,7 +161,7 @@ class Registry:
             del self._entries[self._key(name)]
 
     def lookup(self, fmt: Any) -> Callable[..., Any]:
-        """The function registered for ``fmt``.
+        """Return the function registered for ``fmt``.
 
         Parameters
         ----------
@@ -185,7 +185,7 @@ class Registry:
         return entry[1]
 
     def names(self) -> list[str]:
-        """The registered format names, in registration order.
+        """List the registered format names, in registration order.
 
         Returns
         -------

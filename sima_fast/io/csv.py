@@ -22,7 +22,7 @@ def _roi_field(roi: Any, key: str) -> Any:
 
 @signals_writers.register("csv")
 def write_signals_csv(path: str | os.PathLike, signals: dict[str, Any]) -> None:
-    """Write one extraction record as tab-separated text (atomically).
+    r"""Write one extraction record as tab-separated text (atomically).
 
     Parameters
     ----------
@@ -51,7 +51,7 @@ def write_signals_csv(path: str | os.PathLike, signals: dict[str, Any]) -> None:
     >>> path = os.path.join(tempfile.mkdtemp(), 'signals.csv')
     >>> write_signals_csv(path, rec)
     >>> with open(path) as fh:
-    ...     print(fh.read().replace('\\t', '|'))
+    ...     print(fh.read().replace('\t', '|'))
     sequence|frame|a
     |label|cell
     |tags|b,x

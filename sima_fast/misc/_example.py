@@ -351,7 +351,7 @@ def _example_folder() -> str:
 
 
 def _is_complete(folder: str) -> bool:
-    """True when ``folder`` holds a finished example of this version."""
+    """Tell whether ``folder`` holds a finished example of this version."""
     try:
         with open(os.path.join(folder, _MARKER), encoding="utf-8") as fh:
             marker = json.load(fh)

@@ -187,6 +187,7 @@ class SimulatedMovie:
         return out
 
     def __repr__(self) -> str:
+        """Return ``<SimulatedMovie: frames, frame_shape, cells, dtype, seed>``."""
         return (
             f"<SimulatedMovie: frames={self.num_frames}, frame_shape={self.frame_shape}, "
             f"cells={self.num_cells}, dtype={self.movie.dtype}, seed={self.seed}>"
