@@ -183,8 +183,8 @@ def write_tree(group: Any, obj: Any) -> None:
         An empty, writable group. A dict's items become its members; any
         other value is stored under the member ``'value'``.
     obj : object
-        The value: dicts with ``str`` keys, lists, tuples, sets and
-        frozensets (read back as sets), None, ``str``, ``bool``, ``int``,
+        The value: dicts with ``str`` keys, lists, tuples, sets (frozensets
+        are read back as sets), None, ``str``, ``bool``, ``int``,
         ``float`` (numpy scalars included), numpy arrays (string and object
         arrays stored as strings) and scipy sparse matrices (stored as CSR),
         nested to any depth.

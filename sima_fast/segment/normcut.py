@@ -508,7 +508,7 @@ class PlaneNormalizedCuts(PlaneByPlaneStrategy):
         self.verbose = check_bool("verbose", verbose)
 
     def __repr__(self) -> str:
-        """Return the constructor call with the strategy's parameters."""
+        """Return ``ClassName(name=value, ...)`` with the strategy's parameters."""
         return (
             f"{type(self).__name__}(channel={self.channel!r}, num_pcs={self.num_pcs}, "
             f"max_dist={self.max_dist}, spatial_decay={self.spatial_decay}, "

@@ -205,18 +205,19 @@ class PlanePCA:
 
 
 def _orthonormal(a: np.ndarray, rounds: int = 2) -> np.ndarray:
-    """Return a basis of the columns of ``a``, orthonormal to ``cond(a)**2 * 1e-16`` per round.
+    """Return an orthonormal basis of the columns of ``a``, by Cholesky QR.
 
-    Cholesky QR (per round, one ``l × l`` Gram matrix and one product with the
-    inverse Cholesky factor, both large matrix products); two rounds give an
-    orthonormal basis to machine precision, one is enough for the bases of
+    Each round (one ``l × l`` Gram matrix and one product with the inverse
+    Cholesky factor, both large matrix products) leaves an orthonormality
+    error of about ``cond(a)**2 * 1e-16``; two rounds give an orthonormal
+    basis to machine precision, one is enough for the bases of
     the power iterations. Falls back to Householder QR when the columns are
     too close to dependent.
 
     Returns
     -------
     numpy.ndarray
-        ``(n, l)``, C-contiguous, spanning the columns of the ``(n, l)`` input.
+        ``(n, l)``, spanning the columns of the ``(n, l)`` input.
     """
     q = a
     try:
@@ -545,7 +546,7 @@ class STICA(PlaneByPlaneStrategy):
                 self.append(MergeOverlapping(threshold=self.overlap_per))  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
-        """Return the constructor call with the strategy's parameters."""
+        """Return ``STICA(name=value, ...)`` with the strategy's parameters."""
         return (
             f"STICA(channel={self.channel!r}, mu={self.mu}, components={self.components}, "
             f"static_threshold={self.static_threshold}, min_area={self.min_area}, "
