@@ -16,7 +16,6 @@ strictly inside the polygon (see :mod:`sima_fast._geometry`).
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -24,7 +23,7 @@ import numpy as np
 import scipy.sparse
 
 from sima_fast._geometry import polygon_to_mask
-from sima_fast._timestamps import TIMESTAMP_FORMAT
+from sima_fast._timestamps import current_timestamp
 
 __all__ = [
     "ROI",
@@ -637,7 +636,7 @@ class ROIList(list):
 
     def __init__(self, rois: Iterable[ROI] = (), timestamp: str | None = None) -> None:
         super().__init__(_check_roi(r) for r in rois)
-        self.timestamp = time.strftime(TIMESTAMP_FORMAT) if timestamp is None else timestamp
+        self.timestamp = current_timestamp() if timestamp is None else timestamp
 
     # keep the list homogeneous
     def append(self, roi: ROI) -> None:

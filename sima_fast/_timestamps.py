@@ -11,10 +11,22 @@ from __future__ import annotations
 import time
 from typing import Any
 
-__all__ = ["TIMESTAMP_FORMAT", "timestamp_key"]
+__all__ = ["TIMESTAMP_FORMAT", "current_timestamp", "timestamp_key"]
 
 TIMESTAMP_FORMAT = "%Y-%m-%d-%Hh%Mm%Ss"
 """The :func:`time.strftime` format of ROI set and signal timestamps."""
+
+
+def current_timestamp() -> str:
+    """Return the current local time as a timestamp string.
+
+    Returns
+    -------
+    str
+        The time in :data:`TIMESTAMP_FORMAT`, e.g. ``'2024-03-01-14h05m09s'``:
+        the default label of ROI sets and signals, as in SIMA.
+    """
+    return time.strftime(TIMESTAMP_FORMAT)
 
 
 def timestamp_key(ts: Any) -> tuple[int, float]:

@@ -192,7 +192,8 @@ def _show_progress(futures: list, wanted: bool = True) -> None:
 
 def _tree_reduce(client: Any, futures: list, func: Callable) -> Any:
     """Combine futures on the cluster, in order: ``func(*group)`` of up to
-    :data:`MERGE_FAN_IN` neighbours at each level of a tree."""
+    :data:`MERGE_FAN_IN` neighbours at each level of a tree.
+    """
     while len(futures) > 1:
         futures = [
             client.submit(func, *futures[i : i + MERGE_FAN_IN])

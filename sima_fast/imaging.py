@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from sima_fast import storage
+from sima_fast._timestamps import current_timestamp
 from sima_fast._validate import check_int, resolve_channel
 from sima_fast.sequence import Sequence
 
@@ -269,7 +270,7 @@ class ImagingDataset:
 
         return {
             "sima_fast_version": __version__,
-            "saved": storage.timestamp(),
+            "saved": current_timestamp(),
             "channel_names": list(self._channel_names),
             "frame_shape": list(self.frame_shape),
             "num_frames": [len(s) for s in self._sequences],
@@ -730,7 +731,7 @@ class ImagingDataset:
         if not isinstance(ROIs, ROIList):
             raise TypeError(f"ROIs must be a sima_fast.ROI.ROIList, got {type(ROIs).__name__}")
         if label is None:
-            label = storage.timestamp()
+            label = current_timestamp()
         if not isinstance(label, str) or not label or "/" in label:
             raise ValueError(f"label must be a non-empty string without '/', got {label!r}")
         im_shape = self.frame_shape[:3]

@@ -29,10 +29,8 @@ modified.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import shutil
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -82,18 +80,6 @@ def signals_file(channel: int) -> str:
         ``'signals_<channel>.h5'``, relative to the dataset directory.
     """
     return f"signals_{int(channel)}.h5"
-
-
-def timestamp() -> str:
-    """Return the current local time in SIMA's label format.
-
-    Returns
-    -------
-    str
-        The time as ``'%Y-%m-%d-%Hh%Mm%Ss'``, the default label of ROI sets
-        and signals.
-    """
-    return datetime.datetime.now().strftime("%Y-%m-%d-%Hh%Mm%Ss")
 
 
 def normalize_savedir(path: Any) -> str:
@@ -850,17 +836,3 @@ def legacy_signals(savedir: str, channel: int) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise DatasetFormatError(f"{path!r} does not hold SIMA signals")
     return convert_legacy(data)
-
-
-def copy_file(src: str, dst: str) -> None:
-    """Copy a file atomically.
-
-    Parameters
-    ----------
-    src : str
-        The file to copy.
-    dst : str
-        The destination; replaced only once the copy is complete.
-    """
-    with atomic_write(dst) as tmp:
-        shutil.copyfile(src, tmp)
