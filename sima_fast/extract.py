@@ -159,7 +159,20 @@ class ExtractionWeights:
         return self.masks.shape[0]
 
     def pinv_weights(self, finite: np.ndarray) -> np.ndarray:
-        """Weights ``(n_used, n_finite)`` for a pattern of finite masked pixels."""
+        """Compute the pseudo-inverse weights for a pattern of finite masked pixels.
+
+        Parameters
+        ----------
+        finite : numpy.ndarray of bool
+            ``(n_pixels,)``: which of the masked pixels (``pinv_pixels``) are
+            finite in the frame.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_used, n_finite)`` float64 weights; the last 4,096 patterns
+            are cached.
+        """
         key = np.packbits(finite).tobytes()
         w = self._pinv_cache.get(key)
         if w is None:
@@ -202,7 +215,20 @@ class ExtractionWeights:
 
 
 def roi_mask_matrix(rois: Any, im_shape: tuple[int, int, int]):
-    """The ROIs' masks as one sparse ``(n_rois, Z*Y*X)`` matrix (their own values)."""
+    """Rasterise the ROIs' masks into one sparse matrix (their own values).
+
+    Parameters
+    ----------
+    rois : sequence of ROI
+        The ROIs, in row order.
+    im_shape : tuple of int
+        ``(Z, Y, X)`` of the frames.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        ``(n_rois, Z*Y*X)`` float64 mask values.
+    """
     return _mask_matrix(rois, tuple(im_shape))[0]
 
 
@@ -292,7 +318,7 @@ def _roi_planes(roi: Any, im_shape: tuple[int, int, int], index: int):
 def demixing_matrix(
     signal_image: np.ndarray, demix_image: np.ndarray, seed: int = 0
 ) -> np.ndarray:
-    """The 2×2 unmixing matrix of two channels, estimated by FastICA on their images.
+    """Estimate the 2×2 unmixing matrix of two channels by FastICA on their images.
 
     Pixels are the samples. Rows are ordered so the diagonal dominates and
     scaled to a unit diagonal, so ``W[0, 1]`` is what to add (times the
@@ -308,6 +334,7 @@ def demixing_matrix(
     Returns
     -------
     numpy.ndarray, shape (2, 2)
+        The unmixing matrix, with a unit diagonal.
     """
     from sklearn.decomposition import FastICA
 
@@ -579,7 +606,20 @@ def signals_record(
 def save_extract_summary(record: dict[str, Any], path: str | os.PathLike, masks: Any) -> bool:
     """Write a PDF with, per plane, the mean frame, the ROI masks and the overlapping pixels.
 
-    Returns False (with a warning) when matplotlib is not installed.
+    Parameters
+    ----------
+    record : dict
+        The extraction record (``mean_frame``, ``overlap``, ``timestamp``).
+    path : str or path-like
+        The PDF to write (atomically).
+    masks : scipy.sparse matrix or None
+        ``(n_rois, Z*Y*X)`` masks (:func:`roi_mask_matrix`), outlined on the
+        mean frame.
+
+    Returns
+    -------
+    bool
+        False (with a warning) when matplotlib is not installed, else True.
     """
     try:
         import matplotlib

@@ -1,4 +1,4 @@
-"""Spike inference from extracted fluorescence signals (SPEC.md §8).
+"""Spike inference from extracted fluorescence signals (see docs/contract.md#spike-inference).
 
 This module owns spike inference for sima_fast. Inference works on the
 ``raw`` signals of an extraction, a list over sequences of
@@ -11,13 +11,19 @@ noise, as in [1]_ and [2]_::
 with a decay factor ``0 < gamma < 1`` and a noise standard deviation
 ``sigma``. The functions here estimate those two model parameters from the
 data and then find the sparsest spike train whose fit leaves a residual of
-exactly the noise level (the noise-constrained problem of SPEC §8):
+exactly the noise level (the noise-constrained problem of
+docs/contract.md#the-optimisation-problem):
 
 * :func:`deconvolve` -- the exact solver, numba's active-set kernel
   (:mod:`sima_fast.kernels.ar1`) with an OSQP fallback, for given
   parameters.
 * :func:`infer_spikes_from_signals` -- estimation and deconvolution for a
-  whole extraction; ``ImagingDataset.infer_spikes`` calls it.
+  whole extraction; ``ImagingDataset.infer_spikes`` calls it. Its two
+  halves are public so that a cluster runs the same code
+  (:mod:`sima_fast.distributed`): :func:`prepare_inference` validates the
+  signals and estimates the parameters from all ROIs at once, and
+  :func:`deconvolve_block` solves a block of ROIs with them fixed
+  (:func:`collect_sequence` joins the blocks).
 * :func:`spike_inference` -- the same for one trace, as in SIMA.
 
 All estimators are built from the un-normalised autocovariance
@@ -347,7 +353,7 @@ def _sigma_radicand(c0: NDArray, c1: NDArray, gamma: NDArray, mode: str) -> NDAr
 
 
 def autocovariance(trace: ArrayLike, max_lag: int) -> NDArray[np.float64]:
-    """Un-normalised autocovariance of a trace over its observed samples.
+    """Compute the un-normalised autocovariance of a trace over its observed samples.
 
     Parameters
     ----------
@@ -892,9 +898,10 @@ def deconvolve(
                                         ‖y - b - c‖ <= σ √T
 
     with the norm and ``T`` over the observed (finite) samples only
-    (SPEC §8). The initial calcium ``c_{-1}`` is free, so ``s_0`` is always 0
-    and the decay of whatever calcium the recording starts with is part of
-    ``c``. Missing samples get the model's calcium but do not enter the fit.
+    (docs/contract.md#the-optimisation-problem). The initial calcium
+    ``c_{-1}`` is free, so ``s_0`` is always 0 and the decay of whatever
+    calcium the recording starts with is part of ``c``. Missing samples get
+    the model's calcium but do not enter the fit.
 
     Parameters
     ----------
