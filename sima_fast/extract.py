@@ -26,6 +26,7 @@ import numpy as np
 
 from sima_fast._atomic import atomic_write
 from sima_fast._threads import kernel_threads
+from sima_fast._timestamps import TIMESTAMP_FORMAT
 
 __all__ = [
     "ExtractionWeights",
@@ -599,7 +600,7 @@ def signals_record(
         d["im_shape"] = shape
         rois_out.append(d)
     record["rois"] = rois_out
-    record["timestamp"] = datetime.datetime.now().strftime("%Y-%m-%d-%Hh%Mm%Ss")
+    record["timestamp"] = datetime.datetime.now().strftime(TIMESTAMP_FORMAT)
     return record
 
 
