@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sima_fast.sequence.dask import worker_location
+
 __all__ = ["BatchError", "BatchResult", "DatasetFailure", "map_datasets"]
 
 
@@ -81,15 +83,6 @@ class BatchResult:
             )
 
 
-def _where() -> str:
-    try:
-        from distributed import get_worker
-
-        return f"worker {get_worker().address}"
-    except (ImportError, ValueError):
-        return "the client"
-
-
 def _run_one(func: Callable[[Any], Any], path: str, load: bool, read_only: bool) -> tuple:
     """``('ok', value)`` or ``('error', message, traceback, where)``; never raises."""
     try:
@@ -101,7 +94,7 @@ def _run_one(func: Callable[[Any], Any], path: str, load: bool, read_only: bool)
             target = path
         return ("ok", func(target))
     except Exception as exc:
-        return ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(), _where())
+        return ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(), worker_location())
 
 
 def map_datasets(

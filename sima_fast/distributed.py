@@ -1,16 +1,34 @@
-"""Running sima_fast's kernels on a Dask cluster (the ``client=`` argument).
+"""Running sima_fast's work on a Dask cluster (the ``client=`` argument).
 
-A ``dask.distributed.Client`` passed to :meth:`ImagingDataset.compute_projections
-<sima_fast.imaging.ImagingDataset.compute_projections>`, ``extract``,
-``export_frames`` or ``infer_spikes`` sends the work here. The movie is cut
-into contiguous time ranges (ROI blocks for spike inference); every range
-becomes one task that reads its frames through the sequence's own chunked
-reader, on the worker, and runs the very kernel the single-machine path runs.
-What comes back is small and merges exactly:
+This module plans, submits and merges; it computes nothing itself. Every
+feature module owns the function that does its work on one part of the data,
+and the single-machine path runs that same function over whole sequences:
+
+* :func:`sima_fast._projections.moments_of_range` (projections) and
+  :func:`sima_fast._projections.maxima_of_range` (the export's value scaling)
+  fold a time range into a partial result, merged with
+  :func:`~sima_fast._projections.merge_moments` and
+  :func:`~sima_fast._projections.merge_maxima`;
+* :func:`sima_fast.extract.extract_range` extracts the traces of a time range,
+  joined in time order by :func:`~sima_fast.extract.sequence_traces`;
+* :func:`sima_fast.spikes.deconvolve_block` solves a block of ROIs, joined by
+  :func:`~sima_fast.spikes.collect_sequence`;
+* the export reads each time range through the gap-filled view of
+  :mod:`sima_fast.sequence.views` and applies the writer's conversion.
+
+Two generic mappers run them: :func:`map_ranges` cuts sequences into
+contiguous time ranges and runs ``func(seq, t0, t1, *args)`` once per range,
+on a worker, through the sequence's own chunked reader (a dask-backed
+sequence's blocks are computed by the cluster and handed over as in-memory
+sequences); with ``reduce`` the partial results are merged on the workers in
+a tree. :func:`map_blocks` runs a function over blocks of arguments (blocks of
+ROIs for spike inference). :func:`frame_blocks` streams a sequence's frames
+range by range, in order, for writers. The public functions below are a few
+lines each on top of them:
 
 * projections: one :class:`~sima_fast.kernels.moments.MomentState` per range,
-  merged on the workers in a tree with the pairwise Chan/Pébay formulas
-  (equal to one pass within about 1e-15 relative);
+  merged with the pairwise Chan/Pébay formulas (equal to one pass within
+  about 1e-15 relative);
 * extraction: the ``(frames, n_rois)`` traces of each range, concatenated in
   time order (bit-identical: the kernel works frame by frame);
 * export: the converted frames of each range, written by the client in order
@@ -26,29 +44,34 @@ at the same paths as the client (a shared file system, or the same object
 store). A file missing on a worker fails the call with a
 :class:`FileNotFoundError` that names the file and the worker.
 
-Each task runs its kernel on one thread: parallelism comes from the cluster's
-worker threads, so give workers one thread per core. Sequences created with
-``Sequence.create('dask', array)`` are computed block by block by the cluster
-itself (their blocks feed the kernels directly).
+Each task runs its kernels on one thread: parallelism comes from the
+cluster's worker threads, so give workers one thread per core.
 
 Nothing here imports dask until it is called; install the ``dask`` extra
-(``pip install "sima_fast[dask]"``) to use it.
+(``pip install "sima_fast[dask]"``) to use it. See docs/distributed.md.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import math
 import threading
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
+from sima_fast._projections import (
+    maxima_of_range,
+    merge_maxima,
+    merge_moments,
+    moments_of_range,
+    projections_of_state,
+)
+from sima_fast._threads import kernel_threads
 from sima_fast.kernels.moments import MomentState
+from sima_fast.sequence import Sequence
 from sima_fast.sequence.dask import DaskSequence, SequencePayload, add_note, worker_location
 from sima_fast.sequence.views import FilledSequence, first_finite_values, last_finite_values
 
@@ -58,6 +81,8 @@ __all__ = [
     "extract_rois",
     "frame_blocks",
     "infer_spikes_from_signals",
+    "map_blocks",
+    "map_ranges",
     "moment_state",
     "projections",
     "report_progress",
@@ -80,9 +105,6 @@ MERGE_FAN_IN = 8
 
 #: ROIs per spike-inference task, at least (automatic planning).
 MIN_ROIS_PER_TASK = 16
-
-#: Read the next chunk in a background thread while a task's kernel runs.
-PREFETCH = True
 
 #: Packed sequences smaller than this travel inside each task (no scatter round
 #: trip); larger ones (in-memory arrays) are scattered once to every worker.
@@ -107,6 +129,21 @@ def time_ranges(n_frames: int, n_parts: int, align: int = 1) -> list[tuple[int, 
 
     Range boundaries fall on multiples of ``align`` (e.g. the file's chunk
     length along time), and ranges differ in length by at most ``align``.
+
+    Parameters
+    ----------
+    n_frames : int
+        Number of frames to split.
+    n_parts : int
+        Largest number of ranges wanted.
+    align : int, optional
+        Boundaries fall on multiples of it. Default: 1.
+
+    Returns
+    -------
+    list of (int, int)
+        ``(start, stop)`` of each range, in order; empty when there are no
+        frames.
 
     Examples
     --------
@@ -134,22 +171,38 @@ def _total_threads(client: Any) -> int:
 
 
 def _plan(sequences: list, client: Any, chunk_frames: int | None) -> list[list[tuple[int, int]]]:
-    """Time ranges per sequence: ``chunk_frames`` each, or planned for the cluster."""
+    """Time ranges per sequence: ``chunk_frames`` each, or planned for the cluster.
+
+    Every sequence gets at least one range (``(0, 0)`` when it has no frames),
+    so that every sequence has a partial result.
+    """
     if chunk_frames is not None:
         step = int(chunk_frames)
         if step < 1:
             raise ValueError(f"chunk_frames must be a positive integer, got {chunk_frames!r}")
-        return [[(t, min(t + step, len(s))) for t in range(0, len(s), step)] for s in sequences]
-    sizes = [len(s) * int(np.prod(s.shape[1:])) * s.dtype.itemsize for s in sequences]
-    total = max(1, sum(sizes))
-    wanted = TASKS_PER_THREAD * _total_threads(client)
-    wanted = max(wanted, math.ceil(total / MAX_TASK_BYTES))
-    wanted = min(wanted, max(1, total // MIN_TASK_BYTES))
-    plans = []
-    for seq, size in zip(sequences, sizes):
-        parts = max(1, round(wanted * size / total))
-        plans.append(time_ranges(len(seq), parts, seq.storage_chunk_frames))
-    return plans
+        plans = [[(t, min(t + step, len(s))) for t in range(0, len(s), step)] for s in sequences]
+    else:
+        sizes = [len(s) * int(np.prod(s.shape[1:])) * s.dtype.itemsize for s in sequences]
+        total = max(1, sum(sizes))
+        wanted = TASKS_PER_THREAD * _total_threads(client)
+        wanted = max(wanted, math.ceil(total / MAX_TASK_BYTES))
+        wanted = min(wanted, max(1, total // MIN_TASK_BYTES))
+        plans = []
+        for seq, size in zip(sequences, sizes):
+            parts = max(1, round(wanted * size / total))
+            plans.append(time_ranges(len(seq), parts, seq.storage_chunk_frames))
+    return [ranges or [(0, 0)] for ranges in plans]
+
+
+def _roi_blocks(n: int, client: Any, per_task: int | None) -> list[tuple[int, int]]:
+    """Consecutive blocks of ``n`` ROIs (one empty block when there are none)."""
+    if per_task is None:
+        per = math.ceil(n / (TASKS_PER_THREAD * _total_threads(client))) if n else 1
+        per_task = max(MIN_ROIS_PER_TASK, per)
+    per_task = int(per_task)
+    if per_task < 1:
+        raise ValueError(f"rois_per_task must be a positive integer, got {per_task}")
+    return [(r, min(r + per_task, n)) for r in range(0, n, per_task)] or [(0, 0)]
 
 
 def _check_client(client: Any) -> Any:
@@ -157,6 +210,10 @@ def _check_client(client: Any) -> Any:
         raise TypeError(f"client must be a dask.distributed.Client, got {type(client).__name__}")
     return client
 
+
+# ---------------------------------------------------------------------------
+# progress
+# ---------------------------------------------------------------------------
 
 _PROGRESS = threading.local()
 
@@ -168,6 +225,10 @@ def report_progress() -> Iterator[None]:
     The dataset methods (``extract(client=...)`` and friends) take no
     progress argument; this context switches the bars on for them, as the
     ``sima-fast`` command does.
+
+    Yields
+    ------
+    None
 
     Examples
     --------
@@ -190,6 +251,61 @@ def _show_progress(futures: list, wanted: bool = True) -> None:
         progress(futures)
 
 
+# ---------------------------------------------------------------------------
+# the mappers
+# ---------------------------------------------------------------------------
+
+
+def _run_range(payload: SequencePayload, t0: int, t1: int, func: Callable, *args: Any) -> Any:
+    """The task of one time range: ``func(seq, t0, t1, *args)`` on this thread's sequence."""
+    seq = payload.load()
+    try:
+        with kernel_threads(1):
+            return func(seq, t0, t1, *args)
+    except Exception as exc:
+        add_note(
+            exc,
+            f"while reading frames {t0}:{t1} of {payload.description} on {worker_location()}",
+        )
+        raise
+
+
+def _run_dask_block(block: np.ndarray, func: Callable, *args: Any) -> Any:
+    """The task of one block of a dask-backed sequence, seen as an in-memory sequence."""
+    with kernel_threads(1):
+        return func(Sequence.create("ndarray", block), 0, len(block), *args)
+
+
+def _run_args(block: tuple, func: Callable, *args: Any) -> Any:
+    """The task of one block of arguments: ``func(*block, *args)``."""
+    with kernel_threads(1):
+        return func(*block, *args)
+
+
+def _shared_payload(client: Any, seq: Any) -> Any:
+    """The packed sequence, or a future of it scattered to every worker when it is large."""
+    payload = SequencePayload(seq)
+    if payload.nbytes < EMBED_BYTES:
+        return payload
+    return client.scatter(payload, broadcast=True, hash=False)
+
+
+def _submit_ranges(
+    client: Any, seq: Any, ranges: list[tuple[int, int]], func: Callable, args: tuple
+) -> list:
+    """One future per range of one sequence (per block of a dask-backed sequence)."""
+    if isinstance(seq, DaskSequence) and len(seq):
+        import dask
+
+        arr = seq.to_dask(tuple(b - a for a, b in ranges))
+        blocks = arr.to_delayed().ravel().tolist()
+        return client.compute(
+            [dask.delayed(_run_dask_block, pure=True)(block, func, *args) for block in blocks]
+        )
+    payload = _shared_payload(client, seq)
+    return [client.submit(_run_range, payload, a, b, func, *args) for a, b in ranges]
+
+
 def _tree_reduce(client: Any, futures: list, func: Callable) -> Any:
     """Combine futures on the cluster, in order: ``func(*group)`` of up to
     :data:`MERGE_FAN_IN` neighbours at each level of a tree.
@@ -204,106 +320,121 @@ def _tree_reduce(client: Any, futures: list, func: Callable) -> Any:
     return futures[0]
 
 
-def _range_task(func: Callable) -> Callable:
-    """Run ``func(seq, t0, t1, ...)`` on this thread's copy of the sequence, on one thread."""
-
-    @functools.wraps(func)
-    def task(payload: SequencePayload, t0: int, t1: int, *args: Any) -> Any:
-        from sima_fast._threads import kernel_threads
-
-        seq = payload.load()
-        try:
-            with kernel_threads(1):
-                return func(seq, t0, t1, *args)
-        except Exception as exc:
-            add_note(
-                exc,
-                f"while reading frames {t0}:{t1} of {payload.description} on {worker_location()}",
-            )
-            raise
-
-    return task
-
-
-def _shared_payload(client: Any, seq: Any) -> Any:
-    """The packed sequence, or a future of it scattered to every worker when it is large."""
-    payload = SequencePayload(seq)
-    if payload.nbytes < EMBED_BYTES:
-        return payload
-    return client.scatter(payload, broadcast=True, hash=False)
-
-
-def _submit_ranges(
+def map_ranges(
     client: Any,
     sequences: list,
-    plans: list[list[tuple[int, int]]],
-    range_func: Callable,
-    block_func: Callable,
+    func: Callable[..., Any],
     *args: Any,
-) -> list[list]:
-    """One future per range of every sequence (blocks of dask-backed sequences)."""
-    import dask
+    chunk_frames: int | None = None,
+    reduce: Callable[..., Any] | None = None,
+    progress: bool = False,
+) -> Any:
+    """Run a per-time-range function over every sequence on a cluster.
 
-    out = []
-    for seq, ranges in zip(sequences, plans):
-        if not ranges:
-            out.append([])
-            continue
-        if isinstance(seq, DaskSequence):
-            arr = seq.to_dask(tuple(b - a for a, b in ranges))
-            blocks = arr.to_delayed().ravel().tolist()
-            tasks = [dask.delayed(block_func, pure=True)(block, *args) for block in blocks]
-            out.append(client.compute(tasks))
-        else:
-            payload = _shared_payload(client, seq)
-            out.append([client.submit(range_func, payload, a, b, *args) for a, b in ranges])
-    return out
+    The sequences are cut into contiguous time ranges and every range becomes
+    one task, ``func(seq, t0, t1, *args)``, run on one kernel thread of a
+    worker with the worker's own copy of the sequence (which reads its frames
+    there). The ranges of a dask-backed sequence (``Sequence.create('dask',
+    ...)``) are blocks of its array, computed by the cluster and passed as an
+    in-memory sequence with ``t0 = 0``. Every sequence has at least one
+    range (``(0, 0)`` when it has no frames), so ``func`` must accept an
+    empty range.
+
+    Parameters
+    ----------
+    client : dask.distributed.Client
+        The cluster to run on.
+    sequences : list of Sequence
+        The sequences (of equal frame shape when the results are merged).
+    func : callable
+        ``func(seq, t0, t1, *args)``, the work on frames ``t0`` to ``t1``
+        of ``seq``; must be picklable (module-level functions are, and so
+        are closures, through cloudpickle).
+    *args
+        Further arguments of every call (futures of scattered data are
+        resolved on the workers).
+    chunk_frames : int, optional
+        Frames per range; by default one range per worker thread (more for
+        very large data, see :data:`MAX_TASK_BYTES`), boundaries aligned to
+        the storage's chunks along time.
+    reduce : callable, optional
+        ``reduce(*parts)`` merges the results of consecutive ranges into
+        one; applied on the workers in a tree of fan-in
+        :data:`MERGE_FAN_IN`, keeping the order of ranges and sequences.
+    progress : bool, optional
+        Show Dask's progress bar (blocking until the ranges are done).
+
+    Returns
+    -------
+    list of list of distributed.Future, or distributed.Future
+        Without ``reduce``: per sequence, the futures of its ranges in time
+        order. With ``reduce``: one future of the merged result.
+
+    Raises
+    ------
+    TypeError
+        ``client`` is not a Dask client.
+    ValueError
+        ``chunk_frames`` is not a positive integer.
+    """
+    client = _check_client(client)
+    plans = _plan(sequences, client, chunk_frames)
+    futures = [
+        _submit_ranges(client, seq, ranges, func, args) for seq, ranges in zip(sequences, plans)
+    ]
+    flat = [f for fs in futures for f in fs]
+    _show_progress(flat, progress)
+    if reduce is None:
+        return futures
+    return _tree_reduce(client, flat, reduce)
+
+
+def map_blocks(
+    client: Any,
+    func: Callable[..., Any],
+    blocks: Iterable[tuple],
+    *args: Any,
+    progress: bool = False,
+) -> list:
+    """Run a function over blocks of arguments on a cluster and gather the results.
+
+    Each block (e.g. the traces and parameters of a block of ROIs) is
+    scattered to the cluster and becomes one task, ``func(*block, *args)``,
+    run on one kernel thread.
+
+    Parameters
+    ----------
+    client : dask.distributed.Client
+        The cluster to run on.
+    func : callable
+        The per-block work; must be picklable.
+    blocks : iterable of tuple
+        The arguments proper to each block.
+    *args
+        Further arguments of every call (small: they travel with each task).
+    progress : bool, optional
+        Show Dask's progress bar.
+
+    Returns
+    -------
+    list
+        ``func``'s results, in the order of ``blocks``.
+
+    Raises
+    ------
+    TypeError
+        ``client`` is not a Dask client.
+    """
+    client = _check_client(client)
+    scattered = client.scatter([tuple(b) for b in blocks], hash=False)
+    futures = [client.submit(_run_args, block, func, *args) for block in scattered]
+    _show_progress(futures, progress)
+    return client.gather(futures)
 
 
 # ---------------------------------------------------------------------------
 # projections
 # ---------------------------------------------------------------------------
-
-
-def _moments_of_chunks(shape: tuple[int, ...], chunks: Iterator) -> MomentState:
-    state = MomentState.empty(shape)
-    for _, chunk in chunks:
-        state.update(chunk)
-    return state
-
-
-@_range_task
-def _moments_range(seq: Any, t0: int, t1: int) -> MomentState:
-    chunks = seq.iter_chunks(start=t0, stop=t1, reuse_buffer=True, prefetch=PREFETCH)
-    return _moments_of_chunks(seq.shape[1:], chunks)
-
-
-def _moments_block(block: np.ndarray) -> MomentState:
-    from sima_fast._threads import kernel_threads
-
-    with kernel_threads(1):
-        return _moments_of_chunks(block.shape[1:], [(0, block)])
-
-
-def _merge_states(*states: MomentState) -> MomentState:
-    return functools.reduce(lambda a, b: a.merge(b), states)
-
-
-def _moment_state_future(
-    sequences: list, client: Any, chunk_frames: int | None, progress: bool
-) -> Any:
-    """A future of the merged state (``None`` when there are no frames)."""
-    client = _check_client(client)
-    plans = _plan(sequences, client, chunk_frames)
-    parts = [
-        f
-        for fs in _submit_ranges(client, sequences, plans, _moments_range, _moments_block)
-        for f in fs
-    ]
-    if not parts:
-        return None
-    _show_progress(parts, progress)
-    return _tree_reduce(client, parts, _merge_states)
 
 
 def moment_state(
@@ -313,7 +444,11 @@ def moment_state(
     chunk_frames: int | None = None,
     progress: bool = False,
 ) -> MomentState:
-    """The per-pixel moment state of every frame of ``sequences``, computed on a cluster.
+    """Compute the per-pixel moment state of every frame of ``sequences`` on a cluster.
+
+    :func:`~sima_fast._projections.moments_of_range` over the ranges of
+    :func:`map_ranges`, merged with
+    :func:`~sima_fast._projections.merge_moments`.
 
     Parameters
     ----------
@@ -333,18 +468,15 @@ def moment_state(
         Equal to :func:`sima_fast._projections.moment_state` within about
         1e-15 relative (partial states merge with the Chan/Pébay formulas).
     """
-    future = _moment_state_future(sequences, client, chunk_frames, progress)
-    if future is None:
-        return MomentState.empty(tuple(sequences[0].shape[1:]))
-    return future.result()
-
-
-def _finish_projections(state: MomentState) -> dict[str, np.ndarray]:
-    return {
-        "time_averages": state.mean_value(),
-        "time_std": state.std(),
-        "time_kurtosis": state.kurtosis(),
-    }
+    merged = map_ranges(
+        client,
+        sequences,
+        moments_of_range,
+        chunk_frames=chunk_frames,
+        reduce=merge_moments,
+        progress=progress,
+    )
+    return merged.result()
 
 
 def projections(
@@ -354,68 +486,44 @@ def projections(
     chunk_frames: int | None = None,
     progress: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Mean, std and Pearson kurtosis of ``sequences`` computed on a cluster.
+    """Compute the mean, std and Pearson kurtosis of ``sequences`` on a cluster.
 
     The distributed counterpart of :func:`sima_fast._projections.projections`
     (same keys, within 1e-12 relative of it); see :func:`moment_state`. The
     three arrays are computed from the merged state on a worker, so only
     they travel to the client.
+
+    Parameters
+    ----------
+    sequences : list of Sequence
+        Sequences of equal frame shape.
+    client : dask.distributed.Client
+        The cluster to run on.
+    chunk_frames : int, optional
+        Frames per task (see :func:`moment_state`).
+    progress : bool, optional
+        Show Dask's progress bar while the tasks run.
+
+    Returns
+    -------
+    dict
+        ``time_averages``, ``time_std`` and ``time_kurtosis``, each
+        ``(Z, Y, X, C)`` float64.
     """
-    future = _moment_state_future(sequences, client, chunk_frames, progress)
-    if future is None:
-        return _finish_projections(MomentState.empty(tuple(sequences[0].shape[1:])))
-    return client.submit(_finish_projections, future).result()
+    merged = map_ranges(
+        client,
+        sequences,
+        moments_of_range,
+        chunk_frames=chunk_frames,
+        reduce=merge_moments,
+        progress=progress,
+    )
+    return client.submit(projections_of_state, merged).result()
 
 
 # ---------------------------------------------------------------------------
 # extraction
 # ---------------------------------------------------------------------------
-
-
-def _extract_chunks(
-    chunks: Iterator, n_frames: int, npix: int, weights: Any, channel: int, demix: Any
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Traces ``(n_frames, n_rois)`` of consecutive chunks (and their demixed version)."""
-    from sima_fast.kernels.extract import extract_runs
-
-    out = np.empty((n_frames, weights.n_rois), dtype=np.float32)
-    out_d = None if demix is None else np.empty_like(out)
-    pos = 0
-    for _, chunk in chunks:
-        n = len(chunk)
-        targets = [(chunk[..., channel], out)]
-        if demix is not None:
-            d_channel, factor = demix
-            mixed = (
-                chunk[..., channel].astype(np.float32) + np.float32(factor) * chunk[..., d_channel]
-            )
-            targets.append((mixed, out_d))
-        for frames, dest in targets:
-            flat = np.ascontiguousarray(frames).reshape(n, npix)
-            block = dest[pos : pos + n]
-            extract_runs(flat, weights.plan, block)
-            if weights.pinv_base is not None:
-                weights.pinv_extract(flat, block)
-        pos += n
-    return out, out_d
-
-
-@_range_task
-def _extract_range(
-    seq: Any, t0: int, t1: int, weights: Any, channel: int, demix: Any
-) -> tuple[np.ndarray, np.ndarray | None]:
-    chunks = seq.iter_chunks(start=t0, stop=t1, reuse_buffer=True, prefetch=PREFETCH)
-    return _extract_chunks(chunks, t1 - t0, int(np.prod(seq.shape[1:4])), weights, channel, demix)
-
-
-def _extract_block(
-    block: np.ndarray, weights: Any, channel: int, demix: Any
-) -> tuple[np.ndarray, np.ndarray | None]:
-    from sima_fast._threads import kernel_threads
-
-    with kernel_threads(1):
-        npix = int(np.prod(block.shape[1:4]))
-        return _extract_chunks([(0, block)], len(block), npix, weights, channel, demix)
 
 
 def extract_rois(
@@ -429,50 +537,62 @@ def extract_rois(
     chunk_frames: int | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """:func:`sima_fast.extract.extract_rois` with the traces computed on a cluster.
+    """Extract the signals of ``rois`` with the traces computed on a cluster.
 
-    The weights are built once on the client (from the time average, itself
-    computed on the cluster when not cached) and scattered to every worker;
-    each task extracts a time range with the same kernel, so the record is
-    bit-identical to the single-machine one (its ``timestamp`` aside).
+    The distributed counterpart of :func:`sima_fast.extract.extract_rois`:
+    :func:`~sima_fast.extract.extraction_setup` builds the weights once on
+    the client (from the time average, itself computed on the cluster when
+    not cached), they are scattered to every worker, and
+    :func:`~sima_fast.extract.extract_range` runs over the ranges of
+    :func:`map_ranges`. The record is bit-identical to the single-machine
+    one (its ``timestamp`` aside).
+
+    Parameters
+    ----------
+    dataset : ImagingDataset
+        The dataset.
+    rois : sequence of ROI
+        The ROIs, in output-row order.
+    signal_channel : int
+        Index of the channel to extract.
+    remove_overlap : bool
+        Remove pixels shared by several ROIs from all of them.
+    demix_channel : int or None
+        Index of a channel whose bleed-through is removed first.
+    client : dask.distributed.Client
+        The cluster to run on.
+    chunk_frames : int, optional
+        Frames per task (see :func:`map_ranges`).
+    progress : bool, optional
+        Show Dask's progress bar while the tasks run.
+
+    Returns
+    -------
+    dict
+        The extraction record (docs/contract.md#the-extraction-record).
     """
-    from sima_fast.extract import ExtractionWeights, demixing_matrix
+    from sima_fast.extract import extract_range, extraction_setup, sequence_traces, signals_record
 
     client = _check_client(client)
-    Z, Y, X = dataset.frame_shape[:3]
+    im_shape = tuple(dataset.frame_shape[:3])
     mean = dataset.compute_projections(client=client)["time_averages"]
-    weights = ExtractionWeights(rois, (Z, Y, X), mean[..., signal_channel], remove_overlap)
-    demix = None
-    if demix_channel is not None:
-        W = demixing_matrix(mean[..., signal_channel], mean[..., demix_channel])
-        demix = (demix_channel, float(W[0, 1]))
-    sequences = dataset.sequences
-    plans = _plan(sequences, client, chunk_frames)
+    weights, demix = extraction_setup(
+        rois, im_shape, mean, signal_channel, remove_overlap, demix_channel
+    )
     shared = client.scatter(weights, broadcast=True, hash=False)
-    futures = _submit_ranges(
-        client, sequences, plans, _extract_range, _extract_block, shared, signal_channel, demix
-    )
-    _show_progress([f for fs in futures for f in fs], progress)
-    raws, demixed = [], []
-    for fs in futures:
-        parts = client.gather(fs)
-        raw = [p[0] for p in parts] or [np.empty((0, weights.n_rois), np.float32)]
-        raws.append(np.ascontiguousarray(np.concatenate(raw).T))
-        if demix is not None:
-            mixed = [p[1] for p in parts] or [np.empty((0, weights.n_rois), np.float32)]
-            demixed.append(np.ascontiguousarray(np.concatenate(mixed).T))
-    from sima_fast.extract import signals_record
-
-    return signals_record(
-        raws,
-        demixed if demix is not None else None,
-        demix_channel,
-        mean,
+    futures = map_ranges(
+        client,
+        dataset.sequences,
+        extract_range,
+        shared,
         signal_channel,
-        weights,
-        rois,
-        (Z, Y, X),
+        demix,
+        1,
+        chunk_frames=chunk_frames,
+        progress=progress,
     )
+    traces = [sequence_traces(client.gather(fs)) for fs in futures]
+    return signals_record(traces, demix_channel, mean, signal_channel, weights, rois, im_shape)
 
 
 # ---------------------------------------------------------------------------
@@ -480,56 +600,47 @@ def extract_rois(
 # ---------------------------------------------------------------------------
 
 
-def _chunk_maxima(chunk: np.ndarray) -> np.ndarray:
-    flat = chunk.reshape(-1, chunk.shape[-1])
-    if flat.dtype.kind == "f":
-        return np.fmax.reduce(np.where(np.isfinite(flat), flat, np.nan), axis=0)
-    return flat.max(axis=0).astype(np.float64)
-
-
-@_range_task
-def _maxima_range(seq: Any, t0: int, t1: int) -> np.ndarray | None:
-    best = None
-    for _, chunk in seq.iter_chunks(start=t0, stop=t1, reuse_buffer=True, prefetch=PREFETCH):
-        m = _chunk_maxima(chunk)
-        best = m if best is None else np.fmax(best, m)
-    return best
-
-
-def _maxima_block(block: np.ndarray) -> np.ndarray | None:
-    return _chunk_maxima(block) if len(block) else None
-
-
 def channel_maxima(sequences: list, client: Any, *, chunk_frames: int | None = None) -> np.ndarray:
-    """Largest finite value of every channel over all frames (NaN when none), on a cluster."""
-    client = _check_client(client)
-    plans = _plan(sequences, client, chunk_frames)
-    futures = _submit_ranges(client, sequences, plans, _maxima_range, _maxima_block)
-    best = None
-    for fs in futures:
-        for m in client.gather(fs):
-            if m is not None:
-                best = m if best is None else np.fmax(best, m)
-    if best is None:
-        best = np.full(sequences[0].shape[4], np.nan)
-    return np.asarray(best, dtype=np.float64)
+    """Find the largest finite value of every channel over all frames on a cluster.
+
+    :func:`~sima_fast._projections.maxima_of_range` over the ranges of
+    :func:`map_ranges`, merged with
+    :func:`~sima_fast._projections.merge_maxima`.
+
+    Parameters
+    ----------
+    sequences : list of Sequence
+        The sequences to scan.
+    client : dask.distributed.Client
+        The cluster to run on.
+    chunk_frames : int, optional
+        Frames per task (see :func:`map_ranges`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(C,)`` float64, NaN for a channel without any finite value.
+    """
+    merged = map_ranges(
+        client, sequences, maxima_of_range, chunk_frames=chunk_frames, reduce=merge_maxima
+    )
+    return merged.result()
+
+
+def _converted_range(
+    seq: Any, t0: int, t1: int, carried: np.ndarray | None, convert: Callable
+) -> np.ndarray:
+    """``convert`` of frames ``t0`` to ``t1``, read through the gap-filled view when
+    ``carried`` (the values carried into ``t0``) is given."""
+    if carried is not None:
+        seq = FilledSequence(seq)
+        seq.resume_at(t0, carried)
+    return convert(seq.read_chunk(t0, t1))
 
 
 def _scan_frames(seq: Any) -> int:
     """Frames per read of the gap scans, which usually stop after the first read."""
     return max(1, seq.default_chunk_frames() // 8)
-
-
-@_range_task
-def _first_finite_range(seq: Any, t0: int, t1: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each pixel's first finite value in the range (``found``, ``value``)."""
-    return first_finite_values(seq, t0, t1, _scan_frames(seq))
-
-
-@_range_task
-def _last_finite_range(seq: Any, t0: int, t1: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each pixel's last finite value in the range (``found``, ``value``), read backwards."""
-    return last_finite_values(seq, t0, t1, _scan_frames(seq))
 
 
 def _carry_after(carry: np.ndarray, ends: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -538,7 +649,9 @@ def _carry_after(carry: np.ndarray, ends: tuple[np.ndarray, np.ndarray]) -> np.n
     return np.where(found, value, carry)
 
 
-def _first_values(client: Any, payload: Any, ranges: list[tuple[int, int]]) -> np.ndarray:
+def _first_values(
+    client: Any, payload: Any, ranges: list[tuple[int, int]], scan: int
+) -> np.ndarray:
     """Each pixel's first finite value in the sequence (NaN if never observed).
 
     Ranges are scanned from the start, 1, 2, 4, ... at a time, until every
@@ -548,7 +661,8 @@ def _first_values(client: Any, payload: Any, ranges: list[tuple[int, int]]) -> n
     k, batch = 0, 1
     while k < len(ranges) and (found is None or not found.all()):
         futures = [
-            client.submit(_first_finite_range, payload, a, b) for a, b in ranges[k : k + batch]
+            client.submit(_run_range, payload, a, b, first_finite_values, scan)
+            for a, b in ranges[k : k + batch]
         ]
         for f, v in client.gather(futures):
             if found is None:
@@ -562,29 +676,6 @@ def _first_values(client: Any, payload: Any, ranges: list[tuple[int, int]]) -> n
     return value
 
 
-@_range_task
-def _export_range(
-    seq: Any, t0: int, t1: int, carry: np.ndarray | None, convert: Callable
-) -> np.ndarray:
-    """The converted frames of a range, gap-filled from ``carry`` when one is given.
-
-    Gap filling reads the range through the gap-filled view that the
-    single-machine export reads, resumed at ``t0`` with the carried values.
-    """
-    step = seq.default_chunk_frames()
-    if carry is not None:
-        seq = FilledSequence(seq)
-        seq.resume_at(t0, carry)
-    out = None
-    chunks = seq.iter_chunks(step, start=t0, stop=t1, reuse_buffer=True, prefetch=PREFETCH)
-    for t, chunk in chunks:
-        block = convert(chunk)
-        if out is None:
-            out = np.empty((t1 - t0, *block.shape[1:]), dtype=block.dtype)
-        out[t - t0 : t - t0 + len(block)] = block
-    return out
-
-
 def frame_blocks(
     seq: Any,
     client: Any,
@@ -594,7 +685,12 @@ def frame_blocks(
     chunk_frames: int | None = None,
     window: int | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Converted blocks of frames of one sequence, in order, computed on a cluster.
+    """Stream the converted frames of one sequence, block by block in order, from a cluster.
+
+    The ordered counterpart of :func:`map_ranges` for writers: each block of
+    frames is read (and gap-filled) on a worker and passed through
+    ``convert`` there, while the client consumes the blocks in time order
+    and at most ``window`` of them are computed ahead.
 
     Parameters
     ----------
@@ -603,7 +699,7 @@ def frame_blocks(
     client : dask.distributed.Client
         The cluster to run on.
     convert : callable
-        Applied on the worker to each chunk ``(n, Z, Y, X, C)``, after gap
+        Applied on the worker to each block ``(n, Z, Y, X, C)``, after gap
         filling (e.g. the conversion to the output's dtype). Must be picklable.
     fill_gaps : bool, optional
         Fill NaN values as :meth:`Sequence.fill_gaps` does (exactly: each range
@@ -628,18 +724,20 @@ def frame_blocks(
     window = 2 * _total_threads(client) if window is None else max(1, int(window))
     payload = _shared_payload(client, seq)
     fill = fill_gaps and seq.dtype.kind == "f"
+    scan = _scan_frames(seq)
     carry = None
     if fill:
-        carry = client.scatter(_first_values(client, payload, ranges), hash=False)
+        carry = client.scatter(_first_values(client, payload, ranges, scan), hash=False)
     pending: list = []
     k = 0
     try:
         while k < len(ranges) or pending:
             while k < len(ranges) and len(pending) < window:
                 a, b = ranges[k]
-                pending.append((a, client.submit(_export_range, payload, a, b, carry, convert)))
+                block = client.submit(_run_range, payload, a, b, _converted_range, carry, convert)
+                pending.append((a, block))
                 if fill and k + 1 < len(ranges):
-                    ends = client.submit(_last_finite_range, payload, a, b)
+                    ends = client.submit(_run_range, payload, a, b, last_finite_values, scan)
                     carry = client.submit(_carry_after, carry, ends)
                 k += 1
             a, future = pending.pop(0)
@@ -656,25 +754,6 @@ def frame_blocks(
 # ---------------------------------------------------------------------------
 
 
-def _spikes_block(
-    traces: list[np.ndarray], gamma: np.ndarray, sigma: np.ndarray, mode: str, solver: str
-) -> tuple[list, list, list]:
-    from sima_fast.spikes import SpikeInferenceWarning, infer_spikes_from_signals
-
-    with warnings.catch_warnings():
-        # The client re-issues these warnings with the ROIs' global indices.
-        warnings.simplefilter("ignore", SpikeInferenceWarning)
-        return infer_spikes_from_signals(
-            traces,
-            gamma=gamma,
-            share_gamma=False,
-            mode=mode,
-            sigma=sigma,
-            solver=solver,
-            n_processes=1,
-        )
-
-
 def infer_spikes_from_signals(
     signals: Any,
     client: Any,
@@ -688,13 +767,18 @@ def infer_spikes_from_signals(
     rois_per_task: int | None = None,
     progress: bool = False,
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[dict[str, np.ndarray]]]:
-    """:func:`sima_fast.spikes.infer_spikes_from_signals` with the ROIs solved on a cluster.
+    """Infer spikes for every ROI of an extraction, with the ROIs solved on a cluster.
 
-    The decay factors and noise levels are estimated on the client, from all
-    ROIs at once (a shared ``gamma`` is the median over every ROI), exactly
-    as the single-machine function does; then blocks of ROIs, with their
-    parameters fixed, are deconvolved on the workers. Every ROI is solved
-    independently, so the results are identical to the single-machine ones.
+    The distributed counterpart of
+    :func:`sima_fast.spikes.infer_spikes_from_signals`:
+    :func:`~sima_fast.spikes.prepare_inference` estimates the decay factors
+    and noise levels on the client, from all ROIs at once (a shared ``gamma``
+    is the median over every ROI), exactly as the single-machine function
+    does; then :func:`~sima_fast.spikes.deconvolve_block` solves blocks of
+    ROIs of each sequence on the workers (:func:`map_blocks`), and
+    :func:`~sima_fast.spikes.collect_sequence` joins them. Every ROI is
+    solved independently, so the results are identical to the
+    single-machine ones.
 
     Parameters
     ----------
@@ -703,71 +787,37 @@ def infer_spikes_from_signals(
     client : dask.distributed.Client
         The cluster to run on.
     rois_per_task : int, optional
-        ROIs per task (default: about two tasks per worker thread, and at
+        ROIs per task (default: about one block per worker thread, and at
         least 16 ROIs per task).
     progress : bool, optional
         Show Dask's progress bar while the tasks run.
+
+    Returns
+    -------
+    spikes, fits, parameters : list
+        As :func:`sima_fast.spikes.infer_spikes_from_signals` returns them.
     """
-    from sima_fast import spikes as sp
+    from sima_fast.spikes import collect_sequence, deconvolve_block, prepare_inference
 
     client = _check_client(client)
-    seqs, empty, gammas, sigmas = sp._prepare(signals, gamma, share_gamma, mode, sigma, solver)
-    n_used = int((~empty).sum())
-    n = seqs[0].shape[0]
-    # Empty ROIs get placeholders (their outputs are NaN whatever they are).
-    solve_gamma = np.where(empty, 0.5, gammas)
-    solve_sigma = np.where(empty, 1.0, sigmas)
-
-    if rois_per_task is None:
-        per = math.ceil(n / (TASKS_PER_THREAD * _total_threads(client))) if n else 1
-        rois_per_task = max(MIN_ROIS_PER_TASK, per)
-    rois_per_task = int(rois_per_task)
-    if rois_per_task < 1:
-        raise ValueError(f"rois_per_task must be a positive integer, got {rois_per_task}")
-    blocks = [(r, min(r + rois_per_task, n)) for r in range(0, n, rois_per_task)]
-    traces = client.scatter(
-        [[np.ascontiguousarray(seq[a:b]) for seq in seqs] for a, b in blocks], hash=False
-    )
-    futures = [
-        client.submit(_spikes_block, block, solve_gamma[a:b], solve_sigma[a:b], mode, solver)
-        for block, (a, b) in zip(traces, blocks)
+    prepared = prepare_inference(signals, gamma, share_gamma, mode, sigma, solver)
+    blocks = _roi_blocks(len(prepared.empty), client, rois_per_task)
+    work = [
+        (
+            np.ascontiguousarray(seq[a:b]),
+            prepared.gamma[a:b],
+            prepared.sigma[a:b],
+            prepared.empty[a:b],
+        )
+        for seq in prepared.signals
+        for a, b in blocks
     ]
-    _show_progress(futures, progress)
-    results = client.gather(futures)
-
+    results = map_blocks(client, deconvolve_block, work, solver, 1, progress=progress)
     spikes_out, fits_out, params_out = [], [], []
-    for k, seq in enumerate(seqs):
-        if results:
-            spikes = np.concatenate([r[0][k] for r in results])
-            fits = np.concatenate([r[1][k] for r in results])
-            part = {
-                key: np.concatenate([r[2][k][key] for r in results])
-                for key in ("baseline", "lambda", "status", "solver")
-            }
-        else:
-            spikes = np.empty((0, seq.shape[1]))
-            fits = np.empty((0, seq.shape[1]))
-            part = {
-                "baseline": np.empty(0),
-                "lambda": np.empty(0),
-                "status": np.empty(0, dtype=str),
-                "solver": np.empty(0, dtype=str),
-            }
-        infeasible = np.flatnonzero(part["status"] == "infeasible")
-        if infeasible.size:
-            warnings.warn(
-                f"sequence {k}: the noise bound cannot be met for {sp._rois_text(infeasible)} "
-                "(sigma too small for the data); the least-residual fit is returned",
-                sp.SpikeInferenceWarning,
-                stacklevel=2,
-            )
+    for k in range(len(prepared.signals)):
+        parts = results[k * len(blocks) : (k + 1) * len(blocks)]
+        spikes, fits, params = collect_sequence(prepared, k, parts, verbose)
         spikes_out.append(spikes)
         fits_out.append(fits)
-        params_out.append({"sigma": sigmas.copy(), "gamma": gammas.copy(), **part})
-        if verbose:
-            n_osqp = int((part["solver"] == "osqp").sum())
-            print(
-                f"infer_spikes: sequence {k + 1}/{len(seqs)}: {n_used} ROIs x {seq.shape[1]} "
-                "frames" + (f" ({n_osqp} solved by OSQP)" if n_osqp else "")
-            )
+        params_out.append(params)
     return spikes_out, fits_out, params_out

@@ -1,12 +1,18 @@
-"""Signal extraction from ROIs (SPEC.md §5).
+"""Signal extraction from ROIs (see docs/contract.md#extraction).
 
-:func:`extract_rois` turns an ROI set into sparse weights (overlap removal,
-normalisation of boolean masks, ``1/μ`` folded in) and streams the dataset's
-sequences through the numba kernel of :mod:`sima_fast.kernels.extract`. The
-record of one extraction is a dict with ``raw`` (a list over sequences of
-``(n_rois, T_k)`` float32 arrays), ``demixed_raw`` (when demixing),
-``mean_frame``, ``overlap``, ``signal_channel``, ``rois`` (ROI dicts in row
-order) and ``timestamp``; :mod:`sima_fast.io.csv` exports it.
+An extraction is built once by :func:`extraction_setup`: the ROIs become
+sparse weights (overlap removal, normalisation of boolean masks, ``1/μ``
+folded in, :class:`ExtractionWeights`) and, with demixing, the unmixing factor
+of a second channel. The work on one time range is :func:`extract_range`,
+which streams the frames through the numba kernel of
+:mod:`sima_fast.kernels.extract`. :func:`extract_rois` runs it once over each
+whole sequence; :mod:`sima_fast.distributed` runs the same function over
+time ranges on a cluster. Either way :func:`sequence_traces` joins the ranges
+and :func:`signals_record` builds the record: a dict with ``raw`` (a list over
+sequences of ``(n_rois, T_k)`` float32 arrays), ``demixed_raw`` (when
+demixing), ``mean_frame``, ``overlap``, ``signal_channel``, ``rois`` (ROI
+dicts in row order) and ``timestamp`` (docs/contract.md#the-extraction-record);
+:mod:`sima_fast.io.csv` exports it.
 """
 
 from __future__ import annotations
@@ -20,13 +26,18 @@ import numpy as np
 
 from sima_fast._atomic import atomic_write
 from sima_fast._threads import kernel_threads
+from sima_fast._timestamps import TIMESTAMP_FORMAT
 
 __all__ = [
     "ExtractionWeights",
     "demixing_matrix",
+    "extract_range",
     "extract_rois",
+    "extraction_setup",
     "roi_mask_matrix",
     "save_extract_summary",
+    "sequence_traces",
+    "signals_record",
 ]
 
 
@@ -118,7 +129,7 @@ class ExtractionWeights:
         w = data.copy()
         # Pixels without a usable mean (never observed, or mean 0) are missing in
         # every frame: leave them out and rescale the ROI's other weights once,
-        # by Σ_all w² / Σ_usable w², as SPEC §5 does for missing pixels.
+        # by Σ_all w² / Σ_usable w² (docs/contract.md#missing-pixels).
         unusable = ~np.isfinite(a)
         a[unusable] = 0.0
         w[unusable] = 0.0
@@ -149,7 +160,20 @@ class ExtractionWeights:
         return self.masks.shape[0]
 
     def pinv_weights(self, finite: np.ndarray) -> np.ndarray:
-        """Weights ``(n_used, n_finite)`` for a pattern of finite masked pixels."""
+        """Compute the pseudo-inverse weights for a pattern of finite masked pixels.
+
+        Parameters
+        ----------
+        finite : numpy.ndarray of bool
+            ``(n_pixels,)``: which of the masked pixels (``pinv_pixels``) are
+            finite in the frame.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_used, n_finite)`` float64 weights; the last 4,096 patterns
+            are cached.
+        """
         key = np.packbits(finite).tobytes()
         w = self._pinv_cache.get(key)
         if w is None:
@@ -192,7 +216,20 @@ class ExtractionWeights:
 
 
 def roi_mask_matrix(rois: Any, im_shape: tuple[int, int, int]):
-    """The ROIs' masks as one sparse ``(n_rois, Z*Y*X)`` matrix (their own values)."""
+    """Rasterise the ROIs' masks into one sparse matrix (their own values).
+
+    Parameters
+    ----------
+    rois : sequence of ROI
+        The ROIs, in row order.
+    im_shape : tuple of int
+        ``(Z, Y, X)`` of the frames.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        ``(n_rois, Z*Y*X)`` float64 mask values.
+    """
     return _mask_matrix(rois, tuple(im_shape))[0]
 
 
@@ -282,7 +319,7 @@ def _roi_planes(roi: Any, im_shape: tuple[int, int, int], index: int):
 def demixing_matrix(
     signal_image: np.ndarray, demix_image: np.ndarray, seed: int = 0
 ) -> np.ndarray:
-    """The 2×2 unmixing matrix of two channels, estimated by FastICA on their images.
+    """Estimate the 2×2 unmixing matrix of two channels by FastICA on their images.
 
     Pixels are the samples. Rows are ordered so the diagonal dominates and
     scaled to a unit diagonal, so ``W[0, 1]`` is what to add (times the
@@ -298,6 +335,7 @@ def demixing_matrix(
     Returns
     -------
     numpy.ndarray, shape (2, 2)
+        The unmixing matrix, with a unit diagonal.
     """
     from sklearn.decomposition import FastICA
 
@@ -322,29 +360,142 @@ def demixing_matrix(
 # ---------------------------------------------------------------------------
 
 
-def _extract_sequence(seq, weights, channel, outputs, n_threads) -> None:
-    """Fill each ``out`` (T, n_rois) of ``outputs``, pairs ``(demix, out)``, in one read.
+def extraction_setup(
+    rois: Any,
+    im_shape: tuple[int, int, int],
+    mean: np.ndarray,
+    signal_channel: int = 0,
+    remove_overlap: bool = True,
+    demix_channel: int | None = None,
+) -> tuple[ExtractionWeights, tuple[int, float] | None]:
+    """Build what every time range of one extraction needs: the weights and the demixing.
 
-    ``demix`` is ``None`` (the signal channel as it is) or ``(channel, factor)``
-    (the signal channel plus ``factor`` times that channel). Every chunk of the
-    sequence is read once, whatever the number of outputs.
+    Parameters
+    ----------
+    rois : sequence of ROI
+        The ROIs, in output-row order.
+    im_shape : tuple of int
+        ``(Z, Y, X)`` of the frames.
+    mean : numpy.ndarray
+        ``(Z, Y, X, C)`` time average of every channel.
+    signal_channel : int, optional
+        Index of the channel to extract. Default: 0.
+    remove_overlap : bool, optional
+        Remove pixels shared by several ROIs from all of them. Default: True.
+    demix_channel : int, optional
+        Index of a channel whose bleed-through is removed (FastICA on the two
+        channels' time averages, :func:`demixing_matrix`).
+
+    Returns
+    -------
+    weights : ExtractionWeights
+        The sparse weights, ``1/μ`` of the signal channel folded in.
+    demix : tuple of (int, float) or None
+        ``(demix_channel, factor)``: the demixed frames are the signal channel
+        plus ``factor`` times that channel. None without demixing.
+    """
+    weights = ExtractionWeights(rois, im_shape, mean[..., signal_channel], remove_overlap)
+    demix = None
+    if demix_channel is not None:
+        W = demixing_matrix(mean[..., signal_channel], mean[..., demix_channel])
+        demix = (int(demix_channel), float(W[0, 1]))
+    return weights, demix
+
+
+def extract_range(
+    seq: Any,
+    t0: int,
+    t1: int,
+    weights: ExtractionWeights,
+    channel: int,
+    demix: tuple[int, float] | None = None,
+    n_threads: int | None = 1,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Extract the traces of frames ``t0`` to ``t1`` of one sequence.
+
+    Every chunk of the range is read once (the next one prefetched), whatever
+    the number of outputs, and goes through the kernel of
+    :mod:`sima_fast.kernels.extract` (and the pseudo-inverse path for frames
+    with missing pixels under overlapping masks). Each output row depends on
+    its frame only, so ranges extracted apart and concatenated are
+    bit-identical to one pass.
+
+    Parameters
+    ----------
+    seq : Sequence
+        The sequence.
+    t0, t1 : int
+        The frame range, ``0 <= t0 <= t1 <= len(seq)``.
+    weights : ExtractionWeights
+        The weights (:func:`extraction_setup`).
+    channel : int
+        Index of the signal channel.
+    demix : tuple of (int, float), optional
+        ``(channel, factor)`` from :func:`extraction_setup`: also extract the
+        signal channel plus ``factor`` times that channel.
+    n_threads : int, optional
+        Kernel threads (default 1; None keeps numba's current setting).
+        Results do not depend on it.
+
+    Returns
+    -------
+    raw : numpy.ndarray
+        ``(t1 - t0, n_rois)`` float32 traces, frame-major as the kernel
+        writes them.
+    demixed : numpy.ndarray or None
+        The same for the demixed frames (None without ``demix``).
     """
     from sima_fast.kernels.extract import extract_runs
 
+    out = np.empty((t1 - t0, weights.n_rois), dtype=np.float32)
+    outputs = [(None, out)]
+    if demix is not None:
+        outputs.append((demix, np.empty_like(out)))
     npix = int(np.prod(seq.shape[1:4]))
-    with kernel_threads(n_threads, reserve=1 if not seq.zero_copy and n_threads > 1 else 0):
-        for t0, chunk in seq.iter_chunks(reuse_buffer=True, prefetch=True):
+    many = n_threads is None or n_threads > 1
+    with kernel_threads(n_threads, reserve=1 if not seq.zero_copy and many else 0):
+        chunks = seq.iter_chunks(start=t0, stop=t1, reuse_buffer=True, prefetch=True)
+        for t, chunk in chunks:
             n = len(chunk)
-            for demix, out in outputs:
+            for mix, dest in outputs:
                 frames = chunk[..., channel]
-                if demix is not None:
-                    d_channel, factor = demix
+                if mix is not None:
+                    d_channel, factor = mix
                     frames = frames.astype(np.float32) + np.float32(factor) * chunk[..., d_channel]
                 flat = np.ascontiguousarray(frames).reshape(n, npix)
-                block = out[t0 : t0 + n]
+                block = dest[t - t0 : t - t0 + n]
                 extract_runs(flat, weights.plan, block)
                 if weights.pinv_base is not None:
                     weights.pinv_extract(flat, block)
+    return out, outputs[1][1] if demix is not None else None
+
+
+def sequence_traces(
+    parts: list[tuple[np.ndarray, np.ndarray | None]],
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Join the consecutive ranges of one sequence into its ROI-major traces.
+
+    Parameters
+    ----------
+    parts : list of tuple
+        What :func:`extract_range` returned for consecutive ranges covering
+        the sequence, in time order (at least one).
+
+    Returns
+    -------
+    raw : numpy.ndarray
+        ``(n_rois, T)`` float32, C-contiguous.
+    demixed : numpy.ndarray or None
+        The same for the demixed traces (None without demixing).
+    """
+
+    def join(arrays: list[np.ndarray]) -> np.ndarray:
+        whole = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        return np.ascontiguousarray(whole.T)
+
+    raw = join([p[0] for p in parts])
+    demixed = None if parts[0][1] is None else join([p[1] for p in parts])
+    return raw, demixed
 
 
 def extract_rois(
@@ -355,55 +506,87 @@ def extract_rois(
     n_processes: int = 1,
     demix_channel: int | None = None,
 ) -> dict[str, Any]:
-    """Extract the signals of ``rois`` from every sequence of ``dataset`` (SPEC.md §5).
+    """Extract the signals of ``rois`` from every sequence of ``dataset``.
 
-    ``signal_channel`` and ``demix_channel`` are channel indices. See
-    :meth:`sima_fast.imaging.ImagingDataset.extract` for the full description;
-    this function computes and returns the record without storing it.
+    See docs/contract.md#extraction and
+    :meth:`sima_fast.imaging.ImagingDataset.extract` for the full
+    description; this function computes and returns the record without
+    storing it. Each sequence is one :func:`extract_range` over all its
+    frames.
+
+    Parameters
+    ----------
+    dataset : ImagingDataset
+        The dataset; its time average is computed here when not cached.
+    rois : sequence of ROI
+        The ROIs, in output-row order.
+    signal_channel : int, optional
+        Index of the channel to extract. Default: 0.
+    remove_overlap : bool, optional
+        Remove pixels shared by several ROIs from all of them. Default: True.
+    n_processes : int, optional
+        Kernel threads (results do not depend on it). Default: 1.
+    demix_channel : int, optional
+        Index of a channel whose bleed-through into the signal channel is
+        removed first (the traces go to ``demixed_raw``).
+
+    Returns
+    -------
+    dict
+        The extraction record (docs/contract.md#the-extraction-record).
     """
-    Z, Y, X = dataset.frame_shape[:3]
+    im_shape = tuple(dataset.frame_shape[:3])
     mean = dataset.time_averages
-    weights = ExtractionWeights(rois, (Z, Y, X), mean[..., signal_channel], remove_overlap)
-    demix = None
-    if demix_channel is not None:
-        W = demixing_matrix(mean[..., signal_channel], mean[..., demix_channel])
-        demix = (demix_channel, float(W[0, 1]))
-    raws, demixed = [], []
-    for seq in dataset.sequences:
-        out = np.empty((len(seq), weights.n_rois), dtype=np.float32)
-        outputs = [(None, out)]
-        if demix is not None:
-            outputs.append((demix, np.empty_like(out)))
-        _extract_sequence(seq, weights, signal_channel, outputs, n_processes)
-        raws.append(np.ascontiguousarray(out.T))
-        if demix is not None:
-            demixed.append(np.ascontiguousarray(outputs[1][1].T))
-    return signals_record(
-        raws,
-        demixed if demix is not None else None,
-        demix_channel,
-        mean,
-        signal_channel,
-        weights,
-        rois,
-        (Z, Y, X),
+    weights, demix = extraction_setup(
+        rois, im_shape, mean, signal_channel, remove_overlap, demix_channel
     )
+    traces = [
+        sequence_traces(
+            [extract_range(seq, 0, len(seq), weights, signal_channel, demix, n_processes)]
+        )
+        for seq in dataset.sequences
+    ]
+    return signals_record(traces, demix_channel, mean, signal_channel, weights, rois, im_shape)
 
 
 def signals_record(
-    raws: list[np.ndarray],
-    demixed: list[np.ndarray] | None,
-    demix_channel: Any,
+    traces: list[tuple[np.ndarray, np.ndarray | None]],
+    demix_channel: int | None,
     mean: np.ndarray,
     signal_channel: int,
     weights: ExtractionWeights,
     rois: Any,
     im_shape: tuple[int, int, int],
 ) -> dict[str, Any]:
-    """The signals record of one extraction (the layout ``extract()`` stores, SPEC §5)."""
-    record: dict[str, Any] = {"raw": raws}
-    if demixed is not None:
-        record["demixed_raw"] = demixed
+    """Assemble the signals record of one extraction (docs/contract.md#the-extraction-record).
+
+    Parameters
+    ----------
+    traces : list of tuple
+        Per sequence, ``(raw, demixed)`` as :func:`sequence_traces` returns.
+    demix_channel : int or None
+        Index of the demixed channel, or None without demixing.
+    mean : numpy.ndarray
+        ``(Z, Y, X, C)`` time average the weights were built from.
+    signal_channel : int
+        Index of the extracted channel.
+    weights : ExtractionWeights
+        The weights of the extraction.
+    rois : sequence of ROI
+        The ROIs, in output-row order.
+    im_shape : tuple of int
+        ``(Z, Y, X)`` of the frames.
+
+    Returns
+    -------
+    dict
+        ``raw``, ``demixed_raw`` and ``demix_channel`` (with demixing),
+        ``mean_frame``, ``overlap``, ``signal_channel``, ``rois`` and
+        ``timestamp``, the layout ``extract()`` stores.
+    """
+    record: dict[str, Any] = {"raw": [raw for raw, _ in traces]}
+    if demix_channel is not None:
+        record["demixed_raw"] = [demixed for _, demixed in traces]
         record["demix_channel"] = int(demix_channel)
     record["mean_frame"] = np.asarray(mean[..., signal_channel], dtype=np.float64)
     record["overlap"] = (np.zeros(weights.overlap.size, dtype=np.int64), weights.overlap)
@@ -417,14 +600,27 @@ def signals_record(
         d["im_shape"] = shape
         rois_out.append(d)
     record["rois"] = rois_out
-    record["timestamp"] = datetime.datetime.now().strftime("%Y-%m-%d-%Hh%Mm%Ss")
+    record["timestamp"] = datetime.datetime.now().strftime(TIMESTAMP_FORMAT)
     return record
 
 
 def save_extract_summary(record: dict[str, Any], path: str | os.PathLike, masks: Any) -> bool:
     """Write a PDF with, per plane, the mean frame, the ROI masks and the overlapping pixels.
 
-    Returns False (with a warning) when matplotlib is not installed.
+    Parameters
+    ----------
+    record : dict
+        The extraction record (``mean_frame``, ``overlap``, ``timestamp``).
+    path : str or path-like
+        The PDF to write (atomically).
+    masks : scipy.sparse matrix or None
+        ``(n_rois, Z*Y*X)`` masks (:func:`roi_mask_matrix`), outlined on the
+        mean frame.
+
+    Returns
+    -------
+    bool
+        False (with a warning) when matplotlib is not installed, else True.
     """
     try:
         import matplotlib

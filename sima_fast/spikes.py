@@ -1,4 +1,4 @@
-"""Spike inference from extracted fluorescence signals (SPEC.md §8).
+"""Spike inference from extracted fluorescence signals (see docs/contract.md#spike-inference).
 
 This module owns spike inference for sima_fast. Inference works on the
 ``raw`` signals of an extraction, a list over sequences of
@@ -11,13 +11,19 @@ noise, as in [1]_ and [2]_::
 with a decay factor ``0 < gamma < 1`` and a noise standard deviation
 ``sigma``. The functions here estimate those two model parameters from the
 data and then find the sparsest spike train whose fit leaves a residual of
-exactly the noise level (the noise-constrained problem of SPEC §8):
+exactly the noise level (the noise-constrained problem of
+docs/contract.md#the-optimisation-problem):
 
 * :func:`deconvolve` -- the exact solver, numba's active-set kernel
   (:mod:`sima_fast.kernels.ar1`) with an OSQP fallback, for given
   parameters.
 * :func:`infer_spikes_from_signals` -- estimation and deconvolution for a
-  whole extraction; ``ImagingDataset.infer_spikes`` calls it.
+  whole extraction; ``ImagingDataset.infer_spikes`` calls it. Its two
+  halves are public so that a cluster runs the same code
+  (:mod:`sima_fast.distributed`): :func:`prepare_inference` validates the
+  signals and estimates the parameters from all ROIs at once, and
+  :func:`deconvolve_block` solves a block of ROIs with them fixed
+  (:func:`collect_sequence` joins the blocks).
 * :func:`spike_inference` -- the same for one trace, as in SIMA.
 
 All estimators are built from the un-normalised autocovariance
@@ -62,7 +68,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -76,13 +82,17 @@ __all__ = [
     "MODES",
     "RSS_RTOL",
     "SOLVERS",
+    "PreparedInference",
     "SpikeInferenceWarning",
     "autocovariance",
+    "collect_sequence",
     "deconvolve",
+    "deconvolve_block",
     "estimate_gamma",
     "estimate_parameters",
     "estimate_sigma",
     "infer_spikes_from_signals",
+    "prepare_inference",
     "spike_inference",
 ]
 
@@ -343,7 +353,7 @@ def _sigma_radicand(c0: NDArray, c1: NDArray, gamma: NDArray, mode: str) -> NDAr
 
 
 def autocovariance(trace: ArrayLike, max_lag: int) -> NDArray[np.float64]:
-    """Un-normalised autocovariance of a trace over its observed samples.
+    """Compute the un-normalised autocovariance of a trace over its observed samples.
 
     Parameters
     ----------
@@ -888,9 +898,10 @@ def deconvolve(
                                         ‖y - b - c‖ <= σ √T
 
     with the norm and ``T`` over the observed (finite) samples only
-    (SPEC §8). The initial calcium ``c_{-1}`` is free, so ``s_0`` is always 0
-    and the decay of whatever calcium the recording starts with is part of
-    ``c``. Missing samples get the model's calcium but do not enter the fit.
+    (docs/contract.md#the-optimisation-problem). The initial calcium
+    ``c_{-1}`` is free, so ``s_0`` is always 0 and the decay of whatever
+    calcium the recording starts with is part of ``c``. Missing samples get
+    the model's calcium but do not enter the fit.
 
     Parameters
     ----------
@@ -1077,21 +1088,64 @@ def _normalise_rows(spikes: NDArray) -> None:
     spikes /= np.where(peak > 0, peak, 1.0)
 
 
-def _prepare(signals, gamma, share_gamma, mode, sigma, solver):
+class PreparedInference(NamedTuple):
+    """Validated spike-inference inputs and the parameters of every ROI.
+
+    What :func:`prepare_inference` returns and what :func:`deconvolve_block`
+    and :func:`collect_sequence` take; unpacks as a 4-tuple.
+
+    Attributes
+    ----------
+    signals : list of numpy.ndarray
+        The signals, one ``(n_rois, T_k)`` array per sequence (not copied).
+    empty : numpy.ndarray of bool
+        ROIs with no finite sample in any sequence.
+    gamma, sigma : numpy.ndarray of float64
+        The decay factor and noise level per ROI (NaN for empty ROIs).
+    """
+
+    signals: list[NDArray]
+    empty: NDArray[np.bool_]
+    gamma: NDArray[np.float64]
+    sigma: NDArray[np.float64]
+
+
+def prepare_inference(
+    signals: Sequence[ArrayLike] | NDArray,
+    gamma: float | ArrayLike | None = None,
+    share_gamma: bool = True,
+    mode: str = "correct",
+    sigma: float | ArrayLike | None = None,
+    solver: str = "auto",
+) -> PreparedInference:
     """Validate the inputs of spike inference, flag empty ROIs and find γ and σ.
 
-    Shared by :func:`infer_spikes_from_signals` and its Dask version. ROIs
-    without any finite sample are reported in one :class:`SpikeInferenceWarning`
-    (attributed to the caller's caller) and get NaN parameters.
+    The part of :func:`infer_spikes_from_signals` that looks at all ROIs at
+    once (a shared ``gamma`` is the median over every ROI); what follows is
+    independent per ROI, so it can be split into blocks of ROIs
+    (:func:`deconvolve_block`). ROIs without any finite sample are reported
+    in one :class:`SpikeInferenceWarning`, attributed to the caller's caller,
+    and get NaN parameters.
+
+    Parameters
+    ----------
+    signals : sequence of array_like
+        The ``raw`` signals: a list over sequences of ``(n_rois, T_k)``
+        arrays (one 2-D array is one sequence).
+    gamma, share_gamma, mode, sigma
+        As in :func:`estimate_parameters`.
+    solver : {'auto', 'fast', 'osqp'}
+        As in :func:`deconvolve` (validated here, before any work).
 
     Returns
     -------
-    seqs : list of numpy.ndarray
-        The signals, one ``(n_rois, T_k)`` array per sequence.
-    empty : numpy.ndarray of bool
-        ROIs with no finite sample.
-    gammas, sigmas : numpy.ndarray
-        The AR(1) coefficient and noise level per ROI (NaN for empty ROIs).
+    PreparedInference
+        ``(signals, empty, gamma, sigma)``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`infer_spikes_from_signals`.
     """
     seqs = _signals_list(signals)
     _check_solver(solver)
@@ -1122,7 +1176,125 @@ def _prepare(signals, gamma, share_gamma, mode, sigma, solver):
         sigmas[keep] = params["sigma"]
     else:
         _check_mode(mode)
-    return seqs, empty, gammas, sigmas
+    return PreparedInference(seqs, empty, gammas, sigmas)
+
+
+def deconvolve_block(
+    traces: ArrayLike,
+    gamma: ArrayLike,
+    sigma: ArrayLike,
+    empty: ArrayLike,
+    solver: str = "auto",
+    n_processes: int | None = None,
+) -> dict[str, NDArray]:
+    """Deconvolve a block of ROIs of one sequence with their parameters fixed.
+
+    The per-ROI work of :func:`infer_spikes_from_signals`: every ROI is
+    solved independently, so blocks solved apart and joined by
+    :func:`collect_sequence` are identical to one call over all ROIs.
+
+    Parameters
+    ----------
+    traces : array_like
+        ``(n, T)`` traces of ``n`` ROIs in one sequence; NaN samples are
+        missing.
+    gamma, sigma : array_like
+        ``(n,)`` decay factors and noise levels (as
+        :func:`prepare_inference` gives them; ignored for empty ROIs).
+    empty : array_like of bool
+        ``(n,)``: ROIs with no observed sample in any sequence; their outputs
+        are NaN.
+    solver : {'auto', 'fast', 'osqp'}
+        As in :func:`deconvolve`.
+    n_processes : int, optional
+        Kernel threads (default: numba's thread count).
+
+    Returns
+    -------
+    dict
+        ``spikes`` ``(n, T)`` (each row divided by its maximum), ``fits``
+        ``(n, T)`` (the denoised fluorescence ``b + c``), and per ROI
+        ``baseline``, ``lambda``, ``status`` and ``solver`` (``''`` for a
+        trace without observed samples).
+    """
+    empty = np.asarray(empty, dtype=bool)
+    # Empty ROIs are NaN rows for deconvolve(); give them placeholder parameters.
+    solve_gamma = np.where(empty, 0.5, gamma)
+    solve_sigma = np.where(empty, 1.0, sigma)
+    result = deconvolve(traces, solve_gamma, solve_sigma, solver=solver, n_processes=n_processes)
+    calcium = result["calcium"]
+    spikes = result["spikes"]
+    status = result["status"]
+    _normalise_rows(spikes)
+    calcium += result["baseline"][:, None]  # the fit b + c, in place
+    return {
+        "spikes": spikes,
+        "fits": calcium,
+        "baseline": result["baseline"],
+        "lambda": result["lam"],
+        "status": status,
+        "solver": np.where(status == "empty", "", result["solver"]),
+    }
+
+
+def collect_sequence(
+    prepared: PreparedInference, k: int, blocks: list[dict[str, NDArray]], verbose: bool = False
+) -> tuple[NDArray, NDArray, dict[str, NDArray]]:
+    """Join the blocks of ROIs of one sequence into its spike-inference outputs.
+
+    Warns (a :class:`SpikeInferenceWarning`, attributed to the caller's
+    caller) about ROIs whose noise bound could not be met, with their global
+    indices, and prints the progress line of ``verbose``.
+
+    Parameters
+    ----------
+    prepared : PreparedInference
+        What :func:`prepare_inference` returned.
+    k : int
+        Index of the sequence.
+    blocks : list of dict
+        :func:`deconvolve_block` of consecutive blocks of ROIs covering all
+        ROIs of sequence ``k``, in ROI order (at least one).
+    verbose : bool, optional
+        Print one progress line.
+
+    Returns
+    -------
+    spikes, fits : numpy.ndarray
+        ``(n_rois, T_k)``.
+    parameters : dict
+        Per-ROI arrays ``sigma``, ``gamma``, ``baseline``, ``lambda``,
+        ``status`` and ``solver``.
+    """
+    if len(blocks) == 1:
+        joined = blocks[0]
+    else:
+        joined = {key: np.concatenate([b[key] for b in blocks]) for key in blocks[0]}
+    status = joined["status"]
+    infeasible = np.flatnonzero(status == "infeasible")
+    if infeasible.size:
+        warnings.warn(
+            f"sequence {k}: the noise bound cannot be met for {_rois_text(infeasible)} "
+            "(sigma too small for the data); the least-residual fit is returned",
+            SpikeInferenceWarning,
+            stacklevel=3,
+        )
+    if verbose:
+        n_osqp = int((joined["solver"] == "osqp").sum())
+        print(
+            f"infer_spikes: sequence {k + 1}/{len(prepared.signals)}: "
+            f"{int((~prepared.empty).sum())} ROIs x {prepared.signals[k].shape[1]} frames"
+            + (f" ({n_osqp} solved by OSQP)" if n_osqp else "")
+        )
+    parameters = {
+        "sigma": prepared.sigma.copy(),
+        "gamma": prepared.gamma.copy(),
+        "baseline": joined["baseline"],
+        "lambda": joined["lambda"],
+        "status": status,
+        "solver": joined["solver"],
+    }
+    return joined["spikes"], joined["fits"], parameters
 
 
 def infer_spikes_from_signals(
@@ -1137,6 +1309,11 @@ def infer_spikes_from_signals(
     n_processes: int | None = None,
 ) -> tuple[list[NDArray], list[NDArray], list[dict[str, NDArray]]]:
     """Infer spikes for every ROI of an extraction (the work of ``infer_spikes``).
+
+    :func:`prepare_inference` estimates the parameters from all ROIs, then
+    each sequence is one :func:`deconvolve_block` over all its ROIs
+    (:mod:`sima_fast.distributed` solves blocks of ROIs on a cluster
+    instead), joined by :func:`collect_sequence`.
 
     Parameters
     ----------
@@ -1184,52 +1361,18 @@ def infer_spikes_from_signals(
     >>> bool(all(np.corrcoef(inferred[0][i], spikes[i])[0, 1] > 0.9 for i in range(2)))
     True
     """
-    seqs, empty, gammas, sigmas = _prepare(signals, gamma, share_gamma, mode, sigma, solver)
-    n_used = int((~empty).sum())
-
+    prepared = prepare_inference(signals, gamma, share_gamma, mode, sigma, solver)
     spikes_out: list[NDArray] = []
     fits_out: list[NDArray] = []
     params_out: list[dict[str, NDArray]] = []
-    # Empty ROIs are NaN rows for deconvolve(); give them placeholder parameters.
-    solve_gamma = np.where(empty, 0.5, gammas)
-    solve_sigma = np.where(empty, 1.0, sigmas)
-    for k, seq in enumerate(seqs):
-        n_t = seq.shape[1]
-        result = deconvolve(seq, solve_gamma, solve_sigma, solver=solver, n_processes=n_processes)
-        calcium = result["calcium"]
-        spikes = result["spikes"]
-        baseline = result["baseline"]
-        lam = result["lam"]
-        status = result["status"]
-        used = np.where(status == "empty", "", result["solver"])
-        infeasible = np.flatnonzero(status == "infeasible")
-        if infeasible.size:
-            warnings.warn(
-                f"sequence {k}: the noise bound cannot be met for {_rois_text(infeasible)} "
-                "(sigma too small for the data); the least-residual fit is returned",
-                SpikeInferenceWarning,
-                stacklevel=2,
-            )
-        _normalise_rows(spikes)
-        calcium += baseline[:, None]  # the fit b + c, in place
-        spikes_out.append(spikes)
-        fits_out.append(calcium)
-        params_out.append(
-            {
-                "sigma": sigmas.copy(),
-                "gamma": gammas.copy(),
-                "baseline": baseline,
-                "lambda": lam,
-                "status": status,
-                "solver": used,
-            }
+    for k, seq in enumerate(prepared.signals):
+        block = deconvolve_block(
+            seq, prepared.gamma, prepared.sigma, prepared.empty, solver, n_processes
         )
-        if verbose:
-            n_osqp = int((used == "osqp").sum())
-            print(
-                f"infer_spikes: sequence {k + 1}/{len(seqs)}: {n_used} ROIs x {n_t} frames"
-                + (f" ({n_osqp} solved by OSQP)" if n_osqp else "")
-            )
+        spikes, fits, params = collect_sequence(prepared, k, [block], verbose)
+        spikes_out.append(spikes)
+        fits_out.append(fits)
+        params_out.append(params)
     return spikes_out, fits_out, params_out
 
 

@@ -254,6 +254,117 @@ def test_dask_format_wraps_an_array(tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# the generic mappers
+# ---------------------------------------------------------------------------
+
+
+def _frame_sums(seq, t0, t1, scale):
+    """A test-local per-range function: ``scale`` times the sum of every frame of the range."""
+    frames = np.asarray(seq.read_chunk(t0, t1), dtype=np.float64)
+    return scale * np.nansum(frames, axis=(1, 2, 3, 4))
+
+
+def _concatenate(*parts):
+    return np.concatenate(parts)
+
+
+def _weighted_sum(values, weights, offset):
+    return float(np.dot(values, weights)) + offset
+
+
+def sequences_for_mapping() -> list[Sequence]:
+    """In-memory sequences, an empty one and a dask-backed one."""
+    import dask.array as da
+
+    a = movie(13, (23, 1, 3, 4, 2), "float32", gaps=True)
+    b = movie(14, (9, 2, 3, 4, 2), "uint16", gaps=False).reshape(9, 1, 6, 4, 2)
+    c = movie(15, (17, 1, 3, 4, 2), "float64", gaps=True)
+    return [
+        Sequence.create("ndarray", a),
+        Sequence.create("ndarray", np.zeros((0, 1, 3, 4, 2), np.float32)),
+        Sequence.create("ndarray", b)[:, :, :3],
+        Sequence.create("dask", da.from_array(c, chunks=(4, 1, 3, 4, 2))),
+    ]
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 5, 40])
+def test_map_ranges_runs_a_per_range_function_over_every_range(client, chunk):
+    sequences = sequences_for_mapping()
+    futures = sd.map_ranges(client, sequences, _frame_sums, 2.0, chunk_frames=chunk)
+    assert len(futures) == len(sequences)
+    for seq, fs in zip(sequences, futures):
+        assert len(fs) >= 1  # an empty sequence still has one (empty) range
+        parts = client.gather(fs)
+        if chunk is not None and len(seq):
+            assert [len(p) for p in parts] == [
+                min(chunk, len(seq) - t) for t in range(0, len(seq), chunk)
+            ]
+        # The ranges, in order, cover the sequence: the same function run here over
+        # the whole sequence gives the same values.
+        np.testing.assert_array_equal(np.concatenate(parts), _frame_sums(seq, 0, len(seq), 2.0))
+
+
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_map_ranges_merges_in_order_with_reduce(client, chunk):
+    sequences = sequences_for_mapping()
+    # Over 40 ranges with chunk=1: a merge tree of two levels; the order must hold.
+    merged = sd.map_ranges(
+        client, sequences, _frame_sums, 1.0, chunk_frames=chunk, reduce=_concatenate
+    )
+    want = np.concatenate([_frame_sums(s, 0, len(s), 1.0) for s in sequences])
+    np.testing.assert_array_equal(merged.result(), want)
+
+
+def test_feature_range_functions_agree_here_and_on_the_cluster(client):
+    from sima_fast._projections import maxima_of_range, moments_of_range
+    from sima_fast.extract import extract_range, extraction_setup
+
+    data = movie(16, (29, 1, 8, 7, 2), "float32", gaps=True)
+    seq = Sequence.create("ndarray", data)
+    ranges = [(t, min(t + 6, len(seq))) for t in range(0, len(seq), 6)]
+    # moments: the state of each range, bit for bit
+    there = client.gather(sd.map_ranges(client, [seq], moments_of_range, chunk_frames=6)[0])
+    for (t0, t1), state in zip(ranges, there, strict=True):
+        here = moments_of_range(seq, t0, t1)
+        for name in ("n", "mean", "m2", "m3", "m4"):
+            np.testing.assert_array_equal(getattr(state, name), getattr(here, name))
+        assert state.frames == here.frames == t1 - t0
+    # channel maxima of each range
+    there = client.gather(sd.map_ranges(client, [seq], maxima_of_range, chunk_frames=6)[0])
+    for (t0, t1), maxima in zip(ranges, there, strict=True):
+        np.testing.assert_array_equal(maxima, maxima_of_range(seq, t0, t1))
+    # extraction of each range, with demixing
+    rois = random_rois(np.random.default_rng(3), (1, 8, 7), 4)
+    mean = _projections.projections([seq])["time_averages"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # empty ROIs, FastICA convergence
+        weights, demix = extraction_setup(rois, (1, 8, 7), mean, 0, True, 1)
+    futures = sd.map_ranges(client, [seq], extract_range, weights, 0, demix, chunk_frames=6)
+    for (t0, t1), (raw, demixed) in zip(ranges, client.gather(futures[0]), strict=True):
+        want_raw, want_demixed = extract_range(seq, t0, t1, weights, 0, demix)
+        assert raw.shape == (t1 - t0, weights.n_rois)
+        np.testing.assert_array_equal(raw, want_raw)
+        np.testing.assert_array_equal(demixed, want_demixed)
+
+
+def test_map_blocks_keeps_the_order_of_blocks(client):
+    rng = np.random.default_rng(17)
+    blocks = [(rng.normal(size=n), rng.normal(size=n)) for n in (3, 0, 8, 1, 5)]
+    got = sd.map_blocks(client, _weighted_sum, blocks, 0.5)
+    assert got == [_weighted_sum(v, w, 0.5) for v, w in blocks]
+
+
+def test_mapper_arguments_are_checked(client):
+    seq = Sequence.create("ndarray", np.zeros((4, 1, 2, 2, 1)))
+    with pytest.raises(ValueError, match="chunk_frames"):
+        sd.map_ranges(client, [seq], _frame_sums, 1.0, chunk_frames=0)
+    with pytest.raises(TypeError, match="Client"):
+        sd.map_ranges(object(), [seq], _frame_sums, 1.0)
+    with pytest.raises(TypeError, match="Client"):
+        sd.map_blocks(object(), _weighted_sum, [])
+
+
+# ---------------------------------------------------------------------------
 # projections
 # ---------------------------------------------------------------------------
 

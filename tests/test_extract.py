@@ -1,4 +1,4 @@
-"""Signal extraction (SPEC.md §5): ``ImagingDataset.extract`` and ``sima_fast.extract``."""
+"""Signal extraction (docs/contract.md#extraction): ``ImagingDataset.extract`` and ``extract``."""
 
 from __future__ import annotations
 
@@ -362,8 +362,8 @@ def test_last_roi_empty(emptied_by_overlap):
 def test_never_observed_pixel_is_left_out_and_reweighted(dtype, remove_overlap):
     """A pixel NaN in every frame (μ NaN), or always 0 (μ = 0), is never observed.
 
-    SPEC §5.4: it is left out and the remaining weights rescaled (a boolean ROI
-    with k of n pixels observed weighs each 1/k).
+    As docs/contract.md#missing-pixels says, it is left out and the remaining
+    weights rescaled (a boolean ROI with k of n pixels observed weighs each 1/k).
     """
     arr = np.full((4, 1, 2, 3, 1), 5.0)
     arr[:, 0, 1, 2, 0] = 9.0 + np.arange(4)  # varying pixel

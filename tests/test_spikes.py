@@ -1,4 +1,4 @@
-"""Parameter estimators of spike inference (SPEC.md §8)."""
+"""Parameter estimators of spike inference (docs/contract.md#parameter-estimation)."""
 
 from __future__ import annotations
 

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 
 from sima_fast._atomic import atomic_write
+from sima_fast._projections import channel_maxima
 
 __all__ = [
     "COMPRESSIONS",
     "PROJECTION_TYPES",
     "all_or_nothing",
-    "channel_maxima",
     "converted_frames",
     "full_range_scale",
     "is_path",
@@ -336,31 +336,6 @@ def full_range_scale(maximum: np.ndarray | float, bits: int) -> np.ndarray:
     return np.where(ok, (2.0**bits - 1.0) / np.where(ok, m, 1.0), 1.0)
 
 
-def channel_maxima(sequences: list) -> np.ndarray:
-    """Largest finite value of every channel over all frames (NaN when none).
-
-    Parameters
-    ----------
-    sequences : list of Sequence
-        The sequences to scan, chunk by chunk.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(C,)`` float64.
-    """
-    best = None
-    for seq in sequences:
-        for _, chunk in seq.iter_chunks(reuse_buffer=True, prefetch=True):
-            flat = chunk.reshape(-1, chunk.shape[-1])
-            if flat.dtype.kind == "f":
-                m = np.fmax.reduce(np.where(np.isfinite(flat), flat, np.nan), axis=0)
-            else:
-                m = flat.max(axis=0).astype(np.float64)
-            best = m if best is None else np.fmax(best, m)
-    return np.asarray(best, dtype=np.float64)
-
-
 # --------------------------------------------------------------------------
 # frames
 # --------------------------------------------------------------------------
@@ -374,7 +349,7 @@ def converted_frames(
     convert: Callable[..., np.ndarray],
     client: Any = None,
 ) -> tuple[list, Callable[[Any], Iterator[tuple[int, np.ndarray]]]]:
-    """The sequences to write and, per sequence, its frames converted block by block.
+    """Give the sequences to write and, per sequence, its frames converted block by block.
 
     Parameters
     ----------
@@ -393,8 +368,9 @@ def converted_frames(
         the block to write; it must be picklable when ``client`` is given.
     client : dask.distributed.Client, optional
         Read, gap-fill and convert on this Dask cluster, time range by time
-        range (:func:`sima_fast.distributed.frame_blocks`); the blocks are
-        identical.
+        range (:func:`sima_fast.distributed.frame_blocks`, and
+        :func:`sima_fast.distributed.channel_maxima` for the scale); the
+        blocks are identical.
 
     Returns
     -------
@@ -407,29 +383,23 @@ def converted_frames(
     """
     if client is None:
         sequences = [s.fill_gaps() if fill_gaps else s for s in dataset.sequences]
+        maxima = channel_maxima
+        frames = _local_blocks
     else:
+        from sima_fast import distributed
+
         sequences = list(dataset.sequences)  # gaps are filled on the cluster
-    scale = None
-    if scale_values:
-        if client is None:
-            maxima = channel_maxima(sequences)
-        else:  # filling copies finite values, so it does not change the maxima
-            from sima_fast.distributed import channel_maxima as cluster_channel_maxima
+        # (filling copies finite values, so it does not change the maxima)
+        maxima = functools.partial(distributed.channel_maxima, client=client)
+        frames = functools.partial(distributed.frame_blocks, client=client, fill_gaps=fill_gaps)
+    scale = full_range_scale(maxima(sequences), bits) if scale_values else None  # (C,)
+    return sequences, functools.partial(frames, convert=functools.partial(convert, scale=scale))
 
-            maxima = cluster_channel_maxima(sequences, client)
-        scale = full_range_scale(maxima, bits)  # (C,)
-    convert = functools.partial(convert, scale=scale)
 
-    def blocks(seq: Any) -> Iterator[tuple[int, np.ndarray]]:
-        if client is None:
-            for t0, chunk in seq.iter_chunks(reuse_buffer=True, prefetch=True):
-                yield t0, convert(chunk)
-        else:
-            from sima_fast.distributed import frame_blocks
-
-            yield from frame_blocks(seq, client, convert, fill_gaps=fill_gaps)
-
-    return sequences, blocks
+def _local_blocks(seq: Any, convert: Callable) -> Iterator[tuple[int, np.ndarray]]:
+    """``(t0, convert(chunk))`` for every chunk of ``seq``, read here."""
+    for t0, chunk in seq.iter_chunks(reuse_buffer=True, prefetch=True):
+        yield t0, convert(chunk)
 
 
 def progress_bar(sequences: list, desc: str = "export_frames") -> Any:
