@@ -46,6 +46,7 @@ class DatasetFailure:
     where: str
 
     def __str__(self) -> str:
+        """Return ``'<path>: <error> (on <where>)'``."""
         return f"{self.path}: {self.error} (on {self.where})"
 
 

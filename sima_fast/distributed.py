@@ -171,10 +171,16 @@ def _total_threads(client: Any) -> int:
 
 
 def _plan(sequences: list, client: Any, chunk_frames: int | None) -> list[list[tuple[int, int]]]:
-    """Time ranges per sequence: ``chunk_frames`` each, or planned for the cluster.
+    """Plan the time ranges of every sequence.
 
     Every sequence gets at least one range (``(0, 0)`` when it has no frames),
     so that every sequence has a partial result.
+
+    Returns
+    -------
+    list of list of (int, int)
+        Per sequence, ranges of ``chunk_frames`` frames each when it is given,
+        else ranges planned for the cluster's threads and task sizes.
     """
     if chunk_frames is not None:
         step = int(chunk_frames)
@@ -257,7 +263,7 @@ def _show_progress(futures: list, wanted: bool = True) -> None:
 
 
 def _run_range(payload: SequencePayload, t0: int, t1: int, func: Callable, *args: Any) -> Any:
-    """The task of one time range: ``func(seq, t0, t1, *args)`` on this thread's sequence."""
+    """Run ``func(seq, t0, t1, *args)`` on one time range, as a cluster task."""
     seq = payload.load()
     try:
         with kernel_threads(1):
@@ -271,19 +277,19 @@ def _run_range(payload: SequencePayload, t0: int, t1: int, func: Callable, *args
 
 
 def _run_dask_block(block: np.ndarray, func: Callable, *args: Any) -> Any:
-    """The task of one block of a dask-backed sequence, seen as an in-memory sequence."""
+    """Run ``func`` on one block of a dask-backed sequence, seen as an in-memory sequence."""
     with kernel_threads(1):
         return func(Sequence.create("ndarray", block), 0, len(block), *args)
 
 
 def _run_args(block: tuple, func: Callable, *args: Any) -> Any:
-    """The task of one block of arguments: ``func(*block, *args)``."""
+    """Run ``func(*block, *args)`` on one block of arguments, as a cluster task."""
     with kernel_threads(1):
         return func(*block, *args)
 
 
 def _shared_payload(client: Any, seq: Any) -> Any:
-    """The packed sequence, or a future of it scattered to every worker when it is large."""
+    """Pack a sequence for tasks; scatter it to every worker first when it is large."""
     payload = SequencePayload(seq)
     if payload.nbytes < EMBED_BYTES:
         return payload
@@ -307,8 +313,15 @@ def _submit_ranges(
 
 
 def _tree_reduce(client: Any, futures: list, func: Callable) -> Any:
-    """Combine futures on the cluster, in order: ``func(*group)`` of up to
-    :data:`MERGE_FAN_IN` neighbours at each level of a tree.
+    """Combine futures on the cluster, in order, in a tree.
+
+    Each level applies ``func(*group)`` to groups of up to
+    :data:`MERGE_FAN_IN` neighbours.
+
+    Returns
+    -------
+    distributed.Future
+        The future of the combined result.
     """
     while len(futures) > 1:
         futures = [
@@ -630,8 +643,16 @@ def channel_maxima(sequences: list, client: Any, *, chunk_frames: int | None = N
 def _converted_range(
     seq: Any, t0: int, t1: int, carried: np.ndarray | None, convert: Callable
 ) -> np.ndarray:
-    """``convert`` of frames ``t0`` to ``t1``, read through the gap-filled view when
-    ``carried`` (the values carried into ``t0``) is given."""
+    """Read and convert frames ``t0`` to ``t1``.
+
+    They are read through the gap-filled view when ``carried`` (the values
+    carried into ``t0``) is given.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``convert`` of the frames.
+    """
     if carried is not None:
         seq = FilledSequence(seq)
         seq.resume_at(t0, carried)
@@ -644,7 +665,7 @@ def _scan_frames(seq: Any) -> int:
 
 
 def _carry_after(carry: np.ndarray, ends: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """The values carried out of a range: its last finite values, else what came in."""
+    """Give the values carried out of a range: its last finite values, else what came in."""
     found, value = ends
     return np.where(found, value, carry)
 
@@ -652,10 +673,15 @@ def _carry_after(carry: np.ndarray, ends: tuple[np.ndarray, np.ndarray]) -> np.n
 def _first_values(
     client: Any, payload: Any, ranges: list[tuple[int, int]], scan: int
 ) -> np.ndarray:
-    """Each pixel's first finite value in the sequence (NaN if never observed).
+    """Find each pixel's first finite value in the sequence.
 
     Ranges are scanned from the start, 1, 2, 4, ... at a time, until every
     pixel has been seen: usually the first range is the only one read.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(Z, Y, X, C)`` first finite values, NaN where never observed.
     """
     found = value = None
     k, batch = 0, 1

@@ -17,7 +17,6 @@ dicts in row order) and ``timestamp`` (docs/contract.md#the-extraction-record);
 
 from __future__ import annotations
 
-import datetime
 import os
 import warnings
 from typing import Any
@@ -26,7 +25,7 @@ import numpy as np
 
 from sima_fast._atomic import atomic_write
 from sima_fast._threads import kernel_threads
-from sima_fast._timestamps import TIMESTAMP_FORMAT
+from sima_fast._timestamps import current_timestamp
 
 __all__ = [
     "ExtractionWeights",
@@ -234,11 +233,18 @@ def roi_mask_matrix(rois: Any, im_shape: tuple[int, int, int]):
 
 
 def _mask_matrix(rois: Any, im_shape: tuple[int, int, int]):
-    """All ROIs as one CSR matrix ``(n_rois, Z*Y*X)`` and a boolean-mask flag per ROI.
+    """Stack all ROIs into one CSR matrix.
 
     Built in one step from the per-plane CSR arrays (no per-ROI sparse
     construction). ROIs without an ``im_shape`` get the frames' shape, as
     :meth:`ImagingDataset.add_ROIs` does, so their rasterised masks are cached.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        ``(n_rois, Z*Y*X)`` mask weights.
+    numpy.ndarray
+        ``(n_rois,)`` bool: whether each ROI's mask is boolean.
     """
     import scipy.sparse
 
@@ -269,7 +275,7 @@ def _mask_matrix(rois: Any, im_shape: tuple[int, int, int]):
 
 
 def _roi_planes(roi: Any, im_shape: tuple[int, int, int], index: int):
-    """The per-plane CSR masks of one ROI at ``im_shape`` (validated), and whether boolean."""
+    """Give the per-plane CSR masks of one ROI at ``im_shape`` (validated), and whether boolean."""
     from sima_fast.ROI import ROI
 
     if not isinstance(roi, ROI):
@@ -600,7 +606,7 @@ def signals_record(
         d["im_shape"] = shape
         rois_out.append(d)
     record["rois"] = rois_out
-    record["timestamp"] = datetime.datetime.now().strftime(TIMESTAMP_FORMAT)
+    record["timestamp"] = current_timestamp()
     return record
 
 

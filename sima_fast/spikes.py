@@ -173,7 +173,7 @@ def _traces_list(traces: ArrayLike | Iterable[ArrayLike], name: str) -> list[NDA
 
 
 def _signals_list(signals: Any) -> list[NDArray]:
-    """The 'raw' signals as a list of ``(n_rois, T_k)`` arrays (not copied)."""
+    """Give the 'raw' signals as a list of ``(n_rois, T_k)`` arrays (not copied)."""
     if isinstance(signals, np.ndarray) and signals.ndim == 2:
         items: list[Any] = [signals]
     else:
@@ -221,7 +221,7 @@ def _check_mode(mode: Any) -> str:
 
 
 def _check_gamma(gamma: Any, n: int | None = None) -> NDArray[np.float64]:
-    """A given decay factor (scalar, or one per ROI when ``n`` is set)."""
+    """Check a given decay factor (scalar, or one per ROI when ``n`` is set)."""
     if isinstance(gamma, (bool, np.bool_)):
         raise TypeError(f"gamma must be a real number, got {gamma!r}")
     values = _as_real_array(gamma, "gamma")
@@ -258,11 +258,18 @@ def _rois_text(indices: NDArray) -> str:
 
 
 def _acov_rows(x: NDArray, max_lag: int) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-    """Autocovariances of the rows of a 2-D array, and their observed counts.
+    """Compute the autocovariances of the rows of a 2-D array.
 
     Missing samples are handled exactly by centring the finite samples on
     their mean and setting the others to zero: a product involving a zero
     adds nothing, which is the same as leaving the pair out of the sum.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, max_lag + 1)`` autocovariances (sums, not divided by length).
+    numpy.ndarray
+        ``(n,)`` int64: the observed samples of each row.
     """
     n, length = x.shape
     acov = np.zeros((n, max_lag + 1))
@@ -302,7 +309,7 @@ def _psd_log_power(x: NDArray) -> NDArray[np.float64]:
 
 
 def _psd_sigma_rows(seqs: Sequence[NDArray], rows: NDArray) -> NDArray[np.float64]:
-    """The 'psd' noise estimate for the selected ROIs over all sequences."""
+    """Compute the 'psd' noise estimate for the selected ROIs over all sequences."""
     total = np.zeros(rows.size)
     weight = np.zeros(rows.size)
     for seq in seqs:
