@@ -136,7 +136,7 @@ def memory_bandwidth(nbytes: int = 1 << 29, threads: int = 2) -> float:
     return x.nbytes / best / 1e9
 
 
-# -- running ---------------------------------------------------------------------------
+# -- timing a case ---------------------------------------------------------------------
 
 
 def time_case(
@@ -189,6 +189,9 @@ def time_case(
         if impl is not ours and impl.name in medians
     }
     return CaseResult(case.work, inputs.size, medians["ours"], baselines, inputs.nbytes, notes)
+
+
+# -- reporting ---------------------------------------------------------------------------
 
 
 def _fmt_time(seconds: float) -> str:
@@ -283,6 +286,9 @@ def plot_ratios(results: list[CaseResult], path: str) -> None:
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format=os.path.splitext(path)[1][1:] or "png", dpi=120)
     plt.close(fig)
+
+
+# -- running ---------------------------------------------------------------------------
 
 
 def run_benchmarks(
