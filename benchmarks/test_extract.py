@@ -72,7 +72,8 @@ def test_extract(benchmark, case_inputs, impl):
 
 
 @pytest.mark.benchmark(group="extract-weights")
-def test_extract_weights(benchmark):
+@pytest.mark.parametrize("impl", ["ours"])
+def test_extract_weights(benchmark, impl):
     frames = get_case("extract-uint16-memory").size()["frames"]
     scene = simulated_cells(frames)
     mean = scene["movie"].mean(axis=0, dtype=np.float64)[None]
