@@ -1,24 +1,38 @@
-"""Shared benchmark data: movies written once per session into a scratch directory.
+"""What the suites share: the registry's cases as pytest parameters, their runner, fixtures.
 
-Sizes follow DESIGN.md (512×512 frames, 3,000 frames, uint16). Set
-``SIMA_FAST_BENCH_FRAMES`` to run smaller (e.g. 300 for a quick check) and
-``SIMA_FAST_BENCH_DIR`` to keep the files between runs.
+The cases themselves (data, implementations, checks) are in
+:mod:`sima_fast.bench.cases`, which also feeds ``sima-fast bench``. Each
+suite parametrises one test over ``case_params("<suite>")``: the module-scoped
+``case_inputs`` fixture builds one case's data at a time (at the case's full
+size, which the ``SIMA_FAST_BENCH_*`` variables named in the case's ``env``
+override, e.g. ``SIMA_FAST_BENCH_FRAMES=300`` for a quick check), and
+:func:`run_case` times one implementation with pytest-benchmark and checks its
+answer. Files go to ``SIMA_FAST_BENCH_DIR`` (kept between runs) or a scratch
+directory under the system's temporary directory.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 import time
+from typing import Any
 
-import h5py
 import numpy as np
 import pytest
-import tifffile
 
-FRAMES = int(os.environ.get("SIMA_FAST_BENCH_FRAMES", "3000"))
-SHAPE = (512, 512)
-CHUNK = 100  # frames per chunk for every implementation
+from sima_fast.bench.cases import (
+    BenchCase,
+    Inputs,
+    cases_of,
+    get_case,
+    release_shared,
+    write_hdf5_movie,
+)
+
+#: Frames of the file movies (conftest's HDF5 file, also used by test_dask).
+FRAMES = get_case("read-hdf5").size()["frames"]
 
 
 def cpu_seconds(children: bool = False) -> tuple[float, float] | None:
@@ -81,7 +95,8 @@ class OthersCPU:
             benchmark.extra_info["others_cpu"] = round(self.share, 3)
 
 
-def _scratch() -> str:
+def scratch_dir() -> str:
+    """The directory of the benchmark files: ``SIMA_FAST_BENCH_DIR`` or a fixed temporary one."""
     path = os.environ.get("SIMA_FAST_BENCH_DIR") or os.path.join(
         tempfile.gettempdir(), "sima_fast_bench"
     )
@@ -89,51 +104,82 @@ def _scratch() -> str:
     return path
 
 
-def _movie_block(t0: int, t1: int) -> np.ndarray:
-    rng = np.random.default_rng(t0)
-    return rng.integers(0, 4096, size=(t1 - t0, *SHAPE), dtype=np.uint16)
+def case_params(suite: str) -> list:
+    """``(case name, implementation name)`` parameters of the registry's cases of one suite.
+
+    For ``@pytest.mark.parametrize(("case_inputs", "impl"), case_params(...),
+    indirect=["case_inputs"])``: test ids are ``<case>-<implementation>``.
+    """
+    return [
+        pytest.param(case.name, impl.name, id=f"{case.name}-{impl.name}")
+        for case in cases_of(suite)
+        for impl in case.implementations
+    ]
 
 
-def read_hdf5_raw(path: str) -> int:
-    """Read every ``CHUNK``-frame slice with h5py; return the number of frames read."""
-    frames = 0
-    with h5py.File(path, "r") as f:
-        ds = f["imaging"]
-        for t0 in range(0, len(ds), CHUNK):
-            frames += len(ds[t0 : t0 + CHUNK])
-    return frames
+@pytest.fixture(scope="module")
+def case_inputs(request) -> Any:
+    """``(case, inputs)`` of the case named by the parameter, built once per module."""
+    case = get_case(request.param)
+    inputs = case.setup(scratch_dir(), **case.size())
+    yield case, inputs
+    del inputs
+    gc.collect()
 
 
-def write_hdf5_movie() -> str:
-    """Write (once) the (T, 512, 512) uint16 HDF5 movie, dataset 'imaging'; return its path."""
-    path = os.path.join(_scratch(), f"movie_{FRAMES}.h5")
-    if not os.path.exists(path):
-        tmp = path + ".part"
-        with h5py.File(tmp, "w") as f:
-            ds = f.create_dataset("imaging", shape=(FRAMES, *SHAPE), dtype=np.uint16)
-            for t0 in range(0, FRAMES, 500):
-                t1 = min(t0 + 500, FRAMES)
-                ds[t0:t1] = _movie_block(t0, t1)
-        os.replace(tmp, path)
-    return path
+@pytest.fixture(scope="module", autouse=True)
+def _release_shared_data():
+    """Drop the data the cases of a module shared (the simulated scene) after the module."""
+    yield
+    release_shared()
+    gc.collect()
+
+
+def run_case(benchmark, case_inputs: tuple[BenchCase, Inputs], impl: str) -> Any:
+    """Time implementation ``impl`` of a case with pytest-benchmark, then check its answer.
+
+    The entry's group is the case's name; ``extra_info`` gets the size, the
+    bytes of one pass (for GB/s), the case's fixed facts, ``others_cpu``
+    (see :class:`OthersCPU`) and, for per-frame cases, the latency
+    percentiles in microseconds. An implementation whose optional package is
+    missing is skipped.
+    """
+    case, inputs = case_inputs
+    implementation = case.implementation(impl)
+    reason = implementation.why_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    if implementation.warmup is not None:
+        implementation.warmup(inputs)  # compile, fill the page cache: outside the timing
+    benchmark.group = case.name
+    benchmark.extra_info["size"] = inputs.size
+    if inputs.nbytes:
+        benchmark.extra_info["bytes"] = inputs.nbytes
+    benchmark.extra_info.update(case.extra_info)
+    rounds = inputs.rounds.get(impl, implementation.rounds)
+    with OthersCPU() as busy:
+        result = benchmark.pedantic(
+            implementation.run, args=(inputs,), rounds=rounds, iterations=1
+        )
+    busy.record(benchmark)
+    if case.unit == "frame":
+        times = np.asarray(benchmark.stats.stats.data) * 1e6
+        p50, p99, p999 = np.percentile(times, [50, 99, 99.9])
+        benchmark.extra_info.update(
+            median_us=round(float(p50), 1),
+            p99_us=round(float(p99), 1),
+            p999_us=round(float(p999), 1),
+            max_us=round(float(times.max()), 1),
+        )
+        print(
+            f"\n{case.name} {impl}: median {p50:.1f} µs, p99 {p99:.1f} µs, "
+            f"p99.9 {p999:.1f} µs, max {times.max():.1f} µs"
+        )
+    case.check(inputs, impl, result)
+    return result
 
 
 @pytest.fixture(scope="session")
 def hdf5_movie() -> str:
-    """A (T, 512, 512) uint16 HDF5 dataset 'imaging', contiguous layout."""
-    return write_hdf5_movie()
-
-
-@pytest.fixture(scope="session")
-def tiff_movie() -> str:
-    """The same movie as an uncompressed multi-page TIFF."""
-    path = os.path.join(_scratch(), f"movie_{FRAMES}.tif")
-    if not os.path.exists(path):
-        tmp = path + ".part.tif"
-        with tifffile.TiffWriter(tmp) as w:
-            for t0 in range(0, FRAMES, 500):
-                t1 = min(t0 + 500, FRAMES)
-                for frame in _movie_block(t0, t1):
-                    w.write(frame, photometric="minisblack", contiguous=True)
-        os.replace(tmp, path)
-    return path
+    """The (FRAMES, 512, 512) uint16 HDF5 movie, dataset 'imaging', contiguous layout."""
+    return write_hdf5_movie(scratch_dir(), FRAMES)

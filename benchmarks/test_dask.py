@@ -43,18 +43,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import FRAMES, SHAPE, OthersCPU, _movie_block, _scratch, write_hdf5_movie
-from sima_fast import ImagingDataset, Sequence, _projections
+from conftest import FRAMES, OthersCPU, scratch_dir
+from sima_fast import ImagingDataset, Sequence
 from sima_fast import distributed as sd
+from sima_fast._projections import projections
 from sima_fast._threads import kernel_threads
+from sima_fast.bench.cases import CELL_RADIUS, N_ROIS, SHAPE, movie_block, write_hdf5_movie
 from sima_fast.extract import extract_rois
 from sima_fast.ROI import ROI, ROIList
 
 pytest.importorskip("distributed")
 
 IMPLS = ["ours", "dask_1_worker", "here_1_thread", "here"]
-N_ROIS = 500
-CELL_RADIUS = 6.7  # px: about 141 pixels per cell
 ROUNDS = 5
 
 WORKERS = {"ours": 2, "dask_1_worker": 1}
@@ -97,20 +97,20 @@ def clients():
 
 def _hdf5_path() -> str:
     """conftest's HDF5 movie (the same file), written here when run as a script."""
-    return write_hdf5_movie()
+    return write_hdf5_movie(scratch_dir(), FRAMES)
 
 
 def _zarr_path() -> str:
     """The same frames in a zarr store, 100-frame chunks, zarr's default compressor."""
     import zarr
 
-    path = os.path.join(_scratch(), f"movie_{FRAMES}.zarr")
+    path = os.path.join(scratch_dir(), f"movie_{FRAMES}.zarr")
     if not os.path.exists(path):
         tmp = path + ".part"
         z = zarr.open(tmp, mode="w", shape=(FRAMES, *SHAPE), chunks=(100, *SHAPE), dtype="uint16")
         for t0 in range(0, FRAMES, 500):
             t1 = min(t0 + 500, FRAMES)
-            z[t0:t1] = _movie_block(t0, t1)
+            z[t0:t1] = movie_block(t0, t1)
         os.replace(tmp, path)
     return path
 
@@ -180,10 +180,10 @@ def test_projections(benchmark, clients, hdf5_movie, zarr_movie, fmt, impl):
 
         def fn():
             with kernel_threads(threads):
-                return _projections.projections([seq])
+                return projections([seq])
 
     result = _run(benchmark, fn, impl, client)
-    reference = _projections.projections([seq])
+    reference = projections([seq])
     for key, value in reference.items():
         np.testing.assert_allclose(result[key], value, rtol=1e-12)
 
@@ -298,7 +298,7 @@ def scaling_table(rounds: int = 15, max_others: float = 0.05) -> str:
 
 def _here_projections(seq: Sequence, threads: int) -> Any:
     with kernel_threads(threads):
-        return _projections.projections([seq])
+        return projections([seq])
 
 
 if __name__ == "__main__":

@@ -1,24 +1,23 @@
 """Online extraction: the per-frame latency of ``OnlineExtractor.update`` and its warm-up.
 
-The scene is the one of ``benchmarks/test_extract.py``: ``simulate_movie``
-with 500 cells of equivalent radius 6.7 px (about 140 pixels each,
-neighbours overlapping slightly; overlapping pixels removed) on 512×512
-frames, the ROIs being the simulated cell masks. ``SIMA_FAST_BENCH_ONLINE_MOVIE``
-frames (default 300) are simulated and cycled through.
-
 Groups
 ------
 ``online-update-<dtype>``
-    ``update(frame)`` (extraction of the 500 ROIs with ``1/μ`` weights,
-    the moments of the frame, one AR(1) step per ROI; γ, σ and the baseline
-    given) for uint16 frames and the same values as float32, timed one call
-    per round over ``SIMA_FAST_BENCH_ONLINE_FRAMES`` frames (default 10,000)
-    after 1,000 frames of warm-up, in this process, on one core (the
-    kernels are not parallel). ``extra_info`` holds the median, p99, p99.9
-    and maximum in microseconds and ``others_cpu`` (the share of the CPUs
-    other processes used meanwhile: on a shared machine the tail of the
-    distribution is theirs). Targets (DESIGN.md): median ≤ 250 µs, p99 ≤
-    500 µs.
+    (cases of :mod:`sima_fast.bench.cases`; ``sima-fast bench`` runs the uint16
+    one) The scene is that of the extraction benchmarks, 500 simulated cells on
+    512×512 frames, ``SIMA_FAST_BENCH_ONLINE_MOVIE`` frames (default 300)
+    simulated and cycled through. ``ours`` is ``update(frame)`` (extraction
+    of the 500 ROIs with ``1/μ`` weights, the moments of the frame, one AR(1)
+    step per ROI; γ, σ and the baseline given) for uint16 frames and the same
+    values as float32, timed one call per round over
+    ``SIMA_FAST_BENCH_ONLINE_FRAMES`` frames (default 10,000) after 1,000
+    frames of warm-up, in this process, on one core (the kernels are not
+    parallel); ``offline_per_frame`` is what the offline algebra would do for
+    one frame (a CSR product and a moments update). ``extra_info`` holds the
+    median, p99, p99.9 and maximum in microseconds and ``others_cpu`` (the
+    share of the CPUs other processes used meanwhile: on a shared machine
+    the tail of the distribution is theirs). Targets: median ≤ 250 µs, p99
+    ≤ 500 µs.
 ``online-warmup``
     ``OnlineExtractor.warmup()`` in a fresh Python process whose numba cache
     is warm (the first round fills it). ``extra_info``: ``kernels_s``, the
@@ -41,102 +40,18 @@ cannot report a fast number. Run with::
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from typing import Any
 
 import numpy as np
 import pytest
 
-from conftest import SHAPE, OthersCPU
-from sima_fast.kernels.extract import extract_runs
-from sima_fast.misc import simulate_movie
-from sima_fast.online import OnlineExtractor
-from sima_fast.ROI import ROI
-
-MOVIE_FRAMES = int(os.environ.get("SIMA_FAST_BENCH_ONLINE_MOVIE", "300"))
-FRAMES = int(os.environ.get("SIMA_FAST_BENCH_ONLINE_FRAMES", "10000"))
-WARMUP_FRAMES = 1000
-N_ROIS = 500
-CELL_RADIUS = 6.7
-PIXELS = SHAPE[0] * SHAPE[1]
-CHECK = np.arange(0, PIXELS, 4099)  # pixels whose time average is checked against numpy
-
-_SCENE: dict[str, Any] = {}
+from conftest import case_params, run_case
 
 
-def _scene() -> dict[str, Any]:
-    """The simulated uint16 movie (T, Y, X), its ROIs and its mean frame."""
-    if not _SCENE:
-        sim = simulate_movie(
-            num_frames=MOVIE_FRAMES,
-            frame_shape=SHAPE,
-            num_channels=1,
-            cells_per_plane=N_ROIS,
-            cell_radius=CELL_RADIUS,
-            seed=2024,
-        )
-        movie = np.ascontiguousarray(sim.movie[:, 0, :, :, 0])
-        mean = movie.mean(axis=0, dtype=np.float64)
-        _SCENE.update(movie=movie, rois=[ROI(mask=m) for m in sim.masks], mean=mean)
-    return _SCENE
-
-
-def _check(online: OnlineExtractor, movie: np.ndarray, order: np.ndarray) -> None:
-    """Last frames' values against the offline kernel; a few time averages against numpy."""
-    last = order[-5:]
-    out = np.empty((5, online.n_rois))
-    flat = movie[last].reshape(5, PIXELS)
-    extract_runs(flat, online.weights.plan, out)
-    np.testing.assert_allclose(online.raw[:, -5:], out.T, rtol=2e-7)
-    counts = np.bincount(order, minlength=len(movie)).astype(np.float64)
-    picked = movie.reshape(len(movie), PIXELS)[:, CHECK].astype(np.float64)
-    expected = counts @ picked / counts.sum()
-    np.testing.assert_allclose(online.time_averages.reshape(PIXELS)[CHECK], expected, rtol=1e-10)
-
-
-@pytest.mark.parametrize("impl", ["ours"])
-@pytest.mark.parametrize("dtype", ["uint16", "float32"])
-def test_online_update(benchmark, dtype, impl):
-    benchmark.group = f"online-update-{dtype}"
-    scene = _scene()
-    movie = scene["movie"] if dtype == "uint16" else scene["movie"].astype(np.float32)
-    online = OnlineExtractor(
-        scene["rois"],
-        SHAPE,
-        mean_frame=scene["mean"],
-        dtype=dtype,
-        gamma=0.95,
-        sigma=0.05,
-        baseline=1.0,
-        max_frames=FRAMES + WARMUP_FRAMES,
-    )
-    n = len(movie)
-    for t in range(WARMUP_FRAMES):
-        online.update(movie[t % n])
-    frames = iter(range(WARMUP_FRAMES, WARMUP_FRAMES + FRAMES))
-
-    def setup():
-        return (movie[next(frames) % n],), {}
-
-    with OthersCPU() as busy:
-        benchmark.pedantic(online.update, setup=setup, rounds=FRAMES, iterations=1)
-    times = np.asarray(benchmark.stats.stats.data) * 1e6
-    p50, p99, p999 = np.percentile(times, [50, 99, 99.9])
-    benchmark.extra_info.update(
-        size=f"{SHAPE[0]}×{SHAPE[1]} {dtype}, {N_ROIS} ROIs, {FRAMES} frames",
-        median_us=round(float(p50), 1),
-        p99_us=round(float(p99), 1),
-        p999_us=round(float(p999), 1),
-        max_us=round(float(times.max()), 1),
-    )
-    busy.record(benchmark)
-    print(
-        f"\nonline update {dtype}: median {p50:.1f} µs, p99 {p99:.1f} µs, "
-        f"p99.9 {p999:.1f} µs, max {times.max():.1f} µs"
-    )
-    _check(online, movie, np.arange(WARMUP_FRAMES + FRAMES) % n)
+@pytest.mark.parametrize(("case_inputs", "impl"), case_params("online"), indirect=["case_inputs"])
+def test_online_update(benchmark, case_inputs, impl):
+    run_case(benchmark, case_inputs, impl)
 
 
 _WARMUP_SCRIPT = """

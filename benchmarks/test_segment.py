@@ -3,7 +3,7 @@
 The scene is ``simulate_movie`` with 500 cells of equivalent radius 6.7 px on
 512×512 frames (uint16, one channel), ``SIMA_FAST_BENCH_SEGMENT_FRAMES``
 frames (default 3000), held in memory as an ``ndarray`` sequence. The
-target (DESIGN.md) is under 60 s per strategy on 2 cores.
+target is under 60 s per strategy on 2 cores.
 
 Groups
 ------
@@ -33,14 +33,13 @@ from typing import Any
 
 import pytest
 
-from conftest import SHAPE, OthersCPU
+from conftest import OthersCPU
 from sima_fast import ImagingDataset, Sequence
+from sima_fast.bench.cases import CELL_RADIUS, N_ROIS, SHAPE
 from sima_fast.misc import simulate_movie
 from sima_fast.segment import STICA, PlaneNormalizedCuts, match_rois
 
 SEGMENT_FRAMES = int(os.environ.get("SIMA_FAST_BENCH_SEGMENT_FRAMES", "3000"))
-N_CELLS = 500
-CELL_RADIUS = 6.7
 TARGET_SECONDS = 60.0
 
 STRATEGIES = {"stica": STICA, "normcut": PlaneNormalizedCuts}
@@ -58,7 +57,7 @@ def scene() -> Any:
         num_frames=SEGMENT_FRAMES,
         frame_shape=SHAPE,
         num_channels=1,
-        cells_per_plane=N_CELLS,
+        cells_per_plane=N_ROIS,
         cell_radius=CELL_RADIUS,
         seed=2024,
     )

@@ -64,7 +64,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from sima_fast.kernels._jit import jit
 
 __all__ = [
     "STATUS_INFEASIBLE",
@@ -91,7 +93,7 @@ WARM_FACTOR = 10
 WARM_LEN = 400
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _pool_value(a, numer, first):
     if a > 0.0:
         v = numer / a
@@ -104,7 +106,7 @@ def _pool_value(a, numer, first):
     return v
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _pava(y, w, gamma, lam, b, gpow, start, length, pa, pb, pg, pk, pv, pn, pgl):
     """Pool the trace for penalty ``lam`` and baseline ``b``; return the pool count.
 
@@ -214,7 +216,7 @@ def _pava(y, w, gamma, lam, b, gpow, start, length, pa, pb, pg, pk, pv, pn, pgl)
     return m
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _moments(b, lam, n, start, length, pa, pb, pg, pk, pv, cum, out):
     """Sums that make the residual a function of ``(b, λ)`` with the pools fixed.
 
@@ -275,7 +277,7 @@ def _moments(b, lam, n, start, length, pa, pb, pg, pk, pv, cum, out):
     )
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _fill(gamma, gpow, n, start, length, pv, b, c, s):
     """Write calcium ``c`` and spikes ``s`` from the pools; return the spike sum."""
     total = 0.0
@@ -294,7 +296,7 @@ def _fill(gamma, gpow, n, start, length, pv, b, c, s):
     return total
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _spike_free_fit(y, w, gpow, n_obs):
     """Best fit ``b + v γ^t`` with ``v >= 0``: return ``(b, v, rss)``."""
     sy = 0.0
@@ -327,7 +329,7 @@ def _spike_free_fit(y, w, gpow, n_obs):
     return b, v, rss
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _lam_for_target(m, target, lam_old, b_old):
     """Next ``(λ, b)`` from the fixed-pool quadratic; ``ok`` is False if λ is pinned at 0."""
     sp, sq, su, spp, sqq, suu, spq, spu, squ = m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8]
@@ -359,7 +361,7 @@ def _lam_for_target(m, target, lam_old, b_old):
     return lam, b0 + lam * b1
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _iterate(y, w, gamma, target, lam, b, b_tol, rtol, max_iter, gpow, cum, ws_f, ws_i, m):
     """Active-set sweeps from ``(λ, b)``; return ``(λ, b, status, sweeps, pools, rss)``."""
     pa = ws_f[1]
@@ -398,7 +400,7 @@ def _iterate(y, w, gamma, target, lam, b, b_tol, rtol, max_iter, gpow, cum, ws_f
     return lam, b, status, sweeps, n, rss
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _solve(y, w, gamma, sigma, rtol, max_iter, c, s, ws_f, ws_i, warm_len):
     """Solve one trace in place; return ``(b, λ, status, sweeps, rss, n_obs)``.
 
@@ -481,7 +483,7 @@ def _solve(y, w, gamma, sigma, rtol, max_iter, c, s, ws_f, ws_i, warm_len):
     return b + shift, lam, status, sweeps, rss, n_obs
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _prepare(trace, y, w):
     for t in range(trace.shape[0]):
         x = float(trace[t])
@@ -493,7 +495,7 @@ def _prepare(trace, y, w):
             w[t] = 0.0
 
 
-@njit(cache=True, nogil=True)
+@jit
 def deconvolve_trace(trace, gamma, sigma, c, s, rtol=1e-6, max_iter=60, warm_len=WARM_LEN):
     """Solve the noise-constrained problem for one trace.
 
@@ -525,7 +527,7 @@ def deconvolve_trace(trace, gamma, sigma, c, s, rtol=1e-6, max_iter=60, warm_len
     return _solve(y, w, gamma, sigma, rtol, max_iter, c, s, ws_f, ws_i, warm_len)
 
 
-@njit(cache=True, nogil=True)
+@jit
 def deconvolve_penalized(trace, gamma, lam, b, c, s):
     """Solve the penalised problem for fixed ``λ`` and baseline ``b``; return the spike sum.
 
@@ -562,7 +564,7 @@ def deconvolve_penalized(trace, gamma, lam, b, c, s):
     return _fill(gamma, gpow, n, ws_i[0], ws_i[1], ws_f[5], b, c, s)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@jit(parallel=True)
 def deconvolve_batch(
     traces, gammas, sigmas, c, s, baseline, lam, status, sweeps, rtol, max_iter, n_work, warm_len
 ):

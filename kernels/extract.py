@@ -9,14 +9,16 @@ compiles to a few straight vector instructions with no loop-exit branch to
 mispredict.
 
 Four frames are summed per pass over an ROI's chunks, so each weight is
-loaded once for four frames. For ROI ``r`` in frame ``t`` the kernels compute,
+loaded once for four frames. The four are written out (four frame rows, four
+accumulators) in the sum helpers, so they stay in registers: the number is
+part of the code, not a setting. For ROI ``r`` in frame ``t`` the kernels compute,
 over the pixels whose value is finite in that frame::
 
     value = Σ a_p x_p · (Σ_all w_p² / Σ_finite w_p²)
 
 where ``a_p`` are the extraction weights (``w_p / μ_p`` for sima_fast's
-``extract``) and ``w_p`` the mask weights used for the re-weighting of
-SPEC.md §5. An ROI with no finite pixel in a frame gives NaN.
+``extract``) and ``w_p`` the mask weights used for the NaN re-weighting
+(see "Extraction" in docs/contract.md). An ROI with no finite pixel in a frame gives NaN.
 
 Memory access is *banded* (:class:`ChunkLayout`): the frame is walked in bands
 of rows (64 KiB of each frame). Each band of the four frames is first read in
@@ -37,11 +39,11 @@ split over them and the result does not depend on the number of threads.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from sima_fast.kernels._jit import FASTMATH, jit
 
 __all__ = ["ChunkLayout", "RunWeights", "chunk_runs", "extract_runs", "runs_from_csr"]
-
-_FASTMATH = {"contract", "reassoc"}  # lets the dot products vectorise; NaN/inf keep meaning
 
 
 class RunWeights:
@@ -120,9 +122,6 @@ _W = np.uint64(CHUNK_WIDTH)  # the kernels' chunk loop (a compile-time constant)
 #: Bytes of each frame per band (see the module docstring): four frames of one
 #: band, plus the band before it that the ROIs reach back into, fit in a 1 MiB L2.
 BAND_BYTES = 1 << 16
-
-#: Frames summed together per pass over an ROI's chunks.
-FRAMES_PER_PASS = 4
 
 
 def chunk_runs(
@@ -238,7 +237,7 @@ def _layout(plan: RunWeights, n_pixels: int, itemsize: int) -> ChunkLayout:
     return cache[key]
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(inline="always")
 def _sweep_int(x0, x1, x2, x3, lo, hi):  # pragma: no cover - compiled
     """Read pixels ``lo:hi`` of four integer frames in one sequential pass."""
     y0 = x0[lo:hi]
@@ -251,7 +250,7 @@ def _sweep_int(x0, x1, x2, x3, lo, hi):  # pragma: no cover - compiled
     return acc
 
 
-@njit(cache=True, nogil=True, inline="always", fastmath=_FASTMATH)
+@jit(inline="always", fastmath=FASTMATH)
 def _sweep_float(x0, x1, x2, x3, lo, hi):  # pragma: no cover - compiled
     """Read pixels ``lo:hi`` of four float frames; True if they are all finite."""
     y0 = x0[lo:hi]
@@ -265,7 +264,7 @@ def _sweep_float(x0, x1, x2, x3, lo, hi):  # pragma: no cover - compiled
     return acc == 0.0
 
 
-@njit(cache=True, nogil=True, inline="always", fastmath=_FASTMATH)
+@jit(inline="always", fastmath=FASTMATH)
 def _sum4(x0, x1, x2, x3, lo, hi, start, a):  # pragma: no cover - compiled
     """Σ a_p x_p over chunks ``lo:hi`` for four frames (no finiteness test)."""
     a0 = 0.0
@@ -294,7 +293,7 @@ def _sum4(x0, x1, x2, x3, lo, hi, start, a):  # pragma: no cover - compiled
     return a0, a1, a2, a3
 
 
-@njit(cache=True, nogil=True, inline="always", fastmath=_FASTMATH)
+@jit(inline="always", fastmath=FASTMATH)
 def _sum4_checked(x0, x1, x2, x3, lo, hi, start, a, w2, acc, seen):  # pragma: no cover
     """Σ a_p x_p into ``acc`` and Σ w_p² into ``seen`` over the finite pixels, four frames."""
     a0 = 0.0
@@ -353,7 +352,7 @@ def _sum4_checked(x0, x1, x2, x3, lo, hi, start, a, w2, acc, seen):  # pragma: n
     seen[3] = v3
 
 
-@njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH)
+@jit(parallel=True, fastmath=FASTMATH)
 def _extract_int(x, ptr, start, a, total, order, band_end, band, out, sink):
     n, P = x.shape
     nblocks = (n + 3) // 4
@@ -381,7 +380,7 @@ def _extract_int(x, ptr, start, a, total, order, band_end, band, out, sink):
         sink[b] = touched
 
 
-@njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH)
+@jit(parallel=True, fastmath=FASTMATH)
 def _extract_float(x, ptr, start, a, w2, total, order, band_end, first_band, band, out):
     n, P = x.shape
     n_bands = band_end.shape[0]

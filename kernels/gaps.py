@@ -1,12 +1,13 @@
 """Kernels that move pixels in time or space: gap filling and displacement placement.
 
-Gap filling (SPEC.md §2.1): per pixel, the output at frame t is the last
-finite value at or before t; before the first finite value it is that first
-finite value; a pixel never observed stays NaN. It streams in two passes:
-:func:`first_finite` finds each pixel's first finite value (and stops as soon
-as every pixel has one), then :func:`fill_forward` emits chunk after chunk,
-carrying each pixel's last finite value as state. :func:`last_finite_before`
-rebuilds that state for a read that starts in the middle of a sequence.
+Gap filling (see "Gap filling" in docs/contract.md): per pixel, the output
+at frame t is the last finite value at or before t; before the first finite
+value it is that first finite value; a pixel never observed stays NaN. It
+streams in two passes: :func:`first_finite` finds each pixel's first finite
+value (and stops as soon as every pixel has one), then :func:`fill_forward`
+emits chunk after chunk, carrying each pixel's last finite value as state.
+:func:`last_finite_before` rebuilds that state for a read that starts in the
+middle of a sequence.
 
 :func:`place_displaced_rows` is the engine behind
 ``Sequence.apply_displacements``: every source row of every frame is written
@@ -17,7 +18,9 @@ mean (non-finite source values are ignored); pixels that receive none are NaN.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from sima_fast.kernels._jit import jit
 
 __all__ = ["fill_forward", "first_finite", "last_finite_before", "place_displaced_rows"]
 
@@ -25,7 +28,7 @@ __all__ = ["fill_forward", "first_finite", "last_finite_before", "place_displace
 BLOCK_PIXELS = 16384
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@jit(parallel=True)
 def _fill_forward(x, last, out, block):  # pragma: no cover - compiled
     T, P = x.shape
     nblocks = (P + block - 1) // block
@@ -44,7 +47,7 @@ def _fill_forward(x, last, out, block):  # pragma: no cover - compiled
                 dst[i] = w
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@jit(parallel=True)
 def _scan_finite(x, found, value, reverse, block):  # pragma: no cover - compiled
     T, P = x.shape
     nblocks = (P + block - 1) // block
@@ -108,7 +111,7 @@ def last_finite_before(chunk: np.ndarray, found: np.ndarray, value: np.ndarray) 
     return int(_scan_finite(chunk, found, value, True, BLOCK_PIXELS))
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@jit(parallel=True)
 def _place_rows(src, rows, out):  # pragma: no cover - compiled
     n, Z, Y, X, C = src.shape
     Zo, Yo, Xo = out.shape[1], out.shape[2], out.shape[3]

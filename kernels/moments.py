@@ -38,7 +38,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from sima_fast.kernels._jit import FASTMATH, jit
 
 __all__ = ["MomentState", "update_moments"]
 
@@ -58,10 +60,7 @@ def default_block(pixels: int) -> int:
     return int(min(BLOCK_PIXELS, max(MIN_BLOCK_PIXELS, per)))
 
 
-_FASTMATH = {"contract", "reassoc"}  # FMA and reordering only: NaN and inf keep their meaning
-
-
-@njit(cache=True, nogil=True, inline="always", fastmath=_FASTMATH)
+@jit(inline="always", fastmath=FASTMATH)
 def _accumulate_plain(x, p0, p1, k, s1, s2, s3, s4):  # pragma: no cover - compiled
     """Add ``Σ (x - k)^j`` over all frames of pixels ``p0:p1`` (no finiteness test)."""
     T = x.shape[0]
@@ -115,7 +114,7 @@ def _accumulate_plain(x, p0, p1, k, s1, s2, s3, s4):  # pragma: no cover - compi
         t += 1
 
 
-@njit(cache=True, nogil=True, inline="always", fastmath=_FASTMATH)
+@jit(inline="always", fastmath=FASTMATH)
 def _accumulate_checked(x, p0, p1, k, c, s1, s2, s3, s4):  # pragma: no cover - compiled
     """Like :func:`_accumulate_plain`, skipping non-finite values and counting the rest."""
     T = x.shape[0]
@@ -191,7 +190,7 @@ def _accumulate_checked(x, p0, p1, k, c, s1, s2, s3, s4):  # pragma: no cover - 
         t += 1
 
 
-@njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH)
+@jit(parallel=True, fastmath=FASTMATH)
 def _update_float(x, n, mean, m2, m3, m4, frames_seen, block):  # pragma: no cover - compiled
     T, P = x.shape
     nblocks = (P + block - 1) // block
@@ -240,7 +239,7 @@ def _update_float(x, n, mean, m2, m3, m4, frames_seen, block):  # pragma: no cov
         _fold(n, mean, m2, m3, m4, p0, k, c, s1, s2, s3, s4)
 
 
-@njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH)
+@jit(parallel=True, fastmath=FASTMATH)
 def _update_int(x, n, mean, m2, m3, m4, block):  # pragma: no cover - compiled
     T, P = x.shape
     nblocks = (P + block - 1) // block
@@ -261,7 +260,7 @@ def _update_int(x, n, mean, m2, m3, m4, block):  # pragma: no cover - compiled
         _fold(n, mean, m2, m3, m4, p0, k, c, s1, s2, s3, s4)
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _fold(n, mean, m2, m3, m4, p0, k, c, s1, s2, s3, s4):  # pragma: no cover - compiled
     """Fold a block's shifted power sums (around ``k``) into the state."""
     for i in range(k.shape[0]):
@@ -446,7 +445,7 @@ class MomentState:
 _MEAN, _STD, _KURTOSIS = 0, 1, 2
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@jit(error_model="numpy")
 def _finalise(n, mean, m2, m4, what, out):  # pragma: no cover - compiled
     """``out`` = mean, std or Pearson kurtosis per pixel (NaN where undefined).
 

@@ -13,9 +13,10 @@ and the cast to the output dtype, so the output is written in one pass.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import scipy.special
+
+from sima_fast.kernels._jit import jit
 
 __all__ = ["add_noise", "normal_table"]
 
@@ -38,7 +39,7 @@ def normal_table(dtype: np.dtype | type = np.float64) -> np.ndarray:
     return table.astype(dtype)
 
 
-@numba.njit(cache=True, nogil=True)
+@jit
 def _noise_kernel(mean, bits, table, gain, read_var, rounding, low, high, out):  # pragma: no cover
     frames, size = mean.shape
     zero = mean.dtype.type(0)

@@ -29,7 +29,8 @@ pixel (or without pixels).
 
 **Online AR(1) deconvolution** (pool-adjacent violators, Friedrich, Zhou &
 Paninski 2017, written from the paper). The model per ROI, with decay ``γ``,
-penalty ``λ`` and baseline ``b`` fixed, is SPEC.md §8's penalised problem::
+penalty ``λ`` and baseline ``b`` fixed, is the penalised problem of offline spike
+inference (see "Spike inference" in docs/contract.md)::
 
     minimise  ½ Σ_obs (y_t - b - c_t)² + λ Σ_{t>=1} s_t
     over      c_0 >= 0 (unpenalised initial calcium),  s_t = c_t - γ c_{t-1} >= 0.
@@ -71,8 +72,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
+from sima_fast.kernels._jit import FASTMATH, jit
 from sima_fast.kernels.extract import CHUNK_WIDTH, chunk_runs
 from sima_fast.kernels.moments import _accumulate_checked, _accumulate_plain
 
@@ -91,7 +92,6 @@ __all__ = [
     "update_4d",
 ]
 
-_FASTMATH = {"contract", "reassoc"}  # as the offline kernels: NaN and inf keep their meaning
 
 #: Layout of the int64 ``counters`` array shared by the kernels.
 COUNTERS = {
@@ -128,7 +128,7 @@ _RAW, _SPIKES, _CALCIUM = range(3)
 # ---------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _stage_2d(frame, ring, slot):  # pragma: no cover - compiled
     Y, X = frame.shape
     dst = ring[0, slot].reshape((Y, X))  # 2-D indices: the copy loop vectorises
@@ -137,7 +137,7 @@ def _stage_2d(frame, ring, slot):  # pragma: no cover - compiled
             dst[y, x] = frame[y, x]
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _stage_3d(frame, ring, slot):  # pragma: no cover - compiled
     Z, Y, X = frame.shape
     dst = ring[0, slot].reshape((Z, Y, X))
@@ -147,7 +147,7 @@ def _stage_3d(frame, ring, slot):  # pragma: no cover - compiled
                 dst[z, y, x] = frame[z, y, x]
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _stage_4d(frame, ring, slot):  # pragma: no cover - compiled
     Z, Y, X, C = frame.shape
     for c in range(C):
@@ -163,7 +163,7 @@ def _stage_4d(frame, ring, slot):  # pragma: no cover - compiled
 # ---------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@jit(fastmath=FASTMATH)
 def _fold_pixels(
     x, a, n1, n2, count, p0, p1, n, mean, m2, m3, m4, scratch, is_float
 ):  # pragma: no cover
@@ -253,7 +253,7 @@ def _fold_pixels(
         nn[i] = c[i]
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _fold_block(ring, mom, pending, scratch, j, t, block, is_float):  # pragma: no cover
     """Fold the pending frames ``pending[j]..t`` of pixel block ``j`` into the state.
 
@@ -285,7 +285,7 @@ def _fold_block(ring, mom, pending, scratch, j, t, block, is_float):  # pragma: 
             _fold_pixels(x, a, n1, n2, count, q0, q1, n, mean, m2, m3, m4, scratch, is_float)
 
 
-@njit(cache=True, nogil=True)
+@jit
 def flush_moments(ring, mom, pending, scratch, counters):  # pragma: no cover - compiled
     """Fold every pending frame of every block: the state then holds all frames seen."""
     t = counters[_FRAMES] - 1
@@ -298,7 +298,7 @@ def flush_moments(ring, mom, pending, scratch, counters):  # pragma: no cover - 
 # ---------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@jit(fastmath=FASTMATH)
 def extract_frame(x, chunk_ptr, chunk_start, a, w2, total, out, is_float):  # pragma: no cover
     """Weighted sums of every ROI in one flattened frame ``x`` into ``out``.
 
@@ -354,7 +354,7 @@ def extract_frame(x, chunk_ptr, chunk_start, a, w2, total, out, is_float):  # pr
 # ---------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(inline="always")
 def _pool_value(numer, a):  # pragma: no cover - compiled
     if a > 0.0:
         return numer / a
@@ -363,7 +363,7 @@ def _pool_value(numer, a):  # pragma: no cover - compiled
     return -math.inf
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(inline="always")
 def _ar_push(r, t, y, params, pools_f, pools_i, roi_f, roi_i, hist, lag, row):  # pragma: no cover
     """Feed sample ``t`` (value ``y``, NaN if missing) of ROI ``r`` to its pools.
 
@@ -451,7 +451,7 @@ def _ar_push(r, t, y, params, pools_f, pools_i, roi_f, roi_i, hist, lag, row):  
     ri[_CNT] = cnt
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _ar_step(values, params, pools_f, pools_i, roi_f, roi_i, hist, counters):  # pragma: no cover
     """Feed one sample of every ROI (``values``, float32) to the solver."""
     t = counters[_AR_SAMPLES]
@@ -463,7 +463,7 @@ def _ar_step(values, params, pools_f, pools_i, roi_f, roi_i, hist, counters):  #
     counters[_AR_SAMPLES] = t + 1
 
 
-@njit(cache=True, nogil=True)
+@jit
 def ar_backlog(params, pools_f, pools_i, roi_f, roi_i, hist, counters):  # pragma: no cover
     """Feed the solver every extracted frame it has not seen yet (from the raw ring)."""
     H = hist.shape[1]
@@ -472,7 +472,7 @@ def ar_backlog(params, pools_f, pools_i, roi_f, roi_i, hist, counters):  # pragm
         _ar_step(row, params, pools_f, pools_i, roi_f, roi_i, hist, counters)
 
 
-@njit(cache=True, nogil=True)
+@jit
 def ar_provisional(
     params, pools_f, pools_i, roi_f, roi_i, counters, spikes, calcium, work_f, work_i
 ):  # pragma: no cover - compiled
@@ -562,7 +562,7 @@ def ar_provisional(
 # ---------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _after_staging(
     ring, mom, pending, mscratch, plan_i, plan_f, hist, latest,
     params, pools_f, pools_i, roi_f, roi_i, counters, run_ar,
@@ -586,7 +586,7 @@ def _after_staging(
         _ar_step(latest, params, pools_f, pools_i, roi_f, roi_i, hist, counters)
 
 
-@njit(cache=True, nogil=True)
+@jit
 def update_2d(
     frame, ring, mom, pending, mscratch, plan_i, plan_f, hist, latest,
     params, pools_f, pools_i, roi_f, roi_i, counters, run_ar,
@@ -599,7 +599,7 @@ def update_2d(
     )  # fmt: skip
 
 
-@njit(cache=True, nogil=True)
+@jit
 def update_3d(
     frame, ring, mom, pending, mscratch, plan_i, plan_f, hist, latest,
     params, pools_f, pools_i, roi_f, roi_i, counters, run_ar,
@@ -612,7 +612,7 @@ def update_3d(
     )  # fmt: skip
 
 
-@njit(cache=True, nogil=True)
+@jit
 def update_4d(
     frame, ring, mom, pending, mscratch, plan_i, plan_f, hist, latest,
     params, pools_f, pools_i, roi_f, roi_i, counters, run_ar,
@@ -625,7 +625,7 @@ def update_4d(
     )  # fmt: skip
 
 
-@njit(cache=True, nogil=True)
+@jit
 def ar_step(params, pools_f, pools_i, roi_f, roi_i, hist, counters):  # pragma: no cover
     """Feed the newest extracted frame (raw ring) to the solver if it is next in line."""
     t = counters[_FRAMES] - 1

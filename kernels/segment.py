@@ -33,7 +33,9 @@ https://doi.org/10.1109/34.868688.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from sima_fast.kernels._jit import jit
 
 __all__ = [
     "affinity_edges",
@@ -44,7 +46,7 @@ __all__ = [
 ]
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@jit(parallel=True)
 def center_frames(
     block, mean, scale, out, frame_sums, prev, stats, sum_sq, sum_dsq, n_dsq
 ):  # pragma: no cover - compiled
@@ -109,7 +111,7 @@ def center_frames(
                     last[x] = v
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@jit(parallel=True)
 def neighbour_dots(features, offsets, out):  # pragma: no cover - compiled
     """Dot products of the feature vectors of each pixel and its neighbours.
 
@@ -139,7 +141,7 @@ def neighbour_dots(features, offsets, out):  # pragma: no cover - compiled
                 out[o, y, x] = acc
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@jit(parallel=True)
 def path_maxima(image, offsets, path_ptr, path_steps, out):  # pragma: no cover - compiled
     """Largest image value on the path from each pixel to each of its neighbours.
 
@@ -173,7 +175,7 @@ def path_maxima(image, offsets, path_ptr, path_steps, out):  # pragma: no cover 
                 out[o, y, x] = best
 
 
-@njit(cache=True, nogil=True)
+@jit
 def affinity_edges(corr, offsets, log_factor, gain, min_corr):  # pragma: no cover - compiled
     """Edge list of a sparse affinity matrix from per-offset pixel correlations.
 
@@ -242,7 +244,7 @@ def affinity_edges(corr, offsets, log_factor, gain, min_corr):  # pragma: no cov
     return rows, cols, weights
 
 
-@njit(cache=True, nogil=True)
+@jit
 def ncut_sweep(indptr, indices, data, degree, order):  # pragma: no cover - compiled
     """Normalised-cut value of every split of an ordered list of graph nodes.
 

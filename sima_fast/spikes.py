@@ -797,11 +797,40 @@ def _penalty_weights(n_t: int, gamma: float) -> NDArray[np.float64]:
     return k
 
 
-def _osqp_trace(
+def osqp_trace(
     trace: NDArray, gamma: float, sigma: float, rtol: float = RSS_RTOL
 ) -> tuple[NDArray[np.float64], float, float, str]:
-    """Solve one trace through OSQP; return ``(calcium, baseline, lam, status)``.
+    """Solve one trace's noise-constrained AR(1) problem with the OSQP solver.
 
+    This is the general-purpose path behind ``deconvolve(..., solver="osqp")``
+    (and the check of uncertified answers of the fast solver); the benchmarks
+    also time it as a baseline of :func:`sima_fast.kernels.ar1.deconvolve_trace`.
+
+    Parameters
+    ----------
+    trace : array_like, shape (T,)
+        The fluorescence trace; NaN samples are left out of the fit.
+    gamma : float
+        AR(1) decay per sample.
+    sigma : float
+        Noise standard deviation: the residual is held at ``σ² T_obs``.
+    rtol : float
+        Relative tolerance on that residual.
+
+    Returns
+    -------
+    calcium : numpy.ndarray, float64 (T,)
+        The fitted calcium.
+    baseline : float
+        The fitted baseline.
+    lam : float
+        The penalty ``λ`` that meets the noise bound (``inf`` when the
+        spike-free fit already meets it).
+    status : str
+        ``"optimal"``, ``"no spikes"``, ``"infeasible"`` or OSQP's status.
+
+    Notes
+    -----
     The noise-constrained problem is solved as a sequence of penalised
     quadratic programmes in ``x = (c_0 .. c_{T-1}, b)``::
 
@@ -1064,7 +1093,7 @@ def deconvolve(
     if solver == "fast":
         redo = redo[:0]
     for i in redo:
-        c_i, b_i, lam_i, status_i = _osqp_trace(rows[i], float(gammas[i]), float(sigmas[i]))
+        c_i, b_i, lam_i, status_i = osqp_trace(rows[i], float(gammas[i]), float(sigmas[i]))
         calcium[i] = c_i
         spikes[i, 0] = 0.0
         spikes[i, 1:] = np.maximum(c_i[1:] - gammas[i] * c_i[:-1], 0.0)

@@ -60,3 +60,123 @@ def test_cli_bench_writes_json(tmp_path, monkeypatch, capsys):
     assert main(["bench", "--quick", "--json", str(out)]) == 0
     assert recorded == {"quick": True, "json_path": str(out), "plot_path": None}
     assert json.loads(out.read_text()) == {"results": []}
+
+
+# -- the case registry ---------------------------------------------------------------------
+
+
+def test_registry_cases_are_well_formed():
+    import inspect
+
+    from sima_fast.bench.cases import CASES
+
+    names = [case.name for case in CASES]
+    assert len(names) == len(set(names))
+    for case in CASES:
+        impls = [impl.name for impl in case.implementations]
+        assert len(impls) == len(set(impls)) and impls.count("ours") == 1, case.name
+        assert case.ours.cli, case.name
+        assert set(case.quick) == set(case.full), case.name
+        assert set(case.env) <= set(case.full), case.name
+        params = set(inspect.signature(case.setup).parameters) - {"scratch"}
+        assert set(case.full) <= params, case.name
+    cli = [case.name for case in CASES if case.cli]
+    assert cli == [
+        "moments-uint16",
+        "moments-float32",
+        "fill-gaps",
+        "read-hdf5",
+        "spikes-trace-10k",
+        "extract-uint16-memory",
+        "online-update-uint16",
+    ]
+
+
+def test_case_size_quick_full_and_environment():
+    from sima_fast.bench.cases import get_case
+
+    case = get_case("online-update-uint16")
+    env = {"SIMA_FAST_BENCH_ONLINE_FRAMES": "77"}
+    assert case.size(quick=True, environ=env) == case.quick
+    assert case.size(environ={}) == case.full
+    assert case.size(environ=env) == {**case.full, "updates": 77}
+    with pytest.raises(KeyError):
+        get_case("no such case")
+
+
+def test_time_case_checks_every_answer(tmp_path):
+    from sima_fast.bench.cases import get_case
+
+    case = get_case("moments-uint16")
+    inputs = case.setup(str(tmp_path), frames=16)
+    result = bench.time_case(case, inputs, budget=0.0)
+    assert result.work == case.work and result.size == "16×512×512 uint16"
+    assert set(result.baselines) == {"numpy+scipy", "numpy mean"}
+    assert result.nbytes == inputs["movie"].nbytes and result.ours > 0
+    # a wrong answer does not pass
+    mean, std, kurtosis = case.ours.run(inputs)
+    with pytest.raises(AssertionError):
+        case.check(inputs, "ours", (mean, std * 1.001, kurtosis))
+
+
+def test_gap_filling_case_checks_whole_movie(tmp_path):
+    from sima_fast.bench.cases import get_case
+
+    case = get_case("fill-gaps")
+    inputs = case.setup(str(tmp_path), frames=12)
+    assert np.isnan(inputs["movie"]).any()
+    for impl in case.implementations:
+        result = impl.run(inputs)
+        case.check(inputs, impl.name, result)
+    filled = case.ours.run(inputs).copy()
+    filled[5, 1] += 1.0  # off the checked subset of pixels: caught by the whole-movie check
+    with pytest.raises(AssertionError):
+        case.check(inputs, "ours", filled)
+
+
+def test_unavailable_baseline_is_skipped_with_a_note():
+    from sima_fast.bench.cases import BenchCase, Implementation, Inputs
+
+    def setup(scratch, n):
+        return Inputs(f"{n} values", None, {"x": np.arange(n)})
+
+    def check(inputs, name, result):
+        assert result == inputs["x"].sum()
+
+    case = BenchCase(
+        name="toy",
+        work="toy sum",
+        suite="none",
+        setup=setup,
+        implementations=(
+            Implementation("ours", "ours", lambda inputs: inputs["x"].sum(), rounds=2),
+            Implementation("python", "python sum", lambda inputs: sum(inputs["x"].tolist())),
+            Implementation(
+                "missing", "missing", lambda inputs: 0, unavailable=lambda: "not installed"
+            ),
+            Implementation("suite_only", "suite only", lambda inputs: 0, cli=False),
+        ),
+        check=check,
+        quick={"n": 10},
+        full={"n": 100},
+    )
+    result = bench.time_case(case, case.setup("", **case.size(quick=True)), budget=1.0)
+    assert list(result.baselines) == ["python sum"]
+    assert result.notes == ["not installed"]
+    assert case.implementation("missing").why_unavailable() == "not installed"
+
+
+def test_mean_var_sums_matches_numpy():
+    from sima_fast.kernels.bandwidth import mean_var_sums
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 4096, size=(19, 300)).astype(np.float32)
+    shift = np.full(300, 2000.0)
+    s1 = np.zeros(300)
+    s2 = np.zeros(300)
+    mean_var_sums(x, shift, s1, s2, block=64)
+    d = x[:16].astype(np.float64) - shift  # whole groups of eight frames only
+    np.testing.assert_allclose(s1, d.sum(0), rtol=1e-12)
+    np.testing.assert_allclose(s2, (d * d).sum(0), rtol=1e-12)
+    with pytest.raises(ValueError):
+        mean_var_sums(x.T, shift, s1, s2, 64)

@@ -1,0 +1,367 @@
+"""sima_fast against its baselines: the ``sima-fast bench`` harness.
+
+:mod:`sima_fast.bench.cases` is the one registry of benchmark cases (the
+setup of each case's data, sima_fast's implementation, the baselines, the
+checks). It feeds both this harness and the pytest-benchmark suites in
+``benchmarks/``. The harness times, in one run, sima_fast's implementation
+and each baseline of the cases marked ``cli`` on the same data, checks every
+answer, and reports medians, the ratios ``baseline / ours`` and sima_fast's
+throughput as a fraction of the machine's memory-read bandwidth (measured
+first, in the same run, by a two-thread streaming sum). Shared machines are
+noisy: the ratios, not the absolute times, are what carries from one run to
+the next.
+
+Cases of ``sima-fast bench`` (sizes: ``--quick`` / full):
+
+* projections -- mean, std and kurtosis in one pass of
+  :class:`~sima_fast.kernels.moments.MomentState` against numpy ``mean`` +
+  ``std`` + ``scipy.stats.kurtosis`` and against numpy ``mean`` alone;
+  uint16 and float32, 512×512 frames (200 / 2,000 frames).
+* gap filling -- the streaming forward fill (see "Gap filling" in
+  docs/contract.md) against a per-frame numpy loop and against
+  ``np.copyto`` of the same data (float32, about 10 % NaN).
+* HDF5 read -- chunked reading through ``Sequence.iter_chunks`` against
+  h5py slicing, each chunk consumed (300 / 3,000 frames).
+* deconvolution -- one 10,000-sample AR(1) trace (noise-constrained,
+  baseline solved jointly) against sima_fast's OSQP path and, when
+  installed, oasis-deconv's ``constrained_oasisAR1``.
+* extraction -- the run-length sparse-mask kernel with 500 ROIs of ~140
+  pixels against SIMA's algebra (a scipy CSR mask matrix times 500-frame
+  batches) and, when installed, suite2p; uint16 (300 / 3,000 frames).
+* online -- ``OnlineExtractor.update`` on one 512×512 uint16 frame with 500
+  ROIs (extraction, moments and AR(1)), against the per-frame work the
+  offline algebra would do (a CSR product and a moments update).
+
+Use it as ``sima-fast bench [--quick] [--json out.json] [--plot out.png]`` or
+call :func:`run_benchmarks`.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import numpy as np
+
+from sima_fast.bench.cases import BenchCase, Inputs, cases_of, release_shared
+
+__all__ = [
+    "CaseResult",
+    "machine_description",
+    "markdown_table",
+    "memory_bandwidth",
+    "plot_ratios",
+    "run_benchmarks",
+    "time_case",
+]
+
+
+@dataclass
+class CaseResult:
+    """Medians (seconds) of one case: sima_fast's and each baseline's.
+
+    Attributes
+    ----------
+    work, size : str
+        What was done, on what (the first two columns of the table).
+    ours : float
+        sima_fast's median time, seconds.
+    baselines : dict
+        Median time of each baseline (by its label), seconds.
+    nbytes : int or None
+        Bytes one call of sima_fast's implementation reads.
+    notes : list of str
+        Remarks (e.g. a baseline skipped because its package is not installed).
+    """
+
+    work: str
+    size: str
+    ours: float
+    baselines: dict[str, float]
+    nbytes: int | None
+    notes: list[str]
+
+    def ratios(self) -> dict[str, float]:
+        """``baseline / ours`` for every baseline (above 1: sima_fast is faster)."""
+        return {k: v / self.ours for k, v in self.baselines.items()}
+
+
+def _median_time(fn: Callable[[], Any], rounds: int, budget: float) -> tuple[float, Any]:
+    """Median wall time of ``fn`` over up to ``rounds`` calls within ``budget`` seconds."""
+    times = []
+    result = None
+    start = time.perf_counter()
+    for _ in range(max(1, rounds)):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() - start > budget:
+            break
+    return statistics.median(times), result
+
+
+# -- memory bandwidth ---------------------------------------------------------------------
+
+
+def memory_bandwidth(nbytes: int = 1 << 29, threads: int = 2) -> float:
+    """Measured memory-read bandwidth in GB/s: a streaming sum over ``nbytes`` of float32.
+
+    The array is far larger than the caches; the best of five passes counts.
+    """
+    import numba
+
+    from sima_fast._threads import kernel_threads
+    from sima_fast.kernels.bandwidth import read_sum
+
+    # Written, not just allocated: untouched pages all map to one zero page.
+    x = np.full(nbytes // 4, 0.25, dtype=np.float32)
+    with kernel_threads(min(threads, numba.config.NUMBA_NUM_THREADS)) as n:
+        read_sum(x[: 1 << 20], n)
+        best = np.inf
+        for _ in range(5):
+            t0 = time.perf_counter()
+            total = read_sum(x, n)
+            best = min(best, time.perf_counter() - t0)
+    if abs(total - 0.25 * x.size) > 0.01 * 0.25 * x.size:
+        raise RuntimeError("bandwidth kernel returned a wrong sum")
+    return x.nbytes / best / 1e9
+
+
+# -- timing a case ---------------------------------------------------------------------
+
+
+def time_case(
+    case: BenchCase, inputs: Inputs, budget: float, out: TextIO | None = None
+) -> CaseResult:
+    """Time and check sima_fast's implementation of a case and its ``cli`` baselines.
+
+    Each implementation is warmed up (when it says how), timed (the median of
+    its rounds, stopping early once ``budget`` seconds are spent) and its last
+    answer checked, before the next one runs (they may share output buffers).
+    Baselines whose package is missing are skipped with a note.
+
+    Parameters
+    ----------
+    case : BenchCase
+        The case.
+    inputs : Inputs
+        What ``case.setup`` built.
+    budget : float
+        Seconds after which an implementation's timing loop stops.
+    out : file, optional
+        Where to print progress (default: nowhere).
+
+    Returns
+    -------
+    CaseResult
+    """
+    if out is not None:
+        print(f"  timing {case.work} ...", file=out, flush=True)
+    notes = list(inputs.notes)
+    medians: dict[str, float] = {}
+    ours = case.ours
+    for impl in [ours, *(i for i in case.implementations if i.cli and i is not ours)]:
+        reason = impl.why_unavailable()
+        if reason is not None:
+            notes.append(reason)
+            continue
+        if impl.warmup is not None:
+            impl.warmup(inputs)
+        rounds = inputs.rounds.get(impl.name, impl.rounds)
+        medians[impl.name], result = _median_time(
+            lambda impl=impl: impl.run(inputs), rounds, budget
+        )
+        case.check(inputs, impl.name, result)
+        del result
+        gc.collect()  # the baselines' temporaries (several GB at full size)
+    baselines = {
+        impl.label: medians[impl.name]
+        for impl in case.implementations
+        if impl is not ours and impl.name in medians
+    }
+    return CaseResult(case.work, inputs.size, medians["ours"], baselines, inputs.nbytes, notes)
+
+
+# -- reporting ---------------------------------------------------------------------------
+
+
+def _fmt_time(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} µs"
+
+
+def markdown_table(results: list[CaseResult], bandwidth: float) -> str:
+    """The results as one Markdown table (one row per baseline)."""
+    lines = [
+        "| work | size | ours (median) | baseline | baseline (median) | baseline / ours "
+        "| ours, share of memory bandwidth |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        share = ""
+        if r.nbytes:
+            gbs = r.nbytes / r.ours / 1e9
+            share = f"{gbs:.1f} GB/s ({gbs / bandwidth:.0%})"
+        first = True
+        for name, value in r.baselines.items() or {"—": float("nan")}.items():
+            ratio = value / r.ours
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        r.work if first else "",
+                        r.size if first else "",
+                        _fmt_time(r.ours) if first else "",
+                        name,
+                        _fmt_time(value) if np.isfinite(value) else "—",
+                        f"{ratio:,.1f}×" if np.isfinite(ratio) else "—",
+                        share if first else "",
+                    ]
+                )
+                + " |"
+            )
+            first = False
+    return "\n".join(lines)
+
+
+def machine_description(bandwidth: float) -> str:
+    """One line naming the machine, the software and the measured bandwidth."""
+    import numba
+    import scipy
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs; Python {platform.python_version()}, "
+        f"numpy {np.__version__}, scipy {scipy.__version__}, numba {numba.__version__}; "
+        f"memory read {bandwidth:.1f} GB/s (2 threads, this run)"
+    )
+
+
+def plot_ratios(results: list[CaseResult], path: str) -> None:
+    """A horizontal bar chart of ``baseline / ours`` (log scale), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sima_fast._atomic import atomic_write
+
+    labels, values = [], []
+    for r in results:
+        for name, ratio in r.ratios().items():
+            labels.append(f"{r.work}\nvs {name}")
+            values.append(ratio)
+    fig, ax = plt.subplots(figsize=(10, 0.55 * len(values) + 1.5))
+    colours = ["tab:green" if v >= 1 else "tab:red" for v in values]
+    ax.barh(range(len(values)), values, color=colours)
+    ax.set_yticks(range(len(values)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="k", lw=0.8)
+    for i, v in enumerate(values):
+        ax.text(v, i, f" {v:,.1f}×", va="center", fontsize=7)
+    ax.set_xlabel("baseline time / sima_fast time (higher is better for sima_fast)")
+    ax.set_title("sima_fast speed-ups, measured in one run")
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format=os.path.splitext(path)[1][1:] or "png", dpi=120)
+    plt.close(fig)
+
+
+# -- running ---------------------------------------------------------------------------
+
+
+def run_benchmarks(
+    quick: bool = False,
+    json_path: str | None = None,
+    plot_path: str | None = None,
+    out: TextIO | None = None,
+) -> dict[str, Any]:
+    """Run every case; print the Markdown table; optionally write JSON and a plot.
+
+    Parameters
+    ----------
+    quick : bool
+        Small sizes (about a minute on 2 cores) instead of the sizes of the
+        performance targets.
+    json_path, plot_path : str, optional
+        Where to write the results as JSON and the bar chart of ratios.
+    out : file, optional
+        Where to print (default: stdout).
+
+    Returns
+    -------
+    dict
+        ``machine``, ``bandwidth_gbs`` and ``results`` (one dict per case).
+    """
+    out = sys.stdout if out is None else out
+    start = time.perf_counter()
+    print("measuring memory-read bandwidth ...", file=out, flush=True)
+    bandwidth = memory_bandwidth(1 << (28 if quick else 30))
+    results: list[CaseResult] = []
+    budget = 20.0 if quick else 120.0
+    with tempfile.TemporaryDirectory(prefix="sima_fast_bench_") as directory:
+        for case in cases_of(cli=True):
+            # One case's data at a time (movies of 1–3 GB at full size): built
+            # here, released before the next case is built.
+            print(f"  preparing {case.name} ...", file=out, flush=True)
+            inputs = case.setup(directory, **case.size(quick, environ={}))
+            results.append(time_case(case, inputs, budget, out))
+            del inputs
+            release_shared()
+            gc.collect()
+    machine = machine_description(bandwidth)
+    table = markdown_table(results, bandwidth)
+    print(file=out)
+    print(f"Machine: {machine}", file=out)
+    print(file=out)
+    print(table, file=out)
+    for r in results:
+        for note in r.notes:
+            print(f"\nNote ({r.work}): {note}", file=out)
+    print(f"\nbench finished in {time.perf_counter() - start:.0f} s", file=out)
+    payload = {
+        "machine": machine,
+        "bandwidth_gbs": bandwidth,
+        "quick": quick,
+        "results": [
+            {
+                "work": r.work,
+                "size": r.size,
+                "ours_s": r.ours,
+                "baselines_s": r.baselines,
+                "ratios": r.ratios(),
+                "bytes": r.nbytes,
+                "notes": r.notes,
+            }
+            for r in results
+        ],
+    }
+    if json_path:
+        from sima_fast._atomic import atomic_write
+
+        with atomic_write(json_path) as tmp, open(tmp, "w") as f:
+            json.dump(payload, f, indent=2)
+    if plot_path:
+        plot_ratios(results, plot_path)
+    return payload
