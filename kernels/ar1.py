@@ -297,8 +297,32 @@ def _fill(gamma, gpow, n, start, length, pv, b, c, s):
 
 
 @jit
-def _spike_free_fit(y, w, gpow, n_obs):
-    """Best fit ``b + v γ^t`` with ``v >= 0``: return ``(b, v, rss)``."""
+def spike_free_fit(y, w, gpow, n_obs):
+    """Fit a trace with no spikes: a baseline plus the decay of the initial calcium.
+
+    Minimises ``Σ_t w_t (y_t − b − v γ^t)²`` over ``b`` and ``v >= 0``, the
+    answer when the noise constraint allows no spike at all.
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        ``(T,)`` float64 trace (missing samples may hold anything).
+    w : numpy.ndarray
+        ``(T,)`` float64 weights: 1 for observed samples, 0 for missing ones.
+    gpow : numpy.ndarray
+        ``(T,)`` float64 powers ``γ^t``.
+    n_obs : int
+        Number of observed samples.
+
+    Returns
+    -------
+    b : float
+        The baseline.
+    v : float
+        The initial calcium, ``>= 0``.
+    rss : float
+        The residual sum of squares over the observed samples.
+    """
     sy = 0.0
     sg = 0.0
     sgg = 0.0
@@ -437,7 +461,7 @@ def _solve(y, w, gamma, sigma, rtol, max_iter, c, s, ws_f, ws_i, warm_len):
     b_tol = rtol * max(sigma, 1e-12 * rms) * n_obs
 
     # Spike-free fit first: if it meets the bound, no spikes is optimal.
-    b, v, rss = _spike_free_fit(y, w, gpow, n_obs)
+    b, v, rss = spike_free_fit(y, w, gpow, n_obs)
     if rss <= target * (1.0 + rtol):
         for t in range(n_t):
             c[t] = v * gpow[t]

@@ -845,7 +845,7 @@ def osqp_trace(
     import scipy.optimize
     import scipy.sparse as sp
 
-    from sima_fast.kernels.ar1 import _spike_free_fit
+    from sima_fast.kernels.ar1 import spike_free_fit
 
     y = np.asarray(trace, dtype=np.float64)
     n_t = y.shape[0]
@@ -857,7 +857,7 @@ def osqp_trace(
     target = sigma * sigma * n_obs
     gpow = gamma ** np.arange(n_t + 1, dtype=np.float64)
 
-    b_free, v_free, rss_free = _spike_free_fit(yy, w, gpow, n_obs)
+    b_free, v_free, rss_free = spike_free_fit(yy, w, gpow, n_obs)
     if rss_free <= target * (1.0 + rtol):
         return v_free * gpow[:n_t], b_free + shift, math.inf, "no spikes"
 
