@@ -122,6 +122,12 @@ def _pava(y, w, gamma, lam, b, gpow, start, length, pa, pb, pg, pk, pv, pn, pgl)
     variables rather than in memory. ``pn`` and ``pgl`` receive ``N`` and
     ``γ^L``. The first pool is compared through its clipped value (``N = 0,
     A = 1`` when ``N <= 0``) while its true sums are kept.
+
+    Returns
+    -------
+    int
+        The number of pools ``m``: entries ``0 .. m - 1`` of the pool arrays
+        hold them.
     """
     n_t = y.shape[0]
     inner = 1.0 - gamma
@@ -218,7 +224,7 @@ def _pava(y, w, gamma, lam, b, gpow, start, length, pa, pb, pg, pk, pv, pn, pgl)
 
 @jit
 def _moments(b, lam, n, start, length, pa, pb, pg, pk, pv, cum, out):
-    """Sums that make the residual a function of ``(b, λ)`` with the pools fixed.
+    """Compute the sums that make the residual a function of ``(b, λ)``, pools fixed.
 
     With the pools fixed, every observed residual is ``r_t = p_t - b q_t + λ u_t``
     (``p = y - γ^τ B/A``, ``q = 1 - γ^τ G/A``, ``u = γ^τ K/A`` on a free pool;
@@ -310,7 +316,7 @@ def spike_free_fit(y, w, gpow, n_obs):
     w : numpy.ndarray
         ``(T,)`` float64 weights: 1 for observed samples, 0 for missing ones.
     gpow : numpy.ndarray
-        ``(T,)`` float64 powers ``γ^t``.
+        float64 powers ``γ^t``, at least ``T`` of them (``t = 0, 1, ...``).
     n_obs : int
         Number of observed samples.
 
@@ -431,6 +437,12 @@ def _solve(y, w, gamma, sigma, rtol, max_iter, c, s, ws_f, ws_i, warm_len):
     ``y`` (missing samples set to 0) and ``w`` (1 observed, 0 missing) are
     overwritten scratch; ``ws_f`` is ``(11, T + 1)`` float64 and ``ws_i``
     ``(2, T)`` int64 workspace.
+
+    Returns
+    -------
+    tuple
+        ``(b, λ, status, sweeps, rss, n_obs)`` as returned by
+        :func:`deconvolve_trace`.
     """
     n_t = y.shape[0]
     gpow = ws_f[0]
@@ -525,22 +537,42 @@ def deconvolve_trace(trace, gamma, sigma, c, s, rtol=1e-6, max_iter=60, warm_len
 
     Parameters
     ----------
-    trace : 1-D float32 or float64 array
-        Fluorescence; NaN or infinite samples are missing.
+    trace : numpy.ndarray, shape (T,), float32 or float64
+        Fluorescence, read; NaN or infinite samples are missing. At least one
+        sample must be finite (a trace with none raises ZeroDivisionError;
+        callers leave empty traces out).
     gamma, sigma : float
-        Decay factor in ``(0, 1)`` and noise level ``>= 0``.
-    c, s : 1-D float64 arrays of the trace's length
-        Outputs: calcium (without baseline) and spikes (``s[0] = 0``).
+        Decay factor in ``(0, 1)`` and noise standard deviation ``>= 0``.
+    c, s : numpy.ndarray of float64, shape (T,)
+        Outputs, overwritten: calcium (without baseline; missing samples get
+        the model's value) and spikes (``s[0] = 0``).
     rtol : float
         Relative tolerance on ``RSS = σ² T_obs`` for the certificate.
     max_iter : int
-        Most active-set sweeps.
+        Most active-set sweeps (per warm-start stretch and for the whole
+        trace).
+    warm_len : int
+        Warm start: leading stretches of the trace, each :data:`WARM_FACTOR`
+        times longer than the last and the shortest at least ``warm_len``
+        samples, are solved first, each from the answer of the one before;
+        0 solves the whole trace from ``λ = 0`` directly.
 
     Returns
     -------
-    tuple
-        ``(baseline, lam, status, sweeps, rss, n_obs)``; ``lam`` is ``inf``
-        for the spike-free answer.
+    baseline : float
+        The baseline ``b``.
+    lam : float
+        The penalty ``λ`` of the answer: ``inf`` for the spike-free answer,
+        0 when the problem is infeasible.
+    status : int
+        One of :data:`STATUS_OPTIMAL`, :data:`STATUS_NO_SPIKES`,
+        :data:`STATUS_INFEASIBLE` or :data:`STATUS_UNCERTIFIED`.
+    sweeps : int
+        Active-set sweeps of the final solve (0 for the spike-free answer).
+    rss : float
+        Residual sum of squares over the observed samples.
+    n_obs : float
+        Number of observed samples ``T_obs``.
     """
     n_t = trace.shape[0]
     y = np.empty(n_t)
@@ -555,8 +587,29 @@ def deconvolve_trace(trace, gamma, sigma, c, s, rtol=1e-6, max_iter=60, warm_len
 def deconvolve_penalized(trace, gamma, lam, b, c, s):
     """Solve the penalised problem for fixed ``λ`` and baseline ``b``; return the spike sum.
 
-    Used for checking and by the fallback path: ``c`` and ``s`` receive the
-    calcium and spikes of ``argmin ½ Σ_obs (y - b - c)² + λ Σ_{t>=1} s_t``.
+    ``c`` and ``s`` receive the calcium and spikes of
+    ``argmin ½ Σ_obs (y - b - c)² + λ Σ_{t>=1} s_t`` (one sweep of the pool
+    algorithm, no noise constraint); the tests compare it with a generic
+    convex solver.
+
+    Parameters
+    ----------
+    trace : numpy.ndarray, shape (T,), float32 or float64
+        Fluorescence, read; NaN or infinite samples are missing.
+    gamma : float
+        Decay factor in ``(0, 1)``.
+    lam : float
+        Penalty ``λ >= 0`` on the spike sum.
+    b : float
+        Baseline, held fixed.
+    c, s : numpy.ndarray of float64, shape (T,)
+        Outputs, overwritten: calcium (without baseline) and spikes
+        (``s[0] = 0``).
+
+    Returns
+    -------
+    float
+        The spike sum ``Σ_{t>=1} s_t``.
     """
     n_t = trace.shape[0]
     y = np.empty(n_t)
@@ -592,12 +645,36 @@ def deconvolve_penalized(trace, gamma, lam, b, c, s):
 def deconvolve_batch(
     traces, gammas, sigmas, c, s, baseline, lam, status, sweeps, rtol, max_iter, n_work, warm_len
 ):
-    """Solve every row of ``traces`` (``(n, T)``, float32/float64) in parallel.
+    """Solve every row of ``traces`` in parallel (:func:`deconvolve_trace` per row).
 
-    ``gammas`` and ``sigmas`` have one entry per row. Outputs are preallocated:
-    ``c`` and ``s`` ``(n, T)`` float64, ``baseline`` and ``lam`` ``(n,)``
-    float64, ``status`` and ``sweeps`` ``(n,)`` int64. Each thread allocates
-    its workspace once and reuses it for all its rows.
+    The rows are dealt to ``n_work`` work items in turn (row ``i`` to item
+    ``i % n_work``); each item allocates its workspace once and reuses it for
+    all its rows. The answers do not depend on ``n_work`` or on the number of
+    threads.
+
+    Parameters
+    ----------
+    traces : numpy.ndarray, shape (n, T), float32 or float64
+        Fluorescence, read; NaN or infinite samples are missing. Every row
+        must have a finite sample.
+    gammas, sigmas : numpy.ndarray of float64, shape (n,)
+        Decay factor and noise standard deviation of each row.
+    c, s : numpy.ndarray of float64, shape (n, T)
+        Outputs, overwritten: calcium (without baseline) and spikes.
+    baseline, lam : numpy.ndarray of float64, shape (n,)
+        Outputs, overwritten: baseline and penalty ``λ`` of each row.
+    status, sweeps : numpy.ndarray of int64, shape (n,)
+        Outputs, overwritten: status code (``STATUS_*``) and active-set
+        sweeps of each row.
+    rtol : float
+        Relative tolerance on ``RSS = σ² T_obs`` for the certificate.
+    max_iter : int
+        Most active-set sweeps per solve.
+    n_work : int
+        Work items (clipped to ``1 .. n``); a few per thread balances rows
+        of unequal cost.
+    warm_len : int
+        Shortest warm-start stretch, as in :func:`deconvolve_trace`.
     """
     n_rows, n_t = traces.shape
     n_work = min(n_rows, max(1, n_work))

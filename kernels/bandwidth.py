@@ -43,7 +43,30 @@ def _read_sum(x, n_blocks):  # pragma: no cover - compiled
 
 
 def read_sum(x: np.ndarray, n_threads: int) -> float:
-    """Sum (in float32 lanes, so approximate) of a 1-D float32 array, read by ``n_threads``."""
+    """Sum a large float32 array in one streaming read: the memory-bandwidth yardstick.
+
+    The array is cut into one contiguous block per thread; each block is
+    summed in float32 lanes (so the sum is approximate), the blocks' sums in
+    float64.
+
+    Parameters
+    ----------
+    x : numpy.ndarray of float32, shape (n,)
+        The array, read.
+    n_threads : int
+        Contiguous blocks, one per numba thread (at least 1).
+
+    Returns
+    -------
+    float
+        The approximate sum (returned, so the read cannot be optimised
+        away; :func:`sima_fast.bench.memory_bandwidth` checks it).
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not a 1-D float32 array.
+    """
     if x.ndim != 1 or x.dtype != np.float32:
         raise ValueError("x must be a 1-D float32 array")
     return float(_read_sum(x, max(1, int(n_threads))))
@@ -104,10 +127,6 @@ def mean_var_sums(
     block : int
         Pixels per parallel work item (e.g.
         :func:`sima_fast.kernels.moments.default_block`).
-
-    Returns
-    -------
-    None
     """
     if x.ndim != 2 or not x.flags.c_contiguous:
         raise ValueError("x must be a C-contiguous (frames, pixels) array")

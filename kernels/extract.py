@@ -89,6 +89,13 @@ def runs_from_csr(indptr, indices, weights, mask_weights) -> RunWeights:
         Extraction weights ``a_p`` in CSR order.
     mask_weights : float array
         Mask weights ``w_p`` in CSR order (for the NaN re-weighting).
+
+    Returns
+    -------
+    RunWeights
+        Each ROI's pixels sorted and cut into runs of consecutive pixels,
+        with ``weights`` and ``reweight = w_p²`` in that order (float64) and
+        ``total = Σ w_p²`` per ROI (0 for an ROI without pixels).
     """
     indptr = np.asarray(indptr, dtype=np.int64)
     indices = np.asarray(indices, dtype=np.int64)
@@ -143,6 +150,23 @@ def chunk_runs(
     avoids a mispredicted branch at the end of every short run. Zero-weight
     pixels add nothing (their NaNs are skipped like any other and do not
     count as missing).
+
+    Parameters
+    ----------
+    roi_ptr : numpy.ndarray of int, shape (n_rois + 1,)
+        Runs of ROI ``r`` are ``roi_ptr[r]:roi_ptr[r + 1]``.
+    run_start, run_length, run_offset : numpy.ndarray of int, shape (n_runs,)
+        First pixel of each run, its length, and where its weights start in
+        ``weights`` and ``reweight``.
+    weights : numpy.ndarray of float, shape (nnz,)
+        Extraction weights ``a_p``.
+    reweight : numpy.ndarray of float, shape (nnz,)
+        Squared mask weights ``w_p²``.
+    n_pixels : int
+        Pixels per frame: no chunk reaches past it.
+    width : int, optional
+        Pixels per chunk (default :data:`CHUNK_WIDTH`, the width the kernels
+        are compiled for); at most ``n_pixels``.
 
     Returns
     -------
@@ -229,7 +253,7 @@ class ChunkLayout:
 
 
 def _layout(plan: RunWeights, n_pixels: int, itemsize: int) -> ChunkLayout:
-    """The (cached) :class:`ChunkLayout` of ``plan`` for frames of ``n_pixels`` × ``itemsize``."""
+    """Return the (cached) :class:`ChunkLayout` of ``plan`` for ``n_pixels`` × ``itemsize``."""
     cache = plan.__dict__.setdefault("_layouts", {})
     key = (int(n_pixels), int(itemsize))
     if key not in cache:

@@ -100,14 +100,55 @@ def fill_forward(chunk: np.ndarray, last: np.ndarray, out: np.ndarray) -> np.nda
 def first_finite(chunk: np.ndarray, found: np.ndarray, value: np.ndarray) -> int:
     """Record each not-yet-found pixel's first finite value in ``chunk``.
 
-    ``found`` (bool) and ``value`` (pixels,) are updated in place; returns how
-    many pixels are still without a finite value.
+    Called on consecutive chunks from the start of a sequence, it gives every
+    pixel's first finite value; the scan of a block of pixels stops as soon
+    as all of them are found.
+
+    Parameters
+    ----------
+    chunk : numpy.ndarray, shape (frames, pixels)
+        Consecutive frames (float32 or float64), read.
+    found : numpy.ndarray of bool, shape (pixels,)
+        Updated in place: pixels already found are skipped, and a pixel is
+        set to True when its first finite value turns up.
+    value : numpy.ndarray, shape (pixels,)
+        Updated in place: receives the first finite value of each pixel
+        found in this chunk (entries of other pixels are left as they are).
+
+    Returns
+    -------
+    int
+        How many pixels are still without a finite value; 0 means later
+        chunks need not be read.
     """
     return int(_scan_finite(chunk, found, value, False, BLOCK_PIXELS))
 
 
 def last_finite_before(chunk: np.ndarray, found: np.ndarray, value: np.ndarray) -> int:
-    """Like :func:`first_finite`, scanning the chunk from its last frame backwards."""
+    """Record each not-yet-found pixel's last finite value in ``chunk``.
+
+    Like :func:`first_finite`, scanning the chunk from its last frame
+    backwards. Called on chunks going backwards from a frame ``t``, it gives
+    each pixel's last finite value before ``t``: the state from which
+    :func:`fill_forward` continues a read that starts at ``t``.
+
+    Parameters
+    ----------
+    chunk : numpy.ndarray, shape (frames, pixels)
+        Consecutive frames (float32 or float64), read.
+    found : numpy.ndarray of bool, shape (pixels,)
+        Updated in place: pixels already found are skipped, and a pixel is
+        set to True when a finite value turns up.
+    value : numpy.ndarray, shape (pixels,)
+        Updated in place: receives the last finite value in this chunk of
+        each pixel found in it.
+
+    Returns
+    -------
+    int
+        How many pixels are still without a finite value; 0 means earlier
+        chunks need not be read.
+    """
     return int(_scan_finite(chunk, found, value, True, BLOCK_PIXELS))
 
 

@@ -53,7 +53,21 @@ MIN_BLOCK_PIXELS = 2048
 
 
 def default_block(pixels: int) -> int:
-    """Pixels per work item: about four blocks per thread, within the bounds above."""
+    """Choose the pixels per parallel work item of :func:`update_moments`.
+
+    About four blocks per numba thread (the current thread count), clipped to
+    ``[MIN_BLOCK_PIXELS, BLOCK_PIXELS]``.
+
+    Parameters
+    ----------
+    pixels : int
+        Pixels per frame: the width of the ``(frames, pixels)`` chunks.
+
+    Returns
+    -------
+    int
+        Pixels per block (the last block of a frame may be shorter).
+    """
     import numba
 
     per = -(-pixels // (4 * numba.get_num_threads()))
@@ -356,7 +370,19 @@ class MomentState:
 
     @classmethod
     def empty(cls, shape: tuple[int, ...]) -> MomentState:
-        """The state of no observations for frames of ``shape``."""
+        """Return the state of no observations for frames of ``shape``.
+
+        Parameters
+        ----------
+        shape : tuple of int
+            Shape of one frame (any number of axes, ``()`` included).
+
+        Returns
+        -------
+        MomentState
+            Five float64 arrays of ``shape``, all zero (views into one block
+            of memory), and ``frames = 0``.
+        """
         # One block for the five arrays, written here rather than left to calloc:
         # a block this size is eligible for transparent huge pages, and the kernel
         # then does not take two page faults (read, then write) per fresh 4 KiB page.
@@ -371,7 +397,21 @@ class MomentState:
         return self.n.shape
 
     def update(self, frames: np.ndarray) -> None:
-        """Fold ``frames`` (``(t, *shape)``, any numeric dtype) into the state, in place."""
+        """Fold ``frames`` into the state, in place.
+
+        Parameters
+        ----------
+        frames : array_like, shape (t, *shape)
+            ``t`` frames of the state's frame shape, of any numeric dtype
+            (integers, bool, float32, float64). For float input, non-finite
+            values (NaN, ±inf) are skipped per pixel; all ``t`` frames are
+            added to :attr:`MomentState.frames`.
+
+        Raises
+        ------
+        ValueError
+            If the frames do not have the state's frame shape.
+        """
         frames = np.asarray(frames)
         if frames.shape[1:] != self.shape:
             raise ValueError(
@@ -390,7 +430,25 @@ class MomentState:
         self.frames += flat.shape[0]
 
     def merge(self, other: MomentState) -> MomentState:
-        """The state of the union of two sets of observations (a new object)."""
+        """Return the state of the union of two sets of observations.
+
+        Parameters
+        ----------
+        other : MomentState
+            The moments of other frames of the same frame shape (another
+            chunk, thread or machine). Neither state is modified.
+
+        Returns
+        -------
+        MomentState
+            A new state, equal to rounding to one pass over both sets of
+            frames; its :attr:`frames` is the sum of the two.
+
+        Raises
+        ------
+        ValueError
+            If the frame shapes differ.
+        """
         if other.shape != self.shape:
             raise ValueError(f"cannot merge states of shapes {self.shape} and {other.shape}")
         na, nb = self.n, other.n
@@ -418,20 +476,45 @@ class MomentState:
         return MomentState(n, mean, m2, m3, m4, self.frames + other.frames)
 
     def copy(self) -> MomentState:
-        """An independent copy."""
+        """Return an independent copy.
+
+        Returns
+        -------
+        MomentState
+            New arrays holding the same values, and the same :attr:`frames`.
+        """
         arrays = (a.copy() for a in (self.n, self.mean, self.m2, self.m3, self.m4))
         return MomentState(*arrays, frames=self.frames)
 
     def mean_value(self) -> np.ndarray:
-        """Mean per pixel (NaN where nothing finite was seen)."""
+        """Return the mean of each pixel's finite values.
+
+        Returns
+        -------
+        numpy.ndarray of float64, shape :attr:`shape`
+            A new array; NaN where nothing finite was seen.
+        """
         return self._finalise(_MEAN)
 
     def std(self) -> np.ndarray:
-        """Population standard deviation (ddof 0) per pixel."""
+        """Return the population standard deviation (ddof 0) of each pixel.
+
+        Returns
+        -------
+        numpy.ndarray of float64, shape :attr:`shape`
+            ``sqrt(max(M2, 0) / n)`` in a new array; NaN where nothing finite
+            was seen.
+        """
         return self._finalise(_STD)
 
     def kurtosis(self) -> np.ndarray:
-        """Pearson kurtosis ``n M4 / M2²``; NaN for constant or never-observed pixels."""
+        """Return the Pearson kurtosis ``n M4 / M2²`` of each pixel (3 for a normal law).
+
+        Returns
+        -------
+        numpy.ndarray of float64, shape :attr:`shape`
+            A new array; NaN for constant (``M2 = 0``) or never-observed pixels.
+        """
         return self._finalise(_KURTOSIS)
 
     def _finalise(self, what: int) -> np.ndarray:

@@ -26,6 +26,20 @@ _TABLE_BITS = 16
 def normal_table(dtype: np.dtype | type = np.float64) -> np.ndarray:
     """Return the 65,536 quantised standard-normal levels as ``dtype``.
 
+    Level ``k`` is the standard normal quantile at ``(k + 0.5) / 65536``;
+    the whole table is then shifted and scaled to mean 0 and variance 1 (in
+    float64, to rounding) and cast to ``dtype``.
+
+    Parameters
+    ----------
+    dtype : numpy.dtype or type
+        The table's dtype: that of the means given to :func:`add_noise`.
+
+    Returns
+    -------
+    numpy.ndarray, shape (65536,)
+        The levels, level ``k`` at index ``k`` (so in increasing order).
+
     Examples
     --------
     >>> t = normal_table()

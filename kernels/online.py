@@ -287,7 +287,29 @@ def _fold_block(ring, mom, pending, scratch, j, t, block, is_float):  # pragma: 
 
 @jit
 def flush_moments(ring, mom, pending, scratch, counters):  # pragma: no cover - compiled
-    """Fold every pending frame of every block: the state then holds all frames seen."""
+    """Fold every pending frame of every block: the state then holds all frames seen.
+
+    Parameters
+    ----------
+    ring : numpy.ndarray, shape (C, B, P)
+        The staged frames, read: ``ring[c, t % B]`` is channel ``c`` of frame
+        ``t`` flattened to its ``P = Z·Y·X`` pixels, in the frames' dtype. It
+        must still hold every pending frame (at most ``B`` per block, which
+        the per-frame kernels guarantee).
+    mom : numpy.ndarray of float64, shape (5, C, P)
+        The moment state, updated in place: count of finite values, mean and
+        central sums ``M2``, ``M3``, ``M4`` of every channel and pixel (as
+        :class:`sima_fast.kernels.moments.MomentState`).
+    pending : numpy.ndarray of int64, shape (B,)
+        ``pending[j]``: the first frame not yet folded into pixel block ``j``
+        (pixels ``j·block .. (j + 1)·block - 1``). Updated in place: every
+        entry becomes the number of frames seen.
+    scratch : numpy.ndarray of float64, shape (6, piece)
+        Workspace, overwritten. A block is folded ``piece`` pixels at a time
+        (``piece`` at most the block size).
+    counters : numpy.ndarray of int64, shape (len(COUNTERS),)
+        Read: ``frames``, ``block`` and ``is_float`` (see :data:`COUNTERS`).
+    """
     t = counters[_FRAMES] - 1
     for j in range(pending.shape[0]):
         _fold_block(ring, mom, pending, scratch, j, t, counters[_BLOCK], counters[_IS_FLOAT])
@@ -300,12 +322,41 @@ def flush_moments(ring, mom, pending, scratch, counters):  # pragma: no cover - 
 
 @jit(fastmath=FASTMATH)
 def extract_frame(x, chunk_ptr, chunk_start, a, w2, total, out, is_float):  # pragma: no cover
-    """Weighted sums of every ROI in one flattened frame ``x`` into ``out``.
+    """Write the weighted sum of every ROI in one flattened frame ``x`` into ``out``.
 
-    The weights are laid out by :func:`chunk_runs` (the width is
-    ``a.size // chunk_start.size``). Returns the number of masked pixels
-    (counted once per ROI) that were not finite: where it is non-zero, some
-    ROI was re-weighted or is NaN.
+    Over the finite pixels, ``Σ a_p x_p · Σ_all w_p² / Σ_finite w_p²`` per
+    ROI; NaN for an ROI without pixels or without a finite one.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (P,)
+        One channel of one frame, flattened (a row of the staging ring), any
+        numeric dtype; read.
+    chunk_ptr : numpy.ndarray of int64, shape (n_rois + 1,)
+        Chunks of ROI ``r`` are ``chunk_ptr[r]:chunk_ptr[r + 1]`` (from
+        :func:`chunk_runs`).
+    chunk_start : numpy.ndarray of int64, shape (n_chunks,)
+        First pixel of each chunk; ``chunk_start + width <= P``.
+    a, w2 : numpy.ndarray of float64, shape (n_chunks * width,)
+        Extraction weights ``a_p`` and squared mask weights ``w_p²``,
+        ``width`` per chunk (zero-padded); the width is
+        ``a.size // chunk_start.size``.
+    total : numpy.ndarray of float64, shape (n_rois,)
+        ``Σ_all w_p²`` per ROI (:attr:`RunWeights.total`); 0 for an ROI
+        without pixels.
+    out : numpy.ndarray of float32 or float64, shape (n_rois,)
+        The ROI values of this frame, written.
+    is_float : bool or int
+        Whether ``x`` holds floats: only then are non-finite values looked
+        for (integer frames have none).
+
+    Returns
+    -------
+    int
+        The number of masked pixels (``w_p ≠ 0``) that were not finite,
+        summed over the ROIs (a pixel shared by two ROIs counts twice). Zero
+        means every ROI value is the plain weighted sum; otherwise some ROI
+        was re-weighted or is NaN.
     """
     n_rois = chunk_ptr.size - 1
     width = a.size // max(1, chunk_start.size)
@@ -465,7 +516,39 @@ def _ar_step(values, params, pools_f, pools_i, roi_f, roi_i, hist, counters):  #
 
 @jit
 def ar_backlog(params, pools_f, pools_i, roi_f, roi_i, hist, counters):  # pragma: no cover
-    """Feed the solver every extracted frame it has not seen yet (from the raw ring)."""
+    """Feed the solver every extracted frame it has not seen yet (from the raw ring).
+
+    Called once the AR(1) parameters are set, to catch up with the frames
+    extracted before (all of which must still be in the history ring).
+
+    Parameters
+    ----------
+    params : numpy.ndarray of float64, shape (n_rois, 3)
+        Read: decay ``γ``, penalty ``λ`` and baseline ``b`` of every ROI
+        (``AR_FIELDS["params"]``). An ROI with a NaN among them gets NaN
+        spikes and calcium.
+    pools_f : numpy.ndarray of float64, shape (n_rois, lag + 1, 4)
+        Updated in place: the active pools of every ROI, a ring starting at
+        ``roi_i[r, 0]``: value, sum ``N``, sum ``A`` and ``γ^length``
+        (``AR_FIELDS["pools_f"]``).
+    pools_i : numpy.ndarray of int64, shape (n_rois, lag + 1, 2)
+        Updated in place: first sample and length of each active pool
+        (``AR_FIELDS["pools_i"]``).
+    roi_f : numpy.ndarray of float64, shape (n_rois, 3)
+        Updated in place, per ROI: lower bound of the first active pool, value of
+        the last frozen pool and calcium of the last final sample
+        (``AR_FIELDS["roi_f"]``).
+    roi_i : numpy.ndarray of int64, shape (n_rois, 3)
+        Updated in place, per ROI: ring index of the first active pool, number of
+        active pools and first sample of the last frozen pool, ``-1`` before
+        any (``AR_FIELDS["roi_i"]``).
+    hist : numpy.ndarray of float32, shape (3, H, n_rois)
+        History rings, row ``t % H`` for frame ``t``: ``hist[0]`` the
+        extracted values (read), ``hist[1]`` and ``hist[2]`` the spikes and
+        calcium (without baseline) of the samples that become final (written).
+    counters : numpy.ndarray of int64, shape (len(COUNTERS),)
+        Reads ``frames`` and ``lag``; ``ar_samples`` is advanced to ``frames``.
+    """
     H = hist.shape[1]
     while counters[_AR_SAMPLES] < counters[_FRAMES]:
         row = hist[_RAW, counters[_AR_SAMPLES] % H]
@@ -476,15 +559,52 @@ def ar_backlog(params, pools_f, pools_i, roi_f, roi_i, hist, counters):  # pragm
 def ar_provisional(
     params, pools_f, pools_i, roi_f, roi_i, counters, spikes, calcium, work_f, work_i
 ):  # pragma: no cover - compiled
-    """The current estimate of the samples that are not final yet, end term included.
+    """Write the current estimate of the samples that are not final yet, end term included.
 
-    Columns ``0 .. width-1`` of ``spikes`` and ``calcium`` (``(n_rois, lag + 1)``)
-    receive samples ``n_final .. ar_samples - 1`` with ``n_final = max(0,
-    ar_samples - lag)``: the active pools of each ROI are copied to ``work_f``
-    (``(lag + 1, 4)``) and ``work_i`` (``(lag + 1, 2)``), the newest sample's
-    coefficient gets its end term (``+γ``, so ``N -= λ γ^L`` for the last pool) and
-    violations are merged away, which gives the exact solution for the samples
-    so far given the frozen ones. Returns ``width``.
+    Columns ``0 .. width-1`` of ``spikes`` and ``calcium`` receive samples
+    ``n_final .. ar_samples - 1`` with ``n_final = max(0, ar_samples - lag)``:
+    the active pools of each ROI are copied to ``work_f`` and ``work_i``, the
+    newest sample's coefficient gets its end term (``+γ``, so
+    ``N -= λ γ^L`` for the last pool) and violations are merged away, which
+    gives the exact solution for the samples so far given the frozen ones.
+    The solver's state is not changed.
+
+    Parameters
+    ----------
+    params : numpy.ndarray of float64, shape (n_rois, 3)
+        Read: decay ``γ``, penalty ``λ`` and baseline ``b`` of every ROI
+        (``AR_FIELDS["params"]``). An ROI with a NaN among them gets NaN
+        spikes and calcium.
+    pools_f : numpy.ndarray of float64, shape (n_rois, lag + 1, 4)
+        Read: the active pools of every ROI, a ring starting at
+        ``roi_i[r, 0]``: value, sum ``N``, sum ``A`` and ``γ^length``
+        (``AR_FIELDS["pools_f"]``).
+    pools_i : numpy.ndarray of int64, shape (n_rois, lag + 1, 2)
+        Read: first sample and length of each active pool
+        (``AR_FIELDS["pools_i"]``).
+    roi_f : numpy.ndarray of float64, shape (n_rois, 3)
+        Read, per ROI: lower bound of the first active pool, value of
+        the last frozen pool and calcium of the last final sample
+        (``AR_FIELDS["roi_f"]``).
+    roi_i : numpy.ndarray of int64, shape (n_rois, 3)
+        Read, per ROI: ring index of the first active pool, number of
+        active pools and first sample of the last frozen pool, ``-1`` before
+        any (``AR_FIELDS["roi_i"]``).
+    counters : numpy.ndarray of int64, shape (len(COUNTERS),)
+        Read: ``ar_samples`` and ``lag``.
+    spikes, calcium : numpy.ndarray of float64, shape (n_rois, lag + 1)
+        Written: the provisional spikes and calcium (without baseline) in
+        columns ``0 .. width - 1``; the other columns are left as they are.
+    work_f : numpy.ndarray of float64, shape (lag + 1, 4)
+        Workspace (one ROI's pools), overwritten.
+    work_i : numpy.ndarray of int64, shape (lag + 1, 2)
+        Workspace (one ROI's pool starts and lengths), overwritten.
+
+    Returns
+    -------
+    int
+        ``width = ar_samples - n_final = min(ar_samples, lag)``, the number of
+        provisional samples.
     """
     n_t = counters[_AR_SAMPLES]
     lag = counters[_LAG]
@@ -591,7 +711,51 @@ def update_2d(
     frame, ring, mom, pending, mscratch, plan_i, plan_f, hist, latest,
     params, pools_f, pools_i, roi_f, roi_i, counters, run_ar,
 ):  # pragma: no cover - compiled  # fmt: skip
-    """Process one ``(Y, X)`` frame: stage, fold a moment block, extract, advance AR(1)."""
+    """Process one ``(Y, X)`` frame: stage, fold a moment block, extract, advance AR(1).
+
+    Parameters
+    ----------
+    frame : numpy.ndarray, shape (Y, X)
+        The frame, read; any memory layout, in the dtype of ``ring`` (one of
+        :data:`sima_fast.online.DTYPES`). ``C = 1`` in the arrays below.
+    ring : numpy.ndarray, shape (C, B, P)
+        Ring of the last ``B`` frames, in the frames' dtype, flattened to
+        ``P = Z·Y·X`` pixels per channel. This frame, number ``t`` (the
+        value of ``counters["frames"]`` on entry), is copied to
+        ``ring[:, t % B]``, where the moments and the extraction read it.
+    mom : numpy.ndarray of float64, shape (5, C, P)
+        Moment state (count, mean, ``M2``, ``M3``, ``M4`` per channel and
+        pixel), updated in place for pixel block ``t % B``: see
+        :func:`flush_moments`.
+    pending : numpy.ndarray of int64, shape (B,)
+        First frame not yet folded into each pixel block, updated in place.
+    mscratch : numpy.ndarray of float64, shape (6, piece)
+        Workspace of the moments, overwritten.
+    plan_i : tuple of numpy.ndarray of int64
+        ``(chunk_ptr, chunk_start)`` of :func:`chunk_runs`, read.
+    plan_f : tuple of numpy.ndarray of float64
+        ``(a, w2, total)``: the chunk weights of :func:`chunk_runs` and
+        ``Σ_all w_p²`` per ROI, read (see :func:`extract_frame`).
+    hist : numpy.ndarray of float32, shape (3, H, n_rois)
+        History rings, row ``t % H`` for frame ``t``: this frame's ROI values
+        are written to ``hist[0]``; when the frame is fed to the solver,
+        ``hist[1]`` and ``hist[2]`` receive the spikes and calcium of the
+        sample that becomes final.
+    latest : numpy.ndarray of float32, shape (n_rois,)
+        This frame's ROI values, written (signal channel only).
+    params, pools_f, pools_i, roi_f, roi_i : numpy.ndarray
+        The AR(1) parameters (read) and solver state (updated in place when
+        the frame is fed to the solver), as in :func:`ar_backlog`.
+    counters : numpy.ndarray of int64, shape (len(COUNTERS),)
+        ``frames`` is incremented, ``partial`` set to the result of
+        :func:`extract_frame` and ``ar_samples`` advanced when the frame is
+        fed to the solver; ``signal_channel``, ``lag``, ``block``,
+        ``is_float`` and ``ar_ready`` are read.
+    run_ar : bool
+        Feed the frame to the AR(1) solver (when its parameters are set and
+        it has seen every earlier frame). False when the caller re-extracts
+        the frame first and then calls :func:`ar_step`.
+    """
     _stage_2d(frame, ring, counters[_FRAMES] % ring.shape[1])
     _after_staging(
         ring, mom, pending, mscratch, plan_i, plan_f, hist, latest,
@@ -604,7 +768,51 @@ def update_3d(
     frame, ring, mom, pending, mscratch, plan_i, plan_f, hist, latest,
     params, pools_f, pools_i, roi_f, roi_i, counters, run_ar,
 ):  # pragma: no cover - compiled  # fmt: skip
-    """As :func:`update_2d` for a ``(Z, Y, X)`` frame."""
+    """Process one ``(Z, Y, X)`` frame, as :func:`update_2d` does a ``(Y, X)`` one.
+
+    Parameters
+    ----------
+    frame : numpy.ndarray, shape (Z, Y, X)
+        The frame, read; any memory layout, in the dtype of ``ring``.
+        ``C = 1`` in the arrays below.
+    ring : numpy.ndarray, shape (C, B, P)
+        Ring of the last ``B`` frames, in the frames' dtype, flattened to
+        ``P = Z·Y·X`` pixels per channel. This frame, number ``t`` (the
+        value of ``counters["frames"]`` on entry), is copied to
+        ``ring[:, t % B]``, where the moments and the extraction read it.
+    mom : numpy.ndarray of float64, shape (5, C, P)
+        Moment state (count, mean, ``M2``, ``M3``, ``M4`` per channel and
+        pixel), updated in place for pixel block ``t % B``: see
+        :func:`flush_moments`.
+    pending : numpy.ndarray of int64, shape (B,)
+        First frame not yet folded into each pixel block, updated in place.
+    mscratch : numpy.ndarray of float64, shape (6, piece)
+        Workspace of the moments, overwritten.
+    plan_i : tuple of numpy.ndarray of int64
+        ``(chunk_ptr, chunk_start)`` of :func:`chunk_runs`, read.
+    plan_f : tuple of numpy.ndarray of float64
+        ``(a, w2, total)``: the chunk weights of :func:`chunk_runs` and
+        ``Σ_all w_p²`` per ROI, read (see :func:`extract_frame`).
+    hist : numpy.ndarray of float32, shape (3, H, n_rois)
+        History rings, row ``t % H`` for frame ``t``: this frame's ROI values
+        are written to ``hist[0]``; when the frame is fed to the solver,
+        ``hist[1]`` and ``hist[2]`` receive the spikes and calcium of the
+        sample that becomes final.
+    latest : numpy.ndarray of float32, shape (n_rois,)
+        This frame's ROI values, written (signal channel only).
+    params, pools_f, pools_i, roi_f, roi_i : numpy.ndarray
+        The AR(1) parameters (read) and solver state (updated in place when
+        the frame is fed to the solver), as in :func:`ar_backlog`.
+    counters : numpy.ndarray of int64, shape (len(COUNTERS),)
+        ``frames`` is incremented, ``partial`` set to the result of
+        :func:`extract_frame` and ``ar_samples`` advanced when the frame is
+        fed to the solver; ``signal_channel``, ``lag``, ``block``,
+        ``is_float`` and ``ar_ready`` are read.
+    run_ar : bool
+        Feed the frame to the AR(1) solver (when its parameters are set and
+        it has seen every earlier frame). False when the caller re-extracts
+        the frame first and then calls :func:`ar_step`.
+    """
     _stage_3d(frame, ring, counters[_FRAMES] % ring.shape[1])
     _after_staging(
         ring, mom, pending, mscratch, plan_i, plan_f, hist, latest,
@@ -617,7 +825,53 @@ def update_4d(
     frame, ring, mom, pending, mscratch, plan_i, plan_f, hist, latest,
     params, pools_f, pools_i, roi_f, roi_i, counters, run_ar,
 ):  # pragma: no cover - compiled  # fmt: skip
-    """As :func:`update_2d` for a ``(Z, Y, X, C)`` frame (every channel is staged)."""
+    """Process one ``(Z, Y, X, C)`` frame, as :func:`update_2d` does a ``(Y, X)`` one.
+
+    Every channel is staged and folded into the moments; the ROIs are
+    extracted from the signal channel (``counters["signal_channel"]``).
+
+    Parameters
+    ----------
+    frame : numpy.ndarray, shape (Z, Y, X, C)
+        The frame, read; any memory layout, in the dtype of ``ring``.
+    ring : numpy.ndarray, shape (C, B, P)
+        Ring of the last ``B`` frames, in the frames' dtype, flattened to
+        ``P = Z·Y·X`` pixels per channel. This frame, number ``t`` (the
+        value of ``counters["frames"]`` on entry), is copied to
+        ``ring[:, t % B]``, where the moments and the extraction read it.
+    mom : numpy.ndarray of float64, shape (5, C, P)
+        Moment state (count, mean, ``M2``, ``M3``, ``M4`` per channel and
+        pixel), updated in place for pixel block ``t % B``: see
+        :func:`flush_moments`.
+    pending : numpy.ndarray of int64, shape (B,)
+        First frame not yet folded into each pixel block, updated in place.
+    mscratch : numpy.ndarray of float64, shape (6, piece)
+        Workspace of the moments, overwritten.
+    plan_i : tuple of numpy.ndarray of int64
+        ``(chunk_ptr, chunk_start)`` of :func:`chunk_runs`, read.
+    plan_f : tuple of numpy.ndarray of float64
+        ``(a, w2, total)``: the chunk weights of :func:`chunk_runs` and
+        ``Σ_all w_p²`` per ROI, read (see :func:`extract_frame`).
+    hist : numpy.ndarray of float32, shape (3, H, n_rois)
+        History rings, row ``t % H`` for frame ``t``: this frame's ROI values
+        are written to ``hist[0]``; when the frame is fed to the solver,
+        ``hist[1]`` and ``hist[2]`` receive the spikes and calcium of the
+        sample that becomes final.
+    latest : numpy.ndarray of float32, shape (n_rois,)
+        This frame's ROI values, written (signal channel only).
+    params, pools_f, pools_i, roi_f, roi_i : numpy.ndarray
+        The AR(1) parameters (read) and solver state (updated in place when
+        the frame is fed to the solver), as in :func:`ar_backlog`.
+    counters : numpy.ndarray of int64, shape (len(COUNTERS),)
+        ``frames`` is incremented, ``partial`` set to the result of
+        :func:`extract_frame` and ``ar_samples`` advanced when the frame is
+        fed to the solver; ``signal_channel``, ``lag``, ``block``,
+        ``is_float`` and ``ar_ready`` are read.
+    run_ar : bool
+        Feed the frame to the AR(1) solver (when its parameters are set and
+        it has seen every earlier frame). False when the caller re-extracts
+        the frame first and then calls :func:`ar_step`.
+    """
     _stage_4d(frame, ring, counters[_FRAMES] % ring.shape[1])
     _after_staging(
         ring, mom, pending, mscratch, plan_i, plan_f, hist, latest,
@@ -627,7 +881,41 @@ def update_4d(
 
 @jit
 def ar_step(params, pools_f, pools_i, roi_f, roi_i, hist, counters):  # pragma: no cover
-    """Feed the newest extracted frame (raw ring) to the solver if it is next in line."""
+    """Feed the newest extracted frame (raw ring) to the solver if it is next in line.
+
+    For a caller that ran the per-frame kernel with ``run_ar=False`` (and may
+    then have rewritten the frame's values in ``hist[0]``). Nothing happens
+    until the parameters are set (``ar_ready``), nor while older frames wait
+    for :func:`ar_backlog`.
+
+    Parameters
+    ----------
+    params : numpy.ndarray of float64, shape (n_rois, 3)
+        Read: decay ``γ``, penalty ``λ`` and baseline ``b`` of every ROI
+        (``AR_FIELDS["params"]``). An ROI with a NaN among them gets NaN
+        spikes and calcium.
+    pools_f : numpy.ndarray of float64, shape (n_rois, lag + 1, 4)
+        Updated in place: the active pools of every ROI, a ring starting at
+        ``roi_i[r, 0]``: value, sum ``N``, sum ``A`` and ``γ^length``
+        (``AR_FIELDS["pools_f"]``).
+    pools_i : numpy.ndarray of int64, shape (n_rois, lag + 1, 2)
+        Updated in place: first sample and length of each active pool
+        (``AR_FIELDS["pools_i"]``).
+    roi_f : numpy.ndarray of float64, shape (n_rois, 3)
+        Updated in place, per ROI: lower bound of the first active pool, value of
+        the last frozen pool and calcium of the last final sample
+        (``AR_FIELDS["roi_f"]``).
+    roi_i : numpy.ndarray of int64, shape (n_rois, 3)
+        Updated in place, per ROI: ring index of the first active pool, number of
+        active pools and first sample of the last frozen pool, ``-1`` before
+        any (``AR_FIELDS["roi_i"]``).
+    hist : numpy.ndarray of float32, shape (3, H, n_rois)
+        History rings as in :func:`ar_backlog`: the newest row of ``hist[0]``
+        is read, ``hist[1]`` and ``hist[2]`` receive the sample that becomes
+        final.
+    counters : numpy.ndarray of int64, shape (len(COUNTERS),)
+        Reads ``frames``, ``ar_ready`` and ``lag``; advances ``ar_samples``.
+    """
     t = counters[_FRAMES] - 1
     if counters[_AR_READY] and counters[_AR_SAMPLES] == t:
         row = hist[_RAW, t % hist.shape[1]]

@@ -134,7 +134,7 @@ def _shift_frame(frame, dy, dx, out, cval):  # pragma: no cover - compiled
 
 
 def _with_channels(array: np.ndarray, name: str) -> np.ndarray:
-    """A (Y, X, C) view of a (Y, X) or (Y, X, C) array (no copy)."""
+    """Return a (Y, X, C) view of a (Y, X) or (Y, X, C) array (no copy)."""
     if array.ndim == 2:
         return array[:, :, None]
     if array.ndim == 3:

@@ -803,13 +803,15 @@ def osqp_trace(
     """Solve one trace's noise-constrained AR(1) problem with the OSQP solver.
 
     This is the general-purpose path behind ``deconvolve(..., solver="osqp")``
-    (and the check of uncertified answers of the fast solver); the benchmarks
-    also time it as a baseline of :func:`sima_fast.kernels.ar1.deconvolve_trace`.
+    and, with ``solver="auto"``, the fallback for the traces whose answer the
+    fast solver cannot certify; the benchmarks also time it as a baseline of
+    :func:`sima_fast.kernels.ar1.deconvolve_trace`.
 
     Parameters
     ----------
     trace : array_like, shape (T,)
-        The fluorescence trace; NaN samples are left out of the fit.
+        The fluorescence trace; NaN or infinite samples are missing and left
+        out of the fit. At least one sample must be finite.
     gamma : float
         AR(1) decay per sample.
     sigma : float
@@ -820,14 +822,17 @@ def osqp_trace(
     Returns
     -------
     calcium : numpy.ndarray, float64 (T,)
-        The fitted calcium.
+        The fitted calcium, without the baseline (missing samples get the
+        model's value).
     baseline : float
         The fitted baseline.
     lam : float
         The penalty ``λ`` that meets the noise bound (``inf`` when the
-        spike-free fit already meets it).
+        spike-free fit already meets it; when the problem is infeasible, the
+        small ``λ`` of the least-residual fit returned).
     status : str
-        ``"optimal"``, ``"no spikes"``, ``"infeasible"`` or OSQP's status.
+        ``"optimal"``, ``"no spikes"``, ``"infeasible"``, or OSQP's own
+        status when OSQP did not report the last programme solved.
 
     Notes
     -----

@@ -91,7 +91,14 @@ class CaseResult:
     notes: list[str]
 
     def ratios(self) -> dict[str, float]:
-        """``baseline / ours`` for every baseline (above 1: sima_fast is faster)."""
+        """Return ``baseline / ours`` for every baseline (above 1: sima_fast is faster).
+
+        Returns
+        -------
+        dict of str to float
+            The ratio of each baseline's median time to sima_fast's, by the
+            baseline's label.
+        """
         return {k: v / self.ours for k, v in self.baselines.items()}
 
 
@@ -113,9 +120,26 @@ def _median_time(fn: Callable[[], Any], rounds: int, budget: float) -> tuple[flo
 
 
 def memory_bandwidth(nbytes: int = 1 << 29, threads: int = 2) -> float:
-    """Measured memory-read bandwidth in GB/s: a streaming sum over ``nbytes`` of float32.
+    """Measure the memory-read bandwidth: a streaming sum over ``nbytes`` of float32.
 
     The array is far larger than the caches; the best of five passes counts.
+
+    Parameters
+    ----------
+    nbytes : int
+        Size of the array summed, bytes (512 MiB by default).
+    threads : int
+        Threads reading it (at most numba's thread count).
+
+    Returns
+    -------
+    float
+        Bytes read per second of the best pass, in GB/s (10⁹ bytes per second).
+
+    Raises
+    ------
+    RuntimeError
+        If the kernel's sum is wrong (the measurement would not be a read).
     """
     import numba
 
@@ -203,7 +227,21 @@ def _fmt_time(seconds: float) -> str:
 
 
 def markdown_table(results: list[CaseResult], bandwidth: float) -> str:
-    """The results as one Markdown table (one row per baseline)."""
+    """Format the results as one Markdown table (one row per baseline).
+
+    Parameters
+    ----------
+    results : list of CaseResult
+        The timed cases, in the order of the table.
+    bandwidth : float
+        The machine's memory-read bandwidth, GB/s: sima_fast's throughput on
+        a case whose bytes are known is shown as a share of it.
+
+    Returns
+    -------
+    str
+        The table, without a trailing newline.
+    """
     lines = [
         "| work | size | ours (median) | baseline | baseline (median) | baseline / ours "
         "| ours, share of memory bandwidth |",
@@ -237,7 +275,19 @@ def markdown_table(results: list[CaseResult], bandwidth: float) -> str:
 
 
 def machine_description(bandwidth: float) -> str:
-    """One line naming the machine, the software and the measured bandwidth."""
+    """Describe the machine, the software and the measured bandwidth in one line.
+
+    Parameters
+    ----------
+    bandwidth : float
+        The memory-read bandwidth measured in this run, GB/s.
+
+    Returns
+    -------
+    str
+        CPU model and count, Python, numpy, scipy and numba versions, and
+        the bandwidth.
+    """
     import numba
     import scipy
 
@@ -258,7 +308,18 @@ def machine_description(bandwidth: float) -> str:
 
 
 def plot_ratios(results: list[CaseResult], path: str) -> None:
-    """A horizontal bar chart of ``baseline / ours`` (log scale), written atomically."""
+    """Draw a horizontal bar chart of ``baseline / ours`` (log scale), written atomically.
+
+    Needs matplotlib (imported here, with the Agg backend).
+
+    Parameters
+    ----------
+    results : list of CaseResult
+        The timed cases: one bar per baseline of each.
+    path : str
+        The image file to write; its extension names the format (PNG when
+        there is none).
+    """
     import matplotlib
 
     matplotlib.use("Agg")

@@ -88,6 +88,7 @@ class Inputs:
     notes: list[str] = field(default_factory=list)
 
     def __getitem__(self, key: str) -> Any:
+        """Return ``self.data[key]``."""
         return self.data[key]
 
 
@@ -124,7 +125,14 @@ class Implementation:
     cli: bool = True
 
     def why_unavailable(self) -> str | None:
-        """None if the implementation can run here, else the reason it cannot."""
+        """Tell whether the implementation can run here.
+
+        Returns
+        -------
+        str or None
+            None if it can run, otherwise the reason it cannot (the note
+            printed when it is skipped).
+        """
         return None if self.unavailable is None else self.unavailable()
 
 
@@ -182,14 +190,29 @@ class BenchCase:
         return self.implementation("ours")
 
     def implementation(self, name: str) -> Implementation:
-        """The implementation called ``name``."""
+        """Return the implementation called ``name``.
+
+        Parameters
+        ----------
+        name : str
+            :attr:`Implementation.name`.
+
+        Returns
+        -------
+        Implementation
+
+        Raises
+        ------
+        KeyError
+            If the case has no implementation of that name.
+        """
         for impl in self.implementations:
             if impl.name == name:
                 return impl
         raise KeyError(f"case {self.name!r} has no implementation {name!r}")
 
     def size(self, quick: bool = False, environ: dict[str, str] | None = None) -> dict[str, int]:
-        """The setup's keyword arguments: ``quick`` or ``full``, with ``env`` overrides.
+        """Return the setup's keyword arguments: ``quick`` or ``full``, with ``env`` overrides.
 
         Parameters
         ----------
@@ -325,7 +348,7 @@ def read_hdf5_raw(path: str) -> int:
 def _missing(
     module: str, attribute: str | None = None, hint: str = ""
 ) -> Callable[[], str | None]:
-    """An ``unavailable`` test: the reason if ``module`` (or its ``attribute``) is missing."""
+    """Build an ``unavailable`` test: the reason if ``module`` or its ``attribute`` is missing."""
 
     def unavailable() -> str | None:
         import importlib
@@ -590,7 +613,7 @@ SIGMA = 0.3
 
 
 def simulate_traces(n_rows: int, n_t: int, seed: int) -> np.ndarray:
-    """Simulated fluorescence traces: AR(1) calcium of Poisson spikes, baseline and noise.
+    """Simulate fluorescence traces: AR(1) calcium of Poisson spikes, baseline and noise.
 
     30 Hz sampling, decay time 1 s (``γ =`` :data:`GAMMA`), 1 Hz Poisson
     spikes, baseline 1 and Gaussian noise of standard deviation :data:`SIGMA`.
@@ -705,7 +728,7 @@ def release_shared() -> None:
 
 
 def simulated_cells(frames: int) -> dict[str, Any]:
-    """The simulated scene of the extraction cases: 500 cells on 512×512 frames.
+    """Return the simulated scene of the extraction cases: 500 cells on 512×512 frames.
 
     ``simulate_movie`` with 500 cells of equivalent radius 6.7 px (about 140
     pixels each, neighbours overlapping slightly), uint16, one channel. The
@@ -742,7 +765,7 @@ def simulated_cells(frames: int) -> dict[str, Any]:
 
 
 def _dataset(movie: np.ndarray) -> Any:
-    """An in-memory dataset over a (T, Y, X) movie, its time averages computed (and cached)."""
+    """Wrap a (T, Y, X) movie in an in-memory dataset, its time averages computed (and cached)."""
     from sima_fast import ImagingDataset, Sequence
 
     dataset = ImagingDataset([Sequence.create("ndarray", movie[:, None, :, :, None])], None)
@@ -772,6 +795,11 @@ def _extraction_reference(masks: Any, frames: np.ndarray, mu: np.ndarray) -> np.
     ``Σ_finite (w/μ) x · Σ_all w² / Σ_finite w²`` with ``w`` the mask weights
     after overlap removal; NaN where no pixel of the ROI is finite. Without
     NaN this is ``M @ (x / μ)``.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n_frames, n_rois)
+        The value of every ROI in every frame.
     """
     x = frames.reshape(len(frames), PIXELS).astype(np.float64)
     finite = np.isfinite(x)
@@ -936,10 +964,15 @@ def _extract_nan_setup(scratch: str, frames: int) -> Inputs:
 
 
 def _nan_movie(inputs: Inputs, nan: bool) -> np.ndarray:
-    """The float32 movie with or without the NaN rows: one copy, turned over in place.
+    """Return the float32 movie with or without the NaN rows: one copy, turned over in place.
 
     Only one 3 GB movie is alive at full size: the NaN rows are written into
     the clean movie, and the clean one is rebuilt from the scene if needed.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (T, 512, 512)
+        ``inputs["movie"]``, now in the state asked for.
     """
     movie = inputs["movie"]
     if nan and inputs["state"] == "clean":
@@ -1060,7 +1093,7 @@ def _online_ours(inputs: Inputs) -> np.ndarray:
 
 
 def _online_offline_per_frame(inputs: Inputs) -> tuple[int, np.ndarray]:
-    """What the offline algebra does per frame: a CSR product and a moments update."""
+    """Do what the offline algebra does per frame: a CSR product and a moments update."""
     from sima_fast.kernels.moments import MomentState
 
     if inputs["state"] is None:
@@ -1279,7 +1312,7 @@ CASES: tuple[BenchCase, ...] = (
 
 
 def get_case(name: str) -> BenchCase:
-    """The registered case called ``name``.
+    """Return the registered case called ``name``.
 
     Parameters
     ----------
@@ -1289,6 +1322,11 @@ def get_case(name: str) -> BenchCase:
     Returns
     -------
     BenchCase
+
+    Raises
+    ------
+    KeyError
+        If no case has that name.
     """
     for case in CASES:
         if case.name == name:
@@ -1297,7 +1335,7 @@ def get_case(name: str) -> BenchCase:
 
 
 def cases_of(suite: str | None = None, cli: bool | None = None) -> Iterator[BenchCase]:
-    """The registered cases of one suite and/or of ``sima-fast bench``, in order.
+    """Iterate over the registered cases of one suite and/or of ``sima-fast bench``, in order.
 
     Parameters
     ----------
@@ -1306,9 +1344,10 @@ def cases_of(suite: str | None = None, cli: bool | None = None) -> Iterator[Benc
     cli : bool, optional
         Only the cases that ``sima-fast bench`` runs (True) or does not (False).
 
-    Returns
-    -------
-    iterator of BenchCase
+    Yields
+    ------
+    BenchCase
+        Each matching case, in the order of :data:`CASES`.
     """
     for case in CASES:
         if (suite is None or case.suite == suite) and (cli is None or case.cli == cli):
