@@ -1,28 +1,136 @@
-"""The one numba decorator of the kernels, and the fast-math flags they share.
+"""The one numba decorator of the kernels, the fast-math flags they share, and their cache.
 
-Every kernel is compiled with ``cache=True`` (machine code kept on disk next to
-the module, so a new process loads it instead of compiling) and
+Every kernel is compiled with ``cache=True`` (machine code kept on disk, so a
+new process loads it instead of compiling) and
 ``nogil=True`` (the GIL is released while it runs, so threads of the calling
 code overlap with it). The other numba options are per kernel and explicit at
 the decorator: ``parallel``, ``fastmath``, ``inline`` and ``error_model``.
 Options left at numba's defaults are not passed at all, so a kernel's
 compilation flags are exactly the ones written at its decorator.
+
+The compiled code is cached in the user's cache directory
+(:func:`kernel_cache_directory`), never inside the installed package: files
+written there at run time would outlive an uninstall and shadow a later
+install of the package. ``$NUMBA_CACHE_DIR``, when set, is honoured instead.
+The first compilation in a process prints a one-line notice on standard error
+(it takes tens of seconds, once per machine and version).
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 import numba
+from numba.core import event
 
-__all__ = ["FASTMATH", "jit"]
+__all__ = ["FASTMATH", "cache_directory", "jit", "kernel_cache_directory"]
 
 #: Fast-math flags of the floating-point kernels: fused multiply-add
 #: (``contract``) and reassociation of sums (``reassoc``), which let reductions
 #: vectorise. The flags that would change meaning (``nnan``, ``ninf``) are not
 #: set, so tests such as ``x - x == 0`` still tell NaN and inf apart.
 FASTMATH = frozenset({"contract", "reassoc"})
+
+
+def cache_directory() -> str:
+    """Return the directory sima_fast caches generated data and compiled kernels in.
+
+    ``$SIMA_FAST_CACHE`` when set, else ``$XDG_CACHE_HOME/sima_fast``, else
+    ``~/.cache/sima_fast``. The directory is not created. (It is defined here,
+    with the kernels, because the kernels need it before anything else of
+    sima_fast is imported; ``sima_fast.misc.cache_directory`` is this function.)
+
+    Returns
+    -------
+    str
+        An absolute path.
+
+    Examples
+    --------
+    >>> import os
+    >>> os.path.isabs(cache_directory())
+    True
+    """
+    root = os.environ.get("SIMA_FAST_CACHE")
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = xdg if xdg else os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "sima_fast")
+    return os.path.abspath(os.path.expanduser(root))
+
+
+def kernel_cache_directory() -> str:
+    """Return the directory numba caches sima_fast's compiled kernels in.
+
+    ``$NUMBA_CACHE_DIR`` when set (numba's own setting), else ``numba/`` in
+    :func:`cache_directory`.
+
+    Returns
+    -------
+    str
+        An absolute path.
+    """
+    env = os.environ.get("NUMBA_CACHE_DIR")
+    if env:
+        return os.path.abspath(os.path.expanduser(env))
+    return os.path.join(cache_directory(), "numba")
+
+
+# numba reads its cache location when a kernel is decorated (the cache object
+# is made then), so setting it here, before any kernel module runs its
+# decorators, places every kernel's cache outside the package.
+numba.config.CACHE_DIR = kernel_cache_directory()
+
+
+class _FirstCompileNotice(event.Listener):
+    """Print one line on standard error when the first kernel starts compiling."""
+
+    def __init__(self) -> None:
+        self.shown = False
+        self._lock = threading.Lock()
+
+    def on_start(self, event: Any) -> None:
+        """Print the notice for the first compilation of a sima_fast kernel.
+
+        Parameters
+        ----------
+        event : numba.core.event.Event
+            The ``numba:compile`` event; its data names the dispatcher.
+        """
+        dispatcher = (event.data or {}).get("dispatcher")
+        module = getattr(getattr(dispatcher, "py_func", None), "__module__", "") or ""
+        if self.shown or not module.startswith("sima_fast.kernels"):
+            return
+        with self._lock:
+            if self.shown:
+                return
+            self.shown = True
+        if os.environ.get("SIMA_FAST_QUIET"):
+            return
+        print(
+            "sima_fast: compiling its kernels for this machine, once (this can take a"
+            " minute; later runs load them from "
+            f"{numba.config.CACHE_DIR}; sima_fast.warmup() does it ahead of time)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def on_end(self, event: Any) -> None:
+        """Do nothing when a compilation ends.
+
+        Parameters
+        ----------
+        event : numba.core.event.Event
+            The ``numba:compile`` event.
+        """
+
+
+FIRST_COMPILE_NOTICE = _FirstCompileNotice()
+event.register("numba:compile", FIRST_COMPILE_NOTICE)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

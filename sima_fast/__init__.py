@@ -38,9 +38,22 @@ _LAZY = {
     "OnlineExtractor": ("sima_fast.online", "OnlineExtractor"),
     "transform_rois": ("sima_fast.transform_rois", None),
     "bench": ("sima_fast.bench", None),
+    "warmup": ("sima_fast.precompile", "warmup"),
+    "io": ("sima_fast.io", None),
+    "registration": ("sima_fast.registration", None),
+    "distributed": ("sima_fast.distributed", None),
 }
 
-__all__ = ["ROI", "ImagingDataset", "Sequence", "__version__", "imaging", "misc", "sequence"]
+__all__ = [
+    "ROI",
+    "ImagingDataset",
+    "Sequence",
+    "__version__",
+    "imaging",
+    "misc",
+    "sequence",
+    "warmup",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -3,6 +3,10 @@
 Every file sima_fast writes into a dataset directory (and every export) goes
 through :func:`atomic_write`, so an exception or a crash part-way through a
 write leaves either the old file or the complete new one, never a mixture.
+The file gets the permissions the user's umask gives a new file (the
+temporary file's private 0600 mode is never what the user ends up with), so
+colleagues on a shared server can read results as they read anything else of
+the user's.
 """
 
 from __future__ import annotations
@@ -10,9 +14,26 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "new_file_mode"]
+
+_UMASK_LOCK = threading.Lock()
+
+
+def new_file_mode() -> int:
+    """Return the mode a new file gets from the process's umask.
+
+    Returns
+    -------
+    int
+        ``0o666 & ~umask``, e.g. ``0o644`` for the usual umask ``022``.
+    """
+    with _UMASK_LOCK:  # reading the umask means setting it: keep threads out
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
 
 
 @contextlib.contextmanager
@@ -42,6 +63,8 @@ def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot write {path!r}: directory {directory!r} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path!r}: it is a directory; give a file name")
     if suffix is None:
         suffix = os.path.splitext(path)[1]
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
@@ -50,6 +73,7 @@ def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+            os.fchmod(fh.fileno(), new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

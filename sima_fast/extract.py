@@ -18,7 +18,6 @@ dicts in row order) and ``timestamp`` (docs/contract.md#the-extraction-record);
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,7 @@ import numpy as np
 from sima_fast._atomic import atomic_write
 from sima_fast._threads import kernel_threads
 from sima_fast._timestamps import current_timestamp
+from sima_fast._warnings import warn
 
 __all__ = [
     "ExtractionWeights",
@@ -111,10 +111,9 @@ class ExtractionWeights:
                 "entirely overlapping other ROIs with remove_overlap=True)"
             )
         if self.empty.any():
-            warnings.warn(
+            warn(
                 f"{int(self.empty.sum())} empty ROI(s) (indices "
-                f"{np.flatnonzero(self.empty).tolist()}) will give all-NaN signals",
-                stacklevel=3,
+                f"{np.flatnonzero(self.empty).tolist()}) will give all-NaN signals"
             )
         if mean_frame is None:
             inv_mu = np.ones(npix)
@@ -635,7 +634,7 @@ def save_extract_summary(record: dict[str, Any], path: str | os.PathLike, masks:
         import matplotlib.pyplot as plt
         from matplotlib.backends.backend_pdf import PdfPages
     except ImportError:
-        warnings.warn("matplotlib is not installed: no extraction summary written", stacklevel=3)
+        warn("matplotlib is not installed: no extraction summary written")
         return False
     mean = record["mean_frame"]
     Z, Y, X = mean.shape

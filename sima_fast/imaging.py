@@ -594,19 +594,21 @@ class ImagingDataset:
         Raises
         ------
         ValueError
-            Unknown ``fmt`` or ``projection_type``, or ``filenames`` not of the
-            expected form.
+            Unknown ``fmt`` or ``projection_type``, ``filenames`` not of the
+            expected form, or an output path that a sequence of the dataset
+            reads or that is a file of the dataset's directory.
         OSError
             An output directory that cannot be created or written.
         """
         from sima_fast.io import averages_writers
-        from sima_fast.io._export import PROJECTION_TYPES
+        from sima_fast.io._export import PROJECTION_TYPES, refuse_dataset_files
 
         writer = averages_writers.lookup(fmt)
         if projection_type not in PROJECTION_TYPES:
             raise ValueError(
                 f"projection_type must be one of {list(PROJECTION_TYPES)}, got {projection_type!r}"
             )
+        refuse_dataset_files(self, filenames, "filenames")
         writer(self, filenames, scale_values=scale_values, projection_type=projection_type)
 
     def export_frames(
@@ -656,19 +658,21 @@ class ImagingDataset:
         Raises
         ------
         ValueError
-            Unknown ``fmt`` or ``compression``, or ``filenames`` not nested as
-            described.
+            Unknown ``fmt`` or ``compression``, ``filenames`` not nested as
+            described, or an output path that a sequence of the dataset reads
+            or that is a file of the dataset's directory.
         OSError
             An output directory that cannot be created or written.
         """
         from sima_fast.io import frames_writers
-        from sima_fast.io._export import COMPRESSIONS
+        from sima_fast.io._export import COMPRESSIONS, refuse_dataset_files
 
         writer = frames_writers.lookup(fmt)
         if compression not in COMPRESSIONS:
             raise ValueError(
                 f"compression must be one of {list(COMPRESSIONS)}, got {compression!r}"
             )
+        refuse_dataset_files(self, filenames, "filenames")
         writer(
             self,
             filenames,
@@ -1066,8 +1070,10 @@ class ImagingDataset:
         one value per ROI.
         """
         from sima_fast.io import signals_writers
+        from sima_fast.io._export import refuse_dataset_files
 
         writer = signals_writers.lookup(fmt)
+        refuse_dataset_files(self, path, "path")
         all_signals = self.signals(channel)
         if not all_signals:
             raise ValueError(f"channel {channel!r} has no extracted signals; run extract() first")

@@ -28,11 +28,12 @@ Coordinates: pixel centres are at integer positions. Shifts are given as
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from sima_fast._warnings import warn
 
 __all__ = [
     "PRE_PROCESSING_METHODS",
@@ -1265,12 +1266,11 @@ def _register(
             f"frame, less than {_MIN_OVERLAP:.0%}"
         )
     if score < _LOW_CORRELATION or frac < _SMALL_OVERLAP:
-        warnings.warn(
+        warn(
             f"the registered images correlate poorly (r = {score:.2f} over {frac:.0%} of the "
             "frame); the estimated transform may be wrong (try pre_processing_method or "
             "anchor ROIs)",
             RegistrationWarning,
-            stacklevel=3,
         )
     return tf, points
 

@@ -74,6 +74,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from sima_fast._validate import check_int
+from sima_fast._warnings import warn
 
 __all__ = [
     "GAMMA_CAP",
@@ -479,18 +480,16 @@ def estimate_gamma(traces: ArrayLike | Iterable[ArrayLike]) -> float:
     acov = sum(_acov_rows(t[None, :], 3)[0][0] for t in seqs)
     gamma, capped, floored = _gamma_from_acov(acov[2:3], acov[3:4])
     if capped[0]:
-        warnings.warn(
+        warn(
             f"estimated gamma = acov(3)/acov(2) = {acov[3] / acov[2]:.4g} is >= 1 "
             f"(not a decaying process); using gamma = {GAMMA_CAP}",
             SpikeInferenceWarning,
-            stacklevel=2,
         )
     elif floored[0]:
-        warnings.warn(
+        warn(
             f"estimated gamma = acov(3)/acov(2) is <= 0 or undefined "
             f"(acov(3) = {acov[3]:.4g}, acov(2) = {acov[2]:.4g}); using gamma = {GAMMA_FLOOR}",
             SpikeInferenceWarning,
-            stacklevel=2,
         )
     return float(gamma[0])
 
@@ -607,11 +606,11 @@ def estimate_sigma(
     if radicand > 0 and math.isfinite(radicand):
         return math.sqrt(radicand)
     sigma = float(_psd_sigma_rows(stacked, rows)[0])
-    warnings.warn(
-        f"the {mode!r} noise estimate has a non-positive radicand ({radicand:.4g}); "
-        f"using the 'psd' estimate sigma = {sigma:.4g}",
+    warn(
+        f"the noise level (sigma) could not be estimated in {mode!r} mode: its "
+        f"formula gave a variance of {radicand:.4g} (the trace varies slowly compared "
+        f"with its noise); using the spectral ('psd') estimate sigma = {sigma:.4g}",
         SpikeInferenceWarning,
-        stacklevel=2,
     )
     return sigma
 
@@ -727,18 +726,16 @@ def estimate_parameters(
     else:
         gammas, capped, floored = _gamma_from_acov(acov[:, 2], acov[:, 3])
         if capped.any():
-            warnings.warn(
+            warn(
                 f"estimated gamma >= 1 for {_rois_text(np.flatnonzero(capped))} "
                 f"(not a decaying process); using gamma = {GAMMA_CAP} there",
                 SpikeInferenceWarning,
-                stacklevel=2,
             )
         if floored.any():
-            warnings.warn(
+            warn(
                 f"estimated gamma <= 0 or undefined for {_rois_text(np.flatnonzero(floored))}; "
                 f"using gamma = {GAMMA_FLOOR} there",
                 SpikeInferenceWarning,
-                stacklevel=2,
             )
         if share_gamma and n:
             gammas = np.full(n, np.median(gammas))
@@ -754,11 +751,12 @@ def estimate_parameters(
         if bad.any():
             rows = np.flatnonzero(bad)
             sigmas[rows] = _psd_sigma_rows(seqs, rows)
-            warnings.warn(
-                f"the {mode!r} noise estimate has a non-positive radicand for "
-                f"{_rois_text(rows)}; using the 'psd' estimate there",
+            warn(
+                f"the noise level (sigma) of {_rois_text(rows)} could not be estimated "
+                f"in {mode!r} mode: its formula gave a variance <= 0 (the trace varies "
+                "slowly compared with its noise); the spectral ('psd') estimate is used "
+                "there",
                 SpikeInferenceWarning,
-                stacklevel=2,
             )
     return {"gamma": np.ascontiguousarray(gammas), "sigma": np.ascontiguousarray(sigmas)}
 
@@ -1196,11 +1194,10 @@ def prepare_inference(
         observed += np.isfinite(seq).sum(axis=1)
     empty = observed == 0
     if empty.any():
-        warnings.warn(
+        warn(
             f"{_rois_text(np.flatnonzero(empty))} ha{'ve' if empty.sum() > 1 else 's'} no "
             "observed samples (empty ROI?); their spikes and fits are NaN",
             SpikeInferenceWarning,
-            stacklevel=3,
         )
     keep = np.flatnonzero(~empty)
     gammas = np.full(n, np.nan)
@@ -1314,11 +1311,10 @@ def collect_sequence(
     status = joined["status"]
     infeasible = np.flatnonzero(status == "infeasible")
     if infeasible.size:
-        warnings.warn(
+        warn(
             f"sequence {k}: the noise bound cannot be met for {_rois_text(infeasible)} "
             "(sigma too small for the data); the least-residual fit is returned",
             SpikeInferenceWarning,
-            stacklevel=3,
         )
     if verbose:
         n_osqp = int((joined["solver"] == "osqp").sum())

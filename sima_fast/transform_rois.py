@@ -28,13 +28,13 @@ functions return transforms in ROI coordinates.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from sima_fast._timestamps import timestamp_key
+from sima_fast._warnings import warn
 from sima_fast.registration import (
     PRE_PROCESSING_METHODS,
     check_polynomial_order,
@@ -273,11 +273,10 @@ def _fill_missing_planes(fitted: dict[int, Any], num_planes: int, name: str) -> 
             out.append(fitted[z])
             continue
         nearest = min(have, key=lambda k: (abs(k - z), k))
-        warnings.warn(
+        warn(
             f"{name}: plane {z} has no anchor points in both datasets; using the transform "
             f"of plane {nearest}",
             MissingAnchorWarning,
-            stacklevel=3,
         )
         out.append(fitted[nearest])
     return out
@@ -519,11 +518,10 @@ def clip_rois_to_frame(rois: Sequence[ROI], im_shape: Sequence[int]) -> ROIList:
             continue
         out.append(ROI(polygons=rings, label=roi.label, id=roi.id, tags=roi.tags, im_shape=shape))
     if dropped:
-        warnings.warn(
+        warn(
             f"{len(dropped)} ROI(s) fall entirely outside the {shape[2]}×{shape[1]} frame and "
             f"were dropped: {dropped[:10]}{' ...' if len(dropped) > 10 else ''}",
             ROIOutsideFrameWarning,
-            stacklevel=2,
         )
     return ROIList(out)
 

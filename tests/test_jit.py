@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 
 import numpy as np
@@ -45,3 +46,52 @@ def test_jit_passes_only_the_options_given():
         fast.targetoptions["fastmath"] is not jit(fastmath=FASTMATH)(add).targetoptions["fastmath"]
     )  # each kernel gets its own copy of the flags
     assert np.isnan(fast(np.nan, 1.0))  # NaN keeps its meaning
+
+
+def test_compiled_code_is_cached_outside_the_package():
+    """A cache inside site-packages would outlive an uninstall and shadow the next install."""
+    import numba
+
+    from sima_fast.kernels._jit import cache_directory, kernel_cache_directory
+
+    package = os.path.dirname(os.path.abspath(sima_fast.kernels.__file__))
+    cache = os.path.abspath(numba.config.CACHE_DIR)
+    assert not (cache + os.sep).startswith(package + os.sep)
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        assert os.path.isabs(kernel_cache_directory())
+        assert kernel_cache_directory().startswith(os.path.dirname(cache_directory()))
+    for kernel in _dispatchers():
+        locator = kernel._cache._cache_path
+        assert not os.path.abspath(locator).startswith(package + os.sep), kernel
+
+
+def test_kernel_cache_directory_follows_the_environment(monkeypatch, tmp_path):
+    from sima_fast.kernels._jit import kernel_cache_directory
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("SIMA_FAST_CACHE", str(tmp_path / "c"))
+    assert kernel_cache_directory() == str(tmp_path / "c" / "numba")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "n"))
+    assert kernel_cache_directory() == str(tmp_path / "n")
+
+
+def test_first_compilation_prints_one_notice(capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from sima_fast.kernels._jit import _FirstCompileNotice
+
+    monkeypatch.delenv("SIMA_FAST_QUIET", raising=False)
+    notice = _FirstCompileNotice()
+
+    def event(module):
+        return SimpleNamespace(
+            data={"dispatcher": SimpleNamespace(py_func=SimpleNamespace(__module__=module))}
+        )
+
+    notice.on_start(event("somebody_else"))
+    assert capsys.readouterr().err == ""
+    notice.on_start(event("sima_fast.kernels.moments"))
+    notice.on_start(event("sima_fast.kernels.extract"))
+    err = capsys.readouterr().err
+    assert err.count("compiling its kernels") == 1
+    assert "sima_fast.warmup()" in err

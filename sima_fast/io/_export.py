@@ -34,6 +34,7 @@ __all__ = [
     "prepare_path",
     "progress_bar",
     "projection",
+    "refuse_dataset_files",
     "single_path",
     "to_unsigned",
 ]
@@ -67,6 +68,58 @@ def is_path(p: Any) -> bool:
 
 def _is_list(x: Any) -> bool:
     return isinstance(x, _SeqABC) and not isinstance(x, (str, bytes))
+
+
+def _flat_paths(filenames: Any) -> list[Any]:
+    if is_path(filenames):
+        return [filenames]
+    if isinstance(filenames, (list, tuple)):
+        return [p for item in filenames for p in _flat_paths(item)]
+    return []
+
+
+def refuse_dataset_files(dataset: Any, filenames: Any, argname: str) -> None:
+    """Refuse output paths that would overwrite what a dataset reads or stores.
+
+    Checked before anything is written, so a refused call changes nothing on
+    disk. Links are followed: a path reaching an input file under another
+    name is refused too.
+
+    Parameters
+    ----------
+    dataset : ImagingDataset
+        The dataset being exported.
+    filenames : str, path-like or nested lists of them
+        The output paths, in any nesting (entries that are not paths are left
+        to the writer's own checks).
+    argname : str
+        How the argument is named in the error message.
+
+    Raises
+    ------
+    ValueError
+        If an output path is a data file that a sequence of ``dataset`` reads,
+        or an existing file of the dataset's own directory; the message names
+        the path as the user gave it.
+    """
+    inputs = {
+        os.path.realpath(f): "a sequence of the dataset reads it"
+        for seq in dataset.sequences
+        for f in seq.data_files()
+    }
+    savedir = getattr(dataset, "savedir", None)
+    if savedir and os.path.isdir(savedir):
+        for name in os.listdir(savedir):
+            full = os.path.realpath(os.path.join(savedir, name))
+            if os.path.isfile(full):
+                inputs.setdefault(full, "it is a file of the dataset's directory")
+    for path in _flat_paths(filenames):
+        why = inputs.get(os.path.realpath(os.path.abspath(os.fspath(path))))
+        if why is not None:
+            raise ValueError(
+                f"{argname}: refusing to write {os.fspath(path)!r}: {why}; "
+                "choose another output path"
+            )
 
 
 def prepare_path(path: Any, argname: str) -> str:

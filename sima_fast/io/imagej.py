@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 import zipfile
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +19,7 @@ import scipy.sparse
 
 from sima_fast._atomic import atomic_write
 from sima_fast._timestamps import TIMESTAMP_FORMAT
+from sima_fast._warnings import warn
 from sima_fast.io._registry import roi_readers, roi_writers
 from sima_fast.ROI import ROI, ROIList
 
@@ -330,10 +330,7 @@ def write_imagej(rois: ROIList, path: str | os.PathLike, label: str | None = Non
     for roi in rois:
         rings = roi.polygons
         if not rings:
-            warnings.warn(
-                f"ROI {roi.label!r} has an empty mask; it is not written to the ImageJ file",
-                stacklevel=3,
-            )
+            warn(f"ROI {roi.label!r} has an empty mask; it is not written to the ImageJ file")
         entries.extend((roi.label, r) for r in rings)
     multi_plane = any(r[0, 2] != 0 for _, r in entries)
     names = _unique_names([lab for lab, _ in entries])

@@ -30,6 +30,7 @@ import tempfile
 
 import numpy as np
 
+from sima_fast.kernels._jit import cache_directory
 from sima_fast.misc.simulate import SimulatedMovie, simulate_movie
 
 __all__ = [
@@ -77,31 +78,6 @@ _SEQUENCES = (
     {"num_frames": 200, "seed": 1, "max_displacement": (0, 0)},
     {"num_frames": 200, "seed": 2, "max_displacement": (6, 8)},
 )
-
-
-def cache_directory() -> str:
-    """Return the directory sima_fast caches generated data in.
-
-    ``$SIMA_FAST_CACHE`` when set, else ``$XDG_CACHE_HOME/sima_fast``, else
-    ``~/.cache/sima_fast``. The directory is not created.
-
-    Returns
-    -------
-    str
-        An absolute path.
-
-    Examples
-    --------
-    >>> import os
-    >>> os.path.isabs(cache_directory())
-    True
-    """
-    root = os.environ.get("SIMA_FAST_CACHE")
-    if not root:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = xdg if xdg else os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(base, "sima_fast")
-    return os.path.abspath(os.path.expanduser(root))
 
 
 def example_data() -> str:

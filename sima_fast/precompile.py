@@ -1,0 +1,81 @@
+"""Compile sima_fast's kernels ahead of time (``sima_fast.warmup()``).
+
+The kernels are compiled by numba on first use and cached on disk (see
+``sima_fast.kernels._jit``), so the first run on a machine, or after an
+upgrade, spends tens of seconds compiling. On an acquisition machine that is
+better spent before the experiment: call :func:`warmup` once after installing
+(or run ``python -c "import sima_fast; sima_fast.warmup()"``). Later
+processes load the compiled code from the cache in well under a second.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import numpy as np
+
+__all__ = ["warmup"]
+
+DTYPES = ("uint16", "float32", "float64")
+
+
+def warmup(dtypes: Iterable[str] = DTYPES, verbose: bool = False) -> float:
+    """Compile (or load from the cache) the kernels of the offline pipeline.
+
+    Runs projections, gap filling, extraction and spike inference on a tiny
+    in-memory dataset of each input dtype, so that a later call on real data
+    starts at full speed. Nothing is written to disk except numba's cache.
+    The per-frame API compiles its own kernels in
+    :meth:`sima_fast.online.OnlineExtractor.warmup`.
+
+    Parameters
+    ----------
+    dtypes : iterable of str, optional
+        The movie dtypes to prepare: kernels are compiled per input dtype.
+        Default: ``('uint16', 'float32', 'float64')``.
+    verbose : bool, optional
+        Print one line per dtype with the time taken.
+
+    Returns
+    -------
+    float
+        Seconds taken.
+
+    Examples
+    --------
+    >>> import sima_fast
+    >>> seconds = sima_fast.warmup(dtypes=['float64'])
+    >>> seconds >= 0
+    True
+    """
+    import warnings
+
+    from sima_fast.imaging import ImagingDataset
+    from sima_fast.ROI import ROI, ROIList
+    from sima_fast.sequence import Sequence
+    from sima_fast.spikes import infer_spikes_from_signals
+
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    mask = np.zeros((1, 8, 8), dtype=bool)
+    mask[0, 2:5, 2:5] = True
+    rois = ROIList([ROI(mask=mask, label="warmup")])
+    for name in dtypes:
+        dtype = np.dtype(name)
+        t0 = time.perf_counter()
+        frames = rng.uniform(10, 20, size=(40, 1, 8, 8, 1)).astype(dtype)
+        if dtype.kind == "f":
+            frames[3, 0, 0, 0, 0] = np.nan
+        seq = Sequence.create("ndarray", frames)
+        dataset = ImagingDataset([seq], None)
+        _ = dataset.time_averages, dataset.time_std, dataset.time_kurtosis
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            signals = dataset.extract(rois, save_summary=False)
+            infer_spikes_from_signals(signals["raw"])
+        seq.fill_gaps().read_chunk(0, len(seq))
+        if verbose:
+            print(f"warmup: {name} kernels ready in {time.perf_counter() - t0:.1f} s")
+        del signals
+    return time.perf_counter() - start
