@@ -5,7 +5,8 @@ constructor) builds the ROI weights exactly as ``ImagingDataset.extract``
 does, allocates every buffer and compiles (or loads from numba's cache) the
 kernels of :mod:`sima_fast.kernels.online`. The *update* phase,
 :meth:`OnlineExtractor.update`, takes one frame and, in one GIL-free numba
-call on one core that allocates nothing,
+call on one core that allocates no array memory (numba's dispatcher makes
+about 1 kB of short-lived Python objects per call, freed on return),
 
 * extracts every ROI's value (NaN-aware, as ``ImagingDataset.extract``),
 * folds the frame into the per-pixel moments behind ``time_averages``,
