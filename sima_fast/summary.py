@@ -11,8 +11,9 @@ def dataset_summary(dataset: Any) -> str:
     """Describe an :class:`ImagingDataset` in a human-readable, multi-line summary.
 
     It lists the sequences (kind, shape, dtype), the frame shape, the
-    channels, the ROI sets and the labels of extracted signals. ``sima-fast
-    info`` prints it, and so does the demo.
+    channels, the ROI sets and the extracted signals (label, number of ROIs
+    and frames, whether spikes were inferred). ``sima-fast info`` and
+    ``sima-fast create`` print it, and so does the demo.
 
     Parameters
     ----------
@@ -41,8 +42,20 @@ def dataset_summary(dataset: Any) -> str:
     for ch, name in enumerate(dataset.channel_names):
         for label, rec in dataset.signals(ch).items():
             any_signals = True
-            n = len(rec.get("rois", [])) if isinstance(rec, dict) else 0
-            lines.append(f"  signals {label!r} (channel {name}): {n} ROI(s)")
+            lines.append(f"  signals {label!r} (channel {name}): {_signals_text(rec)}")
     if not any_signals:
         lines.append("  signals: none")
     return "\n".join(lines)
+
+
+def _signals_text(record: Any) -> str:
+    """Describe one signals record: its ROIs, its frames and whether it has spikes."""
+    if not isinstance(record, dict):
+        return "0 ROI(s)"
+    text = f"{len(record.get('rois', []))} ROI(s)"
+    raw = record.get("raw")
+    if isinstance(raw, (list, tuple)) and all(getattr(r, "ndim", 0) == 2 for r in raw):
+        text += f" x {sum(r.shape[1] for r in raw)} frames"
+    if record.get("spikes") is not None:
+        text += ", spikes inferred"
+    return text
