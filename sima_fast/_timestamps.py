@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-__all__ = ["TIMESTAMP_FORMAT", "current_timestamp", "timestamp_key"]
+__all__ = ["TIMESTAMP_FORMAT", "current_timestamp", "most_recent", "timestamp_key"]
 
 TIMESTAMP_FORMAT = "%Y-%m-%d-%Hh%Mm%Ss"
 """The :func:`time.strftime` format of ROI set and signal timestamps."""
@@ -57,3 +57,35 @@ def timestamp_key(ts: Any) -> tuple[int, float]:
         except (ValueError, OverflowError):
             pass
     return (0, 0.0)
+
+
+def most_recent(timestamps: dict[str, Any]) -> str | None:
+    """Return the label whose timestamp is the latest; what "the most recent" means.
+
+    Timestamps compare as strings, which orders :data:`TIMESTAMP_FORMAT`
+    chronologically; a later entry wins a tie, so of two sets made in the same
+    second the one added last is taken.
+
+    Parameters
+    ----------
+    timestamps : dict of str to str
+        Label to timestamp (anything that is not a string counts as ``''``).
+
+    Returns
+    -------
+    str or None
+        The label, or None when ``timestamps`` is empty.
+
+    Examples
+    --------
+    >>> most_recent({'a': '2024-01-02-10h00m00s', 'b': '2024-01-01-10h00m00s'})
+    'a'
+    >>> most_recent({'a': '', 'b': ''})
+    'b'
+    """
+    best, best_ts = None, ""
+    for label, ts in timestamps.items():
+        ts = ts if isinstance(ts, str) else ""
+        if best is None or ts >= best_ts:
+            best, best_ts = label, ts
+    return best

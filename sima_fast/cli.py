@@ -59,6 +59,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from sima_fast._timestamps import most_recent
+
 __all__ = ["main"]
 
 _USAGE = 2  # the command line is wrong
@@ -274,15 +276,6 @@ def _label_arg(label: str | None, option: str = "--label") -> str | None:
     return label
 
 
-def _most_recent(timestamps: dict[str, str]) -> str:
-    """Return the label of the latest timestamp (a later entry wins a tie), as the library does."""
-    best, best_ts = "", ""
-    for label, ts in timestamps.items():
-        if not best or ts >= best_ts:
-            best, best_ts = label, ts
-    return best
-
-
 def _pick_signals(dataset: Any, channel: int, label: str | None) -> tuple[str, dict[str, Any]]:
     """Return the label and record of a channel's signals (default: the most recent)."""
     records = dataset.signals(channel)
@@ -290,7 +283,7 @@ def _pick_signals(dataset: Any, channel: int, label: str | None) -> tuple[str, d
     if not records:
         raise _Failure(f"channel {name} has no extracted signals; run 'sima-fast extract' first")
     if label is None:
-        label = _most_recent(
+        label = most_recent(
             {
                 k: (r.get("timestamp", "") if isinstance(r, dict) else "")
                 for k, r in records.items()
@@ -688,7 +681,7 @@ def _extract_one(dataset: Any, args: argparse.Namespace, client: Any) -> list[st
             "'sima-fast segment'"
         )
     if args.rois is None:
-        roi_label = _most_recent({k: v.timestamp or "" for k, v in sets.items()})
+        roi_label = most_recent({k: v.timestamp or "" for k, v in sets.items()})
     elif args.rois in sets:
         roi_label = args.rois
     else:
@@ -1070,6 +1063,16 @@ from a movie to spikes:
     )
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     bench.add_argument("--plot", metavar="PATH", help="also draw the ratios as a bar chart")
+    warm = sub.add_parser(
+        "warmup", help="compile the kernels now (once per machine and version), not at first use"
+    )
+    _describe(
+        warm,
+        "Compile sima_fast's numba kernels for this machine ahead of time, e.g. on an "
+        "acquisition computer after installing, so that no experiment waits for the compiler. "
+        "Later processes load them from the cache.",
+        "  sima-fast warmup",
+    )
     _add_create(sub)
     _add_import_rois(sub)
     _add_segment(sub)
@@ -1089,6 +1092,13 @@ from a movie to spikes:
         from sima_fast.bench import run_benchmarks
 
         run_benchmarks(quick=args.quick, json_path=args.json, plot_path=args.plot)
+        return 0
+    if args.command == "warmup":
+        from sima_fast.kernels._jit import kernel_cache_directory
+        from sima_fast.precompile import warmup
+
+        seconds = warmup(verbose=True)
+        print(f"kernels ready in {seconds:.1f} s (cache: {kernel_cache_directory()})")
         return 0
     with _one_line_warnings(args.command):
         try:

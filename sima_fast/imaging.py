@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from sima_fast import storage
-from sima_fast._timestamps import current_timestamp
+from sima_fast._timestamps import current_timestamp, most_recent
 from sima_fast._validate import check_int, resolve_channel
 from sima_fast.sequence import Sequence
 
@@ -968,7 +968,7 @@ class ImagingDataset:
             sets = self.ROIs
             if not sets:
                 raise KeyError("the dataset has no ROI set; pass rois or add_ROIs() first")
-            rois = sets[_most_recent({k: {"timestamp": v.timestamp} for k, v in sets.items()})]
+            rois = sets[most_recent({k: v.timestamp for k, v in sets.items()})]
         if not isinstance(rois, (ROIList, list, tuple)):
             raise TypeError(f"rois must be a ROIList, got {type(rois).__name__}")
         if label is not None and (not isinstance(label, str) or not label or "/" in label):
@@ -1077,7 +1077,7 @@ class ImagingDataset:
         all_signals = self.signals(channel)
         if not all_signals:
             raise ValueError(f"channel {channel!r} has no extracted signals; run extract() first")
-        label = signals_label if signals_label is not None else _most_recent(all_signals)
+        label = signals_label if signals_label is not None else _most_recent_signals(all_signals)
         if label not in all_signals:
             raise KeyError(f"no signals labelled {label!r}; available: {sorted(all_signals)}")
         writer(path, all_signals[label])
@@ -1155,7 +1155,7 @@ class ImagingDataset:
         if not all_signals:
             raise ValueError(f"channel {channel!r} has no extracted signals; run extract() first")
         if label is None:
-            label = _most_recent(all_signals)
+            label = _most_recent_signals(all_signals)
         elif label not in all_signals:
             raise KeyError(f"no signals labelled {label!r}; available: {sorted(all_signals)}")
         record = all_signals[label]
@@ -1178,11 +1178,7 @@ class ImagingDataset:
         return spikes, fits, parameters
 
 
-def _most_recent(records: dict[str, dict[str, Any]]) -> str:
-    """Label of the record with the latest timestamp (insertion order breaks ties)."""
-    best, best_ts = None, None
-    for label, rec in records.items():
-        ts = rec.get("timestamp", "") if isinstance(rec, dict) else ""
-        if best is None or ts >= best_ts:
-            best, best_ts = label, ts
-    return best
+def _most_recent_signals(records: dict[str, Any]) -> str | None:
+    return most_recent(
+        {k: (r.get("timestamp", "") if isinstance(r, dict) else "") for k, r in records.items()}
+    )

@@ -599,3 +599,12 @@ def test_installed_entry_point(movies, tmp_path):
     )
     assert run.returncode == 2 and run.stdout == ""
     assert run.stderr == f"sima-fast import-rois: {tmp_path / 'missing.zip'}: no such file\n"
+
+
+def test_warmup_command(capsys):
+    from sima_fast.cli import main
+
+    assert main(["warmup"]) == 0
+    out = capsys.readouterr().out
+    assert "kernels ready in" in out
+    assert "uint16" in out and "float32" in out
