@@ -1047,6 +1047,13 @@ from a movie to spikes:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the end-to-end demo on the example dataset")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument(
+        "--out",
+        metavar="DIR",
+        default="sima_fast_demo",
+        help="folder for the demo's copy of the dataset, exports and figures "
+        "(default: ./sima_fast_demo; re-runs replace the demo's own files only)",
+    )
     info = sub.add_parser("info", help="print the summary of a dataset directory")
     info.add_argument("path", help="a .sima directory (sima_fast or SIMA 1.x)")
     _describe(
@@ -1085,7 +1092,11 @@ from a movie to spikes:
         from sima_fast.demo import run_demo
 
         start = time.perf_counter()
-        report = run_demo(quiet=args.quiet)
+        try:
+            report = run_demo(quiet=args.quiet, output_dir=args.out)
+        except (FileExistsError, NotADirectoryError) as exc:
+            print(f"sima-fast demo: {exc}", file=sys.stderr)
+            return 2
         print(f"demo finished in {time.perf_counter() - start:.1f} s: {report.summary()}")
         return 0
     if args.command == "bench":

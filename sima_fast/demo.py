@@ -1,46 +1,62 @@
-"""The ``sima-fast demo`` job: the main analysis run end to end, scored.
+"""The ``sima-fast demo`` job: the main analysis run end to end, scored and drawn.
 
-:func:`run_demo` loads the bundled example dataset (built on first use
+:func:`run_demo` copies the bundled example dataset (built on first use
 from the deterministic simulator, see :func:`sima_fast.misc.example_data`)
-and runs the whole analysis on it, step by step, printing what each step
-did, how long it took and how it compares with the simulator's ground
-truth:
+into an output folder and runs the whole analysis on the copy, step by
+step, printing what each step did, how long it took and how it compares
+with the simulator's ground truth:
 
-1. load the example dataset and print its summary;
+1. copy the example dataset into the folder and print its summary;
 2. compute the time projections (mean, std, kurtosis) in one streaming
    pass and check them against float64 numpy/scipy on a pixel sample;
 3. export the averages to TIFF and the gap-filled frames to HDF5;
 4. import the example ImageJ ROIs and compare their rasterisation with the
    true cell masks;
-5. extract the traces of those ROIs and correlate them with the true
-   calcium;
-6. infer spikes and correlate them with the true spikes;
+5. extract the traces of those ROIs, export them to CSV, correlate them
+   with the true calcium and draw the ROIs on the mean image;
+6. infer spikes, correlate them with the true spikes and draw example
+   traces beside the truth;
 7. warp a second session by a known affine transform, import the ROIs into
-   it by registration and measure how close they land to where they should;
-8. segment the dataset with STICA and with normalised cuts and score both
-   against the true cells.
+   it by registration, measure how close they land to where they should
+   and draw the registration;
+8. segment the dataset with STICA and with normalised cuts, score both
+   against the true cells and draw them over the true outlines.
 
-The scores come back as a :class:`DemoReport`, so that tests and users can
-check them without parsing the printed text. The demo stores its ROIs,
-signals and segmentations in the example dataset directory, under labels
-starting with ``imagej`` and ``demo``.
+The output folder (``./sima_fast_demo`` by default) ends up holding::
+
+    sima_fast_demo.json     marks the folder as the demo's and lists its files
+    example.sima/           the copy of the dataset, with the demo's ROI sets and signals
+    exports/                average_<channel>.tif, sequence_<k>.h5, signals.csv
+    fig1_rois.png, .pdf     the mean image with the numbered ROI outlines
+    fig2_traces.png         example traces with inferred and true spikes
+    fig3_cross_session.png  the registration of the second session
+    fig4_segmentation.png   found outlines against the true cells
+
+The shared example in the cache is only read (the copy refers to its frame
+files). Running the demo again into the same folder replaces the files the
+marker lists; a folder holding anything else is refused, so the demo never
+deletes a file it did not write. Without matplotlib the figures are skipped
+and the rest runs. The scores come back as a :class:`DemoReport`, so that
+tests and users can check them without parsing the printed text.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
-import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 import numpy as np
 
 __all__ = [
+    "DEFAULT_OUTPUT_DIR",
+    "MARKER",
     "CrossSessionScore",
     "DemoReport",
     "ExportCheck",
@@ -49,8 +65,15 @@ __all__ = [
     "ROIImportScore",
     "SegmentationScore",
     "SpikeScore",
+    "prepare_output_folder",
     "run_demo",
 ]
+
+#: Where the demo writes when no folder is given (relative to the current directory).
+DEFAULT_OUTPUT_DIR = "sima_fast_demo"
+#: The file marking a folder as the demo's; it lists every file the demo wrote there.
+MARKER = "sima_fast_demo.json"
+_MARKER_KIND = "sima-fast demo output"
 
 
 @dataclass(frozen=True)
@@ -154,6 +177,10 @@ class SpikeScore:
         traces.
     notes : tuple of str
         The messages of the spike-inference warnings raised on the way.
+    noise_fallback_rois : int
+        ROIs whose noise level came from the spectral estimate because
+        their traces are too short or too correlated in time for the
+        autocovariance estimate.
     """
 
     per_roi: tuple[float, ...]
@@ -163,6 +190,7 @@ class SpikeScore:
     fast_solver_traces: int
     traces: int
     notes: tuple[str, ...]
+    noise_fallback_rois: int = 0
 
     @property
     def median_correlation(self) -> float:
@@ -231,12 +259,12 @@ class SegmentationScore:
 
 @dataclass(frozen=True)
 class DemoReport:
-    """Everything :func:`run_demo` measured, one attribute per step.
+    """Everything :func:`run_demo` measured and wrote, one attribute per step.
 
     Attributes
     ----------
     dataset_path : str
-        Directory of the example dataset the demo ran on.
+        Directory of the dataset the demo ran on: its copy of the example.
     projections : ProjectionCheck
     exports : ExportCheck
     rois : ROIImportScore
@@ -245,6 +273,13 @@ class DemoReport:
     cross_session : CrossSessionScore
     segmentation : dict of str to SegmentationScore
         Keyed ``'stica'`` and ``'normcut'``.
+    output_dir : str or None
+        The folder the demo wrote into (absolute).
+    files : tuple of str
+        The exports and figures written, absolute paths in the order
+        written (the dataset copy is :attr:`dataset_path`).
+    skipped_figures : tuple of str
+        File names of the figures not drawn because matplotlib is missing.
     """
 
     dataset_path: str
@@ -255,6 +290,9 @@ class DemoReport:
     spikes: SpikeScore
     cross_session: CrossSessionScore
     segmentation: dict[str, SegmentationScore]
+    output_dir: str | None = None
+    files: tuple[str, ...] = ()
+    skipped_figures: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line with the headline scores.
@@ -275,12 +313,181 @@ class DemoReport:
         )
 
 
-def run_demo(out: TextIO | None = None, quiet: bool = False) -> DemoReport:
-    """Run the end-to-end demo on the example dataset and score it.
+# ----------------------------------------------------------------------------
+# The output folder
+# ----------------------------------------------------------------------------
 
-    The steps are listed in :mod:`sima_fast.demo`. Each is announced with
-    ``- <step> ...``, followed by its duration and its scores; the whole run
-    takes about a minute on two cores once the example dataset exists.
+
+def prepare_output_folder(path: str | os.PathLike) -> str:
+    """Create the demo's output folder, or clear the demo's own files from it.
+
+    A missing or empty folder is created and marked with :data:`MARKER`. A
+    folder already marked is emptied of the files and folders its marker
+    lists, and only of those. A folder holding anything else (no marker, or
+    entries the marker does not list) is refused before anything is
+    touched: the demo never deletes a file it did not write.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The folder.
+
+    Returns
+    -------
+    str
+        Its absolute path, holding only the marker.
+
+    Raises
+    ------
+    FileExistsError
+        If the folder holds files the demo did not write; the message names
+        a few of them.
+    NotADirectoryError
+        If ``path`` is a file.
+    """
+    root = os.path.abspath(os.fspath(path))
+    if os.path.lexists(root) and not os.path.isdir(root):
+        raise NotADirectoryError(f"the demo's output folder {root} is a file, not a folder")
+    os.makedirs(root, exist_ok=True)
+    entries = _folder_entries(root)
+    if entries:
+        listed = _read_marker(root)
+        if listed is None:
+            raise FileExistsError(
+                f"{root} already exists and was not written by sima-fast demo (it holds "
+                f"{_some(entries)}); the demo never deletes files it did not write: choose "
+                "another folder with --out, or empty this one"
+            )
+        foreign = [e for e in entries if e != MARKER and e not in listed]
+        if foreign:
+            raise FileExistsError(
+                f"{root} holds files the demo did not write ({_some(foreign)}); the demo "
+                "never deletes them: move them elsewhere or choose another folder with --out"
+            )
+        # deepest first, so that every folder is empty when it is removed
+        for entry in sorted(entries, key=lambda e: e.rstrip("/").count("/"), reverse=True):
+            full = os.path.join(root, entry.rstrip("/"))
+            if entry.endswith("/"):
+                os.rmdir(full)
+            elif entry != MARKER:
+                os.remove(full)
+    _write_marker(root)
+    return root
+
+
+def _folder_entries(root: str) -> list[str]:
+    """Every file and folder under ``root``, relative, folders ending in ``/``."""
+    entries = []
+    for top, dirs, files in os.walk(root):
+        rel = os.path.relpath(top, root)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        for name in dirs:
+            is_link = os.path.islink(os.path.join(top, name))  # never descended into
+            entries.append(prefix + name + ("" if is_link else "/"))
+        entries.extend(prefix + name for name in files)
+    return sorted(entries)
+
+
+def _read_marker(root: str) -> set[str] | None:
+    """Return the entries the demo's marker lists, or None without a valid marker."""
+    try:
+        with open(os.path.join(root, MARKER), encoding="utf-8") as fh:
+            marker = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or marker.get("written_by") != _MARKER_KIND:
+        return None
+    entries = marker.get("entries")
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        return None
+    return set(entries)
+
+
+def _write_marker(root: str) -> None:
+    """Mark ``root`` as the demo's, listing everything in it now."""
+    from sima_fast import __version__
+    from sima_fast._atomic import atomic_write
+
+    marker = {
+        "written_by": _MARKER_KIND,
+        "sima_fast_version": __version__,
+        "about": "sima-fast demo wrote this folder. Running it here again deletes the "
+        "entries listed below, and only those, before writing them anew.",
+        "entries": [e for e in _folder_entries(root) if e != MARKER],
+    }
+    with atomic_write(os.path.join(root, MARKER)) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(marker, fh, indent=2)
+        fh.write("\n")
+
+
+def _some(entries: list[str], limit: int = 4) -> str:
+    """Name a few entries: ``'a', 'b', … (12 in all)``."""
+    shown = ", ".join(repr(e) for e in entries[:limit])
+    return shown if len(entries) <= limit else f"{shown}, … ({len(entries)} in all)"
+
+
+class _Outputs:
+    """The files the demo writes into its folder, and the figures it skips."""
+
+    def __init__(self, root: str, out: TextIO) -> None:
+        from sima_fast import figures
+
+        self.root = root
+        self.out = out
+        self.files: list[str] = []
+        self.skipped: list[str] = []
+        try:
+            figures.require_matplotlib()
+            self.can_draw = True
+        except ImportError:
+            self.can_draw = False
+
+    def path(self, *parts: str) -> str:
+        """Absolute path of an output, its folder created."""
+        full = os.path.join(self.root, *parts)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        return full
+
+    def wrote(self, paths: list[str], what: str) -> None:
+        """Record files written and print where they went."""
+        self.files.extend(paths)
+        names = ", ".join(os.path.relpath(p, self.root).replace(os.sep, "/") for p in paths)
+        print(f"  wrote {names}: {what}", file=self.out)
+
+    def figure(self, name: str, what: str, draw: Callable[[], list[str]]) -> None:
+        """Draw a figure with ``draw`` (returning the files it wrote), or note it skipped."""
+        if not self.can_draw:
+            self.skipped.append(name)
+            print(f"  figure {name} skipped: matplotlib is not installed", file=self.out)
+            return
+        self.wrote(draw(), what)
+
+
+# ----------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------
+
+_FIGURES = {
+    "fig1_rois.png": "the mean image with the numbered ROI outlines (also as PDF)",
+    "fig2_traces.png": "example traces with inferred spikes beside the simulator's truth",
+    "fig3_cross_session.png": "the second session: overlays before and after registration, "
+    "imported ROIs",
+    "fig4_segmentation.png": "STICA and normalised cuts against the true cells",
+}
+
+
+def run_demo(
+    out: TextIO | None = None,
+    quiet: bool = False,
+    output_dir: str | os.PathLike = DEFAULT_OUTPUT_DIR,
+) -> DemoReport:
+    """Run the end-to-end demo on a copy of the example dataset; score and draw it.
+
+    The steps and the files written are listed in :mod:`sima_fast.demo`.
+    Each step is announced with ``- <step> ...``, followed by its duration,
+    its scores and the files it wrote; the whole run takes about a minute
+    on two cores once the example dataset exists. The example in the cache
+    is only read.
 
     Parameters
     ----------
@@ -289,22 +496,44 @@ def run_demo(out: TextIO | None = None, quiet: bool = False) -> DemoReport:
         output.
     quiet : bool, optional
         Hide the progress bar of the projection pass. Default: False.
+    output_dir : str or path-like, optional
+        The folder to write into (see :func:`prepare_output_folder`).
+        Default: ``sima_fast_demo`` in the current directory.
 
     Returns
     -------
     DemoReport
-        The scores printed, one attribute per step.
+        The scores printed, one attribute per step, and the files written.
+
+    Raises
+    ------
+    FileExistsError
+        If ``output_dir`` holds files the demo did not write.
+    NotADirectoryError
+        If ``output_dir`` is a file.
     """
     out = sys.stdout if out is None else out
-    dataset, truth = _load_example(out)
-    projections = _check_projections(dataset, out, progress=not quiet)
-    exports = _check_exports(dataset, out)
-    rois, roi_score = _import_imagej_rois(dataset, truth, out)
-    extraction = _score_extraction(dataset, rois, truth, out)
-    spikes = _score_spikes(dataset, truth, out)
-    with _step("cross-session ROI import: a second session seen through a known affine", out):
-        cross_session = _score_cross_session(dataset, rois, out)
-    segmentation = _score_segmentation(dataset, truth, out)
+    root = prepare_output_folder(output_dir)
+    outputs = _Outputs(root, out)
+    print(f"- output folder: {root}", file=out)
+    if not outputs.can_draw:
+        print(
+            "  matplotlib is not installed: the demo runs without its figures "
+            "(pip install 'sima_fast[plot]' to draw them)",
+            file=out,
+        )
+    try:
+        dataset, truth = _load_example(os.path.join(root, "example.sima"), out)
+        projections = _check_projections(dataset, out, progress=not quiet)
+        exports = _check_exports(dataset, outputs)
+        rois, roi_score = _import_imagej_rois(dataset, truth, out)
+        extraction, record = _score_extraction(dataset, rois, truth, outputs)
+        spikes = _score_spikes(dataset, record, truth, outputs)
+        cross_session = _score_cross_session(dataset, rois, outputs)
+        segmentation = _score_segmentation(dataset, truth, outputs)
+    finally:
+        _write_marker(root)  # whatever happened, what is in the folder now is the demo's
+    _print_outputs(outputs, len(rois))
     return DemoReport(
         dataset_path=str(dataset.savedir),
         projections=projections,
@@ -314,7 +543,38 @@ def run_demo(out: TextIO | None = None, quiet: bool = False) -> DemoReport:
         spikes=spikes,
         cross_session=cross_session,
         segmentation=segmentation,
+        output_dir=root,
+        files=tuple(outputs.files),
+        skipped_figures=tuple(outputs.skipped),
     )
+
+
+def _print_outputs(outputs: _Outputs, n_rois: int) -> None:
+    """List the folder's contents and say which file to open first."""
+    out = outputs.out
+    print(f"- outputs in {outputs.root}", file=out)
+    print(
+        "  example.sima/           the copy of the example dataset, with the demo's ROI sets "
+        "and signals",
+        file=out,
+    )
+    exported = [p for p in outputs.files if os.path.dirname(p).endswith("exports")]
+    print(
+        "  exports/                " + ", ".join(os.path.basename(p) for p in exported), file=out
+    )
+    for name, what in _FIGURES.items():
+        state = "" if name not in outputs.skipped else "  (skipped: no matplotlib)"
+        print(f"  {name:<23} {what}{state}", file=out)
+    if outputs.can_draw:
+        first = os.path.join(outputs.root, "fig1_rois.png")
+        print(f"open {first} to see the {n_rois} ROIs numbered on the mean image", file=out)
+    else:
+        first = os.path.join(outputs.root, "exports", "signals.csv")
+        print(
+            f"open {first} to see the {n_rois} extracted traces (install matplotlib for the "
+            "figures)",
+            file=out,
+        )
 
 
 @contextlib.contextmanager
@@ -326,8 +586,12 @@ def _step(name: str, out: TextIO) -> Iterator[None]:
     print(f"  done in {time.perf_counter() - start:.2f} s", file=out, flush=True)
 
 
-def _load_example(out: TextIO) -> tuple[Any, Any]:
-    """Load the example dataset (built on first use) and its ground truth.
+def _load_example(savedir: str, out: TextIO) -> tuple[Any, Any]:
+    """Copy the example dataset (built on first use) to ``savedir``; load its ground truth.
+
+    The copy is a new dataset directory over the example's sequences: it
+    reads the cached frame files and carries none of the cache's ROI sets,
+    signals or projections, so the demo never writes into the cache.
 
     Returns
     -------
@@ -339,10 +603,12 @@ def _load_example(out: TextIO) -> tuple[Any, Any]:
     from sima_fast.misc import example_data, example_ground_truth
     from sima_fast.summary import dataset_summary
 
-    with _step("example dataset (built on first use from the simulator)", out):
-        path = example_data()
+    with _step("example dataset (built on first use from the simulator), copied", out):
+        shared = ImagingDataset.load(example_data(), read_only=True)
         truth = example_ground_truth()
-        dataset = ImagingDataset.load(path)
+        dataset = ImagingDataset(
+            list(shared.sequences), savedir, channel_names=list(shared.channel_names)
+        )
     print(dataset_summary(dataset), file=out)
     return dataset, truth
 
@@ -383,17 +649,14 @@ def _check_projections(dataset: Any, out: TextIO, progress: bool) -> ProjectionC
     return ProjectionCheck(relative_errors=errors)
 
 
-def _check_exports(dataset: Any, out: TextIO) -> ExportCheck:
-    """Export the averages and the gap-filled frames to a temporary folder; count NaNs."""
+def _check_exports(dataset: Any, outputs: _Outputs) -> ExportCheck:
+    """Export the averages and the gap-filled frames into ``exports/``; count NaNs."""
     import h5py
 
-    with (
-        _step("exports: averages to TIFF16, gap-filled frames to HDF5", out),
-        tempfile.TemporaryDirectory() as tmp,
-    ):
-        tifs = [os.path.join(tmp, f"average_{n}.tif") for n in dataset.channel_names]
+    with _step("exports: averages to TIFF16, gap-filled frames to HDF5", outputs.out):
+        tifs = [outputs.path("exports", f"average_{n}.tif") for n in dataset.channel_names]
         dataset.export_averages(tifs, fmt="TIFF16")
-        h5s = [os.path.join(tmp, f"sequence_{i}.h5") for i in range(dataset.num_sequences)]
+        h5s = [outputs.path("exports", f"sequence_{i}.h5") for i in range(dataset.num_sequences)]
         dataset.export_frames(h5s, fmt="HDF5", fill_gaps=True)
         nan_left = 0
         for path in h5s:
@@ -403,8 +666,10 @@ def _check_exports(dataset: Any, out: TextIO) -> ExportCheck:
     print(
         f"  {len(tifs)} TIFF projections and {len(h5s)} HDF5 movies ({sizes / 1e6:.1f} MB); "
         f"values left NaN by gap filling (pixels never observed): {nan_left}",
-        file=out,
+        file=outputs.out,
     )
+    outputs.wrote(tifs, "time averages, one 16-bit TIFF per channel")
+    outputs.wrote(h5s, "gap-filled frames, one HDF5 movie per sequence")
     return ExportCheck(
         tiff_files=len(tifs), hdf5_files=len(h5s), size_bytes=sizes, nan_left=nan_left
     )
@@ -432,8 +697,13 @@ def _import_imagej_rois(dataset: Any, truth: Any, out: TextIO) -> tuple[Any, ROI
     return stored, ROIImportScore(imported=len(stored), exact_masks=exact, cells=len(true_masks))
 
 
-def _score_extraction(dataset: Any, rois: Any, truth: Any, out: TextIO) -> ExtractionScore:
-    """Extract the ROIs' GCaMP traces as ``'demo'``; correlate them with the true calcium."""
+def _score_extraction(
+    dataset: Any, rois: Any, truth: Any, outputs: _Outputs
+) -> tuple[ExtractionScore, dict[str, Any]]:
+    """Extract the ROIs' GCaMP traces as ``'demo'``; correlate with the true calcium; draw."""
+    from sima_fast.extract import roi_mask_matrix, save_extract_summary
+
+    out = outputs.out
     with _step("signal extraction: ImageJ ROIs, GCaMP channel, F/mean per ROI and frame", out):
         signals = dataset.extract(
             rois, signal_channel="GCaMP", label="demo", n_processes=2, save_summary=False
@@ -453,41 +723,95 @@ def _score_extraction(dataset: Any, rois: Any, truth: Any, out: TextIO) -> Extra
         f"mean {corr.mean():.3f}, min {corr.min():.3f}",
         file=out,
     )
-    return ExtractionScore(
+    csv_path = outputs.path("exports", "signals.csv")
+    dataset.export_signals(csv_path, channel="GCaMP", signals_label="demo")
+    outputs.wrote([csv_path], "the traces, one column per ROI, one row per frame")
+    outputs.figure(
+        "fig1_rois.png",
+        _FIGURES["fig1_rois.png"],
+        lambda: save_extract_summary(
+            signals,
+            outputs.path("fig1_rois.pdf"),
+            roi_mask_matrix(rois, dataset.frame_shape[:3]),
+            label="demo",
+        )[::-1],  # the PNG first
+    )
+    score = ExtractionScore(
         traces=len(rois),
         frames=frames,
         median_correlation=float(np.median(corr)),
         mean_correlation=float(corr.mean()),
         min_correlation=float(corr.min()),
     )
+    return score, signals
 
 
-def _score_spikes(dataset: Any, truth: Any, out: TextIO) -> SpikeScore:
-    """Infer spikes from the ``'demo'`` signals; correlate them with the true spikes."""
+def _noise_fallbacks(raw: list[np.ndarray], gammas: np.ndarray) -> tuple[int, set[str]]:
+    """Count the ROIs whose noise level needs the spectral fallback.
+
+    Returns
+    -------
+    count : int
+        ROIs for which :func:`sima_fast.spikes.estimate_sigma` (``'correct'``
+        mode, with the ROI's decay) falls back to the spectral estimate.
+    messages : set of str
+        The warnings :func:`sima_fast.spikes.estimate_parameters` raises about
+        the noise level alone (its decay given), to tell them from the others.
+    """
+    from sima_fast.spikes import SpikeInferenceWarning, estimate_parameters, estimate_sigma
+
+    count = 0
+    for i in range(raw[0].shape[0]):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SpikeInferenceWarning)
+            estimate_sigma([r[i] for r in raw], float(gammas[i]), mode="correct")
+        count += any(issubclass(w.category, SpikeInferenceWarning) for w in caught)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SpikeInferenceWarning)
+        estimate_parameters(raw, gamma=gammas, mode="correct")
+    return count, {str(w.message) for w in caught}
+
+
+def _score_spikes(
+    dataset: Any, record: dict[str, Any], truth: Any, outputs: _Outputs
+) -> SpikeScore:
+    """Infer spikes from the ``'demo'`` signals; correlate with the true spikes; draw examples."""
     from sima_fast.spikes import SpikeInferenceWarning
 
+    out = outputs.out
     with _step("spike inference: AR(1) deconvolution of every extracted trace", out):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", SpikeInferenceWarning)
             spikes, _fits, params = dataset.infer_spikes(channel="GCaMP", label="demo")
     notes = tuple(str(w.message) for w in caught)
+    gammas = np.asarray(params[0]["gamma"], dtype=np.float64)
+    fallbacks, noise_messages = _noise_fallbacks(record["raw"], gammas)
+    if fallbacks:
+        print(
+            f"  noise level: {fallbacks} of {gammas.size} ROIs too short or too correlated in "
+            "time for the autocovariance estimate; the spectral estimate was used for them",
+            file=out,
+        )
     for note in notes:
-        print(f"  note: {note}", file=out)
+        if note not in noise_messages:
+            print(f"  note: {note}", file=out)
     # Compare at the imaging frame rate and in 0.5 s bins (spike timing within
     # a few frames is all the indicator allows).
     width = max(1, round(0.5 * truth.frame_rate))
-    per_roi = []
-    per_roi_binned = []
+    scored = []  # (roi, r, r binned)
     for i in range(spikes[0].shape[0]):
         inferred = np.concatenate([s[i] for s in spikes])
         true = np.concatenate([t[i] for t in truth.spikes]).astype(np.float64)
         if np.std(true) == 0 or not np.all(np.isfinite(inferred)) or np.std(inferred) == 0:
             continue
-        per_roi.append(float(np.corrcoef(inferred, true)[0, 1]))
         n = inferred.size // width * width
         a = inferred[:n].reshape(-1, width).sum(axis=1)
         b = true[:n].reshape(-1, width).sum(axis=1)
-        per_roi_binned.append(float(np.corrcoef(a, b)[0, 1]))
+        scored.append(
+            (i, float(np.corrcoef(inferred, true)[0, 1]), float(np.corrcoef(a, b)[0, 1]))
+        )
+    per_roi = [r for _, r, _ in scored]
+    per_roi_binned = [r for _, _, r in scored]
     solvers = np.concatenate([p["solver"] for p in params])
     score = SpikeScore(
         per_roi=tuple(per_roi),
@@ -497,6 +821,7 @@ def _score_spikes(dataset: Any, truth: Any, out: TextIO) -> SpikeScore:
         fast_solver_traces=int((solvers == "fast").sum()),
         traces=int(solvers.size),
         notes=notes,
+        noise_fallback_rois=fallbacks,
     )
     print(
         f"  gamma {score.gamma:.3f} (shared), sigma median {score.sigma_median:.3f}; "
@@ -510,10 +835,47 @@ def _score_spikes(dataset: Any, truth: Any, out: TextIO) -> SpikeScore:
         f"min {np.min(per_roi):.3f} / {np.min(per_roi_binned):.3f}",
         file=out,
     )
+    outputs.figure(
+        "fig2_traces.png",
+        _FIGURES["fig2_traces.png"],
+        lambda: [_draw_traces(record, spikes, truth, scored, outputs.path("fig2_traces.png"))],
+    )
     return score
 
 
-def _score_cross_session(dataset: Any, rois: Any, out: TextIO) -> CrossSessionScore:
+def _draw_traces(
+    record: dict[str, Any], spikes: list[np.ndarray], truth: Any, scored: list, path: str
+) -> str:
+    """Draw sequence 0 of the best, median, lower-quartile and worst scored ROIs."""
+    from sima_fast import figures
+
+    ranked = sorted(scored, key=lambda s: -s[1])
+    picks = []
+    for q in (0.0, 0.5, 0.75, 1.0):
+        pick = ranked[round(q * (len(ranked) - 1))]
+        if pick not in picks:
+            picks.append(pick)
+    rows = [i for i, _, _ in picks]
+    kinds = ["best", "median", "lower quartile", "worst"][: len(rows)]
+    names = [
+        f"ROI {i} (plane {int(truth.planes[i])}), {kind}: inferred vs true spikes r = {r:.2f} "
+        f"frame by frame, {rb:.2f} in 0.5 s bins"
+        for (i, r, rb), kind in zip(picks, kinds, strict=True)
+    ]
+    raw = record["raw"][0]
+    fig = figures.traces_figure(
+        np.arange(raw.shape[1]) / truth.frame_rate,
+        raw[rows],
+        spikes[0][rows],
+        true_spikes=truth.spikes[0][rows],
+        true_calcium=truth.calcium[0][rows],
+        names=names,
+        title="Sequence 0: extracted traces and inferred spikes against the simulator's truth",
+    )
+    return figures.save_figure(fig, path)
+
+
+def _score_cross_session(dataset: Any, rois: Any, outputs: _Outputs) -> CrossSessionScore:
     """Warp the first 40 frames by a known affine, import the ROIs by registration, score."""
     from skimage.transform import AffineTransform, warp
 
@@ -521,61 +883,72 @@ def _score_cross_session(dataset: Any, rois: Any, out: TextIO) -> CrossSessionSc
     from sima_fast._geometry import polygon_to_mask
     from sima_fast.transform_rois import ROIOutsideFrameWarning
 
-    _, rows, cols, _ = dataset.frame_shape
-    centre = np.array([cols / 2, rows / 2])
-    # In ROI coordinates (pixel centres at +0.5): rotate 8°, scale 1.05 and shear
-    # about the centre, then shift by 6% and -4% of the field of view.
-    affine = (
-        AffineTransform(translation=-centre)
-        + AffineTransform(rotation=np.deg2rad(8.0), scale=1.05, shear=0.03)
-        + AffineTransform(translation=centre + np.array([0.06 * cols, -0.04 * rows]))
-    )
-    frames = np.asarray(dataset.sequences[0][:40], dtype=np.float64)  # (T, Z, Y, X, C)
-    warped = np.empty_like(frames)
-
-    def source_pixel(q: np.ndarray) -> np.ndarray:
-        return affine.inverse(q + 0.5) - 0.5
-
-    for t in range(frames.shape[0]):
-        for z in range(frames.shape[1]):
-            for c in range(frames.shape[4]):
-                warped[t, z, :, :, c] = warp(
-                    frames[t, z, :, :, c],
-                    source_pixel,
-                    order=1,
-                    preserve_range=True,
-                    mode="edge",
-                )
-    session = ImagingDataset(
-        [Sequence.create("ndarray", warped)], None, channel_names=dataset.channel_names
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ROIOutsideFrameWarning)
-        imported = session.import_transformed_ROIs(
-            dataset, source_label="imagej", target_label="from_session_1"
+    step = "cross-session ROI import: a second session seen through a known affine"
+    with _step(step, outputs.out):
+        _, rows, cols, _ = dataset.frame_shape
+        centre = np.array([cols / 2, rows / 2])
+        # In ROI coordinates (pixel centres at +0.5): rotate 8°, scale 1.05 and shear
+        # about the centre, then shift by 6% and -4% of the field of view.
+        affine = (
+            AffineTransform(translation=-centre)
+            + AffineTransform(rotation=np.deg2rad(8.0), scale=1.05, shear=0.03)
+            + AffineTransform(translation=centre + np.array([0.06 * cols, -0.04 * rows]))
         )
-    by_label = {roi.label: roi for roi in imported}  # ImageJ ROIs have labels, not ids
-    errors, ious = [], []
-    for roi in rois:
-        ring = roi.polygons[0]
-        z = int(ring[0, 2]) if ring.shape[1] > 2 else 0
-        true_xy = affine(ring[:, :2])
-        true_mask = polygon_to_mask(true_xy, (rows, cols))
-        if true_mask.sum() < 20 or roi.label not in by_label:
-            continue
-        got_mask = np.asarray(by_label[roi.label])[z]
-        ious.append((true_mask & got_mask).sum() / (true_mask | got_mask).sum())
-        inside = true_xy.min() >= 2 and true_xy[:, 0].max() <= cols - 2
-        if inside and true_xy[:, 1].max() <= rows - 2:
-            got = by_label[roi.label].polygons[0]
-            if got.shape[0] == ring.shape[0]:
-                errors.append(float(np.linalg.norm(got[:, :2] - true_xy, axis=1).mean()))
+        frames = np.asarray(dataset.sequences[0][:40], dtype=np.float64)  # (T, Z, Y, X, C)
+        warped = np.empty_like(frames)
+
+        def source_pixel(q: np.ndarray) -> np.ndarray:
+            return affine.inverse(q + 0.5) - 0.5
+
+        for t in range(frames.shape[0]):
+            for z in range(frames.shape[1]):
+                for c in range(frames.shape[4]):
+                    warped[t, z, :, :, c] = warp(
+                        frames[t, z, :, :, c],
+                        source_pixel,
+                        order=1,
+                        preserve_range=True,
+                        mode="edge",
+                    )
+        session = ImagingDataset(
+            [Sequence.create("ndarray", warped)], None, channel_names=dataset.channel_names
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ROIOutsideFrameWarning)
+            imported = session.import_transformed_ROIs(
+                dataset, source_label="imagej", target_label="from_session_1"
+            )
+        by_label = {roi.label: roi for roi in imported}  # ImageJ ROIs have labels, not ids
+        errors, ious = [], []
+        for roi in rois:
+            ring = roi.polygons[0]
+            z = int(ring[0, 2]) if ring.shape[1] > 2 else 0
+            true_xy = affine(ring[:, :2])
+            true_mask = polygon_to_mask(true_xy, (rows, cols))
+            if true_mask.sum() < 20 or roi.label not in by_label:
+                continue
+            got_mask = np.asarray(by_label[roi.label])[z]
+            ious.append((true_mask & got_mask).sum() / (true_mask | got_mask).sum())
+            inside = true_xy.min() >= 2 and true_xy[:, 0].max() <= cols - 2
+            if inside and true_xy[:, 1].max() <= rows - 2:
+                got = by_label[roi.label].polygons[0]
+                if got.shape[0] == ring.shape[0]:
+                    errors.append(float(np.linalg.norm(got[:, :2] - true_xy, axis=1).mean()))
     iou = np.asarray(ious)
     print(
         f"  {len(imported)} ROIs imported by registering the time averages (8° rotation, "
         f"5 % scale, shear, shifts); mean vertex error {np.mean(errors):.2f} px, "
         f"{(iou >= 0.7).mean():.0%} with IoU >= 0.7 (median IoU {np.median(iou):.2f})",
-        file=out,
+        file=outputs.out,
+    )
+    outputs.figure(
+        "fig3_cross_session.png",
+        _FIGURES["fig3_cross_session.png"],
+        lambda: [
+            _draw_cross_session(
+                dataset, session, rois, imported, affine, outputs.path("fig3_cross_session.png")
+            )
+        ],
     )
     return CrossSessionScore(
         imported=len(imported),
@@ -585,21 +958,66 @@ def _score_cross_session(dataset: Any, rois: Any, out: TextIO) -> CrossSessionSc
     )
 
 
-def _score_segmentation(dataset: Any, truth: Any, out: TextIO) -> dict[str, SegmentationScore]:
+def _draw_cross_session(
+    dataset: Any, session: Any, rois: Any, imported: Any, affine: Any, path: str
+) -> str:
+    """Draw plane 0 of the two sessions before and after registration, and the imported ROIs."""
+    from sima_fast import figures
+    from sima_fast.registration import warp_image
+    from sima_fast.transform_rois import estimate_plane_transforms
+
+    # The overlays show the structural channel, whose brightness does not
+    # change with activity; the transform is the one the import used.
+    channel = list(dataset.channel_names).index("tdTomato")
+    source = dataset.time_averages[0, :, :, channel]
+    target = session.time_averages[0, :, :, channel]
+    (transform, *_) = estimate_plane_transforms(session, dataset)  # source ROI → target ROI
+
+    def source_pixel(q: np.ndarray) -> np.ndarray:
+        return transform.inverse(q + 0.5) - 0.5
+
+    registered = warp_image(source, source_pixel)
+
+    def on_plane_0(roi_list: Any) -> list[np.ndarray]:
+        return [
+            np.asarray(ring, dtype=np.float64)[:, :2]
+            for roi in roi_list
+            for ring in roi.polygons
+            if np.asarray(ring).shape[1] < 3 or int(ring[0, 2]) == 0
+        ]
+
+    fig = figures.registration_figure(
+        source,
+        target,
+        registered,
+        imported=[figures.outline_points(r) for r in on_plane_0(imported)],
+        expected=[figures.outline_points(affine(r)) for r in on_plane_0(rois)],
+        title="Second session: the first seen through a known affine (8° rotation, 5 % scale, "
+        "shear, shift); plane 0, tdTomato time averages",
+    )
+    return figures.save_figure(fig, path)
+
+
+def _score_segmentation(
+    dataset: Any, truth: Any, outputs: _Outputs
+) -> dict[str, SegmentationScore]:
     """Segment with STICA and normalised cuts (default pipelines); match with the true cells."""
     from sima_fast.segment import STICA, PlaneNormalizedCuts, match_rois
 
     scores = {}
+    results = []
     for name, strategy in (("stica", STICA()), ("normcut", PlaneNormalizedCuts())):
         title = type(strategy).__name__
-        with _step(f"segmentation: {title} (default pipeline) against the true cells", out):
+        with _step(
+            f"segmentation: {title} (default pipeline) against the true cells", outputs.out
+        ):
             found = dataset.segment(strategy, label=f"demo_{name}")
             score = match_rois(found, truth.masks, iou_threshold=0.5)
         print(
             f"  {len(found)} ROIs found for {len(truth.masks)} cells: precision "
             f"{score['precision']:.2f}, recall {score['recall']:.2f}, F1 {score['f1']:.2f} "
             f"(IoU >= 0.5, mean IoU of matches {score['mean_iou']:.2f})",
-            file=out,
+            file=outputs.out,
         )
         scores[name] = SegmentationScore(
             strategy=title,
@@ -607,4 +1025,19 @@ def _score_segmentation(dataset: Any, truth: Any, out: TextIO) -> dict[str, Segm
             cells=len(truth.masks),
             **{k: float(score[k]) for k in ("precision", "recall", "f1", "mean_iou")},
         )
+        masks = np.stack([np.asarray(roi, dtype=bool) for roi in found]) if len(found) else []
+        results.append((title, masks, score["matches"]))
+
+    def draw() -> list[str]:
+        from sima_fast import figures
+
+        fig = figures.segmentation_figure(
+            dataset.time_averages[..., 0],
+            truth.masks,
+            results,
+            title="Segmentation against the simulator's true cells (match: IoU >= 0.5)",
+        )
+        return [figures.save_figure(fig, outputs.path("fig4_segmentation.png"))]
+
+    outputs.figure("fig4_segmentation.png", _FIGURES["fig4_segmentation.png"], draw)
     return scores

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from sima_fast._atomic import atomic_write
 from sima_fast._threads import kernel_threads
 from sima_fast._timestamps import current_timestamp
 from sima_fast._warnings import warn
@@ -609,51 +608,75 @@ def signals_record(
     return record
 
 
-def save_extract_summary(record: dict[str, Any], path: str | os.PathLike, masks: Any) -> bool:
-    """Write a PDF with, per plane, the mean frame, the ROI masks and the overlapping pixels.
+def save_extract_summary(
+    record: dict[str, Any],
+    path: str | os.PathLike,
+    masks: Any,
+    label: str | None = None,
+) -> list[str]:
+    """Draw the ROIs of an extraction on its mean frame, as a PDF and a PNG.
+
+    Per plane, the mean frame of the signal channel in grey with axes in
+    pixels, every ROI outlined on its own and labelled with its id (its row
+    in the signals when it has none), and the pixels shared by several
+    ROIs filled in a colour named in the legend. The size of each page
+    follows the frame's aspect. The PDF has one page per plane; the PNG
+    beside it (same name, ``.png``) shows all planes side by side. See
+    :func:`sima_fast.figures.roi_figure`.
 
     Parameters
     ----------
     record : dict
-        The extraction record (``mean_frame``, ``overlap``, ``timestamp``).
+        The extraction record (``mean_frame``, ``overlap``, ``rois``,
+        ``timestamp``).
     path : str or path-like
-        The PDF to write (atomically).
+        The PDF to write (atomically); the PNG goes beside it.
     masks : scipy.sparse matrix or None
         ``(n_rois, Z*Y*X)`` masks (:func:`roi_mask_matrix`), outlined on the
         mean frame.
+    label : str, optional
+        The label the signals are stored under, shown in the title.
+        Default: the record's timestamp.
 
     Returns
     -------
-    bool
-        False (with a warning) when matplotlib is not installed, else True.
+    list of str
+        The files written: the PDF and the PNG; empty (with a warning) when
+        matplotlib is not installed.
     """
-    try:
-        import matplotlib
+    from sima_fast import figures
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-        from matplotlib.backends.backend_pdf import PdfPages
+    try:
+        figures.require_matplotlib()
     except ImportError:
         warn("matplotlib is not installed: no extraction summary written")
-        return False
-    mean = record["mean_frame"]
-    Z, Y, X = mean.shape
-    dense = np.asarray((masks != 0).sum(axis=0)).reshape(Z, Y, X) if masks is not None else None
-    overlap = np.zeros(Z * Y * X, dtype=bool)
-    overlap[record["overlap"][1]] = True
-    overlap = overlap.reshape(Z, Y, X)
-    with atomic_write(path) as tmp, PdfPages(tmp) as pdf:
-        for z in range(Z):
-            fig, ax = plt.subplots(figsize=(8.5, 8))
-            ax.imshow(mean[z], cmap="gray", interpolation="nearest")
-            if dense is not None and dense[z].any():
-                ax.contour(dense[z] > 0, levels=[0.5], colors="cyan", linewidths=0.6)
-            ys, xs = np.nonzero(overlap[z])
-            if ys.size:
-                ax.plot(xs, ys, "r.", markersize=2, label="overlap")
-            ax.set_title(f"Extraction {record['timestamp']}, plane {z}")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            pdf.savefig(fig)
-            plt.close(fig)
-    return True
+        return []
+    mean = np.asarray(record["mean_frame"], dtype=np.float64)
+    overlap = np.zeros(mean.size, dtype=bool)
+    overlap[np.asarray(record["overlap"][1], dtype=np.int64)] = True
+    overlap = overlap.reshape(mean.shape)
+    rois = record.get("rois", [])
+    has_id = [roi.get("id") not in (None, "") for roi in rois]
+    texts = [str(roi["id"]) if ok else str(i) for i, (roi, ok) in enumerate(zip(rois, has_id))]
+    if all(has_id):
+        meaning = "ROI outline, labelled with the ROI's id"
+    elif any(has_id):
+        meaning = "ROI outline, labelled with the ROI's id (its row in the signals if none)"
+    else:
+        meaning = "ROI outline, numbered by its row in the signals"
+    name = label if label is not None else str(record["timestamp"])
+    title = f"Signals '{name}': {len(rois)} ROIs on the time average"
+    pdf_path = os.fspath(path)
+    png_path = os.path.splitext(pdf_path)[0] + ".png"
+    pages = [
+        figures.roi_figure(mean, masks, texts, overlap, title, [z], meaning)
+        for z in range(mean.shape[0])
+    ]
+    figures.save_pdf_pages(pages, pdf_path, title)
+    overview = (
+        pages[0]
+        if len(pages) == 1
+        else figures.roi_figure(mean, masks, texts, overlap, title, None, meaning)
+    )
+    figures.save_figure(overview, png_path)
+    return [pdf_path, png_path]

@@ -985,7 +985,12 @@ class ImagingDataset:
             self._store_signals(channel, label or record["timestamp"], record)
             if save_summary:
                 path = os.path.join(self._savedir, f"extractSummary_{record['timestamp']}.pdf")
-                save_extract_summary(record, path, roi_mask_matrix(rois, self.frame_shape[:3]))
+                save_extract_summary(
+                    record,
+                    path,
+                    roi_mask_matrix(rois, self.frame_shape[:3]),
+                    label=label or record["timestamp"],
+                )
         return record
 
     # -- signals ------------------------------------------------------------------

@@ -1,17 +1,46 @@
-"""The end-to-end demo (``sima-fast demo``): its scores and its report."""
+"""The end-to-end demo (``sima-fast demo``): its scores, its outputs and its report."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import json
+import os
+import sys
 
 import pytest
 
 from sima_fast import demo
 from sima_fast.cli import main
 
+FIGURES = (
+    "fig1_rois.png",
+    "fig2_traces.png",
+    "fig3_cross_session.png",
+    "fig4_segmentation.png",
+)
+EXPORTS = (
+    "average_GCaMP.tif",
+    "average_tdTomato.tif",
+    "sequence_0.h5",
+    "sequence_1.h5",
+    "signals.csv",
+)
 
-def test_demo_runs_and_scores(capsys, monkeypatch):
-    # One run through the command line; the spy keeps the report it returns.
+
+def _snapshot(folder):
+    """Every file under ``folder`` with its size and modification time."""
+    state = {}
+    for top, _dirs, files in os.walk(folder):
+        for name in files:
+            st = os.stat(os.path.join(top, name))
+            state[os.path.relpath(os.path.join(top, name), folder)] = (st.st_size, st.st_mtime_ns)
+    return state
+
+
+def _run(argv):
+    """Run the command line; return its exit code, output, error output and report."""
     reports = []
     real_run_demo = demo.run_demo
 
@@ -19,12 +48,60 @@ def test_demo_runs_and_scores(capsys, monkeypatch):
         reports.append(real_run_demo(**kwargs))
         return reports[-1]
 
-    monkeypatch.setattr(demo, "run_demo", spy)
-    assert main(["demo", "--quiet"]) == 0
-    out = capsys.readouterr().out
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(demo, "run_demo", spy)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(argv)
+    return code, out.getvalue(), err.getvalue(), (reports[0] if reports else None)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """One demo run on a private example cache, with the cache's state before and after."""
+    from sima_fast.misc import cache_directory, example_data
+
+    root = tmp_path_factory.mktemp("demo")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SIMA_FAST_CACHE", str(root / "cache"))
+        example_data()  # builds the example
+        cache = cache_directory()
+        before = _snapshot(cache)
+        out_dir = root / "out"
+        code, out, err, report = _run(["demo", "--quiet", "--out", str(out_dir)])
+        after = _snapshot(cache)
+        files = _snapshot(out_dir)  # before the second run replaces them
+        heads = {}
+        for name in files:
+            with open(out_dir / name, "rb") as fh:
+                heads[name.replace(os.sep, "/")] = fh.read(8)
+        marker = json.loads((out_dir / demo.MARKER).read_text(encoding="utf-8"))
+        # a second run into the same folder, without matplotlib
+        for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+            mp.setitem(sys.modules, name, None)
+        mp.setitem(sys.modules, "matplotlib", None)
+        again = _run(["demo", "--quiet", "--out", str(out_dir)])
+    return {
+        "code": code,
+        "out": out,
+        "err": err,
+        "report": report,
+        "cache_before": before,
+        "cache_after": after,
+        "folder": str(out_dir),
+        "files": files,
+        "heads": heads,
+        "marker": marker,
+        "again": again,
+    }
+
+
+def test_demo_runs_and_scores(demo_run):
+    assert demo_run["code"] == 0, demo_run["err"]
+    out = demo_run["out"]
     assert "time projections" in out
     assert "72/72 ROI masks exact" in out
-    (report,) = reports
+    report = demo_run["report"]
     assert isinstance(report, demo.DemoReport)
     assert report.summary() in out
     assert report.projections.max_relative_error < 1e-10
@@ -37,6 +114,109 @@ def test_demo_runs_and_scores(capsys, monkeypatch):
     assert report.cross_session.fraction_iou_at_least_0_7 >= 0.95
     assert report.segmentation["stica"].f1 >= 0.8
     assert report.segmentation["normcut"].f1 >= 0.8
+
+
+def test_demo_writes_its_figures_and_exports(demo_run):
+    folder, report, out = demo_run["folder"], demo_run["report"], demo_run["out"]
+    assert report.output_dir == folder
+    assert report.dataset_path == os.path.join(folder, "example.sima")
+    assert report.skipped_figures == ()
+    expected = [os.path.join(folder, "exports", name) for name in EXPORTS]
+    expected += [os.path.join(folder, name) for name in (*FIGURES, "fig1_rois.pdf")]
+    assert sorted(report.files) == sorted(expected)
+    sizes = {name.replace(os.sep, "/"): size for name, (size, _) in demo_run["files"].items()}
+    for path in report.files:
+        name = os.path.relpath(path, folder).replace(os.sep, "/")
+        assert sizes[name] > 0
+        assert f"wrote {name}" in out or f", {name}" in out  # where each file went
+    for name in FIGURES:
+        assert demo_run["heads"][name] == b"\x89PNG\r\n\x1a\n"
+    assert demo_run["heads"]["fig1_rois.pdf"][:4] == b"%PDF"
+    assert f"open {os.path.join(folder, 'fig1_rois.png')} to see" in out
+    # the dataset copy holds the demo's ROI sets and signals
+    from sima_fast import ImagingDataset
+
+    copy = ImagingDataset.load(report.dataset_path, read_only=True)
+    assert {"imagej", "demo_stica", "demo_normcut"} <= set(copy.ROIs)
+    assert "demo" in copy.signals("GCaMP")
+    # the marker lists everything the demo wrote, so a re-run can replace it
+    listed = {e for e in demo_run["marker"]["entries"] if not e.endswith("/")}
+    assert listed == {p.replace(os.sep, "/") for p in demo_run["files"]} - {demo.MARKER}
+    # the noise-level note is one plain line, not the estimator's internals
+    assert "radicand" not in out
+    assert report.spikes.noise_fallback_rois == 0 or (
+        f"noise level: {report.spikes.noise_fallback_rois} of 72 ROIs" in out
+    )
+
+
+def test_demo_leaves_the_shared_example_unchanged(demo_run):
+    assert demo_run["cache_before"]  # the snapshot saw the example
+    assert demo_run["cache_after"] == demo_run["cache_before"]
+
+
+def test_demo_reruns_without_matplotlib(demo_run):
+    code, out, err, report = demo_run["again"]
+    assert code == 0, err
+    folder = demo_run["folder"]
+    assert report.skipped_figures == FIGURES
+    assert "matplotlib is not installed" in out
+    for name in FIGURES:
+        assert f"figure {name} skipped" in out
+    assert f"open {os.path.join(folder, 'exports', 'signals.csv')}" in out
+    # the first run's figures are gone (they were the demo's own), the exports are new
+    left = sorted(os.listdir(folder))
+    assert left == sorted(["example.sima", "exports", demo.MARKER])
+    assert sorted(os.listdir(os.path.join(folder, "exports"))) == sorted(EXPORTS)
+    assert report.rois.exact_masks == 72
+    assert report.summary() in out
+
+
+def test_demo_refuses_a_folder_it_did_not_write(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    code, _out, err, report = _run(["demo", "--out", str(folder)])
+    assert code == 2 and report is None
+    assert "was not written by sima-fast demo" in err and "notes.txt" in err
+    assert sorted(os.listdir(folder)) == ["notes.txt"]
+    assert (folder / "notes.txt").read_text() == "keep me"
+
+    file = tmp_path / "a_file"
+    file.write_text("x")
+    with pytest.raises(NotADirectoryError):
+        demo.prepare_output_folder(file)
+
+
+def test_output_folder_is_created_and_reclaimed(tmp_path):
+    folder = tmp_path / "new" / "demo"
+    root = demo.prepare_output_folder(folder)
+    assert root == str(folder) and os.listdir(folder) == [demo.MARKER]
+    # files the marker lists are the demo's: cleared on the next run
+    (folder / "exports").mkdir()
+    (folder / "exports" / "signals.csv").write_text("old")
+    (folder / "fig2_traces.png").write_text("old")
+    marker = json.loads((folder / demo.MARKER).read_text())
+    marker["entries"] = ["exports/", "exports/signals.csv", "fig2_traces.png"]
+    (folder / demo.MARKER).write_text(json.dumps(marker))
+    demo.prepare_output_folder(folder)
+    assert os.listdir(folder) == [demo.MARKER]
+    # a file the marker does not list is the user's: refused, nothing deleted
+    (folder / "fig2_traces.png").write_text("old")
+    (folder / "mine.txt").write_text("keep me")
+    marker["entries"] = ["fig2_traces.png"]
+    (folder / demo.MARKER).write_text(json.dumps(marker))
+    with pytest.raises(FileExistsError, match=r"mine\.txt"):
+        demo.prepare_output_folder(folder)
+    assert sorted(os.listdir(folder)) == sorted([demo.MARKER, "fig2_traces.png", "mine.txt"])
+    # a marker that is not the demo's does not count
+    (folder / "mine.txt").unlink()
+    (folder / demo.MARKER).write_text(json.dumps({"entries": ["fig2_traces.png"]}))
+    with pytest.raises(FileExistsError, match="not written by sima-fast demo"):
+        demo.prepare_output_folder(folder)
+    # an empty folder is fine
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert os.listdir(demo.prepare_output_folder(empty)) == [demo.MARKER]
 
 
 def _report(**changes):
