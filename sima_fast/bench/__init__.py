@@ -7,9 +7,17 @@ checks). It feeds both this harness and the pytest-benchmark suites in
 and each baseline of the cases marked ``cli`` on the same data, checks every
 answer, and reports medians, the ratios ``baseline / ours`` and sima_fast's
 throughput as a fraction of the machine's memory-read bandwidth (measured
-first, in the same run, by a two-thread streaming sum). Shared machines are
-noisy: the ratios, not the absolute times, are what carries from one run to
-the next.
+first, in the same run, by a two-thread streaming sum). That share is given
+only for cases that read more than :data:`CACHE_FACTOR` times the last-level
+cache per call (:func:`last_level_cache_bytes`); smaller working sets are
+partly served by the caches, so they get an em dash and a footnote. Shared
+machines are noisy: the ratios, not the absolute times, are what carries from
+one run to the next.
+
+One case's data is alive at a time. On the 2-core benchmark machine
+``sima-fast bench --quick`` takes about 30 s and peaks at about 2.0 GiB of
+resident memory; the full sizes take about 2.5 minutes and peak at about
+4.6 GiB (measured 2026-12-06; see the README's Benchmarks section).
 
 Cases of ``sima-fast bench`` (sizes: ``--quick`` / full):
 
@@ -502,9 +510,9 @@ def run_benchmarks(
     Parameters
     ----------
     quick : bool
-        Small sizes (about 1 minute on 2 cores, peak memory about 2 GB)
-        instead of the sizes of the performance targets (about 5 minutes,
-        peak memory about 5 GB); see the README's Benchmarks section.
+        Small sizes (about 30 s on 2 cores, peak memory about 2.0 GiB) instead
+        of the sizes of the performance targets (about 2.5 minutes, peak
+        memory about 4.6 GiB); see the README's Benchmarks section.
     json_path, plot_path : str, optional
         Where to write the results as JSON and the bar chart of ratios.
     out : file, optional

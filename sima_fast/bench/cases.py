@@ -15,6 +15,15 @@ the throughput). :data:`CASES` lists them all:
 Movies are 512×512 (:data:`SHAPE`); files are read in :data:`CHUNK`-frame
 chunks. Every check compares with numpy or scipy (or with sima_fast's offline
 path) on a subset, so a broken kernel cannot report a fast number.
+
+Memory: both harnesses build one case's data at a time and release it (and
+:func:`release_shared`'s scene) before the next. Within a case, the numpy +
+scipy moments baseline runs on slabs of rows (:func:`slab_rows`), the
+extraction scene keeps one dtype of its movie (:func:`simulated_cells`) and
+checks compare a block of frames at a time, so at full size no case holds
+much more than its movie, its output and its baseline's bounded temporaries
+(the largest: the 3 GB float32 extraction movie with the scipy baseline's
+2 GB of batch temporaries).
 """
 
 from __future__ import annotations
