@@ -162,7 +162,7 @@ def run_case(benchmark, case_inputs: tuple[BenchCase, Inputs], impl: str) -> Any
             implementation.run, args=(inputs,), rounds=rounds, iterations=1
         )
     busy.record(benchmark)
-    if case.unit == "frame":
+    if case.unit == "frame" and benchmark.stats is not None:  # None with --benchmark-disable
         times = np.asarray(benchmark.stats.stats.data) * 1e6
         p50, p99, p999 = np.percentile(times, [50, 99, 99.9])
         benchmark.extra_info.update(

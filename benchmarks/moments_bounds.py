@@ -8,7 +8,10 @@ float32 movie, default 2000 frames) and in the same run:
 
 ``baseline``
     that case's ``numpy_mean_std_scipy_kurtosis`` implementation: numpy
-    ``mean`` + ``std`` + ``scipy.stats.kurtosis`` (median of ``--rounds``);
+    ``mean`` + ``std`` + ``scipy.stats.kurtosis`` (median of ``--rounds``),
+    called on slabs of rows of every frame in turn so that scipy's
+    temporaries stay bounded (see :func:`sima_fast.bench.cases.slab_rows`;
+    each pixel's result is the same as from one call on the whole movie);
 ``read``
     a bare streaming read of the movie (:func:`sima_fast.kernels.bandwidth.read_sum`),
     the floor for any pass over it;
@@ -23,6 +26,10 @@ once whether 70× is within reach of the machine the script runs on (the read
 alone gives the upper bound). Usage::
 
     python benchmarks/moments_bounds.py [--frames 2000] [--rounds 3]
+
+At the default size it holds the 2.1 GB movie and the baseline's slab
+temporaries (about 1 GB); the README's Benchmarks section gives the measured
+peak and run time.
 """
 
 from __future__ import annotations

@@ -42,9 +42,12 @@ uint16 one without ``ours_api``)
     sequence holding the same movie.
 
 Every run is checked against the scipy algebra (NaN-aware where needed) on a
-few frames, so a broken kernel cannot report a fast number. One case's movies
-are alive at a time besides the scene, so the peak is about 1.5 GB + 3 GB plus
-the baseline's batches. Each entry records ``extra_info['others_cpu']``, the
+few frames, so a broken kernel cannot report a fast number. One case's data is
+alive at a time, and the shared scene keeps its movie in one dtype at a time
+(:func:`sima_fast.bench.cases.simulated_cells`), so the peak is about the
+3 GB float32 movie plus the scipy baseline's 500-frame batch temporaries
+(about 2 GB). The file cases use only the scene's ROIs, which do not depend on
+its number of frames. Each entry records ``extra_info['others_cpu']``, the
 share of the CPUs other processes used while it ran: on a shared machine,
 re-run entries where it is above a few per cent. Run with::
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+import importlib.util
+import io
 import json
+import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +24,8 @@ def _results():
 
 
 def test_markdown_table_has_one_row_per_baseline_with_ratios():
-    table = bench.markdown_table(_results(), bandwidth=10.0)
+    # a 16-byte cache: the 320 bytes of the projections row count as read from memory
+    table = bench.markdown_table(_results(), bandwidth=10.0, cache_bytes=16)
     lines = table.splitlines()
     assert lines[0].startswith("| work | size | ours (median) | baseline")
     assert len(lines) == 2 + 3
@@ -180,3 +186,187 @@ def test_mean_var_sums_matches_numpy():
     np.testing.assert_allclose(s2, (d * d).sum(0), rtol=1e-12)
     with pytest.raises(ValueError):
         mean_var_sums(x.T, shift, s1, s2, 64)
+
+
+# -- the bandwidth share: only for working sets beyond the caches ----------------------------
+
+
+def test_bandwidth_share_is_withheld_for_a_working_set_that_fits_the_caches():
+    mib = 2**20
+    small = bench.CaseResult("small", "in cache", 0.001, {"b": 0.002}, 100 * mib, [])
+    large = bench.CaseResult("large", "in memory", 0.1, {"b": 0.2}, 200 * mib, [])
+    unknown = bench.CaseResult("unknown", "no bytes", 0.1, {"b": 0.2}, None, [])
+    assert not bench.in_memory(100 * mib, 32 * mib) and bench.in_memory(200 * mib, 32 * mib)
+    assert small.bandwidth_share(bandwidth=10.0, cache_bytes=32 * mib) is None
+    assert unknown.bandwidth_share(bandwidth=10.0, cache_bytes=32 * mib) is None
+    share = large.bandwidth_share(bandwidth=10.0, cache_bytes=32 * mib)
+    assert share == pytest.approx(200 * mib / 0.1 / 1e10)
+
+    table = bench.markdown_table([small, large, unknown], bandwidth=10.0, cache_bytes=32 * mib)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines()}
+    assert rows["small"].endswith("| —¹ |")  # 100 MiB: within 4× a 32 MiB cache
+    assert rows["large"].endswith(f"| 2.1 GB/s ({share:.0%}) |")
+    assert rows["unknown"].endswith("| 2.0× |  |")  # no bytes, no share, no footnote mark
+    footnote = table.splitlines()[-1]
+    assert footnote.startswith("¹ No share") and "32 MiB" in footnote
+    # every working set beyond the caches: no footnote
+    only_large = bench.markdown_table([large], bandwidth=10.0, cache_bytes=32 * mib)
+    assert "¹" not in only_large and len(only_large.splitlines()) == 3
+
+
+def test_last_level_cache_is_read_from_sysfs_or_falls_back(tmp_path, monkeypatch):
+    for index, (level, kind, size) in enumerate(
+        [
+            (1, "Data", "32K"),
+            (1, "Instruction", "32K"),
+            (2, "Unified", "1024K"),
+            (3, "Unified", "16M"),
+        ]
+    ):
+        d = tmp_path / f"index{index}"
+        d.mkdir()
+        (d / "level").write_text(f"{level}\n")
+        (d / "type").write_text(f"{kind}\n")
+        (d / "size").write_text(f"{size}\n")
+    assert bench.last_level_cache_bytes(str(tmp_path)) == 16 * 2**20
+    monkeypatch.setattr(bench.os, "sysconf", lambda name: -1)
+    assert bench.last_level_cache_bytes(str(tmp_path / "none")) == bench.DEFAULT_CACHE_BYTES
+    assert bench.last_level_cache_bytes() > 0  # this machine's
+
+
+# -- run_benchmarks holds one case's data at a time -----------------------------------------
+
+
+def _toy_case(name: str, alive: list, seen: list):
+    from sima_fast.bench.cases import BenchCase, Implementation, Inputs
+
+    def setup(scratch, n):
+        # every earlier case's inputs and data are gone before this one is built
+        seen.append([ref() is None for ref in alive])
+        data = np.arange(n, dtype=np.float64)
+        inputs = Inputs(f"{n} values", data.nbytes, {"x": data})
+        alive.extend([weakref.ref(inputs), weakref.ref(data)])
+        return inputs
+
+    def check(inputs, impl, result):
+        assert result == inputs["x"].sum()
+
+    return BenchCase(
+        name=name,
+        work=name,
+        suite="none",
+        setup=setup,
+        implementations=(
+            Implementation("ours", "ours", lambda inputs: inputs["x"].sum(), rounds=2),
+            Implementation("python", "python sum", lambda inputs: sum(inputs["x"].tolist())),
+        ),
+        check=check,
+        quick={"n": 1000},
+        full={"n": 1000},
+    )
+
+
+def test_run_benchmarks_releases_each_case_before_the_next(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "memory_bandwidth", lambda nbytes: 10.0)
+    alive: list = []
+    seen: list = []
+    cases = [_toy_case(f"toy {i}", alive, seen) for i in range(3)]
+    out = io.StringIO()
+    payload = bench.run_benchmarks(
+        quick=True, json_path=str(tmp_path / "r.json"), out=out, cases=cases
+    )
+    assert seen == [[], [True, True], [True, True, True, True]]
+    gc.collect()
+    assert all(ref() is None for ref in alive)
+    assert [r["work"] for r in payload["results"]] == ["toy 0", "toy 1", "toy 2"]
+    # 8 kB per call fits any cache: no share, and the table says why
+    assert all(r["bandwidth_share"] is None for r in payload["results"])
+    assert payload["llc_bytes"] == bench.last_level_cache_bytes()
+    assert "—¹" in out.getvalue() and "¹ No share" in out.getvalue()
+    assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(payload))
+
+
+def test_registry_scene_holds_one_movie_dtype_at_a_time():
+    from sima_fast.bench.cases import release_shared, simulated_cells, simulated_rois
+
+    release_shared()
+    try:
+        first = simulated_cells(3)
+        as_float = simulated_cells(3, "float32")
+        assert as_float["movie"].dtype == np.float32
+        np.testing.assert_array_equal(as_float["movie"], first["movie"])
+        ref = weakref.ref(first["movie"])
+        del first
+        gc.collect()
+        assert ref() is None  # the uint16 movie is no longer kept
+        assert simulated_rois() is as_float["rois"]  # the kept scene's ROIs
+    finally:
+        release_shared()
+
+
+# -- benchmarks/report.py: which side is which ------------------------------------------------
+
+
+def _report_module():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "report.py"
+    spec = importlib.util.spec_from_file_location("bench_report", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _entry(group: str, impl: str, median: float, nbytes: int | None = None) -> dict:
+    info = {"bytes": nbytes} if nbytes else {}
+    return {
+        "group": group,
+        "name": f"test_x[{impl}]",
+        "params": {"impl": impl},
+        "stats": {"median": median},
+        "extra_info": info,
+    }
+
+
+def test_report_names_both_sides_of_every_ratio(tmp_path, capsys):
+    report = _report_module()
+    results = {
+        "benchmarks": [
+            _entry("moments-uint16", "ours", 0.05, 10**9),
+            _entry("moments-uint16", "numpy_mean", 0.25, 10**9),
+            _entry("dask-projections-hdf5", "dask_2_workers", 0.40, 10**9),
+            _entry("dask-projections-hdf5", "dask_1_worker", 0.60, 10**9),
+            _entry("dask-projections-hdf5", "here_1_thread", 0.30, 10**9),
+            _entry("dask-projections-hdf5", "here", 0.21, 10**9),
+            # a file written before the two-worker run was renamed
+            _entry("dask-extraction-zarr", "ours", 0.50),
+            _entry("dask-extraction-zarr", "here", 0.26),
+        ]
+    }
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    assert report.main([str(path)]) == 0
+    text = capsys.readouterr().out
+    baselines, dask = text.strip().split("\n\n")
+    header = baselines.splitlines()[0]
+    assert "ours (sima_fast) median" in header
+    assert "| baseline / ours (above 1: ours faster) |" in header
+    assert "| moments-uint16 |" in baselines and "| 5.00× |" in baselines
+    assert "dask" not in baselines
+    header = dask.splitlines()[0]
+    assert "| A | A median |" in header and "| B / A (above 1: A faster) |" in header
+    assert "ours" not in dask
+    rows = dask.splitlines()[2:]
+    assert (
+        "| dask-projections-hdf5 | 1.00 GB | Dask, 2 workers | 400.0 ms | 2.50 "
+        "| single process, 2 threads | 210.0 ms | 4.76 | 0.52× |" in rows
+    )
+    assert any(
+        "| Dask, 2 workers |" in r and "| Dask, 1 worker |" in r and "1.50×" in r for r in rows
+    )
+    assert any(
+        "| single process, 1 thread |" in r and "| Dask, 1 worker |" in r and "2.00×" in r
+        for r in rows
+    )
+    assert any(
+        r.startswith("| dask-extraction-zarr |") and "Dask, 2 workers" in r and "0.52×" in r
+        for r in rows
+    )

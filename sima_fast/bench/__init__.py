@@ -7,9 +7,17 @@ checks). It feeds both this harness and the pytest-benchmark suites in
 and each baseline of the cases marked ``cli`` on the same data, checks every
 answer, and reports medians, the ratios ``baseline / ours`` and sima_fast's
 throughput as a fraction of the machine's memory-read bandwidth (measured
-first, in the same run, by a two-thread streaming sum). Shared machines are
-noisy: the ratios, not the absolute times, are what carries from one run to
-the next.
+first, in the same run, by a two-thread streaming sum). That share is given
+only for cases that read more than :data:`CACHE_FACTOR` times the last-level
+cache per call (:func:`last_level_cache_bytes`); smaller working sets are
+partly served by the caches, so they get an em dash and a footnote. Shared
+machines are noisy: the ratios, not the absolute times, are what carries from
+one run to the next.
+
+One case's data is alive at a time. On the 2-core benchmark machine
+``sima-fast bench --quick`` takes about 30 s and peaks at about 2.0 GiB of
+resident memory; the full sizes take about 2.5 minutes and peak at about
+4.6 GiB (measured 2026-12-06; see the README's Benchmarks section).
 
 Cases of ``sima-fast bench`` (sizes: ``--quick`` / full):
 
@@ -46,7 +54,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -55,7 +63,11 @@ import numpy as np
 from sima_fast.bench.cases import BenchCase, Inputs, cases_of, release_shared
 
 __all__ = [
+    "CACHE_FACTOR",
+    "DEFAULT_CACHE_BYTES",
     "CaseResult",
+    "in_memory",
+    "last_level_cache_bytes",
     "machine_description",
     "markdown_table",
     "memory_bandwidth",
@@ -90,6 +102,31 @@ class CaseResult:
     nbytes: int | None
     notes: list[str]
 
+    def bandwidth_share(self, bandwidth: float, cache_bytes: int) -> float | None:
+        """Return sima_fast's throughput as a fraction of the memory-read bandwidth, if meaningful.
+
+        A share is given only when one call reads more than
+        :data:`CACHE_FACTOR` times the last-level cache: a smaller working
+        set stays (partly) in the caches between rounds, and its throughput
+        can exceed what memory delivers.
+
+        Parameters
+        ----------
+        bandwidth : float
+            The memory-read bandwidth, GB/s.
+        cache_bytes : int
+            The size of the last-level cache, bytes.
+
+        Returns
+        -------
+        float or None
+            ``nbytes / ours / bandwidth`` (bandwidth in bytes per second), or
+            None when the bytes are unknown or the working set is too small.
+        """
+        if not self.nbytes or not in_memory(self.nbytes, cache_bytes):
+            return None
+        return self.nbytes / self.ours / 1e9 / bandwidth
+
     def ratios(self) -> dict[str, float]:
         """Return ``baseline / ours`` for every baseline (above 1: sima_fast is faster).
 
@@ -117,6 +154,87 @@ def _median_time(fn: Callable[[], Any], rounds: int, budget: float) -> tuple[flo
 
 
 # -- memory bandwidth ---------------------------------------------------------------------
+
+#: A working set counts as read from memory (and gets a bandwidth share) above this many
+#: times the last-level cache.
+CACHE_FACTOR = 4
+#: The last-level cache size assumed when the system does not tell, bytes.
+DEFAULT_CACHE_BYTES = 32 * 2**20
+
+
+def _parse_size(text: str) -> int:
+    """Bytes of a sysfs cache size such as ``"32768K"``, ``"1M"`` or ``"512"``."""
+    text = text.strip().upper()
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+    return int(text[:-1] if scale > 1 else text) * scale
+
+
+def last_level_cache_bytes(sysfs: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
+    """Return the size of the CPU's last-level cache (the highest level holding data).
+
+    Read from Linux's sysfs (``index*/level``, ``type`` and ``size`` under
+    ``sysfs``), else from ``os.sysconf`` (``SC_LEVEL3_CACHE_SIZE``, then
+    ``SC_LEVEL2_CACHE_SIZE``), else :data:`DEFAULT_CACHE_BYTES`.
+
+    Parameters
+    ----------
+    sysfs : str
+        The cache directory of one CPU.
+
+    Returns
+    -------
+    int
+        Bytes.
+    """
+    best: tuple[int, int] | None = None
+    try:
+        entries = sorted(os.listdir(sysfs))
+    except OSError:
+        entries = []
+    for entry in entries:
+        if not entry.startswith("index"):
+            continue
+        path = os.path.join(sysfs, entry)
+        try:
+            with open(os.path.join(path, "type")) as f:
+                if f.read().strip() == "Instruction":
+                    continue
+            with open(os.path.join(path, "level")) as f:
+                level = int(f.read())
+            with open(os.path.join(path, "size")) as f:
+                size = _parse_size(f.read())
+        except (OSError, ValueError):
+            continue
+        if size > 0 and (best is None or level > best[0]):
+            best = (level, size)
+    if best is not None:
+        return best[1]
+    for name in ("SC_LEVEL3_CACHE_SIZE", "SC_LEVEL2_CACHE_SIZE"):
+        try:
+            size = os.sysconf(name)
+        except (ValueError, OSError, AttributeError):
+            continue
+        if size > 0:
+            return size
+    return DEFAULT_CACHE_BYTES
+
+
+def in_memory(nbytes: int, cache_bytes: int) -> bool:
+    """Tell whether a working set of ``nbytes`` is read from memory rather than the caches.
+
+    Parameters
+    ----------
+    nbytes : int
+        Bytes one call reads.
+    cache_bytes : int
+        The last-level cache size, bytes.
+
+    Returns
+    -------
+    bool
+        True when ``nbytes`` exceeds :data:`CACHE_FACTOR` times ``cache_bytes``.
+    """
+    return nbytes > CACHE_FACTOR * cache_bytes
 
 
 def memory_bandwidth(nbytes: int = 1 << 29, threads: int = 2) -> float:
@@ -226,32 +344,48 @@ def _fmt_time(seconds: float) -> str:
     return f"{seconds * 1e6:.0f} µs"
 
 
-def markdown_table(results: list[CaseResult], bandwidth: float) -> str:
+def markdown_table(
+    results: list[CaseResult], bandwidth: float, cache_bytes: int | None = None
+) -> str:
     """Format the results as one Markdown table (one row per baseline).
+
+    sima_fast's throughput is shown as a share of the memory-read bandwidth
+    only for cases that read more than :data:`CACHE_FACTOR` times the
+    last-level cache per call; the others get an em dash and a footnote
+    under the table (their data stays in the caches between rounds).
 
     Parameters
     ----------
     results : list of CaseResult
         The timed cases, in the order of the table.
     bandwidth : float
-        The machine's memory-read bandwidth, GB/s: sima_fast's throughput on
-        a case whose bytes are known is shown as a share of it.
+        The machine's memory-read bandwidth, GB/s.
+    cache_bytes : int, optional
+        The last-level cache size, bytes (default:
+        :func:`last_level_cache_bytes`).
 
     Returns
     -------
     str
-        The table, without a trailing newline.
+        The table, followed by the footnote when a share is withheld,
+        without a trailing newline.
     """
+    if cache_bytes is None:
+        cache_bytes = last_level_cache_bytes()
     lines = [
         "| work | size | ours (median) | baseline | baseline (median) | baseline / ours "
         "| ours, share of memory bandwidth |",
         "|---|---|---|---|---|---|---|",
     ]
+    withheld = False
     for r in results:
         share = ""
-        if r.nbytes:
-            gbs = r.nbytes / r.ours / 1e9
-            share = f"{gbs:.1f} GB/s ({gbs / bandwidth:.0%})"
+        fraction = r.bandwidth_share(bandwidth, cache_bytes)
+        if fraction is not None:
+            share = f"{r.nbytes / r.ours / 1e9:.1f} GB/s ({fraction:.0%})"
+        elif r.nbytes:
+            share = "—¹"
+            withheld = True
         first = True
         for name, value in r.baselines.items() or {"—": float("nan")}.items():
             ratio = value / r.ours
@@ -271,6 +405,13 @@ def markdown_table(results: list[CaseResult], bandwidth: float) -> str:
                 + " |"
             )
             first = False
+    if withheld:
+        lines += [
+            "",
+            f"¹ No share: one call reads at most {CACHE_FACTOR}× the last-level cache "
+            f"({cache_bytes / 2**20:.0f} MiB), so much of it comes from the caches and the "
+            "throughput is not a measure of memory bandwidth.",
+        ]
     return "\n".join(lines)
 
 
@@ -357,32 +498,45 @@ def run_benchmarks(
     json_path: str | None = None,
     plot_path: str | None = None,
     out: TextIO | None = None,
+    cases: Iterable[BenchCase] | None = None,
 ) -> dict[str, Any]:
     """Run every case; print the Markdown table; optionally write JSON and a plot.
+
+    One case's data is alive at a time: each case's inputs are built just
+    before it is timed and released (with the data cases share, see
+    :func:`~sima_fast.bench.cases.release_shared`) before the next one is
+    built.
 
     Parameters
     ----------
     quick : bool
-        Small sizes (about a minute on 2 cores) instead of the sizes of the
-        performance targets.
+        Small sizes (about 30 s on 2 cores, peak memory about 2.0 GiB) instead
+        of the sizes of the performance targets (about 2.5 minutes, peak
+        memory about 4.6 GiB); see the README's Benchmarks section.
     json_path, plot_path : str, optional
         Where to write the results as JSON and the bar chart of ratios.
     out : file, optional
         Where to print (default: stdout).
+    cases : iterable of BenchCase, optional
+        The cases to run (default: those of ``sima-fast bench``,
+        ``cases_of(cli=True)``).
 
     Returns
     -------
     dict
-        ``machine``, ``bandwidth_gbs`` and ``results`` (one dict per case).
+        ``machine``, ``bandwidth_gbs``, ``llc_bytes`` (the last-level cache
+        size the bandwidth shares were judged by), ``quick`` and ``results``
+        (one dict per case; ``bandwidth_share`` is None where withheld).
     """
     out = sys.stdout if out is None else out
     start = time.perf_counter()
     print("measuring memory-read bandwidth ...", file=out, flush=True)
     bandwidth = memory_bandwidth(1 << (28 if quick else 30))
+    cache_bytes = last_level_cache_bytes()
     results: list[CaseResult] = []
     budget = 20.0 if quick else 120.0
     with tempfile.TemporaryDirectory(prefix="sima_fast_bench_") as directory:
-        for case in cases_of(cli=True):
+        for case in cases_of(cli=True) if cases is None else cases:
             # One case's data at a time (movies of 1–3 GB at full size): built
             # here, released before the next case is built.
             print(f"  preparing {case.name} ...", file=out, flush=True)
@@ -392,7 +546,7 @@ def run_benchmarks(
             release_shared()
             gc.collect()
     machine = machine_description(bandwidth)
-    table = markdown_table(results, bandwidth)
+    table = markdown_table(results, bandwidth, cache_bytes)
     print(file=out)
     print(f"Machine: {machine}", file=out)
     print(file=out)
@@ -404,6 +558,7 @@ def run_benchmarks(
     payload = {
         "machine": machine,
         "bandwidth_gbs": bandwidth,
+        "llc_bytes": cache_bytes,
         "quick": quick,
         "results": [
             {
@@ -413,6 +568,7 @@ def run_benchmarks(
                 "baselines_s": r.baselines,
                 "ratios": r.ratios(),
                 "bytes": r.nbytes,
+                "bandwidth_share": r.bandwidth_share(bandwidth, cache_bytes),
                 "notes": r.notes,
             }
             for r in results
