@@ -688,17 +688,13 @@ def _extract_one(dataset: Any, args: argparse.Namespace, client: Any) -> list[st
         raise _usage(f"--rois: no ROI set labelled {args.rois!r}; available: {', '.join(sets)}")
     rois = sets[roi_label]
     frames = sum(len(s) for s in dataset.sequences)
-    if client is None:
-        # extract() has no progress hook; its first pass (the time average, cached
-        # afterwards) does, so run that pass here with its bar.
-        dataset.compute_projections(progress=not args.quiet)
-        if not args.quiet:
-            print(
-                f"  extracting {_plural(len(rois), 'ROI')} (ROI set {roi_label!r}) of channel "
-                f"{dataset.channel_names[channel]} from {frames} frames in "
-                f"{_plural(dataset.num_sequences, 'sequence')} ...",
-                flush=True,
-            )
+    if client is None and not args.quiet:
+        print(
+            f"  extracting {_plural(len(rois), 'ROI')} (ROI set {roi_label!r}) of channel "
+            f"{dataset.channel_names[channel]} from {frames} frames in "
+            f"{_plural(dataset.num_sequences, 'sequence')} ...",
+            flush=True,
+        )
     start = time.perf_counter()
     record = dataset.extract(
         rois,
@@ -707,6 +703,7 @@ def _extract_one(dataset: Any, args: argparse.Namespace, client: Any) -> list[st
         remove_overlap=not args.keep_overlap,
         save_summary=not args.no_summary,
         client=client,
+        progress=client is None and not args.quiet,
     )
     return [
         f"signals of {record['raw'][0].shape[0]} ROIs x {frames} frames "

@@ -18,6 +18,7 @@ dicts in row order) and ``timestamp`` (docs/contract.md#the-extraction-record);
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -414,6 +415,7 @@ def extract_range(
     channel: int,
     demix: tuple[int, float] | None = None,
     n_threads: int | None = 1,
+    on_chunk: Callable[[int], Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Extract the traces of frames ``t0`` to ``t1`` of one sequence.
 
@@ -440,6 +442,9 @@ def extract_range(
     n_threads : int, optional
         Kernel threads (default 1; None keeps numba's current setting).
         Results do not depend on it.
+    on_chunk : callable, optional
+        Called with the number of frames after each chunk is extracted (e.g.
+        a progress bar's ``update``).
 
     Returns
     -------
@@ -471,6 +476,8 @@ def extract_range(
                 extract_runs(flat, weights.plan, block)
                 if weights.pinv_base is not None:
                     weights.pinv_extract(flat, block)
+            if on_chunk is not None:
+                on_chunk(n)
     return out, outputs[1][1] if demix is not None else None
 
 
@@ -509,6 +516,7 @@ def extract_rois(
     remove_overlap: bool = True,
     n_processes: int = 1,
     demix_channel: int | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Extract the signals of ``rois`` from every sequence of ``dataset``.
 
@@ -533,23 +541,38 @@ def extract_rois(
     demix_channel : int, optional
         Index of a channel whose bleed-through into the signal channel is
         removed first (the traces go to ``demixed_raw``).
+    progress : bool, optional
+        Show a progress bar over the frames (on terminals only), for the time
+        average when it is not cached and for the extraction itself.
 
     Returns
     -------
     dict
         The extraction record (docs/contract.md#the-extraction-record).
     """
+    from tqdm.auto import tqdm
+
     im_shape = tuple(dataset.frame_shape[:3])
+    if progress:
+        dataset.compute_projections(progress=True)
     mean = dataset.time_averages
     weights, demix = extraction_setup(
         rois, im_shape, mean, signal_channel, remove_overlap, demix_channel
     )
-    traces = [
-        sequence_traces(
-            [extract_range(seq, 0, len(seq), weights, signal_channel, demix, n_processes)]
-        )
-        for seq in dataset.sequences
-    ]
+    total = sum(len(seq) for seq in dataset.sequences)
+    with tqdm(
+        total=total, desc="extract", unit="frame", disable=None if progress else True
+    ) as bar:
+        traces = [
+            sequence_traces(
+                [
+                    extract_range(
+                        seq, 0, len(seq), weights, signal_channel, demix, n_processes, bar.update
+                    )
+                ]
+            )
+            for seq in dataset.sequences
+        ]
     return signals_record(traces, demix_channel, mean, signal_channel, weights, rois, im_shape)
 
 

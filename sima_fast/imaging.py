@@ -897,6 +897,7 @@ class ImagingDataset:
         demix_channel: Any = None,
         save_summary: bool = True,
         client: Any = None,
+        progress: bool = False,
     ) -> dict[str, Any]:
         """Extract a signal per ROI and frame from the imaging data.
 
@@ -938,6 +939,10 @@ class ImagingDataset:
             see :meth:`compute_projections`). The signals are bit-identical
             to the single-machine ones; ``n_processes`` is then unused.
             Default: this machine.
+        progress : bool, optional
+            Show progress bars over the frames on terminals (the time average
+            when it is not cached, then the extraction). Default: False; on a
+            cluster, see :func:`sima_fast.distributed.report_progress`.
 
         Returns
         -------
@@ -976,7 +981,9 @@ class ImagingDataset:
         if self._savedir is not None:
             self._check_writable()
         if client is None:
-            record = extract_rois(self, rois, channel, remove_overlap, int(n_processes), demix)
+            record = extract_rois(
+                self, rois, channel, remove_overlap, int(n_processes), demix, progress=progress
+            )
         else:
             from sima_fast import distributed
 

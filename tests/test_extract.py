@@ -734,3 +734,24 @@ def test_example_imagej_rois_track_true_calcium():
     # measured: mean 0.990 (0.988 / 0.992 per sequence), minimum 0.934
     assert np.mean(correlations) > 0.95
     assert np.min(correlations) > 0.85
+
+
+def test_extract_range_reports_every_chunk_and_progress_changes_nothing():
+    from sima_fast.extract import extract_range, extraction_setup
+
+    rng = np.random.default_rng(3)
+    movie = rng.uniform(1, 2, size=(37, 1, 6, 7, 1)).astype(np.float32)
+    seq = Sequence.create("ndarray", movie)
+    mask = np.zeros((1, 6, 7), dtype=bool)
+    mask[0, 1:4, 2:5] = True
+    rois = [ROI(mask=mask, label="a")]
+    weights, demix = extraction_setup(rois, (1, 6, 7), movie.mean(axis=0), 0, True, None)
+    seen = []
+    raw, _ = extract_range(seq, 3, 37, weights, 0, demix, 1, seen.append)
+    assert sum(seen) == 34 and all(n > 0 for n in seen)
+    quiet, _ = extract_range(seq, 3, 37, weights, 0, demix, 1)
+    np.testing.assert_array_equal(raw, quiet)
+    dataset = ImagingDataset([seq], None)
+    a = dataset.extract(rois, save_summary=False, progress=True)["raw"][0]
+    b = dataset.extract(rois, save_summary=False)["raw"][0]
+    np.testing.assert_array_equal(a, b)
