@@ -275,7 +275,7 @@ def _mask_matrix(rois: Any, im_shape: tuple[int, int, int]):
 
 def _roi_planes(roi: Any, im_shape: tuple[int, int, int], index: int):
     """Give the per-plane CSR masks of one ROI at ``im_shape`` (validated), and whether boolean."""
-    from sima_fast.ROI import ROI
+    from sima_fast.ROI import ROI, check_mask_in_frame
 
     if not isinstance(roi, ROI):
         raise TypeError(f"rois[{index}] is a {type(roi).__name__}, not a sima_fast.ROI.ROI")
@@ -287,6 +287,7 @@ def _roi_planes(roi: Any, im_shape: tuple[int, int, int], index: int):
             f"(Z, Y, X) = {im_shape}"
         )
     if roi.is_mask_roi:
+        check_mask_in_frame(roi, im_shape, name)
         stored = roi.mask if roi.im_shape is None else None
         if stored is not None:
             for z, plane in enumerate(stored):
