@@ -315,14 +315,28 @@ def _imagej_member(
 
 
 def _read_capped(fh: Any, path: str, name: str) -> bytes:
-    """Read at most :data:`IMAGEJ_MAX_MEMBER_BYTES` bytes, refusing anything longer."""
-    data = fh.read(IMAGEJ_MAX_MEMBER_BYTES + 1)
-    if len(data) > IMAGEJ_MAX_MEMBER_BYTES:
-        raise ImageJLimitError(
-            f"{path}: ImageJ ROI member {name!r} holds more than IMAGEJ_MAX_MEMBER_BYTES = "
-            f"{IMAGEJ_MAX_MEMBER_BYTES} bytes"
-        )
-    return data
+    """Read at most :data:`IMAGEJ_MAX_MEMBER_BYTES` bytes, refusing anything longer.
+
+    Reads 64 KiB at a time: one large ``read(n)`` of a zip member would let
+    the decompressor produce up to ``n`` bytes at once, whatever the member
+    declares.
+
+    Returns
+    -------
+    bytes
+    """
+    limit = IMAGEJ_MAX_MEMBER_BYTES
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := fh.read(min(2**16, limit + 1 - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise ImageJLimitError(
+                f"{path}: ImageJ ROI member {name!r} holds more than IMAGEJ_MAX_MEMBER_BYTES = "
+                f"{limit} bytes"
+            )
+    return b"".join(chunks)
 
 
 def _read_zip_members(path: str) -> list[tuple[str, bytes]]:
@@ -471,10 +485,11 @@ def imagej_member_stem(label: Any) -> str:
     control and other non-printing characters (including NUL) become
     ``_``; runs of two or more dots become ``_`` (no ``..``); leading and
     trailing dots and spaces are removed (no hidden or ``.`` names) and a
-    name made only of replaced characters is dropped;
-    Windows device names (``CON``, ``NUL``, ``COM1``, ...) get ``_``
-    appended; the result is cut to at most 200 UTF-8 bytes; an empty
-    result becomes ``roi``.
+    name made only of replaced characters is dropped; Windows device names
+    (``CON``, ``NUL``, ``COM1``, ..., also with an extension) get ``_``
+    after the device name; the result is cut to at most 200 UTF-8 bytes;
+    an empty result becomes ``roi``. Ordinary labels (letters, digits,
+    spaces, ``-``, ``_``, single dots) are kept unchanged.
 
     Parameters
     ----------
@@ -501,8 +516,9 @@ def imagej_member_stem(label: Any) -> str:
     stem = stem.encode("utf-8")[:_MEMBER_STEM_BYTES].decode("utf-8", "ignore").rstrip(" .")
     if not stem.strip("_"):
         stem = ""  # nothing but replaced characters
-    if stem.split(".")[0].upper() in _WINDOWS_DEVICES:
-        stem += "_"
+    head, dot, tail = stem.partition(".")
+    if head.rstrip(" ").upper() in _WINDOWS_DEVICES:
+        stem = f"{head}_{dot}{tail}"
     return stem or "roi"
 
 
