@@ -155,7 +155,7 @@ def _as_csr(plane: Any) -> scipy.sparse.csr_matrix:
     return m
 
 
-def _normalise_mask(mask: Any, label: Any = None) -> list[scipy.sparse.csr_matrix]:
+def _normalise_mask(mask: Any) -> list[scipy.sparse.csr_matrix]:
     if scipy.sparse.issparse(mask):
         planes: list[Any] = [mask]
     elif isinstance(mask, np.ndarray):
@@ -175,17 +175,6 @@ def _normalise_mask(mask: Any, label: Any = None) -> list[scipy.sparse.csr_matri
         raise ValueError(f"all mask planes must have the same shape, got {sorted(shapes)}")
     if any(m.dtype.kind not in "biuf" for m in out):
         raise TypeError("mask values must be boolean, integer or floating point")
-    for z, m in enumerate(out):
-        if m.dtype.kind == "f":
-            bad = ~np.isfinite(m.data)
-            if bad.any():
-                first = int(np.flatnonzero(bad)[0])
-                row = int(np.searchsorted(m.indptr, first, side="right") - 1)
-                raise ValueError(
-                    f"ROI (label {label!r}): mask plane {z} has {int(bad.sum())} non-finite "
-                    f"weight(s) (NaN or inf), the first at row {row}, column "
-                    f"{int(m.indices[first])}; mask weights must be finite"
-                )
     return out
 
 
@@ -420,9 +409,9 @@ class ROI:
     mask : array_like, scipy.sparse matrix or list of them, optional
         A 2-D ``(Y, X)`` array (one plane), a 3-D ``(Z, Y, X)`` array, or a
         list of 2-D arrays or sparse matrices (one per plane). Boolean masks
-        and weighted (numeric) masks are both kept exactly as given; every
-        weight must be finite (a NaN or infinite weight would turn the
-        ROI's whole trace into NaN).
+        and weighted (numeric) masks are both kept exactly as given
+        (extraction refuses NaN or infinite weights, which would turn the
+        ROI's whole trace into NaN; segmentation steps may use them).
     polygons : array_like or list of array_like, optional
         One ``(N, 2)`` or ``(N, 3)`` array of ``(x, y[, z])`` vertices, or a
         list of such arrays (several polygons, possibly on several planes;
@@ -443,9 +432,7 @@ class ROI:
     TypeError
         If neither or both of ``mask`` and ``polygons`` are given.
     ValueError
-        If the geometry or ``im_shape`` is malformed, or a mask weight is NaN
-        or infinite (the message gives the label, the plane and the first
-        such pixel).
+        If the geometry or ``im_shape`` is malformed.
 
     Examples
     --------
@@ -472,7 +459,7 @@ class ROI:
         if polygons is not None:
             self._polygons = _normalise_polygons(polygons)
         else:
-            self._mask = _normalise_mask(mask, label)
+            self._mask = _normalise_mask(mask)
         self._im_shape = normalise_im_shape(im_shape)
         self._tags = _normalise_tags(tags)
         self.label = label
@@ -867,9 +854,8 @@ class ROIList(list):
             an unreadable file, an unsupported or corrupt ImageJ member
             (the message names the member), an ImageJ file over one of the
             size limits of :mod:`sima_fast.io.imagej`
-            (:class:`sima_fast.io.imagej.ImageJLimitError`), a mask weight
-            that is NaN or infinite, or a mask that does not fit
-            ``im_shape``.
+            (:class:`sima_fast.io.imagej.ImageJLimitError`), or a mask that
+            does not fit ``im_shape``.
         sima_fast._legacy.UnsafePickleError
             If a SIMA pickle is corrupt or names anything outside the
             restricted unpickler's allow-list.

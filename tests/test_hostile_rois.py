@@ -371,56 +371,76 @@ def test_foreign_name_field_does_not_replace_member_name(tmp_path):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_weight_is_refused_naming_the_roi(bad):
-    w = np.zeros((2, 6, 6))
-    w[0, 1:3, 1:3] = 0.5
-    w[1, 4, 2] = bad
-    with pytest.raises(ValueError, match=r"label 'cell 4'.*plane 1 has 1 non-finite.*row 4, col"):
-        ROI(mask=w, label="cell 4")
-    with pytest.raises(ValueError, match="non-finite"):
-        ROI(mask=[np.zeros((6, 6), np.float32), w[1].astype(np.float32)])
+def _dataset(shape=(1, 32, 32), savedir=None):
+    arr = np.random.default_rng(1).uniform(1, 2, (4, *shape, 1)).astype(np.float32)
+    return ImagingDataset([Sequence.create("ndarray", arr)], savedir)
 
 
-def _nan_file(tmp_path):
-    w = np.zeros((6, 6))
-    w[1:3, 1:3] = 0.5
-    rois = ROIList([ROI(mask=w, label="fine"), ROI(mask=w, label="bad")])
-    path = tmp_path / "rois.h5"
-    rois.save(path, label="set")
-    with h5py.File(path, "r+") as f:
-        f["set/rois/1/mask/0/data"][0] = np.nan
-    return path
-
-
-def test_non_finite_weight_in_a_file_is_refused_naming_file_and_index(tmp_path):
-    path = _nan_file(tmp_path)
-    with pytest.raises(ValueError, match=r"rois\.h5: ROI set '/set', ROI 1: .*label 'bad'.*NaN"):
-        ROIList.load(path)
-
-
-def test_non_finite_weight_in_a_dataset_roi_file(tmp_path):
-    arr = np.ones((3, 1, 6, 6, 1), np.float32)
-    ds = ImagingDataset([Sequence.create("ndarray", arr)], str(tmp_path / "d.sima"))
+def _weights(bad=None, where=(4, 2)):
     w = np.zeros((1, 6, 6))
     w[0, 1:3, 1:3] = 0.5
-    ds.add_ROIs(ROIList([ROI(mask=w, label="c")]), "set")
-    rois_file = tmp_path / "d.sima" / "rois.h5"
-    with h5py.File(rois_file, "r+") as f:
+    if bad is not None:
+        w[(0, *where)] = bad
+    return w
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_weight_is_refused_at_extraction_naming_the_roi(bad):
+    ds = _dataset((1, 6, 6))
+    good = ROI(mask=_weights(), label="fine")
+    rois = ROIList([good, ROI(mask=_weights(bad), label="cell 4")])  # segmentation may hold them
+    pattern = r"rois\[1\] \(label 'cell 4'\): mask plane 0 has 1 non-finite .*row 4, column 2"
+    with pytest.raises(ValueError, match=pattern):
+        ds.extract(rois)
+    # the same through add_ROIs, and with a float32 weight on a second plane
+    ds.add_ROIs(rois, "s")
+    with pytest.raises(ValueError, match=pattern):
+        ds.extract(ds.ROIs["s"])
+    deep = _dataset((2, 6, 6))
+    w = np.zeros((2, 6, 6), np.float32)
+    w[0, 1, 1], w[1, 3, 5] = 1.0, bad
+    with pytest.raises(ValueError, match=r"rois\[0\]: mask plane 1 has 1 non-finite.*column 5"):
+        deep.extract(ROIList([ROI(mask=w)]))
+    assert np.isfinite(ds.extract(ROIList([good]))["raw"][0]).all()
+
+
+def test_non_finite_weight_in_files_is_refused_at_extraction(tmp_path):
+    # an ROI file patched on disk ...
+    path = tmp_path / "rois.h5"
+    ROIList([ROI(mask=_weights(), label="fine"), ROI(mask=_weights(), label="bad")]).save(
+        path, label="set"
+    )
+    with h5py.File(path, "r+") as f:
+        f["set/rois/1/mask/0/data"][0] = np.nan
+    ds = _dataset((1, 6, 6))
+    with pytest.raises(ValueError, match=r"rois\[1\] \(label 'bad'\): .*non-finite"):
+        ds.extract(ROIList.load(path))
+    # ... and a dataset's own ROI file
+    saved = _dataset((1, 6, 6), str(tmp_path / "d.sima"))
+    saved.add_ROIs(ROIList([ROI(mask=_weights(), label="c")]), "set")
+    with h5py.File(tmp_path / "d.sima" / "rois.h5", "r+") as f:
         f["set/rois/0/mask/0/data"][1] = np.inf
     again = ImagingDataset.load(str(tmp_path / "d.sima"))
-    with pytest.raises(ValueError, match=r"rois\.h5: ROI set '/set', ROI 0: .*label 'c'"):
-        _ = again.ROIs
+    with pytest.raises(ValueError, match=r"rois\[0\] \(label 'c'\): mask plane 0 has 1 non-fin"):
+        again.extract(again.ROIs["set"])
+    with pytest.raises(ValueError, match="non-finite"):
+        again.extract()  # the most recent set
+
+
+def test_malformed_roi_in_a_file_names_file_and_index(tmp_path):
+    path = tmp_path / "rois.h5"
+    ROIList([ROI(mask=_weights(), label="a"), ROI(mask=_weights(), label="b")]).save(
+        path, label="set"
+    )
+    with h5py.File(path, "r+") as f:
+        f["set/rois/1/mask/0"].attrs["shape"] = np.array([6, 6, 6])
+    with pytest.raises(ValueError, match=r"rois\.h5: ROI set '/set', ROI 1: "):
+        ROIList.load(path)
 
 
 # --------------------------------------------------------------------------
 # Masks larger than the frame: same refusal through add_ROIs and extract
 # --------------------------------------------------------------------------
-
-
-def _dataset(shape=(1, 32, 32)):
-    arr = np.random.default_rng(1).uniform(1, 2, (4, *shape, 1)).astype(np.float32)
-    return ImagingDataset([Sequence.create("ndarray", arr)], None)
 
 
 def _oversized(label="big"):

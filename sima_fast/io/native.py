@@ -150,9 +150,8 @@ def read_roilist_group(h5group: Any) -> ROIList:
     Raises
     ------
     ValueError
-        If the group is not an ROI set, or an ROI in it is malformed (e.g. a
-        mask weight is NaN or infinite); the message names the file, the
-        set and the ROI's index.
+        If the group is not an ROI set, or an ROI in it is malformed (the
+        message names the file, the set and the ROI's index).
     """
     if _GROUP_FORMAT_ATTR not in h5group.attrs or "rois" not in h5group:
         raise ValueError(f"HDF5 group {h5group.name!r} does not hold a sima_fast ROI set")
