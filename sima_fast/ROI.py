@@ -28,6 +28,7 @@ from sima_fast._timestamps import current_timestamp
 __all__ = [
     "ROI",
     "ROIList",
+    "check_mask_in_frame",
     "mask2poly",
     "poly2mask",
 ]
@@ -186,6 +187,60 @@ def _resize_plane(plane: scipy.sparse.csr_matrix, shape: tuple[int, int]):
     return scipy.sparse.csr_matrix(
         (coo.data[keep], (coo.row[keep], coo.col[keep])), shape=shape, dtype=plane.dtype
     )
+
+
+def check_mask_in_frame(roi: Any, im_shape: Any, name: str) -> None:
+    """Refuse a mask ROI with non-zero weight outside a frame.
+
+    Only non-zero content counts: a mask larger than the frame whose extra
+    rows, columns or planes are all zero passes (setting ``im_shape`` crops
+    them without loss). Polygon ROIs always pass (their vertices are checked
+    where they are rasterised).
+
+    Parameters
+    ----------
+    roi : ROI
+        The ROI to check; its mask is checked as given, whatever its own
+        ``im_shape``.
+    im_shape : tuple of int
+        ``(Z, Y, X)`` or ``(Y, X)`` of the frames.
+    name : str
+        How to name the ROI in the message (e.g. ``"rois[3] (label 'a')"``).
+
+    Raises
+    ------
+    ValueError
+        If a non-zero weight lies on a plane ``>= Z``, a row ``>= Y`` or a
+        column ``>= X``; the message names the ROI, the plane, the mask
+        shape, the frame shape and the farthest row and column reached.
+
+    Examples
+    --------
+    >>> m = np.zeros((4, 4), bool)
+    >>> m[3, 0] = True
+    >>> check_mask_in_frame(ROI(mask=m), (4, 2), "rois[0]")
+    >>> check_mask_in_frame(ROI(mask=m), (3, 4), "rois[0]")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: rois[0]: mask plane 0 of shape (4, 4) does not fit frames of ... row 3, column 0
+    """
+    if not isinstance(roi, ROI) or roi._mask is None:
+        return
+    shape = normalise_im_shape(im_shape)
+    if shape is None:
+        raise ValueError("check_mask_in_frame needs im_shape")
+    n_planes, rows, cols = shape
+    for z, plane in enumerate(roi._mask):
+        if plane.nnz == 0:
+            continue
+        last_row = int(np.flatnonzero(np.diff(plane.indptr))[-1])
+        last_col = int(plane.indices.max())
+        if z >= n_planes or last_row >= rows or last_col >= cols:
+            raise ValueError(
+                f"{name}: mask plane {z} of shape {plane.shape} does not fit frames of "
+                f"(Z, Y, X) = {shape}: it has non-zero weight up to row {last_row}, "
+                f"column {last_col}"
+            )
 
 
 # --------------------------------------------------------------------------
@@ -354,7 +409,9 @@ class ROI:
     mask : array_like, scipy.sparse matrix or list of them, optional
         A 2-D ``(Y, X)`` array (one plane), a 3-D ``(Z, Y, X)`` array, or a
         list of 2-D arrays or sparse matrices (one per plane). Boolean masks
-        and weighted (numeric) masks are both kept exactly as given.
+        and weighted (numeric) masks are both kept exactly as given
+        (extraction refuses NaN or infinite weights, which would turn the
+        ROI's whole trace into NaN; segmentation steps may use them).
     polygons : array_like or list of array_like, optional
         One ``(N, 2)`` or ``(N, 3)`` array of ``(x, y[, z])`` vertices, or a
         list of such arrays (several polygons, possibly on several planes;
@@ -486,7 +543,9 @@ class ROI:
         Polygon ROIs are rasterised (boolean) at ``im_shape``; mask ROIs are
         returned with their values, padded with empty planes up to
         ``im_shape[0]`` and cropped or zero-padded to ``im_shape[1:]`` when
-        ``im_shape`` is set.
+        ``im_shape`` is set. (Datasets never rely on that cropping for
+        non-zero weights: :meth:`~sima_fast.imaging.ImagingDataset.add_ROIs`
+        and extraction refuse such masks, see :func:`check_mask_in_frame`.)
 
         Raises
         ------
@@ -603,6 +662,17 @@ class ROI:
 # --------------------------------------------------------------------------
 # ROIList
 # --------------------------------------------------------------------------
+
+
+def _accepts_im_shape(reader: Callable[..., Any]) -> bool:
+    """Whether a registered ROI reader takes an ``im_shape`` keyword."""
+    import inspect
+
+    try:
+        params = inspect.signature(reader).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "im_shape" or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def _check_roi(value: Any) -> ROI:
@@ -736,6 +806,7 @@ class ROIList(list):
         label: str | None = None,
         fmt: str = "pkl",
         reassign_label: bool = False,
+        im_shape: Sequence[int] | None = None,
     ) -> ROIList:
         """Read one ROI set from a file.
 
@@ -758,6 +829,15 @@ class ROIList(list):
         reassign_label : bool, optional
             If True, replace every ROI's label by its position in the list,
             as a string (``'0'``, ``'1'``, ...).
+        im_shape : tuple of int, optional
+            ``(Z, Y, X)`` or ``(Y, X)`` of the frames the ROIs are meant
+            for (e.g. ``dataset.frame_shape[:3]``). A reader that accepts an
+            ``im_shape`` keyword gets it: ImageJ ovals and rounded
+            rectangles are then rasterised within the frame only (clipped
+            to it), so the memory needed follows the frame, not the shape's
+            declared bounding box. ROIs read without an ``im_shape`` get
+            this one, and a mask ROI with non-zero weight outside the frame
+            is refused (see :func:`check_mask_in_frame`).
 
         Returns
         -------
@@ -771,8 +851,11 @@ class ROIList(list):
             If ``label`` names no set in the file.
         ValueError
             For an unknown ``fmt`` (the message lists the registered ones),
-            an unreadable file or an unsupported or corrupt ImageJ member
-            (the message names the member).
+            an unreadable file, an unsupported or corrupt ImageJ member
+            (the message names the member), an ImageJ file over one of the
+            size limits of :mod:`sima_fast.io.imagej`
+            (:class:`sima_fast.io.imagej.ImageJLimitError`), or a mask that
+            does not fit ``im_shape``.
         sima_fast._legacy.UnsafePickleError
             If a SIMA pickle is corrupt or names anything outside the
             restricted unpickler's allow-list.
@@ -783,8 +866,18 @@ class ROIList(list):
         reader = roi_readers.lookup(fmt)
         if not os.path.exists(path):
             raise FileNotFoundError(f"no such ROI file: {path!r}")
-        rois = reader(path, label)
+        shape = normalise_im_shape(im_shape)
+        if shape is not None and _accepts_im_shape(reader):
+            rois = reader(path, label, im_shape=shape)
+        else:
+            rois = reader(path, label)
         result = cls(rois, timestamp=rois.timestamp)
+        if shape is not None:
+            for i, roi in enumerate(result):
+                where = f"{path}: ROI {i} (label {roi.label!r})"
+                check_mask_in_frame(roi, shape, where)
+                if roi.im_shape is None:
+                    roi.im_shape = shape
         if reassign_label:
             for i, roi in enumerate(result):
                 roi.label = str(i)

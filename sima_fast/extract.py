@@ -61,6 +61,14 @@ class ExtractionWeights:
     remove_overlap : bool
         Remove pixels that belong to more than one ROI from every ROI.
 
+    Raises
+    ------
+    ValueError
+        If an ROI does not fit the frames (a mask with non-zero weight
+        outside them, see :func:`sima_fast.ROI.check_mask_in_frame`, or a
+        polygon vertex outside them) or has a NaN or infinite mask weight;
+        the message names the ROI by index and label.
+
     Attributes
     ----------
     masks : scipy.sparse.csr_matrix, (n_rois, Z*Y*X)
@@ -227,6 +235,12 @@ def roi_mask_matrix(rois: Any, im_shape: tuple[int, int, int]):
     -------
     scipy.sparse.csr_matrix
         ``(n_rois, Z*Y*X)`` float64 mask values.
+
+    Raises
+    ------
+    ValueError
+        As :class:`ExtractionWeights`: an ROI that does not fit the frames
+        or has a NaN or infinite mask weight.
     """
     return _mask_matrix(rois, tuple(im_shape))[0]
 
@@ -275,7 +289,7 @@ def _mask_matrix(rois: Any, im_shape: tuple[int, int, int]):
 
 def _roi_planes(roi: Any, im_shape: tuple[int, int, int], index: int):
     """Give the per-plane CSR masks of one ROI at ``im_shape`` (validated), and whether boolean."""
-    from sima_fast.ROI import ROI
+    from sima_fast.ROI import ROI, check_mask_in_frame
 
     if not isinstance(roi, ROI):
         raise TypeError(f"rois[{index}] is a {type(roi).__name__}, not a sima_fast.ROI.ROI")
@@ -287,6 +301,7 @@ def _roi_planes(roi: Any, im_shape: tuple[int, int, int], index: int):
             f"(Z, Y, X) = {im_shape}"
         )
     if roi.is_mask_roi:
+        check_mask_in_frame(roi, im_shape, name)
         stored = roi.mask if roi.im_shape is None else None
         if stored is not None:
             for z, plane in enumerate(stored):
@@ -313,7 +328,17 @@ def _roi_planes(roi: Any, im_shape: tuple[int, int, int], index: int):
                 )
     if roi.im_shape is None:
         roi.im_shape = im_shape
-    return roi.mask, not roi.is_weighted
+    planes = roi.mask
+    for z, plane in enumerate(planes):
+        if plane.dtype.kind == "f" and not np.isfinite(plane.data).all():
+            bad = np.flatnonzero(~np.isfinite(plane.data))
+            row = int(np.searchsorted(plane.indptr, bad[0], side="right") - 1)
+            raise ValueError(
+                f"{name}: mask plane {z} has {bad.size} non-finite weight(s) (NaN or inf), "
+                f"the first at row {row}, column {int(plane.indices[bad[0]])}; mask weights "
+                "must be finite to extract a signal"
+            )
+    return planes, not roi.is_weighted
 
 
 # ---------------------------------------------------------------------------

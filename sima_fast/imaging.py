@@ -716,7 +716,9 @@ class ImagingDataset:
         ----------
         ROIs : sima_fast.ROI.ROIList
             The regions of interest. ROIs without an ``im_shape`` get the
-            dataset's ``(Z, Y, X)``.
+            dataset's ``(Z, Y, X)``. A mask ROI with non-zero weight outside
+            the frames is refused (as :meth:`extract` refuses it), never
+            cropped; all-zero margins are fine.
         label : str, optional
             Name of the set (default: the current timestamp). An existing set
             of that name is replaced.
@@ -730,7 +732,7 @@ class ImagingDataset:
         >>> rois = ROIList.load(example_imagej_rois(), fmt='ImageJ')
         >>> dataset.add_ROIs(rois, 'from_ImageJ')
         """
-        from sima_fast.ROI import ROIList
+        from sima_fast.ROI import ROIList, check_mask_in_frame
 
         if not isinstance(ROIs, ROIList):
             raise TypeError(f"ROIs must be a sima_fast.ROI.ROIList, got {type(ROIs).__name__}")
@@ -740,6 +742,8 @@ class ImagingDataset:
             raise ValueError(f"label must be a non-empty string without '/', got {label!r}")
         im_shape = self.frame_shape[:3]
         for i, roi in enumerate(ROIs):
+            name = f"ROIs[{i}]" + (f" (label {roi.label!r})" if roi.label is not None else "")
+            check_mask_in_frame(roi, im_shape, name)
             if roi.im_shape is None:
                 roi.im_shape = im_shape
             elif tuple(roi.im_shape) != im_shape:

@@ -4,12 +4,23 @@ Reading translates every ImageJ shape into an :class:`~sima_fast.ROI.ROI`
 (see :func:`read_imagej`); writing stores each polygon of each ROI as one
 polygon member of a zip (see :func:`write_imagej`). ``roifile`` is imported
 by this module only, when a file is read or written.
+
+Reading is bounded, so a small hostile file cannot demand much memory or
+time: a single ``.roi`` file or zip member may hold at most
+:data:`IMAGEJ_MAX_MEMBER_BYTES` bytes (checked against the zip's declared
+size and again while decompressing), a zip at most
+:data:`IMAGEJ_MAX_MEMBERS` members and :data:`IMAGEJ_MAX_TOTAL_BYTES`
+bytes in all, and an oval or rounded rectangle read without a frame shape
+may span at most :data:`IMAGEJ_MAX_MASK_PIXELS` pixels. Going over a limit
+raises :class:`ImageJLimitError`, naming the file, the member and the size.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
+import unicodedata
 import zipfile
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +34,42 @@ from sima_fast._warnings import warn
 from sima_fast.io._registry import roi_readers, roi_writers
 from sima_fast.ROI import ROI, ROIList
 
-__all__ = ["imagej_to_roi", "polygon_to_imagej", "read_imagej", "write_imagej"]
+__all__ = [
+    "IMAGEJ_MAX_MASK_PIXELS",
+    "IMAGEJ_MAX_MEMBERS",
+    "IMAGEJ_MAX_MEMBER_BYTES",
+    "IMAGEJ_MAX_TOTAL_BYTES",
+    "ImageJLimitError",
+    "imagej_member_stem",
+    "imagej_to_roi",
+    "polygon_to_imagej",
+    "read_imagej",
+    "write_imagej",
+]
+
+IMAGEJ_MAX_MEMBER_BYTES = 16 * 2**20
+"""Largest ``.roi`` file or zip member read, in (uncompressed) bytes: 16 MiB.
+
+An ImageJ ROI takes 64-128 header bytes plus 4-12 bytes per vertex, so
+this allows polygons of more than a million vertices."""
+
+IMAGEJ_MAX_MEMBERS = 100_000
+"""Most members read from one ImageJ zip."""
+
+IMAGEJ_MAX_TOTAL_BYTES = 256 * 2**20
+"""Most bytes decompressed from one ImageJ zip, over all members: 256 MiB."""
+
+IMAGEJ_MAX_MASK_PIXELS = 2**24
+"""Most pixels of an oval or rounded-rectangle mask read without a frame shape.
+
+Without ``im_shape`` such a mask spans planes ``0..z`` and rows and columns
+from 0 to the bottom-right corner of the shape's bounding box; the product
+``(z + 1) * rows * columns`` may be at most 16,777,216 (a 4096 × 4096
+plane). With ``im_shape`` the mask is clipped to the frame and not capped."""
+
+
+class ImageJLimitError(ValueError):
+    """An ImageJ ROI file, zip member or shape exceeds one of the reading limits."""
 
 
 def _imagej_plane(iroi: Any) -> int:
@@ -46,23 +92,70 @@ def _imagej_bounds(iroi: Any) -> tuple[float, float, float, float]:
 
 
 def _shape_mask(
-    bounds: tuple[float, float, float, float], z: int, inside: Callable[..., np.ndarray]
+    bounds: tuple[float, float, float, float],
+    z: int,
+    inside: Callable[..., np.ndarray],
+    im_shape: tuple[int, int, int] | None,
 ) -> list[scipy.sparse.csr_matrix]:
-    """Mask planes ``0..z`` with ``inside(px, py)`` evaluated at pixel centres of plane z."""
+    """Mask planes ``0..z`` with ``inside(px, py)`` evaluated at pixel centres of plane z.
+
+    Planes are ``im_shape[1:]`` when given (the shape clipped to the frame),
+    else they reach from the origin to the bounding box's far corner (at
+    most :data:`IMAGEJ_MAX_MASK_PIXELS` pixels in all). Only the bounding
+    box, clipped to the plane, is evaluated, a block of rows at a time, so
+    memory follows the pixels inside the clipped box.
+
+    Returns
+    -------
+    list of scipy.sparse.csr_matrix
+    """
     left, top, width, height = bounds
-    n_rows = max(int(np.ceil(top + height)), 1)
-    n_cols = max(int(np.ceil(left + width)), 1)
-    plane = np.zeros((n_rows, n_cols), dtype=bool)
+    if not np.all(np.isfinite(bounds)):
+        raise ValueError(f"the bounding box {bounds} is not finite")
+    if im_shape is not None:
+        n_planes, n_rows, n_cols = im_shape
+        if z >= n_planes:
+            raise ValueError(
+                f"the shape is on plane {z}, outside the {n_planes} plane(s) of "
+                f"im_shape {im_shape}"
+            )
+    else:
+        n_rows = max(int(np.ceil(top + height)), 1)
+        n_cols = max(int(np.ceil(left + width)), 1)
+        declared = (z + 1) * n_rows * n_cols
+        if declared > IMAGEJ_MAX_MASK_PIXELS:
+            raise ImageJLimitError(
+                f"its mask would span {z + 1} plane(s) of {n_rows} x {n_cols} pixels "
+                f"({declared} pixels), more than IMAGEJ_MAX_MASK_PIXELS = "
+                f"{IMAGEJ_MAX_MASK_PIXELS}; pass the frame shape (ROIList.load(..., "
+                f"im_shape=...)) to clip the shape to the frame"
+            )
     x0, y0 = max(int(np.floor(left)), 0), max(int(np.floor(top)), 0)
-    if width > 0 and height > 0 and x0 < n_cols and y0 < n_rows:
-        px = np.arange(x0, n_cols, dtype=np.float64)[None, :] + 0.5
-        py = np.arange(y0, n_rows, dtype=np.float64)[:, None] + 0.5
-        plane[y0:, x0:] = inside(px, py)
+    x1 = min(int(np.ceil(left + width)), n_cols) if width > 0 else x0
+    y1 = min(int(np.ceil(top + height)), n_rows) if height > 0 else y0
+    counts = np.zeros(n_rows, dtype=np.int64)
+    columns: list[np.ndarray] = []
+    if x1 > x0 and y1 > y0:
+        px = np.arange(x0, x1, dtype=np.float64)[None, :] + 0.5
+        step = max(1, 2**20 // (x1 - x0))
+        for r0 in range(y0, y1, step):
+            r1 = min(r0 + step, y1)
+            py = np.arange(r0, r1, dtype=np.float64)[:, None] + 0.5
+            block = np.broadcast_to(inside(px, py), (r1 - r0, x1 - x0))
+            counts[r0:r1] = block.sum(axis=1)
+            columns.append((np.nonzero(block)[1] + x0).astype(np.int32))
+    indices = np.concatenate(columns) if columns else np.zeros(0, np.int32)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    plane = scipy.sparse.csr_matrix(
+        (np.ones(len(indices), dtype=bool), indices, indptr), shape=(n_rows, n_cols)
+    )
     empty = scipy.sparse.csr_matrix((n_rows, n_cols), dtype=bool)
-    return [empty.copy() for _ in range(z)] + [scipy.sparse.csr_matrix(plane)]
+    return [empty.copy() for _ in range(z)] + [plane]
 
 
-def _oval_mask(bounds: tuple[float, float, float, float], z: int) -> list:
+def _oval_mask(
+    bounds: tuple[float, float, float, float], z: int, im_shape: tuple[int, int, int] | None
+) -> list:
     left, top, width, height = bounds
     a, b = width / 2.0, height / 2.0
     cx, cy = left + a, top + b
@@ -70,10 +163,15 @@ def _oval_mask(bounds: tuple[float, float, float, float], z: int) -> list:
     def inside(px: np.ndarray, py: np.ndarray) -> np.ndarray:
         return ((px - cx) / a) ** 2 + ((py - cy) / b) ** 2 <= 1.0
 
-    return _shape_mask(bounds, z, inside)
+    return _shape_mask(bounds, z, inside, im_shape)
 
 
-def _rounded_rect_mask(bounds: tuple[float, float, float, float], arc: float, z: int) -> list:
+def _rounded_rect_mask(
+    bounds: tuple[float, float, float, float],
+    arc: float,
+    z: int,
+    im_shape: tuple[int, int, int] | None,
+) -> list:
     left, top, width, height = bounds
     rx, ry = min(arc, width) / 2.0, min(arc, height) / 2.0
     right, bottom = left + width, top + height
@@ -84,10 +182,10 @@ def _rounded_rect_mask(bounds: tuple[float, float, float, float], arc: float, z:
         dy = np.maximum(np.maximum(top + ry - py, py - (bottom - ry)), 0.0)
         return in_rect & ((dx / rx) ** 2 + (dy / ry) ** 2 <= 1.0)
 
-    return _shape_mask(bounds, z, inside)
+    return _shape_mask(bounds, z, inside, im_shape)
 
 
-def imagej_to_roi(iroi: Any, label: str) -> ROI:
+def imagej_to_roi(iroi: Any, label: str, im_shape: Any = None) -> ROI:
     """Translate one ImageJ ROI into an :class:`~sima_fast.ROI.ROI`.
 
     Parameters
@@ -96,6 +194,11 @@ def imagej_to_roi(iroi: Any, label: str) -> ROI:
         The ImageJ ROI.
     label : str
         The label of the new ROI.
+    im_shape : tuple of int, optional
+        ``(Z, Y, X)`` or ``(Y, X)`` of the frame. Ovals and rounded
+        rectangles are then rasterised within the frame only (clipped to
+        it); without it their mask is capped at
+        :data:`IMAGEJ_MAX_MASK_PIXELS`.
 
     Returns
     -------
@@ -104,12 +207,19 @@ def imagej_to_roi(iroi: Any, label: str) -> ROI:
 
     Raises
     ------
+    ImageJLimitError
+        If, without ``im_shape``, an oval or rounded rectangle would need a
+        mask of more than :data:`IMAGEJ_MAX_MASK_PIXELS` pixels.
     ValueError
-        For text and image ROIs, shapes without any vertex or point, and
-        unknown ROI types.
+        For text and image ROIs, shapes without any vertex or point, unknown
+        ROI types, non-finite coordinates, and (with ``im_shape``) a mask
+        shape on a plane outside the frame.
     """
     from roifile import ROI_SUBTYPE, ROI_TYPE
 
+    from sima_fast.ROI import normalise_im_shape
+
+    shape = normalise_im_shape(im_shape)
     z = _imagej_plane(iroi)
     rtype, subtype = iroi.roitype, iroi.subtype
     if subtype in (ROI_SUBTYPE.TEXT, ROI_SUBTYPE.IMAGE):
@@ -125,11 +235,11 @@ def imagej_to_roi(iroi: Any, label: str) -> ROI:
             raise ValueError("composite ROI without any path")
         return ROI(polygons=[ring(p) for p in paths], label=label)
     if rtype == ROI_TYPE.OVAL:
-        return ROI(mask=_oval_mask(_imagej_bounds(iroi), z), label=label)
+        return ROI(mask=_oval_mask(_imagej_bounds(iroi), z, shape), label=label)
     if rtype == ROI_TYPE.RECT:
         left, top, width, height = bounds = _imagej_bounds(iroi)
         if iroi.rounded_rect_arc_size > 0 and width > 0 and height > 0:
-            mask = _rounded_rect_mask(bounds, float(iroi.rounded_rect_arc_size), z)
+            mask = _rounded_rect_mask(bounds, float(iroi.rounded_rect_arc_size), z, shape)
             return ROI(mask=mask, label=label)
         corners = [
             [left, top],
@@ -168,18 +278,107 @@ def imagej_to_roi(iroi: Any, label: str) -> ROI:
     raise ValueError(f"unsupported ImageJ ROI type {rtype.name}")
 
 
-def _imagej_member(data: bytes, name: str, path: str) -> ROI:
+def _member_label(iroi: Any, stem: str) -> str:
+    """Give a member's label: its stored ImageJ name when the file name was made from it.
+
+    :func:`write_imagej` stores each label in the ROI's name field and
+    names the member after :func:`imagej_member_stem` of it, possibly with
+    ``-<k>`` appended; such a member gets its stored name back. Any other
+    member (e.g. one whose name field holds an identifier ImageJ or roifile
+    made up) is labelled by its file name without ``.roi``.
+
+    Returns
+    -------
+    str
+    """
+    name = iroi.name if isinstance(iroi.name, str) else ""
+    if name:
+        base = imagej_member_stem(name)
+        if stem == base or re.fullmatch(re.escape(base) + r"-\d+", stem):
+            return name
+    return stem
+
+
+def _imagej_member(
+    data: bytes, name: str, path: str, im_shape: tuple[int, int, int] | None
+) -> ROI:
     from roifile import ImagejRoi
 
-    label = name[:-4] if name.lower().endswith(".roi") else name
+    stem = name[:-4] if name.lower().endswith(".roi") else name
     try:
-        return imagej_to_roi(ImagejRoi.frombytes(data), label)
+        iroi = ImagejRoi.frombytes(data)
+        return imagej_to_roi(iroi, _member_label(iroi, stem), im_shape)
+    except ImageJLimitError as exc:
+        raise ImageJLimitError(f"{path}: ImageJ ROI member {name!r}: {exc}") from None
     except Exception as exc:
         raise ValueError(f"{path}: cannot read ImageJ ROI member {name!r}: {exc}") from exc
 
 
+def _read_capped(fh: Any, path: str, name: str) -> bytes:
+    """Read at most :data:`IMAGEJ_MAX_MEMBER_BYTES` bytes, refusing anything longer.
+
+    Reads 64 KiB at a time: one large ``read(n)`` of a zip member would let
+    the decompressor produce up to ``n`` bytes at once, whatever the member
+    declares.
+
+    Returns
+    -------
+    bytes
+    """
+    limit = IMAGEJ_MAX_MEMBER_BYTES
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := fh.read(min(2**16, limit + 1 - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise ImageJLimitError(
+                f"{path}: ImageJ ROI member {name!r} holds more than IMAGEJ_MAX_MEMBER_BYTES = "
+                f"{limit} bytes"
+            )
+    return b"".join(chunks)
+
+
+def _read_zip_members(path: str) -> list[tuple[str, bytes]]:
+    """``(name, bytes)`` of every file member of an ImageJ zip, within the limits."""
+    out: list[tuple[str, bytes]] = []
+    total = 0
+    with zipfile.ZipFile(path) as zf:
+        infos = [info for info in zf.infolist() if not info.is_dir()]
+        if len(infos) > IMAGEJ_MAX_MEMBERS:
+            raise ImageJLimitError(
+                f"{path}: the ImageJ zip has {len(infos)} members, more than "
+                f"IMAGEJ_MAX_MEMBERS = {IMAGEJ_MAX_MEMBERS}"
+            )
+        for info in infos:
+            name = info.filename
+            if info.file_size > IMAGEJ_MAX_MEMBER_BYTES:
+                raise ImageJLimitError(
+                    f"{path}: ImageJ ROI member {name!r} declares {info.file_size} bytes, "
+                    f"more than IMAGEJ_MAX_MEMBER_BYTES = {IMAGEJ_MAX_MEMBER_BYTES}"
+                )
+            try:
+                with zf.open(info) as fh:
+                    # read in bounded steps: the declared size may lie
+                    data = _read_capped(fh, path, name)
+            except ImageJLimitError:
+                raise
+            except Exception as exc:
+                raise ValueError(f"{path}: cannot read ImageJ ROI member {name!r}: {exc}") from exc
+            total += len(data)
+            if total > IMAGEJ_MAX_TOTAL_BYTES:
+                raise ImageJLimitError(
+                    f"{path}: the ImageJ zip's members hold more than IMAGEJ_MAX_TOTAL_BYTES = "
+                    f"{IMAGEJ_MAX_TOTAL_BYTES} bytes (reached at member {name!r})"
+                )
+            out.append((name, data))
+    return out
+
+
 @roi_readers.register("ImageJ")
-def read_imagej(path: str | os.PathLike, label: str | None = None) -> ROIList:
+def read_imagej(
+    path: str | os.PathLike, label: str | None = None, im_shape: Any = None
+) -> ROIList:
     """Read the ROIs of an ImageJ ``.zip`` of ``.roi`` members or of one ``.roi`` file.
 
     Parameters
@@ -188,6 +387,11 @@ def read_imagej(path: str | os.PathLike, label: str | None = None) -> ROIList:
         An existing ``.zip`` or ``.roi`` file.
     label : str, optional
         Ignored: an ImageJ file holds a single set.
+    im_shape : tuple of int, optional
+        ``(Z, Y, X)`` or ``(Y, X)`` of the frames the ROIs belong to: ovals
+        and rounded rectangles are rasterised within it only (clipped to
+        the frame). The ROIs' own ``im_shape`` is left unset (see
+        :meth:`sima_fast.ROI.ROIList.load`, which sets it).
 
     Returns
     -------
@@ -197,6 +401,14 @@ def read_imagej(path: str | os.PathLike, label: str | None = None) -> ROIList:
 
     Raises
     ------
+    ImageJLimitError
+        (a ValueError) If the file or a member is larger than
+        :data:`IMAGEJ_MAX_MEMBER_BYTES` (declared or actual), the zip has
+        more than :data:`IMAGEJ_MAX_MEMBERS` members or more than
+        :data:`IMAGEJ_MAX_TOTAL_BYTES` bytes in all, or, without
+        ``im_shape``, a shape's mask would exceed
+        :data:`IMAGEJ_MAX_MASK_PIXELS`. The message names the file, the
+        member and the size.
     ValueError
         For an unreadable zip file or an unsupported or corrupt member (the
         message names the member).
@@ -217,43 +429,113 @@ def read_imagej(path: str | os.PathLike, label: str | None = None) -> ROIList:
     centre lies in the rectangle with elliptical corners of diameter
     ``rounded_rect_arc_size``. Each point of a point ROI becomes the unit
     square of the pixel containing it (plane from the point's counter
-    position when stored). Mask planes from ImageJ are sized to the
-    shape's bounding box and are cropped or padded once ``im_shape`` is
-    set. The plane is ``z_position - 1`` for hyperstack ROIs, else
-    ``position - 1``, else 0. Labels are the member names without
-    ``.roi`` (the file stem for a single ``.roi``); ids are None.
+    position when stored). Without ``im_shape``, mask planes from ImageJ
+    are sized to the shape's bounding box (capped at
+    :data:`IMAGEJ_MAX_MASK_PIXELS`); with it they are the frame's size and
+    hold the pixels of the shape inside the frame (reading with
+    ``im_shape`` gives the same mask as reading without and setting
+    ``roi.im_shape`` afterwards). Polygons are not clipped. The plane is
+    ``z_position - 1`` for hyperstack ROIs, else ``position - 1``, else 0.
+    Labels are the member names without ``.roi`` (the file stem for a
+    single ``.roi``), except for members written by :func:`write_imagej`,
+    which get back the label kept in the ROI's name field (see
+    :func:`write_imagej`); ids are None.
     """
+    from sima_fast.ROI import normalise_im_shape
+
     path = os.fspath(path)
+    shape = normalise_im_shape(im_shape)
     rois: list[ROI] = []
     if zipfile.is_zipfile(path):
         try:
-            with zipfile.ZipFile(path) as zf:
-                for info in zf.infolist():
-                    if info.is_dir():
-                        continue
-                    try:
-                        data = zf.read(info)
-                    except Exception as exc:
-                        raise ValueError(
-                            f"{path}: cannot read ImageJ ROI member {info.filename!r}: {exc}"
-                        ) from exc
-                    rois.append(_imagej_member(data, info.filename, path))
+            members = _read_zip_members(path)
         except zipfile.BadZipFile as exc:
             raise ValueError(f"{path}: not a readable ImageJ ROI zip file ({exc})") from exc
+        rois.extend(_imagej_member(data, name, path, shape) for name, data in members)
     elif path.lower().endswith(".zip"):
         raise ValueError(f"{path}: not a readable ImageJ ROI zip file")
     else:
+        name = os.path.basename(path)
+        size = os.path.getsize(path)
+        if size > IMAGEJ_MAX_MEMBER_BYTES:
+            raise ImageJLimitError(
+                f"{path}: the ImageJ ROI file holds {size} bytes, more than "
+                f"IMAGEJ_MAX_MEMBER_BYTES = {IMAGEJ_MAX_MEMBER_BYTES}"
+            )
         with open(path, "rb") as fh:
-            data = fh.read()
-        rois.append(_imagej_member(data, os.path.basename(path), path))
+            data = _read_capped(fh, path, name)
+        rois.append(_imagej_member(data, name, path, shape))
     out = ROIList(rois)
     out.timestamp = time.strftime(TIMESTAMP_FORMAT, time.localtime(os.path.getmtime(path)))
     return out
 
 
-def _unique_names(labels: list[Any]) -> list[str]:
-    """Member names: the label, with ``-1``, ``-2``, ... for repeats and None."""
+_WINDOWS_DEVICES = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"{d}{k}" for d in ("COM", "LPT") for k in range(1, 10)]
+)
+_MEMBER_STEM_BYTES = 200
+
+
+def imagej_member_stem(label: Any) -> str:
+    r"""Make a safe zip member name (without ``.roi``) from an ROI label.
+
+    The result is one plain file name on every common file system, so
+    unpacking the zip anywhere cannot write outside the destination folder:
+    path separators (``/``, ``\``), the characters ``: * ? " < > |``,
+    control and other non-printing characters (including NUL) become
+    ``_``; runs of two or more dots become ``_`` (no ``..``); leading and
+    trailing dots and spaces are removed (no hidden or ``.`` names) and a
+    name made only of replaced characters is dropped; Windows device names
+    (``CON``, ``NUL``, ``COM1``, ..., also with an extension) get ``_``
+    after the device name; the result is cut to at most 200 UTF-8 bytes;
+    an empty result becomes ``roi``. Ordinary labels (letters, digits,
+    spaces, ``-``, ``_``, single dots) are kept unchanged.
+
+    Parameters
+    ----------
+    label : object
+        The label (None and non-strings are turned into text with ``str``).
+
+    Returns
+    -------
+    str
+        The member name stem.
+
+    Examples
+    --------
+    >>> imagej_member_stem('../../evil'), imagej_member_stem('/abs/path')
+    ('____evil', '_abs_path')
+    >>> imagej_member_stem('cell 3'), imagej_member_stem('\x00'), imagej_member_stem('con')
+    ('cell 3', 'roi', 'con_')
+    """
+    text = "roi" if label is None else str(label)
+    chars = [
+        "_" if c in '/\\:*?"<>|' or unicodedata.category(c).startswith("C") else c for c in text
+    ]
+    stem = re.sub(r"\.{2,}", "_", "".join(chars)).strip(" .")
+    stem = stem.encode("utf-8")[:_MEMBER_STEM_BYTES].decode("utf-8", "ignore").rstrip(" .")
+    if not stem.strip("_"):
+        stem = ""  # nothing but replaced characters
+    head, dot, tail = stem.partition(".")
+    if head.rstrip(" ").upper() in _WINDOWS_DEVICES:
+        stem = f"{head}_{dot}{tail}"
+    return stem or "roi"
+
+
+def _unique_names(labels: list[Any]) -> list[tuple[str, str]]:
+    """Give the stored name and the member stem of each entry.
+
+    The stored name is the label, with ``-1``, ``-2``, ... for repeats and
+    None; the member stem is :func:`imagej_member_stem` of it, with
+    ``-1``, ``-2``, ... added if it is already taken (compared without
+    case, as on case-insensitive file systems).
+
+    Returns
+    -------
+    list of (str, str)
+    """
     used: set[str] = set()
+    taken: set[str] = set()
     names = []
     for label in labels:
         base = "roi" if label is None else str(label)
@@ -264,7 +546,13 @@ def _unique_names(labels: list[Any]) -> list[str]:
                 k += 1
             name = f"{base}-{k}"
         used.add(name)
-        names.append(name)
+        stem_base = imagej_member_stem(name)
+        stem, k = stem_base, 0
+        while stem.casefold() in taken:
+            k += 1
+            stem = f"{stem_base}-{k}"
+        taken.add(stem.casefold())
+        names.append((name, stem))
     return names
 
 
@@ -316,9 +604,17 @@ def write_imagej(rois: ROIList, path: str | os.PathLike, label: str | None = Non
 
     Notes
     -----
-    Each member is named ``<label>.roi``; a repeated label gets ``-1``,
-    ``-2``, ... appended, and a missing label is written as ``roi-1``,
-    ``roi-2``, .... Mask ROIs are written as their contour polygons. When
+    Each polygon is stored under a name made from its ROI's label: the
+    label itself, with ``-1``, ``-2``, ... appended to a repeated label,
+    and ``roi-1``, ``roi-2``, ... for a missing one. That name is kept in
+    the ImageJ ROI's name field, and the member is named
+    ``<imagej_member_stem(name)>.roi`` (path separators, ``..``, control
+    characters and other unsafe characters replaced; ``-1``, ``-2``, ...
+    appended if two members would otherwise share a name, ignoring case),
+    so member names are always plain, unique file names.
+    :func:`read_imagej` gives such members their stored name back as the
+    label, so any string label round-trips. Mask ROIs are written as their
+    contour polygons. When
     any polygon of the set lies on a plane other than 0, every member stores
     ``position = z + 1``. Coordinates are stored as integers when integral,
     otherwise as 32-bit floats (sub-pixel resolution). Mask ROIs with no
@@ -338,7 +634,7 @@ def write_imagej(rois: ROIList, path: str | os.PathLike, label: str | None = Non
         atomic_write(path, suffix=".zip") as tmp,
         zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf,
     ):
-        for name, (_, ring) in zip(names, entries, strict=True):
+        for (name, stem), (_, ring) in zip(names, entries, strict=True):
             position = int(ring[0, 2]) if multi_plane else None
             iroi = polygon_to_imagej(ring, name, position)
-            zf.writestr(name + ".roi", iroi.tobytes())
+            zf.writestr(stem + ".roi", iroi.tobytes())

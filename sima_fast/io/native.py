@@ -150,12 +150,20 @@ def read_roilist_group(h5group: Any) -> ROIList:
     Raises
     ------
     ValueError
-        If the group is not an ROI set.
+        If the group is not an ROI set, or an ROI in it is malformed (the
+        message names the file, the set and the ROI's index).
     """
     if _GROUP_FORMAT_ATTR not in h5group.attrs or "rois" not in h5group:
         raise ValueError(f"HDF5 group {h5group.name!r} does not hold a sima_fast ROI set")
     rois_group = h5group["rois"]
-    rois = [_read_roi(rois_group[k]) for k in sorted(rois_group, key=int)]
+    rois = []
+    for k in sorted(rois_group, key=int):
+        try:
+            rois.append(_read_roi(rois_group[k]))
+        except (ValueError, TypeError) as exc:
+            raise (ValueError if isinstance(exc, ValueError) else TypeError)(
+                f"{h5group.file.filename}: ROI set {h5group.name!r}, ROI {k}: {exc}"
+            ) from exc
     n = h5group.attrs.get("n_rois")
     if n is not None and int(n) != len(rois):
         raise ValueError(

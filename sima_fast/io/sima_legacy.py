@@ -43,7 +43,12 @@ def _sima_roi(d: Any, where: str) -> ROI:
         ]
     else:
         raise ValueError(f"{where}: ROI has neither polygons nor a mask")
-    return ROI(**kwargs)
+    try:
+        return ROI(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise (ValueError if isinstance(exc, ValueError) else TypeError)(
+            f"{where}: {exc}"
+        ) from exc
 
 
 def read_sima_roi_sets(path: str) -> dict[Any, Any]:
