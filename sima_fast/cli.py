@@ -494,7 +494,7 @@ def _import_rois(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.rois):
         raise _usage(f"{args.rois}: no such file")
     with _about(args.rois):
-        rois = ROIList.load(args.rois, fmt=args.format)
+        rois = ROIList.load(args.rois, fmt=args.format, im_shape=dataset.frame_shape[:3])
     label = label or current_timestamp()
     replaced = label in dataset.ROIs
     print(args.path, flush=True)

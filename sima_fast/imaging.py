@@ -960,8 +960,9 @@ class ImagingDataset:
         Raises
         ------
         ValueError
-            No ROIs, ROIs that do not fit the frames, an unknown channel,
-            ``n_processes < 1``.
+            No ROIs, ROIs with non-zero weight outside the frames, a NaN or
+            infinite mask weight (the error names the ROI by index and
+            label), an unknown channel, ``n_processes < 1``.
         KeyError
             ``rois`` is None and the dataset has no ROI set.
         """

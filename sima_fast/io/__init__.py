@@ -22,7 +22,8 @@ registry               function signature                                  built
 =====================  ==================================================  =======================
 
 ROI format names match regardless of case; the other names match exactly.
-The ``path`` given to ROI readers exists (checked by ``ROIList.load``); the
+The ``path`` given to ROI readers exists (checked by ``ROIList.load``), and a
+reader may take an optional ``im_shape`` keyword to clip shapes to the frame; the
 dataset methods validate ``fmt``, ``projection_type`` and ``compression``
 before calling a writer, and the writer validates ``filenames`` (helpers
 shared by the writers are in :mod:`sima_fast.io._export`).

@@ -206,7 +206,12 @@ _ROI_UNKNOWN = "unknown ROI file format {fmt!r}; accepted: {names}"
 _FMT_UNKNOWN = "fmt must be one of {names}, got {fmt!r}"
 
 roi_readers = Registry("ROI reader", _ROI_UNKNOWN, ignore_case=True)
-"""``fmt`` -> ``reader(path: str, label: str | None) -> ROIList`` (:meth:`ROIList.load`)."""
+"""``fmt`` -> ``reader(path: str, label: str | None) -> ROIList`` (:meth:`ROIList.load`).
+
+A reader may also accept an ``im_shape=(Z, Y, X)`` keyword: ``ROIList.load``
+passes the frame shape it was given to readers whose signature takes it, so
+that shapes can be clipped to the frame while they are read.
+"""
 
 roi_writers = Registry("ROI writer", _ROI_UNKNOWN, ignore_case=True)
 """``fmt`` -> ``writer(rois: ROIList, path: str, label: str | None)`` (:meth:`ROIList.save`)."""
