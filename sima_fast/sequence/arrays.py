@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -119,6 +119,15 @@ class MemmapSequence(Sequence, format="memmap"):
     order : {'C', 'F'}, optional
         The stored memory order.
     """
+
+    #: Checked by :func:`~sima_fast.sequence.base.validate_description`.
+    description_fields: ClassVar[dict[str, str]] = {
+        "path": "path",
+        "shape": "ints",
+        "dim_order": "str",
+        "dtype": "?str",
+        "order": "?str",
+    }
 
     def __init__(
         self,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -40,6 +40,14 @@ class HDF5Sequence(Sequence, format="HDF5"):
     key : str, optional
         The dataset's name; may be omitted when the group holds one dataset.
     """
+
+    #: Checked by :func:`~sima_fast.sequence.base.validate_description`.
+    description_fields: ClassVar[dict[str, str]] = {
+        "path": "path",
+        "dim_order": "str",
+        "group": "?str?",
+        "key": "?str?",
+    }
 
     def __init__(
         self, path: Any, dim_order: str, group: str | None = None, key: str | None = None
