@@ -29,7 +29,15 @@ class NdarraySequence(Sequence, format="ndarray"):
     ----------
     array : array_like
         Five-dimensional numeric data; anything with ``shape`` and ``dtype``
-        that slices like a numpy array is kept as it is.
+        that slices like a numpy array is kept as it is. ``bool`` arrays are
+        read as ``uint8`` and ``float16`` arrays as ``float32``, one chunk at
+        a time (the array itself is not copied).
+
+    Raises
+    ------
+    ArgumentTypeError
+        ``array`` has a dtype the kernels cannot read (complex, object,
+        extended precision, ...); the message lists the supported dtypes.
     """
 
     def __init__(self, array: Any) -> None:
@@ -49,13 +57,14 @@ class NdarraySequence(Sequence, format="ndarray"):
 
     @property
     def dtype(self) -> np.dtype:
-        """The array's dtype, in native byte order."""
+        """The array's dtype in native byte order (``uint8`` for bool, ``float32`` for float16)."""
         return self._dtype
 
     def view(self, start: int, stop: int) -> np.ndarray | None:
         """Return frames ``start`` to ``stop`` without copying, when possible.
 
-        Possible when the array is C-contiguous in native byte order.
+        Possible when the array is C-contiguous in native byte order and its
+        dtype is the one chunks are read in.
 
         Parameters
         ----------

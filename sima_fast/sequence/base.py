@@ -992,10 +992,20 @@ class Sequence(abc.ABC):
         ------
         ValueError
             Unknown ``fmt``, a bad ``dim_order``, inconsistent shapes.
+        ArgumentTypeError
+            Data of a dtype the kernels cannot read (see
+            :data:`SUPPORTED_DTYPES`; ``bool`` is read as ``uint8`` and
+            ``float16`` as ``float32``). Both a TypeError and a ValueError.
         FileNotFoundError
-            A path that does not exist.
+            A path that does not exist (or a missing source file of a
+            virtual HDF5 dataset).
+        CorruptFileError
+            A truncated or corrupt file (an :class:`OSError`), detected when
+            the file is opened where the format allows (TIFF page table and
+            metadata, HDF5 structure) and otherwise when the damaged frames
+            are read.
         KeyError
-            An HDF5 group or key that is not in the file.
+            An HDF5 group or key that is not in the file, or a dangling link.
 
         Examples
         --------

@@ -392,6 +392,13 @@ class TIFFSequence(Sequence, format="TIFF"):
         fastest (default 1 each).
     len_ : int, optional
         Keep only the first ``len_`` frames.
+
+    Raises
+    ------
+    CorruptFileError
+        The file is truncated or corrupt (see :class:`PageSource` for what
+        is checked when it is opened), or a page cannot be decoded when
+        frames are read. Names the file and the page.
     """
 
     #: Checked by :func:`~sima_fast.sequence.base.validate_description`.
@@ -573,6 +580,14 @@ class TIFFsSequence(Sequence, format="TIFFs"):
     paths : list of list of str
         ``paths[p][c]`` is a glob pattern matching the files of plane p,
         channel c, one per frame in name order.
+
+    Raises
+    ------
+    CorruptFileError
+        A file is empty or shorter than a TIFF header (checked for every
+        file when the sequence is created), or a file's first page lies past
+        its end or cannot be decoded (the first file is checked when the
+        sequence is created, each file when its frame is read).
     """
 
     #: Checked by :func:`~sima_fast.sequence.base.validate_description`.
