@@ -157,7 +157,7 @@ class MemmapSequence(Sequence, format="memmap"):
         self._dtype = check_numeric(np.dtype(dtype), "dtype")
         if order not in ("C", "F"):
             raise ValueError(f"order must be 'C' or 'F', got {order!r}")
-        expected = int(np.prod(file_shape)) * self._dtype.itemsize
+        expected = int(np.prod(file_shape)) * np.dtype(dtype).itemsize
         actual = os.path.getsize(self._path)
         if actual < expected:
             raise ValueError(

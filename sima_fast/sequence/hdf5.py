@@ -140,8 +140,8 @@ class HDF5Sequence(Sequence, format="HDF5"):
         self._direct = self._dim_order == "".join(d for d in DIM_ORDER if d in self._dim_order)
 
     def _where(self) -> str:
-        group = self._group.rstrip("/")
-        return f"{group}/{self._key}"
+        group = self._group.strip("/")
+        return f"/{group}/{self._key}" if group else f"/{self._key}"
 
     def _ds(self) -> Any:
         if getattr(self, "_file", None) is None or not self._file.id.valid:
