@@ -48,6 +48,10 @@ def _open_tiff(path: str) -> Any:
 
 def _check_page_data(path: str, index: int, offsets: Any, counts: Any, size: int) -> None:
     """Check that a page has image data and that all of it lies inside the file."""
+    if len(offsets) == 1 and len(counts) == 1:  # the common case, without numpy overhead
+        offset, count = int(offsets[0]), int(counts[0])
+        if offset >= 0 and count >= 0 and offset + count <= size:
+            return
     offsets = np.asarray(offsets, dtype=np.int64)
     counts = np.asarray(counts, dtype=np.int64)
     if offsets.size == 0 or offsets.shape != counts.shape:
@@ -93,23 +97,36 @@ def _next_page_pointer(tif: Any, ifd_offset: int) -> int | None:
 
 
 def _announced_pages(tif: Any, page_shape: tuple[int, int]) -> tuple[int, str] | None:
-    """How many pages the file's own metadata announces (ImageJ or tifffile's shaped JSON)."""
+    """Read how many pages the first page's metadata announces.
+
+    Only the first page is read (the shape descriptions of later series, if
+    any, would only add pages), so this costs nothing on long files.
+
+    Returns
+    -------
+    (int, str) or None
+        The count and where it comes from (ImageJ's ``images`` or tifffile's
+        shape description), or None when the file announces nothing usable.
+    """
     try:
-        if tif.is_imagej:
+        first = tif.pages.first
+        if first.imagej_description is not None:
             images = (tif.imagej_metadata or {}).get("images")
             if isinstance(images, int) and not isinstance(images, bool) and images > 0:
                 return images, "its ImageJ metadata ('images')"
             return None
-        if tif.is_shaped:
-            total = 0
-            for meta in tif.shaped_metadata or ():
-                shape = meta.get("shape") if isinstance(meta, dict) else None
-                if not isinstance(shape, list) or not all(isinstance(v, int) for v in shape):
-                    return None
-                total += int(np.prod(shape, dtype=np.int64))
-            per_page = page_shape[0] * page_shape[1]
-            if total > 0 and total % per_page == 0:
-                return total // per_page, "its shape description"
+        described = first.shaped_description
+        if described is None:
+            return None
+        from tifffile.tifffile import shaped_description_metadata
+
+        shape = shaped_description_metadata(described).get("shape")
+        if not shape or not all(isinstance(v, int) and v >= 0 for v in shape):
+            return None
+        total = int(np.prod(shape, dtype=np.int64))
+        per_page = page_shape[0] * page_shape[1]
+        if total > 0 and total % per_page == 0:
+            return total // per_page, "its shape description"
     except Exception:  # unreadable metadata promises nothing; the page checks still apply
         return None
     return None
