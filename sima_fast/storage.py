@@ -372,8 +372,35 @@ def read_h5_groups(path: str, reader: Callable[[Any], Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 
 
+#: How deeply ``metadata.json`` may nest (objects and lists); a legitimate file
+#: stays far below, a hostile one is refused before anything walks it.
+MAX_METADATA_DEPTH = 256
+
+
+def _json_depth(obj: Any, limit: int) -> int:
+    """Return the nesting depth of a parsed JSON value, stopping once past ``limit``."""
+    deepest = 0
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, (dict, list)):
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
 def read_metadata(savedir: str) -> dict[str, Any]:
     """Read and validate ``metadata.json`` of a dataset directory.
+
+    Nothing is trusted: the nesting depth is bounded, the top-level fields
+    are type-checked, and every sequence description is checked field by
+    field (:func:`sima_fast.sequence.base.validate_description`) before any
+    of it is used, so a damaged or hand-edited file gives one error naming
+    the file and the field instead of a ``KeyError`` or ``RecursionError``
+    later.
 
     Parameters
     ----------
@@ -384,17 +411,23 @@ def read_metadata(savedir: str) -> dict[str, Any]:
     -------
     dict
         The parsed metadata; its format name is checked, its version is at
-        most :data:`FORMAT_VERSION`, and ``channel_names``, ``frame_shape``,
-        ``num_frames`` and ``sequences`` are lists (the last two of equal
-        length).
+        most :data:`FORMAT_VERSION`, ``channel_names`` is a list of strings,
+        ``frame_shape`` four non-negative integers, ``num_frames`` a list of
+        non-negative integers as long as ``sequences``, and every entry of
+        ``sequences`` a well-formed sequence description.
 
     Raises
     ------
     DatasetFormatError
-        If the file is missing, is not valid JSON, is not sima_fast metadata,
-        has an invalid or too new version, or lacks a required field.
+        If the file is missing, is not valid JSON, nests deeper than
+        :data:`MAX_METADATA_DEPTH`, is not sima_fast metadata, has an invalid
+        or too new version, or lacks a required field or holds one of the
+        wrong type; the message gives the file's full path and the field
+        (e.g. ``sequences[0].path``).
     """
-    path = os.path.join(savedir, METADATA_FILE)
+    from sima_fast.sequence.base import DescriptionError, validate_description
+
+    path = os.path.abspath(os.path.join(savedir, METADATA_FILE))
     try:
         with open(path, encoding="utf-8") as fh:
             meta = json.load(fh)
@@ -406,12 +439,22 @@ def read_metadata(savedir: str) -> dict[str, Any]:
         raise DatasetFormatError(
             f"{path!r} is corrupt or truncated (invalid JSON: {exc}); the dataset cannot be loaded"
         ) from exc
+    except RecursionError:
+        raise DatasetFormatError(
+            f"{path!r} nests objects or lists too deeply to be sima_fast metadata (a corrupt or "
+            f"hostile file); at most {MAX_METADATA_DEPTH} levels are read"
+        ) from None
+    if _json_depth(meta, MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
+        raise DatasetFormatError(
+            f"{path!r} nests objects or lists more than {MAX_METADATA_DEPTH} levels deep (a "
+            "corrupt or hostile file)"
+        )
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise DatasetFormatError(
             f"{path!r} is not sima_fast dataset metadata (format field missing)"
         )
     version = meta.get("version")
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise DatasetFormatError(f"{path!r} has an invalid format version {version!r}")
     if version > FORMAT_VERSION:
         raise DatasetFormatError(
@@ -422,8 +465,34 @@ def read_metadata(savedir: str) -> dict[str, Any]:
     for key, typ in required.items():
         if not isinstance(meta.get(key), typ):
             raise DatasetFormatError(f"{path!r}: field {key!r} is missing or not a {typ.__name__}")
+
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    for i, name in enumerate(meta["channel_names"]):
+        if not isinstance(name, str):
+            raise DatasetFormatError(
+                f"{path!r}: field 'channel_names[{i}]' must be a string, got a "
+                f"{type(name).__name__}"
+            )
+    if len(meta["frame_shape"]) != 4 or not all(count(v) for v in meta["frame_shape"]):
+        raise DatasetFormatError(
+            f"{path!r}: field 'frame_shape' must be four non-negative integers (Z, Y, X, C)"
+        )
+    for i, n in enumerate(meta["num_frames"]):
+        if not count(n):
+            raise DatasetFormatError(
+                f"{path!r}: field 'num_frames[{i}]' must be a non-negative integer"
+            )
     if len(meta["num_frames"]) != len(meta["sequences"]):
         raise DatasetFormatError(f"{path!r}: num_frames and sequences disagree in length")
+    for i, desc in enumerate(meta["sequences"]):
+        try:
+            validate_description(desc, f"sequences[{i}]")
+        except DescriptionError as exc:
+            raise DatasetFormatError(
+                f"{path!r}: field {exc.field!r} of a sequence description: {exc.detail}"
+            ) from None
     return meta
 
 

@@ -10,6 +10,11 @@ new module whose class names its format::
 
     class MySequence(Sequence, format="mine"):
         ...
+
+A damaged data file raises :class:`CorruptFileError` (an :class:`OSError`)
+naming the file, when the sequence is created where the format allows it,
+otherwise when the damaged frames are read; a malformed description raises
+:class:`DescriptionError` (a :class:`ValueError`) naming the field.
 """
 
 from __future__ import annotations
@@ -17,12 +22,16 @@ from __future__ import annotations
 from sima_fast.sequence.arrays import MemmapSequence, NdarraySequence
 from sima_fast.sequence.axes import DIM_ORDER
 from sima_fast.sequence.base import (
+    SUPPORTED_DTYPES,
+    CorruptFileError,
+    DescriptionError,
     LoadContext,
     SaveContext,
     Sequence,
     WrapperSequence,
     path_record,
     resolve_path,
+    validate_description,
 )
 from sima_fast.sequence.dask import DaskSequence
 from sima_fast.sequence.hdf5 import HDF5Sequence
@@ -38,7 +47,10 @@ from sima_fast.sequence.zarr import ZarrSequence
 
 __all__ = [
     "DIM_ORDER",
+    "SUPPORTED_DTYPES",
+    "CorruptFileError",
     "DaskSequence",
+    "DescriptionError",
     "FilledSequence",
     "HDF5Sequence",
     "IndexedSequence",
@@ -56,4 +68,5 @@ __all__ = [
     "ZarrSequence",
     "path_record",
     "resolve_path",
+    "validate_description",
 ]

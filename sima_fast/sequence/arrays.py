@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -29,7 +29,15 @@ class NdarraySequence(Sequence, format="ndarray"):
     ----------
     array : array_like
         Five-dimensional numeric data; anything with ``shape`` and ``dtype``
-        that slices like a numpy array is kept as it is.
+        that slices like a numpy array is kept as it is. ``bool`` arrays are
+        read as ``uint8`` and ``float16`` arrays as ``float32``, one chunk at
+        a time (the array itself is not copied).
+
+    Raises
+    ------
+    ArgumentTypeError
+        ``array`` has a dtype the kernels cannot read (complex, object,
+        extended precision, ...); the message lists the supported dtypes.
     """
 
     def __init__(self, array: Any) -> None:
@@ -49,13 +57,14 @@ class NdarraySequence(Sequence, format="ndarray"):
 
     @property
     def dtype(self) -> np.dtype:
-        """The array's dtype, in native byte order."""
+        """The array's dtype in native byte order (``uint8`` for bool, ``float32`` for float16)."""
         return self._dtype
 
     def view(self, start: int, stop: int) -> np.ndarray | None:
         """Return frames ``start`` to ``stop`` without copying, when possible.
 
-        Possible when the array is C-contiguous in native byte order.
+        Possible when the array is C-contiguous in native byte order and its
+        dtype is the one chunks are read in.
 
         Parameters
         ----------
@@ -120,6 +129,15 @@ class MemmapSequence(Sequence, format="memmap"):
         The stored memory order.
     """
 
+    #: Checked by :func:`~sima_fast.sequence.base.validate_description`.
+    description_fields: ClassVar[dict[str, str]] = {
+        "path": "path",
+        "shape": "ints",
+        "dim_order": "str",
+        "dtype": "?str",
+        "order": "?str",
+    }
+
     def __init__(
         self,
         path: Any,
@@ -139,7 +157,7 @@ class MemmapSequence(Sequence, format="memmap"):
         self._dtype = check_numeric(np.dtype(dtype), "dtype")
         if order not in ("C", "F"):
             raise ValueError(f"order must be 'C' or 'F', got {order!r}")
-        expected = int(np.prod(file_shape)) * self._dtype.itemsize
+        expected = int(np.prod(file_shape)) * np.dtype(dtype).itemsize
         actual = os.path.getsize(self._path)
         if actual < expected:
             raise ValueError(

@@ -45,9 +45,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from sima_fast._validate import ArgumentTypeError
+
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
     "ITER_CHUNK_BYTES",
+    "MAX_DESCRIPTION_DEPTH",
+    "SUPPORTED_DTYPES",
+    "CorruptFileError",
+    "DescriptionError",
     "LoadContext",
     "SaveContext",
     "Sequence",
@@ -57,6 +63,7 @@ __all__ = [
     "path_record",
     "require_file",
     "resolve_path",
+    "validate_description",
 ]
 
 #: Target size of one chunk returned by :meth:`Sequence.iter_chunks`.
@@ -64,6 +71,103 @@ DEFAULT_CHUNK_BYTES = 64 * 2**20
 
 #: Size of the float64 blocks behind frame-by-frame iteration.
 ITER_CHUNK_BYTES = 16 * 2**20
+
+#: How deeply sequence descriptions may nest (a view of a view of ...): deeper
+#: descriptions are refused as corrupt instead of exhausting the stack.
+MAX_DESCRIPTION_DEPTH = 64
+
+#: The dtypes a sequence may hold, as :meth:`Sequence.create` and the readers
+#: accept them. ``bool`` is read as ``uint8`` and ``float16`` as ``float32``,
+#: chunk by chunk (see :func:`check_numeric`).
+SUPPORTED_DTYPES = (
+    "bool",
+    "int8",
+    "uint8",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+)
+
+
+# ---------------------------------------------------------------------------
+# errors
+# ---------------------------------------------------------------------------
+
+
+class CorruptFileError(OSError):
+    """A data file is truncated or corrupt.
+
+    Raised when a file's own structure promises data that is not there (a
+    TIFF page whose strips end past the end of the file, a page chain cut
+    short, fewer pages than the file's metadata announces, a virtual HDF5
+    dataset whose source files are missing) or when its data cannot be
+    decoded (a damaged zlib strip, a corrupt HDF5 chunk). Readers check what
+    they can when a sequence is opened, so a damaged file is refused then
+    rather than read as a shorter movie; decoding errors can only show when
+    the damaged frames are read.
+
+    It subclasses :class:`OSError` (like :class:`gzip.BadGzipFile`), so code
+    that catches ``OSError`` around file reading keeps working.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong; names the file (full path) and where in it.
+    path : str, optional
+        The file, also kept as :attr:`filename`.
+
+    Attributes
+    ----------
+    filename : str or None
+        The damaged file.
+    """
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.filename = path
+
+    def __str__(self) -> str:
+        """Return the message."""
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> tuple:
+        """Pickle with the path (errors travel from Dask workers)."""
+        return (type(self), (self.args[0] if self.args else "", self.filename))
+
+
+class DescriptionError(ValueError):
+    """A sequence description (from a dataset's ``metadata.json``) is malformed.
+
+    Parameters
+    ----------
+    field : str
+        Where in the description, e.g. ``'path'`` or ``'base.indices[2]'``.
+    message : str
+        What was expected and what was found.
+
+    Attributes
+    ----------
+    field : str
+        As given; :func:`validate_description` prefixes it with the path of
+        the enclosing description (``'sequences[0].base.path'``).
+    detail : str
+        ``message`` without the field.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.detail = message
+
+    def __reduce__(self) -> tuple:
+        """Pickle with the field and the message."""
+        return (type(self), (self.field, self.detail))
 
 
 # ---------------------------------------------------------------------------
@@ -99,34 +203,54 @@ def float_dtype(dtype: Any) -> np.dtype:
 
 
 def check_numeric(dtype: Any, what: str) -> np.dtype:
-    """Check that ``dtype`` is numeric and give it in native byte order.
+    """Check that ``dtype`` is one the kernels can read; give the dtype chunks are read in.
+
+    Integers of 8 to 64 bits and ``float32``/``float64`` are read as they are
+    stored (in native byte order). ``bool`` is read as ``uint8`` and
+    ``float16`` as ``float32``: each chunk is converted as it is read (the
+    source is never copied whole), so every accepted dtype works in
+    projections, extraction and exports.
 
     Parameters
     ----------
     dtype : numpy dtype-like
         The dtype of some stored data.
     what : str
-        What holds the data, for the error message.
+        What holds the data (the argument's name or the file), for the error
+        message.
 
     Returns
     -------
     numpy.dtype
-        ``dtype`` in the machine's byte order.
+        The dtype of the chunks a sequence over this data returns, in the
+        machine's byte order.
 
     Raises
     ------
-    TypeError
-        If ``dtype`` is not a boolean, integer or float type.
+    ArgumentTypeError
+        ``dtype`` is not one of :data:`SUPPORTED_DTYPES` (complex, object,
+        strings, structured records, extended-precision floats). It is both a
+        :class:`TypeError` and a :class:`ValueError`.
 
     Examples
     --------
     >>> check_numeric('>u2', 'the file') == np.dtype('uint16')
     True
+    >>> check_numeric('float16', 'array'), check_numeric(bool, 'array')
+    (dtype('float32'), dtype('uint8'))
     """
     dtype = np.dtype(dtype)
-    if dtype.kind not in "biuf":
-        raise TypeError(
-            f"{what} has dtype {dtype}; a numeric (integer or float) dtype is required"
+    if dtype.kind == "b":
+        return np.dtype(np.uint8)
+    if dtype.kind == "f" and dtype.itemsize == 2:
+        return np.dtype(np.float32)
+    if not (
+        (dtype.kind in "iu" and dtype.itemsize <= 8)
+        or (dtype.kind == "f" and dtype.itemsize in (4, 8))
+    ):
+        raise ArgumentTypeError(
+            f"{what} has dtype {dtype}; a numeric dtype the kernels read is required: "
+            f"{', '.join(SUPPORTED_DTYPES)}"
         )
     return dtype.newbyteorder("=") if dtype.byteorder not in ("=", "|") else dtype
 
@@ -235,6 +359,216 @@ def require_file(path: Any, argname: str = "path") -> str:
     if os.path.isdir(path):
         raise IsADirectoryError(f"{argname}: expected a file, got the directory {path!r}")
     return path
+
+
+# ---------------------------------------------------------------------------
+# checking descriptions (what metadata.json holds) before they are used
+# ---------------------------------------------------------------------------
+
+_REQUIRED = object()
+
+
+def _brief(value: Any) -> str:
+    """Describe a JSON value in a few words, without recursion, for error messages."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return f"a {'JSON object' if isinstance(value, dict) else type(value).__name__}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_ints(value: Any, field: str, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not isinstance(value, list):
+        raise DescriptionError(
+            field,
+            f"expected a list of integers{' or null' if optional else ''}, got {_brief(value)}",
+        )
+    for i, v in enumerate(value):
+        if not _is_int(v):
+            raise DescriptionError(f"{field}[{i}]", f"expected an integer, got {_brief(v)}")
+
+
+def _check_path(value: Any, field: str) -> None:
+    if not isinstance(value, dict):
+        raise DescriptionError(
+            field,
+            f"expected a path record {{'abspath': ..., 'relpath': ...}}, got {_brief(value)}",
+        )
+    for key in ("abspath", "relpath"):
+        v = value.get(key)
+        if v is not None and not isinstance(v, str):
+            raise DescriptionError(f"{field}.{key}", f"expected a string or null, got {_brief(v)}")
+    if value.get("abspath") is None and value.get("relpath") is None:
+        raise DescriptionError(field, "the path record has neither 'abspath' nor 'relpath'")
+
+
+def _check_array_ref(value: Any, field: str, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not isinstance(value, dict) or not isinstance(value.get("array"), str):
+        raise DescriptionError(
+            field, f"expected {{'array': <key in the array store>}}, got {_brief(value)}"
+        )
+
+
+def _check_index(value: Any, field: str) -> None:
+    if isinstance(value, dict):
+        bounds = value.get("slice")
+        if not isinstance(bounds, list) or not 1 <= len(bounds) <= 3:
+            raise DescriptionError(
+                f"{field}.slice",
+                f"expected a list of 1 to 3 integers or nulls, got {_brief(bounds)}",
+            )
+        for i, b in enumerate(bounds):
+            if b is not None and not _is_int(b):
+                raise DescriptionError(
+                    f"{field}.slice[{i}]", f"expected an integer or null, got {_brief(b)}"
+                )
+        return
+    _check_ints(value, field)
+
+
+def _check_field(kind: str, value: Any, field: str) -> list[tuple[str, Any]]:
+    """Check one field of a description and return the nested descriptions it holds."""
+    if kind in ("str", "str?"):
+        if not (isinstance(value, str) or (kind == "str?" and value is None)):
+            raise DescriptionError(field, f"expected a string, got {_brief(value)}")
+    elif kind in ("int", "int?"):
+        if not (_is_int(value) or (kind == "int?" and value is None)):
+            raise DescriptionError(field, f"expected an integer, got {_brief(value)}")
+    elif kind in ("ints", "ints?"):
+        _check_ints(value, field, optional=kind == "ints?")
+    elif kind == "path":
+        _check_path(value, field)
+    elif kind == "path lists":
+        if not isinstance(value, list) or not value:
+            raise DescriptionError(
+                field, f"expected a non-empty list of lists, got {_brief(value)}"
+            )
+        for p, plane in enumerate(value):
+            if not isinstance(plane, list) or not plane:
+                raise DescriptionError(
+                    f"{field}[{p}]",
+                    f"expected a non-empty list of path records, got {_brief(plane)}",
+                )
+            for c, rec in enumerate(plane):
+                _check_path(rec, f"{field}[{p}][{c}]")
+                if not isinstance(rec.get("abspath"), str):
+                    raise DescriptionError(f"{field}[{p}][{c}].abspath", "missing")
+    elif kind == "array":
+        _check_array_ref(value, field)
+    elif kind == "indices":
+        if not isinstance(value, list):
+            raise DescriptionError(field, f"expected a list of axis indices, got {_brief(value)}")
+        for i, index in enumerate(value):
+            _check_index(index, f"{field}[{i}]")
+    elif kind == "masks":
+        if not isinstance(value, list):
+            raise DescriptionError(field, f"expected a list of masks, got {_brief(value)}")
+        for i, entry in enumerate(value):
+            where = f"{field}[{i}]"
+            if not isinstance(entry, dict):
+                raise DescriptionError(where, f"expected a JSON object, got {_brief(entry)}")
+            for key in ("frames", "zyx_mask", "channels"):
+                if key not in entry:
+                    raise DescriptionError(f"{where}.{key}", "missing")
+            _check_ints(entry["frames"], f"{where}.frames", optional=True)
+            _check_array_ref(entry["zyx_mask"], f"{where}.zyx_mask", optional=True)
+            _check_ints(entry["channels"], f"{where}.channels", optional=True)
+    elif kind == "description":
+        return [(field, value)]
+    elif kind == "descriptions":
+        if not isinstance(value, list) or not value:
+            raise DescriptionError(
+                field, f"expected a non-empty list of sequence descriptions, got {_brief(value)}"
+            )
+        return [(f"{field}[{i}]", v) for i, v in enumerate(value)]
+    else:  # pragma: no cover - a class declared a kind this module does not know
+        raise ValueError(f"unknown description field kind {kind!r}")
+    return []
+
+
+def validate_description(d: Any, where: str = "") -> None:
+    """Check a sequence description, and every description nested in it, before use.
+
+    Every field a loadable format declares in its
+    :attr:`Sequence.description_fields` is checked for presence and type,
+    without opening any file, and nesting is limited to
+    :data:`MAX_DESCRIPTION_DEPTH` levels; the walk uses no recursion, so a
+    hostile description cannot exhaust the stack. :meth:`Sequence.fromdict`
+    calls it, and :func:`sima_fast.storage.read_metadata` calls it for every
+    sequence of a dataset.
+
+    Parameters
+    ----------
+    d : object
+        The description (normally a dict parsed from JSON).
+    where : str, optional
+        Its position, prefixed to the field names in errors (e.g.
+        ``'sequences[0]'``).
+
+    Raises
+    ------
+    DescriptionError
+        A missing field, a field of the wrong type, an unknown or unloadable
+        ``fmt``, or nesting deeper than :data:`MAX_DESCRIPTION_DEPTH`; its
+        :attr:`~DescriptionError.field` gives the full position, e.g.
+        ``'sequences[0].base.path'``.
+
+    Examples
+    --------
+    >>> validate_description({'fmt': 'HDF5', 'dim_order': 'tyx'}, 'sequences[0]')
+    Traceback (most recent call last):
+    ...
+    sima_fast.sequence.base.DescriptionError: sequences[0].path: missing
+    """
+
+    def join(prefix: str, field: str) -> str:
+        return f"{prefix}.{field}" if prefix else field
+
+    stack = [(d, where, 1)]
+    while stack:
+        node, pos, depth = stack.pop()
+        if depth > MAX_DESCRIPTION_DEPTH:
+            short = pos if len(pos) <= 100 else f"{pos[:50]}...{pos[-40:]}"
+            raise DescriptionError(
+                short or "description",
+                f"sequence descriptions nest more than {MAX_DESCRIPTION_DEPTH} levels deep",
+            )
+        if not isinstance(node, dict):
+            raise DescriptionError(
+                pos or "description",
+                f"unknown sequence description: expected a JSON object, got {_brief(node)}",
+            )
+        fmt = node.get("fmt")
+        target = _REGISTRY.get(fmt) if isinstance(fmt, str) else None
+        if target is None or target.fromdict.__func__ is Sequence.fromdict.__func__:
+            loadable = sorted(
+                name
+                for name, cls in _REGISTRY.items()
+                if cls.fromdict.__func__ is not Sequence.fromdict.__func__
+            )
+            raise DescriptionError(
+                join(pos, "fmt"),
+                f"unknown sequence description: expected one of the loadable formats "
+                f"{loadable}, got {_brief(fmt)}",
+            )
+        for field, kind in target.description_fields.items():
+            optional = kind.startswith("?")
+            kind = kind.lstrip("?")
+            if field not in node:
+                if optional:
+                    continue
+                raise DescriptionError(join(pos, field), "missing")
+            for child_pos, child in _check_field(kind, node[field], join(pos, field)):
+                stack.append((child, child_pos, depth + 1))
 
 
 def _prefetched(
@@ -444,6 +778,15 @@ class Sequence(abc.ABC):
     #: descriptions (None for a class that did not register one).
     format: ClassVar[str | None] = None
 
+    #: The fields of this format's description and their kinds, checked by
+    #: :func:`validate_description` before :meth:`fromdict` runs: ``'str'``,
+    #: ``'int'``, ``'ints'`` (list of integers), ``'path'`` (a
+    #: :func:`path_record`), ``'path lists'``, ``'array'`` (``{'array': key}``),
+    #: ``'indices'``, ``'masks'``, ``'description'`` (a nested description) or
+    #: ``'descriptions'`` (a non-empty list of them); a trailing ``'?'`` also
+    #: allows null, a leading ``'?'`` makes the field optional.
+    description_fields: ClassVar[dict[str, str]] = {}
+
     def __init_subclass__(cls, format: str | None = None, **kwargs: Any) -> None:
         """Register a subclass under its format name.
 
@@ -649,10 +992,20 @@ class Sequence(abc.ABC):
         ------
         ValueError
             Unknown ``fmt``, a bad ``dim_order``, inconsistent shapes.
+        ArgumentTypeError
+            Data of a dtype the kernels cannot read (see
+            :data:`SUPPORTED_DTYPES`; ``bool`` is read as ``uint8`` and
+            ``float16`` as ``float32``). Both a TypeError and a ValueError.
         FileNotFoundError
-            A path that does not exist.
+            A path that does not exist (or a missing source file of a
+            virtual HDF5 dataset).
+        CorruptFileError
+            A truncated or corrupt file (an :class:`OSError`), detected when
+            the file is opened where the format allows (TIFF page table and
+            metadata, HDF5 structure) and otherwise when the damaged frames
+            are read.
         KeyError
-            An HDF5 group or key that is not in the file.
+            An HDF5 group or key that is not in the file, or a dangling link.
 
         Examples
         --------
@@ -687,16 +1040,17 @@ class Sequence(abc.ABC):
 
         Raises
         ------
-        ValueError
-            No loadable class is registered under ``d['fmt']``.
+        DescriptionError
+            The description is malformed: no loadable class is registered
+            under ``d['fmt']``, or a field is missing or of the wrong type (see
+            :func:`validate_description`). A :class:`ValueError`.
         FileNotFoundError
             A data file of the description cannot be found.
+        CorruptFileError
+            A data file is truncated or corrupt.
         """
-        fmt = d.get("fmt") if isinstance(d, dict) else None
-        target = _REGISTRY.get(fmt) if isinstance(fmt, str) else None
-        if target is None or target.fromdict.__func__ is Sequence.fromdict.__func__:
-            raise ValueError(f"unknown sequence description {d!r}")
-        return target.fromdict(d, ctx)
+        validate_description(d)
+        return _REGISTRY[d["fmt"]].fromdict(d, ctx)
 
     # -- array-like protocol ---------------------------------------------------
 

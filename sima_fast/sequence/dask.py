@@ -58,6 +58,8 @@ class DaskSequence(Sequence, format="dask"):
         view = array.transpose([order.index(d) for d in present])
         view = view[tuple(slice(None) if d in order else None for d in DIM_ORDER)]
         self._dtype = check_numeric(view.dtype, "array")
+        if view.dtype != self._dtype:  # bool, float16: converted block by block when computed
+            view = view.astype(self._dtype)
         self._array = view
 
     @staticmethod

@@ -5,11 +5,12 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Sequence as SequenceABC
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from sima_fast.sequence.base import (
+    CorruptFileError,
     LoadContext,
     SaveContext,
     Sequence,
@@ -19,7 +20,116 @@ from sima_fast.sequence.base import (
     resolve_path,
 )
 
-__all__ = ["PageSource", "TIFFSequence", "TIFFsSequence"]
+__all__ = ["PageSource", "TIFFSequence", "TIFFsSequence", "read_first_page"]
+
+
+_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _open_tiff(path: str) -> Any:
+    """Open ``path`` with tifffile, telling a damaged TIFF from a file that is no TIFF."""
+    import tifffile
+
+    try:
+        return tifffile.TiffFile(path)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if head in _TIFF_SIGNATURES:
+            raise CorruptFileError(
+                f"TIFF file {path!r} is truncated or corrupt: its header or page table cannot "
+                f"be read ({type(exc).__name__}: {exc})",
+                path,
+            ) from exc
+        raise OSError(f"cannot read {path!r} as a TIFF file ({exc})") from exc
+
+
+def _check_page_data(path: str, index: int, offsets: Any, counts: Any, size: int) -> None:
+    """Check that a page has image data and that all of it lies inside the file."""
+    if len(offsets) == 1 and len(counts) == 1:  # the common case, without numpy overhead
+        offset, count = int(offsets[0]), int(counts[0])
+        if offset >= 0 and count >= 0 and offset + count <= size:
+            return
+    offsets = np.asarray(offsets, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.int64)
+    if offsets.size == 0 or offsets.shape != counts.shape:
+        raise CorruptFileError(
+            f"TIFF file {path!r}: page {index} has no valid image data offsets (the file is "
+            "corrupt)",
+            path,
+        )
+    ends = offsets + counts
+    if (counts < 0).any() or (offsets < 0).any() or int(ends.max()) > size:
+        raise CorruptFileError(
+            f"TIFF file {path!r}: the image data of page {index} ends at byte {int(ends.max())}, "
+            f"past the end of the file ({size} bytes); the file is truncated or corrupt",
+            path,
+        )
+
+
+def _next_page_pointer(tif: Any, ifd_offset: int) -> int | None:
+    """Read the pointer to the next page stored at the end of a page's tag list.
+
+    Returns
+    -------
+    int or None
+        0 when the page is the last one, None when the pointer cannot be read.
+    """
+    import struct
+
+    fmt = tif.tiff
+    fh = tif.filehandle
+    try:
+        fh.seek(ifd_offset)
+        raw = fh.read(fmt.tagnosize)
+        if len(raw) != fmt.tagnosize:
+            return None
+        ntags = struct.unpack(fmt.tagnoformat, raw)[0]
+        fh.seek(ifd_offset + fmt.tagnosize + ntags * fmt.tagsize)
+        raw = fh.read(fmt.offsetsize)
+        if len(raw) != fmt.offsetsize:
+            return None
+        return int(struct.unpack(fmt.offsetformat, raw)[0])
+    except (OSError, struct.error):
+        return None
+
+
+def _announced_pages(tif: Any, page_shape: tuple[int, int]) -> tuple[int, str] | None:
+    """Read how many pages the first page's metadata announces.
+
+    Only the first page is read (the shape descriptions of later series, if
+    any, would only add pages), so this costs nothing on long files.
+
+    Returns
+    -------
+    (int, str) or None
+        The count and where it comes from (ImageJ's ``images`` or tifffile's
+        shape description), or None when the file announces nothing usable.
+    """
+    try:
+        first = tif.pages.first
+        if first.imagej_description is not None:
+            images = (tif.imagej_metadata or {}).get("images")
+            if isinstance(images, int) and not isinstance(images, bool) and images > 0:
+                return images, "its ImageJ metadata ('images')"
+            return None
+        described = first.shaped_description
+        if described is None:
+            return None
+        from tifffile.tifffile import shaped_description_metadata
+
+        shape = shaped_description_metadata(described).get("shape")
+        if not shape or not all(isinstance(v, int) and v >= 0 for v in shape):
+            return None
+        total = int(np.prod(shape, dtype=np.int64))
+        per_page = page_shape[0] * page_shape[1]
+        if total > 0 and total % per_page == 0:
+            return total // per_page, "its shape description"
+    except Exception:  # unreadable metadata promises nothing; the page checks still apply
+        return None
+    return None
 
 
 class PageSource:
@@ -29,6 +139,16 @@ class PageSource:
     uncompressed in one contiguous strip, the pages are read straight from
     their offsets (through one memory map when the offsets are evenly
     spaced); otherwise each page is decoded by ``tifffile``.
+
+    Opening also checks that the file is whole, so that a damaged file is
+    refused rather than read as a shorter movie: every page's strips or
+    tiles lie inside the file, the chain of pages ends properly (a chain
+    cut by truncation points past the end of the file), and the file holds
+    as many pages as its ImageJ metadata (``images``) or tifffile shape
+    description announces. A file with a single page table entry whose
+    metadata announces more images stored contiguously (ImageJ files over
+    4 GiB, tifffile's ``truncate=True``) is read as all of those images
+    when the file holds their bytes.
 
     Parameters
     ----------
@@ -43,7 +163,7 @@ class PageSource:
     page_shape : tuple of int
         ``(Y, X)``.
     dtype : numpy.dtype
-        The pages' dtype in native byte order.
+        The dtype pages are read in (see :func:`check_numeric`).
     raw_dtype : numpy.dtype
         The dtype as stored (possibly big-endian).
 
@@ -51,50 +171,72 @@ class PageSource:
     ------
     OSError
         Not a TIFF file.
+    CorruptFileError
+        A truncated or corrupt TIFF file (an :class:`OSError`): unreadable
+        page table, page data past the end of the file, a broken page chain,
+        or fewer pages than the metadata announces.
     ValueError
         No pages, multi-sample pages, or pages of different shapes.
     """
 
     def __init__(self, path: str) -> None:
-        import tifffile
-
-        try:
-            tif = tifffile.TiffFile(path)
-        except Exception as exc:
-            raise OSError(f"cannot read {path!r} as a TIFF file ({exc})") from exc
+        size = os.path.getsize(path)
+        tif = _open_tiff(path)
         with tif:
             pages = tif.pages
             pages.useframes = True
-            n = len(pages)
+            try:
+                n = len(pages)
+                first = pages[0] if n else None
+                shape0 = None if first is None else tuple(first.shape)
+                spp = None if first is None else first.samplesperpixel
+            except Exception as exc:
+                raise CorruptFileError(
+                    f"TIFF file {path!r} is corrupt: its first page cannot be read "
+                    f"({type(exc).__name__}: {exc})",
+                    path,
+                ) from exc
             if n == 0:
                 raise ValueError(f"TIFF file {path!r} has no pages")
-            first = pages[0]
-            if first.samplesperpixel != 1 or len(first.shape) != 2:
+            if spp != 1 or len(shape0) != 2:
                 raise ValueError(
                     f"TIFF file {path!r}: pages must be single-sample 2-D images, got page "
-                    f"shape {first.shape}"
+                    f"shape {shape0}"
                 )
-            self.page_shape = tuple(int(s) for s in first.shape)
+            self.page_shape = tuple(int(s) for s in shape0)
             raw_dtype = np.dtype(first.dtype).newbyteorder(tif.byteorder)
             self.dtype = check_numeric(raw_dtype, f"TIFF file {path!r}")
             offsets = np.empty(n, dtype=np.int64)
             raw = True
             page_bytes = int(np.prod(self.page_shape)) * raw_dtype.itemsize
+            last_ifd = 0
             for i in range(n):
-                page = pages[i]
-                if tuple(page.shape) != self.page_shape:
+                try:
+                    page = pages[i]
+                    page_shape = tuple(page.shape)
+                    offs, counts = page.dataoffsets, page.databytecounts
+                    last_ifd = int(page.offset)
+                    key = getattr(page, "keyframe", None) or page
+                    compression = key.compression
+                    plain = getattr(key, "predictor", 1) in (None, 1) and (
+                        getattr(key, "fillorder", 1) == 1
+                    )
+                except Exception as exc:
+                    raise CorruptFileError(
+                        f"TIFF file {path!r} is truncated or corrupt: page {i} cannot be read "
+                        f"({type(exc).__name__}: {exc})",
+                        path,
+                    ) from exc
+                if page_shape != self.page_shape:
                     raise ValueError(
-                        f"TIFF file {path!r}: page {i} has shape {page.shape}, page 0 has "
+                        f"TIFF file {path!r}: page {i} has shape {page_shape}, page 0 has "
                         f"{self.page_shape}; all pages must match"
                     )
+                _check_page_data(path, i, offs, counts, size)
                 if raw:
-                    offs, counts = page.dataoffsets, page.databytecounts
-                    key = getattr(page, "keyframe", None) or page
                     contiguous = (
-                        key.compression == 1
-                        and getattr(key, "predictor", 1) in (None, 1)
-                        and getattr(key, "fillorder", 1) == 1
-                        and len(offs) > 0
+                        compression == 1
+                        and plain
                         and sum(counts) == page_bytes
                         and all(offs[k + 1] == offs[k] + counts[k] for k in range(len(offs) - 1))
                     )
@@ -102,6 +244,39 @@ class PageSource:
                         offsets[i] = offs[0]
                     else:
                         raw = False
+            pointer = _next_page_pointer(tif, last_ifd)
+            if pointer != 0:
+                where = "cannot be read" if pointer is None else f"points to byte {pointer}"
+                state = (
+                    "truncated"
+                    if pointer is None or pointer >= size
+                    else "corrupt (the next page cannot be read)"
+                )
+                raise CorruptFileError(
+                    f"TIFF file {path!r} is {state}: the chain of pages stops after {n} "
+                    f"page(s) at a pointer that {where} (the file has {size} bytes)",
+                    path,
+                )
+            announced = _announced_pages(tif, self.page_shape)
+        if announced is not None and announced[0] > n:
+            count, source = announced
+            if n == 1 and raw:
+                need = int(offsets[0]) + count * page_bytes
+                if need > size:
+                    raise CorruptFileError(
+                        f"TIFF file {path!r} is truncated: {source} announces {count} images "
+                        f"stored one after the other from byte {int(offsets[0])}, which needs "
+                        f"{need} bytes, but the file has {size}",
+                        path,
+                    )
+                offsets = int(offsets[0]) + np.arange(count, dtype=np.int64) * page_bytes
+                n = count
+            else:
+                raise CorruptFileError(
+                    f"TIFF file {path!r} is truncated or corrupt: it holds {n} page(s) but "
+                    f"{source} announces {count}",
+                    path,
+                )
         self.path = path
         self.num_pages = n
         self.raw_dtype = raw_dtype
@@ -142,6 +317,12 @@ class PageSource:
         numpy.ndarray
             ``(stop - start, Y, X)`` in :attr:`raw_dtype`; a view of the file
             when :attr:`mapped`.
+
+        Raises
+        ------
+        CorruptFileError
+            A page cannot be decoded (damaged compressed data) or the file
+            lost bytes since it was opened; names the file and the page.
         """
         if self._array is not None:
             return self._array[start:stop]
@@ -150,14 +331,70 @@ class PageSource:
             with open(self.path, "rb") as fh:
                 for k, i in enumerate(range(start, stop)):
                     fh.seek(int(self.offsets[i]))
-                    fh.readinto(memoryview(out[k]).cast("B"))
+                    got = fh.readinto(memoryview(out[k]).cast("B"))
+                    if got != out[k].nbytes:
+                        raise CorruptFileError(
+                            f"TIFF file {self.path!r}: page {i} ends past the end of the file "
+                            "(truncated since it was opened?)",
+                            self.path,
+                        )
             return out
-        import tifffile
-
-        with tifffile.TiffFile(self.path) as tif:
+        with _open_tiff(self.path) as tif:
             for k, i in enumerate(range(start, stop)):
-                out[k] = tif.pages[i].asarray()
+                try:
+                    out[k] = tif.pages[i].asarray()
+                except Exception as exc:
+                    raise CorruptFileError(
+                        f"TIFF file {self.path!r}: page {i} cannot be decoded "
+                        f"({type(exc).__name__}: {exc}); the file is corrupt or truncated",
+                        self.path,
+                    ) from exc
         return out
+
+
+def read_first_page(path: str) -> np.ndarray:
+    """Read the first page of a TIFF file, checking that its data is whole.
+
+    How ``'TIFFs'`` sequences read their one-image files.
+
+    Parameters
+    ----------
+    path : str
+        The TIFF file.
+
+    Returns
+    -------
+    numpy.ndarray
+        The page as stored.
+
+    Raises
+    ------
+    OSError
+        Not a TIFF file.
+    CorruptFileError
+        The page's data lies past the end of the file or cannot be decoded;
+        names the file.
+    """
+    size = os.path.getsize(path)
+    with _open_tiff(path) as tif:
+        try:
+            page = tif.pages[0]
+            offsets, counts = page.dataoffsets, page.databytecounts
+        except Exception as exc:
+            raise CorruptFileError(
+                f"TIFF file {path!r} is corrupt: its first page cannot be read "
+                f"({type(exc).__name__}: {exc})",
+                path,
+            ) from exc
+        _check_page_data(path, 0, offsets, counts, size)
+        try:
+            return page.asarray()
+        except Exception as exc:
+            raise CorruptFileError(
+                f"TIFF file {path!r}: page 0 cannot be decoded ({type(exc).__name__}: {exc}); the "
+                "file is corrupt or truncated",
+                path,
+            ) from exc
 
 
 class TIFFSequence(Sequence, format="TIFF"):
@@ -172,7 +409,22 @@ class TIFFSequence(Sequence, format="TIFF"):
         fastest (default 1 each).
     len_ : int, optional
         Keep only the first ``len_`` frames.
+
+    Raises
+    ------
+    CorruptFileError
+        The file is truncated or corrupt (see :class:`PageSource` for what
+        is checked when it is opened), or a page cannot be decoded when
+        frames are read. Names the file and the page.
     """
+
+    #: Checked by :func:`~sima_fast.sequence.base.validate_description`.
+    description_fields: ClassVar[dict[str, str]] = {
+        "path": "path",
+        "num_planes": "?int",
+        "num_channels": "?int",
+        "len_": "?int?",
+    }
 
     def __init__(
         self, path: Any, num_planes: int = 1, num_channels: int = 1, len_: int | None = None
@@ -345,7 +597,18 @@ class TIFFsSequence(Sequence, format="TIFFs"):
     paths : list of list of str
         ``paths[p][c]`` is a glob pattern matching the files of plane p,
         channel c, one per frame in name order.
+
+    Raises
+    ------
+    CorruptFileError
+        A file is empty or shorter than a TIFF header (checked for every
+        file when the sequence is created), or a file's first page lies past
+        its end or cannot be decoded (the first file is checked when the
+        sequence is created, each file when its frame is read).
     """
+
+    #: Checked by :func:`~sima_fast.sequence.base.validate_description`.
+    description_fields: ClassVar[dict[str, str]] = {"patterns": "path lists"}
 
     def __init__(self, paths: Any) -> None:
         if (
@@ -380,14 +643,21 @@ class TIFFsSequence(Sequence, format="TIFFs"):
                 f"got counts {sorted(counts)}"
             )
         self._files = files
-        import tifffile
-
-        with tifffile.TiffFile(files[0][0][0]) as tif:
-            page = tif.pages[0]
-            if len(page.shape) != 2:
-                raise ValueError(f"{files[0][0][0]!r}: expected 2-D single-sample images")
-            self._yx = tuple(int(s) for s in page.shape)
-            self._dtype = check_numeric(page.dtype, f"TIFF file {files[0][0][0]!r}")
+        for row in files:
+            for group in row:
+                for f in group:
+                    if os.path.getsize(f) < 8:
+                        raise CorruptFileError(
+                            f"TIFF file {f!r} holds {os.path.getsize(f)} bytes, too few for a "
+                            "TIFF header; it is truncated or empty",
+                            f,
+                        )
+        first = files[0][0][0]
+        img = read_first_page(first)
+        if img.ndim != 2:
+            raise ValueError(f"{first!r}: expected 2-D single-sample images")
+        self._yx = tuple(int(s) for s in img.shape)
+        self._dtype = check_numeric(img.dtype, f"TIFF file {first!r}")
         self._len = counts.pop()
 
     @property
@@ -411,12 +681,10 @@ class TIFFsSequence(Sequence, format="TIFFs"):
         return sorted({f for row in self._files for files in row for f in files})
 
     def _read(self, start: int, stop: int, out: np.ndarray) -> None:
-        import tifffile
-
         for p, row in enumerate(self._files):
             for c, files in enumerate(row):
                 for k, t in enumerate(range(start, stop)):
-                    img = tifffile.imread(files[t], key=0)
+                    img = read_first_page(files[t])
                     if img.shape != self._yx:
                         raise ValueError(
                             f"{files[t]!r} has shape {img.shape}; expected {self._yx} like the "

@@ -14,7 +14,7 @@ split across the workers of a cluster fills exactly as the view does.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -57,6 +57,9 @@ class IndexedSequence(WrapperSequence, format="indexed"):
         Up to five per-axis indices (ints, slices, integer or boolean
         arrays, one ``...``).
     """
+
+    #: Checked by :func:`~sima_fast.sequence.base.validate_description`.
+    description_fields: ClassVar[dict[str, str]] = {"base": "description", "indices": "indices"}
 
     def __init__(self, base: Sequence, indices: Any) -> None:
         super().__init__(base)
@@ -199,6 +202,9 @@ class JoinedSequence(WrapperSequence, format="joined"):
         Sequences of equal ``(T, Z, Y, X)``.
     """
 
+    #: Checked by :func:`~sima_fast.sequence.base.validate_description`.
+    description_fields: ClassVar[dict[str, str]] = {"sequences": "descriptions"}
+
     def __init__(self, sequences: list[Sequence]) -> None:
         if not sequences:
             raise ValueError("join needs at least one sequence")
@@ -293,6 +299,9 @@ class MaskedSequence(WrapperSequence, format="masked"):
     masks : list of tuple
         As :meth:`Sequence.mask` takes them.
     """
+
+    #: Checked by :func:`~sima_fast.sequence.base.validate_description`.
+    description_fields: ClassVar[dict[str, str]] = {"base": "description", "masks": "masks"}
 
     def __init__(self, base: Sequence, masks: Any) -> None:
         super().__init__(base)
@@ -430,6 +439,13 @@ class MotionCorrectedSequence(WrapperSequence, format="motion_corrected"):
     frame_shape : tuple of int, optional
         ``(Z, Y, X)`` of the corrected frames.
     """
+
+    #: Checked by :func:`~sima_fast.sequence.base.validate_description`.
+    description_fields: ClassVar[dict[str, str]] = {
+        "base": "description",
+        "displacements": "array",
+        "frame_shape": "ints",
+    }
 
     def __init__(
         self, base: Sequence, displacements: Any, frame_shape: tuple[int, ...] | None = None
@@ -704,6 +720,9 @@ class FilledSequence(WrapperSequence, format="filled"):
     base : Sequence
         A float sequence.
     """
+
+    #: Checked by :func:`~sima_fast.sequence.base.validate_description`.
+    description_fields: ClassVar[dict[str, str]] = {"base": "description"}
 
     def __init__(self, base: Sequence) -> None:
         super().__init__(base)

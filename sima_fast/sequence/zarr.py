@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -32,6 +32,9 @@ class ZarrSequence(Sequence, format="zarr"):
     dim_order : str
         One letter of ``'tzyxc'`` per axis of the array.
     """
+
+    #: Checked by :func:`~sima_fast.sequence.base.validate_description`.
+    description_fields: ClassVar[dict[str, str]] = {"path": "path", "dim_order": "str"}
 
     def __init__(self, path_or_store: Any, dim_order: str) -> None:
         import zarr
