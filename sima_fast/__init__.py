@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "ImagingDataset": ("sima_fast.imaging", "ImagingDataset"),
     "Sequence": ("sima_fast.sequence", "Sequence"),
+    "CorruptFileError": ("sima_fast.sequence", "CorruptFileError"),
     "imaging": ("sima_fast.imaging", None),
     "sequence": ("sima_fast.sequence", None),
     "ROI": ("sima_fast.ROI", None),

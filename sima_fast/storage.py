@@ -521,7 +521,7 @@ def load_sequences(savedir: str, meta: dict[str, Any]) -> list:
     """
     import h5py
 
-    from sima_fast.sequence import LoadContext, Sequence
+    from sima_fast.sequence import DescriptionError, LoadContext, Sequence
 
     arrays_name = meta.get("arrays_file")
     arrays = None
@@ -532,7 +532,18 @@ def load_sequences(savedir: str, meta: dict[str, Any]) -> list:
         arrays = h5py.File(arrays_path, "r")
     try:
         ctx = LoadContext(savedir, arrays)
-        sequences = [Sequence.fromdict(d, ctx) for d in meta["sequences"]]
+        sequences = []
+        for i, d in enumerate(meta["sequences"]):
+            try:
+                sequences.append(Sequence.fromdict(d, ctx))
+            except (DatasetFormatError, DescriptionError):
+                raise
+            except (ValueError, TypeError) as exc:
+                # a value of the right type that the sequence refuses (e.g. dim_order='qq')
+                raise DatasetFormatError(
+                    f"{os.path.join(savedir, METADATA_FILE)!r}: sequences[{i}] cannot be "
+                    f"rebuilt: {exc}"
+                ) from exc
     finally:
         if arrays is not None:
             arrays.close()
