@@ -16,8 +16,6 @@ command line's one-line errors.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -621,7 +619,7 @@ def test_bad_argument_gets_a_typed_error_naming_it(ctx, arg, call):
         warnings.simplefilter("ignore")
         try:
             call(ctx)
-        except Exception as err:  # noqa: BLE001 - the test is about which error
+        except Exception as err:
             assert _clear(err, arg), f"unclear error for {arg}: {type(err).__name__}: {err}"
         else:
             pytest.fail(f"bad {arg} was accepted")
@@ -632,3 +630,186 @@ def test_bad_inputs_leave_the_saved_dataset_unchanged(ctx):
     ds = ctx.saved
     assert sorted(ds.ROIs) == ["cells"]
     assert sorted(ds.signals(0)) == ["sig"]
+
+
+# -- the single cases of the audit ------------------------------------------------------------
+
+KEPT_LABELS = [
+    "cells",
+    "day 2",
+    "v1.2",
+    ".hidden",
+    "a..b",
+    "Zellen (grün)",
+    " lead",
+    "2024-01-31-12h00m00s",
+    "x" * 300,
+]
+REFUSED_LABELS = [
+    "",
+    ".",
+    "..",
+    "a/b",
+    "/abs",
+    "\x00x",
+    "a\x01b",
+    "tab\there",
+    "new\nline",
+    "del\x7f",
+    "c1\x85",
+]
+
+
+@pytest.mark.parametrize("label", KEPT_LABELS)
+def test_check_label_keeps_ordinary_labels(label):
+    assert check_label("label", label) == label
+    assert type(check_label("label", np.str_(label))) is str
+
+
+@pytest.mark.parametrize("label", REFUSED_LABELS)
+def test_check_label_refuses_what_hdf5_or_listings_cannot_hold(label):
+    with pytest.raises(ValueError, match=r"^label must") as info:
+        check_label("label", label)
+    assert not isinstance(info.value, TypeError)
+
+
+@pytest.mark.parametrize("value", [None, 3, b"cells", ["cells"], True])
+def test_check_label_refuses_non_strings(value):
+    with pytest.raises(ArgumentTypeError, match=r"^target_label must be a str"):
+        check_label("target_label", value)
+
+
+def test_check_label_accepts_labels_already_stored():
+    """Sets stored before the rules (or by other software) stay reachable by their label."""
+    assert check_label("label", "a\x01b", existing=["a\x01b"]) == "a\x01b"
+    with pytest.raises(ValueError, match="control characters"):
+        check_label("label", "a\x01b", existing=["other"])
+
+
+def test_ordinary_labels_round_trip_through_a_saved_dataset(tmp_path):
+    seq = sima.Sequence.create("ndarray", _movie())
+    ds = sima.ImagingDataset([seq], str(tmp_path / "labels.sima"))
+    for label in KEPT_LABELS[:6]:
+        ds.add_ROIs(_rois(), label)
+    loaded = sima.ImagingDataset.load(str(tmp_path / "labels.sima"))
+    assert sorted(loaded.ROIs) == sorted(KEPT_LABELS[:6])
+    loaded.extract(_rois(), label="v1.2", save_summary=False)
+    assert list(loaded.signals(0)) == ["v1.2"]
+    loaded.delete_ROIs(".hidden")
+    assert ".hidden" not in loaded.ROIs
+
+
+@pytest.mark.parametrize("label", ["", ".", "..", "\x00x", "a\x1bb"])
+def test_bad_labels_are_refused_before_anything_is_written(tmp_path, label):
+    """'.' gave h5py's 'name already exists'; '\\x00x' gave 'name ... empty string'."""
+    seq = sima.Sequence.create("ndarray", _movie())
+    path = str(tmp_path / "ds.sima")
+    ds = sima.ImagingDataset([seq], path)
+    ds.add_ROIs(_rois(), "cells")
+    with pytest.raises(ValueError, match=r"^label must"):
+        ds.add_ROIs(_rois(), label)
+    with pytest.raises(ValueError, match=r"^label must"):
+        ds.extract(_rois(), label=label, save_summary=False)
+    with pytest.raises(ValueError, match=r"^label must"):
+        ds.segment(STICA(components=2), label=label)
+    loaded = sima.ImagingDataset.load(path)
+    assert list(loaded.ROIs) == ["cells"]
+    assert loaded.signals(0) == {}
+
+
+def test_channel_names_must_be_strings():
+    seq = sima.Sequence.create("ndarray", _movie())
+    with pytest.raises(ArgumentTypeError, match=r"^channel_names\[0\] must be a str"):
+        sima.ImagingDataset([seq], None, channel_names=[None, "x"])
+    ds = sima.ImagingDataset([seq], None, channel_names=["g", "r"])
+    with pytest.raises(TypeError, match=r"^channel_names\[1\] must be a str"):
+        ds.channel_names = ["g", 2.5]
+    assert ds.channel_names == ["g", "r"]
+    # integers keep SIMA's behaviour: stored as their digits
+    assert sima.ImagingDataset([seq], None, channel_names=[np.int64(3), 4]).channel_names == [
+        "3",
+        "4",
+    ]
+
+
+def test_remove_overlap_must_be_a_bool():
+    """'no' counted as true: the overlapping pixels were silently removed."""
+    seq = sima.Sequence.create("ndarray", _movie())
+    ds = sima.ImagingDataset([seq], None)
+    for bad in ("no", "False", 0, None):
+        with pytest.raises(ArgumentTypeError, match=r"^remove_overlap must be True or False"):
+            ds.extract(_rois(), remove_overlap=bad)
+    record = ds.extract(_rois(), remove_overlap=np.bool_(False))
+    assert record["raw"][0].shape == (2, T)
+
+
+def test_spike_inference_names_a_trace_too_large_to_estimate():
+    """It said 'sigma must be finite' although no sigma was passed."""
+    trace = 1e300 * np.random.default_rng(0).standard_normal(300)
+    with pytest.raises(ValueError, match=r"^trace has values up to 3.11e\+300") as info:
+        spikes.spike_inference(trace)
+    assert "sigma must be finite" not in str(info.value)
+    signals = np.stack([np.random.default_rng(1).standard_normal(300), trace])
+    with pytest.raises(ValueError, match=r"signals\[0\] \(ROI 1\) has values up to"):
+        spikes.estimate_parameters([signals])
+    with pytest.raises(ValueError, match=r"signals\[0\] \(ROI 1\) has values up to"):
+        spikes.infer_spikes_from_signals([signals], gamma=0.9, sigma=1.0)
+    # the largest accepted magnitude still gives finite parameters
+    scaled = spikes.MAX_MAGNITUDE / 4 * np.random.default_rng(2).standard_normal(300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", spikes.SpikeInferenceWarning)  # white noise: gamma floored
+        params = spikes.estimate_parameters([scaled[None]])
+    assert np.isfinite(params["sigma"]).all() and np.isfinite(params["gamma"]).all()
+
+
+def test_spike_inference_refuses_bool_traces():
+    with pytest.raises(TypeError, match=r"^trace must hold real numbers, got a bool array"):
+        spikes.spike_inference(np.random.default_rng(0).random(300) > 0.5)
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_dataset(tmp_path):
+    seq = sima.Sequence.create("ndarray", _movie())
+    path = str(tmp_path / "cli.sima")
+    ds = sima.ImagingDataset([seq], path)
+    ds.add_ROIs(_rois(), "cells")
+    return path
+
+
+def _cli(capsys, *argv):
+    from sima_fast.cli import main
+
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_cli_unknown_roi_set_is_named_with_the_available_ones(cli_dataset, capsys):
+    status, _, err = _cli(capsys, "extract", cli_dataset, "--rois", "nope", "--quiet")
+    assert status != 0
+    assert err.count("\n") == 1
+    assert "--rois: no ROI set labelled 'nope'; available: cells" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("extract", "{ds}", "--label", ".", "--quiet", "--no-summary"),
+        ("extract", "{ds}", "--label", "a\x01b", "--quiet", "--no-summary"),
+        ("segment", "{ds}", "--strategy", "stica", "--label", ".."),
+        ("import-rois", "{ds}", "{ds}/metadata.json", "--label", "x\x00"),
+        ("export", "{ds}", "signals", "{ds}.csv", "--label", "a/b"),
+    ],
+    ids=["extract-dot", "extract-control", "segment-dotdot", "import-nul", "export-slash"],
+)
+def test_cli_bad_labels_get_one_line_errors(cli_dataset, capsys, argv):
+    status, _, err = _cli(capsys, *(a.format(ds=cli_dataset) for a in argv))
+    assert status != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "--label" in lines[0] and "a label must" in lines[0]
+    assert sorted(sima.ImagingDataset.load(cli_dataset).ROIs) == ["cells"]
