@@ -430,11 +430,15 @@ def _roi_set(dataset: Any, label: str, which: str) -> ROIList:
 
 
 def _check_datasets(target_dataset: Any, source_dataset: Any) -> None:
-    """Refuse anything but ImagingDataset objects (a path is a common mistake)."""
-    from sima_fast.imaging import ImagingDataset
+    """Refuse anything but dataset objects (a path is a common mistake).
 
+    Checked by the attributes used here, so that this module need not import
+    :mod:`sima_fast.imaging` (which imports it).
+    """
     for name, value in (("target_dataset", target_dataset), ("source_dataset", source_dataset)):
-        if not isinstance(value, ImagingDataset):
+        if isinstance(value, (str, bytes)) or not all(
+            hasattr(value, a) for a in ("ROIs", "frame_shape", "channel_names", "time_averages")
+        ):
             hint = (
                 " (open it first with ImagingDataset.load)"
                 if isinstance(value, (str, bytes)) or hasattr(value, "__fspath__")
