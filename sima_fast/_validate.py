@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import unicodedata
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ __all__ = [
     "check_bool",
     "check_channel",
     "check_int",
+    "check_label",
     "check_real",
     "resolve_channel",
 ]
@@ -253,7 +255,7 @@ def check_channel(name: str, value: Any) -> int | str:
     return int(value)
 
 
-def resolve_channel(channel: Any, channel_names: list[str]) -> int:
+def resolve_channel(channel: Any, channel_names: list[str], name: str | None = None) -> int:
     """Return the index of a channel given by index or by name.
 
     Parameters
@@ -263,6 +265,9 @@ def resolve_channel(channel: Any, channel_names: list[str]) -> int:
         end) or one of ``channel_names``.
     channel_names : list of str
         The dataset's channel names, in channel order.
+    name : str, optional
+        The argument's name (e.g. ``'signal_channel'``), put at the start of
+        the error messages. Default: messages about "channel" with no prefix.
 
     Returns
     -------
@@ -283,20 +288,103 @@ def resolve_channel(channel: Any, channel_names: list[str]) -> int:
     1
     >>> resolve_channel(-1, ['green', 'red'])
     1
+    >>> resolve_channel('blue', ['green', 'red'], 'signal_channel')
+    Traceback (most recent call last):
+    ...
+    ValueError: signal_channel: no channel named 'blue'; valid names: ['green', 'red']
     """
     n = len(channel_names)
+    prefix = f"{name}: " if name else ""
     if isinstance(channel, str):
         if channel in channel_names:
             return channel_names.index(channel)
-        raise ValueError(f"no channel named {channel!r}; valid names: {channel_names}")
+        raise ValueError(f"{prefix}no channel named {channel!r}; valid names: {channel_names}")
     if _is_bool(channel) or not isinstance(channel, numbers.Integral):
         raise ArgumentTypeError(
-            f"channel must be an int or one of the channel names {channel_names}, got {channel!r}"
+            f"{name or 'channel'} must be an int or one of the channel names {channel_names}, "
+            f"got {channel!r}"
         )
     idx = int(channel)
     if -n <= idx < n:
         return idx % n
     raise ValueError(
-        f"channel index {idx} is out of range for {n} channel(s); valid names: "
+        f"{prefix}channel index {idx} is out of range for {n} channel(s); valid names: "
         f"{channel_names} (or indices 0..{n - 1})"
     )
+
+
+def _control_characters(text: str) -> list[str]:
+    return [ch for ch in text if unicodedata.category(ch) == "Cc"]
+
+
+def check_label(name: str, value: Any, existing: Any = None) -> str:
+    r"""Check a label that names an ROI set or a signals record (an HDF5 group).
+
+    Allowed: any non-empty string without ``'/'`` and without control
+    characters (U+0000-U+001F, U+007F-U+009F), other than ``'.'`` and
+    ``'..'``. Letters of any script, digits, spaces (also leading or
+    trailing) and every other punctuation mark are kept as given, so
+    labels such as ``'cells'``, ``'day 2'``, ``'v1.2'``, ``'.hidden'``,
+    ``'Zellen (grün)'`` or a timestamp ``'2024-01-31-12h00m00s'`` are
+    stored and read back unchanged. Refused: ``'/'`` (the HDF5 path
+    separator), ``'.'`` and ``'..'`` (the group itself and its parent), NUL
+    (HDF5 ends a name there) and the other control characters (they corrupt
+    listings, terminals and file names made from labels).
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, used in the error message.
+    value : object
+        The label given: a ``str`` (numpy's ``str_`` too).
+    existing : collection of str, optional
+        Labels already stored. A label found there is returned as is even if
+        it breaks the rules above, so sets written before these rules (or by
+        other software) can still be read, replaced and deleted.
+
+    Returns
+    -------
+    str
+        The label, as a plain ``str``.
+
+    Raises
+    ------
+    ArgumentTypeError
+        If ``value`` is not a string.
+    ValueError
+        If the label is empty, ``'.'`` or ``'..'``, or holds ``'/'`` or a
+        control character; the message names the character.
+
+    Examples
+    --------
+    >>> check_label('label', 'day 2 (v1.2)')
+    'day 2 (v1.2)'
+    >>> check_label('label', 'a/b')
+    Traceback (most recent call last):
+    ...
+    ValueError: label must not contain '/' (the HDF5 group separator), got 'a/b'
+    >>> check_label('label', '\x00x')
+    Traceback (most recent call last):
+    ...
+    ValueError: label must not contain control characters (here '\x00'), got '\x00x'
+    """
+    if not isinstance(value, str):
+        raise ArgumentTypeError(f"{name} must be a str (a label), got {value!r}")
+    value = str(value)
+    if existing is not None and value in existing:
+        return value
+    if not value:
+        raise ValueError(f"{name} must be a non-empty string, got ''")
+    if value in (".", ".."):
+        raise ValueError(
+            f"{name} must not be {value!r} (it names a group of the HDF5 file, not a new one)"
+        )
+    if "/" in value:
+        raise ValueError(f"{name} must not contain '/' (the HDF5 group separator), got {value!r}")
+    bad = _control_characters(value)
+    if bad:
+        raise ValueError(
+            f"{name} must not contain control characters (here {''.join(dict.fromkeys(bad))!r}), "
+            f"got {value!r}"
+        )
+    return value

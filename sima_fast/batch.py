@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sima_fast._validate import ArgumentTypeError, check_bool, check_int
 from sima_fast.sequence.dask import worker_location
 
 __all__ = ["BatchError", "BatchResult", "DatasetFailure", "map_datasets"]
@@ -141,7 +142,11 @@ def map_datasets(
     Raises
     ------
     ValueError
-        A path listed twice.
+        A path listed twice, or ``retries < 0``.
+    sima_fast._validate.ArgumentTypeError
+        An argument of the wrong type: ``func`` not callable, ``paths`` a
+        single path or holding a non-path, ``load``, ``read_only`` or
+        ``progress`` not a bool, ``retries`` not an int (also a ValueError).
 
     Examples
     --------
@@ -157,7 +162,23 @@ def map_datasets(
     >>> print(batch.errors[os.path.join(root, 'gone.sima')].error.split(':')[0])
     FileNotFoundError
     """
-    paths = [os.fspath(p) for p in paths]
+    if not callable(func):
+        raise ArgumentTypeError(f"func must be callable (func(dataset)), got {func!r}")
+    load = check_bool("load", load)
+    read_only = check_bool("read_only", read_only)
+    retries = check_int("retries", retries, low=0)
+    progress = check_bool("progress", progress)
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise ArgumentTypeError(
+            f"paths must be an iterable of dataset directories, got the single path {paths!r} "
+            "(wrap it in a list)"
+        )
+    try:
+        paths = [os.fspath(p) for p in paths]
+    except TypeError as err:
+        raise ArgumentTypeError(
+            f"paths must be an iterable of str or path-like objects: {err}"
+        ) from None
     seen: set[str] = set()
     for p in paths:
         if p in seen:

@@ -271,9 +271,13 @@ def _channel(dataset: Any, text: str, option: str = "--channel") -> int:
 
 
 def _label_arg(label: str | None, option: str = "--label") -> str | None:
-    if label is not None and (not label or "/" in label):
-        raise _usage(f"{option}: a label must be a non-empty name without '/', got {label!r}")
-    return label
+    """Check a label given on the command line (see sima_fast._validate.check_label)."""
+    from sima_fast._validate import check_label
+
+    if label is None:
+        return None
+    with _about(option, _USAGE):
+        return check_label("a label", label)
 
 
 def _pick_signals(dataset: Any, channel: int, label: str | None) -> tuple[str, dict[str, Any]]:

@@ -70,6 +70,7 @@ from sima_fast._projections import (
     projections_of_state,
 )
 from sima_fast._threads import kernel_threads
+from sima_fast._validate import check_bool, check_int
 from sima_fast.kernels.moments import MomentState
 from sima_fast.sequence import Sequence
 from sima_fast.sequence.dask import DaskSequence, SequencePayload, add_note, worker_location
@@ -154,7 +155,9 @@ def time_ranges(n_frames: int, n_parts: int, align: int = 1) -> list[tuple[int, 
     >>> time_ranges(0, 4)
     []
     """
-    n_frames, align = int(n_frames), max(1, int(align))
+    n_frames = check_int("n_frames", n_frames)
+    n_parts = check_int("n_parts", n_parts, low=1)
+    align = check_int("align", align, low=1)
     if n_frames <= 0:
         return []
     units = math.ceil(n_frames / align)
@@ -183,9 +186,7 @@ def _plan(sequences: list, client: Any, chunk_frames: int | None) -> list[list[t
         else ranges planned for the cluster's threads and task sizes.
     """
     if chunk_frames is not None:
-        step = int(chunk_frames)
-        if step < 1:
-            raise ValueError(f"chunk_frames must be a positive integer, got {chunk_frames!r}")
+        step = check_int("chunk_frames", chunk_frames, low=1)
         plans = [[(t, min(t + step, len(s))) for t in range(0, len(s), step)] for s in sequences]
     else:
         sizes = [len(s) * int(np.prod(s.shape[1:])) * s.dtype.itemsize for s in sequences]
@@ -205,9 +206,7 @@ def _roi_blocks(n: int, client: Any, per_task: int | None) -> list[tuple[int, in
     if per_task is None:
         per = math.ceil(n / (TASKS_PER_THREAD * _total_threads(client))) if n else 1
         per_task = max(MIN_ROIS_PER_TASK, per)
-    per_task = int(per_task)
-    if per_task < 1:
-        raise ValueError(f"rois_per_task must be a positive integer, got {per_task}")
+    per_task = check_int("rois_per_task", per_task, low=1)
     return [(r, min(r + per_task, n)) for r in range(0, n, per_task)] or [(0, 0)]
 
 
@@ -390,6 +389,9 @@ def map_ranges(
     ValueError
         ``chunk_frames`` is not a positive integer.
     """
+    if chunk_frames is not None:
+        check_int("chunk_frames", chunk_frames, low=1)
+    progress = check_bool("progress", progress)
     client = _check_client(client)
     plans = _plan(sequences, client, chunk_frames)
     futures = [
@@ -438,6 +440,7 @@ def map_blocks(
     TypeError
         ``client`` is not a Dask client.
     """
+    progress = check_bool("progress", progress)
     client = _check_client(client)
     scattered = client.scatter([tuple(b) for b in blocks], hash=False)
     futures = [client.submit(_run_args, block, func, *args) for block in scattered]
@@ -586,6 +589,10 @@ def extract_rois(
     """
     from sima_fast.extract import extract_range, extraction_setup, sequence_traces, signals_record
 
+    remove_overlap = check_bool("remove_overlap", remove_overlap)
+    progress = check_bool("progress", progress)
+    if chunk_frames is not None:
+        check_int("chunk_frames", chunk_frames, low=1)
     client = _check_client(client)
     im_shape = tuple(dataset.frame_shape[:3])
     mean = dataset.compute_projections(client=client)["time_averages"]
@@ -742,6 +749,11 @@ def frame_blocks(
     (int, numpy.ndarray)
         The first frame of each block and the converted block.
     """
+    fill_gaps = check_bool("fill_gaps", fill_gaps)
+    if chunk_frames is not None:
+        check_int("chunk_frames", chunk_frames, low=1)
+    if window is not None:
+        check_int("window", window, low=1)
     client = _check_client(client)
     step = seq.default_chunk_frames() if chunk_frames is None else int(chunk_frames)
     ranges = [(t, min(t + step, len(seq))) for t in range(0, len(seq), step)]
@@ -825,6 +837,11 @@ def infer_spikes_from_signals(
     """
     from sima_fast.spikes import collect_sequence, deconvolve_block, prepare_inference
 
+    share_gamma = check_bool("share_gamma", share_gamma)
+    verbose = check_bool("verbose", verbose)
+    progress = check_bool("progress", progress)
+    if rois_per_task is not None:
+        check_int("rois_per_task", rois_per_task, low=1)
     client = _check_client(client)
     prepared = prepare_inference(signals, gamma, share_gamma, mode, sigma, solver)
     blocks = _roi_blocks(len(prepared.empty), client, rois_per_task)

@@ -25,6 +25,12 @@ import numpy as np
 
 from sima_fast._threads import kernel_threads
 from sima_fast._timestamps import current_timestamp
+from sima_fast._validate import (
+    ArgumentTypeError,
+    check_bool,
+    check_int,
+    resolve_channel,
+)
 from sima_fast._warnings import warn
 
 __all__ = [
@@ -95,7 +101,9 @@ class ExtractionWeights:
     ) -> None:
         import scipy.sparse
 
-        Z, Y, X = (int(s) for s in im_shape)
+        remove_overlap = check_bool("remove_overlap", remove_overlap)
+        Z, Y, X = _check_im_shape(im_shape)
+        _check_rois(rois)
         npix = Z * Y * X
         if len(rois) == 0:
             raise ValueError("rois is empty: nothing to extract")
@@ -242,7 +250,26 @@ def roi_mask_matrix(rois: Any, im_shape: tuple[int, int, int]):
         As :class:`ExtractionWeights`: an ROI that does not fit the frames
         or has a NaN or infinite mask weight.
     """
-    return _mask_matrix(rois, tuple(im_shape))[0]
+    im_shape = _check_im_shape(im_shape)
+    _check_rois(rois)
+    return _mask_matrix(rois, im_shape)[0]
+
+
+def _check_im_shape(im_shape: Any) -> tuple[int, int, int]:
+    """Return ``im_shape`` as three positive ints, or raise an error naming it."""
+    if isinstance(im_shape, (str, bytes)) or not hasattr(im_shape, "__len__"):
+        raise ArgumentTypeError(f"im_shape must be a tuple (Z, Y, X) of ints, got {im_shape!r}")
+    if len(im_shape) != 3:
+        raise ValueError(f"im_shape must be (Z, Y, X): 3 ints, got {im_shape!r}")
+    return tuple(check_int(f"im_shape[{i}]", s, low=1) for i, s in enumerate(im_shape))
+
+
+def _check_rois(rois: Any) -> None:
+    """Refuse ``rois`` that is not a sequence (the elements are checked one by one later)."""
+    if isinstance(rois, (str, bytes)) or not hasattr(rois, "__len__"):
+        raise ArgumentTypeError(
+            f"rois must be a ROIList or a list of sima_fast.ROI.ROI objects, got {rois!r}"
+        )
 
 
 def _mask_matrix(rois: Any, im_shape: tuple[int, int, int]):
@@ -369,6 +396,12 @@ def demixing_matrix(
     """
     from sklearn.decomposition import FastICA
 
+    seed = check_int("seed", seed, low=0, high=2**32 - 1)
+    if np.shape(signal_image) != np.shape(demix_image):
+        raise ValueError(
+            f"demix_image has shape {np.shape(demix_image)} but signal_image has "
+            f"{np.shape(signal_image)}; the two time averages must have the same shape"
+        )
     a = np.asarray(signal_image, dtype=np.float64).ravel()
     b = np.asarray(demix_image, dtype=np.float64).ravel()
     ok = np.isfinite(a) & np.isfinite(b)
@@ -557,15 +590,15 @@ def extract_rois(
         The dataset; its time average is computed here when not cached.
     rois : sequence of ROI
         The ROIs, in output-row order.
-    signal_channel : int, optional
-        Index of the channel to extract. Default: 0.
+    signal_channel : int or str, optional
+        Index (or name) of the channel to extract. Default: 0.
     remove_overlap : bool, optional
         Remove pixels shared by several ROIs from all of them. Default: True.
     n_processes : int, optional
         Kernel threads (results do not depend on it). Default: 1.
-    demix_channel : int, optional
-        Index of a channel whose bleed-through into the signal channel is
-        removed first (the traces go to ``demixed_raw``).
+    demix_channel : int or str, optional
+        Index (or name) of a channel whose bleed-through into the signal
+        channel is removed first (the traces go to ``demixed_raw``).
     progress : bool, optional
         Show a progress bar over the frames (on terminals only), for the time
         average when it is not cached and for the extraction itself.
@@ -574,9 +607,26 @@ def extract_rois(
     -------
     dict
         The extraction record (docs/contract.md#the-extraction-record).
+
+    Raises
+    ------
+    sima_fast._validate.ArgumentTypeError
+        An argument of the wrong type (``remove_overlap='no'``,
+        ``n_processes=True``, a float channel, ...); it is also a ValueError.
+    ValueError
+        An unknown channel, ``demix_channel`` equal to ``signal_channel``,
+        ``n_processes < 1``, no ROIs or ROIs that do not fit the frames.
     """
     from tqdm.auto import tqdm
 
+    signal_channel = resolve_channel(signal_channel, dataset.channel_names, "signal_channel")
+    if demix_channel is not None:
+        demix_channel = resolve_channel(demix_channel, dataset.channel_names, "demix_channel")
+        if demix_channel == signal_channel:
+            raise ValueError("demix_channel must differ from signal_channel")
+    remove_overlap = check_bool("remove_overlap", remove_overlap)
+    n_processes = check_int("n_processes", n_processes, low=1)
+    progress = check_bool("progress", progress)
     im_shape = tuple(dataset.frame_shape[:3])
     if progress:
         dataset.compute_projections(progress=True)

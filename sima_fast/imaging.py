@@ -9,6 +9,7 @@ projections — in a dataset directory (see :mod:`sima_fast.storage`).
 
 from __future__ import annotations
 
+import numbers
 import os
 import shutil
 import uuid
@@ -19,7 +20,13 @@ import numpy as np
 
 from sima_fast import storage
 from sima_fast._timestamps import current_timestamp, most_recent
-from sima_fast._validate import check_int, resolve_channel
+from sima_fast._validate import (
+    ArgumentTypeError,
+    check_bool,
+    check_int,
+    check_label,
+    resolve_channel,
+)
 from sima_fast.sequence import Sequence
 
 __all__ = ["ImagingDataset"]
@@ -42,14 +49,18 @@ class ImagingDataset:
         missing). It must not exist yet: open existing datasets with
         :meth:`load`. ``None`` keeps the dataset in memory only.
     channel_names : list of str, optional
-        One name per channel; default ``['0', '1', ...]``.
+        One name per channel; default ``['0', '1', ...]``. Integers are
+        accepted and stored as their digits (as SIMA did); any other type
+        (None, bytes, floats, bools) is refused.
     read_only : bool, optional
         Refuse every change to the dataset directory. Default: False.
 
     Raises
     ------
     TypeError
-        If ``sequences`` is not a list of :class:`Sequence`.
+        If ``sequences`` is not a list of :class:`Sequence`, a channel name
+        is not a str (or int), or ``read_only`` is not a bool
+        (:class:`sima_fast._validate.ArgumentTypeError`, also a ValueError).
     ValueError
         Sequences of different frame shapes, or a wrong number of channel names.
     FileExistsError
@@ -82,6 +93,7 @@ class ImagingDataset:
         channel_names: list[str] | None = None,
         read_only: bool = False,
     ) -> None:
+        read_only = check_bool("read_only", read_only)
         if not isinstance(sequences, (list, tuple)):
             raise TypeError(
                 f"sequences must be a list of Sequence objects, got {type(sequences).__name__}"
@@ -130,6 +142,16 @@ class ImagingDataset:
             raise ValueError(
                 f"channel_names must be a list of {num_channels} names, got {names!r}"
             )
+        for i, n in enumerate(names):
+            # str, or an integer written as its digits (as SIMA did); anything else
+            # (None, bytes, floats, bools) would become a misleading name like 'None'.
+            if not (
+                isinstance(n, str)
+                or (isinstance(n, numbers.Integral) and not isinstance(n, (bool, np.bool_)))
+            ):
+                raise ArgumentTypeError(
+                    f"channel_names[{i}] must be a str (or an int, used as its digits), got {n!r}"
+                )
         names = [str(n) for n in names]
         if len(names) != num_channels:
             raise ValueError(
@@ -181,6 +203,7 @@ class ImagingDataset:
         """
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        read_only = check_bool("read_only", read_only)
         raw = os.path.abspath(os.fspath(path))
         candidates = [raw] if os.path.isdir(raw) else [storage.normalize_savedir(raw)]
         savedir = candidates[0]
@@ -528,6 +551,7 @@ class ImagingDataset:
         >>> ds.time_averages is ds.compute_projections()['time_averages']
         True
         """
+        progress = check_bool("progress", progress)
         projections = self._ensure_projections(progress=progress, client=client)
         return {name: projections[name] for name in self._PROJECTIONS}
 
@@ -603,6 +627,7 @@ class ImagingDataset:
         from sima_fast.io import averages_writers
         from sima_fast.io._export import PROJECTION_TYPES, refuse_dataset_files
 
+        scale_values = check_bool("scale_values", scale_values)
         writer = averages_writers.lookup(fmt)
         if projection_type not in PROJECTION_TYPES:
             raise ValueError(
@@ -667,6 +692,8 @@ class ImagingDataset:
         from sima_fast.io import frames_writers
         from sima_fast.io._export import COMPRESSIONS, refuse_dataset_files
 
+        fill_gaps = check_bool("fill_gaps", fill_gaps)
+        scale_values = check_bool("scale_values", scale_values)
         writer = frames_writers.lookup(fmt)
         if compression not in COMPRESSIONS:
             raise ValueError(
@@ -736,10 +763,7 @@ class ImagingDataset:
 
         if not isinstance(ROIs, ROIList):
             raise TypeError(f"ROIs must be a sima_fast.ROI.ROIList, got {type(ROIs).__name__}")
-        if label is None:
-            label = current_timestamp()
-        if not isinstance(label, str) or not label or "/" in label:
-            raise ValueError(f"label must be a non-empty string without '/', got {label!r}")
+        label = current_timestamp() if label is None else check_label("label", label)
         im_shape = self.frame_shape[:3]
         for i, roi in enumerate(ROIs):
             name = f"ROIs[{i}]" + (f" (label {roi.label!r})" if roi.label is not None else "")
@@ -773,8 +797,9 @@ class ImagingDataset:
             If the dataset was opened ``read_only`` or is a SIMA 1.x directory.
         """
         labels = list(self.ROIs)
+        label = check_label("label", label, existing=labels)
         if label not in labels:
-            raise KeyError(f"no ROI set labelled {label!r}; available: {labels}")
+            raise KeyError(f"label: no ROI set labelled {label!r}; available: {labels}")
         if self._savedir is None:
             del self._mem_rois[label]
             return
@@ -885,6 +910,8 @@ class ImagingDataset:
                 "strategy must be a sima_fast.segment.SegmentationStrategy (an object with a "
                 f"segment(dataset, planes=...) method), got {type(strategy).__name__}"
             )
+        if label is not None:
+            label = check_label("label", label)
         rois = strategy.segment(self, planes=planes)
         self.add_ROIs(rois, label)
         return rois
@@ -970,8 +997,15 @@ class ImagingDataset:
         from sima_fast.ROI import ROIList
 
         n_processes = check_int("n_processes", n_processes, low=1)
-        channel = self._channel(signal_channel)
-        demix = None if demix_channel is None else self._channel(demix_channel)
+        remove_overlap = check_bool("remove_overlap", remove_overlap)
+        save_summary = check_bool("save_summary", save_summary)
+        progress = check_bool("progress", progress)
+        channel = resolve_channel(signal_channel, self._channel_names, "signal_channel")
+        demix = (
+            None
+            if demix_channel is None
+            else resolve_channel(demix_channel, self._channel_names, "demix_channel")
+        )
         if demix is not None and demix == channel:
             raise ValueError("demix_channel must differ from signal_channel")
         if rois is None:
@@ -981,8 +1015,8 @@ class ImagingDataset:
             rois = sets[most_recent({k: v.timestamp for k, v in sets.items()})]
         if not isinstance(rois, (ROIList, list, tuple)):
             raise TypeError(f"rois must be a ROIList, got {type(rois).__name__}")
-        if label is not None and (not isinstance(label, str) or not label or "/" in label):
-            raise ValueError(f"label must be a non-empty string without '/', got {label!r}")
+        if label is not None:
+            label = check_label("label", label)
         if self._savedir is not None:
             self._check_writable()
         if client is None:
@@ -1089,6 +1123,10 @@ class ImagingDataset:
         from sima_fast.io import signals_writers
         from sima_fast.io._export import refuse_dataset_files
 
+        if not isinstance(path, (str, os.PathLike)):
+            raise ArgumentTypeError(f"path must be a str or os.PathLike, got {path!r}")
+        if signals_label is not None and not isinstance(signals_label, str):
+            raise ArgumentTypeError(f"signals_label must be a str or None, got {signals_label!r}")
         writer = signals_writers.lookup(fmt)
         refuse_dataset_files(self, path, "path")
         all_signals = self.signals(channel)
@@ -1096,7 +1134,9 @@ class ImagingDataset:
             raise ValueError(f"channel {channel!r} has no extracted signals; run extract() first")
         label = signals_label if signals_label is not None else _most_recent_signals(all_signals)
         if label not in all_signals:
-            raise KeyError(f"no signals labelled {label!r}; available: {sorted(all_signals)}")
+            raise KeyError(
+                f"signals_label: no signals labelled {label!r}; available: {sorted(all_signals)}"
+            )
         writer(path, all_signals[label])
 
     # -- spike inference ------------------------------------------------------------
@@ -1165,6 +1205,10 @@ class ImagingDataset:
         """
         from sima_fast.spikes import infer_spikes_from_signals
 
+        share_gamma = check_bool("share_gamma", share_gamma)
+        verbose = check_bool("verbose", verbose)
+        if label is not None and not isinstance(label, str):
+            raise ArgumentTypeError(f"label must be a str or None, got {label!r}")
         index = self._channel(channel)
         if self._savedir is not None:
             self._check_writable()
@@ -1174,7 +1218,9 @@ class ImagingDataset:
         if label is None:
             label = _most_recent_signals(all_signals)
         elif label not in all_signals:
-            raise KeyError(f"no signals labelled {label!r}; available: {sorted(all_signals)}")
+            raise KeyError(
+                f"label: no signals labelled {label!r}; available: {sorted(all_signals)}"
+            )
         record = all_signals[label]
         raw = record.get("raw") if isinstance(record, dict) else None
         if raw is None:

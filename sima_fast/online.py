@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from sima_fast._validate import check_int
+from sima_fast._validate import check_bool, check_int, check_real
 from sima_fast.kernels.moments import MomentState
 
 __all__ = ["DTYPES", "PENALTY_SCALE", "OnlineExtractor"]
@@ -273,9 +273,9 @@ class OnlineExtractor:
             frame_bytes = int(np.prod(self.frame_shape)) * np.dtype(dtype).itemsize
             moment_batch = int(min(64, max(1, RING_BYTES // frame_bytes)))
         batch = check_int("moment_batch", moment_batch, low=1)
-        if not (np.isfinite(penalty_scale) and penalty_scale >= 0):
-            raise ValueError(f"penalty_scale must be finite and >= 0, got {penalty_scale!r}")
-        self.penalty_scale = float(penalty_scale)
+        self.penalty_scale = check_real("penalty_scale", penalty_scale, low=0.0)
+        remove_overlap = check_bool("remove_overlap", remove_overlap)
+        warmup = check_bool("warmup", warmup)
 
         mean = self._check_mean_frame(mean_frame, (Z, Y, X))
         self.weights = ExtractionWeights(rois, (Z, Y, X), mean, remove_overlap)
@@ -526,6 +526,7 @@ class OnlineExtractor:
         return self._history(0)
 
     def _deconvolved(self, kind: int, final_only: bool) -> np.ndarray:
+        final_only = check_bool("final_only", final_only)
         out = self._history(kind)
         first, n_final = self.first_frame, self.n_final
         out[:, max(0, n_final - first) :] = np.nan

@@ -73,7 +73,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from sima_fast._validate import check_int
+from sima_fast._validate import ArgumentTypeError, check_bool, check_int, check_real
 from sima_fast._warnings import warn
 
 __all__ = [
@@ -138,8 +138,76 @@ class SpikeInferenceWarning(RuntimeWarning):
 
 
 def _check_real(array: NDArray, name: str) -> None:
-    if array.dtype.kind not in "biuf":
+    if array.dtype.kind == "b":
+        raise ArgumentTypeError(
+            f"{name} must hold real numbers, got a bool array (a mask, not a trace?)"
+        )
+    if array.dtype.kind not in "iuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+
+
+#: Largest magnitude of a sample that spike inference accepts. Sums of squares
+#: over a trace must stay finite in float64 (about 1.8e308); real fluorescence
+#: values are many orders of magnitude below this, so larger values mean
+#: corrupt or wrongly scaled data, refused with an error naming the trace.
+MAX_MAGNITUDE: float = 1e100
+
+
+def _check_magnitude(array: NDArray, name: str, rows: bool = True) -> None:
+    """Raise if a finite sample of ``array`` exceeds :data:`MAX_MAGNITUDE` in magnitude."""
+    if array.dtype.kind != "f" or float(np.finfo(array.dtype).max) <= MAX_MAGNITUDE:
+        return  # float32 and integers cannot exceed the limit
+    with np.errstate(invalid="ignore"):
+        big = np.abs(array) > MAX_MAGNITUDE
+    big &= np.isfinite(array)
+    if not big.any():
+        return
+    first = np.argwhere(big)[0]
+    where = name if not rows or array.ndim < 2 else f"{name} (ROI {int(first[0])})"
+    peak = float(np.max(np.abs(array[big])))
+    raise ValueError(
+        f"{where} has values up to {peak:.3g} in magnitude, too large to estimate the noise "
+        f"level and decay or to deconvolve (float64 sums of squares overflow); spike "
+        f"inference accepts |x| <= {MAX_MAGNITUDE:.0e}: rescale the traces, e.g. divide "
+        "them by their maximum"
+    )
+
+
+class _NotEstimable(ValueError):
+    """Parameters that come out non-finite from finite samples (values too large)."""
+
+    def __init__(self, message: str, rows: NDArray, peak: float) -> None:
+        super().__init__(message)
+        self.rows = rows
+        self.peak = peak
+
+
+def _check_estimates(
+    seqs: Sequence[NDArray], gammas: NDArray, sigmas: NDArray, given: tuple[bool, bool]
+) -> None:
+    """Raise if an estimated gamma or sigma is not finite (samples too large for float64)."""
+    bad = np.zeros(len(gammas), dtype=bool)
+    if not given[0]:
+        bad |= ~np.isfinite(gammas)
+    if not given[1]:
+        bad |= ~np.isfinite(sigmas)
+    if not bad.any():
+        return
+    rows = np.flatnonzero(bad)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        peak = max(
+            float(np.nanmax(np.abs(np.where(np.isfinite(q), q, np.nan)[rows]))) for q in seqs
+        )
+    which = [w for w, g in (("gamma", given[0]), ("sigma", given[1])) if not g]
+    raise _NotEstimable(
+        f"signals: the {' and '.join(which)} of {_rois_text(rows)} cannot be estimated: "
+        f"their values (|x| up to {peak:.3g}) are too large for float64 arithmetic (the "
+        "autocovariance or spectrum overflows); rescale the traces, e.g. divide them by "
+        "their maximum",
+        rows,
+        peak,
+    )
 
 
 def _as_real_array(value: Any, name: str) -> NDArray[np.float64]:
@@ -164,6 +232,7 @@ def _traces_list(traces: ArrayLike | Iterable[ArrayLike], name: str) -> list[NDA
     out = []
     for k, item in enumerate(items):
         array = _as_real_array(item, name)
+        _check_magnitude(array, f"{name}[{k}]")
         if array.ndim != 1:
             raise ValueError(
                 f"{name}[{k}] must be a 1-D trace, got an array of shape {array.shape}"
@@ -194,6 +263,7 @@ def _signals_list(signals: Any) -> list[NDArray]:
                 f"signals[{k}] must be a 2-D (n_rois, T) array, got shape {array.shape}"
             )
         _check_real(array, f"signals[{k}]")
+        _check_magnitude(array, f"signals[{k}]")
         if out and array.shape[0] != out[0].shape[0]:
             raise ValueError(
                 f"signals[{k}] has {array.shape[0]} ROIs but signals[0] has {out[0].shape[0]}"
@@ -702,6 +772,7 @@ def estimate_parameters(
     array([1., 1., 1.])
     """
     mode = _check_mode(mode)
+    share_gamma = check_bool("share_gamma", share_gamma)
     seqs = _signals_list(signals)
     n = seqs[0].shape[0]
     given_gamma = None if gamma is None else _check_gamma(gamma, n)
@@ -720,6 +791,7 @@ def estimate_parameters(
         counts_per_seq.append(counts)
         total += counts
     _check_lengths(counts_per_seq, "signals")
+    overflow = ~np.isfinite(acov).all(axis=1) if need_acov else np.zeros(n, dtype=bool)
 
     if given_gamma is not None:
         gammas = np.broadcast_to(given_gamma, (n,)).astype(np.float64)
@@ -758,6 +830,12 @@ def estimate_parameters(
                 "there",
                 SpikeInferenceWarning,
             )
+    _check_estimates(
+        seqs,
+        np.where(overflow, np.nan, gammas),
+        np.where(overflow, np.nan, sigmas),
+        (given_gamma is not None, given_sigma is not None),
+    )
     return {"gamma": np.ascontiguousarray(gammas), "sigma": np.ascontiguousarray(sigmas)}
 
 
@@ -850,7 +928,17 @@ def osqp_trace(
 
     from sima_fast.kernels.ar1 import spike_free_fit
 
-    y = np.asarray(trace, dtype=np.float64)
+    gamma = float(_check_gamma(gamma))
+    sigma = float(_check_sigma(sigma, 1))
+    rtol = check_real("rtol", rtol, low=0.0)
+    array = np.asarray(trace)
+    _check_real(array, "trace")
+    _check_magnitude(array, "trace", rows=False)
+    if array.ndim != 1 or not np.isfinite(array).any():
+        raise ValueError(
+            f"trace must be 1-D with at least one finite sample, got shape {array.shape}"
+        )
+    y = np.asarray(array, dtype=np.float64)
     n_t = y.shape[0]
     obs = np.isfinite(y)
     w = obs.astype(np.float64)
@@ -1022,6 +1110,7 @@ def deconvolve(
     solver = _check_solver(solver)
     array = np.asarray(traces)
     _check_real(array, "traces")
+    _check_magnitude(array, "traces")
     if array.ndim not in (1, 2):
         raise ValueError(f"traces must be 1-D (T,) or 2-D (n, T), got shape {array.shape}")
     single = array.ndim == 1
@@ -1188,6 +1277,7 @@ def prepare_inference(
     """
     seqs = _signals_list(signals)
     _check_solver(solver)
+    share_gamma = check_bool("share_gamma", share_gamma)
     n = seqs[0].shape[0]
     observed = np.zeros(n, dtype=np.int64)
     for seq in seqs:
@@ -1304,6 +1394,7 @@ def collect_sequence(
         Per-ROI arrays ``sigma``, ``gamma``, ``baseline``, ``lambda``,
         ``status`` and ``solver``.
     """
+    verbose = check_bool("verbose", verbose)
     if len(blocks) == 1:
         joined = blocks[0]
     else:
@@ -1398,6 +1489,7 @@ def infer_spikes_from_signals(
     >>> bool(all(np.corrcoef(inferred[0][i], spikes[i])[0, 1] > 0.9 for i in range(2)))
     True
     """
+    verbose = check_bool("verbose", verbose)
     prepared = prepare_inference(signals, gamma, share_gamma, mode, sigma, solver)
     spikes_out: list[NDArray] = []
     fits_out: list[NDArray] = []
@@ -1463,13 +1555,22 @@ def spike_inference(
     _check_real(array, "trace")
     if array.ndim != 1:
         raise ValueError(f"trace must be 1-D, got an array of shape {array.shape}")
+    _check_magnitude(array, "trace", rows=False)
     if gamma is not None:
         _check_gamma(gamma)
     if sigma is not None:
         _check_sigma(sigma, 1)
-    spikes, fits, params = infer_spikes_from_signals(
-        [array[None, :]], gamma, False, mode, sigma=sigma, solver=solver
-    )
+    try:
+        spikes, fits, params = infer_spikes_from_signals(
+            [array[None, :]], gamma, False, mode, sigma=sigma, solver=solver
+        )
+    except _NotEstimable as err:
+        missing = " and ".join(n for n, v in (("gamma", gamma), ("sigma", sigma)) if v is None)
+        raise ValueError(
+            f"trace: its values (|x| up to {err.peak:.3g}) are too large to estimate {missing} "
+            "(float64 overflows); rescale the trace (e.g. divide it by its maximum) or pass "
+            f"{missing}"
+        ) from None
     p = params[0]
     return (
         spikes[0][0],

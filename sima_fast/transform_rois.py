@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from sima_fast._timestamps import timestamp_key
+from sima_fast._validate import ArgumentTypeError, check_bool, check_int, check_label
 from sima_fast._warnings import warn
 from sima_fast.registration import (
     PRE_PROCESSING_METHODS,
@@ -357,11 +358,18 @@ def estimate_plane_transforms(
     from sima_fast._validate import resolve_channel
 
     method = check_transform_method(method)
+    _check_datasets(target_dataset, source_dataset)
     if pre_processing_method is not None and pre_processing_method not in PRE_PROCESSING_METHODS:
         raise ValueError(
-            f"unknown pre-processing method {pre_processing_method!r}; known methods: "
-            f"{list(PRE_PROCESSING_METHODS)} (or None)"
+            f"pre_processing_method: unknown pre-processing method {pre_processing_method!r}; "
+            f"known methods: {list(PRE_PROCESSING_METHODS)} (or None)"
         )
+    if pre_processing_kwargs is not None and not isinstance(pre_processing_kwargs, dict):
+        raise ArgumentTypeError(
+            f"pre_processing_kwargs must be a dict or None, got {pre_processing_kwargs!r}"
+        )
+    if anchor_label is not None and not isinstance(anchor_label, str):
+        raise ArgumentTypeError(f"anchor_label must be a str or None, got {anchor_label!r}")
     num_planes = int(target_dataset.frame_shape[0])
     source_planes = int(source_dataset.frame_shape[0])
     if num_planes != source_planes:
@@ -382,8 +390,8 @@ def estimate_plane_transforms(
             anchor_label=anchor_label,
             **method_kwargs,
         )
-    src_c = resolve_channel(source_channel, list(source_dataset.channel_names))
-    tgt_c = resolve_channel(target_channel, list(target_dataset.channel_names))
+    src_c = resolve_channel(source_channel, list(source_dataset.channel_names), "source_channel")
+    tgt_c = resolve_channel(target_channel, list(target_dataset.channel_names), "target_channel")
     order = check_polynomial_order(method_kwargs.get("order", 2)) if method == "polynomial" else 2
     options = {k: v for k, v in method_kwargs.items() if k != "order"}
     unknown = set(options) - {"highpass_sigma"}
@@ -415,9 +423,30 @@ def _roi_set(dataset: Any, label: str, which: str) -> ROIList:
     sets = dataset.ROIs
     if label not in sets:
         raise KeyError(
-            f"the {which} dataset has no ROI set labelled {label!r}; available: {sorted(sets)}"
+            f"anchor_label: the {which} dataset has no ROI set labelled {label!r}; available: "
+            f"{sorted(sets)}"
         )
     return sets[label]
+
+
+def _check_datasets(target_dataset: Any, source_dataset: Any) -> None:
+    """Refuse anything but dataset objects (a path is a common mistake).
+
+    Checked by the attributes used here, so that this module need not import
+    :mod:`sima_fast.imaging` (which imports it).
+    """
+    for name, value in (("target_dataset", target_dataset), ("source_dataset", source_dataset)):
+        if isinstance(value, (str, bytes)) or not all(
+            hasattr(value, a) for a in ("ROIs", "frame_shape", "channel_names", "time_averages")
+        ):
+            hint = (
+                " (open it first with ImagingDataset.load)"
+                if isinstance(value, (str, bytes)) or hasattr(value, "__fspath__")
+                else ""
+            )
+            raise ArgumentTypeError(
+                f"{name} must be a sima_fast ImagingDataset, got {value!r}{hint}"
+            )
 
 
 def _most_recent_label(sets: dict[str, Any], exclude: str | None) -> str:
@@ -497,7 +526,11 @@ def clip_rois_to_frame(rois: Sequence[ROI], im_shape: Sequence[int]) -> ROIList:
     >>> clipped.polygons[0][:, :2].tolist()
     [[0.0, 0.0], [4.0, 0.0], [4.0, 4.0], [0.0, 4.0]]
     """
-    shape = tuple(int(s) for s in im_shape)
+    if isinstance(im_shape, (str, bytes)) or not hasattr(im_shape, "__len__"):
+        raise ArgumentTypeError(f"im_shape must be (Z, Y, X) or (Y, X) ints, got {im_shape!r}")
+    if len(im_shape) not in (2, 3):
+        raise ValueError(f"im_shape must be (Z, Y, X) or (Y, X), got {im_shape!r}")
+    shape = tuple(check_int(f"im_shape[{i}]", s, low=1) for i, s in enumerate(im_shape))
     if len(shape) == 2:
         shape = (1, *shape)
     height, width = float(shape[1]), float(shape[2])
@@ -621,6 +654,14 @@ def import_transformed_rois(
     ('cell', [[12.0, 11.0], [16.0, 11.0], [16.0, 15.0]])
     """
     method = check_transform_method(method)
+    _check_datasets(target_dataset, source_dataset)
+    if target_label is not None:
+        target_label = check_label("target_label", target_label)
+    copy_properties = check_bool("copy_properties", copy_properties)
+    if source_label is not None and not isinstance(source_label, str):
+        raise ArgumentTypeError(f"source_label must be a str or None, got {source_label!r}")
+    if anchor_label is not None and not isinstance(anchor_label, str):
+        raise ArgumentTypeError(f"anchor_label must be a str or None, got {anchor_label!r}")
     if anchor_label is not None and target_label is not None and target_label == anchor_label:
         raise ValueError(
             f"target_label {target_label!r} is the anchor set's label; storing the imported "
@@ -631,8 +672,8 @@ def import_transformed_rois(
         source_label = _most_recent_label(sets, anchor_label)
     elif source_label not in sets:
         raise KeyError(
-            f"the source dataset has no ROI set labelled {source_label!r}; available: "
-            f"{sorted(sets)}"
+            f"source_label: the source dataset has no ROI set labelled {source_label!r}; "
+            f"available: {sorted(sets)}"
         )
     source_rois = sets[source_label]
     transforms = estimate_plane_transforms(

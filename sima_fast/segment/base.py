@@ -89,7 +89,7 @@ def _normalise_planes(planes: Any, n_planes: int) -> np.ndarray:
             raise ArgumentTypeError(f"planes must contain integers, got {p!r}")
         if not -n_planes <= int(p) < n_planes:
             raise ValueError(
-                f"plane {int(p)} is out of range for a dataset with {n_planes} plane(s)"
+                f"planes: plane {int(p)} is out of range for a dataset with {n_planes} plane(s)"
             )
         out.append(int(p) % n_planes)
     arr = np.array(out, dtype=np.int64)
