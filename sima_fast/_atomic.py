@@ -130,7 +130,8 @@ def host_token() -> str:
     """
     name = socket.gethostname() or "localhost"
     short = re.sub(r"[^A-Za-z0-9]", "", name.split(".")[0])[:16] or "host"
-    return f"{short}-{hashlib.sha1(name.encode('utf-8', 'replace')).hexdigest()[:6]}"
+    digest = hashlib.sha1(name.encode("utf-8", "replace"), usedforsecurity=False).hexdigest()
+    return f"{short}-{digest[:6]}"
 
 
 def process_alive(pid: int) -> bool:
@@ -495,12 +496,13 @@ def _read_journal(path: str) -> dict | None:
         return None
     pairs, copies, primary = record.get("pairs"), record.get("copies"), record.get("primary")
     name = os.path.basename(path)
+    owner = _JOURNAL_RE.fullmatch(name)
     if not (isinstance(pairs, list) and isinstance(copies, list) and isinstance(primary, str)):
         return None
     for copy in copies:
         if not (isinstance(copy, str) and os.path.isabs(copy) and os.path.basename(copy) == name):
             return None
-    if primary not in copies or path not in copies:
+    if primary not in copies or _this_copy(copies, path) is None:
         return None
     for pair in pairs:
         if not (isinstance(pair, list) and len(pair) == 2):
@@ -513,9 +515,68 @@ def _read_journal(path: str) -> dict | None:
             return None
         if os.path.dirname(staged) != os.path.dirname(final):
             return None
-        if not _TEMP_RE.fullmatch(os.path.basename(staged)):
+        temp = _TEMP_RE.fullmatch(os.path.basename(staged))
+        if temp is None or owner is None:
             return None
+        if (temp["host"], temp["pid"]) != (owner["host"], owner["pid"]):
+            return None  # a writer only ever publishes its own temporaries
     return record
+
+
+def _same_path(a: str, b: str) -> bool:
+    return a == b or os.path.realpath(a) == os.path.realpath(b)
+
+
+def _this_copy(copies: list[str], path: str) -> str | None:
+    """Return which of a journal's copies ``path`` is, as the writer named it.
+
+    Returns
+    -------
+    str or None
+        The copy, or None if it cannot be told. The writer may have reached
+        the directory under another name (a symbolic link, another mount
+        point): a single copy is identified by its unique name alone, one of
+        several must resolve to the same file.
+    """
+    for copy in copies:
+        if _same_path(copy, path):
+            return copy
+    if len(copies) == 1:
+        return copies[0]
+    return None
+
+
+def _localise(record: dict, path: str) -> dict:
+    """Rewrite the journal's paths in ``path``'s directory to the name it was found under.
+
+    Returns
+    -------
+    dict
+        ``primary``, ``copies`` and ``pairs``, with the paths in the journal's
+        own directory spelled as ``path`` spells it; paths in other
+        directories stay as recorded.
+    """
+    here = os.path.dirname(path)
+    spelled = os.path.dirname(_this_copy(record["copies"], path))
+
+    def local(p: str) -> str:
+        return os.path.join(here, os.path.basename(p)) if os.path.dirname(p) == spelled else p
+
+    return {
+        "primary": local(record["primary"]),
+        "copies": [local(c) for c in record["copies"]],
+        "pairs": [[local(a), local(b)] for a, b in record["pairs"]],
+    }
+
+
+def _remove_entry(path: str, tally: _Tally) -> None:
+    try:
+        os.remove(path)
+        tally.removed.append(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        tally.failed.append((path, str(exc)))
 
 
 def _settle_journal(path: str, record: dict, tally: _Tally) -> bool:
@@ -526,35 +587,27 @@ def _settle_journal(path: str, record: dict, tally: _Tally) -> bool:
     bool
         Whether the journal had to stay (the publish could not be settled).
     """
+    record = _localise(record, path)
     primary = record["primary"]
-    primary_dir = os.path.dirname(primary)
-    if path != primary and not _is_regular(primary):
-        if not os.path.isdir(primary_dir):  # unmounted or moved: cannot decide
+    if not _same_path(path, primary) and not _is_regular(primary):
+        if not os.path.isdir(os.path.dirname(primary)):  # unmounted or moved: cannot decide
             tally.kept.append(path)
             return True
         # Never committed: the staged files are abandoned.
         for staged, _ in record["pairs"]:
             if _is_regular(staged):
-                try:
-                    os.remove(staged)
-                    tally.removed.append(staged)
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    tally.failed.append((staged, str(exc)))
+                _remove_entry(staged, tally)
         for copy in record["copies"]:
             if copy != primary and _is_regular(copy):
-                try:
-                    os.remove(copy)
-                    tally.removed.append(copy)
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    tally.failed.append((copy, str(exc)))
+                _remove_entry(copy, tally)
         return False
     # Committed: finish the renames that did not happen.
     complete = True
     for staged, final in record["pairs"]:
+        if not os.path.isdir(os.path.dirname(staged)):  # unmounted or moved
+            complete = False
+            tally.failed.append((final, "its directory cannot be reached"))
+            continue
         if not _is_regular(staged):
             continue  # renamed already (by the writer or another recovery)
         try:
@@ -569,17 +622,10 @@ def _settle_journal(path: str, record: dict, tally: _Tally) -> bool:
         return True  # keep the journal: a later recovery finishes the publish
     for d in dict.fromkeys(os.path.dirname(f) for _, f in record["pairs"]):
         _fsync_dir(d)
-    copies = [c for c in record["copies"] if c != primary] + [primary]
-    for copy in copies:
-        try:
-            os.remove(copy)
-            tally.removed.append(copy)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            tally.failed.append((copy, str(exc)))
+    for copy in [c for c in record["copies"] if c != primary] + [primary]:
+        _remove_entry(copy, tally)
     with _ORPHANED_LOCK:
-        _ORPHANED.discard(primary)
+        _ORPHANED.difference_update({primary, path})
     return False
 
 
@@ -688,9 +734,8 @@ def recover(directory: str | os.PathLike, *, max_age: float = STALE_AGE) -> Reco
     tally = _Tally()
     try:
         entries = _scan(directory)
-    except OSError as exc:
+    except OSError as exc:  # nothing of ours can be seen there (e.g. no read permission)
         tally.failed.append((directory, str(exc)))
-        _warn(directory, tally)
         return tally.report()
     now = time.time()
     with _ORPHANED_LOCK:
@@ -735,13 +780,7 @@ def recover(directory: str | os.PathLike, *, max_age: float = STALE_AGE) -> Reco
         ):
             tally.kept.append(entry.path)
             continue
-        try:
-            os.remove(entry.path)
-            tally.removed.append(entry.path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            tally.failed.append((entry.path, str(exc)))
+        _remove_entry(entry.path, tally)
     _remove_staging(entries, now, max_age, tally)
     _warn(directory, tally)
     return tally.report()
@@ -784,9 +823,9 @@ def remove_stale_staging(
     tally = _Tally()
     try:
         entries = _scan(directory)
-    except OSError as exc:
+    except OSError as exc:  # nothing of ours can be seen there (e.g. no read permission)
         tally.failed.append((directory, str(exc)))
-        entries = []
+        return tally.report()
     _remove_staging(entries, time.time(), max_age, tally)
     _warn(directory, tally)
     return tally.report()

@@ -519,3 +519,24 @@ def test_recover_names_a_missing_directory(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(NotADirectoryError, match=r"'.*f'"):
         recover(tmp_path / "f")
+
+
+def test_a_publish_through_a_symlinked_directory_is_recovered_under_its_real_name(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    dests = [str(tmp_path / "link" / "a.txt"), str(tmp_path / "link" / "b.txt")]
+
+    def publish():
+        with atomic_publish(dests) as tmps:
+            for t, text in zip(tmps, "ab"):
+                Path(t).write_text(text)
+
+    # killed after the journal (step 1) and the first rename (step 2)
+    status = _run_killed(publish, 3)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert (real / "a.txt").read_text() == "a" and not (real / "b.txt").exists()
+    report = recover(real)
+    assert report.published == (str(real / "b.txt"),)
+    assert sorted(os.listdir(real)) == ["a.txt", "b.txt"]
+    assert (real / "b.txt").read_text() == "b"
