@@ -164,7 +164,11 @@ class ImagingDataset:
             (read through an allow-list unpickler; never modified). The
             ``.sima`` suffix may be omitted.
         read_only : bool, optional
-            Refuse every change to the directory. Default: False.
+            Refuse every change to the directory. Default: False. A writable
+            open first completes or removes what interrupted writes left in
+            the directory, and abandoned staging directories of new datasets
+            beside it (``sima_fast.storage.recover``); a read-only open
+            changes nothing.
 
         Returns
         -------
