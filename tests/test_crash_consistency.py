@@ -540,3 +540,23 @@ def test_a_publish_through_a_symlinked_directory_is_recovered_under_its_real_nam
     assert report.published == (str(real / "b.txt"),)
     assert sorted(os.listdir(real)) == ["a.txt", "b.txt"]
     assert (real / "b.txt").read_text() == "b"
+
+
+def test_a_temporary_left_in_a_dataset_directory_goes_at_the_next_writable_load(tmp_path):
+    from sima_fast import ImagingDataset
+
+    ds = _dataset(3)
+    ds.save(str(tmp_path / "d"))
+    before = sorted(os.listdir(ds.savedir))
+
+    def rename_channels():
+        ds.channel_names = ["x", "y"]  # rewrites metadata.json through a temporary file
+
+    status = _run_killed(rename_channels, 1)  # killed at its os.replace
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    left = [n for n in os.listdir(ds.savedir) if n not in before]
+    assert len(left) == 1 and left[0].startswith(".tmp-") and left[0].endswith(".json")
+    assert ImagingDataset.load(ds.savedir, read_only=True).channel_names == ["g", "r"]
+    assert left[0] in os.listdir(ds.savedir)  # a read-only open changes nothing
+    assert ImagingDataset.load(ds.savedir).channel_names == ["g", "r"]
+    assert sorted(os.listdir(ds.savedir)) == before
