@@ -220,11 +220,10 @@ def export_trials(fmt: str, layout: str, root: str) -> dict:
     nested, flat, dirs = _destinations(fmt, layout, ref)
     for d in dirs:
         os.makedirs(d)
-    new_ds.export_frames(nested, fmt=fmt)  # compiles (numba's cache writes files too)
-    new_ds.export_averages([os.path.join(ref, "avg_g.tif"), os.path.join(ref, "avg_r.tif")])
-    steps = _count_steps(lambda: new_ds.export_frames(nested, fmt=fmt))
+    new_ds.export_frames(nested, fmt=fmt, fill_gaps=False)  # first run: imports, caches
+    steps = _count_steps(lambda: new_ds.export_frames(nested, fmt=fmt, fill_gaps=False))
     new = [_read(fmt, p) for p in flat]
-    old_ds.export_frames(nested, fmt=fmt)
+    old_ds.export_frames(nested, fmt=fmt, fill_gaps=False)
     old = [_read(fmt, p) for p in flat]
     trials = []
     for with_old in (False, True):
@@ -233,16 +232,17 @@ def export_trials(fmt: str, layout: str, root: str) -> dict:
             nested, flat, dirs = _destinations(fmt, layout, trial_root)
             _plant_user_files(dirs, trial_root)
             if with_old:
-                old_ds.export_frames(nested, fmt=fmt)
-            status = _run_killed(lambda nested=nested: new_ds.export_frames(nested, fmt=fmt), k)
+                old_ds.export_frames(nested, fmt=fmt, fill_gaps=False)
+            status = _run_killed(
+                lambda nested=nested: new_ds.export_frames(nested, fmt=fmt, fill_gaps=False), k
+            )
             killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
             before = _classify(fmt, flat, new, old if with_old else [None] * len(flat))
             # Recovery of the first directory only: by the next export into it
             # (odd k) or by recover() (even k).
             if k % 2:
-                new_ds.export_averages(
-                    [os.path.join(dirs[0], "avg_g.tif"), os.path.join(dirs[0], "avg_r.tif")]
-                )
+                nxt = [os.path.join(dirs[0], f"next{i}.h5") for i in (0, 1)]
+                new_ds.export_frames(nxt, fmt="HDF5", fill_gaps=False)
             else:
                 recover(dirs[0])
             after_one = _classify(fmt, flat, new, old if with_old else [None] * len(flat))
