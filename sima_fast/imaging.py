@@ -12,13 +12,13 @@ from __future__ import annotations
 import numbers
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from sima_fast import storage
+from sima_fast._atomic import make_staging_dir, recover_dataset_dir
 from sima_fast._timestamps import current_timestamp, most_recent
 from sima_fast._validate import (
     ArgumentTypeError,
@@ -186,7 +186,11 @@ class ImagingDataset:
             (read through an allow-list unpickler; never modified). The
             ``.sima`` suffix may be omitted.
         read_only : bool, optional
-            Refuse every change to the directory. Default: False.
+            Refuse every change to the directory. Default: False. A writable
+            open first completes or removes what interrupted writes left in
+            the directory, and abandoned staging directories of new datasets
+            beside it (``sima_fast.storage.recover``); a read-only open
+            changes nothing.
 
         Returns
         -------
@@ -209,6 +213,8 @@ class ImagingDataset:
         savedir = candidates[0]
         if not os.path.isdir(savedir):
             raise FileNotFoundError(f"path: no dataset directory at {os.fspath(path)!r}")
+        if not read_only:  # finish or undo what crashed writers left; read-only changes nothing
+            recover_dataset_dir(savedir, inside=storage.is_dataset_dir(savedir))
         self = cls.__new__(cls)
         self._read_only = bool(read_only)
         self._projections = {}
@@ -326,8 +332,7 @@ class ImagingDataset:
         parent = os.path.dirname(target)
         if not os.path.isdir(parent):
             raise FileNotFoundError(f"savedir: the parent directory {parent!r} does not exist")
-        staging = os.path.join(parent, f".{os.path.basename(target)}.tmp-{uuid.uuid4().hex[:8]}")
-        os.makedirs(staging)
+        staging = make_staging_dir(target)  # also removes abandoned ones beside it
         try:
             seq_meta = storage.serialize_sequences(self._sequences, target, staging)
             meta = self._metadata(seq_meta)

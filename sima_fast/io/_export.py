@@ -3,7 +3,8 @@
 Writers validate the nesting of ``filenames`` with the ``*_paths`` helpers
 (which also create the output directories), write every output to a
 temporary file with :func:`all_or_nothing`, so a failed export leaves no
-file behind, and read the frames chunk by chunk through
+file behind and a crashed one is completed or undone by the next export into
+its directories, and read the frames chunk by chunk through
 :func:`converted_frames`, so memory does not grow with the number of frames.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sima_fast._atomic import atomic_write
+from sima_fast._atomic import atomic_publish
 from sima_fast._projections import channel_maxima
 
 __all__ = [
@@ -301,20 +302,34 @@ def nested_frame_paths(
 
 @contextlib.contextmanager
 def all_or_nothing(paths: list[str]) -> Iterator[list[str]]:
-    """Temporary paths for every output; all are moved into place only on success.
+    """Temporary paths for every output; all are published together only on success.
 
     Parameters
     ----------
     paths : list of str
-        The final destinations.
+        The final destinations (in one or several directories).
 
     Yields
     ------
     list of str
         One temporary path beside each destination, in the same order.
+
+    Raises
+    ------
+    ValueError
+        If a destination appears twice.
+
+    Notes
+    -----
+    A thin wrapper of :func:`sima_fast._atomic.atomic_publish`: interrupted
+    exports of earlier runs in these directories are recovered first; if the
+    body raises, no destination changes; the outputs are published through a
+    journal, so after a crash the next export into (or
+    :func:`sima_fast._atomic.recover` of) any of these directories leaves
+    every destination new or every destination as it was.
     """
-    with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(atomic_write(p)) for p in paths]
+    with atomic_publish(paths) as tmps:
+        yield tmps
 
 
 # --------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from sima_fast._atomic import atomic_write
+from sima_fast._atomic import atomic_publish
 from sima_fast.io._registry import signals_writers
 
 __all__ = ["write_signals_csv"]
@@ -23,6 +23,9 @@ def _roi_field(roi: Any, key: str) -> Any:
 @signals_writers.register("csv")
 def write_signals_csv(path: str | os.PathLike, signals: dict[str, Any]) -> None:
     r"""Write one extraction record as tab-separated text (atomically).
+
+    Interrupted writes of earlier runs in the output directory are recovered
+    first (see ``sima_fast.storage.recover``).
 
     Parameters
     ----------
@@ -74,7 +77,8 @@ def write_signals_csv(path: str | os.PathLike, signals: dict[str, Any]) -> None:
     def text(value: Any) -> str:
         return "" if value is None else str(value)
 
-    with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+    # atomic_publish of one file: one rename, and the directory is recovered first
+    with atomic_publish([path]) as (tmp,), open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
         writer.writerow(["sequence", "frame", *[text(_roi_field(r, "id")) for r in rois]])
         writer.writerow(["", "label", *[text(_roi_field(r, "label")) for r in rois]])
