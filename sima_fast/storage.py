@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from sima_fast._atomic import atomic_write
+from sima_fast._atomic import RecoveryReport, atomic_write, recover
 from sima_fast._legacy import (
     LegacyClass,
     LegacySparse,
@@ -50,9 +50,11 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "DatasetFormatError",
+    "RecoveryReport",
     "UnsafePickleError",
     "is_dataset_dir",
     "is_legacy_dir",
+    "recover",
 ]
 
 FORMAT_NAME = "sima_fast.ImagingDataset"
