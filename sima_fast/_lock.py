@@ -287,7 +287,7 @@ def create_lock_file(directory: str) -> None:
 
 
 @contextlib.contextmanager
-def dataset_lock(directory: str, operation: str) -> Iterator[None]:
+def dataset_lock(directory: str, operation: str, timeout: float | None = None) -> Iterator[None]:
     """Hold the exclusive lock of a dataset directory for the duration of the block.
 
     Re-entrant: a thread that already holds the directory's lock enters
@@ -301,6 +301,9 @@ def dataset_lock(directory: str, operation: str) -> Iterator[None]:
     operation : str
         What the block does (``'add_ROIs'``, ``'save'``, ...), recorded for
         other writers' error messages.
+    timeout : float, optional
+        Seconds to wait for this acquisition (``0``: one attempt, e.g. for
+        optional housekeeping). Default: :func:`lock_timeout`.
 
     Yields
     ------
@@ -331,7 +334,7 @@ def dataset_lock(directory: str, operation: str) -> Iterator[None]:
         )
     from filelock import FileLock, Timeout
 
-    timeout = lock_timeout()
+    timeout = lock_timeout() if timeout is None else _check_timeout("timeout", timeout)
     lock = FileLock(
         os.path.join(directory, LOCK_FILE),
         thread_local=False,  # this object belongs to one acquisition of one thread

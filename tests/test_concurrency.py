@@ -285,6 +285,9 @@ def test_held_lock_times_out_naming_directory_and_holder(
         assert "'test-hold'" in msg and "SIMA_FAST_LOCK_TIMEOUT" in msg
         assert err.holder["pid"] == pid and err.holder["operation"] == "test-hold"
         assert err.directory == ds.savedir
+        with pytest.raises(storage.DatasetLockedError, match="within 0 s"):  # one attempt
+            with storage.dataset_lock(ds.savedir, "housekeeping", timeout=0):
+                pass
 
         # the environment variable, when nothing is set in Python
         storage.set_lock_timeout(None)
