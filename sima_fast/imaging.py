@@ -19,6 +19,7 @@ import numpy as np
 
 from sima_fast import storage
 from sima_fast._atomic import make_staging_dir, recover_dataset_dir
+from sima_fast._lock import create_lock_file
 from sima_fast._timestamps import current_timestamp, most_recent
 from sima_fast._validate import (
     ArgumentTypeError,
@@ -277,6 +278,18 @@ class ImagingDataset:
         Files are written under temporary names and moved into place;
         ``metadata.json`` goes last, so a failed save leaves the previous state
         of the directory intact.
+
+        Saving in place holds the directory's lock (see
+        :func:`sima_fast.storage.dataset_lock`) and starts from the metadata
+        the directory holds now, so what other processes wrote meanwhile
+        survives: their ROI sets and signals are never touched, and channel
+        names another process set are kept (and adopted by this object)
+        unless this object's names were changed since it was loaded or last
+        saved. Only data files that the metadata records as written by
+        sima_fast and that it no longer uses are deleted; other files in the
+        directory are left alone. If another process replaced the
+        directory's sequences meanwhile, :class:`sima_fast.storage.DatasetChangedError`
+        is raised and nothing is written.
         """
         if self._read_only:
             raise PermissionError("this dataset was opened read_only; it cannot be saved")
@@ -288,16 +301,18 @@ class ImagingDataset:
             target = storage.normalize_savedir(savedir)
         if target == self._savedir:
             self._check_writable()
-            self._save_in_place()
+            self._save_in_place("save", keep_their_names=True)
             return
         if os.path.exists(target):
             raise FileExistsError(f"savedir {target!r} already exists; choose a new directory")
         self._save_new(target)
 
-    def _metadata(self, seq_meta: dict[str, Any]) -> dict[str, Any]:
+    def _metadata(
+        self, seq_meta: dict[str, Any], previous: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         from sima_fast import __version__
 
-        return {
+        meta = {
             "sima_fast_version": __version__,
             "saved": current_timestamp(),
             "channel_names": list(self._channel_names),
@@ -307,25 +322,44 @@ class ImagingDataset:
             "arrays_file": seq_meta["arrays_file"],
             "sequences_id": seq_meta["sequences_id"],
         }
+        meta["owned_files"] = storage.ownership(meta, previous, seq_meta["new_files"])
+        return meta
 
-    def _save_in_place(self) -> None:
+    def _save_in_place(self, operation: str, keep_their_names: bool = False) -> None:
+        """Rewrite ``metadata.json`` under the directory's lock, from what it holds now."""
         savedir = self._savedir
-        if self._meta is None:
-            seq_meta = storage.serialize_sequences(self._sequences, savedir, savedir)
-        else:
-            seq_meta = {k: self._meta[k] for k in ("sequences", "arrays_file", "sequences_id")}
-            seq_meta["new_files"] = []
-        meta = self._metadata(seq_meta)
-        try:
-            storage.write_metadata(savedir, meta)
-        except BaseException:
-            for name in seq_meta["new_files"]:
-                path = os.path.join(savedir, name)
-                if os.path.exists(path):
-                    os.remove(path)
-            raise
-        storage.remove_unreferenced(savedir, meta)
-        self._meta = meta
+        with storage.dataset_lock(savedir, operation):
+            current = storage.read_metadata(savedir)
+            if self._meta is None:
+                seq_meta = storage.serialize_sequences(self._sequences, savedir, savedir)
+            else:
+                theirs, ours = current.get("sequences_id"), self._meta.get("sequences_id")
+                if theirs != ours:
+                    raise storage.DatasetChangedError(
+                        f"{savedir!r} changed since this dataset was read: its metadata.json now "
+                        f"describes other sequences (sequences_id {theirs!r}, not {ours!r}); "
+                        "nothing was written. Load it again with ImagingDataset.load"
+                    )
+                seq_meta = {
+                    k: current.get(k) for k in ("sequences", "arrays_file", "sequences_id")
+                }
+                seq_meta["new_files"] = []
+                if keep_their_names and self._channel_names == list(self._meta["channel_names"]):
+                    # Unchanged here: keep names another process may have set meanwhile.
+                    self._channel_names = self._validate_channel_names(
+                        current["channel_names"], self.frame_shape[3]
+                    )
+            meta = self._metadata(seq_meta, current)
+            try:
+                storage.write_metadata(savedir, meta)
+            except BaseException:
+                for name in seq_meta["new_files"]:
+                    path = os.path.join(savedir, name)
+                    if os.path.exists(path):
+                        os.remove(path)
+                raise
+            storage.remove_unreferenced(savedir, meta, current)
+            self._meta = meta
 
     def _save_new(self, target: str) -> None:
         """Write a complete dataset directory at ``target`` (staged, then renamed)."""
@@ -334,18 +368,22 @@ class ImagingDataset:
             raise FileNotFoundError(f"savedir: the parent directory {parent!r} does not exist")
         staging = make_staging_dir(target)  # also removes abandoned ones beside it
         try:
+            # Nobody else sees the staging directory: it is written without its lock.
+            create_lock_file(staging)
             seq_meta = storage.serialize_sequences(self._sequences, target, staging)
             meta = self._metadata(seq_meta)
             # Carry over everything derived from the sequences.
             rois = self.ROIs
             if rois:
-                self._write_rois(staging, rois)
+                self._write_rois(staging, rois, lock=False)
             for channel in range(self.frame_shape[3]):
                 signals = self._read_signals(channel)
                 if signals:
-                    self._write_signals(staging, channel, signals)
+                    self._write_signals(staging, channel, signals, lock=False)
             if self._projections:
-                storage.write_projections(staging, meta["sequences_id"], self._projections)
+                storage.write_projections(
+                    staging, meta["sequences_id"], self._projections, lock=False
+                )
             storage.write_metadata(staging, meta)
             os.rename(staging, target)
         except BaseException:
@@ -392,7 +430,7 @@ class ImagingDataset:
             old = self._channel_names
             self._channel_names = names
             try:
-                self._save_in_place()
+                self._save_in_place("set channel_names")
             except BaseException:
                 self._channel_names = old
                 raise
@@ -730,7 +768,7 @@ class ImagingDataset:
         )
 
     @staticmethod
-    def _write_rois(directory: str, rois: dict[str, Any]) -> None:
+    def _write_rois(directory: str, rois: dict[str, Any], lock: bool = True) -> None:
         from sima_fast.io.native import write_roilist_group
 
         storage.rewrite_h5_groups(
@@ -739,6 +777,8 @@ class ImagingDataset:
                 label: (lambda g, r=roilist: write_roilist_group(g, r))
                 for label, roilist in rois.items()
             },
+            operation="add_ROIs",
+            lock=lock,
         )
 
     def add_ROIs(self, ROIs: Any, label: str | None = None) -> None:
@@ -809,7 +849,10 @@ class ImagingDataset:
             del self._mem_rois[label]
             return
         self._check_writable()
-        storage.rewrite_h5_groups(os.path.join(self._savedir, storage.ROIS_FILE), {label: None})
+        # Under the lock: if another process removed the set meanwhile, this is a no-op.
+        storage.rewrite_h5_groups(
+            os.path.join(self._savedir, storage.ROIS_FILE), {label: None}, "delete_ROIs"
+        )
 
     def import_transformed_ROIs(
         self,
@@ -1033,7 +1076,7 @@ class ImagingDataset:
 
             record = distributed.extract_rois(self, rois, channel, remove_overlap, demix, client)
         if self._savedir is not None:
-            self._store_signals(channel, label or record["timestamp"], record)
+            self._store_signals(channel, label or record["timestamp"], record, "extract")
             if save_summary:
                 path = os.path.join(self._savedir, f"extractSummary_{record['timestamp']}.pdf")
                 save_extract_summary(
@@ -1056,22 +1099,37 @@ class ImagingDataset:
         )
 
     @staticmethod
-    def _write_signals(directory: str, channel: int, signals: dict[str, Any]) -> None:
+    def _write_signals(
+        directory: str,
+        channel: int,
+        signals: dict[str, Any],
+        operation: str = "store signals",
+        lock: bool = True,
+    ) -> None:
         storage.rewrite_h5_groups(
             os.path.join(directory, storage.signals_file(channel)),
             {
                 label: (lambda g, v=value: storage.write_tree(g, v))
                 for label, value in signals.items()
             },
+            operation=operation,
+            lock=lock,
         )
 
-    def _store_signals(self, channel: int, label: str, signals: dict[str, Any]) -> None:
-        """Store (or replace) one labelled signals record for a channel index."""
+    def _store_signals(
+        self, channel: int, label: str, signals: dict[str, Any], operation: str = "store signals"
+    ) -> None:
+        """Store (or replace) one labelled signals record for a channel index.
+
+        Other labels of the channel's file are kept, whatever other processes
+        stored meanwhile (the file is rewritten under the directory's lock);
+        the same label stored by two writers keeps the last one.
+        """
         if self._savedir is None:
             self._mem_signals.setdefault(channel, {})[label] = signals
             return
         self._check_writable()
-        self._write_signals(self._savedir, channel, {label: signals})
+        self._write_signals(self._savedir, channel, {label: signals}, operation)
 
     def signals(self, channel: Any = 0) -> dict[str, dict[str, Any]]:
         """Return the extracted signals of a channel, ``{label: signals record}``.
@@ -1242,7 +1300,7 @@ class ImagingDataset:
             )
         record = dict(record)
         record.update(spikes=spikes, fits=fits, spikes_params=parameters)
-        self._store_signals(index, label, record)
+        self._store_signals(index, label, record, "infer_spikes")
         return spikes, fits, parameters
 
 

@@ -17,10 +17,21 @@ A sima_fast dataset directory (``<name>.sima``) holds:
 ``projections.h5``
     Cached time projections, tagged with the id of the sequences they
     were computed from.
+``.sima_fast.lock``, ``.sima_fast.lock.holder``
+    The directory's lock and, while it is held, who holds it
+    (:mod:`sima_fast._lock`).
 
 No pickle is written anywhere. Every file is written to a temporary name and
 moved into place with :func:`os.replace`; ``metadata.json`` is replaced last,
 so an interrupted save leaves the previous state readable.
+
+Every read-modify-write of a directory (:func:`rewrite_h5_groups`,
+:func:`write_projections`, an in-place save) holds the directory's lock
+(:func:`dataset_lock`), so concurrent writers in several threads or processes
+take turns and none loses another's update; readers never wait for it.
+The metadata lists the data files sima_fast wrote (``owned_files``), and
+:func:`remove_unreferenced` deletes only those: anything else a user puts in
+the directory stays.
 
 Directories written by SIMA 1.x (``dataset.pkl``, ``sequences.pkl``, ...) are
 read through the allow-list unpickler of :mod:`sima_fast._legacy` and never
@@ -29,8 +40,10 @@ modified.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -45,16 +58,27 @@ from sima_fast._legacy import (
     legacy_load,
     sparse_from_legacy,
 )
+from sima_fast._lock import (
+    DatasetLockedError,
+    dataset_lock,
+    lock_timeout,
+    set_lock_timeout,
+)
 
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "DatasetChangedError",
     "DatasetFormatError",
+    "DatasetLockedError",
     "RecoveryReport",
     "UnsafePickleError",
+    "dataset_lock",
     "is_dataset_dir",
     "is_legacy_dir",
+    "lock_timeout",
     "recover",
+    "set_lock_timeout",
 ]
 
 FORMAT_NAME = "sima_fast.ImagingDataset"
@@ -64,8 +88,24 @@ ROIS_FILE = "rois.h5"
 PROJECTIONS_FILE = "projections.h5"
 
 
+#: Names of the data files sima_fast generates (``uuid4().hex`` ids); only
+#: such files, and only when the metadata says sima_fast wrote them, are ever
+#: deleted.
+GENERATED_FILE = re.compile(r"(arrays|sequence)_[0-9a-f]{32}\.h5")
+
+
 class DatasetFormatError(ValueError):
     """A dataset directory or one of its files is missing, corrupt or of an unknown version."""
+
+
+class DatasetChangedError(OSError):
+    """The directory no longer holds the dataset this object was loaded from.
+
+    Raised by an in-place save when another process replaced the directory's
+    sequences (a new ``sequences_id``) since this object read them: writing
+    this object's metadata would refer to files that are no longer the
+    dataset's. Load the directory again.
+    """
 
 
 def signals_file(channel: int) -> str:
@@ -293,8 +333,18 @@ def read_tree(node: Any) -> Any:
     return {_unmember(k): read_tree(node[k]) for k in node}
 
 
-def rewrite_h5_groups(path: str, updates: dict[str, Callable[[Any], None] | None]) -> None:
-    """Atomically rewrite an HDF5 file of labelled groups.
+def rewrite_h5_groups(
+    path: str,
+    updates: dict[str, Callable[[Any], None] | None],
+    operation: str | None = None,
+    lock: bool = True,
+) -> None:
+    """Atomically rewrite an HDF5 file of labelled groups, holding its directory's lock.
+
+    The file is read, the new version written beside it and moved onto it,
+    all while holding :func:`dataset_lock` of the file's directory, so two
+    writers changing different labels at the same time both keep their
+    change.
 
     Parameters
     ----------
@@ -303,11 +353,32 @@ def rewrite_h5_groups(path: str, updates: dict[str, Callable[[Any], None] | None
     updates : dict
         ``label -> writer(group)`` to (re)write a group, or ``label -> None``
         to delete it. Other groups are copied unchanged.
+    operation : str, optional
+        What is being done, recorded for other writers waiting for the lock
+        (default: ``'rewrite <file name>'``).
+    lock : bool, optional
+        Take the lock (default). False only for a directory no other process
+        can see yet (the staging directory of a new dataset).
+
+    Raises
+    ------
+    DatasetLockedError
+        If another writer holds the directory's lock for longer than
+        :func:`lock_timeout`.
 
     Notes
     -----
     When no group remains the file is removed.
     """
+    if not lock:
+        _rewrite_h5_groups(path, updates)
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    with dataset_lock(directory, operation or f"rewrite {os.path.basename(path)}"):
+        _rewrite_h5_groups(path, updates)
+
+
+def _rewrite_h5_groups(path: str, updates: dict[str, Callable[[Any], None] | None]) -> None:
     import h5py
 
     old = h5py.File(path, "r") if os.path.exists(path) else None
@@ -365,6 +436,8 @@ def read_h5_groups(path: str, reader: Callable[[Any], Any]) -> dict[str, Any]:
     try:
         with h5py.File(path, "r") as f:
             return {k: reader(f[k]) for k in f}
+    except FileNotFoundError:  # a writer removed its last group since the check
+        return {}
     except OSError as exc:
         raise DatasetFormatError(f"cannot read {path!r}: {exc}") from exc
 
@@ -495,6 +568,11 @@ def read_metadata(savedir: str) -> dict[str, Any]:
             raise DatasetFormatError(
                 f"{path!r}: field {exc.field!r} of a sequence description: {exc.detail}"
             ) from None
+    owned = meta.get("owned_files")
+    if owned is not None and (
+        not isinstance(owned, list) or not all(isinstance(n, str) for n in owned)
+    ):
+        raise DatasetFormatError(f"{path!r}: field 'owned_files' is not a list of file names")
     return meta
 
 
@@ -632,25 +710,29 @@ def write_metadata(writedir: str, meta: dict[str, Any]) -> None:
             fh.write("\n")
 
 
-def remove_unreferenced(savedir: str, meta: dict[str, Any]) -> None:
-    """Delete ``arrays_*.h5`` and ``sequence_*.h5`` files that ``meta`` no longer uses.
+def referenced_files(meta: dict[str, Any]) -> set[str]:
+    """Return the base names of the files a dataset's metadata refers to.
 
     Parameters
     ----------
-    savedir : str
-        The dataset directory.
     meta : dict
-        The metadata just written: its ``arrays_file`` and every data file
-        named (by ``abspath``) in its sequence descriptions are kept.
+        Metadata as written by :func:`write_metadata`.
+
+    Returns
+    -------
+    set of str
+        Its ``arrays_file`` and the base name of every data file named (by
+        ``abspath``) in its sequence descriptions, wherever that file lives
+        (so a file is kept whenever any description could mean it).
     """
     used = set()
-    if meta.get("arrays_file"):
+    if isinstance(meta.get("arrays_file"), str):
         used.add(meta["arrays_file"])
 
     def walk(d: Any) -> None:
         if isinstance(d, dict):
             path = d.get("path")
-            if isinstance(path, dict) and path.get("abspath"):
+            if isinstance(path, dict) and isinstance(path.get("abspath"), str):
                 used.add(os.path.basename(path["abspath"]))
             for v in d.values():
                 walk(v)
@@ -659,11 +741,95 @@ def remove_unreferenced(savedir: str, meta: dict[str, Any]) -> None:
                 walk(v)
 
     walk(meta.get("sequences", []))
-    for name in os.listdir(savedir):
-        if (
-            name.startswith(("arrays_", "sequence_")) and name.endswith(".h5")
-        ) and name not in used:
-            os.remove(os.path.join(savedir, name))
+    return used
+
+
+def owned_files(meta: dict[str, Any]) -> set[str]:
+    """Return the data files of a directory that sima_fast wrote, as its metadata records.
+
+    Parameters
+    ----------
+    meta : dict
+        Metadata of the directory. Its ``owned_files`` list is used when
+        present. Metadata written before that field existed counts as ours
+        only the files it refers to (:func:`referenced_files`) whose names
+        are exactly those sima_fast generates (``arrays_<32 hex digits>.h5``,
+        ``sequence_<32 hex digits>.h5``).
+
+    Returns
+    -------
+    set of str
+        Base names of files in the directory; never a path with a separator.
+    """
+    listed = meta.get("owned_files")
+    if isinstance(listed, list):
+        names = {n for n in listed if isinstance(n, str)}
+    else:
+        names = {n for n in referenced_files(meta) if GENERATED_FILE.fullmatch(n)}
+    return {n for n in names if n == os.path.basename(n) and n not in ("", ".", "..")}
+
+
+def ownership(
+    meta: dict[str, Any], previous: dict[str, Any] | None, new_files: list[str]
+) -> list[str]:
+    """Return the ``owned_files`` entry of new metadata.
+
+    Parameters
+    ----------
+    meta : dict
+        The new metadata (its sequence descriptions and ``arrays_file``).
+    previous : dict or None
+        The metadata it replaces in the same directory, or None for a new
+        directory.
+    new_files : list of str
+        Base names of the files written for ``meta`` (:func:`serialize_sequences`).
+
+    Returns
+    -------
+    list of str
+        Sorted base names: the files sima_fast wrote (now or, per
+        ``previous``, before) that ``meta`` still uses.
+    """
+    ours = set(new_files)
+    if previous is not None:
+        ours |= owned_files(previous)
+    return sorted(ours & referenced_files(meta))
+
+
+def remove_unreferenced(
+    savedir: str, meta: dict[str, Any], previous: dict[str, Any] | None = None
+) -> list[str]:
+    """Delete the data files sima_fast wrote that ``meta`` no longer uses.
+
+    Only a file that the metadata records as sima_fast's own (:func:`owned_files`
+    of ``meta`` or ``previous``), whose name is one sima_fast generates, and
+    that ``meta`` does not refer to is deleted; any other file in the
+    directory is left alone, whatever its name.
+
+    Parameters
+    ----------
+    savedir : str
+        The dataset directory.
+    meta : dict
+        The metadata just written.
+    previous : dict, optional
+        The metadata it replaced; its files stop being needed now.
+
+    Returns
+    -------
+    list of str
+        The base names of the files deleted.
+    """
+    candidates = owned_files(meta)
+    if previous is not None:
+        candidates |= owned_files(previous)
+    removed = []
+    for name in sorted(candidates - referenced_files(meta)):
+        path = os.path.join(savedir, name)
+        if GENERATED_FILE.fullmatch(name) and os.path.isfile(path) and not os.path.islink(path):
+            os.remove(path)
+            removed.append(name)
+    return removed
 
 
 # ---------------------------------------------------------------------------
@@ -702,7 +868,9 @@ def read_projections(savedir: str, sequences_id: str) -> dict[str, np.ndarray]:
         return {}
 
 
-def write_projections(savedir: str, sequences_id: str, arrays: dict[str, np.ndarray]) -> None:
+def write_projections(
+    savedir: str, sequences_id: str, arrays: dict[str, np.ndarray], lock: bool = True
+) -> bool:
     """Atomically store projections computed from the sequences ``sequences_id``.
 
     Parameters
@@ -713,14 +881,41 @@ def write_projections(savedir: str, sequences_id: str, arrays: dict[str, np.ndar
         The ``sequences_id`` of the metadata the projections belong to.
     arrays : dict of str to numpy.ndarray
         ``name -> projection``.
+    lock : bool, optional
+        Hold the directory's lock and write only if its ``metadata.json``
+        still has ``sequences_id`` (default). False only for a directory no
+        other process can see yet (a new dataset's staging directory, whose
+        metadata is written last).
+
+    Returns
+    -------
+    bool
+        True when the file was written; False when the directory's sequences
+        changed meanwhile (the projections would be stale) or its metadata
+        cannot be read.
+
+    Raises
+    ------
+    DatasetLockedError
+        If another writer holds the directory's lock for longer than
+        :func:`lock_timeout`.
     """
     import h5py
 
     path = os.path.join(savedir, PROJECTIONS_FILE)
-    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["sequences_id"] = sequences_id
-        for k, v in arrays.items():
-            f.create_dataset(k, data=v)
+    with dataset_lock(savedir, "cache projections") if lock else contextlib.nullcontext():
+        if lock:
+            try:
+                current = read_metadata(savedir).get("sequences_id")
+            except DatasetFormatError:
+                return False
+            if current != sequences_id:
+                return False
+        with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+            f.attrs["sequences_id"] = sequences_id
+            for k, v in arrays.items():
+                f.create_dataset(k, data=v)
+    return True
 
 
 # ---------------------------------------------------------------------------

@@ -1141,6 +1141,72 @@ def _extract_in_memory(inputs: Inputs) -> dict:
     return extract_rois(inputs["memory"], inputs["rois"], n_processes=N_PROCESSES)
 
 
+# -- dataset writes (the directory lock) ----------------------------------------------------
+
+WRITE_SHAPE = (128, 128)  # frame of the dataset-writes case: small, so writing dominates
+WRITE_ROIS = 50
+
+
+def _writes_setup(scratch: str, frames: int) -> Inputs:
+    import tempfile
+
+    from sima_fast import ImagingDataset, Sequence
+    from sima_fast.ROI import ROI, ROIList
+
+    rng = np.random.default_rng(5)
+    movie = rng.gamma(4.0, 25.0, (frames, 1, *WRITE_SHAPE, 1)).astype(np.float32)
+    rois = []
+    for i in range(WRITE_ROIS):
+        mask = np.zeros((1, *WRITE_SHAPE), dtype=bool)
+        y, x = rng.integers(0, WRITE_SHAPE[0] - 8, size=2)
+        mask[0, y : y + 8, x : x + 8] = True
+        rois.append(ROI(mask=mask, id=str(i)))
+    savedir = os.path.join(tempfile.mkdtemp(prefix="writes-", dir=scratch), "writes")
+    dataset = ImagingDataset([Sequence.create("ndarray", movie)], savedir)
+    dataset.time_averages  # noqa: B018 - cached on disk before timing
+    data = {"dataset": dataset, "rois": ROIList(rois), "movie": movie, "calls": [0]}
+    size = f"{frames}×{WRITE_SHAPE[0]}×{WRITE_SHAPE[1]} float32, {WRITE_ROIS} ROIs, on disk"
+    return Inputs(size, None, data)
+
+
+def _writes_ours(inputs: Inputs) -> dict:
+    """``add_ROIs`` then ``extract`` into the dataset directory (each holds its lock)."""
+    dataset, rois = inputs["dataset"], inputs["rois"]
+    label = f"run{inputs['calls'][0] % 4}"  # a few labels: the files stay the same size
+    inputs["calls"][0] += 1
+    dataset.add_ROIs(rois, label)
+    return dataset.extract(rois, label=label, save_summary=False)
+
+
+def _lock_only(inputs: Inputs) -> int:
+    """Take and release the directory lock as those two calls do (two cycles)."""
+    from sima_fast.storage import dataset_lock
+
+    savedir = inputs["dataset"].savedir
+    for operation in ("add_ROIs", "extract"):
+        with dataset_lock(savedir, operation):
+            pass
+    return 2
+
+
+def _writes_check(inputs: Inputs, name: str, result: Any) -> None:
+    if name == "lock":
+        assert result == 2
+        return
+    movie, rois = inputs["movie"], inputs["rois"]
+    mu = movie.mean(axis=0, dtype=np.float64).reshape(-1)
+    masks = np.stack([np.asarray(r.mask[0].todense()).reshape(-1) for r in rois]).astype(float)
+    masks /= masks.sum(axis=1, keepdims=True)  # overlaps removed below, as extract does
+    shared = (masks > 0).sum(axis=0) > 1
+    masks[:, shared] = 0
+    masks /= np.where(masks.sum(axis=1, keepdims=True) > 0, masks.sum(axis=1, keepdims=True), 1)
+    idx = np.arange(0, len(movie), 37)
+    want = (movie[idx].reshape(len(idx), -1) / mu) @ masks.T
+    stored = inputs["dataset"].signals()[f"run{(inputs['calls'][0] - 1) % 4}"]
+    for raw in (result["raw"][0], stored["raw"][0]):
+        np.testing.assert_allclose(raw[:, idx].T, want, rtol=1e-5, atol=1e-6)
+
+
 # -- online --------------------------------------------------------------------------------
 
 WARMUP_FRAMES = 1000
@@ -1404,6 +1470,20 @@ CASES: tuple[BenchCase, ...] = (
     ),
     _online_case("uint16"),
     _online_case("float32"),
+    BenchCase(
+        name="dataset-writes",
+        work=f"add_ROIs + extract into a dataset directory, {WRITE_ROIS} ROIs (locked)",
+        suite="extract",
+        setup=_writes_setup,
+        implementations=(
+            Implementation("ours", "ours", _writes_ours, rounds=10, warmup=_writes_ours),
+            Implementation("lock", "the directory lock alone (2 cycles)", _lock_only, rounds=50),
+        ),
+        check=_writes_check,
+        quick={"frames": 200},
+        full={"frames": 200},
+        cli=False,
+    ),
 )
 
 
