@@ -552,8 +552,15 @@ def test_a_temporary_left_in_a_dataset_directory_goes_at_the_next_writable_load(
     def rename_channels():
         ds.channel_names = ["x", "y"]  # rewrites metadata.json through a temporary file
 
-    status = _run_killed(rename_channels, 1)  # killed at its os.replace
+    # The first os.replace publishes the lock's holder record, the second is
+    # metadata.json's: the child is killed there, still holding the lock.
+    status = _run_killed(rename_channels, 2)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    # The killed writer's holder record stays until the next writer replaces
+    # it (the OS released the lock itself); it is not a temporary file.
+    holder = ".sima_fast.lock.holder"
+    assert holder in os.listdir(ds.savedir)
+    os.remove(os.path.join(ds.savedir, holder))
     left = [n for n in os.listdir(ds.savedir) if n not in before]
     assert len(left) == 1 and left[0].startswith(".tmp-") and left[0].endswith(".json")
     assert ImagingDataset.load(ds.savedir, read_only=True).channel_names == ["g", "r"]
