@@ -650,29 +650,104 @@ def _legacy_record(d: dict[str, Any]) -> dict[str, Any]:
     return {"abspath": d.get("_abspath", d.get("path")), "relpath": d.get("_relpath")}
 
 
-def _legacy_sequence(d: Any, savedir: str):
+MAX_LEGACY_SEQUENCE_RECORDS = 100_000
+"""Most sequence records a ``sequences.pkl`` may expand to (each wrapper counts once per use)."""
+
+
+def _legacy_sequences(raw: list, savedir: str, path: str) -> list:
+    """Convert the records of ``sequences.pkl`` (``path``), bounded and naming the file.
+
+    A record reached through several references is converted once (its
+    Sequence is shared) but counted once per reference, as saving the
+    dataset would describe it, against :data:`MAX_LEGACY_SEQUENCE_RECORDS`.
+    Wrappers nest no deeper than the unpickler's depth limit, so the
+    recursion in :func:`_legacy_sequence` is bounded.
+
+    Returns
+    -------
+    list of Sequence
+    """
+    memo: dict[int, tuple[Any, int]] = {}
+    total = 0
+    out = []
+    for i, d in enumerate(raw):
+        try:
+            seq, count = _legacy_sequence(d, savedir, path, memo)
+        except KeyError as exc:
+            raise DatasetFormatError(
+                f"{path}: sequence {i}: a SIMA sequence record lacks the entry {exc}"
+            ) from exc
+        except (TypeError, IndexError) as exc:
+            raise DatasetFormatError(f"{path}: sequence {i}: {exc}") from exc
+        except DatasetFormatError:
+            raise
+        except ValueError as exc:
+            raise DatasetFormatError(f"{path}: sequence {i}: {exc}") from exc
+        total += count
+        if total > MAX_LEGACY_SEQUENCE_RECORDS:
+            raise UnsafePickleError(
+                f"{path}: the sequences expand to more than {MAX_LEGACY_SEQUENCE_RECORDS} "
+                "records (MAX_LEGACY_SEQUENCE_RECORDS)",
+                path=path,
+                limit="MAX_LEGACY_SEQUENCE_RECORDS",
+            )
+        out.append(seq)
+    return out
+
+
+def _legacy_sequence(
+    d: Any, savedir: str, path: str | None = None, memo: dict | None = None
+) -> Any:
+    """Return ``(Sequence, records counted as a tree)`` for one SIMA record.
+
+    Returns
+    -------
+    tuple or Sequence
+        ``(sequence, count)``; without ``memo`` (the historical call) only
+        the Sequence.
+    """
+    if memo is None:
+        return _legacy_sequence(d, savedir, path, {})[0]
+    where = path or os.path.join(savedir, "sequences.pkl")
+    if not isinstance(d, dict) or not isinstance(d.get("__class__"), LegacyClass):
+        raise DatasetFormatError(f"{where}: unexpected entry in sequences.pkl: {type(d).__name__}")
+    hit = memo.get(id(d))
+    if hit is not None:
+        return hit
+    seq, count = _legacy_sequence_new(d, savedir, where, memo)
+    if count > MAX_LEGACY_SEQUENCE_RECORDS:
+        raise UnsafePickleError(
+            f"{where}: the sequences expand to more than {MAX_LEGACY_SEQUENCE_RECORDS} "
+            "records (MAX_LEGACY_SEQUENCE_RECORDS)",
+            path=where,
+            limit="MAX_LEGACY_SEQUENCE_RECORDS",
+        )
+    memo[id(d)] = (seq, count)
+    return seq, count
+
+
+def _legacy_sequence_new(d: dict, savedir: str, where: str, memo: dict) -> tuple[Any, int]:
     from sima_fast.sequence import Sequence, resolve_path
 
-    if not isinstance(d, dict) or not isinstance(d.get("__class__"), LegacyClass):
-        raise DatasetFormatError(
-            f"{savedir!r}: unexpected entry in sequences.pkl: {type(d).__name__}"
-        )
+    def base(key: str) -> tuple[Any, int]:
+        return _legacy_sequence(d[key], savedir, where, memo)
+
     name = d["__class__"].name
     if name == "_Sequence_HDF5":
         path = resolve_path(_legacy_record(d), savedir, "HDF5 file")
         return Sequence.create(
             "HDF5", path, d["dim_order"], group=d.get("group"), key=d.get("key")
-        )
+        ), 1
     if name == "_Sequence_TIFF_Interleaved":
         path = resolve_path(_legacy_record(d), savedir, "TIFF file")
         return Sequence.create(
             "TIFF", path, d.get("num_planes", 1), d.get("num_channels", 1), d.get("len_")
-        )
+        ), 1
     if name == "_Sequence_ndarray":
         if d.get("array") is not None:
-            return Sequence.create("ndarray", np.asarray(d["array"]))
+            return Sequence.create("ndarray", np.asarray(d["array"])), 1
         path = resolve_path(_legacy_record(d), savedir, "array file")
-        return Sequence.create("ndarray", np.load(path, mmap_mode="r", allow_pickle=False))
+        return Sequence.create("ndarray", np.load(path, mmap_mode="r", allow_pickle=False)), 1
     if name == "_Sequence_memmap":
         path = resolve_path(_legacy_record(d), savedir, "memmap file")
         return Sequence.create(
@@ -682,29 +757,59 @@ def _legacy_sequence(d: Any, savedir: str):
             d["dim_order"],
             d.get("dtype", "float32"),
             d.get("order", "C"),
-        )
+        ), 1
     if name == "_Sequence_TIFFs":
         paths = d.get("paths")
         if paths is None:
-            raise DatasetFormatError(f"{savedir!r}: unsupported _Sequence_TIFFs record")
-        return Sequence.create("TIFFs", paths)
+            raise DatasetFormatError(f"{where}: unsupported _Sequence_TIFFs record")
+        return Sequence.create("TIFFs", paths), 1
     if name == "_IndexedSequence":
-        return _legacy_sequence(d["base"], savedir)[tuple(d["indices"])]
+        seq, count = base("base")
+        return seq[tuple(d["indices"])], count + 1
     if name == "_MaskedSequence":
-        return _legacy_sequence(d["base"], savedir).mask(list(d["outers"]))
+        seq, count = base("base")
+        return seq.mask(list(d["outers"])), count + 1
     if name == "_MotionCorrectedSequence":
         extent = d.get("extent")
-        return _legacy_sequence(d["base"], savedir).apply_displacements(
+        seq, count = base("base")
+        return seq.apply_displacements(
             np.asarray(d["displacements"]),
             None if extent is None else tuple(int(e) for e in extent),
-        )
+        ), count + 1
     if name == "_Joined_Sequence":
-        return Sequence.join([_legacy_sequence(s, savedir) for s in d["sequences"]])
-    raise DatasetFormatError(f"{savedir!r}: unsupported SIMA sequence class {name}")
+        parts = d["sequences"]
+        if not isinstance(parts, (list, tuple)):
+            raise DatasetFormatError(f"{where}: _Joined_Sequence holds no list of sequences")
+        seqs, total = [], 1
+        for s in parts:
+            seq, count = _legacy_sequence(s, savedir, where, memo)
+            total += count
+            if total > MAX_LEGACY_SEQUENCE_RECORDS:
+                break  # reported by the caller
+            seqs.append(seq)
+        if total > MAX_LEGACY_SEQUENCE_RECORDS:
+            return None, total
+        return Sequence.join(seqs), total
+    raise DatasetFormatError(f"{where}: unsupported SIMA sequence class {name}")
+
+
+def _legacy_describe(value: Any) -> str:
+    """Name a value's type and size without printing it (it may be huge or deep)."""
+    size = f" of {len(value)} items" if isinstance(value, (list, tuple, dict, set)) else ""
+    inner = ""
+    if isinstance(value, (list, tuple)):
+        bad = [type(n).__name__ for n in value if not isinstance(n, (str, bytes, int, float))]
+        inner = f" holding {bad[0]}" if bad else ""
+    return f"{type(value).__name__}{size}{inner}"
 
 
 def convert_legacy(obj: Any) -> Any:
     """Replace :class:`LegacySparse` records by CSR matrices throughout a structure.
+
+    The walk uses an explicit stack (no recursion, whatever the nesting) and
+    converts each distinct container once, so containers shared in the
+    input stay shared in the output and the time is linear in the number of
+    distinct containers.
 
     Parameters
     ----------
@@ -716,16 +821,69 @@ def convert_legacy(obj: Any) -> Any:
     object
         A copy of the containers with every record converted by
         :func:`sparse_from_legacy`; other values are returned as they are.
+
+    Raises
+    ------
+    UnsafePickleError
+        If a sparse record is malformed (the message names its file).
+    ValueError
+        If the structure holds a reference cycle.
     """
-    if isinstance(obj, LegacySparse):
-        return sparse_from_legacy(obj)
-    if isinstance(obj, dict):
-        return {k: convert_legacy(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [convert_legacy(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(convert_legacy(v) for v in obj)
-    return obj
+    walked = (dict, list, tuple)
+    if not isinstance(obj, (*walked, LegacySparse)):
+        return obj
+    memo: dict[int, Any] = {}
+    keep: list = []  # the inputs stay alive, so their ids stay unique
+
+    def convert_leafish(x: Any) -> tuple[bool, Any]:
+        if isinstance(x, LegacySparse):
+            key = id(x)
+            if key not in memo:
+                memo[key] = sparse_from_legacy(x)
+                keep.append(x)
+            return True, memo[key]
+        if isinstance(x, walked):
+            if id(x) in memo:
+                return True, memo[id(x)]
+            return False, None
+        return True, x
+
+    done, value = convert_leafish(obj)
+    if done:
+        return value
+    on_path = {id(obj)}
+    items = obj.items() if isinstance(obj, dict) else obj
+    stack: list[list] = [[obj, iter(items), []]]
+    while True:
+        node, it, out = stack[-1]
+        for item in it:
+            child = item[1] if isinstance(node, dict) else item
+            done, value = convert_leafish(child)
+            if not done:
+                if id(child) in on_path:
+                    raise ValueError("convert_legacy: the structure holds a reference cycle")
+                on_path.add(id(child))
+                sub = child.items() if isinstance(child, dict) else child
+                stack.append([child, iter(sub), []])
+                out.append((item[0], None) if isinstance(node, dict) else None)
+                break
+            out.append((item[0], value) if isinstance(node, dict) else value)
+        else:
+            stack.pop()
+            on_path.discard(id(node))
+            if isinstance(node, dict):
+                result: Any = dict(out)
+            elif isinstance(node, list):
+                result = out
+            else:
+                result = tuple(out)
+            memo[id(node)] = result
+            keep.append(node)
+            if not stack:
+                return result
+            parent = stack[-1]
+            last = parent[2][-1]
+            parent[2][-1] = (last[0], result) if isinstance(parent[0], dict) else result
 
 
 def load_legacy(savedir: str) -> dict[str, Any]:
@@ -762,7 +920,7 @@ def load_legacy(savedir: str) -> dict[str, Any]:
     raw = legacy_load(seq_path)
     if not isinstance(raw, list):
         raise DatasetFormatError(f"{seq_path!r} does not hold a list of sequences")
-    sequences = [_legacy_sequence(d, savedir) for d in raw]
+    sequences = _legacy_sequences(raw, savedir, seq_path)
     projections = {}
     for name in ("time_averages", "time_std"):
         p = os.path.join(savedir, f"{name}.pkl")
@@ -772,6 +930,14 @@ def load_legacy(savedir: str) -> dict[str, Any]:
                 projections[name] = np.asarray(arr, dtype=np.float64)
     # time_kurtosis.pkl held SIMA's 4th central moment, not kurtosis: ignored.
     names = info.get("channel_names")
+    if names is not None:
+        if not isinstance(names, (list, tuple)) or not all(
+            isinstance(n, (str, bytes, int, float, np.generic)) for n in names
+        ):
+            raise DatasetFormatError(
+                f"{ds_path}: channel_names must be a list of strings, got "
+                f"{_legacy_describe(names)}"
+            )
     return {
         "sequences": sequences,
         "channel_names": None if names is None else [str(n) for n in names],
@@ -797,15 +963,23 @@ def legacy_roi_labels(savedir: str) -> dict[str, Any]:
     DatasetFormatError
         If ``rois.pkl`` does not hold a dict of ROI sets.
     """
-    from sima_fast.ROI import ROIList
+    from sima_fast.io.sima_legacy import sima_roilist
 
     path = os.path.join(savedir, "rois.pkl")
     if not os.path.exists(path):
         return {}
     labels = legacy_load(path)
-    if not isinstance(labels, dict):
+    if not isinstance(labels, dict) or not all(
+        isinstance(v, dict) and "rois" in v for v in labels.values()
+    ):
         raise DatasetFormatError(f"{path!r} does not hold SIMA ROI sets")
-    return {label: ROIList.load(path, label=label, fmt="pkl") for label in labels}
+    # One read for all sets (reading the file once per label was quadratic).
+    out = {}
+    for label, entry in labels.items():
+        if not isinstance(entry["rois"], (list, tuple)):
+            raise DatasetFormatError(f"{path}: ROI set {label!r} holds no list of ROIs")
+        out[label] = sima_roilist(entry, f"{path}:{label}")
+    return out
 
 
 def legacy_signals(savedir: str, channel: int) -> dict[str, Any]:
