@@ -650,40 +650,74 @@ def _legacy_record(d: dict[str, Any]) -> dict[str, Any]:
     return {"abspath": d.get("_abspath", d.get("path")), "relpath": d.get("_relpath")}
 
 
-MAX_LEGACY_SEQUENCE_RECORDS = 100_000
-"""Most sequence records a ``sequences.pkl`` may expand to (each wrapper counts once per use)."""
+MAX_LEGACY_SEQUENCE_RECORDS = 10_000
+"""Most sequence records a ``sequences.pkl`` may expand to (each wrapper counts once per use).
+
+SIMA datasets hold a few sequences, each wrapped a few times; sima_fast's
+sequence views walk their wrapped sequences as a tree, so a file sharing
+records (``[s, s]`` nested) must not expand beyond this.
+"""
+
+_WRAPPED = {
+    "_IndexedSequence": "base",
+    "_MaskedSequence": "base",
+    "_MotionCorrectedSequence": "base",
+    "_Joined_Sequence": "sequences",
+}
+
+
+def _legacy_record_count(d: Any, path: str, memo: dict[int, int]) -> int:
+    """Count the records under ``d`` as a tree (each shared record once per use).
+
+    Linear in the distinct records (memoised by identity); recursion depth
+    is bounded by the unpickler's ``max_depth``.
+
+    Returns
+    -------
+    int
+    """
+    if not isinstance(d, dict) or not isinstance(d.get("__class__"), LegacyClass):
+        return 1  # reported with the file name when converted
+    hit = memo.get(id(d))
+    if hit is not None:
+        return hit
+    key = _WRAPPED.get(d["__class__"].name)
+    children = [] if key is None else d.get(key)
+    if key == "base":
+        children = [children]
+    count = 1
+    if isinstance(children, (list, tuple)):
+        for child in children:
+            count += _legacy_record_count(child, path, memo)
+            if count > MAX_LEGACY_SEQUENCE_RECORDS:
+                raise UnsafePickleError(
+                    f"{path}: the sequences expand to more than {MAX_LEGACY_SEQUENCE_RECORDS} "
+                    "records, counting a shared record once per use "
+                    "(MAX_LEGACY_SEQUENCE_RECORDS)",
+                    path=path,
+                    limit="MAX_LEGACY_SEQUENCE_RECORDS",
+                )
+    memo[id(d)] = count
+    return count
 
 
 def _legacy_sequences(raw: list, savedir: str, path: str) -> list:
     """Convert the records of ``sequences.pkl`` (``path``), bounded and naming the file.
 
-    A record reached through several references is converted once (its
-    Sequence is shared) but counted once per reference, as saving the
-    dataset would describe it, against :data:`MAX_LEGACY_SEQUENCE_RECORDS`.
-    Wrappers nest no deeper than the unpickler's depth limit, so the
-    recursion in :func:`_legacy_sequence` is bounded.
+    The records are first counted as a tree against
+    :data:`MAX_LEGACY_SEQUENCE_RECORDS`; then each distinct record is
+    converted once (a shared record gives a shared Sequence). Wrappers nest
+    no deeper than the unpickler's depth limit, so the recursion in
+    :func:`_legacy_sequence` is bounded.
 
     Returns
     -------
     list of Sequence
     """
-    memo: dict[int, tuple[Any, int]] = {}
+    counts: dict[int, int] = {}
     total = 0
-    out = []
-    for i, d in enumerate(raw):
-        try:
-            seq, count = _legacy_sequence(d, savedir, path, memo)
-        except KeyError as exc:
-            raise DatasetFormatError(
-                f"{path}: sequence {i}: a SIMA sequence record lacks the entry {exc}"
-            ) from exc
-        except (TypeError, IndexError) as exc:
-            raise DatasetFormatError(f"{path}: sequence {i}: {exc}") from exc
-        except DatasetFormatError:
-            raise
-        except ValueError as exc:
-            raise DatasetFormatError(f"{path}: sequence {i}: {exc}") from exc
-        total += count
+    for d in raw:
+        total += _legacy_record_count(d, path, counts)
         if total > MAX_LEGACY_SEQUENCE_RECORDS:
             raise UnsafePickleError(
                 f"{path}: the sequences expand to more than {MAX_LEGACY_SEQUENCE_RECORDS} "
@@ -691,45 +725,46 @@ def _legacy_sequences(raw: list, savedir: str, path: str) -> list:
                 path=path,
                 limit="MAX_LEGACY_SEQUENCE_RECORDS",
             )
-        out.append(seq)
+    memo: dict[int, Any] = {}
+    out = []
+    for i, d in enumerate(raw):
+        try:
+            out.append(_legacy_sequence(d, savedir, path, memo))
+        except KeyError as exc:
+            raise DatasetFormatError(
+                f"{path}: sequence {i}: a SIMA sequence record lacks the entry {exc}"
+            ) from exc
+        except DatasetFormatError:
+            raise
+        except (TypeError, IndexError, ValueError) as exc:
+            raise DatasetFormatError(f"{path}: sequence {i}: {exc}") from exc
     return out
 
 
 def _legacy_sequence(
     d: Any, savedir: str, path: str | None = None, memo: dict | None = None
 ) -> Any:
-    """Return ``(Sequence, records counted as a tree)`` for one SIMA record.
+    """Convert one SIMA sequence record (memoised by identity in ``memo``).
 
     Returns
     -------
-    tuple or Sequence
-        ``(sequence, count)``; without ``memo`` (the historical call) only
-        the Sequence.
+    Sequence
     """
     if memo is None:
-        return _legacy_sequence(d, savedir, path, {})[0]
+        memo = {}
     where = path or os.path.join(savedir, "sequences.pkl")
     if not isinstance(d, dict) or not isinstance(d.get("__class__"), LegacyClass):
         raise DatasetFormatError(f"{where}: unexpected entry in sequences.pkl: {type(d).__name__}")
     hit = memo.get(id(d))
-    if hit is not None:
-        return hit
-    seq, count = _legacy_sequence_new(d, savedir, where, memo)
-    if count > MAX_LEGACY_SEQUENCE_RECORDS:
-        raise UnsafePickleError(
-            f"{where}: the sequences expand to more than {MAX_LEGACY_SEQUENCE_RECORDS} "
-            "records (MAX_LEGACY_SEQUENCE_RECORDS)",
-            path=where,
-            limit="MAX_LEGACY_SEQUENCE_RECORDS",
-        )
-    memo[id(d)] = (seq, count)
-    return seq, count
+    if hit is None:
+        hit = memo[id(d)] = _legacy_sequence_new(d, savedir, where, memo)
+    return hit
 
 
-def _legacy_sequence_new(d: dict, savedir: str, where: str, memo: dict) -> tuple[Any, int]:
+def _legacy_sequence_new(d: dict, savedir: str, where: str, memo: dict) -> Any:
     from sima_fast.sequence import Sequence, resolve_path
 
-    def base(key: str) -> tuple[Any, int]:
+    def base(key: str = "base") -> Any:
         return _legacy_sequence(d[key], savedir, where, memo)
 
     name = d["__class__"].name
@@ -737,17 +772,17 @@ def _legacy_sequence_new(d: dict, savedir: str, where: str, memo: dict) -> tuple
         path = resolve_path(_legacy_record(d), savedir, "HDF5 file")
         return Sequence.create(
             "HDF5", path, d["dim_order"], group=d.get("group"), key=d.get("key")
-        ), 1
+        )
     if name == "_Sequence_TIFF_Interleaved":
         path = resolve_path(_legacy_record(d), savedir, "TIFF file")
         return Sequence.create(
             "TIFF", path, d.get("num_planes", 1), d.get("num_channels", 1), d.get("len_")
-        ), 1
+        )
     if name == "_Sequence_ndarray":
         if d.get("array") is not None:
-            return Sequence.create("ndarray", np.asarray(d["array"])), 1
+            return Sequence.create("ndarray", np.asarray(d["array"]))
         path = resolve_path(_legacy_record(d), savedir, "array file")
-        return Sequence.create("ndarray", np.load(path, mmap_mode="r", allow_pickle=False)), 1
+        return Sequence.create("ndarray", np.load(path, mmap_mode="r", allow_pickle=False))
     if name == "_Sequence_memmap":
         path = resolve_path(_legacy_record(d), savedir, "memmap file")
         return Sequence.create(
@@ -757,39 +792,27 @@ def _legacy_sequence_new(d: dict, savedir: str, where: str, memo: dict) -> tuple
             d["dim_order"],
             d.get("dtype", "float32"),
             d.get("order", "C"),
-        ), 1
+        )
     if name == "_Sequence_TIFFs":
         paths = d.get("paths")
         if paths is None:
             raise DatasetFormatError(f"{where}: unsupported _Sequence_TIFFs record")
-        return Sequence.create("TIFFs", paths), 1
+        return Sequence.create("TIFFs", paths)
     if name == "_IndexedSequence":
-        seq, count = base("base")
-        return seq[tuple(d["indices"])], count + 1
+        return base()[tuple(d["indices"])]
     if name == "_MaskedSequence":
-        seq, count = base("base")
-        return seq.mask(list(d["outers"])), count + 1
+        return base().mask(list(d["outers"]))
     if name == "_MotionCorrectedSequence":
         extent = d.get("extent")
-        seq, count = base("base")
-        return seq.apply_displacements(
+        return base().apply_displacements(
             np.asarray(d["displacements"]),
             None if extent is None else tuple(int(e) for e in extent),
-        ), count + 1
+        )
     if name == "_Joined_Sequence":
         parts = d["sequences"]
         if not isinstance(parts, (list, tuple)):
             raise DatasetFormatError(f"{where}: _Joined_Sequence holds no list of sequences")
-        seqs, total = [], 1
-        for s in parts:
-            seq, count = _legacy_sequence(s, savedir, where, memo)
-            total += count
-            if total > MAX_LEGACY_SEQUENCE_RECORDS:
-                break  # reported by the caller
-            seqs.append(seq)
-        if total > MAX_LEGACY_SEQUENCE_RECORDS:
-            return None, total
-        return Sequence.join(seqs), total
+        return Sequence.join([_legacy_sequence(s, savedir, where, memo) for s in parts])
     raise DatasetFormatError(f"{where}: unsupported SIMA sequence class {name}")
 
 
