@@ -54,6 +54,7 @@ __all__ = [
     "LegacySparse",
     "PickleLimits",
     "UnsafePickleError",
+    "current_limits",
     "legacy_load",
     "load_npy",
     "pickle_limits",
@@ -251,9 +252,6 @@ def current_limits() -> PickleLimits:
     PickleLimits
     """
     return _LIMITS.get() or _DEFAULT_LIMITS
-
-
-__all__.append("current_limits")
 
 
 # ---------------------------------------------------------------------------
@@ -784,6 +782,10 @@ class _LoadContext:
                 self.refuse(f"bytearray() of a {type(src).__name__} refused")
         return bytearray(*args)
 
+    def bytes_(self, *args: Any) -> bytes:
+        # Protocols 0-2 of Python 3 write b'' as bytes(); checked as bytearray().
+        return bytes(self.bytearray_(*args))
+
     def complex_(self, *args: Any) -> complex:
         if len(args) > 2 or not all(
             isinstance(a, (int, float, str, np.integer, np.floating)) for a in args
@@ -1181,6 +1183,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 return ctx.container(_CONTAINERS[name], name)
             if name == "bytearray":
                 return ctx.bytearray_
+            if name == "bytes":
+                return ctx.bytes_
             if name == "complex":
                 return ctx.complex_
             if name == "slice":
@@ -1203,6 +1207,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if ctx.profile == "sima":
             if module in ("copy_reg", "copyreg") and name == "_reconstructor":
                 return ctx.copyreg_reconstructor
+            if module in ("builtins", "__builtin__") and name == "object":
+                return object  # the base in protocol 0/1 reconstruction; inert
             if module.startswith("scipy.sparse"):
                 fmt = name.split("_")[0]
                 if name.endswith("_matrix") and fmt in ctx.sparse:

@@ -41,8 +41,10 @@ from sima_fast._atomic import atomic_write
 from sima_fast._legacy import (
     LegacyClass,
     LegacySparse,
+    PickleLimits,
     UnsafePickleError,
     legacy_load,
+    pickle_limits,
     sparse_from_legacy,
 )
 
@@ -50,9 +52,11 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "DatasetFormatError",
+    "PickleLimits",
     "UnsafePickleError",
     "is_dataset_dir",
     "is_legacy_dir",
+    "pickle_limits",
 ]
 
 FORMAT_NAME = "sima_fast.ImagingDataset"
@@ -929,9 +933,16 @@ def load_legacy(savedir: str) -> dict[str, Any]:
     ------
     DatasetFormatError
         If ``sequences.pkl`` is missing or a pickle holds an unexpected
-        structure or sequence class.
+        structure or sequence class (``channel_names`` not a list of
+        strings, a sequence record without a required entry...); the
+        message names the file.
     UnsafePickleError
-        If a pickle refers to anything outside the allow-list.
+        If a pickle refers to anything outside the allow-list, is corrupt,
+        or exceeds the limits of :class:`sima_fast._legacy.PickleLimits`
+        (raise them with :func:`sima_fast.storage.pickle_limits`), or the
+        sequence records expand to more than
+        :data:`MAX_LEGACY_SEQUENCE_RECORDS`; the message names the file
+        and the limit.
     """
     ds_path = os.path.join(savedir, "dataset.pkl")
     info = legacy_load(ds_path) if os.path.exists(ds_path) else {}
@@ -985,6 +996,12 @@ def legacy_roi_labels(savedir: str) -> dict[str, Any]:
     ------
     DatasetFormatError
         If ``rois.pkl`` does not hold a dict of ROI sets.
+    UnsafePickleError
+        If the pickle is refused (outside the allow-list, corrupt, over a
+        limit of :class:`sima_fast._legacy.PickleLimits`); the message
+        names the file.
+    ValueError
+        If an ROI is malformed (the message names the file and the set).
     """
     from sima_fast.io.sima_legacy import sima_roilist
 
@@ -1025,6 +1042,10 @@ def legacy_signals(savedir: str, channel: int) -> dict[str, Any]:
     ------
     DatasetFormatError
         If the pickle does not hold a dict.
+    UnsafePickleError
+        If the pickle is refused (outside the allow-list, corrupt, over a
+        limit of :class:`sima_fast._legacy.PickleLimits`) or holds a
+        malformed sparse matrix; the message names the file.
     """
     path = os.path.join(savedir, f"signals_{int(channel)}.pkl")
     if not os.path.exists(path):
