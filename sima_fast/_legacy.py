@@ -679,6 +679,24 @@ class _NdarrayMarker:
         self.ctx.refuse("the pickle calls numpy.ndarray directly (only numpy's reconstruction)")
 
 
+def _object_base_marker(ctx: _LoadContext) -> type:
+    """Make what ``builtins.object`` resolves to: the base of copyreg reconstruction.
+
+    Returns
+    -------
+    type
+        A class whose instantiation (by REDUCE or NEWOBJ) is refused.
+    """
+
+    def refuse(cls: type, *args: Any, **kwargs: Any) -> Any:
+        ctx.refuse(
+            "refusing to instantiate builtins.object (accepted only as the base of "
+            "protocol 0/1 reconstruction)"
+        )
+
+    return type("object", (), {"__new__": refuse})
+
+
 def _shape_of(ctx: _LoadContext, shape: Any, what: str) -> tuple[int, ...]:
     if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
         shape = (shape,)
@@ -714,6 +732,7 @@ class _LoadContext:
         self.created = 0
         self.sparse = {fmt: _sparse_class(fmt, path, self.max_call) for fmt in _SPARSE_FORMATS}
         self.ndarray = _NdarrayMarker(self)
+        self.object_base = _object_base_marker(self)
 
     # -- errors and budgets --------------------------------------------------
 
@@ -809,7 +828,9 @@ class _LoadContext:
 
     def copyreg_reconstructor(self, cls: Any, base: Any, state: Any) -> Any:
         # Protocol 0/1 object creation: only for classes that passed find_class.
-        if base is not object or not (isinstance(cls, type) and issubclass(cls, LegacySparse)):
+        if base is not self.object_base or not (
+            isinstance(cls, type) and issubclass(cls, LegacySparse)
+        ):
             self.refuse("copyreg reconstruction of a non-allow-listed type refused")
         return cls.__new__(cls)
 
@@ -1208,7 +1229,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             if module in ("copy_reg", "copyreg") and name == "_reconstructor":
                 return ctx.copyreg_reconstructor
             if module in ("builtins", "__builtin__") and name == "object":
-                return object  # the base in protocol 0/1 reconstruction; inert
+                return ctx.object_base
             if module.startswith("scipy.sparse"):
                 fmt = name.split("_")[0]
                 if name.endswith("_matrix") and fmt in ctx.sparse:
