@@ -54,8 +54,10 @@ from sima_fast._atomic import RecoveryReport, atomic_write, recover
 from sima_fast._legacy import (
     LegacyClass,
     LegacySparse,
+    PickleLimits,
     UnsafePickleError,
     legacy_load,
+    pickle_limits,
     sparse_from_legacy,
 )
 from sima_fast._lock import (
@@ -71,12 +73,14 @@ __all__ = [
     "DatasetChangedError",
     "DatasetFormatError",
     "DatasetLockedError",
+    "PickleLimits",
     "RecoveryReport",
     "UnsafePickleError",
     "dataset_lock",
     "is_dataset_dir",
     "is_legacy_dir",
     "lock_timeout",
+    "pickle_limits",
     "recover",
     "set_lock_timeout",
 ]
@@ -927,13 +931,123 @@ def _legacy_record(d: dict[str, Any]) -> dict[str, Any]:
     return {"abspath": d.get("_abspath", d.get("path")), "relpath": d.get("_relpath")}
 
 
-def _legacy_sequence(d: Any, savedir: str):
+MAX_LEGACY_SEQUENCE_RECORDS = 10_000
+"""Most sequence records a ``sequences.pkl`` may expand to (each wrapper counts once per use).
+
+SIMA datasets hold a few sequences, each wrapped a few times; sima_fast's
+sequence views walk their wrapped sequences as a tree, so a file sharing
+records (``[s, s]`` nested) must not expand beyond this.
+"""
+
+_WRAPPED = {
+    "_IndexedSequence": "base",
+    "_MaskedSequence": "base",
+    "_MotionCorrectedSequence": "base",
+    "_Joined_Sequence": "sequences",
+}
+
+
+def _legacy_record_count(d: Any, path: str, memo: dict[int, int]) -> int:
+    """Count the records under ``d`` as a tree (each shared record once per use).
+
+    Linear in the distinct records (memoised by identity); recursion depth
+    is bounded by the unpickler's ``max_depth``.
+
+    Returns
+    -------
+    int
+    """
+    if not isinstance(d, dict) or not isinstance(d.get("__class__"), LegacyClass):
+        return 1  # reported with the file name when converted
+    hit = memo.get(id(d))
+    if hit is not None:
+        return hit
+    key = _WRAPPED.get(d["__class__"].name)
+    children = [] if key is None else d.get(key)
+    if key == "base":
+        children = [children]
+    count = 1
+    if isinstance(children, (list, tuple)):
+        for child in children:
+            count += _legacy_record_count(child, path, memo)
+            if count > MAX_LEGACY_SEQUENCE_RECORDS:
+                raise UnsafePickleError(
+                    f"{path}: the sequences expand to more than {MAX_LEGACY_SEQUENCE_RECORDS} "
+                    "records, counting a shared record once per use "
+                    "(MAX_LEGACY_SEQUENCE_RECORDS)",
+                    path=path,
+                    limit="MAX_LEGACY_SEQUENCE_RECORDS",
+                )
+    memo[id(d)] = count
+    return count
+
+
+def _legacy_sequences(raw: list, savedir: str, path: str) -> list:
+    """Convert the records of ``sequences.pkl`` (``path``), bounded and naming the file.
+
+    The records are first counted as a tree against
+    :data:`MAX_LEGACY_SEQUENCE_RECORDS`; then each distinct record is
+    converted once (a shared record gives a shared Sequence). Wrappers nest
+    no deeper than the unpickler's depth limit, so the recursion in
+    :func:`_legacy_sequence` is bounded.
+
+    Returns
+    -------
+    list of Sequence
+    """
+    counts: dict[int, int] = {}
+    total = 0
+    for d in raw:
+        total += _legacy_record_count(d, path, counts)
+        if total > MAX_LEGACY_SEQUENCE_RECORDS:
+            raise UnsafePickleError(
+                f"{path}: the sequences expand to more than {MAX_LEGACY_SEQUENCE_RECORDS} "
+                "records (MAX_LEGACY_SEQUENCE_RECORDS)",
+                path=path,
+                limit="MAX_LEGACY_SEQUENCE_RECORDS",
+            )
+    memo: dict[int, Any] = {}
+    out = []
+    for i, d in enumerate(raw):
+        try:
+            out.append(_legacy_sequence(d, savedir, path, memo))
+        except KeyError as exc:
+            raise DatasetFormatError(
+                f"{path}: sequence {i}: a SIMA sequence record lacks the entry {exc}"
+            ) from exc
+        except DatasetFormatError:
+            raise
+        except (TypeError, IndexError, ValueError) as exc:
+            raise DatasetFormatError(f"{path}: sequence {i}: {exc}") from exc
+    return out
+
+
+def _legacy_sequence(
+    d: Any, savedir: str, path: str | None = None, memo: dict | None = None
+) -> Any:
+    """Convert one SIMA sequence record (memoised by identity in ``memo``).
+
+    Returns
+    -------
+    Sequence
+    """
+    if memo is None:
+        memo = {}
+    where = path or os.path.join(savedir, "sequences.pkl")
+    if not isinstance(d, dict) or not isinstance(d.get("__class__"), LegacyClass):
+        raise DatasetFormatError(f"{where}: unexpected entry in sequences.pkl: {type(d).__name__}")
+    hit = memo.get(id(d))
+    if hit is None:
+        hit = memo[id(d)] = _legacy_sequence_new(d, savedir, where, memo)
+    return hit
+
+
+def _legacy_sequence_new(d: dict, savedir: str, where: str, memo: dict) -> Any:
     from sima_fast.sequence import Sequence, resolve_path
 
-    if not isinstance(d, dict) or not isinstance(d.get("__class__"), LegacyClass):
-        raise DatasetFormatError(
-            f"{savedir!r}: unexpected entry in sequences.pkl: {type(d).__name__}"
-        )
+    def base(key: str = "base") -> Any:
+        return _legacy_sequence(d[key], savedir, where, memo)
+
     name = d["__class__"].name
     if name == "_Sequence_HDF5":
         path = resolve_path(_legacy_record(d), savedir, "HDF5 file")
@@ -963,25 +1077,43 @@ def _legacy_sequence(d: Any, savedir: str):
     if name == "_Sequence_TIFFs":
         paths = d.get("paths")
         if paths is None:
-            raise DatasetFormatError(f"{savedir!r}: unsupported _Sequence_TIFFs record")
+            raise DatasetFormatError(f"{where}: unsupported _Sequence_TIFFs record")
         return Sequence.create("TIFFs", paths)
     if name == "_IndexedSequence":
-        return _legacy_sequence(d["base"], savedir)[tuple(d["indices"])]
+        return base()[tuple(d["indices"])]
     if name == "_MaskedSequence":
-        return _legacy_sequence(d["base"], savedir).mask(list(d["outers"]))
+        return base().mask(list(d["outers"]))
     if name == "_MotionCorrectedSequence":
         extent = d.get("extent")
-        return _legacy_sequence(d["base"], savedir).apply_displacements(
+        return base().apply_displacements(
             np.asarray(d["displacements"]),
             None if extent is None else tuple(int(e) for e in extent),
         )
     if name == "_Joined_Sequence":
-        return Sequence.join([_legacy_sequence(s, savedir) for s in d["sequences"]])
-    raise DatasetFormatError(f"{savedir!r}: unsupported SIMA sequence class {name}")
+        parts = d["sequences"]
+        if not isinstance(parts, (list, tuple)):
+            raise DatasetFormatError(f"{where}: _Joined_Sequence holds no list of sequences")
+        return Sequence.join([_legacy_sequence(s, savedir, where, memo) for s in parts])
+    raise DatasetFormatError(f"{where}: unsupported SIMA sequence class {name}")
+
+
+def _legacy_describe(value: Any) -> str:
+    """Name a value's type and size without printing it (it may be huge or deep)."""
+    size = f" of {len(value)} items" if isinstance(value, (list, tuple, dict, set)) else ""
+    inner = ""
+    if isinstance(value, (list, tuple)):
+        bad = [type(n).__name__ for n in value if not isinstance(n, (str, bytes, int, float))]
+        inner = f" holding {bad[0]}" if bad else ""
+    return f"{type(value).__name__}{size}{inner}"
 
 
 def convert_legacy(obj: Any) -> Any:
     """Replace :class:`LegacySparse` records by CSR matrices throughout a structure.
+
+    The walk uses an explicit stack (no recursion, whatever the nesting) and
+    converts each distinct container once, so containers shared in the
+    input stay shared in the output and the time is linear in the number of
+    distinct containers.
 
     Parameters
     ----------
@@ -993,16 +1125,69 @@ def convert_legacy(obj: Any) -> Any:
     object
         A copy of the containers with every record converted by
         :func:`sparse_from_legacy`; other values are returned as they are.
+
+    Raises
+    ------
+    UnsafePickleError
+        If a sparse record is malformed (the message names its file).
+    ValueError
+        If the structure holds a reference cycle.
     """
-    if isinstance(obj, LegacySparse):
-        return sparse_from_legacy(obj)
-    if isinstance(obj, dict):
-        return {k: convert_legacy(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [convert_legacy(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(convert_legacy(v) for v in obj)
-    return obj
+    walked = (dict, list, tuple)
+    if not isinstance(obj, (*walked, LegacySparse)):
+        return obj
+    memo: dict[int, Any] = {}
+    keep: list = []  # the inputs stay alive, so their ids stay unique
+
+    def convert_leafish(x: Any) -> tuple[bool, Any]:
+        if isinstance(x, LegacySparse):
+            key = id(x)
+            if key not in memo:
+                memo[key] = sparse_from_legacy(x)
+                keep.append(x)
+            return True, memo[key]
+        if isinstance(x, walked):
+            if id(x) in memo:
+                return True, memo[id(x)]
+            return False, None
+        return True, x
+
+    done, value = convert_leafish(obj)
+    if done:
+        return value
+    on_path = {id(obj)}
+    items = obj.items() if isinstance(obj, dict) else obj
+    stack: list[list] = [[obj, iter(items), []]]
+    while True:
+        node, it, out = stack[-1]
+        for item in it:
+            child = item[1] if isinstance(node, dict) else item
+            done, value = convert_leafish(child)
+            if not done:
+                if id(child) in on_path:
+                    raise ValueError("convert_legacy: the structure holds a reference cycle")
+                on_path.add(id(child))
+                sub = child.items() if isinstance(child, dict) else child
+                stack.append([child, iter(sub), []])
+                out.append((item[0], None) if isinstance(node, dict) else None)
+                break
+            out.append((item[0], value) if isinstance(node, dict) else value)
+        else:
+            stack.pop()
+            on_path.discard(id(node))
+            if isinstance(node, dict):
+                result: Any = dict(out)
+            elif isinstance(node, list):
+                result = out
+            else:
+                result = tuple(out)
+            memo[id(node)] = result
+            keep.append(node)
+            if not stack:
+                return result
+            parent = stack[-1]
+            last = parent[2][-1]
+            parent[2][-1] = (last[0], result) if isinstance(parent[0], dict) else result
 
 
 def load_legacy(savedir: str) -> dict[str, Any]:
@@ -1025,9 +1210,16 @@ def load_legacy(savedir: str) -> dict[str, Any]:
     ------
     DatasetFormatError
         If ``sequences.pkl`` is missing or a pickle holds an unexpected
-        structure or sequence class.
+        structure or sequence class (``channel_names`` not a list of
+        strings, a sequence record without a required entry...); the
+        message names the file.
     UnsafePickleError
-        If a pickle refers to anything outside the allow-list.
+        If a pickle refers to anything outside the allow-list, is corrupt,
+        or exceeds the limits of :class:`sima_fast._legacy.PickleLimits`
+        (raise them with :func:`sima_fast.storage.pickle_limits`), or the
+        sequence records expand to more than
+        :data:`MAX_LEGACY_SEQUENCE_RECORDS`; the message names the file
+        and the limit.
     """
     ds_path = os.path.join(savedir, "dataset.pkl")
     info = legacy_load(ds_path) if os.path.exists(ds_path) else {}
@@ -1039,7 +1231,7 @@ def load_legacy(savedir: str) -> dict[str, Any]:
     raw = legacy_load(seq_path)
     if not isinstance(raw, list):
         raise DatasetFormatError(f"{seq_path!r} does not hold a list of sequences")
-    sequences = [_legacy_sequence(d, savedir) for d in raw]
+    sequences = _legacy_sequences(raw, savedir, seq_path)
     projections = {}
     for name in ("time_averages", "time_std"):
         p = os.path.join(savedir, f"{name}.pkl")
@@ -1049,6 +1241,14 @@ def load_legacy(savedir: str) -> dict[str, Any]:
                 projections[name] = np.asarray(arr, dtype=np.float64)
     # time_kurtosis.pkl held SIMA's 4th central moment, not kurtosis: ignored.
     names = info.get("channel_names")
+    if names is not None:
+        if not isinstance(names, (list, tuple)) or not all(
+            isinstance(n, (str, bytes, int, float, np.generic)) for n in names
+        ):
+            raise DatasetFormatError(
+                f"{ds_path}: channel_names must be a list of strings, got "
+                f"{_legacy_describe(names)}"
+            )
     return {
         "sequences": sequences,
         "channel_names": None if names is None else [str(n) for n in names],
@@ -1073,16 +1273,30 @@ def legacy_roi_labels(savedir: str) -> dict[str, Any]:
     ------
     DatasetFormatError
         If ``rois.pkl`` does not hold a dict of ROI sets.
+    UnsafePickleError
+        If the pickle is refused (outside the allow-list, corrupt, over a
+        limit of :class:`sima_fast._legacy.PickleLimits`); the message
+        names the file.
+    ValueError
+        If an ROI is malformed (the message names the file and the set).
     """
-    from sima_fast.ROI import ROIList
+    from sima_fast.io.sima_legacy import sima_roilist
 
     path = os.path.join(savedir, "rois.pkl")
     if not os.path.exists(path):
         return {}
     labels = legacy_load(path)
-    if not isinstance(labels, dict):
+    if not isinstance(labels, dict) or not all(
+        isinstance(v, dict) and "rois" in v for v in labels.values()
+    ):
         raise DatasetFormatError(f"{path!r} does not hold SIMA ROI sets")
-    return {label: ROIList.load(path, label=label, fmt="pkl") for label in labels}
+    # One read for all sets (reading the file once per label was quadratic).
+    out = {}
+    for label, entry in labels.items():
+        if not isinstance(entry["rois"], (list, tuple)):
+            raise DatasetFormatError(f"{path}: ROI set {label!r} holds no list of ROIs")
+        out[label] = sima_roilist(entry, f"{path}:{label}")
+    return out
 
 
 def legacy_signals(savedir: str, channel: int) -> dict[str, Any]:
@@ -1105,6 +1319,10 @@ def legacy_signals(savedir: str, channel: int) -> dict[str, Any]:
     ------
     DatasetFormatError
         If the pickle does not hold a dict.
+    UnsafePickleError
+        If the pickle is refused (outside the allow-list, corrupt, over a
+        limit of :class:`sima_fast._legacy.PickleLimits`) or holds a
+        malformed sparse matrix; the message names the file.
     """
     path = os.path.join(savedir, f"signals_{int(channel)}.pkl")
     if not os.path.exists(path):
