@@ -40,6 +40,11 @@ uint16 one without ``ours_api``)
     ``extract_rois(..., n_processes=2)`` on ``Sequence.create('TIFF', path)``
     (memory-mapped) against ``memory``: the same call on an ``ndarray``
     sequence holding the same movie.
+``dataset-writes``
+    ``ours`` is ``add_ROIs`` + ``extract(save_summary=False)`` into a
+    200×128×128 float32 dataset on disk with 50 ROIs (small, so writing
+    dominates); ``lock`` is two acquire-and-release cycles of its directory
+    lock alone: the cost the lock adds to every write.
 
 Every run is checked against the scipy algebra (NaN-aware where needed) on a
 few frames, so a broken kernel cannot report a fast number. One case's data is
