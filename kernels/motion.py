@@ -45,7 +45,7 @@ def edge_taper(shape: tuple[int, int], width: float) -> np.ndarray:
     shape : tuple of int
         ``(Y, X)``.
     width : float
-        Pixels over which the taper falls at each edge; 0 gives all ones.
+        Pixels over which the taper falls at each edge; below 1e-6 (e.g. 0) gives all ones.
         Limited to half of each side.
 
     Returns
@@ -60,7 +60,7 @@ def edge_taper(shape: tuple[int, int], width: float) -> np.ndarray:
     axes = []
     for n in shape:
         w = min(float(width), n / 2.0)
-        if w <= 0:
+        if w < 1e-6:  # narrower than any pixel: no taper
             axes.append(np.ones(n))
             continue
         # distance of each pixel centre from the nearest edge, in pixels
