@@ -13,6 +13,9 @@ and the single-machine path runs that same function over whole sequences:
   joined in time order by :func:`~sima_fast.extract.sequence_traces`;
 * :func:`sima_fast.spikes.deconvolve_block` solves a block of ROIs, joined by
   :func:`~sima_fast.spikes.collect_sequence`;
+* :func:`sima_fast.motion.base.displacements_of_range` registers a time range
+  against references fixed beforehand, joined in time order (passed in by
+  the motion strategies, which call this module);
 * the export reads each time range through the gap-filled view of
   :mod:`sima_fast.sequence.views` and applies the writer's conversion.
 
@@ -79,6 +82,7 @@ from sima_fast.sequence.views import FilledSequence, first_finite_values, last_f
 __all__ = [
     "DASK_CONFIG",
     "channel_maxima",
+    "estimate_motion",
     "extract_rois",
     "frame_blocks",
     "infer_spikes_from_signals",
@@ -785,6 +789,75 @@ def frame_blocks(
     finally:
         for _, future in pending:
             future.cancel()
+
+
+# ---------------------------------------------------------------------------
+# motion estimation
+# ---------------------------------------------------------------------------
+
+
+def estimate_motion(
+    sequences: list,
+    client: Any,
+    range_function: Callable[..., np.ndarray],
+    job: Any,
+    *,
+    chunk_frames: int | None = None,
+    progress: bool = False,
+) -> list[np.ndarray]:
+    """Register every time range of ``sequences`` against fixed references on a cluster.
+
+    The distributed step of
+    :meth:`sima_fast.motion.MotionEstimationStrategy.estimate` with
+    ``client=``: ``job`` (the strategy and its setup, e.g. references fixed
+    on the client) is scattered once to every worker, and ``range_function``
+    (:func:`sima_fast.motion.base.displacements_of_range`, passed in so that
+    this module does not import the motion package that calls it) runs over
+    the ranges of :func:`map_ranges`. Every frame is registered
+    independently of the others against the same references, so the joined
+    displacements are identical to the single-machine ones.
+
+    Parameters
+    ----------
+    sequences : list of Sequence
+        The sequences (restricted to the channels to estimate from).
+    client : dask.distributed.Client
+        The cluster to run on.
+    range_function : callable
+        ``range_function(seq, t0, t1, job)``: the displacements of frames
+        ``t0`` to ``t1``, first axis the frames.
+    job : object
+        Its last argument (picklable).
+    chunk_frames : int, optional
+        Frames per task (see :func:`map_ranges`).
+    progress : bool, optional
+        Show Dask's progress bar while the tasks run.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        Per sequence, the displacements of its frames in time order.
+
+    Raises
+    ------
+    TypeError
+        ``client`` is not a Dask client.
+    """
+    progress = check_bool("progress", progress)
+    if chunk_frames is not None:
+        check_int("chunk_frames", chunk_frames, low=1)
+    client = _check_client(client)
+    # a list of one item, so that a tuple travels as one object, not one future each
+    shared = client.scatter([job], broadcast=True, hash=False)[0]
+    futures = map_ranges(
+        client,
+        sequences,
+        range_function,
+        shared,
+        chunk_frames=chunk_frames,
+        progress=progress,
+    )
+    return [np.concatenate(client.gather(fs)) for fs in futures]
 
 
 # ---------------------------------------------------------------------------

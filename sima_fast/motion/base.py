@@ -27,14 +27,16 @@ size whatever the length of the movie.
 from __future__ import annotations
 
 import abc
+import contextlib
+import contextvars
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from sima_fast._validate import ArgumentTypeError, check_real, resolve_channel
+from sima_fast._validate import ArgumentTypeError, check_bool, check_real, resolve_channel
 
 __all__ = [
     "ESTIMATION_CHUNK_BYTES",
@@ -43,6 +45,7 @@ __all__ = [
     "check_max_displacement",
     "check_reference",
     "check_reference_shape",
+    "displacements_of_range",
     "iter_estimation_chunks",
     "normalise_displacements",
     "observation_counts",
@@ -52,6 +55,12 @@ __all__ = [
 #: Target size of one block of frames read for estimation (float64 after the
 #: channels are summed): the memory a strategy's reading costs.
 ESTIMATION_CHUNK_BYTES = 32 * 2**20
+
+#: Called with the number of frames of every block :func:`iter_estimation_chunks`
+#: yields, while :meth:`MotionEstimationStrategy.estimate` shows a progress bar.
+_ON_FRAMES: contextvars.ContextVar[Callable[[int], Any] | None] = contextvars.ContextVar(
+    "sima_fast_motion_on_frames", default=None
+)
 
 
 # ---------------------------------------------------------------------------
@@ -260,9 +269,12 @@ def check_reference_shape(reference: np.ndarray | None, frame_shape: tuple[int, 
 
 
 def iter_estimation_chunks(
-    sequence: Any, chunk_frames: int | None = None
+    sequence: Any, chunk_frames: int | None = None, start: int = 0, stop: int | None = None
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield blocks of frames for estimation, channels summed, in time order.
+
+    While :meth:`MotionEstimationStrategy.estimate` shows a progress bar,
+    every block yielded advances it.
 
     Parameters
     ----------
@@ -270,13 +282,16 @@ def iter_estimation_chunks(
         The sequence (already restricted to the channels to use).
     chunk_frames : int, optional
         Frames per block; default: about :data:`ESTIMATION_CHUNK_BYTES`.
+    start, stop : int, optional
+        The frames to read (default: all).
 
     Yields
     ------
     (int, numpy.ndarray)
-        The first frame's index and a ``(n, Z, Y, X)`` block: float32 for
-        data of at most 16-bit integers or float32, float64 otherwise. NaN
-        marks unobserved pixels (a NaN in any channel makes the sum NaN).
+        The first frame's index (in ``sequence``) and a ``(n, Z, Y, X)``
+        block: float32 for data of at most 16-bit integers or float32,
+        float64 otherwise. NaN marks unobserved pixels (a NaN in any channel
+        makes the sum NaN).
     """
     T, Z, Y, X, C = sequence.shape
     kind = np.dtype(sequence.dtype)
@@ -285,7 +300,10 @@ def iter_estimation_chunks(
     if chunk_frames is None:
         frame_bytes = max(Z * Y * X * C * 8, 1)
         chunk_frames = max(1, min(T or 1, ESTIMATION_CHUNK_BYTES // frame_bytes))
-    for t0, block in sequence.iter_chunks(int(chunk_frames), reuse_buffer=True):
+    on_frames = _ON_FRAMES.get()
+    for t0, block in sequence.iter_chunks(
+        int(chunk_frames), start=start, stop=stop, reuse_buffer=True
+    ):
         if C == 1:
             out = np.asarray(block[..., 0], dtype=dtype)
             if out is block[..., 0] or np.shares_memory(out, block):
@@ -293,6 +311,54 @@ def iter_estimation_chunks(
         else:
             out = block.sum(axis=-1, dtype=dtype)
         yield t0, out
+        if on_frames is not None:
+            on_frames(len(out))
+
+
+@contextlib.contextmanager
+def _estimation_progress(total: int, wanted: bool, desc: str) -> Iterator[None]:
+    """Show a tqdm bar of ``total`` frames advanced by :func:`iter_estimation_chunks`."""
+    if not wanted:
+        yield
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=desc, unit="frame", disable=None) as bar:
+        token = _ON_FRAMES.set(bar.update)
+        try:
+            yield
+        finally:
+            _ON_FRAMES.reset(token)
+
+
+def displacements_of_range(sequence: Any, t0: int, t1: int, job: tuple) -> np.ndarray:
+    """Estimate the displacements of frames ``t0`` to ``t1`` of one sequence.
+
+    The per-range function of motion estimation against a fixed reference:
+    the single-machine path runs it over whole sequences, and
+    :func:`sima_fast.distributed.estimate_motion` over time ranges on a
+    cluster; either way :meth:`MotionEstimationStrategy.estimate` finishes
+    the joined ranges the same way.
+
+    Parameters
+    ----------
+    sequence : Sequence
+        The sequence (already restricted to the channels to use).
+    t0, t1 : int
+        The frames (``t0 == t1`` gives an empty array).
+    job : (MotionEstimationStrategy, object)
+        The strategy and what its ``_range_setup`` returned for the dataset
+        (e.g. its reference images).
+
+    Returns
+    -------
+    numpy.ndarray
+        The raw displacements of the ``t1 - t0`` frames (before the
+        strategy's finishing step and the normalisation of
+        :meth:`~MotionEstimationStrategy.estimate`).
+    """
+    strategy, setup = job
+    return strategy._estimate_range(setup, sequence, int(t0), int(t1))
 
 
 # ---------------------------------------------------------------------------
@@ -514,7 +580,32 @@ class MotionEstimationStrategy(abc.ABC):
     def _estimate(self, dataset: Any) -> list:
         """Estimate the displacements of every sequence of ``dataset`` (an ImagingDataset)."""
 
-    def estimate(self, dataset: Any) -> list[np.ndarray]:
+    # A strategy whose frames are registered one by one against references fixed
+    # before any frame is read can be run in time ranges (on a cluster with
+    # ``client=``). It returns what every range needs from ``_range_setup`` (called
+    # once, on the client; picklable), estimates a range in ``_estimate_range`` and
+    # post-processes the joined ranges of every sequence in ``_finish_ranges``;
+    # its ``_estimate`` should be those three steps over whole sequences, so that
+    # both paths give the same result. ``_range_setup`` returning None (the
+    # default) means the frames' estimates depend on each other.
+
+    def _range_setup(self, dataset: Any) -> Any:
+        """Return what estimating any time range of ``dataset`` needs (None: cannot be split)."""
+        return None
+
+    def _estimate_range(self, setup: Any, sequence: Any, t0: int, t1: int) -> np.ndarray:
+        """Raw displacements of frames ``t0:t1`` of ``sequence`` (given ``_range_setup``)."""
+        raise TypeError(
+            f"{type(self).__name__} returned a range setup but does not define _estimate_range"
+        )
+
+    def _finish_ranges(self, dataset: Any, setup: Any, displacements: list) -> list:
+        """Post-process the joined per-sequence displacements of the ranges (default: none)."""
+        return displacements
+
+    def estimate(
+        self, dataset: Any, *, client: Any = None, progress: bool = False
+    ) -> list[np.ndarray]:
         """Estimate the displacements of every frame of a dataset.
 
         Parameters
@@ -523,6 +614,17 @@ class MotionEstimationStrategy(abc.ABC):
             The data; every channel is used, summed (select channels by
             indexing, ``seq[:, :, :, :, [0]]``, or with ``correction_channels``
             of :meth:`correct`).
+        client : dask.distributed.Client, optional
+            Register on this Dask cluster: the references are fixed first
+            (given, or built here from a sample of frames), then every time
+            range of every sequence is one task
+            (:func:`sima_fast.distributed.estimate_motion`). The result equals
+            the one without ``client``. Only strategies that register frames
+            against fixed references can do this (the rigid plane
+            strategies); others raise ValueError.
+        progress : bool, optional
+            Show a progress bar over the frames registered (tqdm here, Dask's
+            with ``client``). Default False.
 
         Returns
         -------
@@ -540,12 +642,40 @@ class MotionEstimationStrategy(abc.ABC):
         ValueError
             An empty dataset, sequences of different frame shapes, or data
             that the strategy's parameters do not fit (``max_displacement``
-            larger than the frame, a reference of another shape).
+            larger than the frame, a reference of another shape); a
+            ``client`` given to a strategy that cannot be split in time.
+        TypeError
+            ``client`` is not a Dask client.
         """
         from sima_fast.imaging import ImagingDataset
 
+        progress = check_bool("progress", progress)
         sequences = as_sequences(dataset)
-        shifts = self._estimate(ImagingDataset(sequences, None))
+        data = ImagingDataset(sequences, None)
+        total = sum(len(s) for s in sequences)
+        desc = f"motion ({type(self).__name__})"
+        setup = self._range_setup(data)
+        if setup is None:
+            if client is not None:
+                raise ValueError(
+                    f"client: {type(self).__name__} does not register frames against a fixed "
+                    "reference, so it cannot be split into time ranges; run it without client"
+                )
+            with _estimation_progress(total, progress, desc):
+                shifts = self._estimate(data)
+        else:
+            if client is None:
+                with _estimation_progress(total, progress, desc):
+                    parts = [
+                        displacements_of_range(s, 0, len(s), (self, setup)) for s in sequences
+                    ]
+            else:
+                from sima_fast.distributed import estimate_motion
+
+                parts = estimate_motion(
+                    sequences, client, displacements_of_range, (self, setup), progress=progress
+                )
+            shifts = self._finish_ranges(data, setup, parts)
         if len(shifts) != len(sequences):
             raise RuntimeError(
                 f"{type(self).__name__} returned {len(shifts)} displacement arrays for "
@@ -599,6 +729,9 @@ class MotionEstimationStrategy(abc.ABC):
         info: dict | None = None,
         correction_channels: list | None = None,
         trim_criterion: float | None = None,
+        *,
+        client: Any = None,
+        progress: bool = False,
     ) -> Any:
         """Estimate the motion of a dataset and save the motion-corrected dataset.
 
@@ -623,6 +756,10 @@ class MotionEstimationStrategy(abc.ABC):
             In ``[0, 1]``: the fraction of frames in which a location must be
             in the field of view to be kept (see :func:`trim_slices`).
             Default None: only what every frame observes, as SIMA.
+        client : dask.distributed.Client, optional
+            Estimate on this Dask cluster (see :meth:`estimate`).
+        progress : bool, optional
+            Show a progress bar while estimating (default False).
 
         Returns
         -------
@@ -638,7 +775,10 @@ class MotionEstimationStrategy(abc.ABC):
         ValueError
             Sequences of different frame shapes, an unknown channel, a
             ``trim_criterion`` outside ``[0, 1]`` or one that leaves nothing,
-            or a strategy parameter that does not fit the data.
+            a strategy parameter that does not fit the data, or a ``client``
+            for a strategy that cannot be split in time.
+        TypeError
+            ``client`` is not a Dask client.
         FileExistsError
             If ``savedir`` exists.
         FileNotFoundError
@@ -662,6 +802,7 @@ class MotionEstimationStrategy(abc.ABC):
             parent = os.path.dirname(target)
             if not os.path.isdir(parent):
                 raise FileNotFoundError(f"savedir: the parent directory {parent!r} does not exist")
+        progress = check_bool("progress", progress)
         if info is not None and not isinstance(info, dict):
             raise ArgumentTypeError(f"info must be a dict or None, got {type(info).__name__}")
         num_channels = sequences[0].shape[4]
@@ -692,7 +833,7 @@ class MotionEstimationStrategy(abc.ABC):
                 {resolve_channel(c, names, "correction_channels") for c in correction_channels}
             )
             mc_sequences = [s[:, :, :, :, idx] for s in sequences]
-        displacements = self.estimate(mc_sequences)
+        displacements = self.estimate(mc_sequences, client=client, progress=progress)
         raw = tuple(int(v) for v in sequences[0].shape[1:4])
         k = displacements[0].shape[-1]
         largest = np.zeros(k)

@@ -204,25 +204,35 @@ class _PlaneStrategy(MotionEstimationStrategy):
     def _plane_reference(self, sample: np.ndarray) -> np.ndarray:
         return build_reference_2d(sample, self._registrar, self.integer, self._iterations)
 
-    def _estimate(self, dataset: Any) -> list:
+    def _range_setup(self, dataset: Any) -> list:
+        """Fix the (preprocessed) reference of every plane before any frame is registered."""
         Z, Y, X, _ = dataset.frame_shape
         check_max_displacement_fits(self._max_displacement, (Y, X))
         check_reference_shape(self._reference, dataset.frame_shape)
-        sequences = list(dataset.sequences)
         if self._reference is not None:
-            refs = [self._preprocess(self._reference[z][None])[0] for z in range(Z)]
-        else:
-            sample = self._sample(sequences)
-            refs = [self._plane_reference(self._preprocess(sample[:, z])) for z in range(Z)]
-        registrars = [self._registrar(r) for r in refs]
-        out = []
-        for seq in sequences:
-            d = np.zeros((len(seq), Z, 2))
-            for t0, block in iter_estimation_chunks(seq):
-                for z in range(Z):
-                    frames = self._preprocess(block[:, z])
-                    d[t0 : t0 + len(block), z] = registrars[z].register(frames)[:, :2]
-            out.append(d)
+            return [self._preprocess(self._reference[z][None])[0] for z in range(Z)]
+        sample = self._sample(list(dataset.sequences))
+        return [self._plane_reference(self._preprocess(sample[:, z])) for z in range(Z)]
+
+    def _estimate_range(self, setup: Any, sequence: Any, t0: int, t1: int) -> np.ndarray:
+        """``(t1 - t0, Z, 2)`` float shifts of frames ``t0:t1`` against the plane references."""
+        registrars = [self._registrar(r) for r in setup]
+        d = np.zeros((t1 - t0, len(setup), 2))
+        for t, block in iter_estimation_chunks(sequence, start=t0, stop=t1):
+            for z, registrar in enumerate(registrars):
+                frames = self._preprocess(block[:, z])
+                d[t - t0 : t - t0 + len(block), z] = registrar.register(frames)[:, :2]
+        return d
+
+    def _estimate(self, dataset: Any) -> list:
+        setup = self._range_setup(dataset)
+        parts = [self._estimate_range(setup, s, 0, len(s)) for s in dataset.sequences]
+        return self._finish_ranges(dataset, setup, parts)
+
+    def _finish_ranges(self, dataset: Any, setup: Any, displacements: list) -> list:
+        """Align the planes' mean displacements (own references only) and round if whole-pixel."""
+        out = displacements
+        Z = dataset.frame_shape[0]
         if self._reference is None and Z > 1:
             # each plane's reference has its own origin: give every plane the
             # mean displacement of plane 0 (as SIMA aligns its planes)
