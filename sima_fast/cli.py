@@ -10,6 +10,10 @@
     Times sima_fast against its baselines (see :mod:`sima_fast.bench`).
 ``sima-fast create OUT MOVIE ... --format F``
     Makes a dataset directory with one sequence per movie file.
+``sima-fast motion PATH ... --out DIR --strategy NAME [--scheduler ADDRESS]``
+    Motion-corrects movie files (or a dataset directory) into a new dataset
+    with a strategy of :mod:`sima_fast.motion`, here with a progress bar or
+    on a Dask cluster (one time range per task against fixed references).
 ``sima-fast import-rois PATH ROIS``
     Stores an ROI set read from a file (ImageJ zip by default).
 ``sima-fast segment PATH --strategy NAME``
@@ -374,15 +378,8 @@ def _add_create(sub: Any) -> None:
     )
 
 
-def _create(args: argparse.Namespace) -> int:
-    import glob
-
-    from sima_fast import storage
-    from sima_fast.imaging import ImagingDataset
-    from sima_fast.sequence import Sequence
-    from sima_fast.summary import dataset_summary
-
-    fmt = args.format
+def _check_movie_options(args: argparse.Namespace, fmt: str) -> None:
+    """Refuse the movie options that do not apply to ``fmt``, and a missing ``--dim-order``."""
     spec = _MOVIE_FORMATS[fmt]["options"]
     for attr, option in _CREATE_OPTIONS.items():
         if getattr(args, attr) is not None and attr not in spec:
@@ -395,29 +392,58 @@ def _create(args: argparse.Namespace) -> int:
             f"--dim-order is required with --format {fmt}: one letter per axis of the data "
             "from 'tzyxc', e.g. tyx for one plane and one channel"
         )
-    out = storage.normalize_savedir(args.out)
-    if os.path.exists(out):
-        raise _usage(f"OUT: {out!r} already exists; choose a new directory")
-    if not os.path.isdir(os.path.dirname(out)):
-        raise _usage(f"OUT: the parent directory of {out!r} does not exist")
-    names = None
-    if args.channel_names is not None:
-        names = [n.strip() for n in args.channel_names.split(",")]
-        if not all(names):
-            raise _usage(f"--channel-names: empty name in {args.channel_names!r}")
 
+
+def _new_dataset_dir(path: str, option: str = "OUT") -> str:
+    """Return the normalised path of a dataset directory to make; a usage error if it cannot be."""
+    from sima_fast import storage
+
+    out = storage.normalize_savedir(path)
+    if os.path.exists(out):
+        raise _usage(f"{option}: {out!r} already exists; choose a new directory")
+    if not os.path.isdir(os.path.dirname(out)):
+        raise _usage(f"{option}: the parent directory of {out!r} does not exist")
+    return out
+
+
+def _channel_names_arg(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise _usage(f"--channel-names: empty name in {text!r}")
+    return names
+
+
+def _movie_sequences(
+    args: argparse.Namespace, fmt: str, movies: list[str], names: list[str] | None
+) -> tuple[list[str], list[Any]]:
+    """Open one sequence per movie file (per group of patterns for TIFFs), checked.
+
+    Returns
+    -------
+    what : list of str
+        How each sequence is named in messages (its file or patterns).
+    sequences : list of Sequence
+        Of one frame shape, matching ``names`` when given.
+    """
+    import glob
+
+    from sima_fast.sequence import Sequence
+
+    spec = _MOVIE_FORMATS[fmt]["options"]
     if fmt == "TIFFs":
         planes, channels = args.planes or 1, args.channels or 1
         per = planes * channels
-        if len(args.movies) % per:
+        if len(movies) % per:
             raise _usage(
                 f"MOVIE: --format TIFFs takes {per} pattern(s) per sequence ({planes} plane(s) x "
-                f"{channels} channel(s)), got {len(args.movies)}"
+                f"{channels} channel(s)), got {len(movies)}"
             )
-        for pattern in args.movies:
+        for pattern in movies:
             if not glob.glob(pattern):
                 raise _usage(f"{pattern}: no file matches this pattern")
-        groups = [args.movies[i : i + per] for i in range(0, len(args.movies), per)]
+        groups = [movies[i : i + per] for i in range(0, len(movies), per)]
         made = [
             (
                 " ".join(g),
@@ -427,7 +453,7 @@ def _create(args: argparse.Namespace) -> int:
             for g in groups
         ]
     else:
-        for movie in args.movies:
+        for movie in movies:
             if not os.path.exists(movie):
                 raise _usage(f"{movie}: no such file")
         kwargs = {
@@ -436,7 +462,7 @@ def _create(args: argparse.Namespace) -> int:
             if attr != "dim_order" and getattr(args, attr) is not None
         }
         lead = (args.dim_order,) if "dim_order" in spec else ()
-        made = [(movie, (fmt, movie, *lead), kwargs) for movie in args.movies]
+        made = [(movie, (fmt, movie, *lead), kwargs) for movie in movies]
     sequences = []
     for what, create_args, kwargs in made:
         try:
@@ -457,9 +483,320 @@ def _create(args: argparse.Namespace) -> int:
             f"--channel-names: {_plural(len(names), 'name')} for "
             f"{_plural(frame_shape[3], 'channel')}"
         )
+    return [m[0] for m in made], sequences
+
+
+def _create(args: argparse.Namespace) -> int:
+    from sima_fast.imaging import ImagingDataset
+    from sima_fast.summary import dataset_summary
+
+    fmt = args.format
+    _check_movie_options(args, fmt)
+    out = _new_dataset_dir(args.out)
+    names = _channel_names_arg(args.channel_names)
+    _, sequences = _movie_sequences(args, fmt, args.movies, names)
     with _about(f"OUT {args.out}"):
         dataset = ImagingDataset(sequences, out, channel_names=names)
     print(dataset_summary(dataset))
+    return 0
+
+
+# -- motion ------------------------------------------------------------------------------------
+
+# Strategy names of the command line: the sima_fast.motion class each one runs
+# (looked up when used, so a strategy added to the package later is found), and
+# what it does.
+_MOTION_STRATEGIES = {
+    "rigid": (
+        "RigidRegistration2D",
+        "sub-pixel rigid registration per plane (tapered, smoothed phase correlation)",
+    ),
+    "translation": ("PlaneTranslation2D", "whole-pixel translation per plane (cross-correlation)"),
+    "dft": ("DiscreteFourier2D", "whole-pixel phase correlation per plane"),
+    "hmm": ("HiddenMarkov2D", "row-by-row displacements by a hidden Markov model (line scans)"),
+    "nonrigid": ("NonRigid2D", "piecewise-rigid registration of overlapping blocks"),
+}
+_MOVIE_EXTENSIONS = {
+    ".h5": "HDF5",
+    ".hdf5": "HDF5",
+    ".hdf": "HDF5",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".zarr": "zarr",
+}
+
+
+def _add_motion(sub: Any) -> None:
+    cmd = sub.add_parser("motion", help="motion-correct movies into a new dataset")
+    strategies = "\n".join(
+        textwrap.fill(
+            f"{cls}: {text}", 79, initial_indent=f"  {name:12s}", subsequent_indent=" " * 14
+        )
+        for name, (cls, text) in _MOTION_STRATEGIES.items()
+    )
+    _describe(
+        cmd,
+        "Estimate the motion of every frame of the movies (one sequence per file, read as "
+        "'sima-fast create' reads them; --format is taken from the extension when not given) "
+        "or of a dataset directory, and save the motion-corrected dataset in OUT (the "
+        "movies are referenced, not copied). Prints the range of each sequence's "
+        "displacements. With --scheduler the references are fixed first and every time "
+        "range of every movie is one Dask task (rigid, translation and dft).\n\n"
+        "strategies (sima_fast.motion, default parameters otherwise):\n" + strategies,
+        """
+  sima-fast motion run1.h5 run2.h5 --dim-order tyx --out session.sima --strategy rigid
+  sima-fast motion raw.sima --out corrected.sima --strategy hmm --channel GCaMP
+  sima-fast motion run*.tif --out s.sima --strategy rigid --scheduler local
+""",
+    )
+    cmd.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="movie files (one sequence each), or one dataset directory",
+    )
+    cmd.add_argument(
+        "--out", required=True, metavar="DIR", help="the new dataset directory (.sima appended)"
+    )
+    cmd.add_argument(
+        "--strategy", required=True, choices=list(_MOTION_STRATEGIES), help="see the list above"
+    )
+    cmd.add_argument(
+        "--format",
+        choices=list(_MOVIE_FORMATS),
+        help="movie format (default: from the extension: .h5/.hdf5 HDF5, .tif/.tiff TIFF, "
+        ".zarr zarr)",
+    )
+    cmd.add_argument("--dim-order", metavar="ORDER", help="HDF5, zarr: as for 'create'")
+    cmd.add_argument("--key", help="HDF5: the dataset in the group")
+    cmd.add_argument("--group", help="HDF5: the group holding the dataset")
+    cmd.add_argument("--planes", type=_positive_int, help="TIFF, TIFFs: planes (default 1)")
+    cmd.add_argument("--channels", type=_positive_int, help="TIFF, TIFFs: channels (default 1)")
+    cmd.add_argument(
+        "--channel-names", metavar="NAMES", help="movies: comma-separated, one per channel"
+    )
+    cmd.add_argument(
+        "--channel",
+        help="channel (index or name) the motion is estimated from (default: all, summed); "
+        "the correction applies to every channel",
+    )
+    cmd.add_argument(
+        "--max-displacement",
+        type=_non_negative_real,
+        metavar="N",
+        help="largest displacement (px) from the reference (default: the strategy's)",
+    )
+    cmd.add_argument(
+        "--trim-criterion",
+        type=_fraction,
+        metavar="F",
+        help="keep the rows and columns observed in at least this fraction of the frames "
+        "(0 to 1; default 1: only what every frame sees)",
+    )
+    cmd.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="estimate on the Dask scheduler at ADDRESS (e.g. tcp://host:8786), or 'local' "
+        "for a cluster of this machine's cores; default: here without Dask",
+    )
+    cmd.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _non_negative_real(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
+    return value
+
+
+def _motion_strategy(args: argparse.Namespace) -> Any:
+    """Build the strategy of ``--strategy`` (a usage error if it is not available)."""
+    import inspect
+
+    import sima_fast.motion
+
+    def available(name: str) -> bool:
+        try:
+            return getattr(sima_fast.motion, _MOTION_STRATEGIES[name][0], None) is not None
+        except ImportError:
+            return False
+
+    class_name, _ = _MOTION_STRATEGIES[args.strategy]
+    if not available(args.strategy):
+        have = [n for n in _MOTION_STRATEGIES if available(n)]
+        raise _usage(
+            f"--strategy: {args.strategy} ({class_name}) is not available in this "
+            f"installation; available: {', '.join(have)}"
+        )
+    cls = getattr(sima_fast.motion, class_name)
+    accepted = inspect.signature(cls).parameters
+    kwargs: dict[str, Any] = {}
+    if args.max_displacement is not None:
+        if "max_displacement" not in accepted:
+            raise _usage(f"--max-displacement does not apply to --strategy {args.strategy}")
+        kwargs["max_displacement"] = args.max_displacement
+    if "verbose" in accepted:
+        kwargs["verbose"] = False
+    with _about("--strategy", _USAGE):
+        return cls(**kwargs)
+
+
+def _motion_input(args: argparse.Namespace) -> tuple[list[str], list[Any], list[str] | None]:
+    """Open the sequences to correct: the movies, or the sequences of one dataset directory.
+
+    Returns
+    -------
+    what : list of str
+        How each sequence is named in the output.
+    sequences : list of Sequence
+    names : list of str or None
+        The channel names (None: the default ``'0'``, ``'1'``, ...).
+    """
+    from sima_fast import storage
+
+    datasets = [
+        p
+        for p in args.paths
+        if any(
+            storage.is_dataset_dir(d) or storage.is_legacy_dir(d)
+            for d in {p, storage.normalize_savedir(p)}
+            if os.path.isdir(d)
+        )
+    ]
+    if datasets:
+        if len(args.paths) > 1:
+            raise _usage(
+                f"PATH: {datasets[0]} is a dataset directory; give one dataset directory or "
+                "movie files, not both or several"
+            )
+        for option, value in (
+            ("--format", args.format),
+            ("--channel-names", args.channel_names),
+            *((o, getattr(args, a)) for a, o in _CREATE_OPTIONS.items()),
+        ):
+            if value is not None:
+                raise _usage(f"{option} applies to movie files, not to a dataset directory")
+        dataset = _open(args.paths[0], read_only=True)
+        what = [f"sequence {i}" for i in range(dataset.num_sequences)]
+        return what, list(dataset.sequences), list(dataset.channel_names)
+    fmt = args.format
+    if fmt is None:
+        found = {
+            _MOVIE_EXTENSIONS.get(os.path.splitext(p.rstrip("/"))[1].lower()) for p in args.paths
+        }
+        if len(found) != 1 or None in found:
+            raise _usage(
+                "--format: cannot tell the movie format from the file extensions "
+                f"({', '.join(args.paths)}); give --format"
+            )
+        fmt = found.pop()
+    _check_movie_options(args, fmt)
+    names = _channel_names_arg(args.channel_names)
+    what, sequences = _movie_sequences(args, fmt, args.paths, names)
+    return what, sequences, names
+
+
+def _displacement_range(d: np.ndarray) -> str:
+    """Describe the range of each component of a displacement array."""
+    arr = np.ma.filled(np.ma.asarray(d, dtype=np.float64), np.nan)
+    k = arr.shape[-1]
+    flat = arr.reshape(-1, k)
+    axes = "yx" if k == 2 else "zyx"
+    if not np.isfinite(flat).any():
+        return "no displacement estimated"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN component
+        lo, hi = np.nanmin(flat, axis=0), np.nanmax(flat, axis=0)
+    whole = np.all(np.isnan(flat) | (flat == np.round(flat)))
+    fmt = "{:.0f}" if whole else "{:.2f}"
+    parts = [f"{a} {fmt.format(a0)} to {fmt.format(a1)}" for a, a0, a1 in zip(axes, lo, hi)]
+    return "displacements " + ", ".join(parts) + " px"
+
+
+def _motion(args: argparse.Namespace) -> int:
+    from sima_fast.motion import MotionEstimationStrategy
+    from sima_fast.motion.base import check_max_displacement, check_max_displacement_fits
+
+    strategy = _motion_strategy(args)
+    if (
+        args.scheduler is not None
+        and type(strategy)._range_setup is MotionEstimationStrategy._range_setup
+    ):
+        raise _usage(
+            f"--scheduler does not apply to --strategy {args.strategy}: it does not register "
+            "frames against a fixed reference, so it cannot be split into time ranges"
+        )
+    out = _new_dataset_dir(args.out, "--out")
+    what, sequences, names = _motion_input(args)
+    frame_shape = sequences[0].shape[1:]
+    if args.max_displacement is not None:
+        with _about("--max-displacement", _USAGE):
+            check_max_displacement_fits(
+                check_max_displacement(args.max_displacement), tuple(frame_shape[1:3])
+            )
+    channels = None
+    if args.channel is not None:
+        from sima_fast._validate import resolve_channel
+
+        listed = names or [str(c) for c in range(frame_shape[3])]
+        with _about("--channel", _USAGE):
+            channels = [resolve_channel(_channel_arg(args.channel), listed)]
+    frames = sum(len(s) for s in sequences)
+    class_name = type(strategy).__name__
+    try:
+        with contextlib.ExitStack() as stack:
+            client = stack.enter_context(_dask_client(args.scheduler))
+            if not args.quiet:
+                where = "here" if client is None else f"on {client}"
+                print(
+                    f"estimating the motion of {frames} frames in "
+                    f"{_plural(len(sequences), 'sequence')} with {args.strategy} "
+                    f"({class_name}) {where} ...",
+                    flush=True,
+                )
+            # keep the displacements that correct() estimates, to print their ranges
+            recorded: list = []
+            estimate = strategy.estimate
+
+            def recording_estimate(*a: Any, **k: Any) -> list:
+                recorded.append(estimate(*a, **k))
+                return recorded[-1]
+
+            strategy.estimate = recording_estimate
+            start = time.perf_counter()
+            with _about(None):
+                dataset = strategy.correct(
+                    sequences,
+                    out,
+                    channel_names=names,
+                    correction_channels=channels,
+                    trim_criterion=args.trim_criterion,
+                    client=client,
+                    progress=not args.quiet,
+                )
+            seconds = time.perf_counter() - start
+    except OSError as exc:  # the scheduler cannot be reached
+        raise _usage(f"--scheduler: {_message(exc)}") from None
+    print(out)
+    for name, seq, d in zip(what, dataset.sequences, recorded[-1]):
+        print(f"  {name}: {len(seq)} frames, {_displacement_range(d)}")
+    print(
+        f"  corrected frames (Z, Y, X, C) = {tuple(dataset.frame_shape)} from "
+        f"{tuple(frame_shape)} in {seconds:.1f} s"
+    )
     return 0
 
 
@@ -997,6 +1334,7 @@ def _info(args: argparse.Namespace) -> int:
 
 _HANDLERS = {
     "create": _create,
+    "motion": _motion,
     "import-rois": _import_rois,
     "segment": _segment,
     "export": _export,
@@ -1085,6 +1423,7 @@ from a movie to spikes:
         "  sima-fast warmup",
     )
     _add_create(sub)
+    _add_motion(sub)
     _add_import_rois(sub)
     _add_segment(sub)
     for name in _DATASET_COMMANDS:

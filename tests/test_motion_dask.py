@@ -4,7 +4,8 @@ The rigid plane strategies fix their references first (given, or built from
 a sample of frames on the client), then register every time range of every
 sequence as one task (``estimate(client=...)``); the displacements must be
 identical to those computed without a cluster. A strategy that cannot be
-split in time refuses a client.
+split in time refuses a client. Also: the default trim of a sub-pixel
+correction keeps the region every frame sees.
 """
 
 from __future__ import annotations
@@ -211,3 +212,17 @@ def test_progress_counts_every_frame_once(monkeypatch, strategy):
     assert Bar.made == []
     with pytest.raises(ValueError, match="progress"):
         strategy.estimate(seqs, progress="yes")
+
+
+def test_subpixel_correct_keeps_what_every_frame_sees():
+    """The default trim (1.0) of sub-pixel displacements: the moved frames' intersection."""
+    seqs = sequences()
+    out = sima.motion.RigidRegistration2D().correct(seqs, None)
+    span = np.ptp(np.array(SHIFTS), axis=0)
+    Z, Y, X, C = out.frame_shape
+    assert (Z, C) == (1, 1)
+    # whole-pixel span s: 40 - s rows; sub-pixel estimates lose at most one more
+    assert 40 - span[0] - 1 <= Y <= 40 - span[0]
+    assert 40 - span[1] - 1 <= X <= 40 - span[1]
+    frames = np.concatenate([np.asarray(s) for s in out.sequences])
+    assert frames.shape[1:] == (1, Y, X, 1)

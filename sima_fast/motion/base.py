@@ -495,11 +495,12 @@ def trim_slices(
 ) -> tuple[slice, slice, slice]:
     """Planes, rows and columns of a corrected frame observed often enough.
 
-    A plane, row or column is kept when its pixels are observed, on
-    average, in at least ``trim_criterion`` of the frames, counted against
-    the size of an uncorrected frame (so with the default 1.0 a row is kept
-    only when the whole width of a frame lands in it in every frame); the
-    result is the smallest box holding every kept plane, row and column.
+    A location (pixel) qualifies when it is observed in at least
+    ``trim_criterion`` of the frames (SIMA's definition); the result is the
+    smallest box holding every qualifying location. With the default 1.0
+    that is what every frame sees (for rigid motion, the intersection of the
+    moved frames; a sub-pixel frame observes the pixels between its
+    outermost moved pixel centres, see :func:`observation_counts`).
 
     Parameters
     ----------
@@ -508,7 +509,8 @@ def trim_slices(
     num_frames : int
         Frames of all sequences together.
     raw_shape : tuple of int
-        ``(Z, Y, X)`` of the uncorrected frames.
+        ``(Z, Y, X)`` of the uncorrected frames (kept for compatibility;
+        the criterion is per location).
     trim_criterion : float or None
         In ``[0, 1]``; None means 1.0 (keep only what every frame sees, as
         SIMA); 0 keeps everything observed at least once.
@@ -523,22 +525,27 @@ def trim_slices(
     ValueError
         When nothing meets the criterion (the motion is larger than the
         frame for that criterion); the message names ``trim_criterion``.
+
+    Examples
+    --------
+    >>> d = np.array([[[0.0, 0.0]], [[1.5, 0.0]]])  # one frame 1.5 px lower
+    >>> counts = observation_counts(d, (1, 4, 3), (1, 6, 3))
+    >>> trim_slices(counts, 2, (1, 4, 3), None)[1]  # rows both frames observe
+    slice(2, 4, None)
     """
     crit = 1.0 if trim_criterion is None else float(trim_criterion)
     eps = 1e-8
-    Z, Y, X = (int(s) for s in raw_shape[:3])
     occupancy = counts.astype(np.float64) / max(int(num_frames), 1)
+    good = occupancy + eps >= crit if crit > 0 else occupancy > 0
+    if not good.any():
+        raise ValueError(
+            f"trim_criterion={crit:g} leaves nothing: no location is observed in that fraction "
+            "of the frames (lower trim_criterion or max_displacement)"
+        )
     out = []
-    for axis, (name, norm) in enumerate((("planes", Y * X), ("rows", Z * X), ("columns", Z * Y))):
+    for axis in range(3):
         others = tuple(a for a in range(3) if a != axis)
-        marginal = occupancy.sum(axis=others) / norm
-        good = marginal + eps >= crit if crit > 0 else marginal > 0
-        idx = np.flatnonzero(good)
-        if idx.size == 0:
-            raise ValueError(
-                f"trim_criterion={crit:g} leaves no {name}: no {name[:-1]} is observed in that "
-                "fraction of the frames (lower trim_criterion or max_displacement)"
-            )
+        idx = np.flatnonzero(good.any(axis=others))
         out.append(slice(int(idx[0]), int(idx[-1]) + 1))
     return out[0], out[1], out[2]
 
