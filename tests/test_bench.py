@@ -95,7 +95,11 @@ def test_registry_cases_are_well_formed():
         "spikes-trace-10k",
         "extract-uint16-memory",
         "online-update-uint16",
+        "motion-rigid",
     ]
+    # slow cases run in the full `sima-fast bench` at a reduced size, never in --quick
+    quick = [case.name for case in CASES if case.cli and case.cli_quick]
+    assert "motion-rigid" not in quick and len(quick) == len(cli) - 1
 
 
 def test_case_size_quick_full_and_environment():
@@ -106,6 +110,10 @@ def test_case_size_quick_full_and_environment():
     assert case.size(quick=True, environ=env) == case.quick
     assert case.size(environ={}) == case.full
     assert case.size(environ=env) == {**case.full, "updates": 77}
+    motion = get_case("motion-rigid")
+    assert motion.size(environ={}, cli=True) == motion.cli_size != motion.full
+    assert motion.size(environ={}) == motion.full
+    assert motion.size(environ={"SIMA_FAST_BENCH_MOTION_FRAMES": "50"}, cli=True) == {"frames": 50}
     with pytest.raises(KeyError):
         get_case("no such case")
 

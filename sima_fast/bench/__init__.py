@@ -39,6 +39,10 @@ Cases of ``sima-fast bench`` (sizes: ``--quick`` / full):
 * online -- ``OnlineExtractor.update`` on one 512×512 uint16 frame with 500
   ROIs (extraction, moments and AR(1)), against the per-frame work the
   offline algebra would do (a CSR product and a moments update).
+* motion correction (full run only, 300 frames; the suites use 2,000) --
+  ``RigidRegistration2D`` estimate + apply on simulated sub-pixel motion
+  (±20 px, Poisson noise) against a plain ``scipy.fft`` phase-correlation
+  loop with ``scipy.ndimage.shift``.
 
 Use it as ``sima-fast bench [--quick] [--json out.json] [--plot out.png]`` or
 call :func:`run_benchmarks`.
@@ -537,10 +541,12 @@ def run_benchmarks(
     budget = 20.0 if quick else 120.0
     with tempfile.TemporaryDirectory(prefix="sima_fast_bench_") as directory:
         for case in cases_of(cli=True) if cases is None else cases:
+            if quick and not case.cli_quick:
+                continue
             # One case's data at a time (movies of 1–3 GB at full size): built
             # here, released before the next case is built.
             print(f"  preparing {case.name} ...", file=out, flush=True)
-            inputs = case.setup(directory, **case.size(quick, environ={}))
+            inputs = case.setup(directory, **case.size(quick, environ={}, cli=True))
             results.append(time_case(case, inputs, budget, out))
             del inputs
             release_shared()

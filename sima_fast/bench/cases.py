@@ -42,6 +42,10 @@ __all__ = [
     "CELL_RADIUS",
     "CHUNK",
     "GAMMA",
+    "MOTION_PAD",
+    "MOTION_SHIFT",
+    "MOTION_THREADS",
+    "NONRIGID_AMPLITUDE",
     "N_ROIS",
     "PIXELS",
     "SHAPE",
@@ -52,6 +56,9 @@ __all__ = [
     "Inputs",
     "cases_of",
     "get_case",
+    "gradient_energy",
+    "motion_movie",
+    "motion_scene",
     "movie_block",
     "read_hdf5_raw",
     "release_shared",
@@ -181,6 +188,11 @@ class BenchCase:
     extra_info : dict
         Fixed facts the suites record with each entry (e.g. a reference time
         measured elsewhere).
+    cli_size : dict or None
+        The size of the full ``sima-fast bench`` run when it differs from
+        ``full`` (the suites' size), e.g. a reduced size for a slow case.
+    cli_quick : bool
+        Part of ``sima-fast bench --quick`` too (when ``cli``).
     """
 
     name: str
@@ -195,6 +207,8 @@ class BenchCase:
     unit: str = "call"
     cli: bool = True
     extra_info: dict[str, float] = field(default_factory=dict)
+    cli_size: dict[str, int] | None = None
+    cli_quick: bool = True
 
     @property
     def ours(self) -> Implementation:
@@ -223,7 +237,9 @@ class BenchCase:
                 return impl
         raise KeyError(f"case {self.name!r} has no implementation {name!r}")
 
-    def size(self, quick: bool = False, environ: dict[str, str] | None = None) -> dict[str, int]:
+    def size(
+        self, quick: bool = False, environ: dict[str, str] | None = None, cli: bool = False
+    ) -> dict[str, int]:
         """Return the setup's keyword arguments: ``quick`` or ``full``, with ``env`` overrides.
 
         Parameters
@@ -232,6 +248,9 @@ class BenchCase:
             The quick size (environment variables are then ignored).
         environ : dict, optional
             Where to look up the variables of :attr:`env` (default: ``os.environ``).
+        cli : bool, optional
+            The size of ``sima-fast bench``: :attr:`cli_size`, when set,
+            instead of ``full``.
 
         Returns
         -------
@@ -241,7 +260,7 @@ class BenchCase:
         if quick:
             return dict(self.quick)
         environ = os.environ if environ is None else environ
-        size = dict(self.full)
+        size = dict(self.cli_size if cli and self.cli_size is not None else self.full)
         for key, var in self.env.items():
             if environ.get(var):
                 size[key] = int(environ[var])
@@ -1321,6 +1340,319 @@ def _online_case(dtype: str) -> BenchCase:
     )
 
 
+# -- motion correction -------------------------------------------------------------------
+
+#: Largest rigid shift (px, each axis) of the simulated motion movies.
+MOTION_SHIFT = 20.0
+#: Margin (px) of the simulated motion scene around the 512×512 field of view.
+MOTION_PAD = 32
+#: Peak amplitude (px) of the smooth non-rigid deformation of the non-rigid movie.
+NONRIGID_AMPLITUDE = 3.0
+#: Threads of every motion implementation (the targets are for 2 cores).
+MOTION_THREADS = 2
+
+
+@functools.lru_cache(maxsize=1)
+def motion_scene() -> np.ndarray:
+    """Return the scene the motion movies are cut from (photons per pixel).
+
+    Returns
+    -------
+    numpy.ndarray, float64, (512 + 2 pad)²
+        Periodic (so that Fourier shifts are exact): a smooth background of
+        10-40 photons and 600 Gaussian cells (sigma 3 px) of up to 120 more.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    n = SHAPE[0] + 2 * MOTION_PAD
+    rng = np.random.default_rng(14)
+    background = gaussian_filter(rng.random((n, n)), 16, mode="wrap")
+    background = (background - background.min()) / np.ptp(background)
+    cells = np.zeros((n, n))
+    where = rng.integers(0, n, size=(600, 2))
+    np.add.at(cells, (where[:, 0], where[:, 1]), rng.uniform(0.5, 1.5, 600))
+    cells = gaussian_filter(cells, 3.0, mode="wrap")
+    return 10 + 30 * background + 120 * cells / cells.max()
+
+
+def motion_movie(
+    frames: int, seed: int = 0, nonrigid: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Simulate a 512×512 movie of the :func:`motion_scene` moving by known shifts.
+
+    Frame ``t`` shows the scene moved by ``shifts[t]`` (sub-pixel, uniform in
+    ±:data:`MOTION_SHIFT`, by an exact Fourier shift), optionally deformed
+    by a smooth field (``nonrigid`` px at most: ``dy = a sin(2 pi x / 512 +
+    p)``, ``dx = b cos(2 pi y / 512 + q)``, bilinear), with Poisson noise;
+    values ``100 + 10 * photons`` (below 2**15, so the frames read the same
+    as uint16 and int16).
+
+    Parameters
+    ----------
+    frames : int
+        Number of frames.
+    seed : int, optional
+        Seed of the motion and the noise.
+    nonrigid : float, optional
+        Amplitude of the deformation (default 0: rigid motion only).
+
+    Returns
+    -------
+    movie : numpy.ndarray, int16 (frames, 512, 512)
+    shifts : numpy.ndarray, float64 (frames, 2)
+        The content shift ``(dy, dx)`` of every frame; the displacement that
+        corrects it (``sima_fast.motion`` convention) is ``-shifts``.
+    reference : numpy.ndarray, float64 (512, 512)
+        The noise-free, unmoved field of view.
+    """
+    from scipy import fft
+    from scipy.ndimage import map_coordinates
+
+    scene = motion_scene()
+    n, pad = scene.shape[0], MOTION_PAD
+    spectrum = fft.rfft2(scene)
+    ky, kx = np.fft.fftfreq(n), np.fft.rfftfreq(n)
+    rng = np.random.default_rng(seed)
+    shifts = rng.uniform(-MOTION_SHIFT, MOTION_SHIFT, size=(frames, 2))
+    movie = np.empty((frames, *SHAPE), dtype=np.int16)
+    grid = np.mgrid[0 : SHAPE[0], 0 : SHAPE[1]].astype(np.float64)
+    for t, (sy, sx) in enumerate(shifts):
+        ramp = np.exp(-2j * np.pi * ky * sy)[:, None] * np.exp(-2j * np.pi * kx * sx)[None, :]
+        moved = fft.irfft2(spectrum * ramp, s=scene.shape, workers=MOTION_THREADS)
+        if nonrigid:
+            a, b, p, q = rng.uniform(-1, 1, 4) * (nonrigid, nonrigid, np.pi, np.pi)
+            dy = a * np.sin(2 * np.pi * grid[1] / SHAPE[1] + p)
+            dx = b * np.cos(2 * np.pi * grid[0] / SHAPE[0] + q)
+            view = map_coordinates(moved, [grid[0] + pad - dy, grid[1] + pad - dx], order=1)
+        else:
+            view = moved[pad : pad + SHAPE[0], pad : pad + SHAPE[1]]
+        movie[t] = 100 + 10 * rng.poisson(np.clip(view, 0, None))
+    return movie, shifts, scene[pad : pad + SHAPE[0], pad : pad + SHAPE[1]].copy()
+
+
+def _motion_setup(scratch: str, frames: int, nonrigid: bool) -> Inputs:
+    from sima_fast.sequence import Sequence
+
+    movie, shifts, reference = motion_movie(
+        frames, seed=3 if nonrigid else 2, nonrigid=NONRIGID_AMPLITUDE if nonrigid else 0.0
+    )
+    extra = ", non-rigid" if nonrigid else ", rigid"
+    return Inputs(
+        size=_size(frames, np.uint16, f"{extra}, shifts ±{MOTION_SHIFT:g} px"),
+        nbytes=movie.nbytes,
+        data={
+            "movie": movie,  # int16 for suite2p; the same bytes as uint16 for the others
+            "sequence": Sequence.create("ndarray", movie.view(np.uint16)[:, None, :, :, None]),
+            "shifts": shifts,
+            "reference": reference,
+            "out": np.empty(movie.shape, dtype=np.float32),
+            "out_int16": np.empty(movie.shape, dtype=np.int16),
+            "accuracy": {},
+        },
+        rounds={"ours": 3, "scipy_loop": 1, "suite2p": 1},
+    )
+
+
+def _write_corrected(view: Any, displacements: np.ndarray, out: np.ndarray) -> None:
+    """Stream a corrected view into ``out`` (T, 512, 512), cropped at the median displacement."""
+    centre = np.median(displacements.reshape(len(out), -1, 2), axis=0)[0]
+    y0, x0 = (int(v) for v in np.round(centre))
+    for t0, block in view.iter_chunks(CHUNK, reuse_buffer=True):
+        out[t0 : t0 + len(block)] = block[:, 0, y0 : y0 + SHAPE[0], x0 : x0 + SHAPE[1], 0]
+
+
+def _motion_ours(inputs: Inputs) -> np.ndarray:
+    """Run RigidRegistration2D: reference built from the data, estimate, corrected frames."""
+    from sima_fast.motion import RigidRegistration2D
+
+    strategy = RigidRegistration2D(max_displacement=MOTION_SHIFT + 4, n_processes=MOTION_THREADS)
+    seq = inputs["sequence"]
+    d = strategy.estimate([seq])[0]
+    grow = np.ceil(d.reshape(-1, 2).max(axis=0)).astype(int)
+    view = strategy.corrected_sequence(seq, d, (1, SHAPE[0] + grow[0], SHAPE[1] + grow[1]))
+    _write_corrected(view, d, inputs["out"])
+    return d[:, 0]
+
+
+def _nonrigid_ours(inputs: Inputs) -> np.ndarray:
+    """Run the non-rigid strategy of sima_fast.motion (128×128 blocks): estimate, correct."""
+    import sima_fast.motion
+
+    strategy = sima_fast.motion.NonRigid2D(
+        block_size=(128, 128), max_displacement=MOTION_SHIFT + 4, n_processes=MOTION_THREADS
+    )
+    seq = inputs["sequence"]
+    d = strategy.estimate([seq])[0]
+    grow = np.ceil(d.reshape(-1, 2).max(axis=0)).astype(int)
+    view = strategy.corrected_sequence(seq, d, (1, SHAPE[0] + grow[0], SHAPE[1] + grow[1]))
+    _write_corrected(view, d, inputs["out"])
+    return d[:, 0].reshape(len(d), -1, 2).mean(axis=1)  # the mean block shift
+
+
+def _motion_scipy_loop(inputs: Inputs) -> np.ndarray:
+    """Register by a plain scipy.fft phase-correlation loop (true reference), ndimage.shift.
+
+    Plain: scipy's defaults (one thread), float64, one frame at a time, the
+    integer peak, bilinear shift. It is given the true reference, so it
+    builds none (ours builds its reference from the data, inside the timing).
+
+    Returns
+    -------
+    numpy.ndarray, (T, 2)
+        The displacement found for every frame.
+    """
+    from scipy import fft, ndimage
+
+    workers = inputs.data.get("loop_workers")
+    ref = inputs["reference"]
+    conj_ref = np.conj(fft.fft2(ref - ref.mean()))
+    out = inputs["out"]
+    found = np.empty((len(out), 2))
+    for t, frame in enumerate(inputs["movie"].view(np.uint16)):
+        f = frame.astype(np.float64)
+        cross = fft.fft2(f - f.mean(), workers=workers) * conj_ref
+        cross /= np.abs(cross) + 1e-12
+        surface = fft.ifft2(cross, workers=workers).real
+        peak = np.array(np.unravel_index(np.argmax(surface), surface.shape), dtype=np.float64)
+        peak[peak > np.array(surface.shape) // 2] -= np.array(surface.shape)[
+            peak > np.array(surface.shape) // 2
+        ]
+        found[t] = -peak  # the content moved by the peak: move it back
+        out[t] = ndimage.shift(f, found[t], order=1, cval=np.nan)
+    return found
+
+
+def _motion_suite2p(inputs: Inputs, nonrigid: bool = False) -> np.ndarray:
+    """Run suite2p's registration on the CPU: reference from 400 frames, register_frames."""
+    import logging
+
+    import torch
+    from suite2p.parameters import default_settings
+    from suite2p.registration import register
+
+    logging.getLogger("suite2p").setLevel(logging.WARNING)
+    torch.set_num_threads(MOTION_THREADS)
+    cpu = torch.device("cpu")
+    settings = default_settings()["registration"]
+    movie = inputs["movie"]
+    pick = np.unique(np.linspace(0, len(movie) - 1, min(settings["nimg_init"], len(movie))))
+    ref = register.compute_reference(movie[pick.astype(int)].copy(), settings=settings, device=cpu)
+    offsets = register.register_frames(
+        movie,
+        ref,
+        f_align_out=inputs["out_int16"],
+        batch_size=settings["batch_size"],
+        norm_frames=settings["norm_frames"],
+        smooth_sigma=settings["smooth_sigma"],
+        spatial_taper=settings["spatial_taper"],
+        block_size=(128, 128),
+        nonrigid=nonrigid,
+        maxregshift=settings["maxregshift"],
+        snr_thresh=settings["snr_thresh"],
+        maxregshiftNR=settings["maxregshiftNR"],
+        subpixel=settings["subpixel"],
+        device=cpu,
+    )[3]
+    rigid = -np.stack([offsets[0], offsets[1]], axis=1).astype(np.float64)
+    if nonrigid:  # the mean block shift: rigid part plus the blocks' mean offset
+        rigid -= np.stack([offsets[3].mean(axis=1), offsets[4].mean(axis=1)], axis=1)
+    return rigid
+
+
+def gradient_energy(image: np.ndarray, margin: int = 32) -> float:
+    """Sharpness of an image: the mean squared gradient of its interior, NaN ignored.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, (Y, X)
+        E.g. the mean of motion-corrected frames.
+    margin : int, optional
+        Pixels left out at every edge (where frames are partly unobserved).
+
+    Returns
+    -------
+    float
+    """
+    inner = np.asarray(image, dtype=np.float64)[margin:-margin, margin:-margin]
+    gy, gx = np.gradient(inner)
+    return float(np.nanmean(gy * gy + gx * gx))
+
+
+def _motion_check(inputs: Inputs, name: str, result: Any) -> None:
+    """Check the displacements against the truth and record RMS error and sharpness."""
+    truth = -inputs["shifts"]
+    err = np.asarray(result, dtype=np.float64) - truth
+    err -= np.median(err, axis=0)  # each implementation has its own origin
+    rms = float(np.sqrt(np.mean(np.sum(err * err, axis=1) / 2)))
+    out = inputs["out_int16"] if name == "suite2p" else inputs["out"]
+    mean = np.nanmean(out.astype(np.float32), axis=0)
+    inputs["accuracy"][name] = {
+        "rms_px": rms,
+        "gradient_energy": gradient_energy(mean),
+    }
+    nonrigid = "nonrigid" in inputs.size
+    limit = (0.5 if nonrigid else 0.2) if name == "ours" else 1.0
+    if not rms < limit:
+        raise AssertionError(f"{name}: RMS error {rms:.3f} px against the true shifts (> {limit})")
+
+
+def _no_nonrigid() -> str | None:
+    import sima_fast.motion
+
+    if getattr(sima_fast.motion, "NonRigid2D", None) is None:
+        return "this build of sima_fast.motion has no NonRigid2D: the non-rigid case is skipped"
+    return None
+
+
+def _motion_case(nonrigid: bool) -> BenchCase:
+    ours = Implementation(
+        "ours",
+        "ours",
+        _nonrigid_ours if nonrigid else _motion_ours,
+        warmup=None,
+        unavailable=_no_nonrigid if nonrigid else None,
+    )
+    suite2p = Implementation(
+        "suite2p",
+        "suite2p register_frames (CPU, torch)" + (", non-rigid" if nonrigid else ", rigid"),
+        functools.partial(_motion_suite2p, nonrigid=nonrigid),
+        rounds=1,
+        unavailable=_missing("suite2p.registration.register", hint=" (pip install suite2p)"),
+        cli=False,
+    )
+    impls = (ours, suite2p)
+    if not nonrigid:
+        impls = (
+            ours,
+            Implementation(
+                "scipy_loop",
+                "plain scipy.fft phase-correlation loop + ndimage.shift (1 thread)",
+                _motion_scipy_loop,
+                rounds=1,
+            ),
+            suite2p,
+        )
+    return BenchCase(
+        name="motion-nonrigid" if nonrigid else "motion-rigid",
+        work=(
+            "non-rigid motion correction (128×128 blocks), estimate + apply"
+            if nonrigid
+            else "rigid motion correction (sub-pixel), estimate + apply"
+        ),
+        suite="motion",
+        setup=functools.partial(_motion_setup, nonrigid=nonrigid),
+        implementations=impls,
+        check=_motion_check,
+        quick={"frames": 100},
+        full={"frames": 2000},
+        cli_size={"frames": 300},
+        cli_quick=False,
+        env={"frames": "SIMA_FAST_BENCH_MOTION_FRAMES"},
+        unit="call",
+        cli=not nonrigid,
+    )
+
+
 # -- the registry --------------------------------------------------------------------------
 
 CASES: tuple[BenchCase, ...] = (
@@ -1470,6 +1802,8 @@ CASES: tuple[BenchCase, ...] = (
     ),
     _online_case("uint16"),
     _online_case("float32"),
+    _motion_case(nonrigid=False),
+    _motion_case(nonrigid=True),
     BenchCase(
         name="dataset-writes",
         work=f"add_ROIs + extract into a dataset directory, {WRITE_ROIS} ROIs (locked)",
