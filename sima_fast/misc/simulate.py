@@ -1025,16 +1025,32 @@ def _scene_positions(truth: MotionTruth, t: int, z: int) -> tuple[np.ndarray, np
     qy, qx = np.broadcast_arrays(py + dy, px + dx)
     if truth.kind == "rigid":
         return qy, qx
-    d = truth.evaluate(t, z, qy, qx)
-    qy, qx = py + d[..., 0], px + d[..., 1]
+    weights = truth.weights[t, z]
+    turns = 2.0 * np.pi * truth.wavevectors
+
+    def residual(qy: np.ndarray, qx: np.ndarray, jacobian: bool) -> tuple[np.ndarray, ...]:
+        # g(q) = q − d(q) − p and, optionally, the entries of ∂g/∂q.
+        gy, gx = qy - dy - py, qx - dx - px
+        jac = [np.ones_like(qy), np.zeros_like(qy), np.zeros_like(qy), np.ones_like(qy)]
+        for k, (ky, kx) in enumerate(turns):
+            angle = ky * qy + kx * qx + truth.phases[k]
+            wave = np.cos(angle)
+            gy -= weights[k, 0] * wave
+            gx -= weights[k, 1] * wave
+            if jacobian:
+                slope = np.sin(angle)  # ∂cos/∂q = −sin·(ky, kx); g has −d
+                jac[0] += weights[k, 0] * ky * slope
+                jac[1] += weights[k, 0] * kx * slope
+                jac[2] += weights[k, 1] * ky * slope
+                jac[3] += weights[k, 1] * kx * slope
+        return (gy, gx, *jac) if jacobian else (gy, gx)
+
+    gy, gx = residual(qy, qx, False)
+    qy, qx = qy - gy, qx - gx  # one fixed-point step: q = p + d(p + D)
     for _ in range(50):
-        d = truth.evaluate(t, z, qy, qx)
-        gy, gx = qy - d[..., 0] - py, qx - d[..., 1] - px
+        gy, gx, a, b, c, e = residual(qy, qx, True)
         if max(np.abs(gy).max(), np.abs(gx).max()) < 1e-10:
             return qy, qx
-        jac = truth.jacobian(t, z, qy, qx)
-        a, b = 1.0 - jac[..., 0, 0], -jac[..., 0, 1]
-        c, e = -jac[..., 1, 0], 1.0 - jac[..., 1, 1]
         det = a * e - b * c
         qy = qy - (e * gy - b * gx) / det
         qx = qx - (a * gx - c * gy) / det
