@@ -33,14 +33,23 @@ from __future__ import annotations
 import math
 import numbers
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
 from sima_fast._validate import ArgumentTypeError, check_bool, check_int
+from sima_fast.motion.base import (
+    MotionEstimationStrategy,
+    check_max_displacement,
+    check_max_displacement_fits,
+    check_reference,
+    check_reference_shape,
+    iter_estimation_chunks,
+)
 
-__all__ = ["estimate_rowwise", "parse_granularity"]
+__all__ = ["HiddenMarkov2D", "estimate_rowwise", "parse_granularity"]
 
 #: Granularity names and the axis SIMA numbers them with.
 _AXES = {"frame": 0, "plane": 1, "row": 2, "column": 3}
@@ -192,8 +201,18 @@ class _Model:
         self.boundary_cov = np.eye(2) * _MIN_BOUNDARY_VAR
         self.prior_cov = np.eye(2)
 
-    def set_reference(self, total: np.ndarray, total_sq: np.ndarray, count: np.ndarray) -> None:
-        """Derive the gain, the offset and the canvas rates from the canvas sums."""
+    def set_reference(
+        self,
+        total: np.ndarray,
+        total_sq: np.ndarray,
+        count: np.ndarray,
+        fixed: np.ndarray | None = None,
+    ) -> None:
+        """Derive the gain, the offset and the canvas rates from the canvas sums.
+
+        ``fixed`` (canvas-shaped, NaN where unknown) replaces the data's mean
+        wherever it is finite.
+        """
         from sima_fast.kernels.hmm import row_prefix_sums
 
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -207,8 +226,12 @@ class _Model:
         if good.sum() >= 64:
             good &= slope <= np.quantile(slope[good], 0.25)
         self.gain, self.offset = _noise_model(mean[good], var[good])
-        rate = (mean - self.offset) / self.gain
         observed = count > 0
+        if fixed is not None:
+            known = np.isfinite(fixed)
+            mean = np.where(known, fixed, mean)
+            observed = observed | known
+        rate = (mean - self.offset) / self.gain
         fill = float(np.mean(rate[observed])) if observed.any() else 1.0
         rate = np.where(observed, rate, fill)
         floor = max(1e-3 * abs(fill), 1e-6)
@@ -303,6 +326,7 @@ def _accumulate(
     sources: list[Source],
     row_states: list[tuple[np.ndarray, np.ndarray]],
     chunk_frames: int,
+    fixed: np.ndarray | None = None,
 ) -> None:
     """One pass: place every row at its state on the canvas and rebuild the reference."""
     from sima_fast.kernels.hmm import accumulate_rows
@@ -315,7 +339,7 @@ def _accumulate(
             n = block.shape[0]
             data = np.ascontiguousarray(block, dtype=np.float32)
             accumulate_rows(data, iy[t0 : t0 + n], ix[t0 : t0 + n], total, total_sq, count)
-    model.set_reference(total, total_sq, count)
+    model.set_reference(total, total_sq, count, fixed)
 
 
 class _Decoder:
@@ -499,7 +523,9 @@ def estimate_rowwise(
     num_states_retained: int = 50,
     max_displacement: Any = None,
     restarts: int | None = None,
+    reference: Any = None,
     n_iterations: int = 3,
+    n_threads: int = 1,
     verbose: bool = False,
 ) -> list[np.ndarray]:
     """Estimate row-wise displacements of line-scanned movies with a hidden Markov model.
@@ -531,9 +557,17 @@ def estimate_rowwise(
     restarts : {None, 0, 1}, optional
         Start the chain afresh at every frame (0) or plane (1); default None:
         only at the start of each sequence.
+    reference : array_like, shape (Y, X) or (Z, Y, X), optional
+        A fixed reference image, in the data's units (e.g. a time average of
+        the data): displacements are then relative to it (``rigid`` too), and
+        only the noise model and the transitions are re-estimated between
+        passes. Default: built from the data, first from the rigid
+        estimates, then from each pass's decoded rows.
     n_iterations : int, optional
         Decoding passes, each after rebuilding the reference from the
         previous one (default 3).
+    n_threads : int, optional
+        Sequences decoded at the same time, on threads (default 1).
     verbose : bool, optional
         Print a line per pass.
 
@@ -556,6 +590,7 @@ def estimate_rowwise(
     name, per = parse_granularity(granularity)
     k = check_int("num_states_retained", num_states_retained, low=1, high=32767)
     n_iterations = check_int("n_iterations", n_iterations, low=1)
+    n_threads = check_int("n_threads", n_threads, low=1)
     verbose = check_bool("verbose", verbose)
     if restarts is not None:
         restarts = check_int("restarts", restarts, low=0, high=1)
@@ -580,6 +615,14 @@ def estimate_rowwise(
             )
         rig.append(np.rint(r).astype(np.int64))
     T_list = [r.shape[0] for r in rig]
+    if reference is not None:
+        reference = np.asarray(reference, dtype=np.float64)
+        if reference.ndim == 2:
+            reference = reference[None]
+        if reference.shape != (Z, Y, X):
+            raise ValueError(
+                f"reference has shape {reference.shape} but the frames are (Z, Y, X) = {(Z, Y, X)}"
+            )
     limit = _max_displacement(max_displacement, (Y, X))
 
     if name == "row":
@@ -596,7 +639,7 @@ def estimate_rowwise(
 
     # planes imaged together move together: put every plane's rigid estimate
     # in plane 0's frame of reference (their references may differ by a shift)
-    if Z > 1:
+    if Z > 1 and reference is None:
         allr = np.concatenate(rig, axis=0)
         plane_offset = np.median(allr - allr[:, :1], axis=0).round().astype(np.int64)
         rig = [r - plane_offset[None] for r in rig]
@@ -626,24 +669,42 @@ def estimate_rowwise(
     model.prior_cov = frame_cov + np.eye(2)
     chunk_frames = _chunk_frames((Z, Y, X), frames_per_unit)
 
+    fixed = None
+    if reference is not None:
+        # reference pixel (y, x) is displacement 0 of frame pixel (y, x): canvas (y - lo, x - lo)
+        fixed = np.full(model.canvas_shape, np.nan)
+        oy, ox = -int(lo[0]), -int(lo[1])
+        y0, x0 = max(oy, 0), max(ox, 0)
+        y1 = min(oy + Y, model.canvas_shape[1])
+        x1 = min(ox + X, model.canvas_shape[2])
+        if y1 > y0 and x1 > x0:
+            fixed[:, y0:y1, x0:x1] = reference[:, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
     row_states = []
     for r in rig:
         iy = np.repeat((r[:, :, 0] - lo[0])[:, :, None], Y, axis=2).astype(np.int32)
         ix = np.repeat((r[:, :, 1] - lo[1])[:, :, None], Y, axis=2).astype(np.int32)
         row_states.append((iy, ix))
     for it in range(n_iterations):
-        _accumulate(model, sources, row_states, chunk_frames)
+        _accumulate(model, sources, row_states, chunk_frames, fixed)
         if verbose:
             print(
                 f"HiddenMarkov2D: pass {it + 1}/{n_iterations}: gain {model.gain:.3g}, "
                 f"offset {model.offset:.3g}, {model.ny}x{model.nx} states",
                 file=sys.stderr,
             )
-        unit_states = []
-        for source, T, r in zip(sources, T_list, rig):
-            unit_states.append(
-                _decode(model, source, T, r, unit_rows, restart_rows, k, chunk_frames)
-            )
+        jobs = list(zip(sources, T_list, rig))
+
+        def decode(job: tuple, model: _Model = model) -> np.ndarray:
+            source, T, r = job
+            return _decode(model, source, T, r, unit_rows, restart_rows, k, chunk_frames)
+
+        if n_threads > 1 and len(jobs) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(n_threads, len(jobs))) as pool:
+                unit_states = list(pool.map(decode, jobs))
+        else:
+            unit_states = [decode(job) for job in jobs]
         row_states = [_row_states(s, model, T, unit_rows) for s, T in zip(unit_states, T_list)]
         if it + 1 < n_iterations:
             if name == "row":
@@ -674,3 +735,199 @@ def _max_displacement(value: Any, extent: tuple[int, int]) -> np.ndarray | None:
             f"got {value!r}"
         )
     return np.floor(arr).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------
+# the rigid first pass and the strategy
+# ---------------------------------------------------------------------------
+
+#: Frames of the first sequence averaged into the first rigid reference.
+_RIGID_REFERENCE_FRAMES = 100
+
+
+def _plane_sum(block: np.ndarray) -> np.ndarray:
+    """``(n, Z, Y, X)`` -> ``(n, Y, X)``: the planes of each frame summed (NaN if any is)."""
+    return block.sum(axis=1, dtype=np.float64)
+
+
+def _rigid_pass(
+    sources: list[Source],
+    T_list: list[int],
+    frame_shape: tuple[int, int, int],
+    limit: np.ndarray | None,
+    reference: np.ndarray | None,
+    chunk_frames: int,
+) -> list[np.ndarray]:
+    """Whole-pixel shift of every frame (planes summed) against one reference image.
+
+    The reference is ``reference`` summed over planes, or else the mean of the
+    first frames of the first sequence, aligned to their own mean twice.
+
+    Returns
+    -------
+    list of numpy.ndarray of int64, shape (T, Z, 2)
+        Per sequence, ``d`` with ``fixed(p + d) ≈ frame(p)``.
+    """
+    from sima_fast.registration import phase_correlation, shift_image
+
+    Z = frame_shape[0]
+    max_shift = None if limit is None else (float(limit[0]), float(limit[1]))
+
+    def shift_of(fixed: np.ndarray, frame: np.ndarray) -> tuple[int, int]:
+        if not np.isfinite(frame).any() or np.nanmax(frame) == np.nanmin(frame):
+            return 0, 0
+        est = phase_correlation(fixed, frame, max_shift=max_shift, normalization=None)
+        return round(est.dy), round(est.dx)
+
+    if reference is not None:
+        fixed = reference.sum(axis=0)
+    else:
+        first = []
+        for _, block in _blocks(sources[0], chunk_frames):
+            first.append(_plane_sum(block))
+            if sum(b.shape[0] for b in first) >= _RIGID_REFERENCE_FRAMES:
+                break
+        stack = np.concatenate(first)[:_RIGID_REFERENCE_FRAMES]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # pixels no frame covers
+            mean = np.nanmean(stack, axis=0)
+        # seed with the frame most like the mean (the mean itself blurs, and
+        # is ambiguous when the field alternates between two positions)
+        flat = np.nan_to_num(stack - np.nanmean(stack, axis=(1, 2), keepdims=True))
+        fixed = stack[int(np.argmax(flat.reshape(len(stack), -1) @ np.nan_to_num(mean).ravel()))]
+        for _ in range(2):
+            if not np.isfinite(fixed).any() or np.nanmax(fixed) == np.nanmin(fixed):
+                break
+            moved = [shift_image(f, shift_of(fixed, f)) for f in stack]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # pixels no frame covers
+                fixed = np.nanmean(moved, axis=0)
+    if not np.isfinite(fixed).any() or np.nanmax(fixed) == np.nanmin(fixed):
+        return [np.zeros((T, Z, 2), dtype=np.int64) for T in T_list]
+    out = []
+    for source, T in zip(sources, T_list):
+        shifts = np.zeros((T, 2), dtype=np.int64)
+        for t0, block in _blocks(source, chunk_frames):
+            for i, frame in enumerate(_plane_sum(block)):
+                shifts[t0 + i] = shift_of(fixed, frame)
+        out.append(np.repeat(shifts[:, None, :], Z, axis=1))
+    return out
+
+
+class HiddenMarkov2D(MotionEstimationStrategy):
+    """Row-wise motion of line-scanned planes, by a hidden Markov model (SIMA's strategy).
+
+    The displacement ``(dy, dx)`` of every scan unit (by default every row)
+    is decoded with a beam Viterbi search along the raster, after a rigid
+    first pass (phase correlation of each frame, planes summed, against a
+    reference built from the first frames) that seeds the reference image,
+    the noise model and the random-walk covariance (see
+    :func:`estimate_rowwise` and docs/motion.md).
+
+    Parameters
+    ----------
+    granularity : int, str or tuple, optional
+        One displacement per row (``2`` or ``'row'``, the default), plane
+        (``1``, ``'plane'``) or frame (``0``, ``'frame'``), or per ``n`` of
+        them: ``('row', 8)``. ``'column'`` (3) is not supported.
+    num_states_retained : int, optional
+        States kept per unit by the beam search (default 50).
+    max_displacement : int or (int, int), optional
+        Largest spread of the displacements along ``[y, x]`` (also the
+        largest shift the rigid pass looks for). Default: no limit beyond
+        the frame.
+    n_processes : int, optional
+        Sequences decoded at the same time, on threads (the kernels release
+        the GIL). Default 1.
+    restarts : {None, 0, 1}, optional
+        Start the hidden chain afresh at every frame (0) or plane (1), for
+        data with long pauses between them; default None: once per sequence.
+    verbose : bool, optional
+        Print a line per pass on standard error (default True).
+    reference : array_like, shape (Y, X) or (Z, Y, X), optional
+        A fixed reference image in the data's units, beyond SIMA (see
+        :func:`estimate_rowwise`). Default: built from the data.
+
+    Raises
+    ------
+    ArgumentTypeError
+        An argument of the wrong type.
+    ValueError
+        An unknown or unsupported granularity, ``num_states_retained < 1``,
+        a negative ``max_displacement``, ``restarts`` other than None, 0
+        or 1, ``n_processes < 1``.
+
+    Examples
+    --------
+    >>> import numpy as np, sima_fast as sima
+    >>> from sima_fast.motion.hmm import HiddenMarkov2D
+    >>> rng = np.random.default_rng(0)
+    >>> field = rng.poisson(20.0, (24, 28)).astype(np.uint16)
+    >>> frames = np.stack([field[2 + (t % 2) :][:20, 2:26] for t in range(6)])
+    >>> seq = sima.Sequence.create('ndarray', frames[:, None, :, :, None])
+    >>> d = HiddenMarkov2D(verbose=False).estimate([seq])[0]
+    >>> d.shape, d[:, 0, :, 0].min(axis=1).tolist()
+    ((6, 1, 20, 2), [0, 1, 0, 1, 0, 1])
+    """
+
+    def __init__(
+        self,
+        granularity: Any = 2,
+        num_states_retained: int = 50,
+        max_displacement: Any = None,
+        n_processes: int = 1,
+        restarts: int | None = None,
+        verbose: bool = True,
+        *,
+        reference: Any = None,
+    ) -> None:
+        self._granularity = parse_granularity(granularity)
+        self._k = check_int("num_states_retained", num_states_retained, low=1, high=32767)
+        self._max_displacement = check_max_displacement(max_displacement, ndim=2)
+        self._n_processes = check_int("n_processes", n_processes, low=1)
+        if restarts is not None:
+            restarts = check_int("restarts", restarts, low=0, high=1)
+        self._restarts = restarts
+        self._verbose = check_bool("verbose", verbose)
+        self._reference = check_reference(reference)
+
+    def __repr__(self) -> str:
+        """Return the constructor call that makes this strategy."""
+        name, n = self._granularity
+        limit = None if self._max_displacement is None else self._max_displacement.tolist()
+        return (
+            f"HiddenMarkov2D(granularity=({name!r}, {n}), num_states_retained={self._k}, "
+            f"max_displacement={limit}, n_processes={self._n_processes}, "
+            f"restarts={self._restarts}, verbose={self._verbose})"
+        )
+
+    def _estimate(self, dataset: Any) -> list:
+        """Estimate every sequence's row displacements, ``(T, Z, Y, 2)`` int32 each."""
+        sequences = list(dataset.sequences)
+        Z, Y, X = (int(v) for v in sequences[0].shape[1:4])
+        check_max_displacement_fits(self._max_displacement, (Y, X))
+        check_reference_shape(self._reference, (Z, Y, X))
+        limit = None
+        if self._max_displacement is not None:
+            limit = np.floor(self._max_displacement).astype(np.int64)
+        sources: list[Source] = [
+            (lambda cf, s=seq: iter_estimation_chunks(s, cf)) for seq in sequences
+        ]
+        name, n = self._granularity
+        chunk = _chunk_frames((Z, Y, X), n if name == "frame" else 1)
+        if self._verbose:
+            print("HiddenMarkov2D: rigid first pass", file=sys.stderr)
+        rigid = _rigid_pass(
+            sources, [len(s) for s in sequences], (Z, Y, X), limit, self._reference, chunk
+        )
+        return estimate_rowwise(
+            sources,
+            rigid,
+            granularity=self._granularity,
+            num_states_retained=self._k,
+            max_displacement=None if limit is None else limit,
+            restarts=self._restarts,
+            reference=self._reference,
+            n_threads=self._n_processes,
+            verbose=self._verbose,
+        )
