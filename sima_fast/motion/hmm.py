@@ -334,11 +334,21 @@ def _accumulate(
     total = np.zeros(model.canvas_shape)
     total_sq = np.zeros(model.canvas_shape)
     count = np.zeros(model.canvas_shape)
-    for source, (iy, ix) in zip(sources, row_states):
+    for i, (source, (iy, ix)) in enumerate(zip(sources, row_states)):
+        seen = 0
         for t0, block in _blocks(source, chunk_frames):
             n = block.shape[0]
+            if t0 != seen or t0 + n > iy.shape[0] or block.shape[1:] != model.frame_shape:
+                raise ValueError(
+                    f"frames[{i}] yielded frames {t0}..{t0 + n - 1} of shape {block.shape[1:]}: "
+                    f"expected consecutive frames of shape {model.frame_shape}, "
+                    f"{iy.shape[0]} in all (as many as rigid[{i}] has)"
+                )
+            seen = t0 + n
             data = np.ascontiguousarray(block, dtype=np.float32)
             accumulate_rows(data, iy[t0 : t0 + n], ix[t0 : t0 + n], total, total_sq, count)
+        if seen != iy.shape[0]:
+            raise ValueError(f"frames[{i}] has {seen} frames but rigid[{i}] has {iy.shape[0]}")
     model.set_reference(total, total_sq, count, fixed)
 
 
@@ -661,8 +671,11 @@ def estimate_rowwise(
             hi[a] = lo[a] + limit[a]
         rig = [np.clip(r, lo, hi) for r in rig]
     model = _Model(lo, hi, (Z, Y, X))
-    frames_per_frame_unit = unit_rows / (Z * Y)
-    model.unit_cov = frame_cov * frames_per_frame_unit + np.eye(2) * _MIN_UNIT_VAR
+    # a random walk of variance v per unit, sampled at whole pixels, steps by
+    # one pixel about sqrt(2 v / pi) of the time when v << 1: the variance of
+    # the whole-pixel steps is then ~0.8 sqrt(v), far above v
+    v = np.diag(frame_cov) * unit_rows / (Z * Y)
+    model.unit_cov = np.diag(np.maximum(v, 0.8 * np.sqrt(v))) + np.eye(2) * _MIN_UNIT_VAR
     model.boundary_cov = frame_cov + np.eye(2) * _MIN_BOUNDARY_VAR
     if name != "row":
         model.boundary_cov = model.unit_cov
