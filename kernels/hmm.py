@@ -177,7 +177,7 @@ def _select_top(scores, idx, n, k):  # pragma: no cover - compiled
     return k
 
 
-@jit
+@jit(fastmath=FASTMATH)
 def beam_viterbi(
     frames,
     row_start,

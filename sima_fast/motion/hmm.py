@@ -502,6 +502,126 @@ def _row_states(states: np.ndarray, model: _Model, T: int, unit_rows: int) -> tu
     return iy, ix
 
 
+def _whole_pixel_cov(v: np.ndarray) -> np.ndarray:
+    """Covariance of the whole-pixel steps of a random walk of variance ``v`` (per axis).
+
+    Sampled at whole pixels, a walk with ``v << 1`` steps by one pixel about
+    ``sqrt(2 v / pi)`` of the time: the variance of its steps is then about
+    ``0.8 sqrt(v)``, far above ``v``. The floor is added on the diagonal.
+
+    Returns
+    -------
+    numpy.ndarray, shape (2, 2)
+        A diagonal covariance.
+    """
+    v = np.maximum(np.asarray(v, dtype=np.float64), 0.0)
+    return np.diag(np.maximum(v, 0.8 * np.sqrt(v))) + np.eye(2) * _MIN_UNIT_VAR
+
+
+def _continuous_var(d: np.ndarray) -> np.ndarray:
+    """Invert :func:`_whole_pixel_cov` (without its floor): step variance -> walk variance."""
+    d = np.maximum(np.asarray(d, dtype=np.float64), 0.0)
+    return np.where(d < 0.64, (d / 0.8) ** 2, d)
+
+
+def _coarse_levels(Y: int, unit_rows: int, n: int) -> list[int]:
+    """Rows per unit of the first ``n`` passes: from blocks of up to 16 rows down by 4.
+
+    Every level divides ``Y`` and is a multiple of ``unit_rows``; the passes
+    after the coarse levels decode ``unit_rows`` (at least the last two of
+    ``n + 1`` passes, when there are enough).
+
+    Returns
+    -------
+    list of int
+        ``n`` unit sizes in rows.
+    """
+    sizes = [u for u in range(unit_rows, min(16, Y // 4) + 1, unit_rows) if Y % u == 0]
+    levels: list[int] = []
+    if sizes and sizes[-1] > unit_rows:
+        levels.append(sizes[-1])
+        while True:
+            nxt = levels[-1] // 4
+            if nxt <= unit_rows or Y % nxt or nxt % unit_rows:
+                break
+            levels.append(nxt)
+    keep = max(1, n - 1) if n > 1 else 1
+    levels = levels[:keep][:n]
+    return levels + [unit_rows] * (n - len(levels))
+
+
+def _check_image(name: str, image: Any, shape: tuple[int, int, int]) -> np.ndarray | None:
+    """``image`` as a float64 ``(Z, Y, X)`` array of the frames' shape, or None."""
+    if image is None:
+        return None
+    out = np.asarray(image, dtype=np.float64)
+    if out.ndim == 2:
+        out = out[None]
+    if out.shape != shape:
+        raise ValueError(f"{name} has shape {out.shape} but the frames are (Z, Y, X) = {shape}")
+    return out
+
+
+def _on_canvas(image: np.ndarray, model: _Model) -> np.ndarray:
+    """Place a ``(Z, Y, X)`` image seen at displacement 0 on the canvas (NaN elsewhere)."""
+    _, Y, X = model.frame_shape
+    out = np.full(model.canvas_shape, np.nan)
+    # image pixel (y, x) is frame pixel (y, x) at displacement 0: canvas (y - lo, x - lo)
+    oy, ox = -int(model.lo[0]), -int(model.lo[1])
+    y0, x0 = max(oy, 0), max(ox, 0)
+    y1 = min(oy + Y, model.canvas_shape[1])
+    x1 = min(ox + X, model.canvas_shape[2])
+    if y1 > y0 and x1 > x0:
+        out[:, y0:y1, x0:x1] = image[:, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+    return out
+
+
+def _unwarp(row_states: list[tuple[np.ndarray, np.ndarray]], model: _Model) -> list[tuple]:
+    """Remove a warp of the reference from the decoded rows before it is rebuilt.
+
+    A reference whose rows are shifted against each other (a band one pixel
+    off) fits the data as well as the true one once the decoded rows carry
+    the opposite shift, so decoding and rebuilding can settle on it. Motion
+    does not prefer any row of the frame: over time every row's mean
+    displacement is the same. The departure of each row's mean from the
+    median over rows, rounded, is the warp; it is taken off the rows'
+    states, so that the next reference is built without it.
+
+    Returns
+    -------
+    list of (numpy.ndarray, numpy.ndarray)
+        The rows' ``(iy, ix)`` states without the warp (the same objects when
+        there is none).
+    """
+    total_y = total_x = None
+    n = 0
+    for iy, ix in row_states:
+        sy, sx = iy.sum(axis=0, dtype=np.float64), ix.sum(axis=0, dtype=np.float64)
+        total_y = sy if total_y is None else total_y + sy
+        total_x = sx if total_x is None else total_x + sx
+        n += iy.shape[0]
+    if total_y is None or n == 0:
+        return row_states
+    out = []
+    warp = []
+    for total in (total_y, total_x):
+        mean = total / n  # (Z, Y)
+        # the lower median is a value of the profile: with two bands of equal
+        # size one pixel apart, one of them is the reference, not their middle
+        centre = np.quantile(mean, 0.5, axis=1, method="lower", keepdims=True)
+        warp.append(np.rint(mean - centre).astype(np.int32))
+    if not (np.any(warp[0]) or np.any(warp[1])):
+        return row_states
+    for iy, ix in row_states:
+        out.append(
+            (
+                np.ascontiguousarray(np.clip(iy - warp[0][None], 0, model.ny - 1), np.int32),
+                np.ascontiguousarray(np.clip(ix - warp[1][None], 0, model.nx - 1), np.int32),
+            )
+        )
+    return out
+
+
 def _reestimate_transitions(model: _Model, unit_states: list[np.ndarray], unit_rows: int) -> None:
     """Covariances of the decoded steps within planes and into the first unit of a plane."""
     Y = model.frame_shape[1]
@@ -534,7 +654,7 @@ def estimate_rowwise(
     max_displacement: Any = None,
     restarts: int | None = None,
     reference: Any = None,
-    n_iterations: int = 3,
+    n_iterations: int = 4,
     n_threads: int = 1,
     verbose: bool = False,
 ) -> list[np.ndarray]:
@@ -575,7 +695,9 @@ def estimate_rowwise(
         estimates, then from each pass's decoded rows.
     n_iterations : int, optional
         Decoding passes, each after rebuilding the reference from the
-        previous one (default 3).
+        previous one (default 4). With one displacement per row (or per
+        few rows) the first passes decode blocks of rows, coarse to fine
+        (16, then 4 rows), and the last two every unit.
     n_threads : int, optional
         Sequences decoded at the same time, on threads (default 1).
     verbose : bool, optional
@@ -625,14 +747,7 @@ def estimate_rowwise(
             )
         rig.append(np.rint(r).astype(np.int64))
     T_list = [r.shape[0] for r in rig]
-    if reference is not None:
-        reference = np.asarray(reference, dtype=np.float64)
-        if reference.ndim == 2:
-            reference = reference[None]
-        if reference.shape != (Z, Y, X):
-            raise ValueError(
-                f"reference has shape {reference.shape} but the frames are (Z, Y, X) = {(Z, Y, X)}"
-            )
+    reference = _check_image("reference", reference, (Z, Y, X))
     limit = _max_displacement(max_displacement, (Y, X))
 
     if name == "row":
@@ -671,45 +786,45 @@ def estimate_rowwise(
             hi[a] = lo[a] + limit[a]
         rig = [np.clip(r, lo, hi) for r in rig]
     model = _Model(lo, hi, (Z, Y, X))
+
     # a random walk of variance v per unit, sampled at whole pixels, steps by
     # one pixel about sqrt(2 v / pi) of the time when v << 1: the variance of
     # the whole-pixel steps is then ~0.8 sqrt(v), far above v
-    v = np.diag(frame_cov) * unit_rows / (Z * Y)
-    model.unit_cov = np.diag(np.maximum(v, 0.8 * np.sqrt(v))) + np.eye(2) * _MIN_UNIT_VAR
+    def walk_cov(rows: int) -> np.ndarray:
+        return _whole_pixel_cov(np.diag(frame_cov) * rows / (Z * Y))
+
+    # coarse to fine: with one displacement per row, the first pass decodes
+    # blocks of rows, which the blurred first reference tells apart more
+    # reliably than single rows; the later passes decode every unit
+    schedule = [unit_rows] * n_iterations
+    if name == "row" and n_iterations > 1:
+        schedule[: n_iterations - 1] = _coarse_levels(Y, unit_rows, n_iterations - 1)
+    model.unit_cov = walk_cov(schedule[0])
     model.boundary_cov = frame_cov + np.eye(2) * _MIN_BOUNDARY_VAR
     if name != "row":
         model.boundary_cov = model.unit_cov
     model.prior_cov = frame_cov + np.eye(2)
     chunk_frames = _chunk_frames((Z, Y, X), frames_per_unit)
 
-    fixed = None
-    if reference is not None:
-        # reference pixel (y, x) is displacement 0 of frame pixel (y, x): canvas (y - lo, x - lo)
-        fixed = np.full(model.canvas_shape, np.nan)
-        oy, ox = -int(lo[0]), -int(lo[1])
-        y0, x0 = max(oy, 0), max(ox, 0)
-        y1 = min(oy + Y, model.canvas_shape[1])
-        x1 = min(ox + X, model.canvas_shape[2])
-        if y1 > y0 and x1 > x0:
-            fixed[:, y0:y1, x0:x1] = reference[:, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+    fixed = None if reference is None else _on_canvas(reference, model)
     row_states = []
     for r in rig:
         iy = np.repeat((r[:, :, 0] - lo[0])[:, :, None], Y, axis=2).astype(np.int32)
         ix = np.repeat((r[:, :, 1] - lo[1])[:, :, None], Y, axis=2).astype(np.int32)
         row_states.append((iy, ix))
-    for it in range(n_iterations):
+    for it, rows in enumerate(schedule):
         _accumulate(model, sources, row_states, chunk_frames, fixed)
         if verbose:
             print(
                 f"HiddenMarkov2D: pass {it + 1}/{n_iterations}: gain {model.gain:.3g}, "
-                f"offset {model.offset:.3g}, {model.ny}x{model.nx} states",
+                f"offset {model.offset:.3g}, {model.ny}x{model.nx} states, {rows} rows per unit",
                 file=sys.stderr,
             )
         jobs = list(zip(sources, T_list, rig))
 
-        def decode(job: tuple, model: _Model = model) -> np.ndarray:
+        def decode(job: tuple, model: _Model = model, rows: int = rows) -> np.ndarray:
             source, T, r = job
-            return _decode(model, source, T, r, unit_rows, restart_rows, k, chunk_frames)
+            return _decode(model, source, T, r, rows, restart_rows, k, chunk_frames)
 
         if n_threads > 1 and len(jobs) > 1:
             from concurrent.futures import ThreadPoolExecutor
@@ -718,11 +833,17 @@ def estimate_rowwise(
                 unit_states = list(pool.map(decode, jobs))
         else:
             unit_states = [decode(job) for job in jobs]
-        row_states = [_row_states(s, model, T, unit_rows) for s, T in zip(unit_states, T_list)]
+        row_states = [_row_states(s, model, T, rows) for s, T in zip(unit_states, T_list)]
         if it + 1 < n_iterations:
             if name == "row":
-                _reestimate_transitions(model, unit_states, unit_rows)
+                _reestimate_transitions(model, unit_states, rows)
+                if schedule[it + 1] != rows:
+                    # the decoded walk's variance, per unit of the next pass
+                    cont = _continuous_var(np.diag(model.unit_cov) - _MIN_UNIT_VAR)
+                    model.unit_cov = _whole_pixel_cov(cont * schedule[it + 1] / rows)
             model.prior_cov = model.boundary_cov + np.eye(2)
+            if name == "row" and fixed is None:
+                row_states = _unwarp(row_states, model)
     out = []
     for iy, ix in row_states:
         out.append(np.stack([iy + lo[0], ix + lo[1]], axis=-1).astype(np.int32))
@@ -781,17 +902,9 @@ def _rigid_pass(
     list of numpy.ndarray of int64, shape (T, Z, 2)
         Per sequence, ``d`` with ``fixed(p + d) ≈ frame(p)``.
     """
-    from sima_fast.registration import phase_correlation, shift_image
+    from sima_fast.registration import shift_image
 
     Z = frame_shape[0]
-    max_shift = None if limit is None else (float(limit[0]), float(limit[1]))
-
-    def shift_of(fixed: np.ndarray, frame: np.ndarray) -> tuple[int, int]:
-        if not np.isfinite(frame).any() or np.nanmax(frame) == np.nanmin(frame):
-            return 0, 0
-        est = phase_correlation(fixed, frame, max_shift=max_shift, normalization=None)
-        return round(est.dy), round(est.dx)
-
     if reference is not None:
         fixed = reference.sum(axis=0)
     else:
@@ -809,22 +922,66 @@ def _rigid_pass(
         flat = np.nan_to_num(stack - np.nanmean(stack, axis=(1, 2), keepdims=True))
         fixed = stack[int(np.argmax(flat.reshape(len(stack), -1) @ np.nan_to_num(mean).ravel()))]
         for _ in range(2):
-            if not np.isfinite(fixed).any() or np.nanmax(fixed) == np.nanmin(fixed):
+            matcher = _RigidMatcher(fixed, limit)
+            if matcher.flat:
                 break
-            moved = [shift_image(f, shift_of(fixed, f)) for f in stack]
+            moved = [shift_image(f, tuple(d)) for f, d in zip(stack, matcher.shifts(stack))]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # pixels no frame covers
                 fixed = np.nanmean(moved, axis=0)
-    if not np.isfinite(fixed).any() or np.nanmax(fixed) == np.nanmin(fixed):
-        return [np.zeros((T, Z, 2), dtype=np.int64) for T in T_list]
+    matcher = _RigidMatcher(fixed, limit)
     out = []
     for source, T in zip(sources, T_list):
         shifts = np.zeros((T, 2), dtype=np.int64)
-        for t0, block in _blocks(source, chunk_frames):
-            for i, frame in enumerate(_plane_sum(block)):
-                shifts[t0 + i] = shift_of(fixed, frame)
+        if not matcher.flat:
+            for t0, block in _blocks(source, chunk_frames):
+                shifts[t0 : t0 + block.shape[0]] = matcher.shifts(_plane_sum(block))
         out.append(np.repeat(shifts[:, None, :], Z, axis=1))
     return out
+
+
+class _RigidMatcher:
+    """Whole-pixel cross-correlation of frames with one reference (Hann-tapered, FFT)."""
+
+    def __init__(self, fixed: np.ndarray, limit: np.ndarray | None):
+        from scipy import fft
+
+        Y, X = fixed.shape
+        self.window = np.outer(np.hanning(Y), np.hanning(X))
+        ref = _centred(fixed[None])[0]
+        self.flat = not np.any(ref)
+        self.spectrum = fft.rfft2(ref * self.window)
+        sy = np.fft.fftfreq(Y, 1.0 / Y).astype(np.int64)
+        sx = np.fft.fftfreq(X, 1.0 / X).astype(np.int64)
+        self.sy, self.sx = sy, sx
+        allowed = np.ones((Y, X), dtype=bool)
+        if limit is not None:
+            allowed = (np.abs(sy) <= limit[0])[:, None] & (np.abs(sx) <= limit[1])[None, :]
+        self.penalty = np.where(allowed, 0.0, -np.inf)
+
+    def shifts(self, frames: np.ndarray) -> np.ndarray:
+        """``(n, Y, X)`` frames -> ``(n, 2)`` int64 ``d`` with ``fixed(p + d) ≈ frame(p)``."""
+        from scipy import fft
+
+        Y, X = self.window.shape
+        a = _centred(frames) * self.window
+        # c(d) = Σ_p fixed(p + d) frame(p)
+        surface = fft.irfft2(np.conj(fft.rfft2(a, workers=2)) * self.spectrum, s=(Y, X), workers=2)
+        surface += self.penalty
+        best = np.argmax(surface.reshape(len(frames), -1), axis=1)
+        iy, ix = np.divmod(best, X)
+        out = np.stack([self.sy[iy], self.sx[ix]], axis=1)
+        out[~np.any(a.reshape(len(frames), -1), axis=1)] = 0  # flat frames: no estimate
+        return out
+
+
+def _centred(frames: np.ndarray) -> np.ndarray:
+    """Each frame minus its finite mean, NaN set to 0 (contributes nothing)."""
+    a = np.asarray(frames, dtype=np.float64)
+    ok = np.isfinite(a)
+    n = ok.sum(axis=(1, 2))
+    mean = np.where(ok, a, 0.0).sum(axis=(1, 2)) / np.maximum(n, 1)
+    return np.where(ok, a - mean[:, None, None], 0.0)
 
 
 class HiddenMarkov2D(MotionEstimationStrategy):
