@@ -197,6 +197,7 @@ def beam_viterbi(
     bstep_logp,
     prior,
     restart,
+    margin,
     beam_state,
     beam_score,
     beam_n,
@@ -236,6 +237,9 @@ def beam_viterbi(
     restart : bool
         Start the first unit afresh from ``prior`` (every state evaluated)
         instead of from the beam.
+    margin : float
+        Beam states scoring more than ``margin`` below the best are not
+        expanded (``inf``: every state is).
     beam_state, beam_score : ndarray, int32 / float64, shape (K,)
         The beam (state indices, scores), updated in place.
     beam_n : ndarray, int64, shape (1,)
@@ -301,6 +305,8 @@ def beam_viterbi(
                 iy0 = s0 // nx_states
                 ix0 = s0 - iy0 * nx_states
                 base = beam_score[k]
+                if base < -margin:
+                    continue
                 for m in range(siy.shape[0]):
                     iy = iy0 + siy[m]
                     ix = ix0 + six[m]

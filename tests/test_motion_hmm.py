@@ -143,7 +143,7 @@ def run_beam(frames, unit_rows, ny, nx, lam, logref, cum, k, steps, bsteps, prio
     mark_nan_rows(frames, nan_rows)
     done = beam_viterbi(
         frames, 0, rows, unit_rows, ny, nx, logref, lam, cum, nan_rows,
-        *steps, *bsteps, prior, True, beam_state, beam_score, beam_n,
+        *steps, *bsteps, prior, True, np.inf, beam_state, beam_score, beam_n,
         bp, stt, nslots, 0, np.full(S, -np.inf), np.zeros(S, np.int32), np.zeros(S, np.int32),
     )  # fmt: skip
     assert done == n_units
