@@ -570,3 +570,36 @@ def test_repr_names_the_parameters():
     strategy = HiddenMarkov2D(granularity=("row", 2), max_displacement=[3, 4], verbose=False)
     text = repr(strategy)
     assert "granularity=('row', 2)" in text and "max_displacement=[3.0, 4.0]" in text
+
+
+def test_a_chunk_source_gives_the_array_result():
+    frames, truth, _, _ = simulate(9, 32, 32, seed=14)
+    rigid = [np.rint(truth.mean(axis=2))]
+    calls = []
+
+    def source(chunk_frames):
+        calls.append(chunk_frames)
+        for t0 in range(0, 9, chunk_frames):
+            yield t0, frames[t0 : t0 + chunk_frames]
+
+    np.testing.assert_array_equal(
+        estimate_rowwise([source], rigid)[0], estimate_rowwise([frames], rigid)[0]
+    )
+    assert len(calls) > 4  # one per pass over the data (and one to learn the shape)
+
+
+def test_a_chunk_source_that_breaks_its_promise_is_refused():
+    frames, truth, _, _ = simulate(6, 16, 16, seed=15)
+
+    def skipping(chunk_frames):
+        yield 0, frames[:2]
+        yield 3, frames[3:]
+
+    with pytest.raises(ValueError, match="consecutive"):
+        estimate_rowwise([skipping], [np.rint(truth.mean(axis=2))])
+
+    def short(chunk_frames):
+        yield 0, frames[:4]
+
+    with pytest.raises(ValueError, match="has 4 frames"):
+        estimate_rowwise([short], [np.rint(truth.mean(axis=2))])

@@ -449,6 +449,11 @@ def _decode(
     offset = np.float32(model.offset)
     for t0, block in _blocks(source, chunk_frames):
         n = block.shape[0]
+        if n > chunk_frames or ((n * rows_per_frame) % unit_rows and t0 + n != T):
+            raise ValueError(
+                f"a source yielded a block of {n} frames at frame {t0}: blocks must hold at "
+                f"most {chunk_frames} frames and whole units of {unit_rows} rows"
+            )
         buf = counts[:n]
         np.subtract(block, offset, out=buf, casting="unsafe")
         buf *= scale
