@@ -9,6 +9,7 @@ Conventions, strategies and the differences from SIMA: docs/motion.md.
 from __future__ import annotations
 
 from sima_fast.motion.base import MotionEstimationStrategy
+from sima_fast.motion.hmm import HiddenMarkov2D
 from sima_fast.motion.rigid import (
     DiscreteFourier2D,
     PlaneTranslation2D,
@@ -19,6 +20,7 @@ from sima_fast.motion.rigid import (
 
 __all__ = [
     "DiscreteFourier2D",
+    "HiddenMarkov2D",
     "MotionEstimationStrategy",
     "PlaneTranslation2D",
     "ResonantCorrection",
