@@ -18,17 +18,29 @@ of the preallocated output (float32 or float64).
 every output pixel (an affine or projective map);
 :func:`sample_bilinear` samples it at arbitrary points; :func:`shift_frame`
 translates a frame (with channels) by a sub-pixel or integer shift, copying
-the values exactly when the shift is a whole number of pixels.
+the values exactly when the shift is a whole number of pixels;
+:func:`warp_field` moves blocks of frames ``(n, Z, Y, X, C)`` by smooth
+displacement fields given at block centres (non-rigid motion correction), and
+:func:`interpolate_field` gives such a field per pixel.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-__all__ = ["sample_bilinear", "shift_frame", "warp_affine"]
+from sima_fast.kernels._jit import FASTMATH, jit
+
+__all__ = [
+    "interpolate_field",
+    "sample_bilinear",
+    "shift_frame",
+    "warp_affine",
+    "warp_field",
+]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -280,4 +292,212 @@ def shift_frame(
     if not (math.isfinite(dy) and math.isfinite(dx)):
         raise ValueError(f"the shift must be finite, got {shift!r}")
     _shift_frame(_with_channels(frame, "frame"), dy, dx, _with_channels(out, "out"), float(cval))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# displacement fields: per-pixel shifts interpolated between block centres
+# ---------------------------------------------------------------------------
+
+
+@jit(fastmath=FASTMATH)
+def _grid_weights(n, centres):  # pragma: no cover - compiled
+    """Lower grid index and weight of the upper one for each position ``0 .. n-1``.
+
+    Bilinear interpolation between the (increasing) ``centres``, constant
+    beyond the first and the last: position ``p`` takes
+    ``(1 - w) * v[i] + w * v[min(i + 1, G - 1)]``.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        ``int64`` indices ``i`` and ``float64`` weights ``w``, each ``(n,)``.
+    """
+    g = centres.shape[0]
+    index = np.zeros(n, dtype=np.int64)
+    weight = np.zeros(n, dtype=np.float64)
+    i = 0
+    for p in range(n):
+        q = np.float64(p)
+        if g == 1 or q <= centres[0]:
+            index[p] = 0
+            weight[p] = 0.0
+            continue
+        if q >= centres[g - 1]:
+            index[p] = g - 1
+            weight[p] = 0.0
+            continue
+        while centres[i + 1] <= q:
+            i += 1
+        index[p] = i
+        weight[p] = (q - centres[i]) / (centres[i + 1] - centres[i])
+    return index, weight
+
+
+@jit(fastmath=FASTMATH, inline="always")
+def _field_at(disp, k, iy, wy, ix, wx):  # pragma: no cover - compiled
+    """Component ``k`` of a ``(Gy, Gx, 2)`` block field interpolated at one pixel."""
+    gy = disp.shape[0]
+    gx = disp.shape[1]
+    iy1 = min(iy + 1, gy - 1)
+    ix1 = min(ix + 1, gx - 1)
+    # a + w (b - a): exactly a when b == a, so a uniform field stays exact
+    a = disp[iy, ix, k]
+    top = a + wx * (disp[iy, ix1, k] - a)
+    b = disp[iy1, ix, k]
+    bottom = b + wx * (disp[iy1, ix1, k] - b)
+    return top + wy * (bottom - top)
+
+
+@jit(fastmath=FASTMATH)
+def _interpolate_field(disp, cy, cx, out):  # pragma: no cover - compiled
+    ny, nx = out.shape[0], out.shape[1]
+    iys, wys = _grid_weights(ny, cy)
+    ixs, wxs = _grid_weights(nx, cx)
+    for row in range(ny):
+        for col in range(nx):
+            for k in range(2):
+                out[row, col, k] = _field_at(disp, k, iys[row], wys[row], ixs[col], wxs[col])
+
+
+@jit(parallel=True, fastmath=FASTMATH)
+def _warp_field_frames(src, disp, cy, cx, out, cval):  # pragma: no cover - compiled
+    n, nz, ny, nx, nc = src.shape
+    oy, ox = out.shape[2], out.shape[3]
+    iys, wys = _grid_weights(oy, cy)
+    ixs, wxs = _grid_weights(ox, cx)
+    rows = nz * oy
+    for job in prange(n * rows):
+        t = job // rows
+        z = (job % rows) // oy
+        row = job % oy
+        image = src[t, z]
+        field = disp[t, z]
+        iy = iys[row]
+        wy = wys[row]
+        r = np.float64(row)
+        for col in range(ox):
+            dy = _field_at(field, 0, iy, wy, ixs[col], wxs[col])
+            dx = _field_at(field, 1, iy, wy, ixs[col], wxs[col])
+            y = r - dy
+            x = np.float64(col) - dx
+            for c in range(nc):
+                out[t, z, row, col, c] = _bilinear(image, c, y, x, ny, nx, cval)
+
+
+def _check_grid(centres: Any, size: int, name: str) -> np.ndarray:
+    c = np.ascontiguousarray(centres, dtype=np.float64)
+    if c.ndim != 1 or c.shape[0] != size:
+        raise ValueError(
+            f"{name} must be a 1-D array of {size} block centres, got shape {c.shape}"
+        )
+    if not np.all(np.isfinite(c)) or np.any(np.diff(c) <= 0):
+        raise ValueError(f"{name} must be finite and strictly increasing")
+    return c
+
+
+def interpolate_field(
+    displacements: np.ndarray, centres_y: Any, centres_x: Any, out: np.ndarray
+) -> np.ndarray:
+    """Per-pixel displacement field from shifts given at block centres.
+
+    Pixel ``(row, col)`` takes the bilinear interpolation of the block shifts
+    between the centres around it; beyond the first or the last centre along
+    an axis the field is constant (the edge blocks' shifts extend to the
+    frame's borders).
+
+    Parameters
+    ----------
+    displacements : numpy.ndarray, shape (Gy, Gx, 2)
+        ``(dy, dx)`` of each block.
+    centres_y, centres_x : array_like, shapes (Gy,) and (Gx,)
+        Row and column of the block centres, strictly increasing.
+    out : numpy.ndarray of float32 or float64, shape (Y, X, 2)
+        The field, overwritten.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``.
+
+    Raises
+    ------
+    ValueError
+        For mismatched shapes or centres that are not strictly increasing.
+    TypeError
+        If ``out`` is not a float32 or float64 array.
+    """
+    _check_out(out)
+    disp = np.ascontiguousarray(displacements, dtype=np.float64)
+    if disp.ndim != 3 or disp.shape[2] != 2:
+        raise ValueError(f"displacements must have shape (Gy, Gx, 2), got {disp.shape}")
+    if out.ndim != 3 or out.shape[2] != 2:
+        raise ValueError(f"out must have shape (Y, X, 2), got {out.shape}")
+    cy = _check_grid(centres_y, disp.shape[0], "centres_y")
+    cx = _check_grid(centres_x, disp.shape[1], "centres_x")
+    _interpolate_field(disp, cy, cx, out)
+    return out
+
+
+def warp_field(
+    frames: np.ndarray,
+    displacements: np.ndarray,
+    centres_y: Any,
+    centres_x: Any,
+    out: np.ndarray,
+    cval: float = np.nan,
+) -> np.ndarray:
+    """Warp frames by displacement fields given at block centres (bilinear).
+
+    For every frame ``t`` and plane ``z``, the per-pixel field ``d(p)`` is
+    interpolated from ``displacements[t, z]`` as :func:`interpolate_field`
+    does, and ``out[t, z, p] = frames[t, z](p - d(p))`` is the bilinear
+    sample defined in the module docstring (NaN, or ``cval``, where the source
+    point lies outside the frame or a source pixel it needs is NaN). Every
+    channel is moved by the same field. A single centre per axis gives a
+    rigid (sub-pixel) shift of each plane.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray, shape (n, Z, Y, X, C)
+        Source frames, any numeric dtype; read without a converted copy.
+    displacements : numpy.ndarray, shape (n, Z, Gy, Gx, 2)
+        ``(dy, dx)`` at each block centre of each frame and plane.
+    centres_y, centres_x : array_like, shapes (Gy,) and (Gx,)
+        Block centres (output pixel coordinates), strictly increasing.
+    out : numpy.ndarray of float32 or float64, shape (n, Z, Yo, Xo, C)
+        Output, overwritten; its rows and columns set the output grid (the
+        field is defined in output coordinates). Must not share memory with
+        ``frames``.
+    cval : float, optional
+        Value where nothing lands (default NaN).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``.
+
+    Raises
+    ------
+    ValueError
+        For mismatched shapes, non-finite displacements or invalid centres.
+    TypeError
+        If ``out`` is not a float32 or float64 array.
+    """
+    _check_out(out)
+    if frames.ndim != 5 or out.ndim != 5:
+        raise ValueError(
+            f"frames and out must have shape (n, Z, Y, X, C), got {frames.shape}, {out.shape}"
+        )
+    n, nz, _, _, nc = frames.shape
+    if out.shape[:2] != (n, nz) or out.shape[4] != nc:
+        raise ValueError(f"incompatible shapes: frames {frames.shape}, out {out.shape}")
+    disp = np.ascontiguousarray(displacements, dtype=np.float64)
+    if disp.ndim != 5 or disp.shape[:2] != (n, nz) or disp.shape[4] != 2:
+        raise ValueError(f"displacements must have shape ({n}, {nz}, Gy, Gx, 2), got {disp.shape}")
+    if not np.all(np.isfinite(disp)):
+        raise ValueError("displacements must be finite")
+    cy = _check_grid(centres_y, disp.shape[2], "centres_y")
+    cx = _check_grid(centres_x, disp.shape[3], "centres_x")
+    _warp_field_frames(frames, disp, cy, cx, out, float(cval))
     return out
