@@ -43,6 +43,7 @@ _LAZY = {
     "io": ("sima_fast.io", None),
     "registration": ("sima_fast.registration", None),
     "distributed": ("sima_fast.distributed", None),
+    "motion": ("sima_fast.motion", None),
 }
 
 __all__ = [
