@@ -21,7 +21,8 @@ translates a frame (with channels) by a sub-pixel or integer shift, copying
 the values exactly when the shift is a whole number of pixels;
 :func:`warp_field` moves blocks of frames ``(n, Z, Y, X, C)`` by smooth
 displacement fields given at block centres (non-rigid motion correction), and
-:func:`interpolate_field` gives such a field per pixel.
+:func:`interpolate_field` gives such a field per pixel; :func:`gather_blocks`
+cuts the tapered blocks that block-wise registration correlates.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from numba import njit, prange
 from sima_fast.kernels._jit import FASTMATH, jit
 
 __all__ = [
+    "gather_blocks",
     "interpolate_field",
     "sample_bilinear",
     "shift_frame",
@@ -500,4 +502,99 @@ def warp_field(
     cy = _check_grid(centres_y, disp.shape[2], "centres_y")
     cx = _check_grid(centres_x, disp.shape[3], "centres_x")
     _warp_field_frames(frames, disp, cy, cx, out, float(cval))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# blocks of frames for block-wise (piecewise-rigid) registration
+# ---------------------------------------------------------------------------
+
+
+@jit(parallel=True, fastmath=FASTMATH)
+def _gather_blocks(frames, offsets, starts, taper, out):  # pragma: no cover - compiled
+    n, ny, nx = frames.shape
+    nb = starts.shape[0]
+    by, bx = taper.shape
+    for job in prange(n * nb):
+        f = job // nb
+        b = job % nb
+        y0 = starts[b, 0] - offsets[f, 0]
+        x0 = starts[b, 1] - offsets[f, 1]
+        total = 0.0
+        count = 0
+        for i in range(by):
+            yy = y0 + i
+            for j in range(bx):
+                xx = x0 + j
+                if 0 <= yy < ny and 0 <= xx < nx:
+                    v = np.float64(frames[f, yy, xx])
+                    if v - v == 0.0:
+                        total += v
+                        count += 1
+        mean = total / count if count > 0 else 0.0
+        for i in range(by):
+            yy = y0 + i
+            for j in range(bx):
+                xx = x0 + j
+                v = np.nan
+                if 0 <= yy < ny and 0 <= xx < nx:
+                    v = np.float64(frames[f, yy, xx])
+                if v - v == 0.0:
+                    out[f, b, i, j] = (v - mean) * taper[i, j]
+                else:
+                    out[f, b, i, j] = 0.0
+
+
+def gather_blocks(
+    frames: np.ndarray, offsets: np.ndarray, starts: np.ndarray, taper: np.ndarray, out: np.ndarray
+) -> np.ndarray:
+    """Cut tapered, mean-subtracted blocks out of frames, each frame at its own offset.
+
+    Block ``b`` of frame ``f`` is the ``(By, Bx)`` window of the frame whose
+    top-left corner is ``starts[b] - offsets[f]`` (a block of the reference
+    at ``starts[b]``, followed to where the frame's content was moved by a
+    whole-pixel shift ``offsets[f]``). Its finite pixels inside the frame
+    minus their mean, times ``taper``, fill ``out[f, b]``; pixels outside the
+    frame or not finite are 0.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray, shape (n, Y, X)
+        Frames, any real dtype (NaN marks unobserved pixels).
+    offsets : numpy.ndarray of int, shape (n, 2)
+        Whole-pixel ``(dy, dx)`` per frame.
+    starts : numpy.ndarray of int, shape (B, 2)
+        Top-left corner ``(y, x)`` of each block in reference coordinates.
+    taper : numpy.ndarray, shape (By, Bx)
+        Window multiplying each block.
+    out : numpy.ndarray of float32 or float64, shape (n, B, By, Bx)
+        Output, overwritten.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``.
+
+    Raises
+    ------
+    ValueError
+        For mismatched shapes.
+    TypeError
+        If ``out`` is not a float32 or float64 array.
+    """
+    _check_out(out)
+    off = np.ascontiguousarray(offsets, dtype=np.int64)
+    st = np.ascontiguousarray(starts, dtype=np.int64)
+    tp = np.ascontiguousarray(taper, dtype=np.float64)
+    if frames.ndim != 3 or off.shape != (frames.shape[0], 2):
+        raise ValueError(
+            f"frames (n, Y, X) and offsets (n, 2) expected, got {frames.shape}, {off.shape}"
+        )
+    if st.ndim != 2 or st.shape[1] != 2 or tp.ndim != 2:
+        raise ValueError(f"starts (B, 2) and taper (By, Bx) expected, got {st.shape}, {tp.shape}")
+    if out.shape != (frames.shape[0], st.shape[0], *tp.shape):
+        raise ValueError(
+            f"out must have shape {(frames.shape[0], st.shape[0], *tp.shape)}, got {out.shape}"
+        )
+    _gather_blocks(frames, off, st, tp, out)
     return out
