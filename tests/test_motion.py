@@ -168,3 +168,235 @@ def test_correct_uses_correction_channels_and_masks_rejected_frames(tmp_path):
     assert s.channels == 1
     frames = np.asarray(out.sequences[0])
     assert np.isnan(frames[1]).all() and not np.isnan(frames[[0, 2]]).any()
+
+
+# ---------------------------------------------------------------------------
+# strategies on simulated motion
+# ---------------------------------------------------------------------------
+
+
+def _field(size, seed=0):
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    return (
+        gaussian_filter(rng.standard_normal((size, size)), 2.0) * 10
+        + gaussian_filter(rng.standard_normal((size, size)), 6.0) * 20
+    )
+
+
+def _movie(shifts, n=64, pad=24, noise=0.1, seed=0):
+    """Frames seeing a field moved by ``shifts`` (T, 2): frame(p) = field(p - s)."""
+    from scipy.ndimage import fourier_shift
+
+    big = _field(n + 2 * pad, seed)
+    spec = np.fft.fft2(big)
+    rng = np.random.default_rng(seed + 1)
+    frames = []
+    for s in shifts:
+        if np.all(np.asarray(s) == np.round(s)):
+            moved = np.roll(big, tuple(int(v) for v in s), axis=(0, 1))
+        else:
+            moved = np.fft.ifft2(fourier_shift(spec, s)).real
+        frames.append(moved[pad : pad + n, pad : pad + n])
+    frames = np.array(frames)
+    return frames + rng.standard_normal(frames.shape) * noise * frames.std()
+
+
+def _expected(shifts):
+    """Displacements that undo ``shifts``, normalised to a minimum of 0."""
+    d = -np.asarray(shifts, dtype=float)
+    return d - d.min(axis=0)
+
+
+INT_SHIFTS = np.array([[0, 0], [3, -2], [-4, 5], [1, 1], [-2, -6], [5, 0], [0, 3], [2, -1]])
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        lambda: sima.motion.PlaneTranslation2D(),
+        lambda: sima.motion.PlaneTranslation2D(method="phase", max_displacement=8),
+        lambda: sima.motion.DiscreteFourier2D(),
+    ],
+)
+def test_integer_strategies_exact_on_integer_shifts(strategy):
+    frames = _movie(INT_SHIFTS)
+    seq = sima.Sequence.create("ndarray", frames[:, None, :, :, None])
+    (d,) = strategy().estimate([seq])
+    assert d.dtype.kind == "i" and d.shape == (len(INT_SHIFTS), 1, 2)
+    np.testing.assert_array_equal(d[:, 0], _expected(INT_SHIFTS))
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float32", "float64"])
+def test_subpixel_rigid_accuracy(dtype):
+    rng = np.random.default_rng(3)
+    shifts = rng.uniform(-20, 20, (40, 2))
+    frames = _movie(shifts, n=96, pad=28, noise=0.1, seed=2)
+    if dtype == "uint16":
+        frames = np.round(frames - frames.min() + 10).astype(np.uint16)
+    frames = frames.astype(dtype)
+    seq = sima.Sequence.create("ndarray", frames[:, None, :, :, None])
+    (d,) = sima.motion.RigidRegistration2D().estimate([seq])
+    assert d.dtype.kind == "f"
+    err = d[:, 0] - _expected(shifts)
+    err -= err.mean(axis=0)  # the reference's own origin is arbitrary
+    assert np.sqrt((err**2).mean()) <= 0.1
+
+
+def test_dft_upsampled_is_subpixel():
+    shifts = np.array([[0.0, 0.0], [1.5, -2.25], [-3.4, 0.6], [2.2, 2.8], [0.3, -1.1]])
+    frames = _movie(shifts, n=64, noise=0.02)
+    seq = sima.Sequence.create("ndarray", frames[:, None, :, :, None])
+    (d,) = sima.motion.DiscreteFourier2D(upsample_factor=10).estimate([seq])
+    err = d[:, 0] - _expected(shifts)
+    assert np.abs(err - err.mean(axis=0)).max() < 0.25
+
+
+def test_nan_rows_and_user_reference():
+    frames = _movie(INT_SHIFTS)
+    ref = _movie([[0, 0]], noise=0.0)[0]
+    frames[2, 5:8] = np.nan
+    seq = sima.Sequence.create("ndarray", frames[:, None, :, :, None])
+    (d,) = sima.motion.PlaneTranslation2D(reference=ref).estimate([seq])
+    np.testing.assert_array_equal(d[:, 0], _expected(INT_SHIFTS))
+    with pytest.raises(ValueError, match="reference has shape"):
+        sima.motion.PlaneTranslation2D(reference=ref[:-1]).estimate([seq])
+
+
+def test_multiplane_multichannel_correct_from_one_channel(tmp_path):
+    frames = _movie(INT_SHIFTS, seed=4)
+    plane2 = _movie(INT_SHIFTS, seed=5)
+    signal = np.stack([frames, plane2], axis=1)  # (T, 2, Y, X)
+    rng = np.random.default_rng(9)
+    noise = rng.random(signal.shape)  # a channel that carries no motion information
+    data = np.stack([noise, signal], axis=-1)
+    seq = sima.Sequence.create("ndarray", data)
+    strategy = sima.motion.PlaneTranslation2D()
+    out = strategy.correct(
+        [seq], tmp_path / "mc", channel_names=["red", "green"], correction_channels=["green"]
+    )
+    loaded = sima.ImagingDataset.load(tmp_path / "mc")
+    corrected = np.asarray(loaded.sequences[0])
+    assert corrected.shape == out.sequences[0].shape
+    # every frame now shows the same field in both planes and both channels moved alike
+    for c in (0, 1):
+        for z in (0, 1):
+            spread = np.nanstd(corrected[:, z, :, :, c], axis=0)
+            if c == 1:
+                assert np.nanmax(spread) < 0.5 * np.nanstd(signal[:, z])
+    (d,) = strategy.estimate([seq[:, :, :, :, [1]]])
+    np.testing.assert_array_equal(d[:, 0], _expected(INT_SHIFTS))
+    np.testing.assert_array_equal(d[:, 1], _expected(INT_SHIFTS))
+    # the red channel was moved by the green channel's displacements
+    t = 1
+    dy, dx = d[t, 0]
+    raw_red = data[t, 0, :, :, 0]
+    rows = out.sequences[0]
+    full = np.asarray(sima.motion.PlaneTranslation2D().corrected_sequence(seq, d, (2, 75, 75)))
+    np.testing.assert_array_equal(full[t, 0, dy : dy + 64, dx : dx + 64, 0], raw_red)
+    assert rows.shape[2] <= 64
+
+
+def test_volume_translation():
+    rng = np.random.default_rng(0)
+    from scipy.ndimage import gaussian_filter
+
+    vol = gaussian_filter(rng.standard_normal((10, 100, 100)), (1.0, 1.5, 1.5))
+    shifts = np.array([[0, 0, 0], [1, 2, -3], [-1, -2, 1], [0, 4, 2], [1, -1, -1]])
+    frames = np.stack([np.roll(vol, tuple(s), axis=(0, 1, 2))[3:7, 10:90, 10:90] for s in shifts])
+    seq = sima.Sequence.create("ndarray", frames[..., None])
+    (d,) = sima.motion.VolumeTranslation(max_displacement=[2, 8, 8]).estimate([seq])
+    assert d.shape == (5, 3)
+    np.testing.assert_array_equal(d, _expected(shifts))
+
+
+def test_volume_translation_criterion_masks_bad_frames():
+    frames = _movie(INT_SHIFTS)
+    frames[4] = np.random.default_rng(0).standard_normal(frames[4].shape)
+    seq = sima.Sequence.create("ndarray", frames[:, None, :, :, None])
+    (d,) = sima.motion.VolumeTranslation(criterion=2.0).estimate([seq])
+    assert np.ma.isMaskedArray(d) and np.ma.getmaskarray(d)[:, 0].tolist() == [
+        t == 4 for t in range(8)
+    ]
+    out = sima.motion.VolumeTranslation(criterion=2.0).correct([seq], None)
+    assert np.isnan(np.asarray(out.sequences[0])[4]).all()
+
+
+def test_resonant_correction_offset():
+    frames = _movie(INT_SHIFTS)
+    seq = sima.Sequence.create("ndarray", frames[:, None, :, :, None])
+    (d,) = sima.motion.ResonantCorrection(sima.motion.PlaneTranslation2D(), offset=2).estimate(
+        [seq]
+    )
+    assert d.shape == (8, 1, 64, 2)
+    assert (d[:, :, 1::2, 1] - d[:, :, 0::2, 1] == 2).all()
+    assert (d[:, :, :, 0] % 2 == d[0, 0, 0, 0] % 2).all()  # half-height shifts doubled
+    with pytest.raises(ValueError, match="even number of rows"):
+        sima.motion.ResonantCorrection(sima.motion.PlaneTranslation2D()).estimate(
+            [sima.Sequence.create("ndarray", frames[:, None, :63, :, None])]
+        )
+    with pytest.raises(TypeError, match="base_strategy"):
+        sima.motion.ResonantCorrection("hmm")
+
+
+def test_correct_saves_loads_and_extracts(tmp_path):
+    from sima_fast.ROI import ROI, ROIList
+
+    frames = _movie(INT_SHIFTS) + 100
+    seq = sima.Sequence.create("ndarray", frames[:, None, :, :, None])
+    ds = sima.motion.PlaneTranslation2D().correct([seq], tmp_path / "c.sima")
+    loaded = sima.ImagingDataset.load(tmp_path / "c.sima")
+    assert loaded.frame_shape == ds.frame_shape == (1, 64 - 9, 64 - 11, 1)
+    mask = np.zeros(loaded.frame_shape[:3], bool)
+    mask[0, 5:10, 5:10] = True
+    signals = loaded.extract(ROIList([ROI(mask=mask, label="a")]), save_summary=False)
+    raw = np.asarray(signals["raw"][0])
+    assert raw.shape == (1, 8) and np.isfinite(raw).all()
+    # the corrected frames agree where the motion was undone
+    assert np.asarray(loaded.sequences[0]).std(axis=0).max() < 0.5 * frames.std()
+
+
+def test_trim_criterion_keeps_more_with_lower_values():
+    frames = _movie(INT_SHIFTS)
+    seq = sima.Sequence.create("ndarray", frames[:, None, :, :, None])
+    strategy = sima.motion.PlaneTranslation2D()
+    strict = strategy.correct([seq], None).frame_shape
+    loose = strategy.correct([seq], None, trim_criterion=0.0).frame_shape
+    assert strict == (1, 55, 53, 1) and loose == (1, 64 + 9, 64 + 11, 1)
+
+
+@pytest.mark.parametrize(
+    ("make", "match", "error"),
+    [
+        (
+            lambda: sima.motion.PlaneTranslation2D(max_displacement=-1),
+            "max_displacement",
+            ValueError,
+        ),
+        (lambda: sima.motion.PlaneTranslation2D(method="ECC"), "method", ValueError),
+        (lambda: sima.motion.PlaneTranslation2D(n_processes=0), "n_processes", ValueError),
+        (lambda: sima.motion.RigidRegistration2D(smooth_sigma="x"), "smooth_sigma", TypeError),
+        (lambda: sima.motion.DiscreteFourier2D(upsample_factor=0), "upsample_factor", ValueError),
+        (lambda: sima.motion.VolumeTranslation(criterion=-1), "criterion", ValueError),
+        (lambda: sima.motion.RigidRegistration2D(reference="img"), "reference", TypeError),
+    ],
+)
+def test_bad_parameters(make, match, error):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_bad_inputs_leave_nothing_on_disk(tmp_path):
+    frames = _movie(INT_SHIFTS)
+    seq = sima.Sequence.create("ndarray", frames[:, None, :, :, None])
+    other = sima.Sequence.create("ndarray", frames[:, None, :40, :, None])
+    with pytest.raises(ValueError, match="larger than the frame"):
+        sima.motion.PlaneTranslation2D(max_displacement=64).correct([seq], tmp_path / "a")
+    with pytest.raises(ValueError, match="frame shape"):
+        sima.motion.PlaneTranslation2D().correct([seq, other], tmp_path / "b")
+    with pytest.raises(ValueError, match="reference has shape"):
+        sima.motion.RigidRegistration2D(reference=np.ones((3, 3))).correct([seq], tmp_path / "c")
+    with pytest.raises(ValueError, match="correction_channels"):
+        sima.motion.PlaneTranslation2D().correct([seq], tmp_path / "d", correction_channels=["x"])
+    assert os.listdir(tmp_path) == []

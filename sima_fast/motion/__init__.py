@@ -9,7 +9,19 @@ Conventions, strategies and the differences from SIMA: docs/motion.md.
 from __future__ import annotations
 
 from sima_fast.motion.base import MotionEstimationStrategy
+from sima_fast.motion.rigid import (
+    DiscreteFourier2D,
+    PlaneTranslation2D,
+    ResonantCorrection,
+    RigidRegistration2D,
+    VolumeTranslation,
+)
 
 __all__ = [
+    "DiscreteFourier2D",
     "MotionEstimationStrategy",
+    "PlaneTranslation2D",
+    "ResonantCorrection",
+    "RigidRegistration2D",
+    "VolumeTranslation",
 ]
