@@ -22,7 +22,8 @@ the values exactly when the shift is a whole number of pixels;
 :func:`warp_field` moves blocks of frames ``(n, Z, Y, X, C)`` by smooth
 displacement fields given at block centres (non-rigid motion correction), and
 :func:`interpolate_field` gives such a field per pixel; :func:`gather_blocks`
-cuts the tapered blocks that block-wise registration correlates.
+cuts the tapered blocks that block-wise registration correlates and
+:func:`block_cross_power` whitens their spectra against the reference's blocks.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from numba import njit, prange
 from sima_fast.kernels._jit import FASTMATH, jit
 
 __all__ = [
+    "block_cross_power",
     "gather_blocks",
     "interpolate_field",
     "sample_bilinear",
@@ -598,3 +600,66 @@ def gather_blocks(
         )
     _gather_blocks(frames, off, st, tp, out)
     return out
+
+
+@jit(parallel=True, fastmath=FASTMATH)
+def _block_cross_power(spectra, reference, eps):  # pragma: no cover - compiled
+    n, nb, ny, nx = spectra.shape
+    for job in prange(n * nb):
+        f = job // nb
+        b = job % nb
+        largest = 0.0
+        for y in range(ny):
+            for x in range(nx):
+                v = spectra[f, b, y, x]
+                a = v.real * v.real + v.imag * v.imag
+                if a > largest:
+                    largest = a
+        floor = eps * math.sqrt(largest) + 1e-30
+        for y in range(ny):
+            for x in range(nx):
+                v = spectra[f, b, y, x]
+                r = reference[b, y, x]
+                inv = 1.0 / (math.sqrt(v.real * v.real + v.imag * v.imag) + floor)
+                re = (r.real * v.real + r.imag * v.imag) * inv
+                im = (r.imag * v.real - r.real * v.imag) * inv
+                spectra[f, b, y, x] = complex(re, im)
+
+
+def block_cross_power(spectra: np.ndarray, reference: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Whitened cross-power spectra of blocks with their own reference blocks, in place.
+
+    ``spectra[f, b]`` becomes ``reference[b] · conj(F) / (|F| + eps · max|F|)``
+    with ``F = spectra[f, b]``: the phase correlation of block ``b`` of frame
+    ``f`` with block ``b`` of the reference, whose spectrum the caller has
+    prepared (whitened, smoothed). Its inverse transform peaks at ``d`` when
+    ``reference(p) ≈ block(p - d)``.
+
+    Parameters
+    ----------
+    spectra : numpy.ndarray of complex64 or complex128, shape (n, B, Ky, Kx)
+        The blocks' ``rfft2``; overwritten.
+    reference : numpy.ndarray of complex, shape (B, Ky, Kx)
+        The reference blocks' spectra as they should multiply.
+    eps : float, optional
+        Relative regulariser of the whitening (default 1e-6).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``spectra``.
+
+    Raises
+    ------
+    ValueError
+        For mismatched shapes or arrays that are not complex.
+    """
+    if spectra.dtype.kind != "c" or reference.dtype.kind != "c":
+        raise ValueError("spectra and reference must be complex arrays")
+    if spectra.ndim != 4 or reference.shape != spectra.shape[1:]:
+        raise ValueError(
+            f"spectra (n, B, Ky, Kx) and reference (B, Ky, Kx) expected, got {spectra.shape}, "
+            f"{reference.shape}"
+        )
+    _block_cross_power(spectra, reference, float(eps))
+    return spectra

@@ -102,20 +102,6 @@ def block_grid(length: int, block: int, overlap: float) -> np.ndarray:
     return np.round(np.linspace(0, length - block, count)).astype(np.int64)
 
 
-def _taper(shape: tuple[int, int], width: float) -> np.ndarray:
-    """1 inside, a raised cosine falling towards 0 over ``width`` px at each edge."""
-    axes = []
-    for n in shape:
-        w = min(float(width), n / 2.0)
-        dist = np.minimum(np.arange(n) + 0.5, n - 0.5 - np.arange(n))
-        axes.append(
-            np.ones(n)
-            if w <= 0
-            else np.where(dist >= w, 1.0, 0.5 - 0.5 * np.cos(np.pi * np.minimum(dist / w, 1.0)))
-        )
-    return np.outer(axes[0], axes[1])
-
-
 def _gaussian_spectrum(shape: tuple[int, int], sigma: float) -> np.ndarray:
     """Return the ``rfft2`` of a unit-sum Gaussian of ``sigma`` px (real, ``(Y, X//2+1)``)."""
     ky = np.fft.fftfreq(shape[0])[:, None]
@@ -123,64 +109,43 @@ def _gaussian_spectrum(shape: tuple[int, int], sigma: float) -> np.ndarray:
     return np.exp(-2.0 * np.pi**2 * sigma**2 * (ky**2 + kx**2))
 
 
-def _refine(lo: np.ndarray, mid: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Vertex offset in [-0.5, 0.5] of three samples at -1, 0, 1 (Gaussian fit, else parabola)."""
-    positive = (lo > 0) & (mid > 0) & (hi > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = np.where(positive, np.log(np.where(positive, lo, 1.0)), lo)
-        b = np.where(positive, np.log(np.where(positive, mid, 1.0)), mid)
-        c = np.where(positive, np.log(np.where(positive, hi, 1.0)), hi)
-        den = a - 2.0 * b + c
-        off = np.where(den < 0, 0.5 * (a - c) / np.where(den < 0, den, -1.0), 0.0)
-    return np.clip(off, -0.5, 0.5)
-
-
 def _windows(surfaces: np.ndarray, my: int, mx: int) -> np.ndarray:
-    """Return the circular shifts ``-m-1 .. m+1`` of each surface as a centred window."""
-    ny, nx = surfaces.shape[-2:]
-    ys = np.arange(-my - 1, my + 2) % ny
-    xs = np.arange(-mx - 1, mx + 2) % nx
-    return surfaces[..., ys[:, None], xs[None, :]]
+    """Return the circular shifts ``-m-1 .. m+1`` of each surface, still circular.
 
-
-def _peaks(win: np.ndarray, my: int, mx: int, subpixel: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Highest point of each centred window (its margin of one excluded) and its height.
+    Index ``i`` of the result is the shift ``i`` for ``i <= m + 1`` and
+    ``i - (2m + 3)`` beyond, the layout :func:`sima_fast.kernels.motion.find_peaks`
+    reads; a peak within ``±m`` has both its neighbours in the window.
 
     Returns
     -------
-    (numpy.ndarray, numpy.ndarray)
-        ``(..., 2)`` shifts ``(dy, dx)`` and ``(...)`` peak heights.
+    numpy.ndarray
+        ``(..., 2 my + 3, 2 mx + 3)``.
     """
-    lead = win.shape[:-2]
-    inner = win[..., 1:-1, 1:-1].reshape(*lead, -1)
-    k = np.argmax(inner, axis=-1)
-    py, px = np.divmod(k, 2 * mx + 1)
-    idx = np.indices(lead)
-    cy, cx = py + 1, px + 1
-    mid = win[(*idx, cy, cx)]
-    dy = (py - my).astype(np.float64)
-    dx = (px - mx).astype(np.float64)
-    if subpixel:
-        dy = dy + _refine(win[(*idx, cy - 1, cx)], mid, win[(*idx, cy + 1, cx)])
-        dx = dx + _refine(win[(*idx, cy, cx - 1)], mid, win[(*idx, cy, cx + 1)])
-    return np.stack([dy, dx], axis=-1), mid
+    ny, nx = surfaces.shape[-2:]
+    ys = np.r_[0 : my + 2, -my - 1 : 0] % ny
+    xs = np.r_[0 : mx + 2, -mx - 1 : 0] % nx
+    return surfaces[..., ys[:, None], xs[None, :]]
 
 
 def _prominence(win: np.ndarray, my: int, mx: int) -> np.ndarray:
-    """Peak height over the highest value more than one pixel away from the peak."""
-    inner = win[..., 1:-1, 1:-1]
-    lead = inner.shape[:-2]
+    """Peak height over the highest value more than one pixel away from it (within ``±m``)."""
+    h, w = win.shape[-2:]
+    sy = np.where(np.arange(h) > h // 2, np.arange(h) - h, np.arange(h))
+    sx = np.where(np.arange(w) > w // 2, np.arange(w) - w, np.arange(w))
+    allowed = (np.abs(sy)[:, None] <= my) & (np.abs(sx)[None, :] <= mx)
+    inner = np.where(allowed, win, -np.inf)
+    lead = win.shape[:-2]
     flat = inner.reshape(*lead, -1)
     k = np.argmax(flat, axis=-1)
-    py, px = np.divmod(k, 2 * mx + 1)
+    py, px = np.divmod(k, w)
     peak = np.take_along_axis(flat, k[..., None], axis=-1)[..., 0]
-    yy = np.arange(2 * my + 1)[:, None]
-    xx = np.arange(2 * mx + 1)[None, :]
-    near = (np.abs(yy - py[..., None, None]) <= 1) & (np.abs(xx - px[..., None, None]) <= 1)
+    dy = np.abs(sy[:, None] - sy[py][..., None, None])
+    dx = np.abs(sx[None, :] - sx[px][..., None, None])
+    near = (dy <= 1) & (dx <= 1)
     rest = np.where(near, -np.inf, inner).reshape(*lead, -1).max(axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(rest > 0, peak / rest, np.inf)
-    return np.where(np.isfinite(rest) | (peak > 0), ratio, np.inf)
+    return ratio
 
 
 def _neighbour_mean(win: np.ndarray) -> np.ndarray:
@@ -202,7 +167,7 @@ def _neighbour_mean(win: np.ndarray) -> np.ndarray:
         for j in range(3):
             total += padded[:, i : i + gy, j : j + gx]
             norm += count[i : i + gy, j : j + gx]
-    return total / norm[None, :, :, None, None]
+    return total / norm[None, :, :, None, None].astype(win.dtype)
 
 
 class _PlaneRegistrar:
@@ -214,110 +179,138 @@ class _PlaneRegistrar:
         block: tuple[int, int],
         starts_y: np.ndarray,
         starts_x: np.ndarray,
-        rigid_limit: tuple[int, int],
+        rigid_limit: np.ndarray | None,
         block_limit: tuple[int, int],
         smooth_sigma: float,
         snr_threshold: float,
         workers: int,
     ) -> None:
-        from sima_fast.kernels.warp import gather_blocks
+        from sima_fast.kernels.motion import edge_taper
 
         self.shape = reference.shape
         self.block = block
         self.grid_shape = (len(starts_y), len(starts_x))
         sy, sx = np.meshgrid(starts_y, starts_x, indexing="ij")
         self.starts = np.stack([sy.ravel(), sx.ravel()], axis=1).astype(np.int64)
-        self.rigid_limit = rigid_limit
         self.block_limit = block_limit
         self.snr_threshold = snr_threshold
         self.workers = workers
-        self.smooth_sigma = smooth_sigma
-        self.frame_taper = _taper(self.shape, min(self.shape) / 8.0)
-        self.block_taper = _taper(block, min(block) / 8.0)
-        ref = reference[None].astype(np.float64)
-        whole = gather_blocks(
-            ref,
-            np.zeros((1, 2), np.int64),
-            np.zeros((1, 2), np.int64),
-            self.frame_taper,
-            np.empty((1, 1, *self.shape)),
+        self.rigid_limit = (
+            (np.inf, np.inf) if rigid_limit is None else tuple(float(v) for v in rigid_limit)
         )
-        self.frame_ref = self._reference_spectrum(whole[0])  # (1, Y, Xr)
-        blocks = gather_blocks(
-            ref,
-            np.zeros((1, 2), np.int64),
-            self.starts,
-            self.block_taper,
-            np.empty((1, len(self.starts), *block)),
-        )
-        self.block_ref = self._reference_spectrum(blocks[0])  # (B, By, Bxr)
+        self.frame_taper = edge_taper(self.shape, min(self.shape) / 8.0)
+        self.frame_ref = self._spectrum(reference, (0, 0), self.shape, smooth_sigma)
+        self.block_taper = edge_taper(block, min(block) / 8.0)
+        self.block_ref = self._spectrum(reference, self.starts, block, smooth_sigma)
 
-    def _reference_spectrum(self, images: np.ndarray) -> np.ndarray:
+    def _spectrum(
+        self, reference: np.ndarray, starts: Any, block: tuple[int, int], smooth_sigma: float
+    ) -> np.ndarray:
+        """Whitened, smoothed spectra ``(B, By, Bx // 2 + 1)`` of the reference's blocks."""
         import scipy.fft
 
-        spec = scipy.fft.rfft2(images, workers=self.workers)
-        mag = np.abs(spec)
-        floor = WHITEN_EPS * mag.max(axis=(-2, -1), keepdims=True) + 1e-300
-        spec = spec / (mag + floor)
-        if self.smooth_sigma > 0:
-            spec *= _gaussian_spectrum(images.shape[-2:], self.smooth_sigma)
-        return spec
-
-    def _surfaces(self, prepared: np.ndarray, reference: np.ndarray) -> np.ndarray:
-        """Whitened cross-power with the reference, back to correlation surfaces."""
-        import scipy.fft
-
-        spec = scipy.fft.rfft2(prepared, workers=self.workers)
-        mag = np.abs(spec)
-        floor = WHITEN_EPS * mag.max(axis=(-2, -1), keepdims=True) + 1e-300
-        spec *= 1.0 / (mag + floor)
-        np.conjugate(spec, out=spec)
-        spec *= reference
-        return scipy.fft.irfft2(spec, s=prepared.shape[-2:], workers=self.workers)
-
-    def rigid(self, frames: np.ndarray, subpixel: bool) -> np.ndarray:
-        """Whole-frame shifts ``(n, 2)``: ``reference(p) ≈ frame(p - d)``."""
         from sima_fast.kernels.warp import gather_blocks
 
-        n = frames.shape[0]
-        prepared = gather_blocks(
-            frames,
-            np.zeros((n, 2), np.int64),
+        starts = np.asarray(starts, dtype=np.int64).reshape(-1, 2)
+        taper = self.frame_taper if block == self.shape else self.block_taper
+        blocks = gather_blocks(
+            reference[None].astype(np.float64),
             np.zeros((1, 2), np.int64),
-            self.frame_taper,
-            np.empty((n, 1, *self.shape), dtype=np.float32),
+            starts,
+            taper,
+            np.empty((1, len(starts), *block)),
+        )[0]
+        spec = scipy.fft.rfft2(blocks, workers=self.workers)
+        mag = np.abs(spec)
+        spec /= mag + WHITEN_EPS * mag.max(axis=(-2, -1), keepdims=True) + 1e-300
+        if smooth_sigma > 0:
+            spec *= _gaussian_spectrum(block, smooth_sigma)
+        return spec.astype(np.complex64)
+
+    def _correlate(
+        self,
+        frames: np.ndarray,
+        offsets: np.ndarray,
+        starts: np.ndarray,
+        taper: np.ndarray,
+        reference: np.ndarray,
+        window: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """Correlation surfaces of the frames' blocks with the reference's.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, B, By, Bx)``; with ``window=(my, mx)`` only the circular
+            shifts ``-m-1 .. m+1`` (as :func:`_windows` lays them out), the
+            inverse transform done for those rows alone.
+        """
+        import scipy.fft
+
+        from sima_fast.kernels.warp import block_cross_power, gather_blocks
+
+        n = frames.shape[0]
+        blocks = gather_blocks(
+            frames, offsets, starts, taper, np.empty((n, len(starts), *taper.shape), np.float32)
         )
-        surfaces = self._surfaces(prepared[:, 0], self.frame_ref[0])
-        my, mx = self.rigid_limit
-        shifts, _ = _peaks(_windows(surfaces, my, mx), my, mx, subpixel)
-        return shifts
+        spectra = scipy.fft.rfft2(blocks, workers=self.workers)
+        block_cross_power(spectra, reference, WHITEN_EPS)
+        by, bx = taper.shape
+        if window is None:
+            return scipy.fft.irfft2(spectra, s=(by, bx), workers=self.workers)
+        my, mx = window
+        ys = np.r_[0 : my + 2, -my - 1 : 0] % by
+        xs = np.r_[0 : mx + 2, -mx - 1 : 0] % bx
+        columns = scipy.fft.ifft(spectra, axis=-2, workers=self.workers)[..., ys, :]
+        rows = scipy.fft.irfft(columns, n=bx, axis=-1, workers=self.workers)
+        return rows[..., xs]
+
+    def rigid(self, frames: np.ndarray, subpixel: bool = False) -> np.ndarray:
+        """Shifts ``(n, 2)`` of whole frames: ``reference(p) ≈ frame(p - d)``.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``int64`` whole pixels, or ``float64`` with ``subpixel``.
+        """
+        from sima_fast.kernels.motion import find_peaks
+
+        n = frames.shape[0]
+        zeros = np.zeros((n, 2), np.int64)
+        surfaces = self._correlate(frames, zeros, zeros[:1], self.frame_taper, self.frame_ref)
+        peaks = np.empty((n, 3))
+        find_peaks(surfaces[:, 0], self.rigid_limit[0], self.rigid_limit[1], subpixel, peaks)
+        shifts = np.nan_to_num(peaks[:, :2])
+        return shifts if subpixel else shifts.astype(np.int64)
 
     def register(self, frames: np.ndarray) -> np.ndarray:
         """Block shifts ``(n, Gy, Gx, 2)`` of frames ``(n, Y, X)``."""
-        from sima_fast.kernels.warp import gather_blocks
+        from sima_fast.kernels.motion import find_peaks
 
         out = np.empty((frames.shape[0], *self.grid_shape, 2))
-        per_frame = max(1, len(self.starts) * self.block[0] * self.block[1])
-        batch = max(1, BATCH_VALUES // per_frame)
+        nb = len(self.starts)
+        batch = max(1, BATCH_VALUES // max(1, nb * self.block[0] * self.block[1]))
+        my, mx = self.block_limit
         for i in range(0, frames.shape[0], batch):
             part = frames[i : i + batch]
             n = part.shape[0]
-            whole = np.round(self.rigid(part, subpixel=False)).astype(np.int64)
-            blocks = gather_blocks(
-                part,
-                whole,
-                self.starts,
-                self.block_taper,
-                np.empty((n, len(self.starts), *self.block), dtype=np.float32),
-            )
-            surfaces = self._surfaces(blocks, self.block_ref)
-            my, mx = self.block_limit
-            win = _windows(surfaces, my, mx).reshape(n, *self.grid_shape, 2 * my + 3, 2 * mx + 3)
-            if self.snr_threshold > 0 and len(self.starts) > 1:
+            whole = self.rigid(part)
+            win = self._correlate(
+                part, whole, self.starts, self.block_taper, self.block_ref, (my, mx)
+            ).reshape(n, *self.grid_shape, 2 * my + 3, 2 * mx + 3)
+            if self.snr_threshold > 0 and nb > 1:
                 weak = _prominence(win, my, mx) < self.snr_threshold
                 if weak.any():
                     win = np.where(weak[..., None, None], _neighbour_mean(win), win)
-            shifts, _ = _peaks(win, my, mx, subpixel=True)
+            peaks = np.empty((n * nb, 3))
+            find_peaks(
+                np.ascontiguousarray(win.reshape(n * nb, 2 * my + 3, 2 * mx + 3)),
+                float(my),
+                float(mx),
+                True,
+                peaks,
+            )
+            shifts = np.nan_to_num(peaks[:, :2]).reshape(n, *self.grid_shape, 2)
             out[i : i + n] = shifts + whole[:, None, None, :]
         return out
 
@@ -458,21 +451,14 @@ class NonRigid2D(MotionEstimationStrategy):
     def _registrar(self, reference: np.ndarray) -> _PlaneRegistrar:
         Y, X = reference.shape
         by, bx = self.block_size
-        if self.max_displacement is None:
-            rigid = (Y // 2 - 1, X // 2 - 1)
-        else:
-            rigid = tuple(
-                int(min(math.floor(m), n // 2 - 1)) for m, n in zip(self.max_displacement, (Y, X))
-            )
-        blim = tuple(math.ceil(m) for m in self.max_block_displacement)
         ref = np.where(np.isfinite(reference), reference, np.nanmean(reference))
         return _PlaneRegistrar(
             ref,
             (by, bx),
             block_grid(Y, by, self.overlap),
             block_grid(X, bx, self.overlap),
-            (max(rigid[0], 0), max(rigid[1], 0)),
-            blim,
+            self.max_displacement,
+            tuple(math.ceil(m) for m in self.max_block_displacement),
             self.smooth_sigma,
             self.snr_threshold,
             self.n_processes,
