@@ -21,7 +21,7 @@ from scipy.ndimage import gaussian_filter, map_coordinates
 
 import sima_fast as sima
 from sima_fast import Sequence
-from sima_fast.kernels.warp import gather_blocks
+from sima_fast.kernels.warp import block_cross_power, gather_blocks
 from sima_fast.motion.nonrigid import NonRigid2D, block_grid
 from sima_fast.sequence import WarpedSequence
 
@@ -165,6 +165,38 @@ def test_gather_blocks_errors():
         gather_blocks(
             frames, np.zeros((2, 2)), np.zeros((1, 2)), np.ones((2, 2)), np.empty((2, 1, 3, 2))
         )
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(1, 3),
+    nb=st.integers(1, 4),
+    shape=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+    dtype=st.sampled_from(["complex64", "complex128"]),
+    zero_block=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_block_cross_power_matches_numpy(n, nb, shape, dtype, zero_block, seed):
+    rng = np.random.default_rng(seed)
+    spectra = (rng.normal(size=(n, nb, *shape)) + 1j * rng.normal(size=(n, nb, *shape))).astype(
+        dtype
+    )
+    if zero_block:
+        spectra[0, 0] = 0  # an empty block: no phase, all zeros
+    reference = (rng.normal(size=(nb, *shape)) + 1j * rng.normal(size=(nb, *shape))).astype(dtype)
+    mag = np.abs(spectra.astype(np.complex128))
+    floor = 1e-3 * mag.max(axis=(2, 3), keepdims=True) + 1e-30
+    expected = reference[None] * np.conj(spectra) / (mag + floor)
+    out = block_cross_power(spectra, reference, 1e-3)
+    assert out is spectra
+    tol = 1e-5 if dtype == "complex64" else 1e-12
+    np.testing.assert_allclose(out, expected, rtol=tol, atol=tol)
+    if zero_block:
+        assert not np.any(out[0, 0])
+    with pytest.raises(ValueError, match="complex"):
+        block_cross_power(spectra.real.copy(), reference)
+    with pytest.raises(ValueError, match="reference"):
+        block_cross_power(spectra, reference[..., None])
 
 
 # ---------------------------------------------------------------------------
