@@ -211,6 +211,9 @@ def test_block_shifts_against_the_truth_with_the_true_reference(shape, block):
     d = strategy.estimate([Sequence.create("ndarray", movie)])[0]
     assert d.dtype == np.float64 and d.shape[:2] == (12, 1) and d.shape[-1] == 2
     assert d.shape[2:4] == tuple(len(c) for c in strategy.grid)
+    starts = [block_grid(n, block, strategy.overlap) for n in shape]
+    for centres, first in zip(strategy.block_centres, starts):
+        np.testing.assert_array_equal(centres, first + (block - 1) / 2)
     assert d.reshape(-1, 2).min(axis=0).tolist() == [0.0, 0.0]
     err, truth = block_errors(strategy, d, motions, shape, block)
     assert rms(err) <= 0.3, rms(err)

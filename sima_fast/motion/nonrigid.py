@@ -363,6 +363,10 @@ class NonRigid2D(MotionEstimationStrategy):
         ``(centres_y, centres_x)`` of the blocks of the last :meth:`estimate`,
         in the corrected frame's coordinates of the displacements it returned
         (None before the first estimate).
+    block_centres : (numpy.ndarray, numpy.ndarray) or None
+        The same centres in the reference image's coordinates (where the
+        blocks were cut; ``grid`` minus the normalisation offset), for
+        scoring block shifts against a known field.
     reference_image : numpy.ndarray or None
         The ``(Z, Y, X)`` reference of the last estimate.
 
@@ -422,6 +426,7 @@ class NonRigid2D(MotionEstimationStrategy):
         self.reference_frames = check_int("reference_frames", reference_frames, low=1)
         self.n_processes = check_int("n_processes", n_processes, low=1)
         self.grid: tuple[np.ndarray, np.ndarray] | None = None
+        self.block_centres: tuple[np.ndarray, np.ndarray] | None = None
         self.reference_image: np.ndarray | None = None
 
     @staticmethod
@@ -538,6 +543,7 @@ class NonRigid2D(MotionEstimationStrategy):
         flat = np.concatenate([d.reshape(-1, 2) for d in out])
         low = flat.min(axis=0) if flat.size else np.zeros(2)
         self.grid = (cy - low[0], cx - low[1])
+        self.block_centres = (cy, cx)
         self.reference_image = reference
         return out
 
