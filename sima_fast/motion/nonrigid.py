@@ -483,7 +483,7 @@ class NonRigid2D(MotionEstimationStrategy):
             if mine:
                 for _, block in iter_estimation_chunks(seq[mine]):
                     parts.append(block)
-        return np.concatenate(parts).astype(np.float64)
+        return np.concatenate(parts).astype(np.float32, copy=False)
 
     def _build_reference(self, frames: np.ndarray) -> np.ndarray:
         """Build one plane's reference from frames ``(n, Y, X)``: iterated registered means."""
@@ -502,13 +502,17 @@ class NonRigid2D(MotionEstimationStrategy):
         for _ in range(3):
             shifts = self._registrar(ref).rigid(frames, subpixel=True)
             moved = warp_field(
-                stack, shifts[:, None, None, None, :], zero, zero, np.empty(stack.shape)
+                stack,
+                shifts[:, None, None, None, :],
+                zero,
+                zero,
+                np.empty(stack.shape, np.float32),
             )
             ref = mean(moved[:, 0, :, :, 0])
         registrar = self._registrar(ref)
         blocks = registrar.register(frames)
         cy, cx = self._centres(registrar)
-        moved = warp_field(stack, blocks[:, None], cy, cx, np.empty(stack.shape))
+        moved = warp_field(stack, blocks[:, None], cy, cx, np.empty(stack.shape, np.float32))
         return mean(moved[:, 0, :, :, 0])
 
     def _centres(self, registrar: _PlaneRegistrar) -> tuple[np.ndarray, np.ndarray]:
