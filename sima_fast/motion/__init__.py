@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sima_fast.motion.base import MotionEstimationStrategy
 from sima_fast.motion.hmm import HiddenMarkov2D
+from sima_fast.motion.nonrigid import NonRigid2D
 from sima_fast.motion.rigid import (
     DiscreteFourier2D,
     PlaneTranslation2D,
@@ -22,6 +23,7 @@ __all__ = [
     "DiscreteFourier2D",
     "HiddenMarkov2D",
     "MotionEstimationStrategy",
+    "NonRigid2D",
     "PlaneTranslation2D",
     "ResonantCorrection",
     "RigidRegistration2D",

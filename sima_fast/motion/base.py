@@ -45,6 +45,7 @@ __all__ = [
     "check_reference_shape",
     "iter_estimation_chunks",
     "normalise_displacements",
+    "frame_coverage",
     "observation_counts",
     "trim_slices",
 ]
@@ -424,8 +425,51 @@ def observation_counts(
     return diff.cumsum(axis=1).cumsum(axis=2)[:, :Yo, :Xo]
 
 
+def frame_coverage(
+    displacements: list[np.ndarray], raw_shape: tuple[int, ...], num_frames: int
+) -> tuple[float, float, float]:
+    """How much of the corrected frame one uncorrected frame covers, on average.
+
+    A frame moved by a sub-pixel displacement covers one row and one column
+    fewer whole pixels than it has, and a non-rigid field fewer still, so
+    :func:`trim_slices` measures each plane, row and column against what a
+    frame can cover rather than against the frame's size.
+
+    Parameters
+    ----------
+    displacements : list of numpy.ndarray
+        The displacements of every sequence (any shape of this module).
+    raw_shape : tuple of int
+        ``(Z, Y, X)`` of the uncorrected frames.
+    num_frames : int
+        Frames (not rejected) of all sequences together.
+
+    Returns
+    -------
+    (float, float, float)
+        The whole pixels one plane of one frame covers, the rows it covers,
+        and the columns each covered row spans (area, height, width).
+    """
+    Z, Y, X = (int(v) for v in raw_shape[:3])
+    area = height = 0.0
+    for d in displacements:
+        _, y0, y1, x0, x1 = _source_extents(d, (Z, Y, X))
+        h = np.clip(y1 - y0, 0, None).astype(np.float64)
+        w = np.clip(x1 - x0, 0, None).astype(np.float64)
+        area += float((h * w).sum())
+        height += float(h.sum())
+    pairs = max(int(num_frames), 1) * Z
+    if height == 0:
+        return float(Y * X), float(Y), float(X)
+    return area / pairs, height / pairs, area / height
+
+
 def trim_slices(
-    counts: np.ndarray, num_frames: int, raw_shape: tuple[int, ...], trim_criterion: float | None
+    counts: np.ndarray,
+    num_frames: int,
+    raw_shape: tuple[int, ...],
+    trim_criterion: float | None,
+    coverage: tuple[float, float, float] | None = None,
 ) -> tuple[slice, slice, slice]:
     """Planes, rows and columns of a corrected frame observed often enough.
 
@@ -446,6 +490,10 @@ def trim_slices(
     trim_criterion : float or None
         In ``[0, 1]``; None means 1.0 (keep only what every frame sees, as
         SIMA); 0 keeps everything observed at least once.
+    coverage : (float, float, float), optional
+        What one frame covers (:func:`frame_coverage`): area, height and
+        width. Default: the uncorrected frame's own ``(Y·X, Y, X)``, exact
+        for whole-pixel displacements.
 
     Returns
     -------
@@ -463,7 +511,9 @@ def trim_slices(
     Z, Y, X = (int(s) for s in raw_shape[:3])
     occupancy = counts.astype(np.float64) / max(int(num_frames), 1)
     out = []
-    for axis, (name, norm) in enumerate((("planes", Y * X), ("rows", Z * X), ("columns", Z * Y))):
+    area, height, width = (float(Y * X), float(Y), float(X)) if coverage is None else coverage
+    norms = (("planes", area), ("rows", Z * width), ("columns", Z * height))
+    for axis, (name, norm) in enumerate(norms):
         others = tuple(a for a in range(3) if a != axis)
         marginal = occupancy.sum(axis=others) / norm
         good = marginal + eps >= crit if crit > 0 else marginal > 0
@@ -710,7 +760,8 @@ class MotionEstimationStrategy(abc.ABC):
             int((~np.ma.getmaskarray(d).reshape(len(d), -1).any(axis=1)).sum())
             for d in displacements
         )
-        planes, rows, cols = trim_slices(counts, valid_frames, raw, trim_criterion)
+        coverage = frame_coverage(displacements, raw, valid_frames)
+        planes, rows, cols = trim_slices(counts, valid_frames, raw, trim_criterion, coverage)
         corrected = []
         for s, d in zip(sequences, displacements):
             view = self.corrected_sequence(s, d, frame_shape)
