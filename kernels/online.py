@@ -85,11 +85,17 @@ __all__ = [
     "ar_provisional",
     "ar_step",
     "chunk_runs",
+    "correlation_peak",
     "extract_frame",
     "flush_moments",
+    "gaussian_spectrum",
+    "shift_planes",
+    "taper_plane",
+    "taper_window",
     "update_2d",
     "update_3d",
     "update_4d",
+    "whiten_cross",
 ]
 
 
@@ -920,3 +926,326 @@ def ar_step(params, pools_f, pools_i, roi_f, roi_i, hist, counters):  # pragma: 
     if counters[_AR_READY] and counters[_AR_SAMPLES] == t:
         row = hist[_RAW, t % hist.shape[1]]
         _ar_step(row, params, pools_f, pools_i, roi_f, roi_i, hist, counters)
+
+
+# ---------------------------------------------------------------------------
+# per-frame rigid registration (OnlineRegistrar)
+# ---------------------------------------------------------------------------
+#
+# One plane of a frame is registered in five steps, the FFTs (scipy.fft) between
+# the kernels: ``taper_plane`` (the frame's plane, its weighted mean removed,
+# times a separable edge taper), the forward real FFT, ``whiten_cross`` (the
+# frame's spectrum whitened and multiplied by the reference's prepared
+# spectrum), the inverse real FFT (the phase correlation map) and
+# ``correlation_peak`` (the best integer peak within the allowed displacement,
+# refined to subpixel). ``shift_planes`` then resamples every plane and channel.
+
+
+def taper_window(n: int, width: float) -> np.ndarray:
+    """Return the 1-D edge taper of length ``n``: a raised cosine over ``width`` pixels.
+
+    Pixel ``i`` at distance ``e = min(i, n - 1 - i)`` from the nearest edge
+    gets ``0.5 - 0.5 cos(π (e + 0.5) / width)`` when ``e < width`` and 1
+    otherwise; ``width`` 0 gives ones.
+
+    Parameters
+    ----------
+    n : int
+        Length (>= 1).
+    width : float
+        Roll-off width in pixels (>= 0).
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (n,)
+        The weights, in ``(0, 1]``.
+    """
+    edge = np.minimum(np.arange(n), n - 1 - np.arange(n)).astype(np.float64)
+    w = np.ones(n)
+    if width > 0:
+        inside = edge < width
+        w[inside] = 0.5 - 0.5 * np.cos(np.pi * (edge[inside] + 0.5) / width)
+    return w.astype(np.float32)
+
+
+def gaussian_spectrum(shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """Return the half spectrum (as from ``rfft2``) of a unit-sum Gaussian of std ``sigma`` px.
+
+    ``exp(-2 π² σ² (fy² + fx²))`` at the frequencies ``fy = fftfreq(Y)``,
+    ``fx = rfftfreq(X)`` (cycles per pixel); multiplying a spectrum by it
+    smooths the image by a Gaussian (periodically), ``sigma`` 0 gives ones.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(Y, X)`` of the image.
+    sigma : float
+        Standard deviation in pixels (>= 0).
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (Y, X // 2 + 1)
+        The weights.
+    """
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.rfftfreq(shape[1])[None, :]
+    return np.exp(-2.0 * np.pi**2 * sigma**2 * (fy * fy + fx * fx))
+
+
+@jit(fastmath=FASTMATH)
+def taper_plane(frame, z, c, wy, wx, out):  # pragma: no cover - compiled
+    """Write ``(frame[z, :, :, c] - m) · wy[y] · wx[x]`` into ``out``; return ``m``.
+
+    ``m = Σ w x / Σ w`` over the finite pixels (``w = wy[y] wx[x]``), so the
+    tapered plane sums to zero; missing (non-finite) pixels are written as 0,
+    i.e. as the mean. A plane without a finite pixel is all zeros (``m`` 0).
+
+    Parameters
+    ----------
+    frame : numpy.ndarray, shape (Z, Y, X, C)
+        The frame, any numeric dtype and memory layout; read only.
+    z, c : int
+        Plane and channel.
+    wy, wx : numpy.ndarray of float32, shapes (Y,) and (X,)
+        The separable taper (:func:`taper_window`).
+    out : numpy.ndarray of float32, shape (Y, X)
+        Output, overwritten.
+
+    Returns
+    -------
+    float
+        ``m``.
+    """
+    ny, nx = out.shape
+    sw = 0.0
+    swx = 0.0
+    for y in range(ny):
+        for x in range(nx):
+            v = np.float64(frame[z, y, x, c])
+            if v - v == 0.0:
+                w = np.float64(wy[y]) * np.float64(wx[x])
+                sw += w
+                swx += w * v
+    m = swx / sw if sw > 0.0 else 0.0
+    for y in range(ny):
+        wyy = np.float64(wy[y])
+        for x in range(nx):
+            v = np.float64(frame[z, y, x, c])
+            if v - v == 0.0:
+                out[y, x] = (v - m) * wyy * np.float64(wx[x])
+            else:
+                out[y, x] = 0.0
+    return m
+
+
+@jit(fastmath=FASTMATH)
+def whiten_cross(spectrum, reference):  # pragma: no cover - compiled
+    """Whiten ``spectrum`` and multiply it by ``reference``, in place.
+
+    ``S ← S / |S| · R`` (0 where ``|S|`` is 0): the cross-power spectrum of
+    phase correlation when ``R`` is the reference's conjugate spectrum,
+    whitened and weighted (see ``OnlineRegistrar``).
+
+    Parameters
+    ----------
+    spectrum : numpy.ndarray of complex64, shape (Y, K)
+        The frame's half spectrum; overwritten.
+    reference : numpy.ndarray of complex64, shape (Y, K)
+        The prepared reference spectrum.
+    """
+    ny, nk = spectrum.shape
+    for y in range(ny):
+        for k in range(nk):
+            s = spectrum[y, k]
+            re = s.real
+            im = s.imag
+            mag2 = re * re + im * im
+            if mag2 > 0.0:
+                inv = np.float32(1.0) / np.float32(math.sqrt(mag2))
+                r = reference[y, k]
+                spectrum[y, k] = complex(
+                    (re * r.real - im * r.imag) * inv, (re * r.imag + im * r.real) * inv
+                )
+            else:
+                spectrum[y, k] = 0.0
+
+
+@jit(inline="always")
+def _vertex_offset(a, b, d):  # pragma: no cover - compiled
+    """Return the subpixel offset of the peak through ``(-1, a), (0, b), (1, d)``.
+
+    A parabola through the logarithms (exact for a sampled Gaussian) when the
+    three values are positive, else through the values; 0 when neither has a
+    maximum.
+
+    Returns
+    -------
+    float
+        The vertex's abscissa, clipped to ``[-0.5, 0.5]``.
+    """
+    off = 0.0
+    if a > 0.0 and b > 0.0 and d > 0.0:
+        la = math.log(a)
+        lb = math.log(b)
+        ld = math.log(d)
+        den = la - 2.0 * lb + ld
+        if den < 0.0:
+            off = 0.5 * (la - ld) / den
+    else:
+        den = a - 2.0 * b + d
+        if den < 0.0:
+            off = 0.5 * (a - d) / den
+    return min(0.5, max(-0.5, off))
+
+
+@jit
+def correlation_peak(corr, max_y, max_x):  # pragma: no cover - compiled
+    """Locate the maximum of a periodic correlation map within ``±(max_y, max_x)``, subpixel.
+
+    The integer maximum is searched over the offsets ``-max_y <= dy <= max_y``,
+    ``-max_x <= dx <= max_x`` (index ``dy mod Y``, ``dx mod X``; the first in
+    row-major order of the offsets wins a tie), then refined along each axis
+    by a parabola through the logarithms of the maximum and its two
+    (periodic) neighbours (:func:`_vertex_offset`) and clipped to the window.
+
+    Parameters
+    ----------
+    corr : numpy.ndarray of float32 or float64, shape (Y, X)
+        The correlation map (offset 0 at index ``(0, 0)``).
+    max_y, max_x : int
+        Largest offsets searched, ``0 <= max_y < Y``, ``0 <= max_x < X``.
+
+    Returns
+    -------
+    tuple of float
+        ``(py, px, height)``: the peak's offset and the map's value at the
+        integer maximum (``py``, ``px`` NaN when no value in the window is
+        finite and positive).
+    """
+    ny, nx = corr.shape
+    best = -np.inf
+    by = 0
+    bx = 0
+    for dy in range(-max_y, max_y + 1):
+        row = dy % ny
+        for dx in range(-max_x, max_x + 1):
+            v = np.float64(corr[row, dx % nx])
+            if v > best:
+                best = v
+                by = dy
+                bx = dx
+    if not (best > 0.0 and best < np.inf):
+        return np.nan, np.nan, best
+    r = by % ny
+    q = bx % nx
+    oy = _vertex_offset(
+        np.float64(corr[(by - 1) % ny, q]), best, np.float64(corr[(by + 1) % ny, q])
+    )
+    ox = _vertex_offset(
+        np.float64(corr[r, (bx - 1) % nx]), best, np.float64(corr[r, (bx + 1) % nx])
+    )
+    py = min(np.float64(max_y), max(-np.float64(max_y), by + oy))
+    px = min(np.float64(max_x), max(-np.float64(max_x), bx + ox))
+    return py, px, best
+
+
+@jit(inline="always")
+def _axis_plan(d, n):  # pragma: no cover - compiled
+    """Plan the sampling of ``i - d`` along an axis of ``n`` pixels (finite ``|d| < n``).
+
+    Returns
+    -------
+    tuple
+        ``(i0, f, lo, hi)``: the source of output index ``i`` is
+        ``i + i0 + f`` (``0 <= f < 1``), defined for ``lo <= i <= hi``.
+    """
+    s = -d
+    i0 = math.floor(s)
+    f = s - i0
+    if f >= 1.0:  # -d just below an integer: the fraction rounded up to 1
+        i0 += 1
+        f = 0.0
+    lo = max(0, math.ceil(d), -i0)
+    hi = min(n - 1, math.floor(n - 1 + d), n - 1 - i0)
+    return i0, f, lo, hi
+
+
+@jit(fastmath=FASTMATH)
+def _translate_plane(src, dst, dy, dx, cval):  # pragma: no cover - compiled
+    """``dst[y, x] = src(y - dy, x - dx)`` (bilinear), ``cval`` where undefined.
+
+    The sampling rules of :func:`sima_fast.kernels.warp.shift_frame` (only
+    the taps of nonzero weight are read), with the weights of a translation
+    computed once: the rows of taps are then plain loops that vectorise.
+    """
+    ny, nx = dst.shape
+    if not (abs(dy) < ny and abs(dx) < nx):  # NaN, or nothing lands
+        for y in range(ny):
+            for x in range(nx):
+                dst[y, x] = cval
+        return
+    iy, fy, ylo, yhi = _axis_plan(dy, ny)
+    ix, fx, xlo, xhi = _axis_plan(dx, nx)
+    # columns xlo..x2 read two source columns; x2+1..xhi (all when fx is 0) one
+    x2 = min(xhi, nx - 2 - ix) if fx > 0.0 else xlo - 1
+    w00 = (1.0 - fy) * (1.0 - fx)
+    w01 = (1.0 - fy) * fx
+    w10 = fy * (1.0 - fx)
+    w11 = fy * fx
+    for y in range(ny):
+        if y < ylo or y > yhi:
+            for x in range(nx):
+                dst[y, x] = cval
+            continue
+        for x in range(xlo):
+            dst[y, x] = cval
+        for x in range(xhi + 1, nx):
+            dst[y, x] = cval
+        r = y + iy
+        if fy > 0.0 and r + 1 <= ny - 1:
+            for x in range(xlo, x2 + 1):
+                q = x + ix
+                dst[y, x] = (
+                    w00 * np.float64(src[r, q])
+                    + w01 * np.float64(src[r, q + 1])
+                    + w10 * np.float64(src[r + 1, q])
+                    + w11 * np.float64(src[r + 1, q + 1])
+                )
+            for x in range(x2 + 1, xhi + 1):
+                q = x + ix
+                dst[y, x] = (1.0 - fy) * np.float64(src[r, q]) + fy * np.float64(src[r + 1, q])
+        else:
+            for x in range(xlo, x2 + 1):
+                q = x + ix
+                dst[y, x] = (1.0 - fx) * np.float64(src[r, q]) + fx * np.float64(src[r, q + 1])
+            for x in range(x2 + 1, xhi + 1):
+                dst[y, x] = src[r, x + ix]
+
+
+@jit
+def shift_planes(frame, shifts, out, cval):  # pragma: no cover - compiled
+    """Translate every plane of a frame by its own shift (bilinear; all channels).
+
+    ``out[z, y, x, c] = frame(z, y - dy_z, x - dx_z, c)`` with the bilinear
+    sampling of :func:`sima_fast.kernels.warp.shift_frame` (same values, to
+    rounding: only the taps of nonzero weight are read, a whole-pixel shift
+    copies); pixels whose source is outside the plane, and every pixel of a
+    plane whose shift is NaN, get ``cval``. The weights of a translation are
+    the same for every pixel, so they are computed once per plane and the
+    loops vectorise (about 2.5 times faster than ``shift_frame`` for one
+    channel).
+
+    Parameters
+    ----------
+    frame : numpy.ndarray, shape (Z, Y, X, C)
+        Input frame, any numeric dtype and layout.
+    shifts : numpy.ndarray of float64, shape (Z, 2)
+        ``(dy, dx)`` per plane.
+    out : numpy.ndarray of float32 or float64, shape (Z, Y, X, C)
+        Output, overwritten; must not share memory with ``frame``.
+    cval : float
+        Fill value.
+    """
+    for z in range(frame.shape[0]):
+        for c in range(frame.shape[3]):
+            _translate_plane(frame[z, :, :, c], out[z, :, :, c], shifts[z, 0], shifts[z, 1], cval)
