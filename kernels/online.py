@@ -81,6 +81,7 @@ __all__ = [
     "AR_FIELDS",
     "CHUNK_WIDTH",
     "COUNTERS",
+    "SNAP",
     "ar_backlog",
     "ar_provisional",
     "ar_step",
@@ -89,6 +90,7 @@ __all__ = [
     "extract_frame",
     "flush_moments",
     "gaussian_spectrum",
+    "periodic_component",
     "shift_planes",
     "taper_plane",
     "taper_window",
@@ -945,8 +947,8 @@ def taper_window(n: int, width: float) -> np.ndarray:
     """Return the 1-D edge taper of length ``n``: a raised cosine over ``width`` pixels.
 
     Pixel ``i`` at distance ``e = min(i, n - 1 - i)`` from the nearest edge
-    gets ``0.5 - 0.5 cos(π (e + 0.5) / width)`` when ``e < width`` and 1
-    otherwise; ``width`` 0 gives ones.
+    gets ``0.5 - 0.5 cos(π (e + 0.5) / width)`` when ``e + 0.5 < width`` and
+    1 otherwise (so every weight is positive); ``width`` up to 0.5 gives ones.
 
     Parameters
     ----------
@@ -963,7 +965,7 @@ def taper_window(n: int, width: float) -> np.ndarray:
     edge = np.minimum(np.arange(n), n - 1 - np.arange(n)).astype(np.float64)
     w = np.ones(n)
     if width > 0:
-        inside = edge < width
+        inside = edge + 0.5 < width
         w[inside] = 0.5 - 0.5 * np.cos(np.pi * (edge[inside] + 0.5) / width)
     return w.astype(np.float32)
 
@@ -992,13 +994,58 @@ def gaussian_spectrum(shape: tuple[int, int], sigma: float) -> np.ndarray:
     return np.exp(-2.0 * np.pi**2 * sigma**2 * (fy * fy + fx * fx))
 
 
+def periodic_component(image: np.ndarray) -> np.ndarray:
+    """Return the periodic component of an image (periodic plus smooth decomposition).
+
+    ``image = p + s`` where ``s`` is smooth (harmonic inside, set by the jumps
+    across opposite edges) and ``p`` has no discontinuity when the image is
+    repeated periodically, so its spectrum has none of the cross-shaped
+    artefacts of the edges (Moisan 2011). With ``b`` the image of the jumps
+    (``b[0, x] = u[Y-1, x] - u[0, x]``, ``b[Y-1, x] = -b[0, x]``, the same
+    along columns, summed at the corners), ``ŝ(q, r) = b̂(q, r) / (2 cos(2πq/Y)
+    + 2 cos(2πr/X) - 4)`` with ``ŝ(0, 0) = 0``. Computed once per reference,
+    not per frame.
+
+    Parameters
+    ----------
+    image : numpy.ndarray of float64, shape (Y, X)
+        A finite image.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (Y, X)
+        ``p = image - s`` (same mean as ``image``).
+
+    References
+    ----------
+    L. Moisan, "Periodic plus smooth image decomposition", J. Math. Imaging
+    Vis. 39, 161-179 (2011), https://doi.org/10.1007/s10851-010-0227-1.
+    """
+    u = np.asarray(image, dtype=np.float64)
+    ny, nx = u.shape
+    b = np.zeros_like(u)
+    b[0, :] += u[-1, :] - u[0, :]
+    b[-1, :] += u[0, :] - u[-1, :]
+    b[:, 0] += u[:, -1] - u[:, 0]
+    b[:, -1] += u[:, 0] - u[:, -1]
+    q = np.arange(ny)[:, None]
+    r = np.arange(nx)[None, :]
+    den = 2.0 * np.cos(2.0 * np.pi * q / ny) + 2.0 * np.cos(2.0 * np.pi * r / nx) - 4.0
+    den[0, 0] = 1.0
+    s_hat = np.fft.fft2(b) / den
+    s_hat[0, 0] = 0.0
+    return u - np.fft.ifft2(s_hat).real
+
+
 @jit(fastmath=FASTMATH)
 def taper_plane(frame, z, c, wy, wx, out):  # pragma: no cover - compiled
     """Write ``(frame[z, :, :, c] - m) · wy[y] · wx[x]`` into ``out``; return ``m``.
 
     ``m = Σ w x / Σ w`` over the finite pixels (``w = wy[y] wx[x]``), so the
     tapered plane sums to zero; missing (non-finite) pixels are written as 0,
-    i.e. as the mean. A plane without a finite pixel is all zeros (``m`` 0).
+    i.e. as the mean. A plane without a finite pixel (``m`` 0) or whose
+    finite pixels are all equal (``m`` that value) is written as exact
+    zeros.
 
     Parameters
     ----------
@@ -1019,6 +1066,8 @@ def taper_plane(frame, z, c, wy, wx, out):  # pragma: no cover - compiled
     ny, nx = out.shape
     sw = 0.0
     swx = 0.0
+    lo = np.inf
+    hi = -np.inf
     for y in range(ny):
         for x in range(nx):
             v = np.float64(frame[z, y, x, c])
@@ -1026,7 +1075,14 @@ def taper_plane(frame, z, c, wy, wx, out):  # pragma: no cover - compiled
                 w = np.float64(wy[y]) * np.float64(wx[x])
                 sw += w
                 swx += w * v
-    m = swx / sw if sw > 0.0 else 0.0
+                lo = min(lo, v)
+                hi = max(hi, v)
+    if not (lo < hi and sw > 0.0):  # no finite pixel, or a constant plane: nothing to register
+        for y in range(ny):
+            for x in range(nx):
+                out[y, x] = 0.0
+        return lo if lo == hi else 0.0
+    m = swx / sw
     for y in range(ny):
         wyy = np.float64(wy[y])
         for x in range(nx):
@@ -1149,6 +1205,11 @@ def correlation_peak(corr, max_y, max_x):  # pragma: no cover - compiled
     return py, px, best
 
 
+#: Shifts within this many pixels of a whole number are taken as whole (exact copies): a
+#: weight of 1e-12 would otherwise let a NaN neighbour into the sample.
+SNAP = 1e-9
+
+
 @jit(inline="always")
 def _axis_plan(d, n):  # pragma: no cover - compiled
     """Plan the sampling of ``i - d`` along an axis of ``n`` pixels (finite ``|d| < n``).
@@ -1157,16 +1218,19 @@ def _axis_plan(d, n):  # pragma: no cover - compiled
     -------
     tuple
         ``(i0, f, lo, hi)``: the source of output index ``i`` is
-        ``i + i0 + f`` (``0 <= f < 1``), defined for ``lo <= i <= hi``.
+        ``i + i0 + f`` (``0 <= f < 1``; ``f`` within :data:`SNAP` of 0 or 1
+        snapped to 0), defined for ``lo <= i <= hi``.
     """
     s = -d
     i0 = math.floor(s)
     f = s - i0
-    if f >= 1.0:  # -d just below an integer: the fraction rounded up to 1
+    if f < SNAP:
+        f = 0.0
+    elif f > 1.0 - SNAP:
         i0 += 1
         f = 0.0
-    lo = max(0, math.ceil(d), -i0)
-    hi = min(n - 1, math.floor(n - 1 + d), n - 1 - i0)
+    lo = max(0, -i0)
+    hi = min(n - 1, n - 1 - i0 - (1 if f > 0.0 else 0))
     return i0, f, lo, hi
 
 
@@ -1186,8 +1250,6 @@ def _translate_plane(src, dst, dy, dx, cval):  # pragma: no cover - compiled
         return
     iy, fy, ylo, yhi = _axis_plan(dy, ny)
     ix, fx, xlo, xhi = _axis_plan(dx, nx)
-    # columns xlo..x2 read two source columns; x2+1..xhi (all when fx is 0) one
-    x2 = min(xhi, nx - 2 - ix) if fx > 0.0 else xlo - 1
     w00 = (1.0 - fy) * (1.0 - fx)
     w01 = (1.0 - fy) * fx
     w10 = fy * (1.0 - fx)
@@ -1202,8 +1264,8 @@ def _translate_plane(src, dst, dy, dx, cval):  # pragma: no cover - compiled
         for x in range(xhi + 1, nx):
             dst[y, x] = cval
         r = y + iy
-        if fy > 0.0 and r + 1 <= ny - 1:
-            for x in range(xlo, x2 + 1):
+        if fy > 0.0 and fx > 0.0:
+            for x in range(xlo, xhi + 1):
                 q = x + ix
                 dst[y, x] = (
                     w00 * np.float64(src[r, q])
@@ -1211,14 +1273,16 @@ def _translate_plane(src, dst, dy, dx, cval):  # pragma: no cover - compiled
                     + w10 * np.float64(src[r + 1, q])
                     + w11 * np.float64(src[r + 1, q + 1])
                 )
-            for x in range(x2 + 1, xhi + 1):
+        elif fy > 0.0:
+            for x in range(xlo, xhi + 1):
                 q = x + ix
                 dst[y, x] = (1.0 - fy) * np.float64(src[r, q]) + fy * np.float64(src[r + 1, q])
-        else:
-            for x in range(xlo, x2 + 1):
+        elif fx > 0.0:
+            for x in range(xlo, xhi + 1):
                 q = x + ix
                 dst[y, x] = (1.0 - fx) * np.float64(src[r, q]) + fx * np.float64(src[r, q + 1])
-            for x in range(x2 + 1, xhi + 1):
+        else:
+            for x in range(xlo, xhi + 1):
                 dst[y, x] = src[r, x + ix]
 
 
@@ -1229,8 +1293,9 @@ def shift_planes(frame, shifts, out, cval):  # pragma: no cover - compiled
     ``out[z, y, x, c] = frame(z, y - dy_z, x - dx_z, c)`` with the bilinear
     sampling of :func:`sima_fast.kernels.warp.shift_frame` (same values, to
     rounding: only the taps of nonzero weight are read, a whole-pixel shift
-    copies); pixels whose source is outside the plane, and every pixel of a
-    plane whose shift is NaN, get ``cval``. The weights of a translation are
+    copies; a shift within :data:`SNAP` of a whole pixel counts as whole);
+    pixels whose source is outside the plane, and every pixel of a plane
+    whose shift is NaN, get ``cval``. The weights of a translation are
     the same for every pixel, so they are computed once per plane and the
     loops vectorise (about 2.5 times faster than ``shift_frame`` for one
     channel).
