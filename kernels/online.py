@@ -1155,21 +1155,25 @@ def _vertex_offset(a, b, d):  # pragma: no cover - compiled
 
 
 @jit
-def correlation_peak(corr, max_y, max_x):  # pragma: no cover - compiled
+def correlation_peak(corr, max_y, max_x, row0):  # pragma: no cover - compiled
     """Locate the maximum of a periodic correlation map within ``±(max_y, max_x)``, subpixel.
 
     The integer maximum is searched over the offsets ``-max_y <= dy <= max_y``,
-    ``-max_x <= dx <= max_x`` (index ``dy mod Y``, ``dx mod X``; the first in
-    row-major order of the offsets wins a tie), then refined along each axis
-    by a parabola through the logarithms of the maximum and its two
-    (periodic) neighbours (:func:`_vertex_offset`) and clipped to the window.
+    ``-max_x <= dx <= max_x`` (row ``(dy + row0) mod R``, column ``dx mod X``;
+    the first in row-major order of the offsets wins a tie), then refined
+    along each axis by a parabola through the logarithms of the maximum and
+    its two neighbours (:func:`_vertex_offset`) and clipped to the window.
 
     Parameters
     ----------
-    corr : numpy.ndarray of float32 or float64, shape (Y, X)
-        The correlation map (offset 0 at index ``(0, 0)``).
+    corr : numpy.ndarray of float32 or float64, shape (R, X)
+        The correlation map: all of it (``R = Y``, ``row0 = 0``, offset 0 at
+        index ``(0, 0)``), or only its rows ``-row0 .. row0`` in order
+        (``R = 2 row0 + 1``, ``row0 >= max_y + 1``).
     max_y, max_x : int
-        Largest offsets searched, ``0 <= max_y < Y``, ``0 <= max_x < X``.
+        Largest offsets searched, ``0 <= max_y < R``, ``0 <= max_x < X``.
+    row0 : int
+        Row of offset ``dy = 0``.
 
     Returns
     -------
@@ -1183,7 +1187,7 @@ def correlation_peak(corr, max_y, max_x):  # pragma: no cover - compiled
     by = 0
     bx = 0
     for dy in range(-max_y, max_y + 1):
-        row = dy % ny
+        row = (dy + row0) % ny
         for dx in range(-max_x, max_x + 1):
             v = np.float64(corr[row, dx % nx])
             if v > best:
@@ -1192,11 +1196,9 @@ def correlation_peak(corr, max_y, max_x):  # pragma: no cover - compiled
                 bx = dx
     if not (best > 0.0 and best < np.inf):
         return np.nan, np.nan, best
-    r = by % ny
+    r = (by + row0) % ny
     q = bx % nx
-    oy = _vertex_offset(
-        np.float64(corr[(by - 1) % ny, q]), best, np.float64(corr[(by + 1) % ny, q])
-    )
+    oy = _vertex_offset(np.float64(corr[(r - 1) % ny, q]), best, np.float64(corr[(r + 1) % ny, q]))
     ox = _vertex_offset(
         np.float64(corr[r, (bx - 1) % nx]), best, np.float64(corr[r, (bx + 1) % nx])
     )

@@ -147,7 +147,8 @@ class OnlineRegistrar:
     registered (constant, or without finite pixels) gets a NaN shift and a
     plane of ``fill``.
 
-    **Cost.** Two FFTs per plane, three passes over the plane, one over the
+    **Cost.** Two FFTs per plane (the inverse one along x only for the rows
+    within ``max_displacement``), three passes over the plane, one over the
     frame; about 2 ms for a 512×512 frame on one core
     (``benchmarks/test_online.py``, group ``online-register``). Memory does
     not grow from call to call: the only per-call allocations are the two
@@ -228,6 +229,12 @@ class OnlineRegistrar:
 
         self._rfft2 = scipy.fft.rfft2
         self._irfft2 = scipy.fft.irfft2
+        self._ifft = scipy.fft.ifft
+        self._irfft = scipy.fft.irfft
+        # with a small search window only the rows -r..r of the correlation map are
+        # transformed back along x (the inverse along y is needed for all rows)
+        r = self.max_displacement[0] + 1
+        self._rows = np.zeros((2 * r + 1, X // 2 + 1), np.complex64) if 2 * r + 1 < Y else None
         # the separable taper, at most a quarter of each dimension wide
         self._wy = kern.taper_window(Y, min(self.taper, Y / 4.0))
         self._wx = kern.taper_window(X, min(self.taper, X / 4.0))
@@ -421,13 +428,21 @@ class OnlineRegistrar:
         work, wy, wx, shifts, corr = self._work, self._wy, self._wx, self._shifts, self.correlation
         shape = work.shape
         my, mx = self.max_displacement
-        rfft2, irfft2, workers = self._rfft2, self._irfft2, self.workers
+        rfft2, workers, rows = self._rfft2, self.workers, self._rows
         for z in range(shifts.shape[0]):
             kern.taper_plane(frame4, z, self.channel, wy, wx, work)
             spectrum = rfft2(work, workers=workers, overwrite_x=True)
             kern.whiten_cross(spectrum, self._ref[z])
-            c = irfft2(spectrum, s=shape, workers=workers, overwrite_x=True)
-            py, px, height = kern.correlation_peak(c, my, mx)
+            if rows is None:
+                c = self._irfft2(spectrum, s=shape, workers=workers, overwrite_x=True)
+                row0 = 0
+            else:
+                half = self._ifft(spectrum, axis=0, workers=workers, overwrite_x=True)
+                row0 = rows.shape[0] // 2
+                rows[:row0] = half[shape[0] - row0 :]
+                rows[row0:] = half[: row0 + 1]
+                c = self._irfft(rows, n=shape[1], axis=1, workers=workers, overwrite_x=True)
+            py, px, height = kern.correlation_peak(c, my, mx, row0)
             shifts[z, 0] = -py
             shifts[z, 1] = -px
             corr[z] = height / self._ideal[z]
@@ -466,7 +481,7 @@ class OnlineRegistrar:
             for dt in (np.float32, np.float64):
                 kern.shift_planes(f, shifts, np.zeros(f.shape, dtype=dt), self.fill)
         kern.whiten_cross(np.zeros((4, 3), np.complex64), np.zeros((4, 3), np.complex64))
-        kern.correlation_peak(np.zeros((4, 4), np.float32), 1, 1)
+        kern.correlation_peak(np.zeros((4, 4), np.float32), 1, 1, 0)
         # one frame of the real shape: plans scipy.fft's transforms, then reset the state
         self._register(_as_4d(np.zeros(self.frame_shape, dtype=self.dtype)), self._corrected4)
         self._shifts[:] = np.nan

@@ -83,7 +83,10 @@ def bilinear_shift_reference(plane: np.ndarray, dy: float, dx: float) -> np.ndar
 
 
 def peak_reference(corr: np.ndarray, my: int, mx: int) -> tuple[float, float, float]:
-    """The integer maximum in the window (first in row-major offset order), then log-parabolas."""
+    """The integer maximum in the window (first in row-major offset order), then log-parabolas.
+
+    ``corr`` is the whole periodic map (offset 0 at index (0, 0)).
+    """
     ny, nx = corr.shape
     best, by, bx = -np.inf, 0, 0
     for dy in range(-my, my + 1):
@@ -245,9 +248,14 @@ def test_correlation_peak_matches_reference(shape, dtype, frac, seed):
     rng = np.random.default_rng(seed)
     corr = rng.normal(size=shape).astype(dtype)
     my, mx = int(frac * (shape[0] - 1) // 2), int(frac * (shape[1] - 1) // 2)
-    got = kern.correlation_peak(corr, my, mx)
+    got = kern.correlation_peak(corr, my, mx, 0)
     want = peak_reference(corr, my, mx)
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    # only the rows -r..r of the map (r = my + 1), in order: the same answer
+    r = my + 1
+    if 2 * r + 1 <= shape[0]:
+        rows = np.concatenate([corr[shape[0] - r :], corr[: r + 1]])
+        np.testing.assert_allclose(kern.correlation_peak(rows, my, mx, r), want, rtol=1e-9)
 
 
 @given(
@@ -262,19 +270,19 @@ def test_correlation_peak_locates_sampled_gaussians_exactly(py, px, sigma):
     gy = np.exp(-((d - py) ** 2) / (2 * sigma**2))
     gx = np.exp(-((d - px) ** 2) / (2 * sigma**2))
     corr = np.outer(gy, gx)
-    y, x, height = kern.correlation_peak(corr, 8, 8)
+    y, x, height = kern.correlation_peak(corr, 8, 8, 0)
     assert (y, x) == (pytest.approx(py, abs=1e-6), pytest.approx(px, abs=1e-6))
     assert height == corr.max()
 
 
 def test_correlation_peak_without_a_positive_maximum_is_nan():
     for corr in (np.zeros((6, 6)), -np.ones((6, 6)), np.full((6, 6), np.nan)):
-        y, x, _ = kern.correlation_peak(corr, 2, 2)
+        y, x, _ = kern.correlation_peak(corr, 2, 2, 0)
         assert math.isnan(y) and math.isnan(x)
     corr = np.zeros((7, 7))
     corr[3, 3] = 5.0  # outside the window ±2: the window's maximum (0) is not positive
-    assert math.isnan(kern.correlation_peak(corr, 2, 2)[0])
-    assert kern.correlation_peak(corr, 3, 3)[:2] == (3.0, 3.0)
+    assert math.isnan(kern.correlation_peak(corr, 2, 2, 0)[0])
+    assert kern.correlation_peak(corr, 3, 3, 0)[:2] == (3.0, 3.0)
 
 
 shift_values = st.one_of(
@@ -380,6 +388,16 @@ def test_sign_convention_and_apply_displacements_semantics(scene):
     d = np.rint(shift).astype(int)
     p = (40, 50)
     assert registered[p[0] + d[0], p[1] + d[1]] == pytest.approx(frame[p], rel=0.02)
+
+
+def test_a_small_window_transforms_fewer_rows_with_the_same_answer(scene):
+    frame = scene.frame((3.3, -1.7))
+    small = OnlineRegistrar(scene.reference, dtype="float64", max_displacement=6)
+    full = OnlineRegistrar(scene.reference, dtype="float64")
+    assert small._rows is not None and full._rows is None  # the two paths
+    np.testing.assert_allclose(small.register(frame)[0], full.register(frame)[0], atol=1e-4)
+    np.testing.assert_allclose(small.correlation, full.correlation, rtol=1e-4)
+    np.testing.assert_allclose(small.corrected, full.corrected, rtol=1e-4, equal_nan=True)
 
 
 def test_planes_get_their_own_shifts_and_channels_share_them():
