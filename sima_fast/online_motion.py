@@ -102,9 +102,10 @@ class OnlineRegistrar:
         ``(Z, 2)`` otherwise (the array :meth:`register` returns; NaN before
         the first call).
     correlation : numpy.ndarray of float64, shape (Z,)
-        Peak of the normalised phase correlation of the last frame per plane:
-        1 for a translated copy of the reference, near 0 for an unrelated
-        image (a quality measure for the registration).
+        Peak of the phase correlation of the last frame per plane, relative
+        to the peak of a perfect match (1): about 0.5 to 0.9 for translated
+        frames of a simulated scene with noise, near 0 for an unrelated
+        image, 0 for a blank plane (a quality measure for the registration).
     corrected : numpy.ndarray of float32
         The preallocated registered frame, ``frame_shape``.
 
@@ -114,7 +115,8 @@ class OnlineRegistrar:
         If an argument has the wrong type (e.g. a float ``channel``).
     ValueError
         If an argument is out of range, the shapes do not agree, or a plane
-        of the reference has no finite pixel; the message names the argument.
+        of the reference is constant or has no finite pixel; the message
+        names the argument.
 
     Notes
     -----
@@ -212,9 +214,11 @@ class OnlineRegistrar:
         try:
             self.dtype = np.dtype(dtype)
         except TypeError as err:
-            raise TypeError(f"dtype must be one of {DTYPES}, got {dtype!r}") from err
+            raise ArgumentTypeError(f"dtype must be one of {DTYPES}, got {dtype!r}") from err
         if self.dtype.name not in DTYPES or not self.dtype.isnative:
-            raise TypeError(f"dtype must be one of {DTYPES} (native byte order), got {dtype!r}")
+            raise ArgumentTypeError(
+                f"dtype must be one of {DTYPES} (native byte order), got {dtype!r}"
+            )
         self.max_displacement = self._check_max_displacement(max_displacement, (Y, X))
         self.smooth_sigma = check_real("smooth_sigma", smooth_sigma, low=0.0)
         self.taper = check_real("taper", taper, low=0.0)
@@ -251,6 +255,8 @@ class OnlineRegistrar:
             finite = np.isfinite(plane)
             if not finite.any():
                 raise ValueError(f"reference plane {z} has no finite pixel")
+            if plane[finite].min() == plane[finite].max():
+                raise ValueError(f"reference plane {z} is constant: nothing to register against")
             plane = np.where(finite, plane, plane[finite].mean())
             periodic = kern.periodic_component(plane)
             spec = scipy.fft.rfft2(periodic - periodic.mean())

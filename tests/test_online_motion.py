@@ -557,6 +557,8 @@ def test_registrar_argument_errors():
     ref[5, 5] = 1.0
     with pytest.raises(ValueError, match="reference plane 1 has no finite pixel"):
         OnlineRegistrar(np.stack([ref, np.full_like(ref, np.nan)]))
+    with pytest.raises(ValueError, match="reference plane 0 is constant"):
+        OnlineRegistrar(np.where(ref > 0, np.nan, 3.0))
     with pytest.raises(ValueError, match="reference must have shape"):
         OnlineRegistrar(np.zeros(16))
     with pytest.raises(ValueError, match="at least 2×2"):
@@ -601,7 +603,7 @@ def test_registrar_argument_errors():
         OnlineRegistrar(ref, workers=0)
     with pytest.raises(ArgumentTypeError, match="fill"):
         OnlineRegistrar(ref, fill="nan")
-    with pytest.raises(TypeError, match="dtype"):
+    with pytest.raises(ArgumentTypeError, match="dtype"):
         OnlineRegistrar(ref, dtype="int8")
     with pytest.raises(ArgumentTypeError, match="warmup"):
         OnlineRegistrar(ref, warmup=1)
