@@ -15,6 +15,11 @@ about 1 kB of short-lived Python objects per call, freed on return),
 * advances an online AR(1) deconvolution per ROI whose spike estimates are
   *provisional* for ``lag`` frames and *final* afterwards.
 
+With ``motion=`` (a :class:`~sima_fast.online_motion.OnlineRegistrar`), each
+frame is first registered against a fixed reference (rigid, subpixel, per
+plane; also preallocated and GIL-free) and the registered frame is what the
+steps above see; the shifts are kept in :attr:`~OnlineExtractor.shifts`.
+
 Everything is written into preallocated arrays; the accessors
 (:attr:`~OnlineExtractor.raw`, :meth:`~OnlineExtractor.spikes`,
 :attr:`~OnlineExtractor.time_averages`, ...) copy out of them when asked.
