@@ -1041,11 +1041,11 @@ def periodic_component(image: np.ndarray) -> np.ndarray:
 def taper_plane(frame, z, c, wy, wx, out):  # pragma: no cover - compiled
     """Write ``(frame[z, :, :, c] - m) · wy[y] · wx[x]`` into ``out``; return ``m``.
 
-    ``m = Σ w x / Σ w`` over the finite pixels (``w = wy[y] wx[x]``), so the
-    tapered plane sums to zero; missing (non-finite) pixels are written as 0,
-    i.e. as the mean. A plane without a finite pixel (``m`` 0) or whose
-    finite pixels are all equal (``m`` that value) is written as exact
-    zeros.
+    ``m = Σ w x / Σ w`` over the finite pixels (``w = wy[y] wx[x] > 0``), so
+    the tapered plane sums to zero; missing (non-finite) pixels are written
+    as 0, i.e. as the mean. A plane without a finite pixel (``m`` 0) or
+    whose finite pixels are all equal (``m`` that value, exactly) is written
+    as exact zeros.
 
     Parameters
     ----------
@@ -1064,25 +1064,33 @@ def taper_plane(frame, z, c, wy, wx, out):  # pragma: no cover - compiled
         ``m``.
     """
     ny, nx = out.shape
-    sw = 0.0
-    swx = 0.0
-    lo = np.inf
-    hi = -np.inf
+    # m = v0 + Σ w (x - v0) / Σ w, around the first finite value v0: exact (so the
+    # output exactly 0) for a constant plane, and better conditioned
+    v0 = np.nan
     for y in range(ny):
         for x in range(nx):
             v = np.float64(frame[z, y, x, c])
             if v - v == 0.0:
-                w = np.float64(wy[y]) * np.float64(wx[x])
-                sw += w
-                swx += w * v
-                lo = min(lo, v)
-                hi = max(hi, v)
-    if not (lo < hi and sw > 0.0):  # no finite pixel, or a constant plane: nothing to register
+                v0 = v
+                break
+        if v0 - v0 == 0.0:
+            break
+    if not v0 - v0 == 0.0:  # no finite pixel
         for y in range(ny):
             for x in range(nx):
                 out[y, x] = 0.0
-        return lo if lo == hi else 0.0
-    m = swx / sw
+        return 0.0
+    sw = 0.0
+    swd = 0.0
+    for y in range(ny):
+        wyy = np.float64(wy[y])
+        for x in range(nx):
+            v = np.float64(frame[z, y, x, c])
+            if v - v == 0.0:
+                w = wyy * np.float64(wx[x])
+                sw += w
+                swd += w * (v - v0)
+    m = v0 + swd / sw
     for y in range(ny):
         wyy = np.float64(wy[y])
         for x in range(nx):
