@@ -42,12 +42,12 @@ The output folder (``./sima_fast_demo`` by default) ends up holding::
     fig5_motion.png         mean image before and after motion correction, displacements
 
 The shared example and the uncorrected motion examples in the cache are
-only read (the copy refers to its frame
-files). Running the demo again into the same folder replaces the files the
-marker lists; a folder holding anything else is refused, so the demo never
-deletes a file it did not write. Without matplotlib the figures are skipped
-and the rest runs. The scores come back as a :class:`DemoReport`, so that
-tests and users can check them without parsing the printed text.
+only read (the copies refer to their frame files). Running the demo again
+into the same folder replaces the files the marker lists; a folder holding
+anything else is refused, so the demo never deletes a file it did not
+write. Without matplotlib the figures are skipped and the rest runs. The
+scores come back as a :class:`DemoReport`, so that tests and users can
+check them without parsing the printed text.
 """
 
 from __future__ import annotations
