@@ -25,13 +25,25 @@ ROWWISE = ("HiddenMarkov2D",)
 NONRIGID = ("NonRigid2D", "PiecewiseRigid2D", "BlockRegistration2D")
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def _examples(tmp_path_factory):
-    """Build the three uncorrected examples once, in the session's cache (see conftest.py)."""
+    """Build the three uncorrected examples once, in a cache of this module's own.
+
+    Not the session's cache (conftest.py): other tests build shortened
+    examples there and expect to find none already built.
+    """
+    cache = str(tmp_path_factory.mktemp("demo_motion_cache"))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SIMA_FAST_CACHE", str(tmp_path_factory.getbasetemp() / "sima_fast_cache"))
+        mp.setenv("SIMA_FAST_CACHE", cache)
         for kind in ("rigid", "rowwise", "nonrigid"):
             example_uncorrected(kind)
+    return cache
+
+
+@pytest.fixture(autouse=True)
+def _cache(_isolated_cache, _examples, monkeypatch):
+    """Point every test of this module at that cache."""
+    monkeypatch.setenv("SIMA_FAST_CACHE", _examples)
 
 
 def _run_step(folder, frames=FRAMES):
