@@ -95,8 +95,6 @@ _ROWWISE_NAMES = ("HiddenMarkov2D",)
 _NONRIGID_NAMES = ("NonRigid2D", "PiecewiseRigid2D", "BlockRegistration2D")
 #: Blocks of the non-rigid strategy on the 128 x 128 example frames (3 x 3 blocks).
 _NONRIGID_BLOCK = (64, 64)
-#: Keep the rows and columns that at least this fraction of the frames observe.
-_MOTION_TRIM = 0.95
 
 
 @dataclass(frozen=True)
@@ -1270,7 +1268,6 @@ def _score_motion(outputs: _Outputs, frames: int | None = None) -> MotionScore:
                 [seq],
                 savedir,
                 channel_names=example.channel_names,
-                trim_criterion=_MOTION_TRIM,
             )
         rigid_error = rigid_rms_error(applied[0], example.truth.displacements[:n])
         before = mean_image_sharpness(seq, channel=structural)
@@ -1284,8 +1281,8 @@ def _score_motion(outputs: _Outputs, frames: int | None = None) -> MotionScore:
     print(
         f"  mean-image sharpness (gradient energy, tdTomato): {before:.4f} uncorrected -> "
         f"{after:.4f} corrected ({after / before:.1f}x); corrected frames "
-        f"{corrected.frame_shape[1]} x {corrected.frame_shape[2]} px (rows and columns seen in "
-        f">= {_MOTION_TRIM:.0%} of the frames)",
+        f"{corrected.frame_shape[1]} x {corrected.frame_shape[2]} px (the rows and columns every "
+        "frame sees)",
         file=out,
     )
     print(f"  wrote motion.sima/: the corrected dataset, {corrected.savedir}", file=out)

@@ -442,8 +442,9 @@ def block_rms_error(
     The estimate lives in the strategy's corrected frame, whose origin sits at
     some unknown offset ``c`` in the scene (where its reference was taken).
     With ``remove_offset`` the offset is found by least squares (a fixed-point
-    iteration: the truth is re-evaluated at the shifted block positions) and
-    the estimate compared with :meth:`MotionTruth.block_means` at ``c``.
+    iteration: the truth is re-evaluated at the shifted block positions), for
+    each plane separately (each plane is registered to its own reference),
+    and the estimate compared with :meth:`MotionTruth.block_means` at ``c``.
 
     Parameters
     ----------
@@ -496,17 +497,20 @@ def block_rms_error(
         )
     start = check_int("start", start, low=0)
     stop = start + est.shape[0]
-    offset = np.zeros(2)
-    for _ in range(50 if remove_offset else 0):
-        true = truth.block_means(cy, cx, block_shape, offset, start, stop)
-        # d_est(u) = d(u + c) − c  ⇒  c = mean(d(u + c) − d_est(u)) (first order)
-        new = offset + (true - est).reshape(-1, 2).mean(axis=0)
-        if np.max(np.abs(new - offset)) < 1e-10:
+    squared = []
+    for z in range(est.shape[1]):  # each plane has its own reference, so its own offset
+        offset = np.zeros(2)
+        for _ in range(50 if remove_offset else 0):
+            true = truth.block_means(cy, cx, block_shape, offset, start, stop)[:, z]
+            # d_est(u) = d(u + c) − c  ⇒  c = mean(d(u + c) − d_est(u)) (first order)
+            new = offset + (true - est[:, z]).reshape(-1, 2).mean(axis=0)
+            if np.max(np.abs(new - offset)) < 1e-10:
+                offset = new
+                break
             offset = new
-            break
-        offset = new
-    true = truth.block_means(cy, cx, block_shape, offset, start, stop)
-    return float(np.sqrt(np.mean(np.sum((est - true) ** 2, axis=-1))))
+        true = truth.block_means(cy, cx, block_shape, offset, start, stop)[:, z]
+        squared.append(np.sum((est[:, z] - true) ** 2, axis=-1))
+    return float(np.sqrt(np.mean(squared)))
 
 
 def gradient_energy(image: Any, *, normalize: bool = True) -> float:

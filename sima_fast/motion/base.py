@@ -43,9 +43,9 @@ __all__ = [
     "check_max_displacement",
     "check_reference",
     "check_reference_shape",
+    "frame_coverage",
     "iter_estimation_chunks",
     "normalise_displacements",
-    "frame_coverage",
     "observation_counts",
     "trim_slices",
 ]
