@@ -37,6 +37,7 @@ _LAZY = {
     "kernels": ("sima_fast.kernels", None),
     "online": ("sima_fast.online", None),
     "OnlineExtractor": ("sima_fast.online", "OnlineExtractor"),
+    "OnlineRegistrar": ("sima_fast.online_motion", "OnlineRegistrar"),
     "transform_rois": ("sima_fast.transform_rois", None),
     "bench": ("sima_fast.bench", None),
     "warmup": ("sima_fast.precompile", "warmup"),

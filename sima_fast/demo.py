@@ -20,24 +20,34 @@ with the simulator's ground truth:
    it by registration, measure how close they land to where they should
    and draw the registration;
 8. segment the dataset with STICA and with normalised cuts, score both
-   against the true cells and draw them over the true outlines.
+   against the true cells and draw them over the true outlines;
+9. motion-correct the uncorrected rigid example
+   (:func:`sima_fast.misc.example_uncorrected`) with
+   :class:`sima_fast.motion.RigidRegistration2D` into a new dataset, score
+   the displacements against the true ones and the sharpness of the mean
+   image, and draw both; estimate the row-wise example with
+   ``HiddenMarkov2D`` and the non-rigid one with a non-rigid strategy, when
+   ``sima_fast.motion`` has them, and score them too.
 
 The output folder (``./sima_fast_demo`` by default) ends up holding::
 
     sima_fast_demo.json     marks the folder as the demo's and lists its files
     example.sima/           the copy of the dataset, with the demo's ROI sets and signals
+    motion.sima/            the rigid motion example, corrected (views of the cached movie)
     exports/                average_<channel>.tif, sequence_<k>.h5, signals.csv
     fig1_rois.png, .pdf     the mean image with the numbered ROI outlines
     fig2_traces.png         example traces with inferred and true spikes
     fig3_cross_session.png  the registration of the second session
     fig4_segmentation.png   found outlines against the true cells
+    fig5_motion.png         mean image before and after motion correction, displacements
 
-The shared example in the cache is only read (the copy refers to its frame
-files). Running the demo again into the same folder replaces the files the
-marker lists; a folder holding anything else is refused, so the demo never
-deletes a file it did not write. Without matplotlib the figures are skipped
-and the rest runs. The scores come back as a :class:`DemoReport`, so that
-tests and users can check them without parsing the printed text.
+The shared example and the uncorrected motion examples in the cache are
+only read (the copies refer to their frame files). Running the demo again
+into the same folder replaces the files the marker lists; a folder holding
+anything else is refused, so the demo never deletes a file it did not
+write. Without matplotlib the figures are skipped and the rest runs. The
+scores come back as a :class:`DemoReport`, so that tests and users can
+check them without parsing the printed text.
 """
 
 from __future__ import annotations
@@ -49,7 +59,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 import numpy as np
@@ -57,10 +67,12 @@ import numpy as np
 __all__ = [
     "DEFAULT_OUTPUT_DIR",
     "MARKER",
+    "MOTION_TARGETS",
     "CrossSessionScore",
     "DemoReport",
     "ExportCheck",
     "ExtractionScore",
+    "MotionScore",
     "ProjectionCheck",
     "ROIImportScore",
     "SegmentationScore",
@@ -74,6 +86,15 @@ DEFAULT_OUTPUT_DIR = "sima_fast_demo"
 #: The file marking a folder as the demo's; it lists every file the demo wrote there.
 MARKER = "sima_fast_demo.json"
 _MARKER_KIND = "sima-fast demo output"
+
+#: The accuracy the motion step aims at (issue 14): rigid RMS error (px), fraction of
+#: row displacements exact (row-wise, hidden Markov model), non-rigid block RMS error (px).
+MOTION_TARGETS = {"rigid_rms_px": 0.1, "rowwise_exact": 0.95, "nonrigid_rms_px": 0.3}
+#: Names under which sima_fast.motion may offer a row-wise and a non-rigid strategy.
+_ROWWISE_NAMES = ("HiddenMarkov2D",)
+_NONRIGID_NAMES = ("NonRigid2D", "PiecewiseRigid2D", "BlockRegistration2D")
+#: Blocks of the non-rigid strategy on the 128 x 128 example frames (3 x 3 blocks).
+_NONRIGID_BLOCK = (64, 64)
 
 
 @dataclass(frozen=True)
@@ -258,6 +279,85 @@ class SegmentationScore:
 
 
 @dataclass(frozen=True)
+class MotionScore:
+    """Motion correction of the uncorrected examples scored against the true motion.
+
+    Attributes
+    ----------
+    frames : int
+        Frames of each example used (all of them, 120, in the demo).
+    rigid_strategy : str
+        Class name of the rigid strategy (``'RigidRegistration2D'``).
+    rigid_rms_error : float
+        RMS error, in pixels, of the displacements the correction applied
+        against the true ones (:func:`sima_fast.misc.rigid_rms_error`, each
+        plane's mean difference removed).
+    sharpness_uncorrected, sharpness_corrected : float
+        Gradient energy of the mean image of the structural channel before
+        and after correction (:func:`sima_fast.misc.mean_image_sharpness`).
+    corrected_path : str
+        The corrected dataset's directory.
+    rowwise_strategy : str or None
+        Class name of the row-wise strategy; None when ``sima_fast.motion``
+        has none (the step was skipped).
+    rowwise_exact_fraction : float or None
+        Fraction of row displacements estimated exactly
+        (:func:`sima_fast.misc.row_exact_fraction`).
+    nonrigid_strategy : str or None
+        Class name of the non-rigid strategy; None when skipped.
+    nonrigid_rms_error : float or None
+        RMS error, in pixels, of its block shifts against the true field
+        averaged over each block (:func:`sima_fast.misc.block_rms_error`,
+        each plane's offset fitted).
+    notes : tuple of str
+        Why a part was skipped.
+    """
+
+    frames: int
+    rigid_strategy: str
+    rigid_rms_error: float
+    sharpness_uncorrected: float
+    sharpness_corrected: float
+    corrected_path: str
+    rowwise_strategy: str | None = None
+    rowwise_exact_fraction: float | None = None
+    nonrigid_strategy: str | None = None
+    nonrigid_rms_error: float | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def sharpness_gain(self) -> float:
+        """Ratio of the corrected to the uncorrected mean image's sharpness."""
+        return self.sharpness_corrected / self.sharpness_uncorrected
+
+    @property
+    def within_targets(self) -> bool:
+        """Whether every score measured meets its :data:`MOTION_TARGETS` entry."""
+        ok = self.rigid_rms_error <= MOTION_TARGETS["rigid_rms_px"]
+        if self.rowwise_exact_fraction is not None:
+            ok &= self.rowwise_exact_fraction >= MOTION_TARGETS["rowwise_exact"]
+        if self.nonrigid_rms_error is not None:
+            ok &= self.nonrigid_rms_error <= MOTION_TARGETS["nonrigid_rms_px"]
+        return bool(ok)
+
+    def summary(self) -> str:
+        """Put the motion scores in a few words, for :meth:`DemoReport.summary`.
+
+        Returns
+        -------
+        str
+            The rigid RMS error, and the row-wise and non-rigid scores when
+            they were measured.
+        """
+        parts = [f"motion RMS error {self.rigid_rms_error:.3f} px (rigid)"]
+        if self.rowwise_exact_fraction is not None:
+            parts.append(f"{self.rowwise_exact_fraction:.1%} rows exact (row-wise)")
+        if self.nonrigid_rms_error is not None:
+            parts.append(f"{self.nonrigid_rms_error:.2f} px (non-rigid)")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
 class DemoReport:
     """Everything :func:`run_demo` measured and wrote, one attribute per step.
 
@@ -273,6 +373,8 @@ class DemoReport:
     cross_session : CrossSessionScore
     segmentation : dict of str to SegmentationScore
         Keyed ``'stica'`` and ``'normcut'``.
+    motion : MotionScore or None
+        The motion step (None in reports built without it).
     output_dir : str or None
         The folder the demo wrote into (absolute).
     files : tuple of str
@@ -293,6 +395,7 @@ class DemoReport:
     output_dir: str | None = None
     files: tuple[str, ...] = ()
     skipped_figures: tuple[str, ...] = ()
+    motion: MotionScore | None = None
 
     def summary(self) -> str:
         """One line with the headline scores.
@@ -300,9 +403,10 @@ class DemoReport:
         Returns
         -------
         str
-            ROI masks exact, median trace and spike correlations and the
-            F1 score of both segmentations.
+            ROI masks exact, median trace and spike correlations, the F1
+            score of both segmentations and the motion scores.
         """
+        motion = "" if self.motion is None else f", {self.motion.summary()}"
         return (
             f"{self.rois.exact_masks}/{self.rois.cells} ROI masks exact, traces correlate with "
             f"the true calcium at median r = {self.extraction.median_correlation:.3f}, "
@@ -310,6 +414,7 @@ class DemoReport:
             f"{self.spikes.median_correlation:.3f}, segmentation F1 "
             f"{self.segmentation['stica'].f1:.2f} (STICA) / "
             f"{self.segmentation['normcut'].f1:.2f} (normalised cuts)"
+            f"{motion}"
         )
 
 
@@ -473,6 +578,8 @@ _FIGURES = {
     "fig3_cross_session.png": "the second session: overlays before and after registration, "
     "imported ROIs",
     "fig4_segmentation.png": "STICA and normalised cuts against the true cells",
+    "fig5_motion.png": "mean image before and after motion correction, displacements "
+    "against the truth",
 }
 
 
@@ -531,6 +638,7 @@ def run_demo(
         spikes = _score_spikes(dataset, record, truth, outputs)
         cross_session = _score_cross_session(dataset, rois, outputs)
         segmentation = _score_segmentation(dataset, truth, outputs)
+        motion = _score_motion(outputs)
     finally:
         _write_marker(root)  # whatever happened, what is in the folder now is the demo's
     _print_outputs(outputs, len(rois))
@@ -546,6 +654,7 @@ def run_demo(
         output_dir=root,
         files=tuple(outputs.files),
         skipped_figures=tuple(outputs.skipped),
+        motion=motion,
     )
 
 
@@ -556,6 +665,11 @@ def _print_outputs(outputs: _Outputs, n_rois: int) -> None:
     print(
         "  example.sima/           the copy of the example dataset, with the demo's ROI sets "
         "and signals",
+        file=out,
+    )
+    print(
+        "  motion.sima/            the rigid motion example, corrected (views of the cached "
+        "movie, with the displacements)",
         file=out,
     )
     exported = [p for p in outputs.files if os.path.dirname(p).endswith("exports")]
@@ -1041,3 +1155,269 @@ def _score_segmentation(
 
     outputs.figure("fig4_segmentation.png", _FIGURES["fig4_segmentation.png"], draw)
     return scores
+
+
+# ----------------------------------------------------------------------------
+# Motion correction
+# ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _recording(strategy: Any) -> Iterator[list[np.ndarray]]:
+    """Record the displacements ``strategy.correct`` applies, one array per sequence.
+
+    The strategy's own ``corrected_sequence`` still builds every view; the
+    list yielded receives the displacements it was given, so the demo scores
+    exactly what the correction applied, from one estimation.
+
+    Yields
+    ------
+    list of numpy.ndarray
+        Filled while ``strategy.correct`` runs.
+    """
+    applied: list[np.ndarray] = []
+    build = strategy.corrected_sequence
+
+    def corrected_sequence(sequence: Any, displacements: Any, frame_shape: Any) -> Any:
+        applied.append(displacements)
+        return build(sequence, displacements, frame_shape)
+
+    strategy.corrected_sequence = corrected_sequence
+    try:
+        yield applied
+    finally:
+        del strategy.corrected_sequence
+
+
+def _find_strategy(module: Any, names: tuple[str, ...]) -> Any:
+    """Return the first of ``names`` that ``module`` has, or None."""
+    for name in names:
+        found = getattr(module, name, None)
+        if found is not None:
+            return found
+    return None
+
+
+def _make(cls: Any, **options: Any) -> Any:
+    """Instantiate ``cls`` with the options its constructor accepts."""
+    import inspect
+
+    try:
+        accepted = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
+        return cls()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        return cls(**options)
+    return cls(**{k: v for k, v in options.items() if k in accepted})
+
+
+def _plane_truth(truth: Any, z: int) -> Any:
+    """Return the true motion of plane ``z`` alone (a one-plane MotionTruth)."""
+    return replace(
+        truth,
+        scene_shape=(1, *truth.scene_shape[1:]),
+        observed_shape=(1, *truth.observed_shape[1:]),
+        displacements=truth.displacements[:, z : z + 1],
+        weights=truth.weights[:, z : z + 1],
+    )
+
+
+def _score_motion(outputs: _Outputs, frames: int | None = None) -> MotionScore:
+    """Correct the rigid example, estimate the row-wise and non-rigid ones; score and draw.
+
+    Parameters
+    ----------
+    outputs : _Outputs
+        Where to write (``motion.sima`` and ``fig5_motion.png``) and print.
+    frames : int, optional
+        Use the first ``frames`` frames of each example (default: all).
+
+    Returns
+    -------
+    MotionScore
+    """
+    import sima_fast.motion as motion
+    from sima_fast.misc import (
+        block_rms_error,
+        example_uncorrected,
+        mean_image_sharpness,
+        rigid_rms_error,
+        row_exact_fraction,
+    )
+
+    out = outputs.out
+    notes: list[str] = []
+    example = example_uncorrected("rigid")
+    seq = example.sequence()
+    n = len(seq) if frames is None else max(2, min(int(frames), len(seq)))
+    if n < len(seq):
+        seq = seq[:n]
+    used = f"{n} frames" if n == example.truth.num_frames else f"the first {n} frames"
+    structural = example.channel_names.index("tdTomato")
+    savedir = outputs.path("motion.sima")
+    strategy = motion.RigidRegistration2D(n_processes=2)
+    name = type(strategy).__name__
+    with _step(
+        f"motion correction: {name} on the uncorrected example (sub-pixel rigid motion of up "
+        f"to ±6 px, {used}, {seq.shape[1]} planes, {seq.shape[2]} x {seq.shape[3]} px), saved "
+        "as motion.sima",
+        out,
+    ):
+        with _recording(strategy) as applied:
+            corrected = strategy.correct(
+                [seq],
+                savedir,
+                channel_names=example.channel_names,
+            )
+        rigid_error = rigid_rms_error(applied[0], example.truth.displacements[:n])
+        before = mean_image_sharpness(seq, channel=structural)
+        after = mean_image_sharpness(corrected.sequences[0], channel=structural)
+    target = MOTION_TARGETS["rigid_rms_px"]
+    print(
+        f"  rigid: RMS error {rigid_error:.3f} px against the true displacements "
+        f"(target <= {target:g} px){'' if rigid_error <= target else '  MISSED'}",
+        file=out,
+    )
+    print(
+        f"  mean-image sharpness (gradient energy, tdTomato): {before:.4f} uncorrected -> "
+        f"{after:.4f} corrected ({after / before:.1f}x); corrected frames "
+        f"{corrected.frame_shape[1]} x {corrected.frame_shape[2]} px (the rows and columns every "
+        "frame sees)",
+        file=out,
+    )
+    print(f"  wrote motion.sima/: the corrected dataset, {corrected.savedir}", file=out)
+
+    rowwise_cls = _find_strategy(motion, _ROWWISE_NAMES)
+    rowwise_fraction = None
+    if rowwise_cls is None:
+        notes.append(
+            "row-wise example skipped: sima_fast.motion has no " + " / ".join(_ROWWISE_NAMES)
+        )
+        print(f"- {notes[-1]}", file=out)
+    else:
+        rows = example_uncorrected("rowwise")
+        rseq = rows.sequence()[:n]
+        with _step(
+            f"motion estimation: {rowwise_cls.__name__} on the line-scan example (whole-pixel "
+            f"motion of every scanned row, {used})",
+            out,
+        ):
+            estimator = _make(rowwise_cls, verbose=False, n_processes=2)
+            estimated = estimator.estimate([rseq])[0]
+            rowwise_fraction = row_exact_fraction(estimated, rows.truth.displacements[:n])
+        target = MOTION_TARGETS["rowwise_exact"]
+        print(
+            f"  row-wise: {rowwise_fraction:.1%} of the row displacements exact "
+            f"(target >= {target:.0%}){'' if rowwise_fraction >= target else '  MISSED'}",
+            file=out,
+        )
+
+    nonrigid_cls = _find_strategy(motion, _NONRIGID_NAMES)
+    nonrigid_error = None
+    if nonrigid_cls is None:
+        notes.append(
+            "non-rigid example skipped: sima_fast.motion has no " + " / ".join(_NONRIGID_NAMES)
+        )
+        print(f"- {notes[-1]}", file=out)
+    else:
+        bent = example_uncorrected("nonrigid")
+        bseq = bent.sequence()[:n]
+        with _step(
+            f"motion estimation: {nonrigid_cls.__name__} on the non-rigid example (±4 px "
+            f"translation, up to 2 px of deformation, {used})",
+            out,
+        ):
+            estimator = _make(nonrigid_cls, block_size=_NONRIGID_BLOCK, n_processes=2)
+            estimated = np.asarray(estimator.estimate([bseq])[0], dtype=np.float64)
+            grid = getattr(estimator, "grid", None)
+            block = getattr(estimator, "block_size", None)
+            if grid is not None and estimated.ndim == 5:
+                block = None if block is None else tuple(int(b) for b in block)
+                # each plane is registered to its own reference: its own offset
+                errors = [
+                    block_rms_error(
+                        estimated[:, z : z + 1],
+                        _plane_truth(bent.truth, z),
+                        grid[0],
+                        grid[1],
+                        block_shape=block,
+                    )
+                    for z in range(estimated.shape[1])
+                ]
+                nonrigid_error = float(np.sqrt(np.mean(np.square(errors))))
+        if nonrigid_error is None:
+            notes.append(
+                f"non-rigid example not scored: {nonrigid_cls.__name__} records no block grid "
+                "(a 'grid' attribute) beside (T, Z, Gy, Gx, 2) block shifts"
+            )
+            print(f"  {notes[-1]}", file=out)
+        else:
+            target = MOTION_TARGETS["nonrigid_rms_px"]
+            gy, gx = estimated.shape[2:4]
+            print(
+                f"  non-rigid: block RMS error {nonrigid_error:.3f} px over {gy} x {gx} blocks "
+                f"(target <= {target:g} px){'' if nonrigid_error <= target else '  MISSED'}",
+                file=out,
+            )
+
+    outputs.figure(
+        "fig5_motion.png",
+        _FIGURES["fig5_motion.png"],
+        lambda: [
+            _draw_motion(
+                seq,
+                corrected.sequences[0],
+                applied[0],
+                example,
+                structural,
+                rigid_error,
+                outputs.path("fig5_motion.png"),
+            )
+        ],
+    )
+    return MotionScore(
+        frames=n,
+        rigid_strategy=name,
+        rigid_rms_error=rigid_error,
+        sharpness_uncorrected=before,
+        sharpness_corrected=after,
+        corrected_path=str(corrected.savedir),
+        rowwise_strategy=None if rowwise_cls is None else rowwise_cls.__name__,
+        rowwise_exact_fraction=rowwise_fraction,
+        nonrigid_strategy=None if nonrigid_cls is None else nonrigid_cls.__name__,
+        nonrigid_rms_error=nonrigid_error,
+        notes=tuple(notes),
+    )
+
+
+def _draw_motion(
+    raw: Any,
+    corrected: Any,
+    displacements: Any,
+    example: Any,
+    channel: int,
+    rms: float,
+    path: str,
+) -> str:
+    """Draw plane 0: mean images before and after, estimated and true displacements."""
+    from sima_fast import figures
+
+    def mean_image(sequence: Any) -> np.ndarray:
+        # (sequences keep every axis when indexed)
+        frames = np.asarray(sequence[:, 0, :, :, channel], dtype=np.float64)[:, 0, :, :, 0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # pixels no frame observes
+            return np.nanmean(frames, axis=0)
+
+    n = len(raw)
+    estimated = np.ma.filled(np.ma.asarray(displacements, dtype=np.float64), np.nan)[:, 0]
+    fig = figures.motion_figure(
+        mean_image(raw),
+        mean_image(corrected),
+        np.arange(n) / example.frame_rate,
+        estimated,
+        example.truth.displacements[:n, 0],
+        title=f"Rigid motion correction of the uncorrected example (plane 0, tdTomato): "
+        f"RMS error {rms:.3f} px over both planes",
+    )
+    return figures.save_figure(fig, path)

@@ -21,9 +21,9 @@ Conventions shared by every figure:
 
 :func:`roi_figure` draws the extraction summary
 (:func:`sima_fast.extract.save_extract_summary`); :func:`traces_figure`,
-:func:`segmentation_figure` and :func:`registration_figure` draw the
-comparisons of the demo (:mod:`sima_fast.demo`) and work on any data of the
-same kind.
+:func:`segmentation_figure`, :func:`registration_figure` and
+:func:`motion_figure` draw the comparisons of the demo (:mod:`sima_fast.demo`)
+and work on any data of the same kind.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ __all__ = [
     "image_axes",
     "label_point",
     "mask_outlines",
+    "motion_figure",
     "new_figure",
     "outline_points",
     "panel_figure",
@@ -925,6 +926,99 @@ def registration_figure(
     if expected:
         handles.append(_line(OKABE_ITO["orange"], "true position", 2.6, (0, (2, 1.5))))
     _legend(fig, handles, len(handles))
+    if title:
+        fig.suptitle(title, fontsize=_FONT + 2)
+    return fig
+
+
+def motion_figure(
+    before: Any,
+    after: Any,
+    time: Any,
+    estimated: Any,
+    true: Any,
+    title: str | None = None,
+) -> Figure:
+    """Draw a motion correction: mean images before and after, displacements against the truth.
+
+    Left, the mean image of the movie as recorded (blurred by the motion)
+    and of the corrected movie. Right, one row each for ``dy`` and ``dx``:
+    the true displacement (black) and the estimate (vermillion, dashed),
+    then a row with the error of both components (estimate minus truth,
+    after removing their mean difference, the unknown position of the
+    reference), whose scale shows how far below a pixel it stays.
+
+    Parameters
+    ----------
+    before, after : array_like, shape (Y, X)
+        Mean images of the uncorrected and corrected movie (NaN where no
+        frame observes a pixel); their shapes may differ.
+    time : array_like, shape (T,)
+        Time of each frame, in seconds.
+    estimated, true : array_like, shape (T, 2)
+        ``(dy, dx)`` per frame, in pixels: the estimate and the truth.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        If the images are not 2-D, or ``estimated`` and ``true`` are not
+        ``(T, 2)`` with ``T`` the length of ``time``.
+    """
+    from matplotlib.lines import Line2D
+
+    before = np.asarray(before, dtype=np.float64)
+    after = np.asarray(after, dtype=np.float64)
+    time = np.asarray(time, dtype=np.float64).ravel()
+    est = np.asarray(estimated, dtype=np.float64)
+    tru = np.asarray(true, dtype=np.float64)
+    if before.ndim != 2 or after.ndim != 2:
+        raise ValueError(
+            f"before and after must be 2-D images, got shapes {before.shape} and {after.shape}"
+        )
+    if est.shape != (time.size, 2) or tru.shape != (time.size, 2):
+        raise ValueError(
+            f"estimated {est.shape} and true {tru.shape} must both be ({time.size}, 2): "
+            "(dy, dx) per frame"
+        )
+    aligned = est - np.mean(est - tru, axis=0)
+    error = aligned - tru
+    fig = new_figure(11.5, 5.0 + 0.25 * (title is not None))
+    left, right = fig.subfigures(1, 2, width_ratios=[1.5, 1.0], wspace=0.02)
+    images = left.subplots(1, 2)
+    image_axes(images[0], before, "mean image, as recorded")
+    image_axes(images[1], after, "mean image, motion-corrected", ylabel=False)
+    axes = right.subplots(3, 1, sharex=True, height_ratios=[1.0, 1.0, 0.8])
+    red = OKABE_ITO["vermillion"]
+    for k, (ax, name) in enumerate(zip(axes[:2], ("dy", "dx"))):
+        ax.plot(time, tru[:, k], color="black", lw=1.6, label="true")
+        ax.plot(time, aligned[:, k], color=red, lw=1.1, ls=(0, (3, 1.5)), label="estimated")
+        ax.set_ylabel(f"{name} (px)", fontsize=_FONT)
+    rms = float(np.sqrt(np.mean(np.sum(error**2, axis=1))))
+    axes[2].axhline(0.0, color="0.6", lw=0.8)
+    axes[2].plot(time, error[:, 0], color=OKABE_ITO["blue"], lw=1.0, label="dy")
+    axes[2].plot(time, error[:, 1], color=OKABE_ITO["orange"], lw=1.0, label="dx")
+    axes[2].set_ylabel("error (px)", fontsize=_FONT)
+    axes[2].set_title(
+        f"estimate − truth (offset removed): RMS {rms:.3f} px", fontsize=_FONT, loc="left", pad=2
+    )
+    axes[2].legend(fontsize=_LEGEND_FONT, frameon=False, ncols=2, loc="upper right")
+    axes[2].set_xlabel("time (s)", fontsize=_FONT)
+    axes[2].set_xlim(time[0], time[-1])
+    for ax in axes:
+        ax.tick_params(labelsize=_FONT - 1, length=3)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0].set_title("displacement of each frame", fontsize=_FONT + 1)
+    handles = [
+        Line2D([], [], color="black", lw=1.6, label="true displacement"),
+        Line2D([], [], color=red, lw=1.1, ls=(0, (3, 1.5)), label="estimated (offset removed)"),
+    ]
+    _legend(fig, handles, 2)
     if title:
         fig.suptitle(title, fontsize=_FONT + 2)
     return fig

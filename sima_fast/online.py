@@ -15,6 +15,11 @@ about 1 kB of short-lived Python objects per call, freed on return),
 * advances an online AR(1) deconvolution per ROI whose spike estimates are
   *provisional* for ``lag`` frames and *final* afterwards.
 
+With ``motion=`` (a :class:`~sima_fast.online_motion.OnlineRegistrar`), each
+frame is first registered against a fixed reference (rigid, subpixel, per
+plane; also preallocated and GIL-free) and the registered frame is what the
+steps above see; the shifts are kept in :attr:`~OnlineExtractor.shifts`.
+
 Everything is written into preallocated arrays; the accessors
 (:attr:`~OnlineExtractor.raw`, :meth:`~OnlineExtractor.spikes`,
 :attr:`~OnlineExtractor.time_averages`, ...) copy out of them when asked.
@@ -30,10 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from sima_fast._validate import check_bool, check_int, check_real
+from sima_fast._validate import ArgumentTypeError, check_bool, check_int, check_real
 from sima_fast.kernels.moments import MomentState
+from sima_fast.online_motion import OnlineRegistrar
 
-__all__ = ["DTYPES", "PENALTY_SCALE", "OnlineExtractor"]
+__all__ = ["DTYPES", "PENALTY_SCALE", "OnlineExtractor", "OnlineRegistrar"]
 
 #: Default ring of staged frames: ``moment_batch`` is the largest count up to 64 that fits.
 RING_BYTES = 64 * 2**20
@@ -126,6 +132,15 @@ class OnlineExtractor:
         uint16 or float32 frames).
     warmup : bool
         Call :meth:`warmup` at the end of the constructor.
+    motion : sima_fast.online_motion.OnlineRegistrar, optional
+        Register every frame before anything else: :meth:`update` gives the
+        frame to ``motion.register`` and extracts, folds into the moments and
+        deconvolves the *registered* frame (float32, NaN where nothing
+        landed, so the ROIs that reach past the edge are re-weighted as for
+        any missing pixel). The registrar must be prepared for this
+        ``frame_shape`` and ``dtype``. The shift of every kept frame is in
+        :attr:`shifts`. Without it (the default) frames are used as they
+        are.
 
     Attributes
     ----------
@@ -139,6 +154,8 @@ class OnlineExtractor:
         As given.
     weights : sima_fast.extract.ExtractionWeights
         The weights, built as ``ImagingDataset.extract`` builds them.
+    motion : sima_fast.online_motion.OnlineRegistrar or None
+        As given.
 
     Notes
     -----
@@ -246,6 +263,7 @@ class OnlineExtractor:
         penalty_scale: float = PENALTY_SCALE,
         moment_batch: int | None = None,
         warmup: bool = True,
+        motion: OnlineRegistrar | None = None,
     ) -> None:
         from sima_fast.extract import ExtractionWeights
 
@@ -267,10 +285,13 @@ class OnlineExtractor:
             raise TypeError(f"dtype must be one of {DTYPES}, got {dtype!r}") from err
         if self.dtype.name not in DTYPES or not self.dtype.isnative:
             raise TypeError(f"dtype must be one of {DTYPES} (native byte order), got {dtype!r}")
+        self.motion = self._check_motion(motion)
+        # the dtype of the frames the kernels see: the registered frames' with motion
+        self._stage_dtype = self.dtype if self.motion is None else np.dtype(np.float32)
         self.lag = check_int("lag", lag, low=0)
         self.max_frames = check_int("max_frames", max_frames, low=1)
         if moment_batch is None:
-            frame_bytes = int(np.prod(self.frame_shape)) * np.dtype(dtype).itemsize
+            frame_bytes = int(np.prod(self.frame_shape)) * self._stage_dtype.itemsize
             moment_batch = int(min(64, max(1, RING_BYTES // frame_bytes)))
         batch = check_int("moment_batch", moment_batch, low=1)
         self.penalty_scale = check_real("penalty_scale", penalty_scale, low=0.0)
@@ -317,8 +338,10 @@ class OnlineExtractor:
         self._kern = kern
         self._update_kernel = {2: kern.update_2d, 3: kern.update_3d, 4: kern.update_4d}[ndim]
         self._buffers = _Buffers(
-            self.weights.plan, self.dtype, (Z, Y, X, C), n, self.lag, self.max_frames, batch
+            self.weights.plan, self._stage_dtype, (Z, Y, X, C), n, self.lag, self.max_frames, batch
         )
+        # the shift of every kept frame (a ring, as the ROI values' history)
+        self._shifts = None if self.motion is None else np.full((self.max_frames, Z, 2), np.nan)
         b = self._buffers
         b.counters[kern.COUNTERS["signal_channel"]] = self.signal_channel
         self._sigma = np.full(n, np.nan) if self._given["sigma"] is None else self._given["sigma"]
@@ -350,6 +373,24 @@ class OnlineExtractor:
                 f"got {frame_shape!r}"
             )
         return shape
+
+    def _check_motion(self, motion: Any) -> OnlineRegistrar | None:
+        if motion is None:
+            return None
+        if not isinstance(motion, OnlineRegistrar):
+            raise ArgumentTypeError(
+                f"motion must be an OnlineRegistrar or None, got {type(motion).__name__}"
+            )
+        if motion.frame_shape != self.frame_shape:
+            raise ValueError(
+                f"motion was prepared for frames of shape {motion.frame_shape}, but "
+                f"frame_shape is {self.frame_shape}"
+            )
+        if motion.dtype != self.dtype:
+            raise ValueError(
+                f"motion was prepared for {motion.dtype} frames, but dtype is {self.dtype}"
+            )
+        return motion
 
     def _check_mean_frame(self, mean_frame: Any, zyx: tuple[int, int, int]) -> np.ndarray | None:
         if mean_frame is None:
@@ -394,6 +435,11 @@ class OnlineExtractor:
             If ``frame`` is not a numpy array of the declared dtype.
         ValueError
             If ``frame`` does not have the declared shape.
+
+        Notes
+        -----
+        With ``motion``, the frame is registered first (its shift is
+        recorded in :attr:`shifts`) and the registered frame is processed.
         """
         if not isinstance(frame, np.ndarray):
             raise TypeError(f"frame must be a numpy.ndarray, got {type(frame).__name__}")
@@ -407,6 +453,9 @@ class OnlineExtractor:
                 f"frame has shape {frame.shape}, but this OnlineExtractor was prepared for "
                 f"frames of shape {self.frame_shape}"
             )
+        if self.motion is not None:
+            shift, frame = self.motion.register(frame)
+            self._shifts[self._n % self.max_frames] = shift
         self._update_kernel(frame, *self._args, self._run_ar)
         self._n += 1
         if self._pinv:
@@ -515,6 +564,20 @@ class OnlineExtractor:
         H = self.max_frames
         idx = np.arange(self.first_frame, self._n) % H
         return self._buffers.hist[kind][idx].T.copy()
+
+    @property
+    def shifts(self) -> np.ndarray | None:
+        """Shifts of the kept frames (with ``motion``), ``(n_frames - first_frame, Z, 2)`` float64.
+
+        Aligned with :attr:`raw`: row ``k`` holds the ``(dy, dx)`` of every
+        plane of frame ``first_frame + k``, as ``motion.register`` returned
+        it (the registered frame is ``frame(p - shift)``). None without
+        ``motion``.
+        """
+        if self._shifts is None:
+            return None
+        idx = np.arange(self.first_frame, self._n) % self.max_frames
+        return self._shifts[idx]
 
     @property
     def raw(self) -> np.ndarray:
@@ -652,11 +715,12 @@ class OnlineExtractor:
         from sima_fast.kernels.extract import runs_from_csr
 
         plan = runs_from_csr([0, 2], [0, 1], [0.5, 0.5], [0.5, 0.5])
-        tiny = _Buffers(plan, self.dtype, tiny_zyxc, 1, 2, 8, 2)
+        tiny = _Buffers(plan, self._stage_dtype, tiny_zyxc, 1, 2, 8, 2)
         tiny.params[:] = [[0.5, 0.1, 0.0]]
         tiny.counters[kern.COUNTERS["ar_ready"]] = 1
-        wide = np.zeros((*tiny_shape[:-1], 2 * tiny_shape[-1]), dtype=self.dtype)
-        frames = [np.zeros(tiny_shape, dtype=self.dtype), wide[..., ::2]]
+        stage = self._stage_dtype
+        wide = np.zeros((*tiny_shape[:-1], 2 * tiny_shape[-1]), dtype=stage)
+        frames = [np.zeros(tiny_shape, dtype=stage), wide[..., ::2]]
         for f in frames[:2]:
             ro = f.view()
             ro.flags.writeable = False
@@ -670,6 +734,8 @@ class OnlineExtractor:
         kern.ar_backlog(*ar)
         kern.ar_provisional(*tiny.provisional_args())
         kern.flush_moments(tiny.ring, tiny.mom, tiny.pending, tiny.mscratch, tiny.counters)
+        if self.motion is not None:
+            self.motion.warmup()
         pending = self._estimate_at and not self._buffers.counters[kern.COUNTERS["ar_ready"]]
         if pending and self._loader is None:
             # The estimators' noise fallback needs scipy.signal, whose import takes about

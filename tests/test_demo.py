@@ -19,6 +19,7 @@ FIGURES = (
     "fig2_traces.png",
     "fig3_cross_session.png",
     "fig4_segmentation.png",
+    "fig5_motion.png",
 )
 EXPORTS = (
     "average_GCaMP.tif",
@@ -59,12 +60,14 @@ def _run(argv):
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     """One demo run on a private example cache, with the cache's state before and after."""
-    from sima_fast.misc import cache_directory, example_data
+    from sima_fast.misc import cache_directory, example_data, example_uncorrected
 
     root = tmp_path_factory.mktemp("demo")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SIMA_FAST_CACHE", str(root / "cache"))
         example_data()  # builds the example
+        for kind in ("rigid", "rowwise", "nonrigid"):
+            example_uncorrected(kind)  # and the uncorrected motion examples
         cache = cache_directory()
         before = _snapshot(cache)
         out_dir = root / "out"
@@ -114,6 +117,33 @@ def test_demo_runs_and_scores(demo_run):
     assert report.cross_session.fraction_iou_at_least_0_7 >= 0.95
     assert report.segmentation["stica"].f1 >= 0.8
     assert report.segmentation["normcut"].f1 >= 0.8
+    # motion: the rigid example corrected, the others estimated when the strategies exist
+    import sima_fast.motion
+
+    motion = report.motion
+    assert motion.frames == 120 and motion.rigid_strategy == "RigidRegistration2D"
+    assert motion.rigid_rms_error <= demo.MOTION_TARGETS["rigid_rms_px"]
+    assert motion.sharpness_corrected > 2 * motion.sharpness_uncorrected
+    assert "rigid: RMS error" in out and "(target <= 0.1 px)" in out
+    has_hmm = hasattr(sima_fast.motion, "HiddenMarkov2D")
+    assert (motion.rowwise_exact_fraction is not None) == has_hmm
+    if has_hmm:
+        assert motion.rowwise_exact_fraction >= demo.MOTION_TARGETS["rowwise_exact"]
+        assert "of the row displacements exact (target >= 95%)" in out
+    else:
+        assert "row-wise example skipped: sima_fast.motion has no HiddenMarkov2D" in out
+    has_nonrigid = any(
+        hasattr(sima_fast.motion, n)
+        for n in ("NonRigid2D", "PiecewiseRigid2D", "BlockRegistration2D")
+    )
+    assert (motion.nonrigid_rms_error is not None) == has_nonrigid
+    if has_nonrigid:
+        assert motion.nonrigid_rms_error <= demo.MOTION_TARGETS["nonrigid_rms_px"]
+        assert "(target <= 0.3 px)" in out
+    else:
+        assert "non-rigid example skipped" in out
+    assert motion.within_targets
+    assert "MISSED" not in out
 
 
 def test_demo_writes_its_figures_and_exports(demo_run):
@@ -139,6 +169,12 @@ def test_demo_writes_its_figures_and_exports(demo_run):
     copy = ImagingDataset.load(report.dataset_path, read_only=True)
     assert {"imagej", "demo_stica", "demo_normcut"} <= set(copy.ROIs)
     assert "demo" in copy.signals("GCaMP")
+    # the corrected motion example is a dataset of its own, outside the exports
+    assert report.motion.corrected_path == os.path.join(folder, "motion.sima")
+    corrected = ImagingDataset.load(report.motion.corrected_path, read_only=True)
+    assert corrected.channel_names == ["GCaMP", "tdTomato"]
+    assert corrected.num_frames == 120 and corrected.frame_shape[0] == 2
+    assert "wrote motion.sima/" in out
     # the marker lists everything the demo wrote, so a re-run can replace it
     listed = {e for e in demo_run["marker"]["entries"] if not e.endswith("/")}
     assert listed == {p.replace(os.sep, "/") for p in demo_run["files"]} - {demo.MARKER}
@@ -165,9 +201,10 @@ def test_demo_reruns_without_matplotlib(demo_run):
     assert f"open {os.path.join(folder, 'exports', 'signals.csv')}" in out
     # the first run's figures are gone (they were the demo's own), the exports are new
     left = sorted(os.listdir(folder))
-    assert left == sorted(["example.sima", "exports", demo.MARKER])
+    assert left == sorted(["example.sima", "motion.sima", "exports", demo.MARKER])
     assert sorted(os.listdir(os.path.join(folder, "exports"))) == sorted(EXPORTS)
     assert report.rois.exact_masks == 72
+    assert report.motion.rigid_rms_error <= demo.MOTION_TARGETS["rigid_rms_px"]
     assert report.summary() in out
 
 
@@ -265,3 +302,35 @@ def test_report_summary_and_derived_scores():
     assert report.spikes.fast_solver_fraction == 0.75
     with pytest.raises(dataclasses.FrozenInstanceError):
         report.rois = None
+
+
+def test_report_summary_with_motion_scores():
+    motion = demo.MotionScore(
+        frames=120,
+        rigid_strategy="RigidRegistration2D",
+        rigid_rms_error=0.0167,
+        sharpness_uncorrected=0.02,
+        sharpness_corrected=0.13,
+        corrected_path="motion.sima",
+    )
+    report = _report(motion=motion)
+    assert report.summary().endswith(
+        "segmentation F1 0.80 (STICA) / 1.00 (normalised cuts), motion RMS error 0.017 px (rigid)"
+    )
+    assert motion.sharpness_gain == pytest.approx(6.5)
+    assert motion.within_targets
+    full = dataclasses.replace(
+        motion,
+        rowwise_strategy="HiddenMarkov2D",
+        rowwise_exact_fraction=0.9954,
+        nonrigid_strategy="NonRigid2D",
+        nonrigid_rms_error=0.159,
+    )
+    assert full.summary() == (
+        "motion RMS error 0.017 px (rigid), 99.5% rows exact (row-wise), 0.16 px (non-rigid)"
+    )
+    assert full.within_targets
+    # each target is checked on its own
+    assert not dataclasses.replace(full, rigid_rms_error=0.11).within_targets
+    assert not dataclasses.replace(full, rowwise_exact_fraction=0.94).within_targets
+    assert not dataclasses.replace(full, nonrigid_rms_error=0.31).within_targets

@@ -1653,6 +1653,124 @@ def _motion_case(nonrigid: bool) -> BenchCase:
     )
 
 
+# -- online registration -------------------------------------------------------------------
+
+#: Largest motion of the registration case's frames, px (each axis, uniform in ±).
+REGISTER_MOTION = 20.0
+#: Margin of the canvas the registration frames are cut from, px (more than the motion).
+REGISTER_PAD = 32
+
+
+def _register_setup(scratch: str, frames: int, updates: int) -> Inputs:
+    """Build 512×512 uint16 frames of a simulated scene under known subpixel motion.
+
+    The scene is simulated on a canvas :data:`REGISTER_PAD` px larger on every
+    side; frame ``t`` is the crop of the canvas's frame ``t`` translated by
+    ``m_t`` (uniform in ±:data:`REGISTER_MOTION` px per axis) exactly, in
+    Fourier space, so the true correction is ``-m_t``. The reference is the
+    crop of the untranslated canvas's mean.
+
+    Returns
+    -------
+    Inputs
+        The frames, the motions, a warmed-up ``OnlineRegistrar`` and the
+        baseline's reference spectrum.
+    """
+    import scipy.fft
+    from scipy.ndimage import fourier_shift
+
+    from sima_fast.misc import simulate_movie
+    from sima_fast.online_motion import OnlineRegistrar
+
+    P = REGISTER_PAD
+    canvas = simulate_movie(
+        num_frames=frames,
+        frame_shape=(SHAPE[0] + 2 * P, SHAPE[1] + 2 * P),
+        num_channels=1,
+        cells_per_plane=N_ROIS * 5 // 4,
+        cell_radius=CELL_RADIUS,
+        seed=2025,
+        dtype="float32",
+    ).movie[:, 0, :, :, 0]
+    rng = np.random.default_rng(2025)
+    motions = rng.uniform(-REGISTER_MOTION, REGISTER_MOTION, (frames, 2))
+    movie = np.empty((frames, *SHAPE), dtype=np.uint16)
+    crop = (slice(P, P + SHAPE[0]), slice(P, P + SHAPE[1]))
+    for t in range(frames):
+        moved = scipy.fft.ifft2(fourier_shift(scipy.fft.fft2(canvas[t]), motions[t])).real
+        movie[t] = np.clip(np.rint(moved[crop]), 0, 65535)
+    reference = canvas.mean(axis=0, dtype=np.float64)[crop]
+    registrar = OnlineRegistrar(
+        reference, dtype="uint16", max_displacement=int(REGISTER_MOTION) + 4
+    )
+    for t in range(frames):  # plans, caches
+        registrar.register(movie[t])
+    ref32 = (reference - reference.mean()).astype(np.float32)
+    data = {
+        "movie": movie,
+        "motions": motions,
+        "registrar": registrar,
+        "fed": [0],
+        "baseline_fed": [0],
+        "ref_conj": np.conj(scipy.fft.rfft2(ref32)),
+    }
+    size = f"{SHAPE[0]}×{SHAPE[1]} uint16 frame, motion ±{REGISTER_MOTION:g} px"
+    return Inputs(size, PIXELS * 2, data, rounds={"ours": updates})
+
+
+def _register_ours(inputs: Inputs) -> int:
+    fed = inputs["fed"]
+    t = fed[0] % len(inputs["movie"])
+    fed[0] += 1
+    inputs["registrar"].register(inputs["movie"][t])
+    return t
+
+
+def _register_scipy(inputs: Inputs) -> tuple[int, np.ndarray]:
+    """Register one frame the plain way: scipy.fft, whitening, argmax + parabola, ndimage.shift."""
+    import scipy.fft
+    import scipy.ndimage
+
+    fed = inputs["baseline_fed"]
+    t = fed[0] % len(inputs["movie"])
+    fed[0] += 1
+    frame = inputs["movie"][t].astype(np.float32)
+    cross = scipy.fft.rfft2(frame - frame.mean(), workers=1) * inputs["ref_conj"]
+    cross /= np.abs(cross) + 1e-12
+    corr = scipy.fft.irfft2(cross, s=frame.shape, workers=1)
+    peak = np.unravel_index(np.argmax(corr), corr.shape)
+    motion = np.empty(2)
+    for axis, n in enumerate(corr.shape):
+        i = peak[axis]
+        step = np.eye(2, dtype=int)[axis]
+        a = corr[tuple((np.array(peak) - step) % corr.shape)]
+        b = corr[peak]
+        d = corr[tuple((np.array(peak) + step) % corr.shape)]
+        den = a - 2 * b + d
+        offset = 0.5 * (a - d) / den if den < 0 else 0.0
+        motion[axis] = (i + offset + n / 2) % n - n / 2
+    scipy.ndimage.shift(frame, -motion, order=1, mode="constant", cval=np.nan)
+    return t, -motion
+
+
+def _register_check(inputs: Inputs, name: str, result: Any) -> None:
+    from sima_fast.kernels.warp import shift_frame
+
+    movie, motions = inputs["movie"], inputs["motions"]
+    if name != "ours":
+        t, shift = result
+        assert np.abs(shift + motions[t]).max() < 1.0, (shift, -motions[t])
+        return
+    registrar = inputs["registrar"]
+    errors = np.array([registrar.register(f)[0] + m for f, m in zip(movie, motions)])
+    rms = float(np.sqrt((errors**2).mean()))
+    assert rms <= 0.1, f"registration RMS error {rms:.3f} px"
+    shift, registered = registrar.register(movie[result])
+    want = np.empty(SHAPE, dtype=np.float32)
+    shift_frame(movie[result], tuple(shift), want)
+    np.testing.assert_allclose(registered, want, rtol=1e-6, atol=1e-3)
+
+
 # -- the registry --------------------------------------------------------------------------
 
 CASES: tuple[BenchCase, ...] = (
@@ -1804,6 +1922,27 @@ CASES: tuple[BenchCase, ...] = (
     _online_case("float32"),
     _motion_case(nonrigid=False),
     _motion_case(nonrigid=True),
+    BenchCase(
+        name="online-register",
+        work="OnlineRegistrar.register(): subpixel rigid registration of one frame",
+        suite="online",
+        setup=_register_setup,
+        implementations=(
+            Implementation("ours", "ours", _register_ours, rounds=2000),
+            Implementation(
+                "scipy",
+                "scipy.fft phase correlation + ndimage.shift",
+                _register_scipy,
+                rounds=200,
+            ),
+        ),
+        check=_register_check,
+        quick={"frames": 16, "updates": 500},
+        full={"frames": 16, "updates": 5000},
+        env={"updates": "SIMA_FAST_BENCH_REGISTER_FRAMES"},
+        unit="frame",
+        cli=False,
+    ),
     BenchCase(
         name="dataset-writes",
         work=f"add_ROIs + extract into a dataset directory, {WRITE_ROIS} ROIs (locked)",

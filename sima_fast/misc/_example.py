@@ -16,6 +16,15 @@ The folder is built under a temporary name beside its final place and
 renamed into place at the end, so an interrupted build never leaves a partial
 example and concurrent builders are safe (the first rename wins; the others
 discard their copy).
+
+The uncorrected motion examples (:func:`example_uncorrected`) live in their
+own folders, one per kind of motion, versioned separately so that the
+example dataset above never changes with them::
+
+    <cache>/example-motion-v1-rigid/       (also -nonrigid, -rowwise)
+        movie.h5        dataset 'imaging' ('tzyxc', uint16) as recorded, and
+                        group 'motion' holding the true motion
+        COMPLETE.json
 """
 
 from __future__ import annotations
@@ -27,23 +36,30 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from sima_fast.kernels._jit import cache_directory
+from sima_fast.misc.motion_truth import MOTION_KINDS, MotionTruth
 from sima_fast.misc.simulate import SimulatedMovie, simulate_movie
 
 __all__ = [
     "CHANNEL_NAMES",
     "EXAMPLE_VERSION",
+    "MOTION_EXAMPLE_VERSION",
     "ExampleGroundTruth",
+    "UncorrectedExample",
     "cache_directory",
     "example_data",
     "example_ground_truth",
     "example_hdf5",
     "example_imagej_rois",
     "example_tiff",
+    "example_uncorrected",
     "read_ground_truth",
+    "read_motion_truth",
 ]
 
 #: Bump when the content of the example changes: a new folder is built.
@@ -60,6 +76,27 @@ _GROUND_TRUTH = "ground_truth.h5"
 _ROIS = "example_rois.zip"
 _FILES = (_DATASET, _HDF5, _TIFF, _GROUND_TRUTH, _ROIS)
 _GROUND_TRUTH_FORMAT = "sima_fast example ground truth"
+
+#: Bump when the uncorrected motion examples change (the example above does not).
+MOTION_EXAMPLE_VERSION = 1
+_MOTION_MOVIE = "movie.h5"
+_MOTION_FORMAT = "sima_fast motion truth"
+# A scene a little larger than the example's, so the observed frames are 128 × 128.
+_MOTION_SCENE = {
+    "num_frames": 120,
+    "num_planes": 2,
+    "frame_shape": (140, 140),
+    "num_channels": 2,
+    "cells_per_plane": 43,
+    "frame_rate": 15.0,
+    "dtype": "uint16",
+    "scene_seed": 2024,
+}
+_MOTION_PARAMS = {
+    "rigid": {"seed": 11, "motion_amplitude": 6.0},
+    "nonrigid": {"seed": 12, "motion_amplitude": 4.0, "nonrigid_amplitude": 2.0},
+    "rowwise": {"seed": 13, "motion_amplitude": 6.0},
+}
 
 # The scene shared by both sequences, and each sequence's own activity.
 _SCENE = {
@@ -310,47 +347,53 @@ def read_ground_truth(path: str | os.PathLike) -> ExampleGroundTruth:
 
 def _example_folder() -> str:
     """Return the complete example folder, building it when missing."""
+    return _cached_folder(_FOLDER, EXAMPLE_VERSION, lambda folder: _build_example(folder))
+
+
+def _cached_folder(name: str, version: int, build: Callable[[str], None]) -> str:
+    """Return the complete cache folder ``name``, building it with ``build`` when missing."""
     root = cache_directory()
-    final = os.path.join(root, _FOLDER)
-    if _is_complete(final):
+    final = os.path.join(root, name)
+    if _is_complete(final, version):
         return final
     os.makedirs(root, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{_FOLDER}.build-", dir=root)
+    staging = tempfile.mkdtemp(prefix=f".{name}.build-", dir=root)
     try:
         os.chmod(staging, 0o755)  # mkdtemp makes it private; the cache is not secret
-        _build_example(staging)
-        _install(staging, final)
+        build(staging)
+        _install(staging, final, version)
     finally:
         if os.path.exists(staging):
             shutil.rmtree(staging, ignore_errors=True)
     return final
 
 
-def _is_complete(folder: str) -> bool:
-    """Tell whether ``folder`` holds a finished example of this version."""
+def _is_complete(folder: str, version: int = EXAMPLE_VERSION) -> bool:
+    """Tell whether ``folder`` holds a finished build of this version."""
     try:
         with open(os.path.join(folder, _MARKER), encoding="utf-8") as fh:
             marker = json.load(fh)
     except (OSError, ValueError):
         return False
-    if not isinstance(marker, dict) or marker.get("version") != EXAMPLE_VERSION:
+    if not isinstance(marker, dict) or marker.get("version") != version:
         return False
     return all(os.path.exists(os.path.join(folder, name)) for name in marker.get("files", ()))
 
 
-def _install(staging: str, final: str) -> None:
-    """Rename ``staging`` to ``final`` unless a complete example got there first."""
+def _install(staging: str, final: str, version: int = EXAMPLE_VERSION) -> None:
+    """Rename ``staging`` to ``final`` unless a complete build got there first."""
+    name = os.path.basename(final)
     for _ in range(3):
         try:
             os.rename(staging, final)
             return
         except OSError:
-            if _is_complete(final):
+            if _is_complete(final, version):
                 return  # another process finished first; ours is discarded
         # ``final`` exists but is damaged: move it aside, then retry.
-        trash = tempfile.mkdtemp(prefix=f".{_FOLDER}.old-", dir=os.path.dirname(final))
+        trash = tempfile.mkdtemp(prefix=f".{name}.old-", dir=os.path.dirname(final))
         with contextlib.suppress(OSError):
-            os.rename(final, os.path.join(trash, _FOLDER))
+            os.rename(final, os.path.join(trash, name))
         shutil.rmtree(trash, ignore_errors=True)
     raise OSError(f"could not install the example dataset at {final!r}")
 
@@ -462,3 +505,177 @@ def _write_imagej_rois(path: str, sim: SimulatedMovie) -> None:
 
 def _text(value: object) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+# ---------------------------------------------------------------- motion examples
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class UncorrectedExample:
+    """A movie recorded with known motion, not corrected (see :func:`example_uncorrected`).
+
+    Attributes
+    ----------
+    path : str
+        The HDF5 file; the frames are dataset :attr:`key`.
+    key : str
+        ``'imaging'``.
+    dim_order : str
+        ``'tzyxc'``.
+    channel_names : list of str
+        ``['GCaMP', 'tdTomato']``.
+    kind : {'rigid', 'nonrigid', 'rowwise'}
+        The kind of motion.
+    truth : MotionTruth
+        The true motion (``truth.displacements`` and, for non-rigid,
+        ``truth.field()``), in the sign convention of
+        ``Sequence.apply_displacements`` (see
+        :mod:`sima_fast.misc.motion_truth`).
+    frame_rate : float
+        Frames per second.
+    """
+
+    path: str
+    key: str
+    dim_order: str
+    channel_names: list[str]
+    kind: str
+    truth: MotionTruth
+    frame_rate: float
+
+    def sequence(self) -> Any:
+        """Return the recorded frames as a Sequence (read from :attr:`path`).
+
+        Returns
+        -------
+        Sequence
+            ``Sequence.create('HDF5', path, 'tzyxc', key='imaging')``.
+        """
+        from sima_fast.sequence import Sequence
+
+        return Sequence.create("HDF5", self.path, self.dim_order, key=self.key)
+
+
+def example_uncorrected(kind: str = "rigid") -> UncorrectedExample:
+    """Return a simulated movie with known motion, before correction; build it on first use.
+
+    The scene is like the example dataset's (:func:`example_data`): two
+    planes, channels ``'GCaMP'`` and ``'tdTomato'``, 15 frames per second,
+    uint16, here 120 frames of a 140 × 140 scene seen through 128 × 128
+    observed frames. The motion (see :func:`sima_fast.misc.simulate_movie`):
+
+    - ``'rigid'``: sub-pixel translation per plane, ±6 px (0 … 12 px);
+    - ``'nonrigid'``: translation of ±4 px plus a smooth deformation of up
+      to 2 px (field from ``truth.field()``);
+    - ``'rowwise'``: whole-pixel motion per scanned row, ±6 px.
+
+    Each kind is built separately into its own cache folder (about a second;
+    see the module docstring) and never changes the example dataset.
+
+    Parameters
+    ----------
+    kind : {'rigid', 'nonrigid', 'rowwise'}
+        The kind of motion.
+
+    Returns
+    -------
+    UncorrectedExample
+        The movie's path and its true motion.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``kind``.
+
+    Examples
+    --------
+    >>> example = example_uncorrected("rigid")  # doctest: +SKIP
+    >>> seq = example.sequence()  # doctest: +SKIP
+    >>> seq.shape, example.truth.displacements.shape  # doctest: +SKIP
+    ((120, 2, 128, 128, 2), (120, 2, 2))
+    """
+    if kind not in MOTION_KINDS:
+        raise ValueError(f"kind must be one of {MOTION_KINDS}, got {kind!r}")
+    name = f"example-motion-v{MOTION_EXAMPLE_VERSION}-{kind}"
+    folder = _cached_folder(name, MOTION_EXAMPLE_VERSION, lambda f: _build_motion(f, kind))
+    path = os.path.join(folder, _MOTION_MOVIE)
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        frame_rate = float(f.attrs["frame_rate"])
+    return UncorrectedExample(
+        path=path,
+        key="imaging",
+        dim_order="tzyxc",
+        channel_names=list(CHANNEL_NAMES),
+        kind=kind,
+        truth=read_motion_truth(path),
+        frame_rate=frame_rate,
+    )
+
+
+def _simulate_motion(kind: str) -> SimulatedMovie:
+    return simulate_movie(**_MOTION_SCENE, **_MOTION_PARAMS[kind], motion=kind)  # type: ignore[arg-type]
+
+
+def _build_motion(folder: str, kind: str) -> None:
+    """Write one uncorrected motion example (movie and truth) into ``folder``."""
+    import h5py
+
+    sim = _simulate_motion(kind)
+    path = os.path.join(folder, _MOTION_MOVIE)
+    _write_hdf5(path, sim.observed)
+    with h5py.File(path, "a") as f:
+        f.attrs["frame_rate"] = sim.frame_rate
+        f.attrs["seed"] = sim.seed
+        f.attrs["scene_seed"] = sim.scene_seed
+        _write_motion_truth(f.create_group("motion"), sim.motion)  # type: ignore[arg-type]
+    marker = {"version": MOTION_EXAMPLE_VERSION, "files": [_MOTION_MOVIE]}
+    with open(os.path.join(folder, _MARKER), "w", encoding="utf-8") as fh:
+        json.dump(marker, fh, indent=2)
+
+
+def _write_motion_truth(group: Any, truth: MotionTruth) -> None:
+    group.attrs["format"] = _MOTION_FORMAT
+    group.attrs["kind"] = truth.kind
+    group.attrs["scene_shape"] = np.array(truth.scene_shape, dtype=np.int64)
+    group.attrs["observed_shape"] = np.array(truth.observed_shape, dtype=np.int64)
+    for name in ("displacements", "wavevectors", "phases", "weights"):
+        group[name] = getattr(truth, name)
+
+
+def read_motion_truth(path: str | os.PathLike, group: str = "motion") -> MotionTruth:
+    """Read the true motion stored beside an uncorrected example movie.
+
+    Parameters
+    ----------
+    path : str or path-like
+        An HDF5 file written by :func:`example_uncorrected`.
+    group : str
+        The group holding the truth (default ``'motion'``).
+
+    Returns
+    -------
+    MotionTruth
+
+    Raises
+    ------
+    ValueError
+        If the file holds no motion truth.
+    """
+    import h5py
+
+    path = os.fspath(path)
+    with h5py.File(path, "r") as f:
+        g = f.get(group)
+        if g is None or g.attrs.get("format") != _MOTION_FORMAT:
+            raise ValueError(f"{path!r} holds no sima_fast motion truth in {group!r}")
+        return MotionTruth(
+            kind=_text(g.attrs["kind"]),
+            scene_shape=tuple(int(v) for v in g.attrs["scene_shape"]),  # type: ignore[arg-type]
+            observed_shape=tuple(int(v) for v in g.attrs["observed_shape"]),  # type: ignore[arg-type]
+            displacements=g["displacements"][()],
+            wavevectors=g["wavevectors"][()],
+            phases=g["phases"][()],
+            weights=g["weights"][()],
+        )

@@ -18,6 +18,7 @@ from numpy.typing import DTypeLike
 
 from sima_fast._geometry import polygon_to_mask
 from sima_fast._validate import check_int
+from sima_fast.misc.motion_truth import MOTION_KINDS, MotionTruth
 
 __all__ = ["SimulatedMovie", "simulate_movie"]
 
@@ -35,6 +36,11 @@ _STREAM_NEUROPIL = 12
 _STREAM_MOTION = 13
 _STREAM_NOISE = 14
 _STREAM_NAN = 15
+# Streams of the continuous motion models (motion='rigid', 'nonrigid', 'rowwise').
+_STREAM_OBSERVED_NOISE = 16
+_STREAM_OBSERVED_NAN = 17
+_STREAM_TRAJECTORY = 18
+_STREAM_DEFORMATION = 19
 
 # Fixed scene constants (documented in simulate_movie's Notes).
 _TEXTURE_SIGMA = 4.0  # px, spatial correlation of the background texture
@@ -53,6 +59,10 @@ _MIN_SPACING = 0.9  # initial minimum centre distance / (r_i + r_j)
 _MOTION_TAU = 0.5  # s, correlation time of the motion random walk
 _MOTION_JITTER = 0.3  # white jitter relative to the walk's standard deviation
 _CHUNK_ELEMENTS = 1 << 21  # working-buffer size (elements) for the noise pass
+_FAST_MOTION_WEIGHT = 0.3  # fast component (correlation time: one frame) of the trajectory
+_NONRIGID_DEFAULT = 2.0  # px, default bound of the non-rigid deformation
+_MAX_WARP_SLOPE = 0.5  # bound on the Jacobian norm of the deformation (keeps it invertible)
+_SPLINE_ORDER = 3  # the continuous scene is the cubic B-spline of the expected frame
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -67,15 +77,22 @@ class SimulatedMovie:
     ----------
     movie : numpy.ndarray, shape (T, Z, Y, X, C)
         The noisy movie in the motion-free coordinates of the scene.
-    observed : numpy.ndarray, shape (T, Z, Y - max_dy, X - max_dx, C)
-        The frames a moving microscope records:
-        ``observed[t, z, i, j] == movie[t, z, i + dy_t, j + dx_t]``. Without
-        motion this is the very same array object as ``movie``.
-    displacements : numpy.ndarray of int64, shape (T, 2)
-        Per-frame ``(dy, dx)`` with ``0 <= dy <= max_dy`` and
-        ``0 <= dx <= max_dx``; all zero without motion. Passing them to
+    observed : numpy.ndarray, shape (T, Z, Yo, Xo, C)
+        The frames a moving microscope records. With ``max_displacement``:
+        ``Yo = Y - max_dy``, ``Xo = X - max_dx`` and
+        ``observed[t, z, i, j] == movie[t, z, i + dy_t, j + dx_t]``. With
+        ``motion``: see :func:`simulate_movie` and :attr:`motion`. Without
+        any motion this is the very same array object as ``movie``.
+    displacements : numpy.ndarray
+        With ``max_displacement`` (or no motion): int64 ``(T, 2)``, per-frame
+        ``(dy, dx)`` with ``0 <= dy <= max_dy`` and ``0 <= dx <= max_dx``;
+        all zero without motion. Passing them to
         ``Sequence.apply_displacements`` with ``frame_shape=(Z, Y, X)`` maps
         ``observed`` back onto ``movie`` (NaN where nothing was observed).
+        With ``motion``: ``motion.displacements`` (rigid: float64
+        ``(T, Z, 2)``; row-wise: int64 ``(T, Z, Yo, 2)``; non-rigid: the
+        translation part, float64 ``(T, Z, 2)``; the whole field comes from
+        ``motion.field()``).
     polygons : tuple of numpy.ndarray, each shape (N, 3)
         Cell outlines as open rings of ``(x, y, z)`` vertices (sub-pixel,
         float32-representable values stored as float64; ``z`` is the plane).
@@ -106,6 +123,10 @@ class SimulatedMovie:
         Noise model parameters (counts per photon, counts).
     seed, scene_seed : int
         Seeds of the activity/noise/motion and of the scene (cells, textures).
+    motion : MotionTruth or None
+        The true motion when ``simulate_movie`` was given ``motion``
+        (see :mod:`sima_fast.misc.motion_truth` for the sign convention);
+        None otherwise.
     """
 
     movie: np.ndarray
@@ -129,6 +150,7 @@ class SimulatedMovie:
     read_noise: float
     seed: int
     scene_seed: int
+    motion: MotionTruth | None = None
 
     @property
     def num_frames(self) -> int:
@@ -215,6 +237,9 @@ def simulate_movie(
     read_noise: float = 5.0,
     neuropil_std: float = 0.05,
     neuropil_tau: float = 3.0,
+    motion: str | None = None,
+    motion_amplitude: float | tuple[float, float] = 5.0,
+    nonrigid_amplitude: float | None = None,
 ) -> SimulatedMovie:
     """Simulate a two-photon calcium imaging movie with known ground truth.
 
@@ -245,7 +270,9 @@ def simulate_movie(
         (``1 <= low <= high``); a single number fixes it.
     max_displacement : (int, int)
         Largest motion ``(max_dy, max_dx)`` in pixels (each ``>= 0`` and
-        smaller than the frame). Non-zero values add ``observed`` frames.
+        smaller than the frame). Non-zero values add ``observed`` frames
+        with whole-pixel, per-frame motion (see Notes). Cannot be combined
+        with ``motion``.
     nan_fraction : float
         Fraction in ``[0, 1)`` of pixels (independently per frame, plane,
         row, column and channel) set to NaN; needs a float ``dtype``.
@@ -268,6 +295,22 @@ def simulate_movie(
         Standard deviation of the relative neuropil fluctuation (>= 0).
     neuropil_tau : float
         Correlation time of the neuropil fluctuation in seconds (> 0).
+    motion : {None, 'rigid', 'nonrigid', 'rowwise'}
+        Continuous motion with exact ground truth (``SimulatedMovie.motion``,
+        see Notes): sub-pixel translation of each plane, a smooth
+        deformation on top of it, or whole-pixel motion that changes from
+        row to row (line scanning). None (default): only the motion of
+        ``max_displacement``.
+    motion_amplitude : float or (float, float)
+        With ``motion``: half-range ``(A_y, A_x)`` of the translation in
+        pixels (>= 0); the displacements span ``[0, 2·A]`` along each axis,
+        i.e. ``±A`` around their middle. A single number applies to both
+        axes. Default 5.
+    nonrigid_amplitude : float, optional
+        With ``motion='nonrigid'``: bound ``A_n`` (>= 0) on the deformation
+        added to the translation, in pixels. The deformation must stay
+        invertible: ``A_n <= 1 / (4√2·π·√(1/Y² + 1/X²))`` (``N / (8π)``
+        for ``N × N`` frames); the default is the smaller of 2 and that.
 
     Returns
     -------
@@ -324,12 +367,45 @@ def simulate_movie(
     see :mod:`sima_fast.misc._noise`). Integer outputs are then rounded (ties
     to even) and clipped; finally a ``nan_fraction`` of values becomes NaN.
 
-    **Motion.** Each axis follows a stationary AR(1) walk with correlation
-    time 0.5 s plus white jitter of 0.3 of its standard deviation, mapped
-    linearly onto ``[0, max_d]`` and rounded, so both extremes occur (a
-    single frame has no motion). The
+    **Motion (max_displacement).** Each axis follows a stationary AR(1)
+    walk with correlation time 0.5 s plus white jitter of 0.3 of its
+    standard deviation, mapped linearly onto ``[0, max_d]`` and rounded, so
+    both extremes occur (a single frame has no motion). The
     microscope records ``observed[t] = movie[t, :, dy_t : dy_t + Y − max_dy,
     dx_t : dx_t + X − max_dx]``.
+
+    **Motion (motion=...).** Positions are array indices (``movie[..., i,
+    j]`` sits at ``(i, j)``). The continuous scene ``S_t,z`` is the cubic
+    B-spline interpolant of the expected frame ``μ[t, z]`` (mirror
+    boundary); ``movie`` is unchanged (bit for bit the movie without
+    ``motion``) and ``observed`` holds fresh noise (same noise model) around
+    ``S`` sampled at displaced positions. The trajectory of the sample is,
+    per axis, a stationary AR(1) process with correlation time 0.5 s plus
+    0.3 times one with a correlation time of one frame, sampled at the time
+    each plane is scanned (plane z of frame t at ``t + (z + ½)/Z`` frames)
+    or, for ``'rowwise'``, each row (row i at ``t + (z + (i + ½)/Yo)/Z``),
+    and mapped linearly onto ``[0, 2·A]`` (both extremes occur). With
+    ``M = ceil(2·A + 2·A_n)`` (``A_n = 0`` unless non-rigid), observed
+    frames are ``Yo × Xo = (Y − M_y) × (X − M_x)`` and:
+
+    - ``'rigid'``: ``observed[t, z, i, j] ≈ S_t,z(i + dy, j + dx)`` with
+      ``(dy, dx) = motion.displacements[t, z]`` (float, ``(T, Z, 2)``);
+    - ``'rowwise'``: the trajectory is rounded to whole pixels per row and
+      ``observed[t, z, i, j] ≈ μ[t, z, i + dy_i, j + dx_i]`` exactly (no
+      interpolation) with ``(dy_i, dx_i) = motion.displacements[t, z, i]``
+      (int64, ``(T, Z, Yo, 2)``), as ``apply_displacements`` reads them;
+    - ``'nonrigid'``: the field ``d(q) = D[t, z] + A_n·Σ_k w_k(t, z)·cos(2π
+      κ_k·q + φ_k)`` over scene positions ``q`` with the four wavevectors
+      ``κ = (1/Y, 0), (0, 1/X), (1/Y, 1/X), (1/Y, −1/X)``, random phases
+      ``φ_k`` and weights following slow AR(1) walks, scaled so that
+      ``Σ_k |w_k| <= 1`` per axis; ``D`` is the translation shifted by
+      ``A_n``. Observed pixel ``p`` shows ``S(q)`` where ``q − d(q) = p``
+      (solved by Newton's method to 1e-10 px), so that
+      ``corrected(q) = observed(q − d(q))``.
+
+    (``≈``: before noise.) The sign is that of
+    ``Sequence.apply_displacements`` and of warped views; see
+    :mod:`sima_fast.misc.motion_truth`, which also scores estimates.
 
     The movie is produced in time chunks straight into the output array;
     memory is about the output (twice with motion) plus the masks. For
@@ -347,6 +423,27 @@ def simulate_movie(
     ((20, 1, 30, 37, 2), (3, 1, 32, 40))
     >>> dy, dx = sim.displacements[5]
     >>> bool((sim.observed[5] == sim.movie[5, :, dy:dy + 30, dx:dx + 37]).all())
+    True
+
+    Sub-pixel rigid motion of up to ±3 px, with its exact truth:
+
+    >>> sim = simulate_movie(num_frames=20, frame_shape=(32, 40), cells_per_plane=3,
+    ...                      motion="rigid", motion_amplitude=3.0, seed=1)
+    >>> sim.observed.shape, sim.motion.displacements.shape
+    ((20, 1, 26, 34, 2), (20, 1, 2))
+    >>> d = sim.motion.displacements
+    >>> float(d.min()), float(d.max())
+    (0.0, 6.0)
+
+    Row-wise (line-scan) motion, whole pixels per observed row; without
+    noise, each observed row is a row of the expected scene:
+
+    >>> sim = simulate_movie(num_frames=4, frame_shape=(32, 40), cells_per_plane=3,
+    ...                      motion="rowwise", motion_amplitude=2.0, gain=0.0,
+    ...                      read_noise=0.0, dtype="float64", seed=1)
+    >>> dy, dx = sim.motion.displacements[2, 0, 7]
+    >>> scene = sim.expected(2, 3)[0, 0]
+    >>> bool((sim.observed[2, 0, 7] == scene[7 + dy, dx:dx + 36]).all())
     True
     """
     num_frames = check_int("num_frames", num_frames, low=1)
@@ -379,6 +476,22 @@ def simulate_movie(
     read_noise = _check_float("read_noise", read_noise)
     neuropil_std = _check_float("neuropil_std", neuropil_std)
     neuropil_tau = _check_float("neuropil_tau", neuropil_tau, positive=True)
+    if motion is not None:
+        if motion not in MOTION_KINDS:
+            raise ValueError(f"motion must be None or one of {MOTION_KINDS}, got {motion!r}")
+        if (max_dy, max_dx) != (0, 0):
+            raise ValueError(
+                "max_displacement and motion cannot be combined: "
+                "pass max_displacement=(0, 0) with motion"
+            )
+    amplitude = _check_amplitude(motion_amplitude)
+    warp = _check_nonrigid(nonrigid_amplitude, rows, cols) if motion == "nonrigid" else 0.0
+    margin = (int(np.ceil(2 * (amplitude[0] + warp))), int(np.ceil(2 * (amplitude[1] + warp))))
+    if motion is not None and (margin[0] >= rows or margin[1] >= cols):
+        raise ValueError(
+            f"motion_amplitude {amplitude} (plus nonrigid_amplitude {warp}) leaves no "
+            f"observed pixels in frame_shape {(rows, cols)}: 2·(A + A_n) must be < each side"
+        )
     if cells_per_plane > 0:
         extent = _max_extent(radius[1]) + _MARGIN
         if min(rows, cols) < 2 * extent + 1:
@@ -467,6 +580,34 @@ def simulate_movie(
     if moving:
         for t, (dy, dx) in enumerate(displacements):
             observed[t] = movie[t, :, dy : dy + obs_rows, dx : dx + obs_cols]
+    truth = None
+    if motion is not None:
+        observed_shape = (num_planes, rows - margin[0], cols - margin[1])
+        truth = _motion_truth(
+            motion,
+            seed,
+            num_frames,
+            (num_planes, rows, cols),
+            observed_shape,
+            frame_rate,
+            amplitude,
+            warp,
+        )
+        displacements = truth.displacements
+        observed = np.empty((num_frames, *observed_shape, num_channels), dtype=out_dtype)
+        _render_observed(
+            observed,
+            truth,
+            baseline,
+            neuropil,
+            _ActivityOperator(mask_matrix),
+            amplitudes[:, None] * calcium,
+            gain=gain,
+            read_noise=read_noise,
+            nan_fraction=nan_fraction,
+            noise_rng=np.random.default_rng([seed, _STREAM_OBSERVED_NOISE]),
+            nan_rng=np.random.default_rng([seed, _STREAM_OBSERVED_NAN]),
+        )
 
     return SimulatedMovie(
         movie=movie,
@@ -490,6 +631,7 @@ def simulate_movie(
         read_noise=read_noise,
         seed=seed,
         scene_seed=scene_seed,
+        motion=truth,
     )
 
 
@@ -532,6 +674,43 @@ def _check_radius(value: Any) -> tuple[float, float]:
     if not (np.isfinite(high) and 1.0 <= low <= high):
         raise ValueError(f"cell_radius must satisfy 1 <= low <= high, got {value!r}")
     return low, high
+
+
+def _check_amplitude(value: Any) -> tuple[float, float]:
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        items: tuple[Any, ...] = (value, value)
+    else:
+        try:
+            items = tuple(value)
+        except TypeError:
+            items = ()
+    if len(items) != 2 or not all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) for v in items
+    ):
+        raise ValueError(f"motion_amplitude must be a number or a pair, got {value!r}")
+    out = (float(items[0]), float(items[1]))
+    if not all(np.isfinite(v) and v >= 0 for v in out):
+        raise ValueError(f"motion_amplitude entries must be finite and >= 0, got {value!r}")
+    return out
+
+
+def _nonrigid_limit(rows: int, cols: int) -> float:
+    """Largest deformation bound keeping the Jacobian norm under ``_MAX_WARP_SLOPE``."""
+    # |J|_F <= sqrt(2) · A_n · 2π · max|κ| with max|κ| = hypot(1/Y, 1/X).
+    return _MAX_WARP_SLOPE / (np.sqrt(2.0) * 2.0 * np.pi * np.hypot(1.0 / rows, 1.0 / cols))
+
+
+def _check_nonrigid(value: Any, rows: int, cols: int) -> float:
+    limit = _nonrigid_limit(rows, cols)
+    if value is None:
+        return float(min(_NONRIGID_DEFAULT, limit))
+    value = _check_float("nonrigid_amplitude", value)
+    if value > limit:
+        raise ValueError(
+            f"nonrigid_amplitude {value} is too large for frame_shape {(rows, cols)}: "
+            f"the deformation must stay invertible, at most {limit:.3g} px"
+        )
+    return value
 
 
 def _check_dtype(value: Any) -> np.dtype:
@@ -656,6 +835,91 @@ def _motion(
     return shifts
 
 
+def _stationary_ar1(rng: np.random.Generator, rows: int, length: int, rho: float) -> np.ndarray:
+    """``rows`` independent unit-variance stationary AR(1) series (filtered, vectorised)."""
+    import scipy.signal
+
+    drive = rng.standard_normal((rows, length))
+    if length < 2:
+        return drive
+    first = drive[:, :1]
+    rest = scipy.signal.lfilter(
+        [np.sqrt(1.0 - rho**2)], [1.0, -rho], drive[:, 1:], axis=1, zi=rho * first
+    )[0]
+    return np.concatenate([first, rest], axis=1)
+
+
+def _trajectory(
+    rng: np.random.Generator, frames: int, per_frame: int, frame_rate: float
+) -> np.ndarray:
+    """``(2, frames·per_frame)`` motion of the sample, ``per_frame`` samples per frame."""
+    step = 1.0 / (frame_rate * per_frame)  # seconds between samples
+    n = frames * per_frame
+    slow = _stationary_ar1(rng, 2, n, float(np.exp(-step / _MOTION_TAU)))
+    fast = _stationary_ar1(rng, 2, n, float(np.exp(-step * frame_rate)))
+    return slow + _FAST_MOTION_WEIGHT * fast
+
+
+def _span(walk: np.ndarray, amplitude: tuple[float, float]) -> np.ndarray:
+    """Map each row of ``walk`` linearly onto ``[0, 2·amplitude]`` (last axis (dy, dx))."""
+    out = np.zeros((walk.shape[1], 2))
+    for axis in range(2):
+        low, high = walk[axis].min(), walk[axis].max()
+        if amplitude[axis] > 0 and high > low:
+            out[:, axis] = (walk[axis] - low) / (high - low) * (2.0 * amplitude[axis])
+    return out
+
+
+def _motion_truth(
+    kind: str,
+    seed: int,
+    frames: int,
+    scene_shape: tuple[int, int, int],
+    observed_shape: tuple[int, int, int],
+    frame_rate: float,
+    amplitude: tuple[float, float],
+    warp: float,
+) -> MotionTruth:
+    """Draw the continuous motion of ``simulate_movie(motion=kind)``."""
+    planes, rows, cols = scene_shape
+    rng = np.random.default_rng([seed, _STREAM_TRAJECTORY])
+    per_frame = planes * (observed_shape[1] if kind == "rowwise" else 1)
+    shifts = _span(_trajectory(rng, frames, per_frame, frame_rate), amplitude)
+    if kind == "rowwise":
+        displacements = np.rint(shifts).astype(np.int64).reshape(frames, planes, -1, 2)
+    else:
+        displacements = shifts.reshape(frames, planes, 2)
+    wavevectors = np.zeros((0, 2))
+    phases = np.zeros(0)
+    weights = np.zeros((frames, planes, 0, 2))
+    if kind == "nonrigid":
+        wavevectors = np.array(
+            [[1 / rows, 0.0], [0.0, 1 / cols], [1 / rows, 1 / cols], [1 / rows, -1 / cols]]
+        )
+        k = wavevectors.shape[0]
+        deform = np.random.default_rng([seed, _STREAM_DEFORMATION])
+        phases = deform.uniform(0.0, 2.0 * np.pi, size=k)
+        walks = _stationary_ar1(
+            deform,
+            2 * k,
+            frames * planes,
+            float(np.exp(-1.0 / (planes * frame_rate * _MOTION_TAU))),
+        )
+        weights = walks.T.reshape(frames, planes, 2, k).transpose(0, 1, 3, 2).copy()
+        total = np.abs(weights).sum(axis=2).max()  # largest Σ_k |w_k| over samples and axes
+        weights *= warp / total if total > 0 else 0.0
+        displacements = displacements + warp
+    return MotionTruth(
+        kind=kind,
+        scene_shape=scene_shape,
+        observed_shape=observed_shape,
+        displacements=displacements,
+        wavevectors=wavevectors,
+        phases=phases,
+        weights=weights,
+    )
+
+
 # ---------------------------------------------------------------- rendering
 
 
@@ -738,5 +1002,153 @@ def _render(
         _fill_mean(mu, baseline, neuropil[:, start:stop], operator, activity[:, start:stop])
         out = movie[start:stop]
         add_noise(mu, noise_rng, table, gain, read_noise, out)
+        if nan_fraction > 0:
+            out[nan_rng.random(out.shape, dtype=work) < nan_fraction] = np.nan
+
+
+def _scene_positions(truth: MotionTruth, t: int, z: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return the scene positions ``q`` shown by each observed pixel ``p`` (plane z, frame t).
+
+    Rigid: ``q = p + d``. Non-rigid: ``q − d(q) = p``, by Newton's method
+    (the Jacobian of ``d`` is kept below 1/2, so ``q ↦ q − d(q)`` is
+    invertible and the iteration converges from ``p + d(p + D)``).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(qy, qx)``, each of shape ``(Yo, Xo)``.
+    """
+    _, rows, cols = truth.observed_shape
+    py = np.arange(rows, dtype=np.float64)[:, None]
+    px = np.arange(cols, dtype=np.float64)[None, :]
+    dy, dx = truth.displacements[t, z]
+    qy, qx = np.broadcast_arrays(py + dy, px + dx)
+    if truth.kind == "rigid":
+        return qy, qx
+    weights = truth.weights[t, z]
+    turns = 2.0 * np.pi * truth.wavevectors
+
+    def residual(qy: np.ndarray, qx: np.ndarray, jacobian: bool) -> tuple[np.ndarray, ...]:
+        # g(q) = q − d(q) − p and, optionally, the entries of ∂g/∂q.
+        gy, gx = qy - dy - py, qx - dx - px
+        jac = [np.ones_like(qy), np.zeros_like(qy), np.zeros_like(qy), np.ones_like(qy)]
+        for k, (ky, kx) in enumerate(turns):
+            angle = ky * qy + kx * qx + truth.phases[k]
+            wave = np.cos(angle)
+            gy -= weights[k, 0] * wave
+            gx -= weights[k, 1] * wave
+            if jacobian:
+                slope = np.sin(angle)  # ∂cos/∂q = −sin·(ky, kx); g has −d
+                jac[0] += weights[k, 0] * ky * slope
+                jac[1] += weights[k, 0] * kx * slope
+                jac[2] += weights[k, 1] * ky * slope
+                jac[3] += weights[k, 1] * kx * slope
+        return (gy, gx, *jac) if jacobian else (gy, gx)
+
+    gy, gx = residual(qy, qx, False)
+    qy, qx = qy - gy, qx - gx  # one fixed-point step: q = p + d(p + D)
+    for _ in range(50):
+        gy, gx, a, b, c, e = residual(qy, qx, True)
+        if max(np.abs(gy).max(), np.abs(gx).max()) < 1e-10:
+            return qy, qx
+        det = a * e - b * c
+        qy = qy - (e * gy - b * gx) / det
+        qx = qx - (a * gx - c * gy) / det
+    raise RuntimeError("the non-rigid motion could not be inverted")  # pragma: no cover
+
+
+def _cubic_weights(f: float) -> tuple[float, float, float, float]:
+    """Cubic B-spline weights of the coefficients ``n − 1 … n + 2`` at ``n + f``."""
+    f2, f3 = f * f, f * f * f
+    return (
+        (1.0 - f) ** 3 / 6.0,
+        (4.0 - 6.0 * f2 + 3.0 * f3) / 6.0,
+        (1.0 + 3.0 * f + 3.0 * f2 - 3.0 * f3) / 6.0,
+        f3 / 6.0,
+    )
+
+
+def _spline_shift(image: np.ndarray, dy: float, dx: float, rows: int, cols: int) -> np.ndarray:
+    """Sample the cubic spline ``S`` of ``image`` at ``(i + dy, j + dx)``.
+
+    The same values as ``scipy.ndimage.map_coordinates(image, ..., order=3,
+    mode='mirror')``, computed separably: a translation samples every row (and
+    column) at the same fraction, so each axis is one 4-tap filter of the
+    spline coefficients.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (rows, cols)
+        ``S(i + dy, j + dx)`` for ``i < rows``, ``j < cols``.
+    """
+    import scipy.ndimage
+
+    coef = np.pad(scipy.ndimage.spline_filter(image, order=3, mode="mirror"), 2, mode="reflect")
+    ny, nx = int(np.floor(dy)), int(np.floor(dx))
+    along_y = np.zeros((rows, coef.shape[1]))
+    for m, w in enumerate(_cubic_weights(dy - ny)):
+        along_y += w * coef[1 + ny + m : 1 + ny + m + rows]
+    out = np.zeros((rows, cols))
+    for m, w in enumerate(_cubic_weights(dx - nx)):
+        out += w * along_y[:, 1 + nx + m : 1 + nx + m + cols]
+    return out
+
+
+def _sample_plane(image: np.ndarray, truth: MotionTruth, t: int, z: int, out: np.ndarray) -> None:
+    """Write what the moving microscope sees of ``image`` (Y, X, C) into ``out`` (Yo, Xo, C)."""
+    import scipy.ndimage
+
+    rows, cols = out.shape[:2]
+    if truth.kind == "rowwise":
+        d = truth.displacements[t, z]
+        ii = np.arange(rows)[:, None] + d[:, 0:1]
+        jj = np.arange(cols)[None, :] + d[:, 1:2]
+        out[...] = image[ii, jj]
+        return
+    if truth.kind == "rigid":
+        dy, dx = truth.displacements[t, z]
+        for c in range(image.shape[-1]):
+            out[..., c] = _spline_shift(image[..., c], float(dy), float(dx), rows, cols)
+        return
+    qy, qx = _scene_positions(truth, t, z)
+    for c in range(image.shape[-1]):
+        out[..., c] = scipy.ndimage.map_coordinates(
+            image[..., c], [qy, qx], order=_SPLINE_ORDER, mode="mirror"
+        )
+
+
+def _render_observed(
+    observed: np.ndarray,
+    truth: MotionTruth,
+    baseline: np.ndarray,
+    neuropil: np.ndarray,
+    operator: _ActivityOperator,
+    activity: np.ndarray,
+    *,
+    gain: float,
+    read_noise: float,
+    nan_fraction: float,
+    noise_rng: np.random.Generator,
+    nan_rng: np.random.Generator,
+) -> None:
+    """Fill ``observed`` chunk by chunk: sample the moving scene, then add noise."""
+    from sima_fast.kernels.noise import add_noise, normal_table  # imports numba
+
+    frames = observed.shape[0]
+    work = np.float64 if observed.dtype == np.float64 else np.float32
+    table = normal_table(work)
+    per_frame = int(np.prod(baseline.shape))
+    chunk = max(1, min(frames, _CHUNK_ELEMENTS // max(per_frame, 1)))
+    scene = np.empty((chunk, *baseline.shape))  # float64: the spline sees exact means
+    sampled = np.empty((chunk, *observed.shape[1:]), dtype=work)
+    for start in range(0, frames, chunk):
+        stop = min(start + chunk, frames)
+        mu = scene[: stop - start]
+        _fill_mean(mu, baseline, neuropil[:, start:stop], operator, activity[:, start:stop])
+        for i in range(stop - start):
+            for z in range(baseline.shape[0]):
+                _sample_plane(mu[i, z], truth, start + i, z, sampled[i, z])
+        out = observed[start:stop]
+        add_noise(sampled[: stop - start], noise_rng, table, gain, read_noise, out)
         if nan_fraction > 0:
             out[nan_rng.random(out.shape, dtype=work) < nan_fraction] = np.nan

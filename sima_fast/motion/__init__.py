@@ -9,6 +9,8 @@ Conventions, strategies and the differences from SIMA: docs/motion.md.
 from __future__ import annotations
 
 from sima_fast.motion.base import MotionEstimationStrategy
+from sima_fast.motion.hmm import HiddenMarkov2D
+from sima_fast.motion.nonrigid import NonRigid2D
 from sima_fast.motion.rigid import (
     DiscreteFourier2D,
     PlaneTranslation2D,
@@ -19,7 +21,9 @@ from sima_fast.motion.rigid import (
 
 __all__ = [
     "DiscreteFourier2D",
+    "HiddenMarkov2D",
     "MotionEstimationStrategy",
+    "NonRigid2D",
     "PlaneTranslation2D",
     "ResonantCorrection",
     "RigidRegistration2D",

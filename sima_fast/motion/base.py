@@ -46,6 +46,7 @@ __all__ = [
     "check_reference",
     "check_reference_shape",
     "displacements_of_range",
+    "frame_coverage",
     "iter_estimation_chunks",
     "normalise_displacements",
     "observation_counts",
@@ -490,17 +491,59 @@ def observation_counts(
     return diff.cumsum(axis=1).cumsum(axis=2)[:, :Yo, :Xo]
 
 
+def frame_coverage(
+    displacements: list[np.ndarray], raw_shape: tuple[int, ...], num_frames: int
+) -> tuple[float, float, float]:
+    """How much of the corrected frame one uncorrected frame covers, on average.
+
+    A frame moved by a sub-pixel displacement covers one row and one column
+    fewer whole pixels than it has, and a non-rigid field fewer still, so
+    :func:`trim_slices` measures each plane, row and column against what a
+    frame can cover rather than against the frame's size.
+
+    Parameters
+    ----------
+    displacements : list of numpy.ndarray
+        The displacements of every sequence (any shape of this module).
+    raw_shape : tuple of int
+        ``(Z, Y, X)`` of the uncorrected frames.
+    num_frames : int
+        Frames (not rejected) of all sequences together.
+
+    Returns
+    -------
+    (float, float, float)
+        The whole pixels one plane of one frame covers, the rows it covers,
+        and the columns each covered row spans (area, height, width).
+    """
+    Z, Y, X = (int(v) for v in raw_shape[:3])
+    area = height = 0.0
+    for d in displacements:
+        _, y0, y1, x0, x1 = _source_extents(d, (Z, Y, X))
+        h = np.clip(y1 - y0, 0, None).astype(np.float64)
+        w = np.clip(x1 - x0, 0, None).astype(np.float64)
+        area += float((h * w).sum())
+        height += float(h.sum())
+    pairs = max(int(num_frames), 1) * Z
+    if height == 0:
+        return float(Y * X), float(Y), float(X)
+    return area / pairs, height / pairs, area / height
+
+
 def trim_slices(
-    counts: np.ndarray, num_frames: int, raw_shape: tuple[int, ...], trim_criterion: float | None
+    counts: np.ndarray,
+    num_frames: int,
+    raw_shape: tuple[int, ...],
+    trim_criterion: float | None,
+    coverage: tuple[float, float, float] | None = None,
 ) -> tuple[slice, slice, slice]:
     """Planes, rows and columns of a corrected frame observed often enough.
 
-    A location (pixel) qualifies when it is observed in at least
-    ``trim_criterion`` of the frames (SIMA's definition); the result is the
-    smallest box holding every qualifying location. With the default 1.0
-    that is what every frame sees (for rigid motion, the intersection of the
-    moved frames; a sub-pixel frame observes the pixels between its
-    outermost moved pixel centres, see :func:`observation_counts`).
+    A plane, row or column is kept when its pixels are observed, on
+    average, in at least ``trim_criterion`` of the frames, counted against
+    the size of an uncorrected frame (so with the default 1.0 a row is kept
+    only when the whole width of a frame lands in it in every frame); the
+    result is the smallest box holding every kept plane, row and column.
 
     Parameters
     ----------
@@ -509,11 +552,14 @@ def trim_slices(
     num_frames : int
         Frames of all sequences together.
     raw_shape : tuple of int
-        ``(Z, Y, X)`` of the uncorrected frames (kept for compatibility;
-        the criterion is per location).
+        ``(Z, Y, X)`` of the uncorrected frames.
     trim_criterion : float or None
         In ``[0, 1]``; None means 1.0 (keep only what every frame sees, as
         SIMA); 0 keeps everything observed at least once.
+    coverage : (float, float, float), optional
+        What one frame covers (:func:`frame_coverage`): area, height and
+        width. Default: the uncorrected frame's own ``(Y·X, Y, X)``, exact
+        for whole-pixel displacements.
 
     Returns
     -------
@@ -525,27 +571,24 @@ def trim_slices(
     ValueError
         When nothing meets the criterion (the motion is larger than the
         frame for that criterion); the message names ``trim_criterion``.
-
-    Examples
-    --------
-    >>> d = np.array([[[0.0, 0.0]], [[1.5, 0.0]]])  # one frame 1.5 px lower
-    >>> counts = observation_counts(d, (1, 4, 3), (1, 6, 3))
-    >>> trim_slices(counts, 2, (1, 4, 3), None)[1]  # rows both frames observe
-    slice(2, 4, None)
     """
     crit = 1.0 if trim_criterion is None else float(trim_criterion)
     eps = 1e-8
+    Z, Y, X = (int(s) for s in raw_shape[:3])
     occupancy = counts.astype(np.float64) / max(int(num_frames), 1)
-    good = occupancy + eps >= crit if crit > 0 else occupancy > 0
-    if not good.any():
-        raise ValueError(
-            f"trim_criterion={crit:g} leaves nothing: no location is observed in that fraction "
-            "of the frames (lower trim_criterion or max_displacement)"
-        )
     out = []
-    for axis in range(3):
+    area, height, width = (float(Y * X), float(Y), float(X)) if coverage is None else coverage
+    norms = (("planes", area), ("rows", Z * width), ("columns", Z * height))
+    for axis, (name, norm) in enumerate(norms):
         others = tuple(a for a in range(3) if a != axis)
-        idx = np.flatnonzero(good.any(axis=others))
+        marginal = occupancy.sum(axis=others) / norm
+        good = marginal + eps >= crit if crit > 0 else marginal > 0
+        idx = np.flatnonzero(good)
+        if idx.size == 0:
+            raise ValueError(
+                f"trim_criterion={crit:g} leaves no {name}: no {name[:-1]} is observed in that "
+                "fraction of the frames (lower trim_criterion or max_displacement)"
+            )
         out.append(slice(int(idx[0]), int(idx[-1]) + 1))
     return out[0], out[1], out[2]
 
@@ -858,7 +901,8 @@ class MotionEstimationStrategy(abc.ABC):
             int((~np.ma.getmaskarray(d).reshape(len(d), -1).any(axis=1)).sum())
             for d in displacements
         )
-        planes, rows, cols = trim_slices(counts, valid_frames, raw, trim_criterion)
+        coverage = frame_coverage(displacements, raw, valid_frames)
+        planes, rows, cols = trim_slices(counts, valid_frames, raw, trim_criterion, coverage)
         corrected = []
         for s, d in zip(sequences, displacements):
             view = self.corrected_sequence(s, d, frame_shape)

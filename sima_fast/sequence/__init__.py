@@ -2,10 +2,11 @@
 
 :class:`Sequence` (in :mod:`~sima_fast.sequence.base`) is the protocol every
 sequence answers; the readers live one family per module (``hdf5``,
-``tiff``, ``arrays``, ``zarr``, ``dask``) and the views in ``views``. Each
-reader and view registers its format name when its module is imported,
-which importing this package does, so :meth:`Sequence.create` and
-:meth:`Sequence.fromdict` know every built-in format. A new format is one
+``tiff``, ``arrays``, ``zarr``, ``dask``) and the views in ``views`` (the
+interpolating motion-corrected view in ``warped``). Each reader and view
+registers its format name when its module is imported, which importing
+this package does, so :meth:`Sequence.create` and :meth:`Sequence.fromdict`
+know every built-in format. A new format is one
 new module whose class names its format::
 
     class MySequence(Sequence, format="mine"):
@@ -43,6 +44,7 @@ from sima_fast.sequence.views import (
     MaskedSequence,
     MotionCorrectedSequence,
 )
+from sima_fast.sequence.warped import WarpedSequence
 from sima_fast.sequence.zarr import ZarrSequence
 
 __all__ = [
@@ -64,6 +66,7 @@ __all__ = [
     "Sequence",
     "TIFFSequence",
     "TIFFsSequence",
+    "WarpedSequence",
     "WrapperSequence",
     "ZarrSequence",
     "path_record",

@@ -1,0 +1,466 @@
+"""Kernels of the row-wise hidden Markov model of line-scan motion.
+
+The hidden state of one *unit* (a group of consecutive scan rows, in raster
+order: rows of plane 0, then plane 1, ..., then the next frame) is its
+integer displacement ``(dy, dx)``. States live on a grid of ``Ny × Nx``
+displacements; state ``s = iy * Nx + ix`` is ``(dy_min + iy, dx_min + ix)``.
+Under state ``(iy, ix)`` the observed pixel ``(z, y, x)`` of a frame is a
+sample of the reference *canvas* pixel ``(z, y + iy, x + ix)``: the canvas is
+the reference image padded so that every state's window lies inside it
+(shape ``(Z, Y + Ny - 1, X + Nx - 1)``).
+
+The emission log-likelihood of a row is Poisson in photon units (counts
+``c``, canvas rates ``λ``), ``Σ_x c[x] log λ[x] - λ[x]`` (the ``log c!``
+term is the same for every state and dropped); NaN pixels of the row take no
+part. The ``Σ λ`` term is read from per-row prefix sums of the canvas, so a
+row without NaN costs one dot product per state.
+
+Decoding is a beam Viterbi recursion: the ``K`` best states of a unit are
+expanded by a table of steps (a discretised Gaussian random walk), the best
+predecessor of each reachable state is kept, the unit's emission is added and
+the ``K`` best survive. For every unit the kernel records the surviving state
+indices and, per survivor, the slot of its predecessor (int16), so that the
+path can be traced back without keeping any likelihood table.
+
+Every work array is preallocated by the caller and reused from chunk to
+chunk.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sima_fast.kernels._jit import FASTMATH, jit
+
+__all__ = [
+    "accumulate_rows",
+    "backtrace",
+    "beam_viterbi",
+    "coalescence",
+    "mark_nan_rows",
+    "row_prefix_sums",
+    "unit_loglik",
+]
+
+
+@jit
+def row_prefix_sums(lam, out):  # pragma: no cover - compiled
+    """Prefix sums of the canvas rates along x.
+
+    Parameters
+    ----------
+    lam : ndarray, float64, shape (Z, H, W)
+        Canvas rates (photon units).
+    out : ndarray, float64, shape (Z, H, W + 1)
+        Filled with ``out[z, h, w] = Σ_{x < w} lam[z, h, x]``.
+    """
+    nz, nh, nw = lam.shape
+    for z in range(nz):
+        for h in range(nh):
+            acc = 0.0
+            out[z, h, 0] = 0.0
+            for w in range(nw):
+                acc += lam[z, h, w]
+                out[z, h, w + 1] = acc
+
+
+@jit
+def mark_nan_rows(frames, out):  # pragma: no cover - compiled
+    """Flag the raster rows of a chunk that hold a NaN.
+
+    Parameters
+    ----------
+    frames : ndarray, float32 or float64, shape (n, Z, Y, X)
+        The chunk.
+    out : ndarray of bool, shape (>= n * Z * Y,)
+        ``out[t * Z * Y + z * Y + y]`` is set to whether row ``y`` of plane
+        ``z`` of frame ``t`` holds a NaN.
+    """
+    n, nz, ny, nx = frames.shape
+    for t in range(n):
+        for z in range(nz):
+            for y in range(ny):
+                flag = False
+                for x in range(nx):
+                    v = frames[t, z, y, x]
+                    if v != v:
+                        flag = True
+                        break
+                out[(t * nz + z) * ny + y] = flag
+
+
+@jit(inline="always", fastmath=FASTMATH)
+def _row_loglik(frames, t, z, y, nan_row, iy, ix, logref, lam, lamcum):  # pragma: no cover
+    """Poisson log-likelihood of one observed row under state (iy, ix)."""
+    nx = frames.shape[3]
+    h = y + iy
+    acc = 0.0
+    if nan_row:
+        for x in range(nx):
+            c = frames[t, z, y, x]
+            if c == c:
+                acc += c * logref[z, h, ix + x] - lam[z, h, ix + x]
+        return acc
+    for x in range(nx):
+        acc += frames[t, z, y, x] * logref[z, h, ix + x]
+    return acc - (lamcum[z, h, ix + nx] - lamcum[z, h, ix])
+
+
+@jit(inline="always")
+def unit_loglik(
+    frames, row0, nrows, nan_rows, iy, ix, logref, lam, lamcum
+):  # pragma: no cover - compiled
+    """Emission log-likelihood of one unit (``nrows`` raster rows from ``row0``).
+
+    Parameters
+    ----------
+    frames : ndarray, float32, shape (n, Z, Y, X)
+        Observed counts of the chunk (NaN allowed).
+    row0, nrows : int
+        First raster row of the unit (``t * Z * Y + z * Y + y`` within the
+        chunk) and its number of rows.
+    nan_rows : ndarray of bool, shape (n * Z * Y,)
+        Rows holding at least one NaN.
+    iy, ix : int
+        State grid indices.
+    logref, lam : ndarray, float64, shape (Z, H, W)
+        Log rates and rates of the canvas.
+    lamcum : ndarray, float64, shape (Z, H, W + 1)
+        :func:`row_prefix_sums` of ``lam``.
+
+    Returns
+    -------
+    float
+        The log-likelihood (up to a state-independent constant).
+    """
+    nz = frames.shape[1]
+    ny = frames.shape[2]
+    acc = 0.0
+    for r in range(row0, row0 + nrows):
+        t = r // (nz * ny)
+        z = (r // ny) % nz
+        y = r % ny
+        acc += _row_loglik(frames, t, z, y, nan_rows[r], iy, ix, logref, lam, lamcum)
+    return acc
+
+
+@jit(inline="always")
+def _select_top(scores, idx, n, k):  # pragma: no cover - compiled
+    """Move the k largest of scores[idx[:n]] to idx[:k] (any order); return k' = min(n, k)."""
+    if n <= k:
+        return n
+    # quickselect on positions 0..n-1 of idx by descending score
+    lo = 0
+    hi = n - 1
+    target = k - 1
+    while lo < hi:
+        pivot = scores[idx[(lo + hi) // 2]]
+        i = lo
+        j = hi
+        while i <= j:
+            while scores[idx[i]] > pivot:
+                i += 1
+            while scores[idx[j]] < pivot:
+                j -= 1
+            if i <= j:
+                tmp = idx[i]
+                idx[i] = idx[j]
+                idx[j] = tmp
+                i += 1
+                j -= 1
+        if target <= j:
+            hi = j
+        elif target >= i:
+            lo = i
+        else:
+            break
+    return k
+
+
+@jit(fastmath=FASTMATH)
+def beam_viterbi(
+    frames,
+    row_start,
+    row_stop,
+    unit_rows,
+    ny_states,
+    nx_states,
+    logref,
+    lam,
+    lamcum,
+    nan_rows,
+    step_iy,
+    step_ix,
+    step_logp,
+    bstep_iy,
+    bstep_ix,
+    bstep_logp,
+    prior,
+    restart,
+    margin,
+    beam_state,
+    beam_score,
+    beam_n,
+    bp,
+    st,
+    nslots,
+    l0,
+    dense,
+    dense_bp,
+    touched,
+):  # pragma: no cover - compiled
+    """Run the beam Viterbi recursion over the units of one chunk segment.
+
+    Parameters
+    ----------
+    frames : ndarray, float32, shape (n, Z, Y, X)
+        Observed counts (NaN allowed) of whole frames.
+    row_start, row_stop : int
+        Raster rows (within the chunk) of the segment; ``row_start`` is the
+        first row of a unit, units are ``unit_rows`` long (the last one may
+        be shorter).
+    unit_rows : int
+        Rows per unit.
+    ny_states, nx_states : int
+        Size of the state grid.
+    logref, lam, lamcum : ndarray, float64
+        The canvas (see :func:`unit_loglik`).
+    nan_rows : ndarray of bool, shape (n * Z * Y,)
+        :func:`mark_nan_rows` of ``frames``.
+    step_iy, step_ix, step_logp : ndarray, shape (M,)
+        Transition steps within a plane and their log-probabilities.
+    bstep_iy, bstep_ix, bstep_logp : ndarray, shape (Mb,)
+        Transition steps into a unit that starts a plane (the scanner's
+        return between planes and frames).
+    prior : ndarray, float64, shape (Ny * Nx,)
+        Log prior of the states, used when ``restart``.
+    restart : bool
+        Start the first unit afresh from ``prior`` (every state evaluated)
+        instead of from the beam.
+    margin : float
+        Beam states scoring more than ``margin`` below the best are not
+        expanded (``inf``: every state is).
+    beam_state, beam_score : ndarray, int32 / float64, shape (K,)
+        The beam (state indices, scores), updated in place.
+    beam_n : ndarray, int64, shape (1,)
+        Number of valid beam slots, updated in place.
+    bp : ndarray, int16, shape (L, K)
+        Back-pointers: ``bp[u, k]`` is the slot (in unit ``u - 1``) of the
+        predecessor of slot ``k`` of unit ``u``; -1 after a restart.
+    st : ndarray, int32, shape (L, K)
+        State of each slot of each unit.
+    nslots : ndarray, int32, shape (L,)
+        Valid slots of each unit.
+    l0 : int
+        Row of ``bp`` / ``st`` the first unit is written to.
+    dense, dense_bp, touched : ndarray, float64 / int32 / int32, shape (Ny * Nx,)
+        Work arrays; ``dense`` must hold ``-inf`` everywhere on entry and
+        does so again on return.
+
+    Returns
+    -------
+    int
+        The number of units processed.
+    """
+    ny = frames.shape[2]
+    nstates = ny_states * nx_states
+    k_max = beam_state.shape[0]
+    neg_inf = -np.inf
+    u = 0
+    row0 = row_start
+    first = True
+    while row0 < row_stop:
+        nrows = min(unit_rows, row_stop - row0)
+        lrow = l0 + u
+        if first and restart:
+            for s in range(nstates):
+                iy = s // nx_states
+                ix = s - iy * nx_states
+                dense[s] = prior[s] + unit_loglik(
+                    frames, row0, nrows, nan_rows, iy, ix, logref, lam, lamcum
+                )
+                touched[s] = s
+            nt = nstates
+            kk = _select_top(dense, touched, nt, k_max)
+            for k in range(kk):
+                s = touched[k]
+                beam_state[k] = s
+                beam_score[k] = dense[s]
+                bp[lrow, k] = -1
+                st[lrow, k] = s
+            for s in range(nstates):
+                dense[s] = neg_inf
+        else:
+            if (row0 % ny) == 0:
+                siy = bstep_iy
+                six = bstep_ix
+                slp = bstep_logp
+            else:
+                siy = step_iy
+                six = step_ix
+                slp = step_logp
+            nt = 0
+            for k in range(beam_n[0]):
+                s0 = beam_state[k]
+                iy0 = s0 // nx_states
+                ix0 = s0 - iy0 * nx_states
+                base = beam_score[k]
+                if base < -margin:
+                    continue
+                for m in range(siy.shape[0]):
+                    iy = iy0 + siy[m]
+                    ix = ix0 + six[m]
+                    if iy < 0 or iy >= ny_states or ix < 0 or ix >= nx_states:
+                        continue
+                    s = iy * nx_states + ix
+                    sc = base + slp[m]
+                    if dense[s] == neg_inf:
+                        touched[nt] = s
+                        nt += 1
+                        dense[s] = sc
+                        dense_bp[s] = k
+                    elif sc > dense[s]:
+                        dense[s] = sc
+                        dense_bp[s] = k
+            for i in range(nt):
+                s = touched[i]
+                iy = s // nx_states
+                ix = s - iy * nx_states
+                dense[s] += unit_loglik(frames, row0, nrows, nan_rows, iy, ix, logref, lam, lamcum)
+            kk = _select_top(dense, touched, nt, k_max)
+            for k in range(kk):
+                s = touched[k]
+                beam_state[k] = s
+                beam_score[k] = dense[s]
+                bp[lrow, k] = dense_bp[s]
+                st[lrow, k] = s
+            for i in range(nt):
+                dense[touched[i]] = neg_inf
+        # keep the scores near zero: only their differences matter
+        best = neg_inf
+        for k in range(kk):
+            if beam_score[k] > best:
+                best = beam_score[k]
+        for k in range(kk):
+            beam_score[k] -= best
+        beam_n[0] = kk
+        nslots[lrow] = kk
+        first = False
+        u += 1
+        row0 += nrows
+    return u
+
+
+@jit
+def coalescence(bp, nslots, n_units, mark, prev):  # pragma: no cover - compiled
+    """Find the latest unit through which every surviving path passes.
+
+    Parameters
+    ----------
+    bp : ndarray, int16, shape (L, K)
+        Back-pointers (see :func:`beam_viterbi`).
+    nslots : ndarray, int32, shape (L,)
+        Valid slots per unit.
+    n_units : int
+        Units recorded (rows ``0 .. n_units - 1`` of ``bp``).
+    mark, prev : ndarray of bool, shape (K,)
+        Work arrays.
+
+    Returns
+    -------
+    (int, int)
+        ``(u, slot)``: every path alive at the last unit passes through slot
+        ``slot`` of unit ``u``; ``(-1, -1)`` when they do not meet (or meet
+        only across a restart).
+    """
+    k_max = bp.shape[1]
+    if n_units == 0:
+        return -1, -1
+    for k in range(k_max):
+        mark[k] = k < nslots[n_units - 1]
+    u = n_units - 1
+    while u >= 0:
+        count = 0
+        last = -1
+        for k in range(k_max):
+            if mark[k]:
+                count += 1
+                last = k
+        if count == 1:
+            return u, last
+        if u == 0:
+            return -1, -1
+        # move one unit back
+        restart = False
+        for k in range(k_max):
+            if mark[k] and bp[u, k] < 0:
+                restart = True
+        if restart:
+            return -1, -1
+        for k in range(k_max):
+            prev[k] = False
+        for k in range(k_max):
+            if mark[k]:
+                prev[bp[u, k]] = True
+        for k in range(k_max):
+            mark[k] = prev[k]
+        u -= 1
+    return -1, -1
+
+
+@jit
+def backtrace(bp, st, u_end, slot, out):  # pragma: no cover - compiled
+    """Trace one path back from slot ``slot`` of unit ``u_end``.
+
+    Parameters
+    ----------
+    bp : ndarray, int16, shape (L, K)
+        Back-pointers.
+    st : ndarray, int32, shape (L, K)
+        States of the slots.
+    u_end : int
+        Last unit of the path.
+    slot : int
+        Its slot in unit ``u_end``.
+    out : ndarray, int32, shape (>= u_end + 1,)
+        Receives the states of units ``0 .. u_end`` of the path.
+    """
+    k = slot
+    u = u_end
+    while u >= 0:
+        out[u] = st[u, k]
+        if u > 0:
+            k = bp[u, k]
+            if k < 0:
+                # a restart: nothing before it is on this path (the caller
+                # commits at restarts, so this is not reached in normal use)
+                break
+        u -= 1
+
+
+@jit(fastmath=FASTMATH)
+def accumulate_rows(frames, iy, ix, total, total_sq, count):  # pragma: no cover - compiled
+    """Add every observed row onto the canvas at its state.
+
+    Parameters
+    ----------
+    frames : ndarray, float32, shape (n, Z, Y, X)
+        Observed values (NaN pixels are skipped).
+    iy, ix : ndarray, int32, shape (n, Z, Y)
+        State grid indices of every row.
+    total, total_sq, count : ndarray, float64, shape (Z, H, W)
+        Sums, sums of squares and numbers of observations on the canvas,
+        updated in place.
+    """
+    n, nz, ny, nx = frames.shape
+    for t in range(n):
+        for z in range(nz):
+            for y in range(ny):
+                h = y + iy[t, z, y]
+                w0 = ix[t, z, y]
+                for x in range(nx):
+                    v = frames[t, z, y, x]
+                    if v == v:
+                        total[z, h, w0 + x] += v
+                        total_sq[z, h, w0 + x] += v * v
+                        count[z, h, w0 + x] += 1.0

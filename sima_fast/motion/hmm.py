@@ -1,0 +1,1142 @@
+"""Row-wise motion estimation of line-scanned movies by a hidden Markov model.
+
+A laser-scanning microscope acquires a frame one row after the other, so the
+tissue can move *during* a frame: each row (or group of rows) has its own
+displacement. Following Dubbs, Guevara & Yuste (2016), the displacement
+``(dy, dx)`` of each scan unit is the hidden state of a Markov chain that
+runs along the raster (rows of plane 0, then plane 1, ..., then the next
+frame):
+
+- **Emission.** An observed row under state ``d`` is compared with the
+  reference image shifted by ``d``: pixel values, converted to photon units
+  with a gain and an offset estimated from the data (the variance of a pixel
+  over the aligned frames grows linearly with its mean), are Poisson with the
+  reference's rate.
+- **Transitions.** A Gaussian random walk: between the units of one plane,
+  with a covariance first estimated from a rigid (per-frame) pass and then
+  from the decoded paths; into the first unit of a plane (the scanner's
+  return, where more motion accumulates) with a covariance of its own.
+- **Decoding.** Viterbi with a beam of ``num_states_retained`` states per
+  unit (states more than 30 nats below the best are not expanded); the
+  paths are traced back whenever all the beam's paths meet, so memory stays
+  bounded by the chunk of frames being decoded (plus the result).
+- **Iteration.** The reference (and the gain, offset and transition
+  covariances) is rebuilt from the frames placed row by row at the decoded
+  displacements, and the movie decoded again: coarse to fine (blocks of 16
+  rows, then 4, then single rows), because the first reference, averaged at
+  the rigid estimates, is blurred by the motion within frames. Between
+  passes a warp of the reference (bands of rows shifted against each other,
+  which the decoded rows would otherwise carry in the opposite direction) is
+  removed: over time every row of the frame has the same mean displacement.
+
+The first pass is a whole-pixel rigid registration of each frame (planes
+summed; Hann-tapered cross-correlation) against a reference seeded with the
+frame most like the mean of the first 100 frames and refined twice.
+
+:class:`HiddenMarkov2D` is the strategy (SIMA's name and parameters);
+:func:`estimate_rowwise` is the estimation itself, for arrays or any source
+of frame chunks. See docs/motion.md.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from sima_fast._validate import ArgumentTypeError, check_bool, check_int
+from sima_fast.motion.base import (
+    MotionEstimationStrategy,
+    check_max_displacement,
+    check_max_displacement_fits,
+    check_reference,
+    check_reference_shape,
+    iter_estimation_chunks,
+)
+
+__all__ = ["HiddenMarkov2D", "estimate_rowwise", "parse_granularity"]
+
+#: Granularity names and the axis SIMA numbers them with.
+_AXES = {"frame": 0, "plane": 1, "row": 2, "column": 3}
+_NAMES = {v: k for k, v in _AXES.items()}
+
+#: Bytes of float32 counts decoded per chunk.
+_CHUNK_BYTES = 16 * 2**20
+
+#: Smallest variance (px²) of the random walk within a plane, per unit, and
+#: into the first unit of a plane: without them a movie with no motion in
+#: its first pass would forbid every step afterwards.
+_MIN_UNIT_VAR = 0.01
+_MIN_BOUNDARY_VAR = 0.25
+
+#: Beam states more than this many nats (log-likelihood) below the best one
+#: are not expanded: their paths are e^-30 ≈ 1e-13 times less likely, and
+#: skipping them makes decoding ~3x faster with the same result on the
+#: simulated movies of tests/test_motion_hmm.py.
+_BEAM_MARGIN = 30.0
+
+
+def parse_granularity(granularity: Any) -> tuple[str, int]:
+    """Read a granularity in any of SIMA's forms.
+
+    Parameters
+    ----------
+    granularity : int, str or tuple
+        ``'frame'`` (or 0), ``'plane'`` (1) or ``'row'`` (2): one displacement
+        per frame, per plane or per row; ``(name_or_axis, n)``: one per ``n``
+        consecutive frames, planes or rows.
+
+    Returns
+    -------
+    (str, int)
+        The unit's name (``'frame'``, ``'plane'`` or ``'row'``) and how many
+        of them make one unit.
+
+    Raises
+    ------
+    ArgumentTypeError
+        Anything but an int, a str or a pair of them.
+    ValueError
+        An unknown name or axis, ``'column'`` (one displacement per pixel,
+        which no corrected view can apply), or ``n < 1``.
+
+    Examples
+    --------
+    >>> parse_granularity(2)
+    ('row', 1)
+    >>> parse_granularity(('row', 8))
+    ('row', 8)
+    >>> parse_granularity('frame')
+    ('frame', 1)
+    """
+    if isinstance(granularity, tuple):
+        if len(granularity) != 2:
+            raise ArgumentTypeError(
+                f"granularity must be an int, a str or a pair (name or axis, count), "
+                f"got {granularity!r}"
+            )
+        axis, count = granularity
+        count = check_int("granularity[1]", count, low=1)
+    else:
+        axis, count = granularity, 1
+    if isinstance(axis, str):
+        if axis not in _AXES:
+            raise ValueError(f"granularity must name 'frame', 'plane' or 'row', got {axis!r}")
+        name = axis
+    elif isinstance(axis, numbers.Integral) and not isinstance(axis, bool):
+        if int(axis) not in _NAMES:
+            raise ValueError(f"granularity must be 0 (frame), 1 (plane) or 2 (row), got {axis!r}")
+        name = _NAMES[int(axis)]
+    else:
+        raise ArgumentTypeError(
+            f"granularity must be an int, a str or a pair (name or axis, count), "
+            f"got {granularity!r}"
+        )
+    if name == "column":
+        raise ValueError(
+            "granularity 'column' (one displacement per pixel) is not supported: "
+            "the finest granularity is 'row'"
+        )
+    return name, count
+
+
+# ---------------------------------------------------------------------------
+# sources of frames
+# ---------------------------------------------------------------------------
+
+Source = Callable[[int], Iterable[tuple[int, np.ndarray]]]
+
+
+def _array_source(array: np.ndarray) -> Source:
+    """Chunks of an in-memory (T, Z, Y, X) array."""
+
+    def chunks(chunk_frames: int) -> Iterator[tuple[int, np.ndarray]]:
+        for t0 in range(0, array.shape[0], chunk_frames):
+            yield t0, array[t0 : t0 + chunk_frames]
+
+    return chunks
+
+
+def _as_source(item: Any, index: int) -> Source:
+    if callable(item):
+        return item
+    array = np.asarray(item)
+    if array.ndim == 3:
+        array = array[:, None]
+    if array.ndim != 4:
+        raise ValueError(
+            f"frames[{index}] must be a (T, Y, X) or (T, Z, Y, X) array or a chunk source, "
+            f"got shape {array.shape}"
+        )
+    if array.dtype.kind not in "iuf":
+        raise ArgumentTypeError(f"frames[{index}] must hold numbers, got dtype {array.dtype}")
+    return _array_source(array)
+
+
+def _blocks(source: Source, chunk_frames: int) -> Iterator[tuple[int, np.ndarray]]:
+    for t0, block in source(chunk_frames):
+        block = np.asarray(block)
+        if block.ndim == 3:
+            block = block[:, None]
+        yield int(t0), block
+
+
+def _frame_shape(source: Source) -> tuple[int, int, int]:
+    for _, block in _blocks(source, 1):
+        return tuple(int(v) for v in block.shape[1:])  # type: ignore[return-value]
+    raise ValueError("a sequence has no frames")
+
+
+# ---------------------------------------------------------------------------
+# the model
+# ---------------------------------------------------------------------------
+
+
+class _Model:
+    """What a decoding pass needs: the state grid, the canvas and the transitions."""
+
+    def __init__(self, lo: np.ndarray, hi: np.ndarray, frame_shape: tuple[int, int, int]):
+        self.lo = lo.astype(np.int64)
+        self.hi = hi.astype(np.int64)
+        self.ny = int(hi[0] - lo[0] + 1)
+        self.nx = int(hi[1] - lo[1] + 1)
+        Z, Y, X = frame_shape
+        self.frame_shape = frame_shape
+        self.canvas_shape = (Z, Y + self.ny - 1, X + self.nx - 1)
+        self.offset = 0.0
+        self.gain = 1.0
+        self.logref = np.zeros(self.canvas_shape)
+        self.lam = np.ones(self.canvas_shape)
+        self.lamcum = np.zeros((*self.canvas_shape[:2], self.canvas_shape[2] + 1))
+        self.unit_cov = np.eye(2) * _MIN_UNIT_VAR
+        self.boundary_cov = np.eye(2) * _MIN_BOUNDARY_VAR
+        self.prior_cov = np.eye(2)
+
+    def set_reference(
+        self,
+        total: np.ndarray,
+        total_sq: np.ndarray,
+        count: np.ndarray,
+        fixed: np.ndarray | None = None,
+    ) -> None:
+        """Derive the gain, the offset and the canvas rates from the canvas sums.
+
+        ``fixed`` (canvas-shaped, NaN where unknown) replaces the data's mean
+        wherever it is finite.
+        """
+        from sima_fast.kernels.hmm import row_prefix_sums
+
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = total / count
+            var = (total_sq - count * mean * mean) / (count - 1.0)
+        good = (count >= max(2.0, 0.5 * float(count.max()))) & np.isfinite(var)
+        # residual misalignment adds variance where the image has edges:
+        # fit the noise model on the flattest pixels only
+        gy, gx = np.gradient(np.where(count > 0, mean, 0.0), axis=(1, 2))
+        slope = np.hypot(gy, gx)
+        if good.sum() >= 64:
+            good &= slope <= np.quantile(slope[good], 0.25)
+        self.gain, self.offset = _noise_model(mean[good], var[good])
+        observed = count > 0
+        if fixed is not None:
+            known = np.isfinite(fixed)
+            mean = np.where(known, fixed, mean)
+            observed = observed | known
+        rate = (mean - self.offset) / self.gain
+        fill = float(np.mean(rate[observed])) if observed.any() else 1.0
+        rate = np.where(observed, rate, fill)
+        floor = max(1e-3 * abs(fill), 1e-6)
+        rate = np.maximum(rate, floor)
+        self.lam = np.ascontiguousarray(rate, dtype=np.float64)
+        self.logref = np.log(self.lam)
+        self.lamcum = np.zeros((*self.canvas_shape[:2], self.canvas_shape[2] + 1))
+        row_prefix_sums(self.lam, self.lamcum)
+
+    def steps(self, cov: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Build the step table of a discretised Gaussian random walk of covariance ``cov``."""
+        sd = math.sqrt(max(float(np.max(np.diag(cov))), 1e-12))
+        reach = int(min(max(1, math.ceil(3.0 * sd)), cap, max(self.ny, self.nx) - 1, 127))
+        reach = max(reach, 1)
+        d = np.arange(-reach, reach + 1)
+        sy, sx = (a.ravel() for a in np.meshgrid(d, d, indexing="ij"))
+        inv = np.linalg.inv(cov + 1e-6 * np.eye(2))
+        q = inv[0, 0] * sy * sy + 2 * inv[0, 1] * sy * sx + inv[1, 1] * sx * sx
+        logp = -0.5 * q
+        logp -= np.log(np.exp(logp - logp.max()).sum()) + logp.max()
+        return sy.astype(np.int64), sx.astype(np.int64), logp.astype(np.float64)
+
+    def prior(self, centre: np.ndarray) -> np.ndarray:
+        """Log prior of every state: Gaussian around ``centre`` (grid indices)."""
+        iy = np.arange(self.ny)[:, None] - centre[0]
+        ix = np.arange(self.nx)[None, :] - centre[1]
+        inv = np.linalg.inv(self.prior_cov + 1e-6 * np.eye(2))
+        q = inv[0, 0] * iy * iy + 2 * inv[0, 1] * iy * ix + inv[1, 1] * ix * ix
+        return np.ascontiguousarray((-0.5 * q).ravel(), dtype=np.float64)
+
+
+def _noise_model(mean: np.ndarray, var: np.ndarray) -> tuple[float, float]:
+    """Fit the gain and offset of ``var = gain * (mean - offset)`` over pixels.
+
+    Pixels are binned by their mean (quantile bins) and the line is fitted to
+    the bins' median variances, which keeps a few pixels with activity or
+    motion residue from pulling the fit.
+
+    Returns
+    -------
+    (float, float)
+        The gain (> 0) and the offset.
+    """
+    if mean.size < 4:
+        return 1.0, 0.0
+    edges = np.unique(np.quantile(mean, np.linspace(0.0, 1.0, 21)))
+    if edges.size < 3:
+        gain = float(np.median(var) / max(np.median(mean), 1e-12))
+        return (gain if np.isfinite(gain) and gain > 0 else 1.0), 0.0
+    which = np.clip(np.searchsorted(edges, mean, side="right") - 1, 0, edges.size - 2)
+    xs, ys = [], []
+    for b in range(edges.size - 1):
+        sel = which == b
+        if sel.sum() >= 3:
+            xs.append(float(np.median(mean[sel])))
+            ys.append(float(np.median(var[sel])))
+    xs_a, ys_a = np.array(xs), np.array(ys)
+    if xs_a.size >= 2 and np.ptp(xs_a) > 0:
+        slope, intercept = np.polyfit(xs_a, ys_a, 1)
+    else:
+        slope, intercept = 0.0, 0.0
+    if not (np.isfinite(slope) and slope > 0):
+        ratio = np.median(var) / max(float(np.median(mean)), 1e-12)
+        return (float(ratio) if np.isfinite(ratio) and ratio > 0 else 1.0), 0.0
+    offset = -intercept / slope
+    # an offset above the darkest pixels would give them negative rates
+    offset = float(min(offset, np.quantile(mean, 0.01)))
+    return float(slope), offset
+
+
+def _covariance(steps: np.ndarray, floor: float) -> np.ndarray:
+    """Zero-mean covariance of ``(n, 2)`` steps, with ``floor`` added on the diagonal."""
+    if steps.shape[0] == 0:
+        return np.eye(2) * floor
+    cov = steps.T.astype(np.float64) @ steps.astype(np.float64) / steps.shape[0]
+    return cov + np.eye(2) * floor
+
+
+# ---------------------------------------------------------------------------
+# passes over the data
+# ---------------------------------------------------------------------------
+
+
+def _chunk_frames(frame_shape: tuple[int, int, int], frames_per_unit: int) -> int:
+    frame_bytes = 4 * frame_shape[0] * frame_shape[1] * frame_shape[2]
+    n = max(1, _CHUNK_BYTES // max(frame_bytes, 1))
+    return max(frames_per_unit, (n // frames_per_unit) * frames_per_unit)
+
+
+def _accumulate(
+    model: _Model,
+    sources: list[Source],
+    row_states: list[tuple[np.ndarray, np.ndarray]],
+    chunk_frames: int,
+    fixed: np.ndarray | None = None,
+) -> None:
+    """One pass: place every row at its state on the canvas and rebuild the reference."""
+    from sima_fast.kernels.hmm import accumulate_rows
+
+    total = np.zeros(model.canvas_shape)
+    total_sq = np.zeros(model.canvas_shape)
+    count = np.zeros(model.canvas_shape)
+    for i, (source, (iy, ix)) in enumerate(zip(sources, row_states)):
+        seen = 0
+        for t0, block in _blocks(source, chunk_frames):
+            n = block.shape[0]
+            if t0 != seen or t0 + n > iy.shape[0] or block.shape[1:] != model.frame_shape:
+                raise ValueError(
+                    f"frames[{i}] yielded frames {t0}..{t0 + n - 1} of shape {block.shape[1:]}: "
+                    f"expected consecutive frames of shape {model.frame_shape}, "
+                    f"{iy.shape[0]} in all (as many as rigid[{i}] has)"
+                )
+            seen = t0 + n
+            data = np.ascontiguousarray(block, dtype=np.float32)
+            accumulate_rows(data, iy[t0 : t0 + n], ix[t0 : t0 + n], total, total_sq, count)
+        if seen != iy.shape[0]:
+            raise ValueError(f"frames[{i}] has {seen} frames but rigid[{i}] has {iy.shape[0]}")
+    model.set_reference(total, total_sq, count, fixed)
+
+
+class _Decoder:
+    """The beam, its back-pointer buffer and the work arrays of one decoding pass."""
+
+    def __init__(self, model: _Model, k: int, units_per_chunk: int):
+        nstates = model.ny * model.nx
+        self.k = min(k, nstates)
+        self.capacity = 2 * units_per_chunk + 2
+        self.bp = np.zeros((self.capacity, self.k), dtype=np.int16)
+        self.st = np.zeros((self.capacity, self.k), dtype=np.int32)
+        self.nslots = np.zeros(self.capacity, dtype=np.int32)
+        self.beam_state = np.zeros(self.k, dtype=np.int32)
+        self.beam_score = np.zeros(self.k, dtype=np.float64)
+        self.beam_n = np.zeros(1, dtype=np.int64)
+        self.dense = np.full(nstates, -np.inf)
+        self.dense_bp = np.zeros(nstates, dtype=np.int32)
+        self.touched = np.zeros(nstates, dtype=np.int32)
+        self.mark = np.zeros(self.k, dtype=np.bool_)
+        self.prev = np.zeros(self.k, dtype=np.bool_)
+        self.path = np.zeros(self.capacity, dtype=np.int32)
+        self.filled = 0  # units in the buffer
+        self.first_unit = 0  # global index of the buffer's first unit
+
+    def commit(self, states: np.ndarray, upto: int, slot: int) -> None:
+        """Write the path ending at slot ``slot`` of buffer unit ``upto`` and drop those units."""
+        from sima_fast.kernels.hmm import backtrace
+
+        backtrace(self.bp, self.st, upto, slot, self.path)
+        states[self.first_unit : self.first_unit + upto + 1] = self.path[: upto + 1]
+        rest = self.filled - (upto + 1)
+        if rest > 0:
+            self.bp[:rest] = self.bp[upto + 1 : self.filled].copy()
+            self.st[:rest] = self.st[upto + 1 : self.filled].copy()
+            self.nslots[:rest] = self.nslots[upto + 1 : self.filled].copy()
+        self.first_unit += upto + 1
+        self.filled = rest
+
+    def commit_all(self, states: np.ndarray) -> None:
+        """Commit every buffered unit along the best path of the current beam."""
+        if self.filled == 0:
+            return
+        n = int(self.beam_n[0])
+        slot = int(np.argmax(self.beam_score[:n]))
+        self.commit(states, self.filled - 1, slot)
+
+    def commit_merged(self, states: np.ndarray) -> None:
+        """Commit the units before the point where every beam path meets, if any."""
+        from sima_fast.kernels.hmm import coalescence
+
+        u, slot = coalescence(self.bp, self.nslots, self.filled, self.mark, self.prev)
+        if u >= 0:
+            self.commit(states, int(u), int(slot))
+
+
+def _decode(
+    model: _Model,
+    source: Source,
+    T: int,
+    rigid: np.ndarray,
+    unit_rows: int,
+    restart_rows: int | None,
+    k: int,
+    chunk_frames: int,
+) -> np.ndarray:
+    """Decode one sequence; return the state (grid index) of every unit."""
+    from sima_fast.kernels.hmm import beam_viterbi, mark_nan_rows
+
+    Z, Y, X = model.frame_shape
+    rows_per_frame = Z * Y
+    total_rows = T * rows_per_frame
+    n_units = -(-total_rows // unit_rows)
+    states = np.zeros(n_units, dtype=np.int32)
+    units_per_chunk = -(-chunk_frames * rows_per_frame // unit_rows)
+    dec = _Decoder(model, k, units_per_chunk)
+    step = model.steps(model.unit_cov, 3)
+    bstep = model.steps(model.boundary_cov, 15)
+    counts = np.empty((chunk_frames, Z, Y, X), dtype=np.float32)
+    nan_rows = np.zeros(chunk_frames * rows_per_frame, dtype=np.bool_)
+    scale = np.float32(1.0 / model.gain)
+    offset = np.float32(model.offset)
+    for t0, block in _blocks(source, chunk_frames):
+        n = block.shape[0]
+        if n > chunk_frames or ((n * rows_per_frame) % unit_rows and t0 + n != T):
+            raise ValueError(
+                f"a source yielded a block of {n} frames at frame {t0}: blocks must hold at "
+                f"most {chunk_frames} frames and whole units of {unit_rows} rows"
+            )
+        buf = counts[:n]
+        np.subtract(block, offset, out=buf, casting="unsafe")
+        buf *= scale
+        mark_nan_rows(buf, nan_rows)
+        g0 = t0 * rows_per_frame
+        # segments of the chunk between restarts
+        row = 0
+        stop = n * rows_per_frame
+        while row < stop:
+            grow = g0 + row
+            restart = grow == 0 or (restart_rows is not None and grow % restart_rows == 0)
+            seg_stop = stop
+            if restart_rows is not None:
+                nxt = (grow // restart_rows + 1) * restart_rows - g0
+                seg_stop = min(stop, max(nxt, row + unit_rows))
+                # units never straddle a restart: round to whole units
+                seg_stop = min(stop, row + -(-(seg_stop - row) // unit_rows) * unit_rows)
+            seg_units = -(-(seg_stop - row) // unit_rows)
+            if restart:
+                dec.commit_all(states)
+                t = grow // rows_per_frame
+                z = (grow // Y) % Z
+                prior = model.prior(rigid[t, z] - model.lo)
+            else:
+                prior = dec.dense  # not read
+            if dec.filled + seg_units > dec.capacity:
+                # the paths have not met for two chunks: keep the best one
+                dec.commit_all(states)
+            done = beam_viterbi(
+                buf,
+                row,
+                seg_stop,
+                unit_rows,
+                model.ny,
+                model.nx,
+                model.logref,
+                model.lam,
+                model.lamcum,
+                nan_rows,
+                *step,
+                *bstep,
+                prior,
+                restart,
+                _BEAM_MARGIN,
+                dec.beam_state,
+                dec.beam_score,
+                dec.beam_n,
+                dec.bp,
+                dec.st,
+                dec.nslots,
+                dec.filled,
+                dec.dense,
+                dec.dense_bp,
+                dec.touched,
+            )
+            dec.filled += int(done)
+            dec.commit_merged(states)
+            row = seg_stop
+    dec.commit_all(states)
+    return states
+
+
+def _row_states(states: np.ndarray, model: _Model, T: int, unit_rows: int) -> tuple:
+    Z, Y, _ = model.frame_shape
+    rows = np.repeat(states, unit_rows)[: T * Z * Y].reshape(T, Z, Y)
+    iy = np.ascontiguousarray(rows // model.nx, dtype=np.int32)
+    ix = np.ascontiguousarray(rows % model.nx, dtype=np.int32)
+    return iy, ix
+
+
+def _whole_pixel_cov(v: np.ndarray) -> np.ndarray:
+    """Covariance of the whole-pixel steps of a random walk of variance ``v`` (per axis).
+
+    Sampled at whole pixels, a walk with ``v << 1`` steps by one pixel about
+    ``sqrt(2 v / pi)`` of the time: the variance of its steps is then about
+    ``0.8 sqrt(v)``, far above ``v``. The floor is added on the diagonal.
+
+    Returns
+    -------
+    numpy.ndarray, shape (2, 2)
+        A diagonal covariance.
+    """
+    v = np.maximum(np.asarray(v, dtype=np.float64), 0.0)
+    return np.diag(np.maximum(v, 0.8 * np.sqrt(v))) + np.eye(2) * _MIN_UNIT_VAR
+
+
+def _continuous_var(d: np.ndarray) -> np.ndarray:
+    """Invert :func:`_whole_pixel_cov` (without its floor): step variance -> walk variance."""
+    d = np.maximum(np.asarray(d, dtype=np.float64), 0.0)
+    return np.where(d < 0.64, (d / 0.8) ** 2, d)
+
+
+def _coarse_levels(Y: int, unit_rows: int, n: int) -> list[int]:
+    """Rows per unit of the first ``n`` passes: from blocks of up to 16 rows down by 4.
+
+    Every level divides ``Y`` and is a multiple of ``unit_rows``; the passes
+    after the coarse levels decode ``unit_rows`` (at least the last two of
+    ``n + 1`` passes, when there are enough).
+
+    Returns
+    -------
+    list of int
+        ``n`` unit sizes in rows.
+    """
+    sizes = [u for u in range(unit_rows, min(16, Y // 4) + 1, unit_rows) if Y % u == 0]
+    levels: list[int] = []
+    if sizes and sizes[-1] > unit_rows:
+        levels.append(sizes[-1])
+        while True:
+            nxt = levels[-1] // 4
+            if nxt <= unit_rows or Y % nxt or nxt % unit_rows:
+                break
+            levels.append(nxt)
+    keep = max(1, n - 1) if n > 1 else 1
+    levels = levels[:keep][:n]
+    return levels + [unit_rows] * (n - len(levels))
+
+
+def _check_image(name: str, image: Any, shape: tuple[int, int, int]) -> np.ndarray | None:
+    """``image`` as a float64 ``(Z, Y, X)`` array of the frames' shape, or None."""
+    if image is None:
+        return None
+    out = np.asarray(image, dtype=np.float64)
+    if out.ndim == 2:
+        out = out[None]
+    if out.shape != shape:
+        raise ValueError(f"{name} has shape {out.shape} but the frames are (Z, Y, X) = {shape}")
+    return out
+
+
+def _on_canvas(image: np.ndarray, model: _Model) -> np.ndarray:
+    """Place a ``(Z, Y, X)`` image seen at displacement 0 on the canvas (NaN elsewhere)."""
+    _, Y, X = model.frame_shape
+    out = np.full(model.canvas_shape, np.nan)
+    # image pixel (y, x) is frame pixel (y, x) at displacement 0: canvas (y - lo, x - lo)
+    oy, ox = -int(model.lo[0]), -int(model.lo[1])
+    y0, x0 = max(oy, 0), max(ox, 0)
+    y1 = min(oy + Y, model.canvas_shape[1])
+    x1 = min(ox + X, model.canvas_shape[2])
+    if y1 > y0 and x1 > x0:
+        out[:, y0:y1, x0:x1] = image[:, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+    return out
+
+
+def _unwarp(row_states: list[tuple[np.ndarray, np.ndarray]], model: _Model) -> list[tuple]:
+    """Remove a warp of the reference from the decoded rows before it is rebuilt.
+
+    A reference whose rows are shifted against each other (a band one pixel
+    off) fits the data as well as the true one once the decoded rows carry
+    the opposite shift, so decoding and rebuilding can settle on it. Motion
+    does not prefer any row of the frame: over time every row's mean
+    displacement is the same. The departure of each row's mean from the
+    median over rows, rounded, is the warp; it is taken off the rows'
+    states, so that the next reference is built without it.
+
+    Returns
+    -------
+    list of (numpy.ndarray, numpy.ndarray)
+        The rows' ``(iy, ix)`` states without the warp (the same objects when
+        there is none).
+    """
+    total_y = total_x = None
+    n = 0
+    for iy, ix in row_states:
+        sy, sx = iy.sum(axis=0, dtype=np.float64), ix.sum(axis=0, dtype=np.float64)
+        total_y = sy if total_y is None else total_y + sy
+        total_x = sx if total_x is None else total_x + sx
+        n += iy.shape[0]
+    if total_y is None or n == 0:
+        return row_states
+    out = []
+    warp = []
+    for total in (total_y, total_x):
+        mean = total / n  # (Z, Y)
+        # the lower median is a value of the profile: with two bands of equal
+        # size one pixel apart, one of them is the reference, not their middle
+        centre = np.quantile(mean, 0.5, axis=1, method="lower", keepdims=True)
+        warp.append(np.rint(mean - centre).astype(np.int32))
+    if not (np.any(warp[0]) or np.any(warp[1])):
+        return row_states
+    for iy, ix in row_states:
+        out.append(
+            (
+                np.ascontiguousarray(np.clip(iy - warp[0][None], 0, model.ny - 1), np.int32),
+                np.ascontiguousarray(np.clip(ix - warp[1][None], 0, model.nx - 1), np.int32),
+            )
+        )
+    return out
+
+
+def _reestimate_transitions(model: _Model, unit_states: list[np.ndarray], unit_rows: int) -> None:
+    """Covariances of the decoded steps within planes and into the first unit of a plane."""
+    Y = model.frame_shape[1]
+    inner, boundary = [], []
+    for states in unit_states:
+        if states.size < 2:
+            continue
+        pos = np.stack([states // model.nx, states % model.nx], axis=1).astype(np.int64)
+        d = np.diff(pos, axis=0)
+        starts = (np.arange(1, states.size) * unit_rows) % Y == 0
+        inner.append(d[~starts])
+        boundary.append(d[starts])
+    if inner:
+        model.unit_cov = _covariance(np.concatenate(inner), _MIN_UNIT_VAR)
+    if boundary:
+        model.boundary_cov = _covariance(np.concatenate(boundary), _MIN_BOUNDARY_VAR)
+
+
+# ---------------------------------------------------------------------------
+# the estimation
+# ---------------------------------------------------------------------------
+
+
+def estimate_rowwise(
+    frames: list,
+    rigid: list,
+    *,
+    granularity: Any = "row",
+    num_states_retained: int = 50,
+    max_displacement: Any = None,
+    restarts: int | None = None,
+    reference: Any = None,
+    n_iterations: int = 4,
+    n_threads: int = 1,
+    verbose: bool = False,
+) -> list[np.ndarray]:
+    """Estimate row-wise displacements of line-scanned movies with a hidden Markov model.
+
+    Parameters
+    ----------
+    frames : list
+        One item per sequence: a ``(T, Y, X)`` or ``(T, Z, Y, X)`` array, or a
+        callable ``source(chunk_frames)`` returning an iterable of
+        ``(t0, block)`` pairs, ``block`` of shape ``(n, Z, Y, X)`` holding
+        frames ``t0 .. t0 + n - 1`` in order (it is called once per pass over
+        the data, and memory is bounded by the blocks). NaN marks unobserved
+        pixels. All sequences share one frame shape and one reference.
+    rigid : list of array_like
+        Per sequence, a rigid (per-frame) first estimate: ``(T, 2)`` or
+        ``(T, Z, 2)`` displacements ``(dy, dx)`` in the same convention as
+        the result (any constant offset; rounded to whole pixels).
+    granularity : int, str or tuple, optional
+        One displacement per ``'row'`` (default), ``'plane'`` or ``'frame'``,
+        or per ``n`` of them with ``(name, n)`` (see
+        :func:`parse_granularity`); ``n`` must divide the number of rows
+        (planes) of a frame.
+    num_states_retained : int, optional
+        Beam width of the Viterbi decoding (default 50).
+    max_displacement : int or (int, int), optional
+        Largest spread ``max - min`` of the displacements along y and x.
+        Default: the rigid estimates' spread plus a margin for the motion
+        within frames.
+    restarts : {None, 0, 1}, optional
+        Start the chain afresh at every frame (0) or plane (1); default None:
+        only at the start of each sequence.
+    reference : array_like, shape (Y, X) or (Z, Y, X), optional
+        A fixed reference image, in the data's units (e.g. a time average of
+        the data): displacements are then relative to it (``rigid`` too), and
+        only the noise model and the transitions are re-estimated between
+        passes. Default: built from the data, first from the rigid
+        estimates, then from each pass's decoded rows.
+    n_iterations : int, optional
+        Decoding passes, each after rebuilding the reference from the
+        previous one (default 4). With one displacement per row (or per
+        few rows) the first passes decode blocks of rows, coarse to fine
+        (16, then 4 rows), and the last two every unit.
+    n_threads : int, optional
+        Sequences decoded at the same time, on threads (default 1).
+    verbose : bool, optional
+        Print a line per pass.
+
+    Returns
+    -------
+    list of numpy.ndarray of int32, shape (T, Z, Y, 2)
+        Per sequence, the ``(dy, dx)`` of every row (source row ``y`` lands at
+        row ``y + dy``), shifted so that each component's minimum over all
+        sequences is 0.
+
+    Raises
+    ------
+    ArgumentTypeError
+        Arguments of the wrong type.
+    ValueError
+        Sequences of different frame shapes, rigid estimates of the wrong
+        shape, a granularity that does not divide the frame, a negative
+        ``max_displacement`` or one larger than the frame.
+    """
+    name, per = parse_granularity(granularity)
+    k = check_int("num_states_retained", num_states_retained, low=1, high=32767)
+    n_iterations = check_int("n_iterations", n_iterations, low=1)
+    n_threads = check_int("n_threads", n_threads, low=1)
+    verbose = check_bool("verbose", verbose)
+    if restarts is not None:
+        restarts = check_int("restarts", restarts, low=0, high=1)
+    if not isinstance(frames, (list, tuple)) or len(frames) == 0:
+        raise ArgumentTypeError("frames must be a non-empty list (one item per sequence)")
+    if not isinstance(rigid, (list, tuple)) or len(rigid) != len(frames):
+        raise ArgumentTypeError("rigid must be a list with one array per sequence of frames")
+    sources = [_as_source(item, i) for i, item in enumerate(frames)]
+    shapes = [_frame_shape(s) for s in sources]
+    if any(s != shapes[0] for s in shapes):
+        raise ValueError(f"all sequences must have one frame shape, got {sorted(set(shapes))}")
+    Z, Y, X = shapes[0]
+    rig = []
+    for i, r in enumerate(rigid):
+        r = np.asarray(r, dtype=np.float64)
+        if r.ndim == 2:
+            r = np.repeat(r[:, None, :], Z, axis=1)
+        if r.ndim != 3 or r.shape[1:] != (Z, 2) or not np.all(np.isfinite(r)):
+            raise ValueError(
+                f"rigid[{i}] must be finite (T, 2) or (T, {Z}, 2) displacements, "
+                f"got shape {r.shape}"
+            )
+        rig.append(np.rint(r).astype(np.int64))
+    T_list = [r.shape[0] for r in rig]
+    reference = _check_image("reference", reference, (Z, Y, X))
+    limit = _max_displacement(max_displacement, (Y, X))
+
+    if name == "row":
+        if Y % per:
+            raise ValueError(f"granularity ('row', {per}): {per} must divide the {Y} rows")
+        unit_rows, frames_per_unit = per, 1
+    elif name == "plane":
+        if Z % per:
+            raise ValueError(f"granularity ('plane', {per}): {per} must divide the {Z} planes")
+        unit_rows, frames_per_unit = per * Y, 1
+    else:
+        unit_rows, frames_per_unit = per * Z * Y, per
+    restart_rows = None if restarts is None else (Z * Y if restarts == 0 else Y)
+
+    # planes imaged together move together: put every plane's rigid estimate
+    # in plane 0's frame of reference (their references may differ by a shift)
+    if Z > 1 and reference is None:
+        allr = np.concatenate(rig, axis=0)
+        plane_offset = np.median(allr - allr[:, :1], axis=0).round().astype(np.int64)
+        rig = [r - plane_offset[None] for r in rig]
+    increments = [np.diff(r.mean(axis=1), axis=0) for r in rig if r.shape[0] > 1]
+    frame_cov = _covariance(np.concatenate(increments) if increments else np.zeros((0, 2)), 0.0)
+    allr = np.concatenate([r.reshape(-1, 2) for r in rig], axis=0)
+    rmin, rmax = allr.min(axis=0), allr.max(axis=0)
+    margin = np.maximum(2, np.ceil(3.0 * np.sqrt(np.diag(frame_cov)))).astype(np.int64)
+    lo, hi = rmin - margin, rmax + margin
+    if limit is not None:
+        for a in range(2):
+            if hi[a] - lo[a] <= limit[a]:
+                continue
+            if rmax[a] - rmin[a] <= limit[a]:
+                extra = (limit[a] - (rmax[a] - rmin[a])) // 2
+                lo[a] = rmin[a] - extra
+            else:
+                lo[a] = int(np.median(allr[:, a])) - limit[a] // 2
+            hi[a] = lo[a] + limit[a]
+        rig = [np.clip(r, lo, hi) for r in rig]
+    model = _Model(lo, hi, (Z, Y, X))
+
+    # a random walk of variance v per unit, sampled at whole pixels, steps by
+    # one pixel about sqrt(2 v / pi) of the time when v << 1: the variance of
+    # the whole-pixel steps is then ~0.8 sqrt(v), far above v
+    def walk_cov(rows: int) -> np.ndarray:
+        return _whole_pixel_cov(np.diag(frame_cov) * rows / (Z * Y))
+
+    # coarse to fine: with one displacement per row, the first pass decodes
+    # blocks of rows, which the blurred first reference tells apart more
+    # reliably than single rows; the later passes decode every unit
+    schedule = [unit_rows] * n_iterations
+    if name == "row" and n_iterations > 1:
+        schedule[: n_iterations - 1] = _coarse_levels(Y, unit_rows, n_iterations - 1)
+    model.unit_cov = walk_cov(schedule[0])
+    model.boundary_cov = frame_cov + np.eye(2) * _MIN_BOUNDARY_VAR
+    if name != "row":
+        model.boundary_cov = model.unit_cov
+    model.prior_cov = frame_cov + np.eye(2)
+    chunk_frames = _chunk_frames((Z, Y, X), frames_per_unit)
+
+    fixed = None if reference is None else _on_canvas(reference, model)
+    row_states = []
+    for r in rig:
+        iy = np.repeat((r[:, :, 0] - lo[0])[:, :, None], Y, axis=2).astype(np.int32)
+        ix = np.repeat((r[:, :, 1] - lo[1])[:, :, None], Y, axis=2).astype(np.int32)
+        row_states.append((iy, ix))
+    for it, rows in enumerate(schedule):
+        _accumulate(model, sources, row_states, chunk_frames, fixed)
+        if verbose:
+            print(
+                f"HiddenMarkov2D: pass {it + 1}/{n_iterations}: gain {model.gain:.3g}, "
+                f"offset {model.offset:.3g}, {model.ny}x{model.nx} states, {rows} rows per unit",
+                file=sys.stderr,
+            )
+        jobs = list(zip(sources, T_list, rig))
+
+        def decode(job: tuple, model: _Model = model, rows: int = rows) -> np.ndarray:
+            source, T, r = job
+            return _decode(model, source, T, r, rows, restart_rows, k, chunk_frames)
+
+        if n_threads > 1 and len(jobs) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(n_threads, len(jobs))) as pool:
+                unit_states = list(pool.map(decode, jobs))
+        else:
+            unit_states = [decode(job) for job in jobs]
+        row_states = [_row_states(s, model, T, rows) for s, T in zip(unit_states, T_list)]
+        if it + 1 < n_iterations:
+            if name == "row":
+                _reestimate_transitions(model, unit_states, rows)
+                if schedule[it + 1] != rows:
+                    # the decoded walk's variance, per unit of the next pass
+                    cont = _continuous_var(np.diag(model.unit_cov) - _MIN_UNIT_VAR)
+                    model.unit_cov = _whole_pixel_cov(cont * schedule[it + 1] / rows)
+            model.prior_cov = model.boundary_cov + np.eye(2)
+            if name == "row" and fixed is None:
+                row_states = _unwarp(row_states, model)
+    out = []
+    for iy, ix in row_states:
+        out.append(np.stack([iy + lo[0], ix + lo[1]], axis=-1).astype(np.int32))
+    low = np.min([d.reshape(-1, 2).min(axis=0) for d in out], axis=0)
+    return [(d - low.astype(np.int32)).astype(np.int32) for d in out]
+
+
+def _max_displacement(value: Any, extent: tuple[int, int]) -> np.ndarray | None:
+    """Validate ``max_displacement``: None, or one or two non-negative whole numbers."""
+    if value is None:
+        return None
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iuf" or arr.ndim > 1 or (arr.ndim == 1 and arr.size != 2):
+        raise ArgumentTypeError(
+            f"max_displacement must be None, a number or a pair [y, x] of numbers, got {value!r}"
+        )
+    arr = np.broadcast_to(arr.astype(np.float64), (2,))
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError(f"max_displacement must be finite and >= 0, got {value!r}")
+    if np.any(arr >= np.asarray(extent)):
+        raise ValueError(
+            f"max_displacement must be smaller than the frame {extent} (rows, columns), "
+            f"got {value!r}"
+        )
+    return np.floor(arr).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------
+# the rigid first pass and the strategy
+# ---------------------------------------------------------------------------
+
+#: Frames of the first sequence averaged into the first rigid reference.
+_RIGID_REFERENCE_FRAMES = 100
+
+
+def _plane_sum(block: np.ndarray) -> np.ndarray:
+    """``(n, Z, Y, X)`` -> ``(n, Y, X)``: the planes of each frame summed (NaN if any is)."""
+    return block.sum(axis=1, dtype=np.float64)
+
+
+def _rigid_pass(
+    sources: list[Source],
+    T_list: list[int],
+    frame_shape: tuple[int, int, int],
+    limit: np.ndarray | None,
+    reference: np.ndarray | None,
+    chunk_frames: int,
+    workers: int = 1,
+) -> list[np.ndarray]:
+    """Whole-pixel shift of every frame (planes summed) against one reference image.
+
+    The reference is ``reference`` summed over planes, or else the mean of the
+    first frames of the first sequence, aligned to their own mean twice.
+
+    Returns
+    -------
+    list of numpy.ndarray of int64, shape (T, Z, 2)
+        Per sequence, ``d`` with ``fixed(p + d) ≈ frame(p)``.
+    """
+    from sima_fast.registration import shift_image
+
+    Z = frame_shape[0]
+    if reference is not None:
+        fixed = reference.sum(axis=0)
+    else:
+        first = []
+        for _, block in _blocks(sources[0], chunk_frames):
+            first.append(_plane_sum(block))
+            if sum(b.shape[0] for b in first) >= _RIGID_REFERENCE_FRAMES:
+                break
+        stack = np.concatenate(first)[:_RIGID_REFERENCE_FRAMES]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # pixels no frame covers
+            mean = np.nanmean(stack, axis=0)
+        # seed with the frame most like the mean (the mean itself blurs, and
+        # is ambiguous when the field alternates between two positions)
+        flat = np.nan_to_num(stack - np.nanmean(stack, axis=(1, 2), keepdims=True))
+        fixed = stack[int(np.argmax(flat.reshape(len(stack), -1) @ np.nan_to_num(mean).ravel()))]
+        for _ in range(2):
+            matcher = _RigidMatcher(fixed, limit, workers)
+            if matcher.flat:
+                break
+            moved = [shift_image(f, tuple(d)) for f, d in zip(stack, matcher.shifts(stack))]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # pixels no frame covers
+                fixed = np.nanmean(moved, axis=0)
+    matcher = _RigidMatcher(fixed, limit, workers)
+    out = []
+    for source, T in zip(sources, T_list):
+        shifts = np.zeros((T, 2), dtype=np.int64)
+        if not matcher.flat:
+            for t0, block in _blocks(source, chunk_frames):
+                shifts[t0 : t0 + block.shape[0]] = matcher.shifts(_plane_sum(block))
+        out.append(np.repeat(shifts[:, None, :], Z, axis=1))
+    return out
+
+
+class _RigidMatcher:
+    """Whole-pixel cross-correlation of frames with one reference (Hann-tapered, FFT)."""
+
+    def __init__(self, fixed: np.ndarray, limit: np.ndarray | None, workers: int = 1):
+        from scipy import fft
+
+        Y, X = fixed.shape
+        self.window = np.outer(np.hanning(Y), np.hanning(X)).astype(np.float32)
+        ref = _centred(fixed[None])[0]
+        self.flat = not np.any(ref)
+        self.spectrum = fft.rfft2(ref * self.window).astype(np.complex64)
+        sy = np.fft.fftfreq(Y, 1.0 / Y).astype(np.int64)
+        sx = np.fft.fftfreq(X, 1.0 / X).astype(np.int64)
+        self.sy, self.sx = sy, sx
+        allowed = np.ones((Y, X), dtype=bool)
+        if limit is not None:
+            allowed = (np.abs(sy) <= limit[0])[:, None] & (np.abs(sx) <= limit[1])[None, :]
+        self.penalty = np.where(allowed, 0.0, -np.inf).astype(np.float32)
+        self.limited = limit is not None
+        self.workers = workers
+
+    def shifts(self, frames: np.ndarray) -> np.ndarray:
+        """``(n, Y, X)`` frames -> ``(n, 2)`` int64 ``d`` with ``fixed(p + d) ≈ frame(p)``."""
+        from scipy import fft
+
+        Y, X = self.window.shape
+        a = _centred(frames)
+        a *= self.window
+        # c(d) = Σ_p fixed(p + d) frame(p); single precision is plenty for a peak
+        spectrum = fft.rfft2(a, workers=self.workers)
+        np.conjugate(spectrum, out=spectrum)
+        spectrum *= self.spectrum
+        surface = fft.irfft2(spectrum, s=(Y, X), workers=self.workers)
+        if self.limited:
+            surface += self.penalty
+        best = np.argmax(surface.reshape(len(frames), -1), axis=1)
+        iy, ix = np.divmod(best, X)
+        out = np.stack([self.sy[iy], self.sx[ix]], axis=1)
+        out[~np.any(a.reshape(len(frames), -1), axis=1)] = 0  # flat frames: no estimate
+        return out
+
+
+def _centred(frames: np.ndarray) -> np.ndarray:
+    """Each frame minus its finite mean, NaN set to 0 (contributes nothing)."""
+    a = np.array(frames, dtype=np.float32)
+    ok = np.isfinite(a)
+    a[~ok] = 0.0
+    n = ok.sum(axis=(1, 2))
+    mean = a.sum(axis=(1, 2), dtype=np.float64) / np.maximum(n, 1)
+    a -= mean[:, None, None].astype(np.float32)
+    a[~ok] = 0.0
+    return a
+
+
+class HiddenMarkov2D(MotionEstimationStrategy):
+    """Row-wise motion of line-scanned planes, by a hidden Markov model (SIMA's strategy).
+
+    The displacement ``(dy, dx)`` of every scan unit (by default every row)
+    is decoded with a beam Viterbi search along the raster, after a rigid
+    first pass (phase correlation of each frame, planes summed, against a
+    reference built from the first frames) that seeds the reference image,
+    the noise model and the random-walk covariance (see
+    :func:`estimate_rowwise` and docs/motion.md).
+
+    Parameters
+    ----------
+    granularity : int, str or tuple, optional
+        One displacement per row (``2`` or ``'row'``, the default), plane
+        (``1``, ``'plane'``) or frame (``0``, ``'frame'``), or per ``n`` of
+        them: ``('row', 8)``. ``'column'`` (3) is not supported.
+    num_states_retained : int, optional
+        States kept per unit by the beam search (default 50).
+    max_displacement : int or (int, int), optional
+        Largest spread of the displacements along ``[y, x]`` (also the
+        largest shift the rigid pass looks for). Default: no limit beyond
+        the frame.
+    n_processes : int, optional
+        Threads: sequences decoded at the same time (the kernels release
+        the GIL) and the rigid pass's FFTs. Default 1.
+    restarts : {None, 0, 1}, optional
+        Start the hidden chain afresh at every frame (0) or plane (1), for
+        data with long pauses between them; default None: once per sequence.
+    verbose : bool, optional
+        Print a line per pass on standard error (default True).
+    reference : array_like, shape (Y, X) or (Z, Y, X), optional
+        A fixed reference image in the data's units, beyond SIMA (see
+        :func:`estimate_rowwise`). Default: built from the data.
+
+    Raises
+    ------
+    ArgumentTypeError
+        An argument of the wrong type.
+    ValueError
+        An unknown or unsupported granularity, ``num_states_retained < 1``,
+        a negative ``max_displacement``, ``restarts`` other than None, 0
+        or 1, ``n_processes < 1``.
+
+    Examples
+    --------
+    >>> import numpy as np, sima_fast as sima
+    >>> from sima_fast.motion.hmm import HiddenMarkov2D
+    >>> rng = np.random.default_rng(0)
+    >>> field = rng.poisson(20.0, (24, 28)).astype(np.uint16)
+    >>> frames = np.stack([field[2 + (t % 2) :][:20, 2:26] for t in range(6)])
+    >>> seq = sima.Sequence.create('ndarray', frames[:, None, :, :, None])
+    >>> d = HiddenMarkov2D(verbose=False).estimate([seq])[0]
+    >>> d.shape, d[:, 0, :, 0].min(axis=1).tolist()
+    ((6, 1, 20, 2), [0, 1, 0, 1, 0, 1])
+    """
+
+    def __init__(
+        self,
+        granularity: Any = 2,
+        num_states_retained: int = 50,
+        max_displacement: Any = None,
+        n_processes: int = 1,
+        restarts: int | None = None,
+        verbose: bool = True,
+        *,
+        reference: Any = None,
+    ) -> None:
+        self._granularity = parse_granularity(granularity)
+        self._k = check_int("num_states_retained", num_states_retained, low=1, high=32767)
+        self._max_displacement = check_max_displacement(max_displacement, ndim=2)
+        self._n_processes = check_int("n_processes", n_processes, low=1)
+        if restarts is not None:
+            restarts = check_int("restarts", restarts, low=0, high=1)
+        self._restarts = restarts
+        self._verbose = check_bool("verbose", verbose)
+        self._reference = check_reference(reference)
+
+    def __repr__(self) -> str:
+        """Return the constructor call that makes this strategy."""
+        name, n = self._granularity
+        limit = None if self._max_displacement is None else self._max_displacement.tolist()
+        return (
+            f"HiddenMarkov2D(granularity=({name!r}, {n}), num_states_retained={self._k}, "
+            f"max_displacement={limit}, n_processes={self._n_processes}, "
+            f"restarts={self._restarts}, verbose={self._verbose})"
+        )
+
+    def _estimate(self, dataset: Any) -> list:
+        """Estimate every sequence's row displacements, ``(T, Z, Y, 2)`` int32 each."""
+        sequences = list(dataset.sequences)
+        Z, Y, X = (int(v) for v in sequences[0].shape[1:4])
+        check_max_displacement_fits(self._max_displacement, (Y, X))
+        check_reference_shape(self._reference, (Z, Y, X))
+        limit = None
+        if self._max_displacement is not None:
+            limit = np.floor(self._max_displacement).astype(np.int64)
+        sources: list[Source] = [
+            (lambda cf, s=seq: iter_estimation_chunks(s, cf)) for seq in sequences
+        ]
+        name, n = self._granularity
+        chunk = _chunk_frames((Z, Y, X), n if name == "frame" else 1)
+        if self._verbose:
+            print("HiddenMarkov2D: rigid first pass", file=sys.stderr)
+        rigid = _rigid_pass(
+            sources,
+            [len(s) for s in sequences],
+            (Z, Y, X),
+            limit,
+            self._reference,
+            chunk,
+            self._n_processes,
+        )
+        return estimate_rowwise(
+            sources,
+            rigid,
+            granularity=self._granularity,
+            num_states_retained=self._k,
+            max_displacement=None if limit is None else limit,
+            restarts=self._restarts,
+            reference=self._reference,
+            n_threads=self._n_processes,
+            verbose=self._verbose,
+        )
