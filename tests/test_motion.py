@@ -13,6 +13,7 @@ from sima_fast.motion.base import (
     check_max_displacement,
     check_reference,
     check_reference_shape,
+    frame_coverage,
     normalise_displacements,
     observation_counts,
     trim_slices,
@@ -400,3 +401,28 @@ def test_bad_inputs_leave_nothing_on_disk(tmp_path):
     with pytest.raises(ValueError, match="correction_channels"):
         sima.motion.PlaneTranslation2D().correct([seq], tmp_path / "d", correction_channels=["x"])
     assert os.listdir(tmp_path) == []
+
+
+def test_trim_keeps_a_plane_every_frame_sees_when_its_area_is_a_hair_under_the_mean():
+    # Two planes moved by different sub-pixel shifts: plane 1 covers slightly
+    # fewer whole pixels than the mean, but every frame sees it, so the
+    # default criterion must keep it (a regression: it was dropped).
+    rng = np.random.default_rng(5)
+    T, raw = 50, (2, 20, 20)
+    d = np.empty((T, 2, 2))
+    d[:, 0] = rng.uniform(0, 3, (T, 2))
+    d[:, 1] = np.round(rng.uniform(0, 3, (T, 2))) + np.where(rng.random((T, 2)) < 0.1, 0.5, 0)
+    frame_shape = (2, 24, 24)
+    counts = observation_counts(d, raw, frame_shape)
+    coverage = frame_coverage([d], raw, frame_shape, T)
+    planes, rows, cols = trim_slices(counts, T, raw, None, coverage)
+    assert (planes.start, planes.stop) == (0, 2)
+    assert rows.stop > rows.start and cols.stop > cols.start
+    # a row missed by one frame is not rounding: it is trimmed at criterion 1
+    d2 = np.zeros((T, 1, 2))
+    d2[0] = (2, 0)  # frame 0 lands 2 rows lower: rows 0-1 are missed by it
+    counts2 = observation_counts(d2, (1, 20, 20), (1, 22, 20))
+    _, rows2, _ = trim_slices(
+        counts2, T, (1, 20, 20), None, frame_coverage([d2], (1, 20, 20), (1, 22, 20), T)
+    )
+    assert rows2.start == 2

@@ -411,8 +411,9 @@ def _source_extents(disp: np.ndarray, raw: tuple[int, int, int]) -> tuple:
     Returns
     -------
     tuple of numpy.ndarray
-        ``z, y0, y1, x0, x1`` (flat int arrays; ``y1``, ``x1`` exclusive) of
-        every source unit, the units covering whole pixels only.
+        ``t, z, y0, y1, x0, x1`` (flat int arrays; ``y1``, ``x1`` exclusive)
+        of every source unit: its frame, its plane and the whole pixels it
+        covers.
     """
     Z, Y, X = raw
     d = np.ma.filled(np.ma.asarray(disp, dtype=np.float64), np.nan)
@@ -439,13 +440,15 @@ def _source_extents(disp: np.ndarray, raw: tuple[int, int, int]) -> tuple:
         plane = np.broadcast_to(np.arange(Z)[None, :], lo.shape[:-1])
         row = np.zeros(lo.shape[:-1], dtype=np.int64)
         height = Y
+    frame = np.broadcast_to(np.arange(T).reshape((T,) + (1,) * (lo.ndim - 2)), lo.shape[:-1])
+    t = frame[valid]
     lo, hi = lo[valid], hi[valid]
     z = plane[valid] + np.round(lo[:, 0]).astype(np.int64)
     y0 = row[valid] + np.ceil(hi[:, 1] - 1e-9).astype(np.int64)
     y1 = row[valid] + np.floor(lo[:, 1] + 1e-9).astype(np.int64) + height
     x0 = np.ceil(hi[:, 2] - 1e-9).astype(np.int64)
     x1 = np.floor(lo[:, 2] + 1e-9).astype(np.int64) + X
-    return z, y0, y1, x0, x1
+    return t, z, y0, y1, x0, x1
 
 
 def observation_counts(
@@ -476,7 +479,7 @@ def observation_counts(
     [[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 1, 1]]
     """
     Zo, Yo, Xo = (int(s) for s in frame_shape[:3])
-    z, y0, y1, x0, x1 = _source_extents(displacements, tuple(int(s) for s in raw_shape[:3]))
+    _, z, y0, y1, x0, x1 = _source_extents(displacements, tuple(int(s) for s in raw_shape[:3]))
     keep = (z >= 0) & (z < Zo)
     z, y0, y1, x0, x1 = z[keep], y0[keep], y1[keep], x0[keep], x1[keep]
     y0, y1 = np.clip(y0, 0, Yo), np.clip(y1, 0, Yo)
@@ -492,14 +495,18 @@ def observation_counts(
 
 
 def frame_coverage(
-    displacements: list[np.ndarray], raw_shape: tuple[int, ...], num_frames: int
-) -> tuple[float, float, float]:
-    """How much of the corrected frame one uncorrected frame covers, on average.
+    displacements: list[np.ndarray],
+    raw_shape: tuple[int, ...],
+    frame_shape: tuple[int, ...],
+    num_frames: int,
+) -> tuple[np.ndarray, float, float]:
+    """How much of the corrected frame one uncorrected frame covers.
 
     A frame moved by a sub-pixel displacement covers one row and one column
     fewer whole pixels than it has, and a non-rigid field fewer still, so
-    :func:`trim_slices` measures each plane, row and column against what a
-    frame can cover rather than against the frame's size.
+    :func:`trim_slices` measures rows and columns against what a frame can
+    cover rather than against the frame's size, and planes by the frames
+    that land on them.
 
     Parameters
     ----------
@@ -507,27 +514,35 @@ def frame_coverage(
         The displacements of every sequence (any shape of this module).
     raw_shape : tuple of int
         ``(Z, Y, X)`` of the uncorrected frames.
+    frame_shape : tuple of int
+        ``(Z', Y', X')`` of the corrected frames.
     num_frames : int
         Frames (not rejected) of all sequences together.
 
     Returns
     -------
-    (float, float, float)
-        The whole pixels one plane of one frame covers, the rows it covers,
-        and the columns each covered row spans (area, height, width).
+    (numpy.ndarray, float, float)
+        The fraction of the frames that land on each corrected plane
+        (``(Z',)``), the rows one plane of one frame covers, and the columns
+        each covered row spans, on average.
     """
     Z, Y, X = (int(v) for v in raw_shape[:3])
+    Zo = int(frame_shape[0])
+    seen = np.zeros(Zo)
     area = height = 0.0
     for d in displacements:
-        _, y0, y1, x0, x1 = _source_extents(d, (Z, Y, X))
+        t, z, y0, y1, x0, x1 = _source_extents(d, (Z, Y, X))
         h = np.clip(y1 - y0, 0, None).astype(np.float64)
         w = np.clip(x1 - x0, 0, None).astype(np.float64)
         area += float((h * w).sum())
         height += float(h.sum())
-    pairs = max(int(num_frames), 1) * Z
+        hit = (h > 0) & (w > 0) & (z >= 0) & (z < Zo)
+        pairs = np.unique(np.stack([t[hit], z[hit]]), axis=1)
+        np.add.at(seen, pairs[1], 1)
+    frames = max(int(num_frames), 1)
     if height == 0:
-        return float(Y * X), float(Y), float(X)
-    return area / pairs, height / pairs, area / height
+        return seen / frames, float(Y), float(X)
+    return seen / frames, height / (frames * Z), area / height
 
 
 def trim_slices(
@@ -556,10 +571,12 @@ def trim_slices(
     trim_criterion : float or None
         In ``[0, 1]``; None means 1.0 (keep only what every frame sees, as
         SIMA); 0 keeps everything observed at least once.
-    coverage : (float, float, float), optional
-        What one frame covers (:func:`frame_coverage`): area, height and
-        width. Default: the uncorrected frame's own ``(Y·X, Y, X)``, exact
-        for whole-pixel displacements.
+    coverage : (numpy.ndarray, float, float), optional
+        What the frames cover (:func:`frame_coverage`): the fraction of
+        frames landing on each plane, and the height and width one frame
+        covers. Default: planes by their pixels against ``Y·X``, rows and
+        columns against the uncorrected frame's ``X`` and ``Y``, exact for
+        whole-pixel displacements.
 
     Returns
     -------
@@ -573,15 +590,25 @@ def trim_slices(
         frame for that criterion); the message names ``trim_criterion``.
     """
     crit = 1.0 if trim_criterion is None else float(trim_criterion)
-    eps = 1e-8
+    # Half a frame of slack: coverage is measured in pixels and averaged over
+    # a unit's extent, so a plane, row or column seen by every frame can come
+    # out a hair under 1 (a frame covering one pixel less than the mean);
+    # missing a whole frame is not rounding.
+    eps = 0.5 / max(int(num_frames), 1)
     Z, Y, X = (int(s) for s in raw_shape[:3])
     occupancy = counts.astype(np.float64) / max(int(num_frames), 1)
     out = []
-    area, height, width = (float(Y * X), float(Y), float(X)) if coverage is None else coverage
-    norms = (("planes", area), ("rows", Z * width), ("columns", Z * height))
+    if coverage is None:
+        seen, height, width = None, float(Y), float(X)
+    else:
+        seen, height, width = coverage
+    norms = (("planes", float(Y * X)), ("rows", Z * width), ("columns", Z * height))
     for axis, (name, norm) in enumerate(norms):
         others = tuple(a for a in range(3) if a != axis)
-        marginal = occupancy.sum(axis=others) / norm
+        if axis == 0 and seen is not None:
+            marginal = np.asarray(seen, dtype=np.float64)
+        else:
+            marginal = occupancy.sum(axis=others) / norm
         good = marginal + eps >= crit if crit > 0 else marginal > 0
         idx = np.flatnonzero(good)
         if idx.size == 0:
@@ -901,7 +928,7 @@ class MotionEstimationStrategy(abc.ABC):
             int((~np.ma.getmaskarray(d).reshape(len(d), -1).any(axis=1)).sum())
             for d in displacements
         )
-        coverage = frame_coverage(displacements, raw, valid_frames)
+        coverage = frame_coverage(displacements, raw, frame_shape, valid_frames)
         planes, rows, cols = trim_slices(counts, valid_frames, raw, trim_criterion, coverage)
         corrected = []
         for s, d in zip(sequences, displacements):
