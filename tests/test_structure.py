@@ -280,3 +280,18 @@ def test_type_checking_imports_are_skipped():
     names = [n.module for n in _imports(tree) if isinstance(n, ast.ImportFrom)]
     assert "sima_fast.imaging" not in names
     assert "sima_fast.ROI" in names
+
+
+def test_every_subpackage_is_installed():
+    # pyproject lists the packages explicitly: a new subpackage missing there
+    # works from the checkout (editable install) and is absent from a wheel.
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parents[1]
+    with open(root / "pyproject.toml", "rb") as fh:
+        listed = set(tomllib.load(fh)["tool"]["setuptools"]["packages"])
+    found = {
+        "sima_fast." + ".".join(p.parent.relative_to(root / "sima_fast").parts)
+        for p in (root / "sima_fast").rglob("__init__.py")
+        if p.parent != root / "sima_fast"
+    } | {"sima_fast", "sima_fast.kernels"}
+    assert found - listed == set(), f"add to [tool.setuptools] packages: {sorted(found - listed)}"
