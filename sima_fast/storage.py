@@ -435,15 +435,24 @@ def read_h5_groups(path: str, reader: Callable[[Any], Any]) -> dict[str, Any]:
     """
     import h5py
 
-    if not os.path.exists(path):
-        return {}
-    try:
-        with h5py.File(path, "r") as f:
-            return {k: reader(f[k]) for k in f}
-    except FileNotFoundError:  # a writer removed its last group since the check
-        return {}
-    except OSError as exc:
-        raise DatasetFormatError(f"cannot read {path!r}: {exc}") from exc
+    # Writers replace the file atomically and remove it with its last group,
+    # so between HDF5's open and its stat the path can vanish or change
+    # (HDF5 then says "can't retrieve stat info", not FileNotFoundError): a
+    # vanished file reads as no groups, a replaced one is opened again.
+    for attempt in range(3):
+        if not os.path.exists(path):
+            return {}
+        try:
+            with h5py.File(path, "r") as f:
+                return {k: reader(f[k]) for k in f}
+        except FileNotFoundError:  # a writer removed its last group since the check
+            return {}
+        except OSError as exc:
+            if not os.path.exists(path):
+                return {}
+            if attempt == 2:
+                raise DatasetFormatError(f"cannot read {path!r}: {exc}") from exc
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # ---------------------------------------------------------------------------
