@@ -8,7 +8,10 @@ child process:
    lazily, so this is little more than the interpreter);
 2. the imports that the projections need (h5py, numpy, numba, the kernel
    module), without running anything;
-3. ``projections([Sequence.create('HDF5', path, 'tyx')])``.
+3. ``projections([Sequence.create('HDF5', path, 'tyx')])``, or with ``--work
+   motion``, ``RigidRegistration2D(max_displacement=20).correct(...)`` into a
+   new dataset directory and then the projections of the corrected (warped)
+   view, which streams every corrected frame once.
 
 and reports each child's peak RSS (``resource.getrusage(RUSAGE_CHILDREN)``)
 and the wall time. Each child is started by a minimal launcher process that
@@ -20,6 +23,7 @@ this script directly. The projections are checked
 against numpy on one row of pixels. Usage::
 
     python benchmarks/peak_memory.py [--frames 20000] [--path FILE] [--keep] [--cold]
+                                     [--work projections|motion]
 
 An existing file of the right shape at ``--path`` is reused (and kept). A file
 written by the script is removed at the end unless ``--keep`` is given.
@@ -76,6 +80,28 @@ print(json.dumps({
     "import_s": t1 - t0,
     "projections_s": t2 - t1,
     "row": {k: v[0, row, :, 0].tolist() for k, v in result.items()},
+}))
+"""
+
+CHILD_MOTION = """
+import json, os, resource, sys, tempfile, time
+t0 = time.perf_counter()
+from sima_fast import Sequence
+from sima_fast.motion import RigidRegistration2D
+t1 = time.perf_counter()
+seq = Sequence.create("HDF5", sys.argv[1], "tyx")
+with tempfile.TemporaryDirectory(dir=os.path.dirname(sys.argv[1])) as scratch:
+    strategy = RigidRegistration2D(max_displacement=20)
+    corrected = strategy.correct([seq], os.path.join(scratch, "corrected.sima"))
+    t2 = time.perf_counter()
+    mean = corrected.time_averages
+    t3 = time.perf_counter()
+print(json.dumps({
+    "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    "import_s": t1 - t0,
+    "correct_s": t2 - t1,
+    "projections_s": t3 - t2,
+    "mean_finite": float(mean[0, 20:-20, 20:-20, 0].mean()),
 }))
 """
 
@@ -160,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", help="HDF5 file to write or reuse")
     parser.add_argument("--keep", action="store_true", help="keep a file written here")
     parser.add_argument("--cold", action="store_true", help="evict the file from the cache")
+    parser.add_argument(
+        "--work",
+        choices=("projections", "motion"),
+        default="projections",
+        help="what the measured child does (default: projections)",
+    )
     args = parser.parse_args(argv)
 
     frames = args.frames
@@ -196,11 +228,28 @@ def main(argv: list[str] | None = None) -> int:
             evict(path)
         _, _, base_peak = run_child(CHILD_IMPORT)
         _, _, imports_peak = run_child(CHILD_IMPORT_ALL)
-        out, wall, peak = run_child(CHILD_PROJECTIONS, path, str(CHECK_ROW))
-        error = check(path, out["row"])
+        if args.work == "motion":
+            out, wall, peak = run_child(CHILD_MOTION, path)
+        else:
+            out, wall, peak = run_child(CHILD_PROJECTIONS, path, str(CHECK_ROW))
+            error = check(path, out["row"])
     finally:
         if wrote and not args.keep:
             os.remove(path)
+    if args.work == "motion":
+        # Uniform noise in [0, 4096): the corrected view's mean is about 2047.5 wherever
+        # frames land, so a broken view (zeros, NaN everywhere) cannot pass unnoticed.
+        ok = abs(out["mean_finite"] - 2047.5) < 20
+        print(
+            f"peak_memory: {frames} frames 512x512 uint16 ({nbytes / 1e9:.2f} GB, "
+            f"{'cold' if args.cold else 'warm'} cache): RigidRegistration2D.correct + "
+            f"projections of the corrected view, child peak RSS {peak / 1024:.0f} MiB "
+            f"(child importing sima_fast only {base_peak / 1024:.0f} MiB); wall {wall:.1f} s "
+            f"(correct {out['correct_s']:.1f} s = {frames / out['correct_s']:.0f} frames/s, "
+            f"projections of the corrected view {out['projections_s']:.1f} s); "
+            f"check {'ok' if ok else 'MISMATCH (mean ' + format(out['mean_finite'], '.1f') + ')'}"
+        )
+        return 0 if ok else 1
     status = "ok" if error < 1e-9 else f"MISMATCH (rel. error {error:.1e})"
     print(
         f"peak_memory: {frames} frames 512x512 uint16 ({nbytes / 1e9:.2f} GB, "
