@@ -680,6 +680,30 @@ def _warn(directory: str, tally: _Tally) -> None:
         )
 
 
+def _matching_files(entries: list, pattern: re.Pattern) -> Iterator[tuple]:
+    """Yield ``(entry, match, mtime)`` for the regular files whose names match ``pattern``.
+
+    Symbolic links and entries that vanish or cannot be stat'ed are skipped.
+
+    Yields
+    ------
+    tuple
+        The :class:`os.DirEntry`, the :class:`re.Match` of its name and its
+        modification time.
+    """
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            mtime = entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        yield entry, match, mtime
+
+
 def recover(directory: str | os.PathLike, *, max_age: float = STALE_AGE) -> RecoveryReport:
     """Finish or undo interrupted writes of sima_fast in one directory.
 
@@ -741,16 +765,7 @@ def recover(directory: str | os.PathLike, *, max_age: float = STALE_AGE) -> Reco
     with _ORPHANED_LOCK:
         orphaned = set(_ORPHANED)
     protected: set[tuple[str, str]] = set()  # writers whose staged files must stay
-    for entry in entries:
-        match = _JOURNAL_RE.fullmatch(entry.name)
-        if match is None:
-            continue
-        try:
-            if not entry.is_file(follow_symlinks=False):
-                continue
-            mtime = entry.stat(follow_symlinks=False).st_mtime
-        except OSError:
-            continue
+    for entry, match, mtime in _matching_files(entries, _JOURNAL_RE):
         record = _read_journal(entry.path)
         gone = (
             entry.path in orphaned
@@ -765,16 +780,7 @@ def recover(directory: str | os.PathLike, *, max_age: float = STALE_AGE) -> Reco
             continue
         if _settle_journal(entry.path, record, tally):
             protected.add((match["host"], match["pid"]))
-    for entry in entries:
-        match = _TEMP_RE.fullmatch(entry.name)
-        if match is None:
-            continue
-        try:
-            if not entry.is_file(follow_symlinks=False):
-                continue
-            mtime = entry.stat(follow_symlinks=False).st_mtime
-        except OSError:
-            continue
+    for entry, match, mtime in _matching_files(entries, _TEMP_RE):
         if (match["host"], match["pid"]) in protected or not _owner_gone(
             match, mtime, now, max_age
         ):
