@@ -526,14 +526,22 @@ _MOVIE_EXTENSIONS = {
 }
 
 
+def _strategy_list(table: dict[str, tuple[str, str]], name_width: int) -> str:
+    """List the strategies for a help text: name, class and purpose, wrapped at 79."""
+    return "\n".join(
+        textwrap.fill(
+            f"{cls}: {text}",
+            79,
+            initial_indent=f"  {name:{name_width}s}",
+            subsequent_indent=" " * (name_width + 2),
+        )
+        for name, (cls, text) in table.items()
+    )
+
+
 def _add_motion(sub: Any) -> None:
     cmd = sub.add_parser("motion", help="motion-correct movies into a new dataset")
-    strategies = "\n".join(
-        textwrap.fill(
-            f"{cls}: {text}", 79, initial_indent=f"  {name:12s}", subsequent_indent=" " * 14
-        )
-        for name, (cls, text) in _MOTION_STRATEGIES.items()
-    )
+    strategies = _strategy_list(_MOTION_STRATEGIES, 12)
     _describe(
         cmd,
         "Estimate the motion of every frame of the movies (one sequence per file, read as "
@@ -861,12 +869,7 @@ _STRATEGIES = {
 
 def _add_segment(sub: Any) -> None:
     cmd = sub.add_parser("segment", help="find ROIs with a segmentation strategy")
-    strategies = "\n".join(
-        textwrap.fill(
-            f"{cls}: {text}", 79, initial_indent=f"  {name:10s}", subsequent_indent=" " * 12
-        )
-        for name, (cls, text) in _STRATEGIES.items()
-    )
+    strategies = _strategy_list(_STRATEGIES, 10)
     _describe(
         cmd,
         "Find ROIs with a segmentation strategy at its default parameters (see "
