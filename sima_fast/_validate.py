@@ -36,6 +36,7 @@ __all__ = [
     "ArgumentTypeError",
     "check_bool",
     "check_channel",
+    "check_frame_shape",
     "check_int",
     "check_label",
     "check_real",
@@ -220,6 +221,43 @@ def check_bool(name: str, value: Any) -> bool:
     if not _is_bool(value):
         raise ArgumentTypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
+
+
+def check_frame_shape(name: str, value: Any) -> tuple[int, ...]:
+    """Validate a frame shape: ``(Y, X)``, ``(Z, Y, X)`` or ``(Z, Y, X, C)`` of positive ints.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for messages.
+    value : Any
+        What the caller passed: a sequence of whole numbers.
+
+    Returns
+    -------
+    tuple of int
+        The shape, as Python ints.
+
+    Raises
+    ------
+    ArgumentTypeError
+        If ``value`` is not a sequence of numbers.
+    ValueError
+        If it has fewer than 2 or more than 4 entries, or an entry is not a
+        positive whole number.
+    """
+    try:
+        shape = tuple(int(s) for s in value)
+        exact = all(int(s) == s for s in value)
+    except (TypeError, ValueError):
+        raise ArgumentTypeError(
+            f"{name} must be a tuple of ints (Y, X), (Z, Y, X) or (Z, Y, X, C), got {value!r}"
+        ) from None
+    if not exact or len(shape) not in (2, 3, 4) or min(shape) < 1:
+        raise ValueError(
+            f"{name} must be (Y, X), (Z, Y, X) or (Z, Y, X, C) of positive ints, got {value!r}"
+        )
+    return shape
 
 
 def check_channel(name: str, value: Any) -> int | str:

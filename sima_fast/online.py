@@ -35,7 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from sima_fast._validate import ArgumentTypeError, check_bool, check_int, check_real
+from sima_fast._validate import (
+    ArgumentTypeError,
+    check_bool,
+    check_frame_shape,
+    check_int,
+    check_real,
+)
 from sima_fast.kernels.moments import MomentState
 from sima_fast.online_motion import OnlineRegistrar
 
@@ -267,7 +273,7 @@ class OnlineExtractor:
     ) -> None:
         from sima_fast.extract import ExtractionWeights
 
-        self.frame_shape = self._check_frame_shape(frame_shape)
+        self.frame_shape = check_frame_shape("frame_shape", frame_shape)
         ndim = len(self.frame_shape)
         Z, Y, X = (1, *self.frame_shape) if ndim == 2 else self.frame_shape[:3]
         C = self.frame_shape[3] if ndim == 4 else 1
@@ -356,23 +362,6 @@ class OnlineExtractor:
             self.warmup()
 
     # -- validation -----------------------------------------------------------------------
-
-    @staticmethod
-    def _check_frame_shape(frame_shape: Any) -> tuple[int, ...]:
-        try:
-            shape = tuple(int(s) for s in frame_shape)
-            exact = all(int(s) == s for s in frame_shape)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"frame_shape must be a tuple of ints (Y, X), (Z, Y, X) or (Z, Y, X, C), "
-                f"got {frame_shape!r}"
-            ) from None
-        if not exact or len(shape) not in (2, 3, 4) or min(shape) < 1:
-            raise ValueError(
-                f"frame_shape must be (Y, X), (Z, Y, X) or (Z, Y, X, C) of positive ints, "
-                f"got {frame_shape!r}"
-            )
-        return shape
 
     def _check_motion(self, motion: Any) -> OnlineRegistrar | None:
         if motion is None:

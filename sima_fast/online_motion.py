@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sima_fast._validate import ArgumentTypeError, check_int, check_real
+from sima_fast._validate import ArgumentTypeError, check_frame_shape, check_int, check_real
 
 __all__ = ["DTYPES", "OnlineRegistrar"]
 
@@ -303,19 +303,7 @@ class OnlineRegistrar:
     def _check_frame_shape(frame_shape: Any, ref_shape: tuple[int, ...]) -> tuple[int, ...]:
         if frame_shape is None:
             return tuple(int(s) for s in ref_shape)
-        try:
-            shape = tuple(int(s) for s in frame_shape)
-            exact = all(int(s) == s for s in frame_shape)
-        except (TypeError, ValueError):
-            raise ArgumentTypeError(
-                f"frame_shape must be a tuple of ints (Y, X), (Z, Y, X) or (Z, Y, X, C), "
-                f"got {frame_shape!r}"
-            ) from None
-        if not exact or len(shape) not in (2, 3, 4) or min(shape) < 1:
-            raise ValueError(
-                f"frame_shape must be (Y, X), (Z, Y, X) or (Z, Y, X, C) of positive ints, "
-                f"got {frame_shape!r}"
-            )
+        shape = check_frame_shape("frame_shape", frame_shape)
         zyx = _frame_dims(shape)[:3]
         if len(ref_shape) == 4:
             ref_zyx, ref_c = ref_shape[:3], ref_shape[3]
