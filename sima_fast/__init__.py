@@ -27,6 +27,7 @@ _LAZY = {
     "Sequence": ("sima_fast.sequence", "Sequence"),
     "CorruptFileError": ("sima_fast.sequence", "CorruptFileError"),
     "imaging": ("sima_fast.imaging", None),
+    "imaging_parameters": ("sima_fast.imaging_parameters", None),
     "sequence": ("sima_fast.sequence", None),
     "ROI": ("sima_fast.ROI", None),
     "misc": ("sima_fast.misc", None),

@@ -26,11 +26,11 @@ def make_dataset(with_nan=True):
     return sima.ImagingDataset(seqs, None, channel_names=["g", "r"]), [a, b]
 
 
-def unsigned_reference(values, bits, scale):
-    """Scale, NaN -> 0, clip to the range, truncate toward zero: written plainly."""
+def unsigned_reference(values, bits, maximum):
+    """Stretch as SIMA's to8bit/to16bit, NaN -> 0, clip to the range, truncate: written plainly."""
     v = np.array(values, dtype=np.float64)
-    if scale is not None:
-        v = v * scale
+    if maximum is not None:
+        v = (2**bits - 1) * v / maximum  # multiplication first, as SIMA
     v[np.isnan(v)] = 0
     v = np.clip(v, 0, 2**bits - 1)
     return np.trunc(v).astype(np.uint8 if bits == 8 else np.uint16)
@@ -50,23 +50,23 @@ def test_export_averages(tmp_path, projection, fmt, scale_values):
         ds.export_averages(
             str(path), fmt=fmt, scale_values=scale_values, projection_type=projection
         )
-        scale = (2**16 - 1) / np.nanmax(expected) if scale_values else None
+        maximum = np.nanmax(expected) if scale_values else None
         with h5py.File(path, "r") as f:
             name = f"time_{projection}"
             got = f[name][()]
             assert [d.label for d in f[name].dims] == ["z", "y", "x", "c"]
             assert [n.decode() for n in f[name].attrs["channel_names"]] == ["g", "r"]
         assert got.dtype == np.uint16
-        np.testing.assert_array_equal(got, unsigned_reference(expected, 16, scale))
+        np.testing.assert_array_equal(got, unsigned_reference(expected, 16, maximum))
     else:
         paths = [str(tmp_path / f"avg_{c}.tif") for c in range(2)]
         ds.export_averages(paths, fmt=fmt, scale_values=scale_values, projection_type=projection)
         for c, path in enumerate(paths):
             got = tifffile.imread(path)
             channel = expected[..., c]
-            scale = (2**bits - 1) / np.nanmax(channel) if scale_values else None
+            maximum = np.nanmax(channel) if scale_values else None
             assert got.shape == (2, 5, 6)  # one page per plane
-            np.testing.assert_array_equal(got, unsigned_reference(channel, bits, scale))
+            np.testing.assert_array_equal(got, unsigned_reference(channel, bits, maximum))
 
 
 @pytest.mark.parametrize("fill_gaps", [True, False])
@@ -106,11 +106,11 @@ def test_export_frames_tiff(tmp_path, fmt, scale_values):
     ]
     ds.export_frames(names, fmt=fmt, scale_values=scale_values)
     frames = [ref.fill_gaps(a) for a in arrays]
-    scale = None
+    maximum = None
     if scale_values:
-        scale = (2**bits - 1) / np.nanmax(np.concatenate(frames), axis=(0, 1, 2, 3))
+        maximum = np.nanmax(np.concatenate(frames), axis=(0, 1, 2, 3))
     for i, expected in enumerate(frames):
-        want = unsigned_reference(expected, bits, scale)
+        want = unsigned_reference(expected, bits, maximum)
         for j in range(2):
             for k in range(2):
                 got = tifffile.imread(names[i][j][k])

@@ -18,7 +18,8 @@ from sima_fast.io import (
     roi_writers,
     signals_writers,
 )
-from sima_fast.io._export import converted_frames, per_sequence_paths
+from sima_fast.io._export import per_sequence_paths
+from sima_fast.io._frames import converted_frames
 from sima_fast.ROI import ROI, ROIList
 
 SQUARE = [[0, 0], [2, 0], [2, 2], [0, 2]]

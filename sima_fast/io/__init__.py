@@ -26,7 +26,8 @@ The ``path`` given to ROI readers exists (checked by ``ROIList.load``), and a
 reader may take an optional ``im_shape`` keyword to clip shapes to the frame; the
 dataset methods validate ``fmt``, ``projection_type`` and ``compression``
 before calling a writer, and the writer validates ``filenames`` (helpers
-shared by the writers are in :mod:`sima_fast.io._export`).
+shared by the writers are in :mod:`sima_fast.io._export`, the frame
+streaming in :mod:`sima_fast.io._frames`).
 
 The built-in modules, each registering its own formats:
 

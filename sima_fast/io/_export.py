@@ -1,41 +1,53 @@
-"""What every projection and frames writer shares: arguments, paths, scaling, streaming.
+"""What every projection and frames writer shares: arguments, paths, values.
 
 Writers validate the nesting of ``filenames`` with the ``*_paths`` helpers
 (which also create the output directories), write every output to a
 temporary file with :func:`all_or_nothing`, so a failed export leaves no
 file behind and a crashed one is completed or undone by the next export into
-its directories, and read the frames chunk by chunk through
-:func:`converted_frames`, so memory does not grow with the number of frames.
+its directories, and convert values with :func:`to_unsigned` (SIMA's
+full-range stretch, then saturation). Frames are read chunk by chunk through
+:func:`sima_fast.io._frames.converted_frames`, so memory does not grow with
+the number of frames.
+
+:func:`export_sequence` (behind :meth:`sima_fast.sequence.Sequence.export`)
+presents one sequence to the registered frames writers as a one-sequence
+dataset (:class:`SequenceSource`), so a sequence is written by the same code
+as :meth:`~sima_fast.imaging.ImagingDataset.export_frames`. This module does
+not import the sequences, the Dask layer or any writer module.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import numbers
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from collections.abc import Sequence as _SeqABC
 from typing import Any
 
 import numpy as np
 
 from sima_fast._atomic import atomic_publish
-from sima_fast._projections import channel_maxima
+from sima_fast._validate import ArgumentTypeError, check_bool
+from sima_fast.io._registry import frames_writers
 
 __all__ = [
     "COMPRESSIONS",
+    "NESTED_TIFF_FORMATS",
     "PROJECTION_TYPES",
+    "SequenceSource",
     "all_or_nothing",
-    "converted_frames",
+    "export_sequence",
+    "finite_maximum",
     "full_range_scale",
     "is_path",
     "nested_frame_paths",
     "per_channel_paths",
     "per_sequence_paths",
     "prepare_path",
-    "progress_bar",
     "projection",
     "refuse_dataset_files",
+    "sequence_filenames",
     "single_path",
     "to_unsigned",
 ]
@@ -45,6 +57,9 @@ PROJECTION_TYPES = {"average": "time_averages", "std": "time_std", "kurtosis": "
 
 COMPRESSIONS = (None, "gzip", "lzf", "szip")
 """The ``compression`` values ``export_frames`` accepts."""
+
+NESTED_TIFF_FORMATS = ("TIFF8", "TIFF16")
+"""Formats whose frames files are nested by plane and channel (one file per pair)."""
 
 
 # --------------------------------------------------------------------------
@@ -356,32 +371,62 @@ def projection(dataset: Any, projection_type: str) -> np.ndarray:
     return getattr(dataset, PROJECTION_TYPES[projection_type])
 
 
-def to_unsigned(values: np.ndarray, dtype: Any, scale: float | np.ndarray | None) -> np.ndarray:
-    """Convert to an unsigned integer type: optionally scale, then clip, truncate.
+def to_unsigned(values: Any, dtype: Any, maximum: Any = None) -> np.ndarray:
+    """Convert to an unsigned integer type: optionally stretch, then saturate and truncate.
 
-    NaN becomes 0; values are clipped to the type's range after scaling and
-    truncated toward zero (SIMA's ``astype`` convention).
+    With ``maximum``, values are first stretched to the type's full range
+    exactly as SIMA's ``to8bit``/``to16bit`` compute it,
+    ``(2**bits - 1) * v / maximum`` in float64 (multiplication first), so
+    the results agree with SIMA's bit for bit. A maximum that is not
+    positive and finite leaves its values unstretched. Then NaN becomes 0,
+    values are clipped to the type's range (saturation: SIMA's ``astype``
+    wraps out-of-range values around, which is undefined behaviour in C and
+    differs across platforms) and truncated toward zero.
 
     Parameters
     ----------
-    values : numpy.ndarray
-        The values.
+    values : array_like
+        Real values.
     dtype : numpy dtype
         An unsigned integer type.
-    scale : float or numpy.ndarray or None
-        Factor applied first (broadcast against ``values``), or None.
+    maximum : float or array_like, optional
+        The value that maps to the top of the range: a scalar, or one per
+        channel (broadcast against the last axis of ``values``). Default:
+        no stretch.
 
     Returns
     -------
     numpy.ndarray
-        ``values`` converted to ``dtype``.
+        ``values`` converted to ``dtype``, same shape.
     """
     info = np.iinfo(dtype)
+    v = np.array(values, dtype=np.float64)  # a copy: converted in place below
+    if maximum is not None:
+        m = np.asarray(maximum, dtype=np.float64)
+        ok = np.isfinite(m) & (m > 0)
+        np.multiply(v, np.where(ok, float(info.max), 1.0), out=v)
+        np.divide(v, np.where(ok, m, 1.0), out=v)
+    np.nan_to_num(v, copy=False, nan=0.0, posinf=float(info.max), neginf=0.0)
+    np.clip(v, 0, info.max, out=v)
+    return v.astype(dtype)
+
+
+def finite_maximum(values: Any) -> float:
+    """Return the largest finite value (NaN when there is none).
+
+    Parameters
+    ----------
+    values : array_like
+        Real values.
+
+    Returns
+    -------
+    float
+        The maximum over the finite values; NaN and infinities are skipped.
+    """
     v = np.asarray(values, dtype=np.float64)
-    if scale is not None:
-        v = v * scale
-    v = np.nan_to_num(v, nan=0.0, posinf=float(info.max), neginf=0.0)
-    return np.clip(v, 0, info.max).astype(dtype)
+    finite = v[np.isfinite(v)]
+    return float(finite.max()) if finite.size else float("nan")
 
 
 def full_range_scale(maximum: np.ndarray | float, bits: int) -> np.ndarray:
@@ -405,87 +450,171 @@ def full_range_scale(maximum: np.ndarray | float, bits: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------
-# frames
+# one sequence
 # --------------------------------------------------------------------------
 
 
-def converted_frames(
-    dataset: Any,
-    fill_gaps: bool,
-    scale_values: bool,
-    bits: int,
-    convert: Callable[..., np.ndarray],
-    client: Any = None,
-) -> tuple[list, Callable[[Any], Iterator[tuple[int, np.ndarray]]]]:
-    """Give the sequences to write and, per sequence, its frames converted block by block.
+class SequenceSource:
+    """One sequence presented to the frames writers as a one-sequence dataset.
+
+    It has what a registered frames writer and
+    :func:`refuse_dataset_files` read of an
+    :class:`~sima_fast.imaging.ImagingDataset`: ``sequences``,
+    ``num_sequences``, ``frame_shape``, ``channel_names`` and ``savedir``
+    (None: nothing is stored).
 
     Parameters
     ----------
-    dataset : ImagingDataset
-        The dataset whose frames are exported.
-    fill_gaps : bool
-        Replace NaN values by the pixel's nearest observation
-        (:meth:`Sequence.fill_gaps`).
-    scale_values : bool
-        Pass ``scale = (2**bits - 1) / max`` per channel (over the whole
-        dataset) to ``convert``; otherwise ``scale=None``.
-    bits : int
-        Bits of the output values, for the scale.
-    convert : callable
-        ``convert(chunk, scale=...)`` turns a ``(t, Z, Y, X, C)`` chunk into
-        the block to write; it must be picklable when ``client`` is given.
-    client : dask.distributed.Client, optional
-        Read, gap-fill and convert on this Dask cluster, time range by time
-        range (:func:`sima_fast.distributed.frame_blocks`, and
-        :func:`sima_fast.distributed.channel_maxima` for the scale); the
-        blocks are identical.
-
-    Returns
-    -------
-    sequences : list of Sequence
-        The sequences, in order (their ``shape`` and ``len`` give the
-        output sizes).
-    blocks : callable
-        ``blocks(seq)`` iterates ``(t0, block)`` over one of ``sequences``,
-        in time order.
+    sequence : Sequence
+        The sequence to write.
+    channel_names : list of str
+        One name per channel of ``sequence``.
     """
-    if client is None:
-        sequences = [s.fill_gaps() if fill_gaps else s for s in dataset.sequences]
-        maxima = channel_maxima
-        frames = _local_blocks
-    else:
-        from sima_fast import distributed
 
-        sequences = list(dataset.sequences)  # gaps are filled on the cluster
-        # (filling copies finite values, so it does not change the maxima)
-        maxima = functools.partial(distributed.channel_maxima, client=client)
-        frames = functools.partial(distributed.frame_blocks, client=client, fill_gaps=fill_gaps)
-    scale = full_range_scale(maxima(sequences), bits) if scale_values else None  # (C,)
-    return sequences, functools.partial(frames, convert=functools.partial(convert, scale=scale))
+    def __init__(self, sequence: Any, channel_names: list[str]) -> None:
+        self.sequences = [sequence]
+        self.num_sequences = 1
+        self.frame_shape = tuple(sequence.shape[1:])
+        self.channel_names = list(channel_names)
+        self.savedir = None
+
+    def __repr__(self) -> str:
+        return f"<SequenceSource of {self.sequences[0]!r}>"
 
 
-def _local_blocks(seq: Any, convert: Callable) -> Iterator[tuple[int, np.ndarray]]:
-    """``(t0, convert(chunk))`` for every chunk of ``seq``, read here."""
-    for t0, chunk in seq.iter_chunks(reuse_buffer=True, prefetch=True):
-        yield t0, convert(chunk)
+def _sequence_channel_names(channel_names: Any, num_channels: int) -> list[str]:
+    """``channel_names`` checked against the channel count (default '0', '1', ...)."""
+    if channel_names is None:
+        return [str(c) for c in range(num_channels)]
+    if not _is_list(channel_names):
+        raise ArgumentTypeError(
+            f"channel_names must be a list of {num_channels} names, got {channel_names!r}"
+        )
+    names = []
+    for i, n in enumerate(channel_names):
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, (str, numbers.Integral)):
+            raise ArgumentTypeError(
+                f"channel_names[{i}] must be a str (or an int, used as its digits), got {n!r}"
+            )
+        names.append(str(n))
+    if len(names) != num_channels:
+        raise ValueError(
+            f"channel_names has {len(names)} name(s) but the sequence has {num_channels} "
+            f"channel(s): {names}"
+        )
+    return names
 
 
-def progress_bar(sequences: list, desc: str = "export_frames") -> Any:
-    """Return a progress bar over the frames of ``sequences`` (shown on terminals only).
+def sequence_filenames(filenames: Any, fmt: str, num_planes: int, num_channels: int) -> list:
+    """Check a sequence export's ``filenames`` and nest them as for a one-sequence dataset.
 
     Parameters
     ----------
-    sequences : list of Sequence
-        The sequences being written.
-    desc : str, optional
-        The bar's label.
+    filenames : str, path-like, or nested list of them
+        For the nested TIFF formats (:data:`NESTED_TIFF_FORMATS`),
+        ``filenames[j][k]`` is the file of plane j, channel k; for ``'HDF5'``
+        a single path; for another registered format, what its writer takes
+        for one sequence.
+    fmt : str
+        The format name.
+    num_planes, num_channels : int
+        The sequence's numbers of planes and channels.
 
     Returns
     -------
-    tqdm.tqdm
-        A context manager; call ``update(n)`` after writing ``n`` frames.
-    """
-    from tqdm.auto import tqdm
+    list
+        ``[filenames]``: the form the dataset frames writers take
+        (``filenames[sequence]...``).
 
-    total = sum(len(s) for s in sequences)
-    return tqdm(total=total, desc=desc, unit="frame", disable=None)
+    Raises
+    ------
+    ValueError
+        If ``filenames`` is not of the form ``fmt`` needs; the message says
+        the expected form.
+    """
+    Z, C = num_planes, num_channels
+    if fmt in NESTED_TIFF_FORMATS:
+        ok = (
+            _is_list(filenames)
+            and len(filenames) == Z
+            and all(_is_list(p) and len(p) == C for p in filenames)
+            and all(is_path(f) for p in filenames for f in p)
+        )
+        if not ok:
+            raise ValueError(
+                f"filenames must be nested as filenames[plane][channel]: a list of {Z} "
+                f"lists of {C} paths for fmt={fmt!r}, got {filenames!r}"
+            )
+    elif fmt == "HDF5" and not is_path(filenames):
+        raise ValueError(
+            f"filenames must be a single path for fmt='HDF5' (one file holding every "
+            f"plane and channel), got {filenames!r}"
+        )
+    return [filenames]
+
+
+def export_sequence(
+    sequence: Any,
+    filenames: Any,
+    fmt: str = "TIFF16",
+    fill_gaps: bool = False,
+    channel_names: Any = None,
+    compression: str | None = None,
+    scale_values: bool = False,
+) -> None:
+    """Write every frame of one sequence with the registered frames writer of ``fmt``.
+
+    The implementation of :meth:`sima_fast.sequence.Sequence.export`: the
+    arguments are checked before anything is written, then the sequence is
+    handed to the same writer :meth:`ImagingDataset.export_frames` uses, as a
+    one-sequence dataset, so it streams in time chunks and publishes all
+    its files atomically.
+
+    Parameters
+    ----------
+    sequence : Sequence
+        The sequence to write.
+    filenames : str, path-like, or nested list of them
+        See :func:`sequence_filenames`.
+    fmt : str, optional
+        A name registered in :data:`sima_fast.io.frames_writers`; built in:
+        ``'TIFF16'``, ``'TIFF8'``, ``'HDF5'``. Default: 16-bit TIFF.
+    fill_gaps : bool, optional
+        Fill NaN values from the pixel's nearest observation. Default: False.
+    channel_names : list of str, optional
+        Channel names stored with HDF5 output. Default: '0', '1', ...
+    compression : {None, 'gzip', 'lzf', 'szip'}, optional
+        Lossless HDF5 compression filter.
+    scale_values : bool, optional
+        Stretch each channel to the output's full range by its maximum over
+        the sequence. Default: False.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``fmt`` or ``compression``, ``filenames`` not of the form
+        ``fmt`` needs, wrong ``channel_names``, or an output path that the
+        sequence reads.
+    ArgumentTypeError
+        ``fill_gaps``, ``scale_values`` or ``channel_names`` of the wrong type.
+    OSError
+        An output directory that cannot be created or written.
+    """
+    fill_gaps = check_bool("fill_gaps", fill_gaps)
+    scale_values = check_bool("scale_values", scale_values)
+    writer = frames_writers.lookup(fmt)
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {list(COMPRESSIONS)}, got {compression!r}")
+    shape = sequence.shape
+    names = _sequence_channel_names(channel_names, shape[4])
+    nested = sequence_filenames(filenames, fmt, shape[1], shape[4])
+    source = SequenceSource(sequence, names)
+    refuse_dataset_files(source, filenames, "filenames")
+    writer(
+        source,
+        nested,
+        fill_gaps=fill_gaps,
+        scale_values=scale_values,
+        compression=compression,
+        client=None,
+    )

@@ -13,14 +13,13 @@ import numpy as np
 
 from sima_fast.io._export import (
     all_or_nothing,
-    converted_frames,
-    full_range_scale,
+    finite_maximum,
     per_sequence_paths,
-    progress_bar,
     projection,
     single_path,
     to_unsigned,
 )
+from sima_fast.io._frames import converted_frames, progress_bar
 from sima_fast.io._registry import averages_writers, frames_writers
 
 __all__ = ["hdf5_block", "write_hdf5_averages", "write_hdf5_frames"]
@@ -45,7 +44,8 @@ def write_hdf5_averages(
     filenames : str or path-like, or a list of one
         The output file.
     scale_values : bool, optional
-        Stretch all channels by one factor, ``(2**16 - 1) / nanmax``.
+        Stretch all channels as SIMA's ``to16bit`` does,
+        ``(2**16 - 1) * v / nanmax`` with one maximum over all channels.
     projection_type : {'average', 'std', 'kurtosis'}, optional
         The projection to write, as dataset ``time_average``, ``time_std``
         or ``time_kurtosis``: uint16, ``(Z, Y, X, C)``, dimension labels z,
@@ -62,8 +62,7 @@ def write_hdf5_averages(
     proj = projection(dataset, projection_type)  # (Z, Y, X, C)
     import h5py
 
-    scale = full_range_scale(np.nanmax(proj) if np.isfinite(proj).any() else 0, _BITS)
-    data = to_unsigned(proj, np.uint16, scale if scale_values else None)
+    data = to_unsigned(proj, np.uint16, finite_maximum(proj) if scale_values else None)
     name = "time_" + ("average" if projection_type == "average" else projection_type)
     with all_or_nothing([path]) as (tmp,), h5py.File(tmp, "w") as f:
         dset = f.create_dataset(name, data=data)

@@ -1,7 +1,8 @@
 """TIFF exports of time projections and frames (formats 'TIFF8' and 'TIFF16').
 
 Values are written as 8- or 16-bit unsigned integers, optionally stretched to
-the full range, clipped to the type's range and truncated; NaN becomes 0.
+the full range as SIMA's ``to8bit``/``to16bit`` do, clipped to the type's
+range and truncated; NaN becomes 0.
 ``tifffile`` is imported only when a file is written.
 """
 
@@ -15,14 +16,13 @@ import numpy as np
 
 from sima_fast.io._export import (
     all_or_nothing,
-    converted_frames,
-    full_range_scale,
+    finite_maximum,
     nested_frame_paths,
     per_channel_paths,
-    progress_bar,
     projection,
     to_unsigned,
 )
+from sima_fast.io._frames import converted_frames, progress_bar
 from sima_fast.io._registry import averages_writers, frames_writers
 
 __all__ = ["write_tiff_averages", "write_tiff_frames"]
@@ -47,7 +47,7 @@ def write_tiff_averages(
     filenames : list of str or path-like
         One path per channel.
     scale_values : bool, optional
-        Stretch each channel by ``(2**bits - 1) / nanmax(channel)``.
+        Stretch each channel as ``(2**bits - 1) * v / nanmax(channel)``.
     projection_type : {'average', 'std', 'kurtosis'}, optional
         The projection to write.
     bits : {8, 16}, optional
@@ -67,9 +67,8 @@ def write_tiff_averages(
     with all_or_nothing(paths) as tmps:
         for c, tmp in enumerate(tmps):
             channel = proj[..., c]
-            finite = np.isfinite(channel)
-            scale = full_range_scale(channel[finite].max() if finite.any() else 0, bits)
-            pages = to_unsigned(channel, _DTYPES[bits], scale if scale_values else None)
+            top = finite_maximum(channel) if scale_values else None
+            pages = to_unsigned(channel, _DTYPES[bits], top)
             with tifffile.TiffWriter(tmp) as writer:
                 for plane in pages:
                     writer.write(plane, photometric="minisblack", contiguous=True)
@@ -96,7 +95,8 @@ def write_tiff_frames(
     fill_gaps : bool, optional
         Fill NaN values from the pixel's nearest observation first.
     scale_values : bool, optional
-        Stretch each channel by ``(2**bits - 1) / max`` over the dataset.
+        Stretch each channel as ``(2**bits - 1) * v / max``, with its
+        maximum over the dataset.
     compression : str, optional
         Ignored (TIFF pages are written uncompressed).
     client : dask.distributed.Client, optional
@@ -114,7 +114,9 @@ def write_tiff_frames(
     Z, C = dataset.frame_shape[0], dataset.frame_shape[3]
     paths = nested_frame_paths(filenames, f"TIFF{bits}", dataset.num_sequences, Z, C)
     convert = functools.partial(to_unsigned, dtype=_DTYPES[bits])
-    sequences, blocks = converted_frames(dataset, fill_gaps, scale_values, bits, convert, client)
+    sequences, blocks = converted_frames(
+        dataset, fill_gaps, scale_values, bits, convert, client, by_maximum=True
+    )
     import tifffile
 
     flat_paths = [f for pl in paths for ch in pl for f in ch]

@@ -1369,6 +1369,87 @@ class Sequence(abc.ABC):
             return self
         return _registered("filled")(self)
 
+    # -- export ----------------------------------------------------------------
+
+    def export(
+        self,
+        filenames: Any,
+        fmt: str = "TIFF16",
+        fill_gaps: bool = False,
+        channel_names: list[str] | None = None,
+        compression: str | None = None,
+        scale_values: bool = False,
+    ) -> None:
+        """Save every frame of this sequence as TIFF or HDF5, streaming.
+
+        Parameters
+        ----------
+        filenames : str or list of list of str
+            For ``'TIFF8'``/``'TIFF16'``, ``filenames[j][k]`` is the file of
+            plane j, channel k (one page per frame). For ``'HDF5'``, a single
+            path.
+        fmt : str, optional
+            Output format: a name registered in
+            :data:`sima_fast.io.frames_writers`; built in: ``'TIFF16'``,
+            ``'TIFF8'``, ``'HDF5'``. Default: 16-bit TIFF.
+        fill_gaps : bool, optional
+            Replace NaN values by the pixel's nearest observation, as
+            :meth:`fill_gaps` defines. Default: False.
+        channel_names : list of str, optional
+            One name per channel, stored as the HDF5 attribute
+            ``channel_names``. Default: ``'0'``, ``'1'``, ...
+        compression : {None, 'gzip', 'lzf', 'szip'}, optional
+            Lossless HDF5 compression filter (ignored for TIFF).
+        scale_values : bool, optional
+            Stretch each channel to the output's full range,
+            ``(2**bits - 1) * v / max`` with the channel's maximum over the
+            sequence (16 bits for HDF5). Default: False.
+
+        Raises
+        ------
+        ValueError
+            Unknown ``fmt`` or ``compression``, ``filenames`` not of the form
+            above, ``channel_names`` of the wrong length, or an output path
+            that this sequence reads (checked before anything is written).
+        ArgumentTypeError
+            ``fill_gaps``, ``scale_values`` or ``channel_names`` of the
+            wrong type.
+        OSError
+            An output directory that cannot be created or written.
+
+        Notes
+        -----
+        The frames are written by the same writers as
+        :meth:`ImagingDataset.export_frames <sima_fast.imaging.ImagingDataset.export_frames>`
+        (see docs/contract.md#exports): HDF5 files hold a float32 dataset
+        ``imaging`` shaped ``(T, Z, Y, X, C)`` with dimension labels t, z, y,
+        x, c; TIFF values are clipped to the type's range and truncated
+        (NaN becomes 0). Memory does not grow with the number of frames, and
+        all files are published together only when all are complete.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from sima_fast import Sequence
+        >>> seq = Sequence.create('ndarray', np.arange(12.0).reshape(3, 1, 2, 2, 1))
+        >>> out = os.path.join(tempfile.mkdtemp(), 'movie.h5')
+        >>> seq.export(out, fmt='HDF5', channel_names=['GCaMP'])
+        >>> Sequence.create('HDF5', out, 'tzyxc', key='imaging').shape
+        (3, 1, 2, 2, 1)
+        """
+        from sima_fast.io._export import export_sequence
+
+        export_sequence(
+            self,
+            filenames,
+            fmt=fmt,
+            fill_gaps=fill_gaps,
+            channel_names=channel_names,
+            compression=compression,
+            scale_values=scale_values,
+        )
+
     # -- pickling --------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
