@@ -1266,7 +1266,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def _unknown_sima_class(module: str, name: str) -> str:
-    """The refusal message for a SIMA class outside the allow-list: what the file is, what to do."""
+    """Say what the file is and what to do, for a SIMA class outside the allow-list."""
     if module == "sima.iterables":
         return (
             f"this is a SIMA 0.x dataset whose sequence class '{module}.{name}' sima_fast does "

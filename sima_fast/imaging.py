@@ -30,7 +30,16 @@ from sima_fast._validate import (
 )
 from sima_fast.sequence import Sequence
 
-__all__ = ["ImagingDataset"]
+__all__ = ["ImagingDataset", "NotADatasetError"]
+
+
+class NotADatasetError(storage.DatasetFormatError, FileNotFoundError):
+    """The directory holds no dataset: neither sima_fast's ``metadata.json`` nor SIMA's pickles.
+
+    Both a :class:`sima_fast.storage.DatasetFormatError` (a ``ValueError``)
+    and a ``FileNotFoundError`` (an ``OSError``, i.e. ``IOError``), since
+    SIMA raised ``IOError`` there and scripts catch it to skip such folders.
+    """
 
 
 class ImagingDataset:
@@ -201,8 +210,12 @@ class ImagingDataset:
         ------
         FileNotFoundError
             If the directory, or a data file it refers to, does not exist.
+        NotADatasetError
+            If the directory holds no dataset (a ``DatasetFormatError`` that
+            is also a ``FileNotFoundError``, so ``except IOError`` catches it
+            as in SIMA).
         sima_fast.storage.DatasetFormatError
-            If the directory is not a dataset or its metadata is corrupt.
+            If the metadata is corrupt.
         sima_fast.storage.UnsafePickleError
             If a SIMA pickle refers to anything outside the allow-list.
         """
@@ -234,9 +247,9 @@ class ImagingDataset:
             self._projections = dict(info["projections"])
             meta = {"channel_names": info["channel_names"]}
         else:
-            raise storage.DatasetFormatError(
+            raise NotADatasetError(
                 f"path: {savedir!r} is neither a sima_fast dataset (no metadata.json) nor a SIMA "
-                "1.x dataset (no sequences.pkl)"
+                "dataset (no sequences.pkl or dataset.pkl)"
             )
         if not self._sequences:
             raise storage.DatasetFormatError(f"{savedir!r} holds no sequences")
@@ -516,6 +529,44 @@ class ImagingDataset:
 
     def _channel(self, channel: Any) -> int:
         return resolve_channel(channel, self._channel_names)
+
+    def _resolve_channel(self, chan: Any) -> int | None:
+        """Return the index of a channel given by index or name (SIMA's helper).
+
+        SIMA's scripts call this method (``examples/extraction.py``); it has
+        SIMA's semantics: None stays None, anything else goes through
+        :func:`sima_fast._validate.resolve_channel`.
+
+        Parameters
+        ----------
+        chan : int, str or None
+            A channel index (negative counts from the end), a channel name,
+            or None.
+
+        Returns
+        -------
+        int or None
+            The non-negative channel index, or None for None.
+
+        Raises
+        ------
+        ValueError
+            If there is no such channel (the message lists the names).
+        sima_fast._validate.ArgumentTypeError
+            If ``chan`` is neither None, an integer nor a string (also a
+            ``ValueError``, as SIMA's scripts expect).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> ds = ImagingDataset([Sequence.create('ndarray', np.zeros((2, 1, 2, 2, 2)))], None,
+        ...                     channel_names=['green', 'red'])
+        >>> ds._resolve_channel('red'), ds._resolve_channel(0), ds._resolve_channel(None)
+        (1, 0, None)
+        """
+        if chan is None:
+            return None
+        return resolve_channel(chan, self._channel_names)
 
     # -- projections -----------------------------------------------------------
 

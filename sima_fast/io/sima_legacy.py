@@ -131,20 +131,29 @@ def sima_roilist(entry: dict[str, Any], where: str) -> ROIList:
 
 
 def _resolve_tiff(path: str, savedir: str) -> str | None:
-    """The existing file ``path`` names: as recorded (absolute or from the cwd), then in ``savedir``."""
+    """Find ``path``: as recorded (absolute, or from the cwd), then inside ``savedir``."""
     for cand in (path, os.path.join(savedir, path)):
         if os.path.isfile(cand):
             return os.path.abspath(cand)
     return None
 
 
+def _common_start(names: list[str]) -> str:
+    """Return the longest string every name starts with (character by character)."""
+    first, last = min(names), max(names)
+    n = 0
+    while n < min(len(first), len(last)) and first[n] == last[n]:
+        n += 1
+    return first[:n]
+
+
 def _pattern_candidates(files: list[str]) -> list[str]:
     """Glob patterns that may match exactly ``files`` (absolute paths), most general first."""
     if len(files) == 1:
         return [glob.escape(files[0])]
-    prefix = os.path.commonprefix(files)
+    prefix = _common_start(files)
     tails = [f[len(prefix) :] for f in files]
-    suffix = os.path.commonprefix([t[::-1] for t in tails])[::-1]
+    suffix = _common_start([t[::-1] for t in tails])[::-1]
     out = [glob.escape(prefix) + "*" + glob.escape(suffix)]
     if len({len(f) for f in files}) == 1:  # the positions that vary, as character classes
         parts = []
@@ -273,7 +282,8 @@ def _v0_channel(record: Any, savedir: str, where: str) -> Any:
     from sima_fast.sequence import Sequence, resolve_path
 
     if not isinstance(record, dict) or not isinstance(record.get("__class__"), LegacyClass):
-        raise ValueError(f"{where}: expected a SIMA 0.x channel record, got {type(record).__name__}")
+        got = type(record).__name__
+        raise ValueError(f"{where}: expected a SIMA 0.x channel record, got {got}")
     klass = record["__class__"]
     path = resolve_path(
         {"abspath": record.get("_abspath", record.get("path")), "relpath": record.get("_relpath")},
