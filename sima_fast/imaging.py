@@ -1194,16 +1194,21 @@ class ImagingDataset:
         -------
         dict of str to dict
             Every stored extraction of the channel, by label: the record
-            :meth:`extract` returned, with ``spikes``, ``fits`` and
-            ``spikes_params`` once :meth:`infer_spikes` has run on it. Empty when
-            nothing was extracted.
+            :meth:`extract` returned, with SIMA's keys ``spikes``,
+            ``spikes_fits`` and ``spikes_params`` once :meth:`infer_spikes`
+            has run on it (``fits`` is the same array as ``spikes_fits``, the
+            name earlier sima_fast versions stored). Empty when nothing was
+            extracted.
 
         Raises
         ------
         ValueError
             If the channel does not exist.
         """
-        return self._read_signals(self._channel(channel))
+        return {
+            label: storage.with_fits_alias(record)
+            for label, record in self._read_signals(self._channel(channel)).items()
+        }
 
     def export_signals(
         self,
@@ -1305,8 +1310,9 @@ class ImagingDataset:
             ``lambda``, ``status`` and ``solver`` (which solver produced
             each answer: ``'fast'`` or ``'osqp'``).
 
-        With a dataset directory the three are also stored in the signals
-        record, under ``spikes``, ``fits`` and ``spikes_params``.
+        The three are also stored in the signals record under SIMA's keys,
+        ``spikes``, ``spikes_fits`` and ``spikes_params`` (see
+        :meth:`signals`).
 
         Raises
         ------
@@ -1350,7 +1356,8 @@ class ImagingDataset:
                 raw, client, gamma=gamma, share_gamma=share_gamma, mode=mode, verbose=verbose
             )
         record = dict(record)
-        record.update(spikes=spikes, fits=fits, spikes_params=parameters)
+        record.pop("fits", None)  # the name earlier versions stored the fits under
+        record.update(spikes=spikes, spikes_fits=fits, spikes_params=parameters)
         self._store_signals(index, label, record, "infer_spikes")
         return spikes, fits, parameters
 

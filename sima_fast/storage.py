@@ -112,6 +112,39 @@ class DatasetChangedError(OSError):
     """
 
 
+def with_fits_alias(record: Any) -> Any:
+    """Give a signals record both names of the spike fits, ``spikes_fits`` and ``fits``.
+
+    SIMA (and sima_fast now) store the denoised fluorescence of
+    ``infer_spikes`` under ``spikes_fits``; earlier sima_fast versions
+    stored it under ``fits``. The returned record has both keys, holding
+    the same array list, whichever was stored.
+
+    Parameters
+    ----------
+    record : dict or object
+        A signals record as read; anything else is returned unchanged.
+
+    Returns
+    -------
+    dict or object
+        A shallow copy of the record with both keys when it had one of them;
+        otherwise ``record`` itself.
+
+    Examples
+    --------
+    >>> rec = with_fits_alias({'raw': [], 'spikes_fits': [1]})
+    >>> rec['fits'] is rec['spikes_fits']
+    True
+    """
+    if not isinstance(record, dict) or ("fits" in record) == ("spikes_fits" in record):
+        return record
+    out = dict(record)
+    fits = out.get("spikes_fits", out.get("fits"))
+    out["fits"] = out["spikes_fits"] = fits
+    return out
+
+
 def signals_file(channel: int) -> str:
     """Return the file name holding the signals of one channel.
 
