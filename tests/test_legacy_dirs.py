@@ -130,6 +130,12 @@ def _tiff_frames(folder, T=4, Z=2, C=2, decoy=True):
     return data, table
 
 
+def sima_layout(table):
+    """Return the table as SIMA 1.3.2 saved it: (Z, C, T) matches reshaped as they lie."""
+    T, Z, C = table.shape
+    return np.ascontiguousarray(table.transpose(1, 2, 0)).reshape(T, Z, C)
+
+
 def _tiffs_dir(tmp_path, table, name="tiffs.sima"):
     savedir = tmp_path / name
     savedir.mkdir()
@@ -140,7 +146,8 @@ def _tiffs_dir(tmp_path, table, name="tiffs.sima"):
 
 def test_sima_tiffs_table_loads_as_its_frames(tmp_path):
     data, table = _tiff_frames(str(tmp_path / "raw"))
-    ds = ImagingDataset.load(_tiffs_dir(tmp_path, table))
+    assert not np.array_equal(sima_layout(table), table)  # 2 planes, 2 channels: rows mixed
+    ds = ImagingDataset.load(_tiffs_dir(tmp_path, sima_layout(table)))
     assert ds.channel_names == ["green", "red"]
     assert ds.sequences[0].shape == data.shape
     np.testing.assert_array_equal(np.asarray(ds.sequences[0]), data)
@@ -161,10 +168,12 @@ def test_sima_tiffs_table_of_relative_names_is_found_in_the_directory(tmp_path):
     np.testing.assert_array_equal(np.asarray(ds.sequences[0]), data)
 
 
-def test_sima_tiffs_table_with_numpy_string_dtype(tmp_path):
-    data, table = _tiff_frames(str(tmp_path / "raw"), T=2, Z=1, C=2)
-    savedir = _tiffs_dir(tmp_path, table.astype(str))
+def test_sima_tiffs_table_in_frame_order_and_numpy_string_dtype(tmp_path):
+    data, table = _tiff_frames(str(tmp_path / "raw"), T=3, Z=1, C=2)
+    savedir = _tiffs_dir(tmp_path, table.astype(str))  # already (T, Z, C), as str
     np.testing.assert_array_equal(np.asarray(ImagingDataset.load(savedir).sequences[0]), data)
+    other = _tiffs_dir(tmp_path, sima_layout(table).astype(str), "sima.sima")
+    np.testing.assert_array_equal(np.asarray(ImagingDataset.load(other).sequences[0]), data)
 
 
 def test_sima_tiffs_table_errors_name_the_file(tmp_path):

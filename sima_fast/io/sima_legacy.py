@@ -173,14 +173,19 @@ def tiffs_patterns(paths: Any, savedir: str, where: str) -> list[list[str]]:
 
     SIMA 1.x expanded the glob patterns of a ``'TIFFs'`` sequence when it
     was created and saved the matched files as an array of shape
-    ``(T, Z, C)``: ``paths[t, z, c]`` is the file of frame ``t``, plane
-    ``z``, channel ``c``. sima_fast's ``'TIFFs'`` sequences keep patterns,
-    so for each plane and channel a pattern is sought that matches exactly
-    that column of files, in that order (sorted by name, as SIMA sorted its
-    matches): first ``prefix*suffix`` around the part where the names
-    differ, then, for names of equal length, a character class at each
-    position that differs. Every pattern is checked against the files on
-    disk.
+    ``(T, Z, C)``. SIMA 1.3.2 built that array by reshaping the
+    ``(Z, C, T)`` array of matches without reordering its axes, so with
+    several planes or channels its rows mix up frames, planes and channels;
+    the intended table (frame ``t``, plane ``z``, channel ``c``) is that
+    layout undone, and it is tried first. A table already in
+    ``(T, Z, C)`` order is tried next.
+
+    sima_fast's ``'TIFFs'`` sequences keep patterns, so for each plane and
+    channel a pattern is sought that matches exactly that column of files,
+    in that order (sorted by name, as SIMA sorted its matches): first
+    ``prefix*suffix`` around the part where the names differ, then, for
+    names of equal length, a character class at each position that
+    differs. Every pattern is checked against the files on disk.
 
     Parameters
     ----------
@@ -202,8 +207,9 @@ def tiffs_patterns(paths: Any, savedir: str, where: str) -> list[list[str]]:
     ------
     ValueError
         If the table is not a ``(T, Z, C)`` table of strings, or the files
-        of a plane and channel cannot be described by a pattern (other
-        files in their folder match it, or they are not in name order).
+        of a plane and channel cannot be described by a pattern in either
+        layout (other files in their folder match it, or they are not in
+        name order).
     FileNotFoundError
         If a file of the table does not exist (the message names it).
 
@@ -225,38 +231,52 @@ def tiffs_patterns(paths: Any, savedir: str, where: str) -> list[list[str]]:
             f"array of shape {table.shape}"
         )
     T, Z, C = table.shape
+    files = np.empty(table.shape, dtype=object)
+    for (t, z, c), name in np.ndenumerate(table):
+        if isinstance(name, bytes):
+            name = name.decode("latin1")
+        if not isinstance(name, str):
+            raise ValueError(
+                f"{where}: entry ({t}, {z}, {c}) of the TIFFs table is a "
+                f"{type(name).__name__}, not a file name"
+            )
+        found = _resolve_tiff(name, savedir)
+        if found is None:
+            raise FileNotFoundError(
+                f"{where}: cannot find the TIFF file {name!r} (entry ({t}, {z}, {c}) of the "
+                f"TIFFs table); tried it as recorded and inside {savedir!r}"
+            )
+        files[t, z, c] = found
+    layouts = [files.reshape(-1).reshape(Z, C, T).transpose(2, 0, 1)]  # SIMA 1.3.2's
+    if Z * C > 1:
+        layouts.append(files)
+    for layout in layouts:
+        patterns = _column_patterns(layout)
+        if isinstance(patterns, list):
+            return patterns
+    z, c, first = patterns
+    raise ValueError(
+        f"{where}: the {T} TIFF files of plane {z}, channel {c} (from {first!r}) cannot be "
+        "described by a glob pattern: other files in their folder match, or they are not in "
+        "name order; move the other files away, or create the sequence with "
+        "Sequence.create('TIFFs', ...)"
+    )
+
+
+def _column_patterns(files: np.ndarray) -> list[list[str]] | tuple[int, int, str]:
+    """Find a pattern for every (plane, channel) column, or say which column has none."""
+    _, Z, C = files.shape
     patterns: list[list[str]] = []
     for z in range(Z):
         row = []
         for c in range(C):
-            files = []
-            for t in range(T):
-                name = table[t, z, c]
-                if isinstance(name, bytes):
-                    name = name.decode("latin1")
-                if not isinstance(name, str):
-                    raise ValueError(
-                        f"{where}: entry ({t}, {z}, {c}) of the TIFFs table is a "
-                        f"{type(name).__name__}, not a file name"
-                    )
-                found = _resolve_tiff(name, savedir)
-                if found is None:
-                    raise FileNotFoundError(
-                        f"{where}: cannot find the TIFF file {name!r} (frame {t}, plane {z}, "
-                        f"channel {c}); tried it as recorded and inside {savedir!r}"
-                    )
-                files.append(found)
-            for pattern in _pattern_candidates(files):
-                if sorted(os.path.abspath(m) for m in glob.glob(pattern)) == files:
+            column = list(files[:, z, c])
+            for pattern in _pattern_candidates(column):
+                if sorted(os.path.abspath(m) for m in glob.glob(pattern)) == column:
                     row.append(pattern)
                     break
             else:
-                raise ValueError(
-                    f"{where}: the {T} TIFF files of plane {z}, channel {c} (from "
-                    f"{files[0]!r}) cannot be described by a glob pattern: other files in "
-                    "their folder match, or they are not in name order; move the other files "
-                    "away, or create the sequence with Sequence.create('TIFFs', ...)"
-                )
+                return z, c, column[0]
         patterns.append(row)
     return patterns
 
