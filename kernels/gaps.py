@@ -12,7 +12,8 @@ middle of a sequence.
 :func:`place_displaced_rows` is the engine behind
 ``Sequence.apply_displacements``: every source row of every frame is written
 at its displaced position and pixels that receive several values get their
-mean (non-finite source values are ignored); pixels that receive none are NaN.
+mean, or NaN if any of those values is NaN or infinite (as in SIMA, a
+missing value is not averaged away); pixels that receive none are NaN.
 """
 
 from __future__ import annotations
@@ -201,7 +202,7 @@ def _place_rows(src, rows, out):  # pragma: no cover - compiled
                         flat[i] = v if v - v == 0 else nan
                     for i in range(i1, Xo * C):
                         flat[i] = nan
-                else:  # several source rows: mean of the finite values per pixel
+                else:  # several source rows: their mean; NaN if any of them is missing
                     acc = np.zeros((Xo, C))
                     cnt = np.zeros((Xo, C), dtype=np.int64)
                     for q in range(lo, hi):
@@ -213,8 +214,11 @@ def _place_rows(src, rows, out):  # pragma: no cover - compiled
                             for c in range(C):
                                 v = np.float64(row[x - dx, c])
                                 if v - v == 0:
-                                    acc[x, c] += v
-                                    cnt[x, c] += 1
+                                    if cnt[x, c] >= 0:
+                                        acc[x, c] += v
+                                        cnt[x, c] += 1
+                                else:  # a missing value makes the pixel missing (SIMA's rule)
+                                    cnt[x, c] = -1
                     for x in range(Xo):
                         for c in range(C):
                             k = cnt[x, c]
@@ -222,7 +226,7 @@ def _place_rows(src, rows, out):  # pragma: no cover - compiled
 
 
 def place_displaced_rows(src: np.ndarray, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Write every source row at its displaced position, averaging collisions.
+    """Write every source row at its displaced position, averaging rows that collide.
 
     Parameters
     ----------
@@ -237,8 +241,10 @@ def place_displaced_rows(src: np.ndarray, rows: np.ndarray, out: np.ndarray) -> 
     Returns
     -------
     numpy.ndarray
-        ``out``: the mean of the finite values that landed on each pixel, NaN
-        where none did. Values falling outside ``out`` are dropped.
+        ``out``: the mean of the values that landed on each pixel; NaN where
+        none did or where any of them is NaN or infinite (SIMA's rule: a
+        missing value is never averaged away). Values falling outside
+        ``out`` are dropped.
     """
     if (
         src.ndim != 5

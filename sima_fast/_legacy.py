@@ -1,4 +1,4 @@
-"""Restricted, bounded reading of pickles: SIMA 1.x files and ``.npy`` object arrays.
+"""Restricted, bounded reading of pickles: SIMA 0.x and 1.x files and ``.npy`` object arrays.
 
 SIMA stored its dataset directories as pickles, and numpy stores arrays of
 Python objects (suite2p's ``stat.npy`` and ``ops.npy``) as pickles inside
@@ -8,8 +8,10 @@ unguarded:
 
 * **Allow-list.** Only the globals of an explicit allow-list resolve (plain
   containers, numpy array and scalar reconstruction, and for SIMA files scipy
-  sparse matrices and SIMA's sequence classes); everything else is refused
-  with :class:`UnsafePickleError`. SIMA's own classes are never imported or
+  sparse matrices, SIMA 1.x's sequence classes and SIMA 0.x's
+  ``sima.iterables`` channel classes); everything else is refused with
+  :class:`UnsafePickleError`, whose message says what the file is and what
+  to do with it. SIMA's own classes are never imported or
   instantiated: they become inert :class:`LegacyClass` markers that
   :mod:`sima_fast.storage` translates into sima_fast objects, and sparse
   matrices become :class:`LegacySparse` records converted with
@@ -1166,6 +1168,10 @@ _SIMA_SEQUENCE_CLASSES = frozenset(
     }
 )
 
+# SIMA 0.x's channel classes (``dataset.pkl`` of a 0.x directory): the ones
+# SIMA 1.3.2's version-0 converter understands.
+_SIMA_V0_CLASSES = frozenset({"MultiPageTIFF", "HDF5"})
+
 _CONTAINERS = {
     "set": set,
     "frozenset": frozenset,
@@ -1236,15 +1242,44 @@ class _RestrictedUnpickler(pickle.Unpickler):
                     return ctx.sparse[fmt]
             if module == "sima.sequence" and name in _SIMA_SEQUENCE_CLASSES:
                 return LegacyClass(module, name, ctx.path)
+            if module == "sima.iterables" and name in _SIMA_V0_CLASSES:
+                return LegacyClass(module, name, ctx.path)
+            if module == "sima" or module.startswith("sima."):
+                ctx.refuse(_unknown_sima_class(module, name))
             allowed = "plain containers, numpy arrays, scipy sparse matrices and SIMA sequences"
         else:
             if module == "datetime" and name in _DATETIME:
                 return _DATETIME[name]
             allowed = "plain containers, numpy arrays and scalars, datetimes"
+        what = (
+            "this SIMA file (a pickle)"
+            if ctx.profile == "sima"
+            else "this .npy file's object array (a pickle)"
+        )
         ctx.refuse(
             f"refusing to load '{module}.{name}': it is not in the allow-list of the "
-            f"restricted reader ({allowed})"
+            f"restricted reader ({allowed}). {what} names code that sima_fast never runs; "
+            "if the file is yours and trusted, convert it where that code is installed "
+            "(e.g. re-save the dataset with SIMA 1.3.2) or rebuild the data with "
+            "sima_fast.Sequence.create"
         )
+
+
+def _unknown_sima_class(module: str, name: str) -> str:
+    """Say what the file is and what to do, for a SIMA class outside the allow-list."""
+    if module == "sima.iterables":
+        return (
+            f"this is a SIMA 0.x dataset whose sequence class '{module}.{name}' sima_fast does "
+            f"not map (it reads SIMA 0.x's {', '.join(sorted(_SIMA_V0_CLASSES))} channels, as "
+            "SIMA 1.3.2's converter does); open the directory with SIMA and re-save it in the "
+            "1.x format, or create its sequences with sima_fast.Sequence.create"
+        )
+    return (
+        f"this SIMA pickle refers to '{module}.{name}', a SIMA class that sima_fast does not "
+        "read (it maps SIMA 1.x's sequence classes and SIMA 0.x's sima.iterables channels, "
+        "and never runs SIMA's code); re-save the data with SIMA 1.3.2, or create the "
+        "sequences with sima_fast.Sequence.create and a new sima_fast.ImagingDataset"
+    )
 
 
 def _load_pickle(fh: Any, path: str, start: int, profile: str, limits: PickleLimits | None) -> Any:

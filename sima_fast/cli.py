@@ -1330,7 +1330,12 @@ def _info(args: argparse.Namespace) -> int:
     from sima_fast.summary import dataset_summary
 
     with _about(args.path):
-        dataset = _open(args.path, read_only=True)
+        try:
+            dataset = _open(args.path, read_only=True)
+        except (_Failure, *_EXPECTED):
+            raise
+        except Exception as exc:  # any load failure is one line, never a traceback
+            raise _Failure(f"cannot open it: {type(exc).__name__}: {_message(exc)}") from None
     print(dataset_summary(dataset))
     return 0
 

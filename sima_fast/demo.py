@@ -866,23 +866,23 @@ def _noise_fallbacks(raw: list[np.ndarray], gammas: np.ndarray) -> tuple[int, se
     Returns
     -------
     count : int
-        ROIs for which :func:`sima_fast.spikes.estimate_sigma` (``'correct'``
+        ROIs for which :func:`sima_fast.spikes.estimate_noise` (``'correct'``
         mode, with the ROI's decay) falls back to the spectral estimate.
     messages : set of str
-        The warnings :func:`sima_fast.spikes.estimate_parameters` raises about
+        The warnings :func:`sima_fast.spikes.estimate_roi_parameters` raises about
         the noise level alone (its decay given), to tell them from the others.
     """
-    from sima_fast.spikes import SpikeInferenceWarning, estimate_parameters, estimate_sigma
+    from sima_fast.spikes import SpikeInferenceWarning, estimate_noise, estimate_roi_parameters
 
     count = 0
     for i in range(raw[0].shape[0]):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", SpikeInferenceWarning)
-            estimate_sigma([r[i] for r in raw], float(gammas[i]), mode="correct")
+            estimate_noise([r[i] for r in raw], float(gammas[i]), mode="correct")
         count += any(issubclass(w.category, SpikeInferenceWarning) for w in caught)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SpikeInferenceWarning)
-        estimate_parameters(raw, gamma=gammas, mode="correct")
+        estimate_roi_parameters(raw, gamma=gammas, mode="correct")
     return count, {str(w.message) for w in caught}
 
 

@@ -30,7 +30,16 @@ from sima_fast._validate import (
 )
 from sima_fast.sequence import Sequence
 
-__all__ = ["ImagingDataset"]
+__all__ = ["ImagingDataset", "NotADatasetError"]
+
+
+class NotADatasetError(storage.DatasetFormatError, FileNotFoundError):
+    """The directory holds no dataset: neither sima_fast's ``metadata.json`` nor SIMA's pickles.
+
+    Both a :class:`sima_fast.storage.DatasetFormatError` (a ``ValueError``)
+    and a ``FileNotFoundError`` (an ``OSError``, i.e. ``IOError``), since
+    SIMA raised ``IOError`` there and scripts catch it to skip such folders.
+    """
 
 
 class ImagingDataset:
@@ -201,8 +210,12 @@ class ImagingDataset:
         ------
         FileNotFoundError
             If the directory, or a data file it refers to, does not exist.
+        NotADatasetError
+            If the directory holds no dataset (a ``DatasetFormatError`` that
+            is also a ``FileNotFoundError``, so ``except IOError`` catches it
+            as in SIMA).
         sima_fast.storage.DatasetFormatError
-            If the directory is not a dataset or its metadata is corrupt.
+            If the metadata is corrupt.
         sima_fast.storage.UnsafePickleError
             If a SIMA pickle refers to anything outside the allow-list.
         """
@@ -234,9 +247,9 @@ class ImagingDataset:
             self._projections = dict(info["projections"])
             meta = {"channel_names": info["channel_names"]}
         else:
-            raise storage.DatasetFormatError(
+            raise NotADatasetError(
                 f"path: {savedir!r} is neither a sima_fast dataset (no metadata.json) nor a SIMA "
-                "1.x dataset (no sequences.pkl)"
+                "dataset (no sequences.pkl or dataset.pkl)"
             )
         if not self._sequences:
             raise storage.DatasetFormatError(f"{savedir!r} holds no sequences")
@@ -516,6 +529,44 @@ class ImagingDataset:
 
     def _channel(self, channel: Any) -> int:
         return resolve_channel(channel, self._channel_names)
+
+    def _resolve_channel(self, chan: Any) -> int | None:
+        """Return the index of a channel given by index or name (SIMA's helper).
+
+        SIMA's scripts call this method (``examples/extraction.py``); it has
+        SIMA's semantics: None stays None, anything else goes through
+        :func:`sima_fast._validate.resolve_channel`.
+
+        Parameters
+        ----------
+        chan : int, str or None
+            A channel index (negative counts from the end), a channel name,
+            or None.
+
+        Returns
+        -------
+        int or None
+            The non-negative channel index, or None for None.
+
+        Raises
+        ------
+        ValueError
+            If there is no such channel (the message lists the names).
+        sima_fast._validate.ArgumentTypeError
+            If ``chan`` is neither None, an integer nor a string (also a
+            ``ValueError``, as SIMA's scripts expect).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> ds = ImagingDataset([Sequence.create('ndarray', np.zeros((2, 1, 2, 2, 2)))], None,
+        ...                     channel_names=['green', 'red'])
+        >>> ds._resolve_channel('red'), ds._resolve_channel(0), ds._resolve_channel(None)
+        (1, 0, None)
+        """
+        if chan is None:
+            return None
+        return resolve_channel(chan, self._channel_names)
 
     # -- projections -----------------------------------------------------------
 
@@ -1143,16 +1194,21 @@ class ImagingDataset:
         -------
         dict of str to dict
             Every stored extraction of the channel, by label: the record
-            :meth:`extract` returned, with ``spikes``, ``fits`` and
-            ``spikes_params`` once :meth:`infer_spikes` has run on it. Empty when
-            nothing was extracted.
+            :meth:`extract` returned, with SIMA's keys ``spikes``,
+            ``spikes_fits`` and ``spikes_params`` once :meth:`infer_spikes`
+            has run on it (``fits`` is the same array as ``spikes_fits``, the
+            name earlier sima_fast versions stored). Empty when nothing was
+            extracted.
 
         Raises
         ------
         ValueError
             If the channel does not exist.
         """
-        return self._read_signals(self._channel(channel))
+        return {
+            label: storage.with_fits_alias(record)
+            for label, record in self._read_signals(self._channel(channel)).items()
+        }
 
     def export_signals(
         self,
@@ -1254,8 +1310,9 @@ class ImagingDataset:
             ``lambda``, ``status`` and ``solver`` (which solver produced
             each answer: ``'fast'`` or ``'osqp'``).
 
-        With a dataset directory the three are also stored in the signals
-        record, under ``spikes``, ``fits`` and ``spikes_params``.
+        The three are also stored in the signals record under SIMA's keys,
+        ``spikes``, ``spikes_fits`` and ``spikes_params`` (see
+        :meth:`signals`).
 
         Raises
         ------
@@ -1299,7 +1356,8 @@ class ImagingDataset:
                 raw, client, gamma=gamma, share_gamma=share_gamma, mode=mode, verbose=verbose
             )
         record = dict(record)
-        record.update(spikes=spikes, fits=fits, spikes_params=parameters)
+        record.pop("fits", None)  # the name earlier versions stored the fits under
+        record.update(spikes=spikes, spikes_fits=fits, spikes_params=parameters)
         self._store_signals(index, label, record, "infer_spikes")
         return spikes, fits, parameters
 

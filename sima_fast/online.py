@@ -207,7 +207,7 @@ class OnlineExtractor:
     **Parameters.** Given ones are used as they are. Missing ones are
     estimated once, when frame ``estimate_frames`` has been extracted, from
     the values of the first ``estimate_frames`` frames: ``γ`` and ``σ`` by
-    :func:`sima_fast.spikes.estimate_parameters`
+    :func:`sima_fast.spikes.estimate_roi_parameters`
     (docs/contract.md#parameter-estimation: ``γ`` from the lag-3/lag-2
     autocovariance ratio, shared as the median over ROIs; ``σ``
     in the ``'correct'`` mode, with its documented repairs and warnings),
@@ -483,7 +483,7 @@ class OnlineExtractor:
         """Estimate the missing parameters from the first frames; deconvolve them."""
         if self._loader is not None:
             self._loader.join()
-        from sima_fast.spikes import MIN_SAMPLES, estimate_parameters
+        from sima_fast.spikes import MIN_SAMPLES, estimate_roi_parameters
 
         b = self._buffers
         window = b.hist[0, : self._estimate_at].T.astype(np.float64)  # (n_rois, W)
@@ -499,7 +499,7 @@ class OnlineExtractor:
         need_sigma = self._given["sigma"] is None and self._given["penalty"] is None
         if ok.any():
             if given_gamma is None or need_sigma:
-                est = estimate_parameters(
+                est = estimate_roi_parameters(
                     [window[ok]],
                     gamma=None if given_gamma is None else given_gamma[ok],
                     share_gamma=True,

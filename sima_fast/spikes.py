@@ -36,17 +36,24 @@ one ROI recorded in several sequences the autocovariances of the separate
 traces (each centred on its own mean) are summed before any ratio is
 taken, so that long sequences weigh more than short ones.
 
-* :func:`estimate_gamma` -- the decay factor from the ratio of the lag-3
+* :func:`estimate_decay` -- the decay factor from the ratio of the lag-3
   and lag-2 autocovariances.
-* :func:`estimate_sigma` -- the noise level, by one of three methods
+* :func:`estimate_noise` -- the noise level, by one of three methods
   (``'correct'``, ``'robust'`` or ``'psd'``, the last from a Welch power
   spectrum [3]_).
-* :func:`estimate_parameters` -- both, for every ROI of an extraction at
+* :func:`estimate_roi_parameters` -- both, for every ROI of an extraction at
   once (vectorised over ROIs).
 
 Questionable estimates are repaired rather than rejected, and
 every repair issues a :class:`SpikeInferenceWarning` (a
 :class:`RuntimeWarning`).
+
+SIMA's public helpers are here too, with SIMA's signatures, defaults and
+return types, so that SIMA's scripts run unchanged:
+:func:`get_poisson_spikes`, :func:`estimate_parameters` (one ROI's
+traces, returns ``(gamma, sigma)``), :func:`estimate_sigma` (the spectral
+noise level of one trace), :func:`estimate_gamma` (AR(p) coefficients),
+:func:`default_psd_opts` and :func:`spike_inference`.
 
 References
 ----------
@@ -89,15 +96,20 @@ __all__ = [
     "collect_sequence",
     "deconvolve",
     "deconvolve_block",
+    "default_psd_opts",
+    "estimate_decay",
     "estimate_gamma",
+    "estimate_noise",
     "estimate_parameters",
+    "estimate_roi_parameters",
     "estimate_sigma",
+    "get_poisson_spikes",
     "infer_spikes_from_signals",
     "prepare_inference",
     "spike_inference",
 ]
 
-#: Noise estimation methods accepted by :func:`estimate_sigma`.
+#: Noise estimation methods accepted by :func:`estimate_noise`.
 MODES: tuple[str, ...] = ("correct", "robust", "psd")
 
 #: Value given to an estimated decay factor that comes out at or above 1.
@@ -486,7 +498,7 @@ def autocovariance(trace: ArrayLike, max_lag: int) -> NDArray[np.float64]:
     return acov.reshape((*lead, max_lag + 1))
 
 
-def estimate_gamma(traces: ArrayLike | Iterable[ArrayLike]) -> float:
+def estimate_decay(traces: ArrayLike | Iterable[ArrayLike]) -> float:
     """Estimate the AR(1) decay factor of one ROI from its traces.
 
     Parameters
@@ -543,7 +555,7 @@ def estimate_gamma(traces: ArrayLike | Iterable[ArrayLike]) -> float:
     >>> c = np.zeros(5000)
     >>> for t in range(1, c.size):
     ...     c[t] = 0.9 * c[t - 1] + rng.standard_normal()
-    >>> round(estimate_gamma([c[:3000], c[3000:]]), 2)
+    >>> round(estimate_decay([c[:3000], c[3000:]]), 2)
     0.9
     """
     seqs = _traces_list(traces, "traces")
@@ -564,7 +576,7 @@ def estimate_gamma(traces: ArrayLike | Iterable[ArrayLike]) -> float:
     return float(gamma[0])
 
 
-def estimate_sigma(
+def estimate_noise(
     traces: ArrayLike | Iterable[ArrayLike], gamma: float | None, mode: str = "correct"
 ) -> float:
     """Estimate the noise standard deviation of one ROI from its traces.
@@ -648,9 +660,9 @@ def estimate_sigma(
     --------
     >>> rng = np.random.default_rng(1)
     >>> noise = 0.5 * rng.standard_normal(20000)
-    >>> round(estimate_sigma(noise, None, mode='robust'), 1)
+    >>> round(estimate_noise(noise, None, mode='robust'), 1)
     0.5
-    >>> round(estimate_sigma(noise, None, mode='psd'), 1)
+    >>> round(estimate_noise(noise, None, mode='psd'), 1)
     0.5
     """
     mode = _check_mode(mode)
@@ -685,7 +697,7 @@ def estimate_sigma(
     return sigma
 
 
-def estimate_parameters(
+def estimate_roi_parameters(
     signals: Sequence[ArrayLike] | NDArray,
     gamma: float | ArrayLike | None = None,
     share_gamma: bool = True,
@@ -705,13 +717,13 @@ def estimate_parameters(
     gamma : float or array_like, optional
         A given decay factor in ``(0, 1)``, for all ROIs or one per ROI.
         By default it is estimated per ROI with the method of
-        :func:`estimate_gamma`.
+        :func:`estimate_decay`.
     share_gamma : bool
         With an estimated ``gamma``, give every ROI the median of the
         per-ROI estimates (taken after clipping). Ignored when ``gamma`` is
         given.
     mode : {'correct', 'robust', 'psd'}
-        Noise estimation method, as in :func:`estimate_sigma`; the
+        Noise estimation method, as in :func:`estimate_noise`; the
         ``'correct'`` mode uses each ROI's final (possibly shared) ``gamma``.
     sigma : float or array_like, optional
         A given noise level (``>= 0``), for all ROIs or one per ROI, used
@@ -742,8 +754,8 @@ def estimate_parameters(
     Notes
     -----
     These are the parameters of the AR(1) model of [1]_ and [2]_. The
-    results for each ROI equal those of :func:`estimate_gamma` and
-    :func:`estimate_sigma` on that ROI's traces, but the autocovariances
+    results for each ROI equal those of :func:`estimate_decay` and
+    :func:`estimate_noise` on that ROI's traces, but the autocovariances
     of all ROIs are computed at once, block by block, with missing samples
     handled without a per-ROI loop. The ``'psd'`` estimate batches the
     Welch spectra of all ROIs that keep the same number of observed samples
@@ -765,7 +777,7 @@ def estimate_parameters(
     >>> rng = np.random.default_rng(2)
     >>> raw = [rng.standard_normal((3, 500)), rng.standard_normal((3, 300))]
     >>> raw[0][1, 10:20] = np.nan
-    >>> params = estimate_parameters(raw, gamma=0.95, mode='robust')
+    >>> params = estimate_roi_parameters(raw, gamma=0.95, mode='robust')
     >>> params['gamma']
     array([0.95, 0.95, 0.95])
     >>> params['sigma'].round(1)
@@ -1261,7 +1273,7 @@ def prepare_inference(
         The ``raw`` signals: a list over sequences of ``(n_rois, T_k)``
         arrays (one 2-D array is one sequence).
     gamma, share_gamma, mode, sigma
-        As in :func:`estimate_parameters`.
+        As in :func:`estimate_roi_parameters`.
     solver : {'auto', 'fast', 'osqp'}
         As in :func:`deconvolve` (validated here, before any work).
 
@@ -1299,7 +1311,7 @@ def prepare_inference(
         if sigma is not None and np.ndim(sigma) == 1:
             sub_sigma = np.asarray(_check_sigma(sigma, n))[keep]
         sub = [seq if keep.size == n else seq[keep] for seq in seqs]
-        params = estimate_parameters(sub, sub_gamma, share_gamma, mode, sigma=sub_sigma)
+        params = estimate_roi_parameters(sub, sub_gamma, share_gamma, mode, sigma=sub_sigma)
         gammas[keep] = params["gamma"]
         sigmas[keep] = params["sigma"]
     else:
@@ -1451,7 +1463,7 @@ def infer_spikes_from_signals(
         ROI with no observed sample at all (an empty ROI) gets NaN outputs
         and a :class:`SpikeInferenceWarning`.
     gamma, share_gamma, mode, sigma
-        As in :func:`estimate_parameters`: the decay factor and noise level
+        As in :func:`estimate_roi_parameters`: the decay factor and noise level
         are estimated per ROI from all of its sequences unless given.
     verbose : bool
         Print one progress line per sequence.
@@ -1506,10 +1518,13 @@ def infer_spikes_from_signals(
 
 
 def spike_inference(
-    trace: ArrayLike,
+    fluor: ArrayLike,
     sigma: float | None = None,
     gamma: float | None = None,
     mode: str = "correct",
+    ar_order: int = 2,
+    psd_opts: dict[str, Any] | None = None,
+    verbose: bool = False,
     *,
     solver: str = "auto",
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], dict[str, Any]]:
@@ -1517,14 +1532,26 @@ def spike_inference(
 
     Parameters
     ----------
-    trace : array_like
+    fluor : array_like
         1-D fluorescence trace; NaN samples are missing.
     sigma : float, optional
         Noise standard deviation; estimated with ``mode`` if None.
     gamma : float, optional
         Decay factor in ``(0, 1)``; estimated from the autocovariance if None.
     mode : {'correct', 'robust', 'psd'}
-        Noise estimation method (see :func:`estimate_sigma`).
+        Noise estimation method (see :func:`estimate_noise`).
+    ar_order : int, optional
+        Accepted for SIMA's signature (its ``'psd'`` mode fitted an AR(p)
+        model); sima_fast's model is AR(1) whatever the value. Default: 2.
+    psd_opts : dict, optional
+        SIMA's options of the ``'psd'`` mode (see :func:`default_psd_opts`):
+        ``noise_range`` and ``noise_method`` set how an unknown ``sigma`` is
+        estimated (by :func:`estimate_sigma`); the other keys are accepted
+        and unused. Default: None (the ``'psd'`` estimate of
+        :func:`estimate_noise`).
+    verbose : bool, optional
+        Print one line with the estimates and the solver's result.
+        Default: False.
     solver : {'auto', 'fast', 'osqp'}
         As in :func:`deconvolve`.
 
@@ -1537,6 +1564,16 @@ def spike_inference(
     parameters : dict
         ``sigma``, ``gamma``, ``baseline`` and ``lambda`` (floats), ``status``
         and ``solver`` (str).
+
+    Raises
+    ------
+    ValueError
+        If ``fluor`` is not 1-D, has fewer than 8 observed samples or values
+        too large to estimate with; an unknown ``mode``; ``gamma`` outside
+        ``(0, 1)``; a negative ``sigma``; ``ar_order`` below 1.
+    TypeError
+        If ``fluor`` is not real-valued, ``psd_opts`` is not a dict or
+        ``verbose`` not a bool.
 
     Examples
     --------
@@ -1551,15 +1588,22 @@ def spike_inference(
     >>> float(spikes.max())
     1.0
     """
-    array = np.asarray(trace)
-    _check_real(array, "trace")
+    array = np.asarray(fluor)
+    _check_real(array, "fluor")
     if array.ndim != 1:
-        raise ValueError(f"trace must be 1-D, got an array of shape {array.shape}")
-    _check_magnitude(array, "trace", rows=False)
+        raise ValueError(f"fluor must be a 1-D trace, got an array of shape {array.shape}")
+    _check_magnitude(array, "fluor", rows=False)
+    _check_lengths([np.isfinite(array).sum(keepdims=True)], "fluor", single=True)
+    mode = _check_mode(mode)
+    check_int("ar_order", ar_order, low=1)
+    verbose = check_bool("verbose", verbose)
+    opts = _psd_options(psd_opts)
     if gamma is not None:
         _check_gamma(gamma)
     if sigma is not None:
         _check_sigma(sigma, 1)
+    elif mode == "psd" and psd_opts is not None:
+        sigma = estimate_sigma(array, opts["noise_range"], opts["noise_method"])
     try:
         spikes, fits, params = infer_spikes_from_signals(
             [array[None, :]], gamma, False, mode, sigma=sigma, solver=solver
@@ -1567,20 +1611,397 @@ def spike_inference(
     except _NotEstimable as err:
         missing = " and ".join(n for n, v in (("gamma", gamma), ("sigma", sigma)) if v is None)
         raise ValueError(
-            f"trace: its values (|x| up to {err.peak:.3g}) are too large to estimate {missing} "
+            f"fluor: its values (|x| up to {err.peak:.3g}) are too large to estimate {missing} "
             "(float64 overflows); rescale the trace (e.g. divide it by its maximum) or pass "
             f"{missing}"
         ) from None
     p = params[0]
-    return (
-        spikes[0][0],
-        fits[0][0],
-        {
-            "sigma": float(p["sigma"][0]),
-            "gamma": float(p["gamma"][0]),
-            "baseline": float(p["baseline"][0]),
-            "lambda": float(p["lambda"][0]),
-            "status": str(p["status"][0]),
-            "solver": str(p["solver"][0]),
-        },
-    )
+    out = {
+        "sigma": float(p["sigma"][0]),
+        "gamma": float(p["gamma"][0]),
+        "baseline": float(p["baseline"][0]),
+        "lambda": float(p["lambda"][0]),
+        "status": str(p["status"][0]),
+        "solver": str(p["solver"][0]),
+    }
+    if verbose:
+        print(
+            f"spike_inference: {int(np.isfinite(array).sum())} samples, gamma = "
+            f"{out['gamma']:.4g}, sigma = {out['sigma']:.4g}, baseline = {out['baseline']:.4g}: "
+            f"{out['status']} ({out['solver']} solver)"
+        )
+    return spikes[0][0], fits[0][0], out
+
+
+# ----------------------------------------------------------------------------
+# SIMA's helpers, with SIMA's signatures
+# ----------------------------------------------------------------------------
+
+_SIGMA_AVERAGES = ("mean", "median", "logmexp")
+
+
+def default_psd_opts() -> dict[str, Any]:
+    """Return the default options of the ``'psd'`` mode, as SIMA named them.
+
+    Returns
+    -------
+    dict
+        ``noise_range`` ``(0.25, 0.5)`` and ``noise_method`` ``'logmexp'``
+        (used by :func:`estimate_sigma`), ``lags`` 5 and ``fudge_factor`` 1
+        (used by :func:`estimate_gamma`), and SIMA's solver settings
+        ``method``, ``bas_nonneg``, ``resparse`` and ``verbosity``, accepted
+        and unused (sima_fast has its own solver).
+
+    Examples
+    --------
+    >>> default_psd_opts()['noise_range']
+    (0.25, 0.5)
+    """
+    return {
+        "method": "cvx",
+        "bas_nonneg": True,
+        "noise_range": _PSD_BAND,
+        "noise_method": "logmexp",
+        "lags": 5,
+        "resparse": 0,
+        "fudge_factor": 1,
+        "verbosity": False,
+    }
+
+
+def _psd_options(psd_opts: Any) -> dict[str, Any]:
+    if psd_opts is None:
+        return default_psd_opts()
+    if not isinstance(psd_opts, dict):
+        raise ArgumentTypeError(
+            f"psd_opts must be a dict (see default_psd_opts) or None, got {psd_opts!r}"
+        )
+    return {**default_psd_opts(), **psd_opts}
+
+
+def _one_trace(fluor: Any, name: str = "fluor") -> NDArray[np.float64]:
+    """Return a single 1-D trace as float64, its missing samples dropped."""
+    array = _as_real_array(fluor, name)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D trace, got an array of shape {array.shape}")
+    _check_magnitude(array, name, rows=False)
+    array = array[np.isfinite(array)]
+    _check_lengths([np.array([array.size])], name, single=True)
+    return array
+
+
+def get_poisson_spikes(
+    seed: int = 11111, rate: float = 5, steps: int = 1000, deltat: float = 1 / 30
+) -> NDArray[np.float64]:
+    """Generate a Poisson spike train: each time bin holds a spike with probability rate × deltat.
+
+    Parameters
+    ----------
+    seed : int, optional
+        Seed of the random generator (0 <= seed < 2**32). Default: 11111.
+    rate : float, optional
+        Mean firing rate in Hz. Default: 5.
+    steps : int, optional
+        Number of time bins. Default: 1000.
+    deltat : float, optional
+        Width of a time bin in seconds. Default: 1/30.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(steps,)`` float64 of 0.0 and 1.0. The same seed gives the same
+        train as SIMA's function of this name (the uniform draws of numpy's
+        legacy ``RandomState``), without touching numpy's global generator.
+
+    Raises
+    ------
+    ValueError
+        For a negative ``rate``, ``steps`` or ``deltat``, or a seed outside
+        ``[0, 2**32)``.
+    sima_fast._validate.ArgumentTypeError
+        For a non-number.
+
+    Examples
+    --------
+    >>> train = get_poisson_spikes(seed=1, rate=3, steps=3000, deltat=0.01)
+    >>> train.shape, sorted(set(train.tolist()))
+    ((3000,), [0.0, 1.0])
+    >>> bool(60 < train.sum() < 120)
+    True
+    """
+    seed = check_int("seed", seed, low=0, high=2**32 - 1)
+    rate = check_real("rate", rate, low=0)
+    steps = check_int("steps", steps, low=0)
+    deltat = check_real("deltat", deltat, low=0)
+    draws = np.random.RandomState(seed).uniform(0.0, 1.0, steps)
+    return (draws <= rate * deltat).astype(np.float64)
+
+
+def estimate_sigma(
+    fluor: ArrayLike, range_ff: tuple[float, float] = (0.25, 0.5), method: str = "logmexp"
+) -> float:
+    """Estimate the noise level from the high-frequency power spectrum of one trace (SIMA's form).
+
+    The Welch power spectrum ``P(f)`` of the trace (Hann window, segments of
+    ``min(T, 256)`` samples overlapping by half, mean removed, one sample
+    per unit time) is averaged over the frequencies strictly inside
+    ``range_ff``, where white noise dominates slow calcium transients, and
+    ``sigma = sqrt(average of P / 2)``.
+
+    Parameters
+    ----------
+    fluor : array_like
+        1-D fluorescence trace; missing (non-finite) samples are dropped.
+    range_ff : tuple of 2 floats, optional
+        The frequency band, in cycles per sample (0 to 0.5, the Nyquist
+        frequency). Default: ``(0.25, 0.5)``.
+    method : {'logmexp', 'mean', 'median'}, optional
+        How ``P / 2`` is averaged over the band: the exponential of the mean
+        of its logarithm (default), the mean or the median.
+
+    Returns
+    -------
+    float
+        The noise standard deviation.
+
+    Raises
+    ------
+    ValueError
+        If ``fluor`` is not 1-D or has fewer than 8 observed samples, the
+        band is not ``0 <= low < high <= 0.5`` or holds no frequency of the
+        spectrum, or ``method`` is unknown.
+    TypeError
+        If ``fluor`` is not real-valued.
+
+    See Also
+    --------
+    estimate_noise : the noise level of one ROI by the ``'correct'``,
+        ``'robust'`` or ``'psd'`` method, over several sequences.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> round(estimate_sigma(0.5 * rng.standard_normal(20000)), 1)
+    0.5
+    """
+    from scipy.signal import welch
+
+    x = _one_trace(fluor)
+    try:
+        low, high = (float(v) for v in range_ff)
+    except (TypeError, ValueError):
+        raise ArgumentTypeError(
+            f"range_ff must be a pair of frequencies (low, high), got {range_ff!r}"
+        ) from None
+    if not 0 <= low < high <= 0.5:
+        raise ValueError(
+            f"range_ff must satisfy 0 <= low < high <= 0.5 (cycles per sample), got {range_ff!r}"
+        )
+    if method not in _SIGMA_AVERAGES:
+        raise ValueError(f"method must be one of {_SIGMA_AVERAGES}, got {method!r}")
+    freqs, power = welch(x, nperseg=min(x.size, _PSD_NPERSEG))
+    band = power[(freqs > low) & (freqs < high)] / 2.0
+    if band.size == 0:
+        raise ValueError(
+            f"range_ff {range_ff!r} holds no frequency of the spectrum of {x.size} samples; "
+            "widen the band"
+        )
+    if method == "mean":
+        return float(np.sqrt(np.mean(band)))
+    if method == "median":
+        return float(np.sqrt(np.median(band)))
+    with np.errstate(divide="ignore"):
+        return float(np.sqrt(np.exp(np.mean(np.log(band)))))
+
+
+def estimate_gamma(
+    fluor: ArrayLike,
+    sigma: float | None,
+    p: int = 2,
+    lags: int = 5,
+    fudge_factor: float = 1,
+) -> NDArray[np.float64]:
+    """Estimate the coefficients of an AR(p) calcium model from one trace (SIMA's form).
+
+    With ``c(k)`` the autocovariance of the trace at lag ``k`` divided by
+    its number of samples, the Yule-Walker equations corrected for white
+    noise of variance ``sigma**2``,
+    ``sum_j gamma_j (c(|i - j|) - sigma**2 [i = j]) = c(i)`` for
+    ``i = 1 .. lags + p`` and ``j = 1 .. p``, are solved by least squares.
+    With ``fudge_factor < 1`` the roots of the AR polynomial are shrunk by
+    that factor to reduce the bias of short traces (roots above 1 become
+    0.95, negative ones 0.15).
+
+    Parameters
+    ----------
+    fluor : array_like
+        1-D fluorescence trace; missing (non-finite) samples are left out of
+        the autocovariance.
+    sigma : float or None
+        The noise standard deviation; None estimates it with
+        :func:`estimate_sigma`.
+    p : int, optional
+        Order of the autoregressive model. Default: 2.
+    lags : int, optional
+        Number of lags beyond ``p`` in the equations. Default: 5.
+    fudge_factor : float, optional
+        In ``(0, 1]``; 1 (default) leaves the estimate unchanged.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(p,)`` float64: the coefficients ``gamma_1 .. gamma_p`` of
+        ``c_t = sum_j gamma_j c_{t-j} + s_t``. For ``p = 1``, the decay
+        factor of sima_fast's AR(1) model.
+
+    Raises
+    ------
+    ValueError
+        If ``fluor`` is not 1-D or has fewer than 8 observed samples, or an
+        argument is out of range.
+    TypeError
+        If ``fluor`` is not real-valued.
+
+    See Also
+    --------
+    estimate_decay : the AR(1) decay factor sima_fast's inference uses.
+
+    Notes
+    -----
+    SIMA's version subtracted ``sigma**2`` from autocovariances that were
+    not divided by the number of samples, which made the noise correction
+    negligible; here both are per sample, as the equations require.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> c = np.zeros(20000)
+    >>> for t in range(1, c.size):
+    ...     c[t] = 0.9 * c[t - 1] + rng.standard_normal()
+    >>> estimate_gamma(c + 0.5 * rng.standard_normal(c.size), 0.5, p=1).round(2)
+    array([0.9])
+    """
+    x = _as_real_array(fluor, "fluor")
+    if x.ndim != 1:
+        raise ValueError(f"fluor must be a 1-D trace, got an array of shape {x.shape}")
+    _check_magnitude(x, "fluor", rows=False)
+    p = check_int("p", p, low=1)
+    lags = check_int("lags", lags, low=0)
+    fudge_factor = check_real("fudge_factor", fudge_factor, low=0)
+    if not 0 < fudge_factor <= 1:
+        raise ValueError(f"fudge_factor must lie in (0, 1], got {fudge_factor!r}")
+    if sigma is None:
+        sigma = estimate_sigma(x)
+    sigma = float(_check_sigma(sigma, 1))
+    n_eq = lags + p
+    acov, counts = _acov_rows(x[None, :], n_eq)
+    _check_lengths([counts], "fluor", single=True)
+    if counts[0] <= n_eq:
+        raise ValueError(
+            f"fluor has {int(counts[0])} observed samples; estimate_gamma with p = {p} and "
+            f"lags = {lags} needs more than {n_eq}"
+        )
+    c = acov[0] / counts[0]
+    idx = np.abs(np.subtract.outer(np.arange(n_eq), np.arange(p)))
+    a = c[idx] - sigma**2 * np.eye(n_eq, p)
+    gamma = np.linalg.lstsq(a, c[1 : n_eq + 1], rcond=None)[0]
+    if fudge_factor < 1:
+        roots = fudge_factor * np.roots(np.concatenate([[1.0], -gamma]))
+        roots = roots.real
+        roots[roots > 1] = 0.95
+        roots[roots < 0] = 0.15
+        gamma = -np.poly(roots)[1:]
+    return np.asarray(gamma, dtype=np.float64).reshape(p)
+
+
+def estimate_parameters(
+    fluor: ArrayLike | Iterable[ArrayLike],
+    gamma: float | None = None,
+    sigma: float | None = None,
+    mode: str = "correct",
+    ar_order: int = 2,
+    psd_opts: dict[str, Any] | None = None,
+) -> tuple[Any, float]:
+    """Estimate the decay factor and noise level shared by some traces (SIMA's form).
+
+    Parameters
+    ----------
+    fluor : array_like or sequence of array_like
+        One 1-D trace, or several (a list of 1-D traces, or the rows of a
+        2-D array) fitted with the same parameters, e.g. one ROI in several
+        sequences. Missing (non-finite) samples are left out.
+    gamma : float, optional
+        A known decay factor in ``(0, 1)``; estimated if None.
+    sigma : float, optional
+        A known noise level (``>= 0``; SIMA's code passes 0 to skip the
+        noise estimate); estimated if None.
+    mode : {'correct', 'robust', 'psd'}, optional
+        ``'correct'`` and ``'robust'``: ``gamma`` as :func:`estimate_decay`
+        and ``sigma`` as :func:`estimate_noise` compute them, over all the
+        traces. ``'psd'``: the traces joined end to end, ``sigma`` from
+        :func:`estimate_sigma` and ``gamma`` the AR(``ar_order``)
+        coefficients of :func:`estimate_gamma`, with the options of
+        ``psd_opts``. Default: ``'correct'``.
+    ar_order : int, optional
+        Model order of the ``'psd'`` mode. Default: 2.
+    psd_opts : dict, optional
+        Options of the ``'psd'`` mode (see :func:`default_psd_opts`).
+
+    Returns
+    -------
+    gamma : float or numpy.ndarray
+        The decay factor; in the ``'psd'`` mode (when estimated) the
+        ``(ar_order,)`` AR coefficients, as in SIMA.
+    sigma : float
+        The noise standard deviation.
+
+    Raises
+    ------
+    ValueError
+        If a trace is not 1-D or has fewer than 8 observed samples, ``mode``
+        is unknown, ``gamma`` lies outside ``(0, 1)`` or ``sigma`` is
+        negative.
+    TypeError
+        If the traces are not real-valued or ``psd_opts`` is not a dict.
+
+    Warns
+    -----
+    SpikeInferenceWarning
+        When an estimate is repaired, as :func:`estimate_decay` and
+        :func:`estimate_noise` describe.
+
+    See Also
+    --------
+    estimate_roi_parameters : the same for every ROI of an extraction at
+        once, with per-ROI arrays.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> c = np.zeros(20000)
+    >>> for t in range(1, c.size):
+    ...     c[t] = 0.9 * c[t - 1] + (rng.random() < 0.05)
+    >>> gamma, sigma = estimate_parameters(c + 0.1 * rng.standard_normal(c.size))
+    >>> round(gamma, 2), round(sigma, 2)
+    (0.9, 0.1)
+    """
+    mode = _check_mode(mode)
+    ar_order = check_int("ar_order", ar_order, low=1)
+    opts = _psd_options(psd_opts)
+    traces = _traces_list(fluor, "fluor")
+    if gamma is not None:
+        gamma = float(_check_gamma(gamma))
+    if sigma is not None:
+        sigma = float(_check_sigma(sigma, 1))
+    if mode == "psd":
+        joined = np.concatenate([t[np.isfinite(t)] for t in traces])
+        if sigma is None:
+            sigma = estimate_sigma(joined, opts["noise_range"], opts["noise_method"])
+        if gamma is None:
+            gamma = estimate_gamma(joined, sigma, ar_order, opts["lags"], opts["fudge_factor"])
+        return gamma, float(sigma)
+    if gamma is None:
+        gamma = estimate_decay(traces)
+    if sigma is None:
+        sigma = estimate_noise(traces, gamma, mode)
+    return float(gamma), float(sigma)

@@ -112,6 +112,39 @@ class DatasetChangedError(OSError):
     """
 
 
+def with_fits_alias(record: Any) -> Any:
+    """Give a signals record both names of the spike fits, ``spikes_fits`` and ``fits``.
+
+    SIMA (and sima_fast now) store the denoised fluorescence of
+    ``infer_spikes`` under ``spikes_fits``; earlier sima_fast versions
+    stored it under ``fits``. The returned record has both keys, holding
+    the same array list, whichever was stored.
+
+    Parameters
+    ----------
+    record : dict or object
+        A signals record as read; anything else is returned unchanged.
+
+    Returns
+    -------
+    dict or object
+        A shallow copy of the record with both keys when it had one of them;
+        otherwise ``record`` itself.
+
+    Examples
+    --------
+    >>> rec = with_fits_alias({'raw': [], 'spikes_fits': [1]})
+    >>> rec['fits'] is rec['spikes_fits']
+    True
+    """
+    if not isinstance(record, dict) or ("fits" in record) == ("spikes_fits" in record):
+        return record
+    out = dict(record)
+    fits = out.get("spikes_fits", out.get("fits"))
+    out["fits"] = out["spikes_fits"] = fits
+    return out
+
+
 def signals_file(channel: int) -> str:
     """Return the file name holding the signals of one channel.
 
@@ -1084,10 +1117,14 @@ def _legacy_sequence_new(d: dict, savedir: str, where: str, memo: dict) -> Any:
             d.get("order", "C"),
         )
     if name == "_Sequence_TIFFs":
+        from sima_fast.io.sima_legacy import tiffs_patterns
+
         paths = d.get("paths")
         if paths is None:
             raise DatasetFormatError(f"{where}: unsupported _Sequence_TIFFs record")
-        return Sequence.create("TIFFs", paths)
+        if not isinstance(paths, np.ndarray):  # patterns, not SIMA's (T, Z, C) file table
+            return Sequence.create("TIFFs", paths)
+        return Sequence.create("TIFFs", tiffs_patterns(paths, savedir, where))
     if name == "_IndexedSequence":
         return base()[tuple(d["indices"])]
     if name == "_MaskedSequence":
@@ -1200,12 +1237,17 @@ def convert_legacy(obj: Any) -> Any:
 
 
 def load_legacy(savedir: str) -> dict[str, Any]:
-    """Read a SIMA 1.x directory: sequences, channel names and cached projections.
+    """Read a SIMA directory: sequences, channel names and cached projections.
+
+    A SIMA 0.x directory (a ``dataset.pkl`` listing ``iterables`` and no
+    ``sequences.pkl``) is mapped by
+    :func:`sima_fast.io.sima_legacy.load_version0`; its projections are
+    recomputed when asked for.
 
     Parameters
     ----------
     savedir : str
-        A directory written by SIMA 1.x. It is not modified.
+        A directory written by SIMA 0.x or 1.x. It is not modified.
 
     Returns
     -------
@@ -1235,6 +1277,18 @@ def load_legacy(savedir: str) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise DatasetFormatError(f"{ds_path!r} does not hold SIMA dataset information")
     seq_path = os.path.join(savedir, "sequences.pkl")
+    if not os.path.exists(seq_path) and "iterables" in info:  # SIMA 0.x
+        from sima_fast.io.sima_legacy import load_version0
+
+        try:
+            sequences = load_version0(savedir, info, ds_path)
+        except ValueError as exc:
+            raise DatasetFormatError(str(exc)) from exc
+        return {
+            "sequences": sequences,
+            "channel_names": _legacy_channel_names(info, ds_path),
+            "projections": {},
+        }
     if not os.path.exists(seq_path):
         raise DatasetFormatError(f"{savedir!r}: sequences.pkl is missing")
     raw = legacy_load(seq_path)
@@ -1249,20 +1303,24 @@ def load_legacy(savedir: str) -> dict[str, Any]:
             if isinstance(arr, np.ndarray):
                 projections[name] = np.asarray(arr, dtype=np.float64)
     # time_kurtosis.pkl held SIMA's 4th central moment, not kurtosis: ignored.
-    names = info.get("channel_names")
-    if names is not None:
-        if not isinstance(names, (list, tuple)) or not all(
-            isinstance(n, (str, bytes, int, float, np.generic)) for n in names
-        ):
-            raise DatasetFormatError(
-                f"{ds_path}: channel_names must be a list of strings, got "
-                f"{_legacy_describe(names)}"
-            )
     return {
         "sequences": sequences,
-        "channel_names": None if names is None else [str(n) for n in names],
+        "channel_names": _legacy_channel_names(info, ds_path),
         "projections": projections,
     }
+
+
+def _legacy_channel_names(info: dict[str, Any], ds_path: str) -> list[str] | None:
+    names = info.get("channel_names")
+    if names is None:
+        return None
+    if not isinstance(names, (list, tuple)) or not all(
+        isinstance(n, (str, bytes, int, float, np.generic)) for n in names
+    ):
+        raise DatasetFormatError(
+            f"{ds_path}: channel_names must be a list of strings, got {_legacy_describe(names)}"
+        )
+    return [str(n) for n in names]
 
 
 def legacy_roi_labels(savedir: str) -> dict[str, Any]:

@@ -88,7 +88,10 @@ def mask_frames(array: np.ndarray, masks: list) -> np.ndarray:
 
 
 def displace(array: np.ndarray, displacements: np.ndarray, frame_shape=None) -> np.ndarray:
-    """Place every source pixel at its displaced position; average collisions; NaN if none."""
+    """Place every source pixel at its displaced position; average collisions; NaN if none.
+
+    A pixel that receives a non-finite value is NaN (SIMA's rule).
+    """
     src = np.asarray(array, dtype=np.float64)
     T, Z, Y, X, C = src.shape
     d = np.asarray(displacements, dtype=np.int64)
@@ -113,6 +116,7 @@ def displace(array: np.ndarray, displacements: np.ndarray, frame_shape=None) -> 
     Zo, Yo, Xo = frame_shape
     total = np.zeros((T, Zo, Yo, Xo, C))
     count = np.zeros((T, Zo, Yo, Xo, C))
+    missing = np.zeros((T, Zo, Yo, Xo, C), dtype=bool)
     for t in range(T):
         for z in range(Z):
             for y in range(Y):
@@ -122,11 +126,13 @@ def displace(array: np.ndarray, displacements: np.ndarray, frame_shape=None) -> 
                     if tz < Zo and ty < Yo and tx < Xo:
                         for c in range(C):
                             v = src[t, z, y, x, c]
+                            count[t, tz, ty, tx, c] += 1
                             if np.isfinite(v):
                                 total[t, tz, ty, tx, c] += v
-                                count[t, tz, ty, tx, c] += 1
+                            else:
+                                missing[t, tz, ty, tx, c] = True
     with np.errstate(invalid="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        return np.where((count > 0) & ~missing, total / np.maximum(count, 1), np.nan)
 
 
 def projections(frames: np.ndarray) -> dict[str, np.ndarray]:

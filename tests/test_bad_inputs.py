@@ -350,20 +350,20 @@ BAD_INPUTS = [
     ("infer-channel-float", "channel", lambda c: c.saved.infer_spikes(channel=0.0)),
     ("infer-client-str", "client", lambda c: c.saved.infer_spikes(client="x")),
     # -- sima_fast.spikes ---------------------------------------------------------------------
-    ("spike_inference-trace-str", "trace", lambda c: spikes.spike_inference("abc")),
-    ("spike_inference-trace-3d", "trace", lambda c: spikes.spike_inference(np.ones((2, 3, 50)))),
-    ("spike_inference-trace-short", "trace", lambda c: spikes.spike_inference(np.ones(3))),
+    ("spike_inference-trace-str", "fluor", lambda c: spikes.spike_inference("abc")),
+    ("spike_inference-trace-3d", "fluor", lambda c: spikes.spike_inference(np.ones((2, 3, 50)))),
+    ("spike_inference-trace-short", "fluor", lambda c: spikes.spike_inference(np.ones(3))),
     (
         "spike_inference-trace-overflow",
-        "trace",
+        "fluor",
         lambda c: spikes.spike_inference(1e300 * np.random.default_rng(0).standard_normal(300)),
     ),
     (
         "spike_inference-trace-huge",
-        "trace",
+        "fluor",
         lambda c: spikes.spike_inference(1e200 * np.random.default_rng(0).standard_normal(300)),
     ),
-    ("spike_inference-trace-bool", "trace", lambda c: spikes.spike_inference(c.trace > 5)),
+    ("spike_inference-trace-bool", "fluor", lambda c: spikes.spike_inference(c.trace > 5)),
     ("spike_inference-sigma-neg", "sigma", lambda c: spikes.spike_inference(c.trace, sigma=-1.0)),
     ("spike_inference-sigma-nan", "sigma", lambda c: spikes.spike_inference(c.trace, sigma=nan)),
     ("spike_inference-sigma-str", "sigma", lambda c: spikes.spike_inference(c.trace, sigma="1")),
@@ -388,29 +388,29 @@ BAD_INPUTS = [
     ("deconvolve-solver", "solver", lambda c: spikes.deconvolve(c.traces, 0.9, 1.0, solver=1)),
     ("deconvolve-traces-str", "traces", lambda c: spikes.deconvolve("ab", 0.9, 1.0)),
     (
-        "estimate_parameters-share_gamma",
+        "estimate_roi_parameters-share_gamma",
         "share_gamma",
-        lambda c: spikes.estimate_parameters([c.traces], share_gamma="no"),
+        lambda c: spikes.estimate_roi_parameters([c.traces], share_gamma="no"),
     ),
     (
-        "estimate_parameters-gamma-str",
+        "estimate_roi_parameters-gamma-str",
         "gamma",
-        lambda c: spikes.estimate_parameters([c.traces], gamma="x"),
+        lambda c: spikes.estimate_roi_parameters([c.traces], gamma="x"),
     ),
     (
-        "estimate_parameters-sigma-neg",
+        "estimate_roi_parameters-sigma-neg",
         "sigma",
-        lambda c: spikes.estimate_parameters([c.traces], sigma=-1.0),
+        lambda c: spikes.estimate_roi_parameters([c.traces], sigma=-1.0),
     ),
     (
-        "estimate_parameters-mode-int",
+        "estimate_roi_parameters-mode-int",
         "mode",
-        lambda c: spikes.estimate_parameters([c.traces], mode=0),
+        lambda c: spikes.estimate_roi_parameters([c.traces], mode=0),
     ),
     (
-        "estimate_parameters-overflow",
+        "estimate_roi_parameters-overflow",
         "signals",
-        lambda c: spikes.estimate_parameters([1e300 * c.traces]),
+        lambda c: spikes.estimate_roi_parameters([1e300 * c.traces]),
     ),
     (
         "infer_from_signals-verbose",
@@ -428,9 +428,9 @@ BAD_INPUTS = [
         "signals",
         lambda c: spikes.infer_spikes_from_signals([c.traces, c.traces[:1]]),
     ),
-    ("estimate_gamma-str", "traces", lambda c: spikes.estimate_gamma("abc")),
-    ("estimate_sigma-gamma", "gamma", lambda c: spikes.estimate_sigma(c.trace, 2.0)),
-    ("estimate_sigma-mode", "mode", lambda c: spikes.estimate_sigma(c.trace, 0.9, mode="x")),
+    ("estimate_decay-str", "traces", lambda c: spikes.estimate_decay("abc")),
+    ("estimate_noise-gamma", "gamma", lambda c: spikes.estimate_noise(c.trace, 2.0)),
+    ("estimate_noise-mode", "mode", lambda c: spikes.estimate_noise(c.trace, 0.9, mode="x")),
     ("autocovariance-max_lag-neg", "max_lag", lambda c: spikes.autocovariance(c.trace, -1)),
     ("autocovariance-max_lag-float", "max_lag", lambda c: spikes.autocovariance(c.trace, 1.5)),
     ("autocovariance-max_lag-bool", "max_lag", lambda c: spikes.autocovariance(c.trace, True)),
@@ -746,24 +746,24 @@ def test_remove_overlap_must_be_a_bool():
 def test_spike_inference_names_a_trace_too_large_to_estimate():
     """It said 'sigma must be finite' although no sigma was passed."""
     trace = 1e300 * np.random.default_rng(0).standard_normal(300)
-    with pytest.raises(ValueError, match=r"^trace has values up to 3.11e\+300") as info:
+    with pytest.raises(ValueError, match=r"^fluor has values up to 3.11e\+300") as info:
         spikes.spike_inference(trace)
     assert "sigma must be finite" not in str(info.value)
     signals = np.stack([np.random.default_rng(1).standard_normal(300), trace])
     with pytest.raises(ValueError, match=r"signals\[0\] \(ROI 1\) has values up to"):
-        spikes.estimate_parameters([signals])
+        spikes.estimate_roi_parameters([signals])
     with pytest.raises(ValueError, match=r"signals\[0\] \(ROI 1\) has values up to"):
         spikes.infer_spikes_from_signals([signals], gamma=0.9, sigma=1.0)
     # the largest accepted magnitude still gives finite parameters
     scaled = spikes.MAX_MAGNITUDE / 4 * np.random.default_rng(2).standard_normal(300)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", spikes.SpikeInferenceWarning)  # white noise: gamma floored
-        params = spikes.estimate_parameters([scaled[None]])
+        params = spikes.estimate_roi_parameters([scaled[None]])
     assert np.isfinite(params["sigma"]).all() and np.isfinite(params["gamma"]).all()
 
 
 def test_spike_inference_refuses_bool_traces():
-    with pytest.raises(TypeError, match=r"^trace must hold real numbers, got a bool array"):
+    with pytest.raises(TypeError, match=r"^fluor must hold real numbers, got a bool array"):
         spikes.spike_inference(np.random.default_rng(0).random(300) > 0.5)
 
 

@@ -20,7 +20,7 @@ from sima_fast.kernels import ar1
 from sima_fast.spikes import (
     SpikeInferenceWarning,
     deconvolve,
-    estimate_parameters,
+    estimate_roi_parameters,
     infer_spikes_from_signals,
     spike_inference,
 )
@@ -250,7 +250,7 @@ def test_correlation_with_true_spikes_matches_exact_solution(recordings):
 
 def test_estimators_recover_gamma_and_sigma(recordings):
     traces, _ = recordings
-    params = estimate_parameters([traces])
+    params = estimate_roi_parameters([traces])
     assert abs(params["gamma"][0] - TRUE_GAMMA) <= 0.01
     np.testing.assert_allclose(params["sigma"], TRUE_SIGMA, rtol=0.05)
 

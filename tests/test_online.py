@@ -26,7 +26,7 @@ from sima_fast import ImagingDataset, Sequence
 from sima_fast.kernels.moments import MomentState
 from sima_fast.online import OnlineExtractor
 from sima_fast.ROI import ROI
-from sima_fast.spikes import estimate_parameters
+from sima_fast.spikes import estimate_roi_parameters
 
 RTOL = 1e-6  # raw is float32 in both
 ATOL = 1e-6
@@ -457,7 +457,7 @@ def test_parameters_are_estimated_after_the_window():
     assert np.isnan(online.spikes()).all()
     feed(online, traces.T[window - 1 :, None, :].copy())
     params = online.parameters
-    est = estimate_parameters([traces[:2, :window].astype(np.float64)])
+    est = estimate_roi_parameters([traces[:2, :window].astype(np.float64)])
     np.testing.assert_allclose(params["gamma"][:2], est["gamma"])
     np.testing.assert_allclose(params["sigma"][:2], est["sigma"])
     np.testing.assert_allclose(params["baseline"][:2], np.median(traces[:2, :window], axis=1))

@@ -17,9 +17,9 @@ from sima_fast.spikes import (
     MODES,
     SpikeInferenceWarning,
     autocovariance,
-    estimate_gamma,
-    estimate_parameters,
-    estimate_sigma,
+    estimate_decay,
+    estimate_noise,
+    estimate_roi_parameters,
 )
 
 FS = 30.0  # Hz
@@ -151,22 +151,22 @@ def test_autocovariance_validation():
 
 
 def test_gamma_and_sigma_recover_the_simulation(trace):
-    gamma = estimate_gamma(trace)
+    gamma = estimate_decay(trace)
     assert abs(gamma - TRUE_GAMMA) < 0.01
-    correct = estimate_sigma(trace, gamma, "correct")
+    correct = estimate_noise(trace, gamma, "correct")
     assert abs(correct - TRUE_SIGMA) < 0.05 * TRUE_SIGMA
-    assert abs(estimate_sigma(trace, TRUE_GAMMA) - TRUE_SIGMA) < 0.05 * TRUE_SIGMA
-    robust = estimate_sigma(trace, gamma, "robust")
+    assert abs(estimate_noise(trace, TRUE_GAMMA) - TRUE_SIGMA) < 0.05 * TRUE_SIGMA
+    robust = estimate_noise(trace, gamma, "robust")
     assert robust >= correct
-    assert estimate_sigma(trace, None, "robust") == robust  # gamma unused
-    psd = estimate_sigma(trace, gamma, "psd")
+    assert estimate_noise(trace, None, "robust") == robust  # gamma unused
+    psd = estimate_noise(trace, gamma, "psd")
     assert abs(psd - TRUE_SIGMA) < 0.10 * TRUE_SIGMA
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_accuracy_over_seeds(seed):
     signals = [simulate(num_rois=2, seed=seed)]
-    params = estimate_parameters(signals, share_gamma=False)
+    params = estimate_roi_parameters(signals, share_gamma=False)
     np.testing.assert_allclose(params["gamma"], TRUE_GAMMA, atol=0.01)
     np.testing.assert_allclose(params["sigma"], TRUE_SIGMA, rtol=0.05)
 
@@ -182,18 +182,18 @@ def test_sums_over_sequences():
     traces[1][100:160] = np.nan
     acov = sum(reference_acov(t, 3) for t in traces)
     observed = sum(int(np.isfinite(t).sum()) for t in traces)
-    gamma = estimate_gamma(traces)
+    gamma = estimate_decay(traces)
     assert gamma == pytest.approx(acov[3] / acov[2], rel=1e-12)
     c0, c1 = acov[0] / observed, acov[1] / observed
-    assert estimate_sigma(traces, gamma) == pytest.approx(np.sqrt(c0 - c1 / gamma), rel=1e-12)
-    assert estimate_sigma(traces, 0.9, "robust") == pytest.approx(np.sqrt(c0 - c1), rel=1e-12)
+    assert estimate_noise(traces, gamma) == pytest.approx(np.sqrt(c0 - c1 / gamma), rel=1e-12)
+    assert estimate_noise(traces, 0.9, "robust") == pytest.approx(np.sqrt(c0 - c1), rel=1e-12)
     weights = [int(np.isfinite(t).sum()) for t in traces]
     log_mean = np.average([reference_psd_log(t) for t in traces], weights=weights)
-    assert estimate_sigma(traces, gamma, "psd") == pytest.approx(np.exp(log_mean / 2), rel=1e-12)
+    assert estimate_noise(traces, gamma, "psd") == pytest.approx(np.exp(log_mean / 2), rel=1e-12)
     # Each sequence is centred on its own mean: different baselines do not
     # leak into the estimate, unlike concatenating the traces.
     assert abs(gamma - TRUE_GAMMA) < 0.01
-    assert estimate_gamma(np.concatenate(traces)) != pytest.approx(gamma, rel=1e-6)
+    assert estimate_decay(np.concatenate(traces)) != pytest.approx(gamma, rel=1e-6)
 
 
 def test_estimate_parameters_matches_single_roi_functions(monkeypatch):
@@ -206,12 +206,12 @@ def test_estimate_parameters_matches_single_roi_functions(monkeypatch):
     signals[1][6, 3::9] = np.nan  # as many samples as row 5: one Welch batch
     signals[1] = signals[1].astype(np.float32)
     rows = [[seq[i] for seq in signals] for i in range(7)]
-    gammas = np.array([estimate_gamma(r) for r in rows])
+    gammas = np.array([estimate_decay(r) for r in rows])
     for mode in MODES:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SpikeInferenceWarning)
-            params = estimate_parameters(signals, share_gamma=False, mode=mode)
-            expected = [estimate_sigma(r, g, mode) for r, g in zip(rows, gammas)]
+            params = estimate_roi_parameters(signals, share_gamma=False, mode=mode)
+            expected = [estimate_noise(r, g, mode) for r, g in zip(rows, gammas)]
         assert params["gamma"].dtype == params["sigma"].dtype == np.float64
         np.testing.assert_allclose(params["gamma"], gammas, rtol=1e-12)
         np.testing.assert_allclose(params["sigma"], expected, rtol=1e-10)
@@ -222,31 +222,31 @@ def test_share_gamma_uses_the_median():
     for i, scale in enumerate([0.2, 0.5, 1.0, 2.0, 4.0]):
         signals[0][i] *= scale  # gamma is scale-free; make the rows distinct anyway
     signals[0][3] += 0.5 * np.sin(np.arange(3000) / 40.0)
-    per_roi = estimate_parameters(signals, share_gamma=False)["gamma"]
-    shared = estimate_parameters(signals, share_gamma=True)
+    per_roi = estimate_roi_parameters(signals, share_gamma=False)["gamma"]
+    shared = estimate_roi_parameters(signals, share_gamma=True)
     np.testing.assert_array_equal(shared["gamma"], np.median(per_roi))
     rows = [[signals[0][i]] for i in range(5)]
-    expected = [estimate_sigma(r, float(np.median(per_roi))) for r in rows]
+    expected = [estimate_noise(r, float(np.median(per_roi))) for r in rows]
     np.testing.assert_allclose(shared["sigma"], expected, rtol=1e-12)
     assert len(set(per_roi.tolist())) > 1
 
 
 def test_given_gamma_and_sigma():
     signals = simulate(2000, num_rois=3, seed=50)  # a single 2-D array is one sequence
-    params = estimate_parameters(signals, gamma=0.9)
+    params = estimate_roi_parameters(signals, gamma=0.9)
     np.testing.assert_array_equal(params["gamma"], 0.9)
-    expected = [estimate_sigma(row, 0.9) for row in signals]
+    expected = [estimate_noise(row, 0.9) for row in signals]
     np.testing.assert_allclose(params["sigma"], expected, rtol=1e-12)
-    params = estimate_parameters([signals], gamma=[0.8, 0.9, 0.95], sigma=[0.0, 1.0, 2.0])
+    params = estimate_roi_parameters([signals], gamma=[0.8, 0.9, 0.95], sigma=[0.0, 1.0, 2.0])
     np.testing.assert_array_equal(params["gamma"], [0.8, 0.9, 0.95])
     np.testing.assert_array_equal(params["sigma"], [0.0, 1.0, 2.0])
-    params = estimate_parameters([signals], sigma=0.25, mode="psd")
+    params = estimate_roi_parameters([signals], sigma=0.25, mode="psd")
     np.testing.assert_array_equal(params["sigma"], 0.25)
     assert abs(params["gamma"][0] - TRUE_GAMMA) < 0.02
 
 
 def test_no_rois():
-    params = estimate_parameters([np.zeros((0, 20)), np.zeros((0, 9))])
+    params = estimate_roi_parameters([np.zeros((0, 20)), np.zeros((0, 9))])
     assert params["gamma"].shape == params["sigma"].shape == (0,)
 
 
@@ -261,10 +261,10 @@ def test_gamma_at_least_one_is_capped():
     t = np.arange(600)
     x = np.cos(2 * np.pi * t / 6) + 0.01 * np.random.default_rng(0).standard_normal(600)
     with pytest.warns(SpikeInferenceWarning, match=">= 1"):
-        assert estimate_gamma(x) == GAMMA_CAP
+        assert estimate_decay(x) == GAMMA_CAP
     signals = [np.vstack([x, simulate(600, seed=1)[0]])]
     with pytest.warns(RuntimeWarning, match=r"gamma >= 1 for ROI 0\b"):
-        params = estimate_parameters(signals, share_gamma=False, mode="robust")
+        params = estimate_roi_parameters(signals, share_gamma=False, mode="robust")
     assert params["gamma"][0] == GAMMA_CAP
     assert 0 < params["gamma"][1] < GAMMA_CAP
 
@@ -272,17 +272,17 @@ def test_gamma_at_least_one_is_capped():
 def test_gamma_negative_or_undefined_is_floored():
     t = np.arange(600)
     with pytest.warns(SpikeInferenceWarning, match="<= 0 or undefined"):
-        assert estimate_gamma(np.cos(2 * np.pi * t / 10)) == GAMMA_FLOOR
+        assert estimate_decay(np.cos(2 * np.pi * t / 10)) == GAMMA_FLOOR
     # Observed only where t % 4 is 0 or 1: no lag-2 pair, acov(2) = 0.
     rng = np.random.default_rng(1)
     x = rng.standard_normal(200)
     x[np.isin(t[:200] % 4, (2, 3))] = np.nan
     assert autocovariance(x, 3)[2] == 0.0
     with pytest.warns(SpikeInferenceWarning, match="<= 0 or undefined"):
-        gamma = estimate_gamma(x)
+        gamma = estimate_decay(x)
     assert gamma == GAMMA_FLOOR
     with pytest.warns(SpikeInferenceWarning, match="<= 0 or undefined"):
-        params = estimate_parameters([x[None, :]], mode="psd")
+        params = estimate_roi_parameters([x[None, :]], mode="psd")
     assert params["gamma"][0] == GAMMA_FLOOR and np.isfinite(params["sigma"][0])
 
 
@@ -290,21 +290,21 @@ def test_negative_radicand_falls_back_to_psd():
     rng = np.random.default_rng(2)
     t = np.arange(2000)
     x = 10 * np.sin(2 * np.pi * t / 500) + 0.1 * rng.standard_normal(t.size)
-    psd = estimate_sigma(x, 0.5, "psd")
+    psd = estimate_noise(x, 0.5, "psd")
     assert abs(psd - 0.1) < 0.01
     with pytest.warns(SpikeInferenceWarning, match="could not be estimated"):
-        assert estimate_sigma(x, 0.5, "correct") == psd
+        assert estimate_noise(x, 0.5, "correct") == psd
     signals = [np.vstack([rng.standard_normal(t.size), x])]
     with pytest.warns(SpikeInferenceWarning, match=r"noise level \(sigma\) of ROI 1\b"):
-        params = estimate_parameters(signals, gamma=0.5, mode="correct")
+        params = estimate_roi_parameters(signals, gamma=0.5, mode="correct")
     assert params["sigma"][1] == pytest.approx(psd, rel=1e-12)
-    assert params["sigma"][0] == pytest.approx(estimate_sigma(signals[0][0], 0.5), rel=1e-12)
+    assert params["sigma"][0] == pytest.approx(estimate_noise(signals[0][0], 0.5), rel=1e-12)
 
 
 def test_constant_trace_gives_zero_sigma_with_warning():
     x = np.full(50, 2.0)
     with pytest.warns(SpikeInferenceWarning, match="could not be estimated"):
-        assert estimate_sigma(x, 0.9, "robust") == 0.0
+        assert estimate_noise(x, 0.9, "robust") == 0.0
 
 
 # ----------------------------------------------------------------------------
@@ -316,10 +316,10 @@ def test_nan_gaps_are_left_out(trace):
     x = trace.copy()
     for start in range(100, x.size, 1000):
         x[start : start + 150] = np.nan  # 15 % missing, in blocks
-    gamma = estimate_gamma(x)
+    gamma = estimate_decay(x)
     assert abs(gamma - TRUE_GAMMA) < 0.01
     for mode, tol in (("correct", 0.05), ("psd", 0.10)):
-        sigma = estimate_sigma(x, gamma, mode)
+        sigma = estimate_noise(x, gamma, mode)
         assert abs(sigma - TRUE_SIGMA) < tol * TRUE_SIGMA
 
 
@@ -327,18 +327,18 @@ def test_scattered_nan_samples(trace):
     rng = np.random.default_rng(5)
     x = trace.copy()
     x[rng.random(x.size) < 0.1] = np.nan
-    gamma = estimate_gamma(x)
+    gamma = estimate_decay(x)
     assert abs(gamma - TRUE_GAMMA) < 0.01
     # NaN samples are dropped before the Welch spectrum: no NaN, little bias.
-    psd = estimate_sigma(x, gamma, "psd")
+    psd = estimate_noise(x, gamma, "psd")
     assert psd == pytest.approx(np.exp(reference_psd_log(x) / 2), rel=1e-12)
     assert abs(psd - TRUE_SIGMA) < 0.10 * TRUE_SIGMA
     # The lag-1 pairs lost to isolated gaps bias 'correct' upwards (documented).
-    assert TRUE_SIGMA < estimate_sigma(x, gamma, "correct") < 1.5 * TRUE_SIGMA
-    params = estimate_parameters([x[None, :], trace[None, :3000]])
+    assert TRUE_SIGMA < estimate_noise(x, gamma, "correct") < 1.5 * TRUE_SIGMA
+    params = estimate_roi_parameters([x[None, :], trace[None, :3000]])
     assert np.all(np.isfinite(params["gamma"])) and np.all(np.isfinite(params["sigma"]))
     for mode in MODES:
-        params = estimate_parameters([np.vstack([x, trace])], gamma=0.95, mode=mode)
+        params = estimate_roi_parameters([np.vstack([x, trace])], gamma=0.95, mode=mode)
         assert np.all(np.isfinite(params["sigma"])) and np.all(params["sigma"] > 0)
 
 
@@ -349,48 +349,48 @@ def test_scattered_nan_samples(trace):
 
 def test_short_traces_are_rejected():
     with pytest.raises(ValueError, match=r"traces\[0\] has 7 observed"):
-        estimate_gamma(np.arange(7.0))
+        estimate_decay(np.arange(7.0))
     x = np.arange(10.0)
     x[[1, 4, 6]] = np.nan
     with pytest.raises(ValueError, match=r"traces\[1\] has 7 observed"):
-        estimate_sigma([np.arange(20.0), x], 0.9)
+        estimate_noise([np.arange(20.0), x], 0.9)
     short = np.ones((2, 9))
     short[1, :4] = np.nan
     with pytest.raises(ValueError, match=r"ROI 1 of signals\[1\] has 5"):
-        estimate_parameters([np.ones((2, 20)), short], gamma=0.9, sigma=1.0)
+        estimate_roi_parameters([np.ones((2, 20)), short], gamma=0.9, sigma=1.0)
     with pytest.warns(SpikeInferenceWarning):  # 8 samples are enough
-        estimate_gamma(np.array([0.0, 1, 0, 2, 1, 3, 0, 1]))
+        estimate_decay(np.array([0.0, 1, 0, 2, 1, 3, 0, 1]))
 
 
 def test_bad_arguments_are_rejected():
     x = simulate(100, seed=6)[0]
     for call in (
-        lambda: estimate_sigma(x, 0.9, mode="fast"),
-        lambda: estimate_parameters([x[None]], mode="Correct"),
+        lambda: estimate_noise(x, 0.9, mode="fast"),
+        lambda: estimate_roi_parameters([x[None]], mode="Correct"),
     ):
         with pytest.raises(ValueError, match="'correct', 'robust', 'psd'"):
             call()
     for bad in (0.0, 1.0, -0.2, 1.5, np.nan):
         with pytest.raises(ValueError, match="gamma"):
-            estimate_sigma(x, bad)
+            estimate_noise(x, bad)
         with pytest.raises(ValueError, match="gamma"):
-            estimate_parameters([x[None]], gamma=bad)
+            estimate_roi_parameters([x[None]], gamma=bad)
     with pytest.raises(ValueError, match="gamma"):
-        estimate_sigma(x, None, "correct")
+        estimate_noise(x, None, "correct")
     with pytest.raises(ValueError, match="gamma"):
-        estimate_parameters([x[None]], gamma=[0.5, 0.5])
+        estimate_roi_parameters([x[None]], gamma=[0.5, 0.5])
     for bad in (-1.0, np.nan, [1.0, -0.5]):
         with pytest.raises(ValueError, match="sigma"):
-            estimate_parameters([np.vstack([x, x])], sigma=bad)
+            estimate_roi_parameters([np.vstack([x, x])], sigma=bad)
     with pytest.raises(ValueError, match="signals"):
-        estimate_parameters([])
+        estimate_roi_parameters([])
     with pytest.raises(ValueError, match="signals"):
-        estimate_parameters([x])
+        estimate_roi_parameters([x])
     with pytest.raises(ValueError, match="ROIs"):
-        estimate_parameters([np.ones((2, 20)), np.ones((3, 20))])
+        estimate_roi_parameters([np.ones((2, 20)), np.ones((3, 20))])
     with pytest.raises(TypeError, match="signals"):
-        estimate_parameters([np.array([["a"] * 10])])
+        estimate_roi_parameters([np.array([["a"] * 10])])
     with pytest.raises(ValueError, match="traces"):
-        estimate_gamma([])
+        estimate_decay([])
     with pytest.raises(ValueError, match="1-D"):
-        estimate_gamma([np.ones((2, 10))])
+        estimate_decay([np.ones((2, 10))])

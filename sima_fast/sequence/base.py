@@ -1326,8 +1326,9 @@ class Sequence(abc.ABC):
         Returns
         -------
         Sequence
-            Pixels that receive several values hold their mean; pixels that
-            receive none are NaN.
+            Pixels that receive several values hold their mean, or NaN if
+            any of those values is NaN or infinite (SIMA's rule); pixels
+            that receive none are NaN.
 
         Examples
         --------

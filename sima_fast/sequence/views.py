@@ -430,6 +430,12 @@ class MaskedSequence(WrapperSequence, format="masked"):
 class MotionCorrectedSequence(WrapperSequence, format="motion_corrected"):
     """Frames moved by whole-pixel displacements (:meth:`Sequence.apply_displacements`).
 
+    Where several source rows land on the same pixel the view holds their
+    mean; if any of them is missing there (NaN or infinite), the pixel is
+    NaN, as in SIMA's motion-corrected sequences: a missing value is never
+    averaged away, and gap filling (:meth:`Sequence.fill_gaps`) then fills
+    the pixel from the nearest frame that observed it.
+
     Parameters
     ----------
     base : Sequence
