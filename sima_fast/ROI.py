@@ -11,6 +11,11 @@ Coordinates follow one convention throughout: polygon vertices are
 ``(x, y, z)``, pixel ``(y, x)`` covers the square ``[x, x + 1) × [y, y + 1)``
 and ``z`` is the plane index. A pixel belongs to a polygon iff its centre is
 strictly inside the polygon (see :mod:`sima_fast._geometry`).
+
+Outlines are given as SIMA gives them, as shapely ``MultiPolygon`` objects with
+``z`` as third coordinate (:attr:`ROI.polygons`, :func:`mask2poly`), and as
+vertex arrays (:attr:`ROI.rings`, :func:`mask2rings`). shapely is imported
+only when geometry is computed.
 """
 
 from __future__ import annotations
