@@ -883,8 +883,9 @@ class ROIList(list):
 
     Parameters
     ----------
-    rois : iterable of ROI
-        The ROIs.
+    rois : iterable of ROI or dict
+        The ROIs. A dict is turned into ``ROI(**d)`` (as SIMA does, e.g.
+        for the output of :meth:`ROI.todict`).
     timestamp : str, optional
         When the set was made, formatted ``'%Y-%m-%d-%Hh%Mm%Ss'``
         (default: now).
@@ -892,7 +893,8 @@ class ROIList(list):
     Raises
     ------
     TypeError
-        If an element is not an :class:`ROI`.
+        If an element is neither an :class:`ROI` nor a dict of ROI
+        arguments.
 
     Examples
     --------
@@ -902,7 +904,7 @@ class ROIList(list):
     """
 
     def __init__(self, rois: Iterable[ROI] = (), timestamp: str | None = None) -> None:
-        super().__init__(_check_roi(r) for r in rois)
+        super().__init__(_check_roi(ROI(**r) if isinstance(r, dict) else r) for r in rois)
         self.timestamp = current_timestamp() if timestamp is None else timestamp
 
     # keep the list homogeneous

@@ -237,3 +237,13 @@ def test_mask_to_polygons_and_back_fills_only_holes(mask):
     back = poly2mask(mp, mask.shape)[0].toarray() if not mp.is_empty else np.zeros_like(mask)
     np.testing.assert_array_equal(back, filled)
     assert shapely.equals_exact(ROI(mask=mask).polygons, mp, tolerance=0)
+
+
+def test_roilist_turns_dicts_into_rois():
+    source = ROI(polygons=Polygon([(0, 0, 0), (3, 0, 0), (3, 2, 0)]), label="a", tags={"t"})
+    rois = ROIList([source.todict(), ROI(mask=np.eye(3, dtype=bool))])
+    assert all(isinstance(r, ROI) for r in rois)
+    assert rois[0].label == "a" and rois[0].tags == {"t"}
+    assert shapely.equals_exact(rois[0].polygons, source.polygons, tolerance=0)
+    with pytest.raises(TypeError, match="ROI objects"):
+        ROIList([[0, 0]])
