@@ -11,6 +11,11 @@ Coordinates follow one convention throughout: polygon vertices are
 ``(x, y, z)``, pixel ``(y, x)`` covers the square ``[x, x + 1) × [y, y + 1)``
 and ``z`` is the plane index. A pixel belongs to a polygon iff its centre is
 strictly inside the polygon (see :mod:`sima_fast._geometry`).
+
+Outlines are given as SIMA gives them, as shapely ``MultiPolygon`` objects with
+``z`` as third coordinate (:attr:`ROI.polygons`, :func:`mask2poly`), and as
+vertex arrays (:attr:`ROI.rings`, :func:`mask2rings`). shapely is imported
+only when geometry is computed.
 """
 
 from __future__ import annotations
@@ -27,11 +32,23 @@ from sima_fast._timestamps import current_timestamp
 
 __all__ = [
     "ROI",
+    "NonBooleanMask",
     "ROIList",
     "check_mask_in_frame",
     "mask2poly",
+    "mask2rings",
     "poly2mask",
+    "rings_to_multipolygon",
 ]
+
+
+class NonBooleanMask(ValueError):
+    """A weighted (non-boolean) mask was asked for its polygon outline.
+
+    Raised by :attr:`ROI.polygons` (and :attr:`ROI.rings`, :attr:`ROI.coords`)
+    for a mask whose non-zero values are not all 1: such a mask has no
+    polygon equivalent. It is a :class:`ValueError`.
+    """
 
 
 # --------------------------------------------------------------------------
@@ -119,10 +136,52 @@ def _as_vertex_array(poly: Any) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def _is_shapely(obj: Any) -> bool:
+    return type(obj).__module__.startswith("shapely.")
+
+
+def _shapely_rings(geom: Any) -> list[np.ndarray]:
+    """Open ``(N, 3)`` exterior rings of a shapely Polygon or MultiPolygon (z 0 when absent)."""
+    import warnings
+
+    import shapely
+
+    if geom.geom_type == "Polygon":
+        parts = [geom]
+    elif geom.geom_type == "MultiPolygon":
+        parts = list(geom.geoms)
+    else:
+        raise TypeError(
+            f"ROI polygons must be shapely Polygons or MultiPolygons, got a {geom.geom_type}"
+        )
+    rings = []
+    for part in parts:
+        if part.is_empty:
+            continue
+        if len(part.interiors):
+            warnings.warn(
+                "an ROI polygon has holes; ROIs keep exterior rings only, so the holes are "
+                "filled (as in SIMA)",
+                UserWarning,
+                stacklevel=4,
+            )
+        xyz = shapely.get_coordinates(part.exterior, include_z=True)
+        if not part.has_z:
+            xyz[:, 2] = 0.0
+        rings.append(xyz)
+    return rings
+
+
 def _normalise_polygons(polygons: Any) -> list[np.ndarray]:
-    """Accept one vertex array or a sequence of them; return open rings."""
-    if isinstance(polygons, np.ndarray) and polygons.dtype != object:
-        candidates: Iterable[Any] = [polygons] if polygons.ndim == 2 else list(polygons)
+    """Accept vertex arrays or shapely polygons (one or a sequence); return open rings."""
+    if _is_shapely(polygons):
+        candidates: Iterable[Any] = _shapely_rings(polygons)
+    elif isinstance(polygons, (list, tuple)) and any(_is_shapely(p) for p in polygons):
+        candidates = []
+        for p in polygons:
+            candidates.extend(_shapely_rings(p) if _is_shapely(p) else [p])
+    elif isinstance(polygons, np.ndarray) and polygons.dtype != object:
+        candidates = [polygons] if polygons.ndim == 2 else list(polygons)
     else:
         try:
             arr = np.asarray(polygons, dtype=np.float64)
@@ -248,71 +307,175 @@ def check_mask_in_frame(roi: Any, im_shape: Any, name: str) -> None:
 # --------------------------------------------------------------------------
 
 
-def _drop_collinear(ring: np.ndarray) -> np.ndarray:
-    """Remove vertices of an open ring that lie on the line through their neighbours."""
-    if len(ring) < 4:
-        return ring
-    prev = np.roll(ring, 1, axis=0)
-    nxt = np.roll(ring, -1, axis=0)
-    cross = (ring[:, 0] - prev[:, 0]) * (nxt[:, 1] - prev[:, 1]) - (ring[:, 1] - prev[:, 1]) * (
-        nxt[:, 0] - prev[:, 0]
-    )
-    keep = cross != 0
-    if keep.sum() < 3:
-        return ring
-    return ring[keep]
+def _mask_planes_dense(mask: Any) -> list[np.ndarray]:
+    """Give a 2-D or 3-D mask (dense, sparse, or a list of planes) as dense float planes."""
+    if scipy.sparse.issparse(mask):
+        planes: list[Any] = [mask]
+    elif isinstance(mask, np.ndarray):
+        if mask.ndim not in (2, 3):
+            raise ValueError(f"a mask must be 2-D (Y, X) or 3-D (Z, Y, X), got shape {mask.shape}")
+        planes = [mask] if mask.ndim == 2 else list(mask)
+    else:
+        planes = list(mask)
+    out = []
+    for plane in planes:
+        dense = plane.toarray() if scipy.sparse.issparse(plane) else np.asarray(plane)
+        if dense.ndim != 2:
+            raise ValueError(f"each mask plane must be 2-D, got shape {dense.shape}")
+        if dense.dtype.kind not in "biuf":
+            raise TypeError("mask values must be boolean, integer or floating point")
+        out.append(dense.astype(np.float64))
+    return out
 
 
-def mask2poly(mask: Any, z: int = 0) -> list[np.ndarray]:
-    """Outline the foreground of a boolean 2-D mask as polygons.
-
-    The outlines are the iso-contours at level 0.5 of the mask (computed with
-    :func:`skimage.measure.find_contours`, foreground pixels 4-connected),
-    shifted into the pixel-corner convention, so each pixel centre of the mask
-    lies strictly inside its component's polygon and every other centre lies
-    outside. Rasterising the polygons therefore returns the mask for masks
-    without holes (holes become separate rings).
+def mask2rings(mask: Any, threshold: float = 0.5) -> list[np.ndarray]:
+    """Outline a mask as open vertex rings (the array form of :func:`mask2poly`).
 
     Parameters
     ----------
-    mask : array_like or scipy.sparse matrix, shape (Y, X)
-        Boolean mask (any non-zero value counts as foreground).
-    z : int, optional
-        Plane index written in the third column of every vertex.
+    mask : array_like, scipy.sparse matrix or list of them
+        A ``(Y, X)`` plane (plane 0) or a ``(Z, Y, X)`` stack / list of
+        planes.
+    threshold : float, optional
+        Contour level; 0.5 outlines a boolean mask.
 
     Returns
     -------
     list of numpy.ndarray
-        Open rings, each an ``(N, 3)`` float array of ``(x, y, z)`` vertices.
+        Open rings, each an ``(N, 3)`` float array of ``(x, y, z)``
+        vertices, in the order and with the vertices of :func:`mask2poly`'s
+        polygons (without the closing vertex).
+
+    Raises
+    ------
+    ValueError
+        If a plane is not 2-D.
+    TypeError
+        If the mask is not numeric.
 
     Examples
     --------
-    >>> ring = mask2poly(np.array([[True]]))[0]
-    >>> ring[:, :2].tolist()
+    >>> mask2rings(np.array([[True]]))[0][:, :2].tolist()
     [[0.5, 1.0], [0.0, 0.5], [0.5, 0.0], [1.0, 0.5]]
     """
+    return [
+        np.asarray(p.exterior.coords)[:-1]
+        for p in _mask_polygons(_mask_planes_dense(mask), float(threshold))
+    ]
+
+
+def _mask_polygons(planes: list[np.ndarray], threshold: float) -> list:
+    """Outline each plane at ``threshold`` as shapely polygons (z as third coordinate)."""
+    import shapely
     from skimage.measure import find_contours
 
-    dense = mask.toarray() if scipy.sparse.issparse(mask) else np.asarray(mask)
-    if dense.ndim != 2:
-        raise ValueError(f"mask2poly needs a 2-D mask, got shape {dense.shape}")
-    binary = dense != 0
-    rows_any, cols_any = np.nonzero(binary.any(axis=1))[0], np.nonzero(binary.any(axis=0))[0]
-    if not len(rows_any):
-        return []
-    # Contours are local: trace only the bounding box of the foreground.
-    r0, r1, c0, c1 = rows_any[0], rows_any[-1] + 1, cols_any[0], cols_any[-1] + 1
-    padded = np.pad(binary[r0:r1, c0:c1], 1).astype(np.float64)
-    rings = []
-    for contour in find_contours(padded, 0.5, fully_connected="low"):
-        ring = contour[:-1] if np.array_equal(contour[0], contour[-1]) else contour
-        xy = np.column_stack([ring[:, 1] + (c0 - 0.5), ring[:, 0] + (r0 - 0.5)])
-        xy = _drop_collinear(xy)
-        rings.append(np.column_stack([xy, np.full(len(xy), float(z))]))
-    return rings
+    out = []
+    for z, plane in enumerate(planes):
+        above = plane > threshold if threshold >= 0 else np.ones(plane.shape, bool)
+        rows_any = np.flatnonzero(above.any(axis=1))
+        if not len(rows_any):
+            continue
+        cols_any = np.flatnonzero(above.any(axis=0))
+        # Contours are local: trace the bounding box of the foreground, padded by one
+        # pixel of zeros so that outlines touching the edge close.
+        r0, r1, c0, c1 = rows_any[0], rows_any[-1] + 1, cols_any[0], cols_any[-1] + 1
+        window = np.pad(plane[r0:r1, c0:c1], 1)
+        for contour in find_contours(window, threshold, fully_connected="low"):
+            xyz = np.column_stack(
+                [contour[:, 1] + (c0 - 0.5), contour[:, 0] + (r0 - 0.5), np.full(len(contour), z)]
+            )
+            if len(xyz) < 4:
+                continue
+            # tolerance 0 removes collinear vertices and nothing else
+            out.append(shapely.simplify(shapely.Polygon(xyz), 0.0))
+    return out
 
 
-def poly2mask(polygons: Any, im_shape: Any) -> list[scipy.sparse.csr_matrix]:
+def rings_to_multipolygon(rings: Any) -> Any:
+    """Give vertex rings as one shapely ``MultiPolygon`` with ``z`` as third coordinate.
+
+    Parameters
+    ----------
+    rings : list of array_like
+        ``(N, 2)`` or ``(N, 3)`` vertex arrays, open or closed (as held by
+        :attr:`ROI.rings`). A ring of fewer than three distinct vertices
+        (e.g. an ImageJ straight line) becomes a zero-area polygon.
+
+    Returns
+    -------
+    shapely.geometry.MultiPolygon
+        One polygon per ring, in order; empty for no rings.
+
+    Examples
+    --------
+    >>> mp = rings_to_multipolygon([[[0, 0, 1], [2, 0, 1], [2, 2, 1]]])
+    >>> mp.geoms[0].area, mp.has_z
+    (2.0, True)
+    """
+    import shapely
+
+    polys = []
+    for ring in rings:
+        arr = np.asarray(ring, dtype=np.float64)
+        if arr.shape[1] == 2:
+            arr = np.column_stack([arr, np.zeros(len(arr))])
+        if len(arr) > 1 and np.array_equal(arr[0], arr[-1]):
+            arr = arr[:-1]
+        while len(arr) < 3:
+            arr = np.vstack([arr, arr[-1:]])
+        polys.append(shapely.Polygon(arr))
+    return shapely.MultiPolygon(polys)
+
+
+def mask2poly(mask: Any, threshold: float = 0.5) -> Any:
+    """Outline a mask as a shapely ``MultiPolygon`` (SIMA's ``mask2poly``).
+
+    The outlines are the iso-contours of the mask at ``threshold`` (computed
+    with :func:`skimage.measure.find_contours`; for a boolean mask the
+    foreground is 4-connected), in the pixel-corner convention: each
+    foreground pixel centre lies strictly inside its component's polygon and
+    every other centre outside, so rasterising the polygons gives the mask
+    back for masks without holes (a hole becomes a polygon of its own).
+    Collinear vertices are removed.
+
+    Parameters
+    ----------
+    mask : array_like, scipy.sparse matrix or list of them
+        A ``(Y, X)`` plane (plane 0), or a ``(Z, Y, X)`` stack or list of
+        planes; plane ``z`` is written as every vertex's third coordinate.
+    threshold : float, optional
+        Contour level: 0.5 outlines a boolean mask; for a two-valued mask
+        choose the midpoint of its values.
+
+    Returns
+    -------
+    shapely.geometry.MultiPolygon
+        One polygon per outline, with ``(x, y, z)`` coordinates (empty when
+        the mask is). Use ``.geoms`` to iterate (shapely 2 multi-part
+        geometries are not sequences); :func:`mask2rings` gives the same
+        outlines as vertex arrays.
+
+    Raises
+    ------
+    ValueError
+        If a plane is not 2-D.
+    TypeError
+        If the mask is not numeric.
+
+    Examples
+    --------
+    >>> mp = mask2poly(np.array([[0, 1, 1], [0, 1, 1]], dtype=bool))
+    >>> len(mp.geoms), mp.geoms[0].area, mp.has_z
+    (1, 3.5, True)
+    """
+    import shapely
+
+    return shapely.MultiPolygon(_mask_polygons(_mask_planes_dense(mask), float(threshold)))
+
+
+def poly2mask(
+    polygons: Any, im_size: Any = None, im_shape: Any = None
+) -> list[scipy.sparse.csr_matrix]:
     """Rasterise polygons onto per-plane boolean sparse masks.
 
     A pixel belongs to a polygon iff its centre lies strictly inside it;
@@ -320,10 +483,14 @@ def poly2mask(polygons: Any, im_shape: Any) -> list[scipy.sparse.csr_matrix]:
 
     Parameters
     ----------
-    polygons : array_like or list of array_like
-        One ``(N, 2)``/``(N, 3)`` vertex array or a list of them.
-    im_shape : tuple of int
-        ``(Z, Y, X)`` or ``(Y, X)``.
+    polygons : array_like, shapely geometry, or list of them
+        One ``(N, 2)``/``(N, 3)`` vertex array, a shapely ``Polygon`` or
+        ``MultiPolygon`` (z from the third coordinate, else 0), or a list
+        of these.
+    im_size : tuple of int
+        ``(Z, Y, X)`` or ``(Y, X)`` (SIMA's name for it).
+    im_shape : tuple of int, optional
+        The same, under sima_fast's name; give one of the two.
 
     Returns
     -------
@@ -332,6 +499,8 @@ def poly2mask(polygons: Any, im_shape: Any) -> list[scipy.sparse.csr_matrix]:
 
     Raises
     ------
+    TypeError
+        If neither or both of ``im_size`` and ``im_shape`` are given.
     ValueError
         If a polygon's plane index is outside ``range(Z)``.
 
@@ -341,10 +510,11 @@ def poly2mask(polygons: Any, im_shape: Any) -> list[scipy.sparse.csr_matrix]:
     >>> m[0].toarray().astype(int).tolist()
     [[1, 0], [0, 0]]
     """
+    if (im_size is None) == (im_shape is None):
+        raise TypeError("poly2mask needs exactly one of im_size and im_shape")
     rings = _normalise_polygons(polygons)
-    shape = normalise_im_shape(im_shape)
-    if shape is None:
-        raise ValueError("poly2mask needs im_shape")
+    shape = normalise_im_shape(im_shape if im_size is None else im_size)
+    assert shape is not None
     return _rasterise(rings, shape)
 
 
@@ -412,11 +582,14 @@ class ROI:
         and weighted (numeric) masks are both kept exactly as given
         (extraction refuses NaN or infinite weights, which would turn the
         ROI's whole trace into NaN; segmentation steps may use them).
-    polygons : array_like or list of array_like, optional
-        One ``(N, 2)`` or ``(N, 3)`` array of ``(x, y[, z])`` vertices, or a
-        list of such arrays (several polygons, possibly on several planes;
-        ``z`` defaults to 0). Each polygon must lie on one plane. Rings may be
-        given open or closed.
+    polygons : array_like, shapely geometry, or list of them, optional
+        One ``(N, 2)`` or ``(N, 3)`` array of ``(x, y[, z])`` vertices, a
+        shapely ``Polygon`` or ``MultiPolygon`` (e.g. :attr:`polygons` of
+        another ROI, or a union of them), or a list of such arrays or
+        polygons (several polygons, possibly on several planes; ``z``
+        defaults to 0). Each polygon must lie on one plane. Rings may be
+        given open or closed; of a shapely polygon with holes only the
+        exterior is kept (with a warning).
     label : str, optional
         A name for the ROI, e.g. to match ROIs across datasets.
     tags : iterable of str, optional
@@ -506,35 +679,59 @@ class ROI:
     # -- geometry ----------------------------------------------------------
 
     @property
-    def polygons(self) -> list[np.ndarray]:
-        """The ROI outline as open rings, each an ``(N, 3)`` array of ``(x, y, z)``.
+    def polygons(self) -> Any:
+        """The ROI outline as a shapely ``MultiPolygon`` with ``z`` as third coordinate.
 
-        For a mask ROI the rings are the 0.5-level contours of each plane
-        (see :func:`mask2poly`); this needs a boolean mask.
+        As in SIMA: ``.area``, ``.exterior`` of each part (``.geoms``),
+        unions and every other shapely operation work on it. For a polygon
+        ROI the parts are its polygons, with their vertices as given; for a
+        mask ROI they are the 0.5-level contours of each plane (see
+        :func:`mask2poly`), which needs a boolean mask. :attr:`rings` gives
+        the same outlines as vertex arrays.
 
         Raises
         ------
-        ValueError
+        NonBooleanMask
             For a weighted mask, which has no polygon equivalent.
         """
+        return rings_to_multipolygon(self._outline_rings())
+
+    @property
+    def rings(self) -> list[np.ndarray]:
+        """The ROI outline as open rings, each an ``(N, 3)`` float array of ``(x, y, z)``.
+
+        The array form of :attr:`polygons` (the same outlines, without the
+        closing vertex); :attr:`coords` gives them closed.
+
+        Raises
+        ------
+        NonBooleanMask
+            For a weighted mask, which has no polygon equivalent.
+        """
+        return [p.copy() for p in self._outline_rings()]
+
+    def _outline_rings(self) -> list[np.ndarray]:
         if self._polygons is not None:
-            return [p.copy() for p in self._polygons]
+            return self._polygons
         if self._poly_cache is None:
             if self.is_weighted:
-                raise ValueError(
+                raise NonBooleanMask(
                     "polygons are only defined for boolean masks; this ROI has a weighted "
                     "(non-boolean) mask"
                 )
-            rings: list[np.ndarray] = []
-            for z, plane in enumerate(self._mask or []):
-                rings.extend(mask2poly(plane, z))
-            self._poly_cache = rings
-        return [p.copy() for p in self._poly_cache]
+            self._poly_cache = mask2rings(self._mask or [])
+        return self._poly_cache
 
     @property
     def coords(self) -> list[np.ndarray]:
-        """The polygons as closed rings, each an ``(N + 1, 3)`` float array."""
-        return [np.vstack([p, p[:1]]) for p in self.polygons]
+        """The outlines as closed rings, each an ``(N + 1, 3)`` float array of ``(x, y, z)``.
+
+        Raises
+        ------
+        NonBooleanMask
+            For a weighted mask, which has no polygon equivalent.
+        """
+        return [np.vstack([p, p[:1]]) for p in self._outline_rings()]
 
     @property
     def mask(self) -> list[scipy.sparse.csr_matrix]:
@@ -686,8 +883,9 @@ class ROIList(list):
 
     Parameters
     ----------
-    rois : iterable of ROI
-        The ROIs.
+    rois : iterable of ROI or dict
+        The ROIs. A dict is turned into ``ROI(**d)`` (as SIMA does, e.g.
+        for the output of :meth:`ROI.todict`).
     timestamp : str, optional
         When the set was made, formatted ``'%Y-%m-%d-%Hh%Mm%Ss'``
         (default: now).
@@ -695,7 +893,8 @@ class ROIList(list):
     Raises
     ------
     TypeError
-        If an element is not an :class:`ROI`.
+        If an element is neither an :class:`ROI` nor a dict of ROI
+        arguments.
 
     Examples
     --------
@@ -705,7 +904,7 @@ class ROIList(list):
     """
 
     def __init__(self, rois: Iterable[ROI] = (), timestamp: str | None = None) -> None:
-        super().__init__(_check_roi(r) for r in rois)
+        super().__init__(_check_roi(ROI(**r) if isinstance(r, dict) else r) for r in rois)
         self.timestamp = current_timestamp() if timestamp is None else timestamp
 
     # keep the list homogeneous
@@ -963,14 +1162,14 @@ class ROIList(list):
         --------
         >>> rois = ROIList([ROI(polygons=[[0, 0], [1, 0], [1, 1]])])
         >>> shift = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 3.0]])
-        >>> rois.transform(shift)[0].polygons[0][:, :2].tolist()
+        >>> rois.transform(shift)[0].rings[0][:, :2].tolist()
         [[2.0, 3.0], [3.0, 3.0], [3.0, 4.0]]
         """
         per_plane = _per_plane_transforms(transforms)
         out = []
         for roi in self:
             rings = []
-            for ring in roi.polygons:
+            for ring in roi.rings:
                 z = int(ring[0, 2])
                 tf = per_plane(z)
                 xy = tf(ring[:, :2].copy())

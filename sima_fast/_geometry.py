@@ -1,5 +1,8 @@
 """Polygon rasterisation shared by ROIs, the simulator and the tests.
 
+The point-in-polygon test is shapely's (GEOS), vectorised over the pixel
+centres of the polygon's bounding box.
+
 The rule is the one in docs/contract.md#rasterisation: pixel ``(y, x)`` covers the square
 ``[x, x + 1) × [y, y + 1)`` and belongs to a polygon iff its centre
 ``(x + 0.5, y + 0.5)`` lies *strictly* inside the polygon (centres exactly on
@@ -28,7 +31,8 @@ def polygon_to_mask(vertices: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     -------
     numpy.ndarray of bool, shape ``shape``
         ``True`` where the pixel centre is strictly inside the polygon
-        (even-odd rule for self-intersecting rings).
+        (even-odd rule for self-intersecting rings); a ring of fewer than
+        three vertices covers no pixel.
 
     Examples
     --------
@@ -36,6 +40,8 @@ def polygon_to_mask(vertices: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     array([[1, 0],
            [0, 0]])
     """
+    import shapely
+
     rows, cols = int(shape[0]), int(shape[1])
     mask = np.zeros((rows, cols), dtype=bool)
     v = np.asarray(vertices, dtype=np.float64)
@@ -49,25 +55,14 @@ def polygon_to_mask(vertices: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     y1 = min(int(np.ceil(ys.max() - 0.5)), rows - 1)
     if x1 < x0 or y1 < y0:
         return mask
-    px = np.arange(x0, x1 + 1, dtype=np.float64)[None, :] + 0.5
-    py = np.arange(y0, y1 + 1, dtype=np.float64)[:, None] + 0.5
-    inside = np.zeros((y1 - y0 + 1, x1 - x0 + 1), dtype=bool)
-    on_edge = np.zeros_like(inside)
-    xa, ya = xs, ys
-    xb, yb = np.roll(xs, -1), np.roll(ys, -1)
-    for ax, ay, bx, by in zip(xa, ya, xb, yb):
-        if ax == bx and ay == by:
-            continue
-        # Crossing-number test with the half-open rule on y.
-        straddles = (ay > py) != (by > py)
-        if ay != by:
-            x_cross = ax + (py - ay) * (bx - ax) / (by - ay)
-            inside ^= straddles & (px < x_cross)
-        # Exact on-segment test: collinear and within the segment's box.
-        cross = (bx - ax) * (py - ay) - (by - ay) * (px - ax)
-        within = (
-            (px >= min(ax, bx)) & (px <= max(ax, bx)) & (py >= min(ay, by)) & (py <= max(ay, by))
-        )
-        on_edge |= (cross == 0) & within
-    mask[y0 : y1 + 1, x0 : x1 + 1] = inside & ~on_edge
+    px, py = np.meshgrid(
+        np.arange(x0, x1 + 1, dtype=np.float64) + 0.5,
+        np.arange(y0, y1 + 1, dtype=np.float64) + 0.5,
+    )
+    # GEOS's point-in-polygon test: boundary points are not contained (strict
+    # interior), exactly, with robust predicates; a self-intersecting ring is
+    # counted by ray-crossing parity (the even-odd rule).
+    polygon = shapely.Polygon(v[:, :2])
+    shapely.prepare(polygon)
+    mask[y0 : y1 + 1, x0 : x1 + 1] = shapely.contains_xy(polygon, px, py)
     return mask

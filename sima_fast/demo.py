@@ -1035,7 +1035,7 @@ def _score_cross_session(dataset: Any, rois: Any, outputs: _Outputs) -> CrossSes
         by_label = {roi.label: roi for roi in imported}  # ImageJ ROIs have labels, not ids
         errors, ious = [], []
         for roi in rois:
-            ring = roi.polygons[0]
+            ring = roi.rings[0]
             z = int(ring[0, 2]) if ring.shape[1] > 2 else 0
             true_xy = affine(ring[:, :2])
             true_mask = polygon_to_mask(true_xy, (rows, cols))
@@ -1045,7 +1045,7 @@ def _score_cross_session(dataset: Any, rois: Any, outputs: _Outputs) -> CrossSes
             ious.append((true_mask & got_mask).sum() / (true_mask | got_mask).sum())
             inside = true_xy.min() >= 2 and true_xy[:, 0].max() <= cols - 2
             if inside and true_xy[:, 1].max() <= rows - 2:
-                got = by_label[roi.label].polygons[0]
+                got = by_label[roi.label].rings[0]
                 if got.shape[0] == ring.shape[0]:
                     errors.append(float(np.linalg.norm(got[:, :2] - true_xy, axis=1).mean()))
     iou = np.asarray(ious)
@@ -1096,7 +1096,7 @@ def _draw_cross_session(
         return [
             np.asarray(ring, dtype=np.float64)[:, :2]
             for roi in roi_list
-            for ring in roi.polygons
+            for ring in roi.rings
             if np.asarray(ring).shape[1] < 3 or int(ring[0, 2]) == 0
         ]
 

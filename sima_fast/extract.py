@@ -322,23 +322,13 @@ def _roi_planes(roi: Any, im_shape: tuple[int, int, int], index: int):
         raise TypeError(f"rois[{index}] is a {type(roi).__name__}, not a sima_fast.ROI.ROI")
     name = f"rois[{index}]" + (f" (label {roi.label!r})" if roi.label is not None else "")
     Z, Y, X = im_shape
-    if roi.im_shape is not None and tuple(roi.im_shape) != im_shape:
-        raise ValueError(
-            f"{name} has im_shape {tuple(roi.im_shape)} but the dataset's frames are "
-            f"(Z, Y, X) = {im_shape}"
-        )
     if roi.is_mask_roi:
+        # A mask drawn on another frame size (e.g. before motion correction
+        # enlarged the frame) is padded with zeros or cropped to the frames, as
+        # SIMA does; only non-zero weight that would be cropped away is refused.
         check_mask_in_frame(roi, im_shape, name)
-        stored = roi.mask if roi.im_shape is None else None
-        if stored is not None:
-            for z, plane in enumerate(stored):
-                if plane.count_nonzero() and (z >= Z or plane.shape != (Y, X)):
-                    raise ValueError(
-                        f"{name}: mask plane {z} of shape {plane.shape} does not fit frames of "
-                        f"(Z, Y, X) = {im_shape}"
-                    )
     else:
-        for ring in roi.polygons:
+        for ring in roi.rings:
             x, y, z = ring[:, 0], ring[:, 1], ring[:, 2]
             if (
                 x.min() < 0
@@ -353,7 +343,9 @@ def _roi_planes(roi: Any, im_shape: tuple[int, int, int], index: int):
                     f"y [{y.min()}, {y.max()}], z [{z.min()}, {z.max()}] but frames are "
                     f"X={X}, Y={Y} pixels and Z={Z} plane(s)"
                 )
-    if roi.im_shape is None:
+    # Every ROI takes the frames' shape (SIMA's extract sets it on each ROI),
+    # whatever im_shape it was drawn with.
+    if roi.im_shape != im_shape:
         roi.im_shape = im_shape
     planes = roi.mask
     for z, plane in enumerate(planes):

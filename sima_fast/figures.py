@@ -280,7 +280,7 @@ def outline_points(polygon: Any) -> np.ndarray:
     ----------
     polygon : array_like, shape (N, 2) or (N, 3)
         Vertices ``(x, y[, z])`` of an open ring, as in
-        :attr:`sima_fast.ROI.ROI.polygons`.
+        :attr:`sima_fast.ROI.ROI.rings`.
 
     Returns
     -------

@@ -838,10 +838,11 @@ class ImagingDataset:
         Parameters
         ----------
         ROIs : sima_fast.ROI.ROIList
-            The regions of interest. ROIs without an ``im_shape`` get the
-            dataset's ``(Z, Y, X)``. A mask ROI with non-zero weight outside
-            the frames is refused (as :meth:`extract` refuses it), never
-            cropped; all-zero margins are fine.
+            The regions of interest. Every ROI gets the dataset's
+            ``(Z, Y, X)`` as ``im_shape`` (a mask drawn on another frame size
+            is zero-padded or cropped, as in SIMA). A mask ROI with non-zero
+            weight outside the frames is refused (as :meth:`extract` refuses
+            it), never cropped; all-zero margins are fine.
         label : str, optional
             Name of the set (default: the current timestamp). An existing set
             of that name is replaced.
@@ -864,13 +865,8 @@ class ImagingDataset:
         for i, roi in enumerate(ROIs):
             name = f"ROIs[{i}]" + (f" (label {roi.label!r})" if roi.label is not None else "")
             check_mask_in_frame(roi, im_shape, name)
-            if roi.im_shape is None:
+            if roi.im_shape != im_shape:  # drawn on another frame size: padded/cropped
                 roi.im_shape = im_shape
-            elif tuple(roi.im_shape) != im_shape:
-                raise ValueError(
-                    f"ROIs[{i}] has im_shape {tuple(roi.im_shape)} but the dataset's frames are "
-                    f"(Z, Y, X) = {im_shape}"
-                )
         if self._savedir is None:
             self._mem_rois[label] = ROIs
             return

@@ -133,7 +133,7 @@ def match_anchor_order(source_points: Any, target_points: Any) -> np.ndarray:
 def _anchor_ring(anchors: Sequence[ROI], plane: int) -> np.ndarray | None:
     """``(x, y)`` vertices of the first anchor polygon lying on ``plane``, or None."""
     for roi in anchors:
-        for ring in roi.polygons:
+        for ring in roi.rings:
             if int(ring[0, 2]) == plane:
                 return ring[:, :2]
     return None
@@ -523,7 +523,7 @@ def clip_rois_to_frame(rois: Sequence[ROI], im_shape: Sequence[int]) -> ROIList:
     --------
     >>> roi = ROI(polygons=[[-2, -2], [4, -2], [4, 4], [-2, 4]], label='a')
     >>> (clipped,) = clip_rois_to_frame([roi], (10, 10))
-    >>> clipped.polygons[0][:, :2].tolist()
+    >>> clipped.rings[0][:, :2].tolist()
     [[0.0, 0.0], [4.0, 0.0], [4.0, 4.0], [0.0, 4.0]]
     """
     if isinstance(im_shape, (str, bytes)) or not hasattr(im_shape, "__len__"):
@@ -538,7 +538,7 @@ def clip_rois_to_frame(rois: Sequence[ROI], im_shape: Sequence[int]) -> ROIList:
     dropped = []
     for roi in rois:
         rings = []
-        for ring in roi.polygons:
+        for ring in roi.rings:
             xy = _clip_ring(ring[:, :2], width, height)
             if len(xy) < 3:
                 continue
@@ -650,7 +650,7 @@ def import_transformed_rois(
     >>> src.add_ROIs(ROIList([cell]), 'cells')
     >>> (moved,) = import_transformed_rois(tgt, src, source_label='cells',
     ...                                    anchor_label='anchors')
-    >>> moved.label, np.round(moved.polygons[0][:, :2], 6).tolist()
+    >>> moved.label, np.round(moved.rings[0][:, :2], 6).tolist()
     ('cell', [[12.0, 11.0], [16.0, 11.0], [16.0, 15.0]])
     """
     method = check_transform_method(method)

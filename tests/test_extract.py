@@ -485,10 +485,18 @@ def test_channels_by_name_and_unknown_channel():
 def test_roi_geometry_errors():
     ds, _ = _small_dataset()
     good = ROI(mask=_block(0, 2, 0, 2))
+    # masks drawn on another frame size, with nothing outside this one: padded or
+    # cropped to the frames, and every ROI takes the frames' im_shape (as in SIMA)
+    resized = [
+        ROI(mask=_block(0, 2, 0, 2, (1, 5, 7))),
+        ROI(mask=_block(0, 2, 0, 2), im_shape=(1, 5, 7)),
+        ROI(mask=_block(0, 2, 0, 2), im_shape=(2, 5, 6)),
+    ]
+    for roi in resized:
+        rec = ds.extract(ROIList([roi]))
+        assert np.isfinite(rec["raw"][0]).all() and roi.im_shape == (1, 5, 6)
     bad_rois = [
-        (ROI(mask=_block(0, 2, 0, 2, (1, 5, 7))), "does not fit"),
-        (ROI(mask=_block(0, 2, 0, 2), im_shape=(1, 5, 7)), "im_shape"),
-        (ROI(mask=_block(0, 2, 0, 2), im_shape=(2, 5, 6)), "im_shape"),
+        (ROI(mask=_block(0, 2, 5, 7, (1, 5, 7))), "does not fit"),
         (ROI(polygons=rect_polygon(4, 1, 7, 3)), "outside the frame"),
         (ROI(polygons=rect_polygon(-1, 0, 2, 2)), "outside the frame"),
         (ROI(polygons=rect_polygon(0, 0, 2, 2, z=1)), "outside the frame"),

@@ -331,7 +331,7 @@ def test_hostile_labels_give_safe_unique_members_and_round_trip(tmp_path):
     expected = [*HOSTILE_LABELS[:-3], "roi-1", "ok", "ok-1"]
     assert [r.label for r in back] == expected
     for a, b in zip(rois, back, strict=True):
-        np.testing.assert_array_equal(a.polygons[0], b.polygons[0])
+        np.testing.assert_array_equal(a.rings[0], b.rings[0])
     # ImageJ's name field holds the label too
     assert [r.name for r in roifile.roiread(path)] == expected
     # the unpacked files read as the same set

@@ -200,7 +200,7 @@ def accuracy(
     errors, good = [], []
     _, rows, cols = im_shape
     for roi in source_rois:
-        (ring,) = roi.polygons
+        (ring,) = roi.rings
         z = int(ring[0, 2])
         true_xy = truths[z](ring[:, :2])
         true_mask = polygon_to_mask(true_xy, (rows, cols))
@@ -211,7 +211,7 @@ def accuracy(
             good.append((true_mask & got_mask).sum() / (true_mask | got_mask).sum() >= 0.7)
         if true_xy.min() < 2 or true_xy[:, 0].max() > cols - 2 or true_xy[:, 1].max() > rows - 2:
             continue
-        (got,) = by_id[roi.id].polygons
+        (got,) = by_id[roi.id].rings
         assert int(got[0, 2]) == z
         errors.append(np.linalg.norm(got[:, :2] - true_xy, axis=1).mean())
     return float(np.mean(errors)), float(np.mean(good)), len(errors)
@@ -320,7 +320,7 @@ def test_registration_per_plane_and_channel_names():
     truths = [relative(s, t) for s, t in zip(src_views, tgt_views)]
     error, good, n = accuracy(imported, src_ds.ROIs["cells"], truths, (2, VIEW, VIEW))
     print(f"\n[two planes, red channel] {n} ROIs: error {error:.3f} px, IoU>=0.7 {good:.1%}")
-    assert {int(r.polygons[0][0, 2]) for r in imported} == {0, 1}
+    assert {int(r.rings[0][0, 2]) for r in imported} == {0, 1}
     assert error <= 1.0
     assert good >= 0.95
 
@@ -524,14 +524,14 @@ def test_clipping_to_target_frame():
             tgt, src, method="euclidean", source_label="cells", anchor_label="anchors"
         )
     for roi in imported:
-        for ring in roi.polygons:
+        for ring in roi.rings:
             assert ring[:, 0].min() >= 0 and ring[:, 0].max() <= VIEW
             assert ring[:, 1].min() >= 0 and ring[:, 1].max() <= VIEW
     source_rois = src.ROIs["cells"]
     by_id = {roi.id: roi for roi in imported}
     kept, cut = 0, 0
     for roi in source_rois:
-        moved = shift(roi.polygons[0][:, :2])
+        moved = shift(roi.rings[0][:, :2])
         true_mask = polygon_to_mask(moved, (VIEW, VIEW))
         if moved[:, 0].min() >= VIEW:
             assert roi.id not in by_id
@@ -555,9 +555,9 @@ def test_clip_rois_to_frame_direct():
     with pytest.warns(ROIOutsideFrameWarning, match="'outside'"):
         clipped = clip_rois_to_frame(rois, (20, 20))
     assert [r.label for r in clipped] == ["edge", "inside"]
-    assert clipped[0].polygons[0][:, 0].min() == 0.0
+    assert clipped[0].rings[0][:, 0].min() == 0.0
     assert clipped[1].tags == {"t"}
-    np.testing.assert_array_equal(clipped[1].polygons[0], rois[2].polygons[0])
+    np.testing.assert_array_equal(clipped[1].rings[0], rois[2].rings[0])
     assert clipped[0].im_shape == (1, 20, 20)
 
 

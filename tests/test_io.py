@@ -55,7 +55,7 @@ def test_local_roi_format_is_used_by_load_and_save(tmp_path, register):
 
     def save_json(rois, path, label):
         calls.append(("save", label))
-        rings = [[r.polygons[0][:, :2].tolist(), r.label] for r in rois]
+        rings = [[r.rings[0][:, :2].tolist(), r.label] for r in rois]
         with open(path, "w") as fh:
             json.dump({"timestamp": rois.timestamp, "rois": rings}, fh)
 
@@ -80,7 +80,7 @@ def test_local_roi_format_is_used_by_load_and_save(tmp_path, register):
     assert calls == [("save", "mine"), ("load", "mine")]
     assert isinstance(back, ROIList) and back.timestamp == "2020-01-02-03h04m05s"
     assert [r.label for r in back] == ["0", "1"]
-    np.testing.assert_array_equal(back[0].polygons[0], rois[0].polygons[0])
+    np.testing.assert_array_equal(back[0].rings[0], rois[0].rings[0])
     with pytest.raises(FileNotFoundError):
         ROIList.load(tmp_path / "missing.json", fmt="JSONtest")
     assert len(calls) == 2  # the reader is not called for a missing file

@@ -676,4 +676,4 @@ def test_roi_problems_are_reported_like_extract():
     online.update(np.ones((4, 5), dtype=np.uint16))
     assert np.isnan(online.raw[1]).all() and np.isfinite(online.raw[0]).all()
     with pytest.raises(ValueError, match="does not fit frames"):
-        OnlineExtractor(_rois(), (6, 5), warmup=False)
+        OnlineExtractor(_rois(), (2, 5), warmup=False)

@@ -109,17 +109,17 @@ def test_polygon_storage_conventions():
     open_ring = ROI(polygons=SQUARE)
     closed_ring = ROI(polygons=np.vstack([SQUARE, SQUARE[:1]]))
     for roi in (open_ring, closed_ring):
-        (poly,) = roi.polygons
+        (poly,) = roi.rings
         assert poly.shape == (4, 3)
         np.testing.assert_array_equal(poly[:, 2], 0)
         (ring,) = roi.coords
         assert ring.shape == (5, 3)
         np.testing.assert_array_equal(ring[0], ring[-1])
     # nested lists: one polygon, several polygons
-    assert len(ROI(polygons=SQUARE.tolist()).polygons) == 1
-    assert len(ROI(polygons=[SQUARE.tolist(), (SQUARE + 2).tolist()]).polygons) == 2
+    assert len(ROI(polygons=SQUARE.tolist()).rings) == 1
+    assert len(ROI(polygons=[SQUARE.tolist(), (SQUARE + 2).tolist()]).rings) == 2
     ragged = [SQUARE, np.array([[0, 0, 1], [3, 0, 1], [0, 3, 1]])]
-    assert [p.shape for p in ROI(polygons=ragged).polygons] == [(4, 3), (3, 3)]
+    assert [p.shape for p in ROI(polygons=ragged).rings] == [(4, 3), (3, 3)]
 
 
 @settings(max_examples=30, deadline=None)
@@ -187,7 +187,7 @@ def test_mask_polygon_mask_round_trip(seed, density):
     rng = np.random.default_rng(seed)
     mask = _hole_free(rng.random((9, 11)) < density)
     roi = ROI(mask=mask)
-    back = ROI(polygons=roi.polygons, im_shape=(1, 9, 11)) if roi.polygons else None
+    back = ROI(polygons=roi.rings, im_shape=(1, 9, 11)) if roi.rings else None
     got = np.zeros((1, 9, 11), bool) if back is None else dense(back)
     np.testing.assert_array_equal(got[0], mask)
 
@@ -195,7 +195,7 @@ def test_mask_polygon_mask_round_trip(seed, density):
 def test_mask_polygons_pixel_corner_convention():
     mask = np.zeros((5, 6), bool)
     mask[1:4, 2:5] = True  # a 3x3 blob at x 2..4, y 1..3
-    (poly,) = ROI(mask=mask).polygons
+    (poly,) = ROI(mask=mask).rings
     assert poly.shape[1] == 3
     np.testing.assert_array_equal(poly[:, 2], 0)
     # the outline passes half a pixel outside the blob's pixel centres
@@ -233,7 +233,7 @@ def test_weighted_mask_preserved():
     np.testing.assert_array_equal(roi.mask[0].toarray(), w)
     assert roi.size == 6
     with pytest.raises(ValueError, match="weighted"):
-        _ = roi.polygons
+        _ = roi.rings
     with pytest.raises(ValueError, match="weighted"):
         _ = roi.coords
     f32 = ROI(mask=w.astype(np.float32))
@@ -319,8 +319,8 @@ def test_properties_and_tags():
     assert roi.tags == {"single"}
     assert ROI(polygons=SQUARE).tags == set()
     # returned geometry is a copy
-    roi.polygons[0][:] = 99
-    assert roi.polygons[0].max() == 1
+    roi.rings[0][:] = 99
+    assert roi.rings[0].max() == 1
 
 
 @pytest.mark.parametrize("kind", ["polygons", "mask", "weighted"])
@@ -354,7 +354,7 @@ def test_todict_round_trip(kind):
         roi.im_shape,
     )
     if kind == "polygons":
-        same_rings(again.polygons, roi.polygons)
+        same_rings(again.rings, roi.rings)
     np.testing.assert_array_equal(dense(again), dense(roi))
     assert dense(again).dtype == dense(roi).dtype
     assert ROI.fromdict(d).label == roi.label
@@ -422,15 +422,15 @@ def test_transform_affine_matches_numpy():
     assert isinstance(out, ROIList) and len(out) == 1
     new = out[0]
     assert (new.label, new.id, new.tags, new.im_shape) == ("a", "i", {"t"}, (2, 12, 12))
-    for src, dst, m in [(poly0, new.polygons[0], m0), (poly1, new.polygons[1], m1)]:
+    for src, dst, m in [(poly0, new.rings[0], m0), (poly1, new.rings[1], m1)]:
         expected = (m[:, :2] @ src[:, :2].T).T + m[:, 2]
         np.testing.assert_allclose(dst[:, :2], expected, rtol=0, atol=1e-12)
         np.testing.assert_array_equal(dst[:, 2], src[:, 2])
     # the same as 3x3 homogeneous matrices, and as callables
     as3 = [np.vstack([m, [0, 0, 1]]) for m in (m0, m1)]
-    same_rings(rois.transform(as3)[0].polygons, new.polygons, atol=1e-12)
+    same_rings(rois.transform(as3)[0].rings, new.rings, atol=1e-12)
     fns = [lambda xy, m=m: xy @ m[:, :2].T + m[:, 2] for m in (m0, m1)]
-    same_rings(rois.transform(fns)[0].polygons, new.polygons, atol=1e-12)
+    same_rings(rois.transform(fns)[0].rings, new.rings, atol=1e-12)
     bare = rois.transform([m0, m1], copy_properties=False)[0]
     assert (bare.label, bare.id, bare.tags, bare.im_shape) == (None, None, set(), None)
 
@@ -492,7 +492,7 @@ def _assert_same_rois(a: ROIList, b: ROIList):
                 assert p.dtype == q.dtype and p.shape == q.shape
                 np.testing.assert_array_equal(p.toarray(), q.toarray())
         else:
-            same_rings(r.polygons, s.polygons)
+            same_rings(r.rings, s.rings)
 
 
 def test_h5_round_trip_several_labels_and_replacement(tmp_path):
@@ -612,10 +612,10 @@ def test_legacy_manual_set():
     assert [r.id for r in rois] == ["a", "b", "c"]
     a, b, c = rois
     assert not a.is_mask_roi and a.tags == {"cell", "good"}
-    np.testing.assert_array_equal(a.polygons[0][:, 2], 0)
+    np.testing.assert_array_equal(a.rings[0][:, 2], 0)
     assert b.is_mask_roi and b.mask[0].dtype == bool and b.tags == {"cell"}
     assert not c.is_mask_roi
-    np.testing.assert_array_equal(c.polygons[0][:, 2], 1)
+    np.testing.assert_array_equal(c.rings[0][:, 2], 1)
     assert isinstance(rois.timestamp, str)
 
 
@@ -680,7 +680,7 @@ def test_imagej_vertex_types(tmp_path, roitype):
     iroi = ImagejRoi.frompoints(pts)
     iroi.roitype = roitype
     roi = _load_one(tmp_path, iroi)
-    (poly,) = roi.polygons
+    (poly,) = roi.rings
     np.testing.assert_array_equal(poly[:, :2], pts)
     np.testing.assert_array_equal(poly[:, 2], 0)
     roi.im_shape = (1, 10, 12)
@@ -692,7 +692,7 @@ def test_imagej_subpixel_polygon_and_position(tmp_path):
     iroi = ImagejRoi.frompoints(pts, position=2)
     assert iroi.subpixel_coordinates is not None and iroi.position == 3
     roi = _load_one(tmp_path, iroi)
-    (poly,) = roi.polygons
+    (poly,) = roi.rings
     np.testing.assert_array_equal(poly[:, :2], pts)
     np.testing.assert_array_equal(poly[:, 2], 2)
 
@@ -700,23 +700,23 @@ def test_imagej_subpixel_polygon_and_position(tmp_path):
 def test_imagej_hyperstack_z_position(tmp_path):
     iroi = ImagejRoi.frompoints(np.array([[1, 1], [4, 1], [4, 4]]), c=0, z=3, t=5)
     assert iroi.z_position == 4
-    assert _load_one(tmp_path, iroi).polygons[0][0, 2] == 3
+    assert _load_one(tmp_path, iroi).rings[0][0, 2] == 3
     unset = ImagejRoi.frompoints(np.array([[1, 1], [4, 1], [4, 4]]))
-    assert _load_one(tmp_path, unset).polygons[0][0, 2] == 0
+    assert _load_one(tmp_path, unset).rings[0][0, 2] == 0
 
 
 def test_imagej_line(tmp_path):
     iroi = _area_roi(ROI_TYPE.LINE, 1, 2, 6, 5)
     iroi.x1, iroi.y1, iroi.x2, iroi.y2 = 1.5, 2.0, 5.5, 4.5
     roi = _load_one(tmp_path, iroi)
-    np.testing.assert_array_equal(roi.polygons[0][:, :2], [[1.5, 2.0], [5.5, 4.5]])
+    np.testing.assert_array_equal(roi.rings[0][:, :2], [[1.5, 2.0], [5.5, 4.5]])
     roi.im_shape = (8, 8)
     assert roi.size == 0
 
 
 def test_imagej_rect(tmp_path):
     roi = _load_one(tmp_path, _area_roi(ROI_TYPE.RECT, 2, 1, 6, 4))
-    np.testing.assert_array_equal(roi.polygons[0][:, :2], [[2, 1], [6, 1], [6, 4], [2, 4]])
+    np.testing.assert_array_equal(roi.rings[0][:, :2], [[2, 1], [6, 1], [6, 4], [2, 4]])
     roi.im_shape = (1, 6, 8)
     expected = np.zeros((1, 6, 8), bool)
     expected[0, 1:4, 2:6] = True
@@ -729,7 +729,7 @@ def test_imagej_subpixel_rect(tmp_path):
     iroi.xd, iroi.yd, iroi.widthd, iroi.heightd = 1.25, 0.75, 3.5, 2.5
     roi = _load_one(tmp_path, iroi)
     np.testing.assert_array_equal(
-        roi.polygons[0][:, :2], [[1.25, 0.75], [4.75, 0.75], [4.75, 3.25], [1.25, 3.25]]
+        roi.rings[0][:, :2], [[1.25, 0.75], [4.75, 0.75], [4.75, 3.25], [1.25, 3.25]]
     )
 
 
@@ -794,14 +794,14 @@ def test_imagej_ellipse_and_rotated_rect(tmp_path):
     ell.subtype = ROI_SUBTYPE.ELLIPSE
     ell.x1, ell.y1, ell.x2, ell.y2 = 3.0, 6.0, 13.0, 6.0
     roi = _load_one(tmp_path, ell)
-    np.testing.assert_allclose(roi.polygons[0][:, :2], pts, rtol=0, atol=0)
+    np.testing.assert_allclose(roi.rings[0][:, :2], pts, rtol=0, atol=0)
 
     corners = np.array([[4.0, 1.0], [9.0, 4.0], [7.0, 7.5], [2.0, 4.5]], np.float32)
     rot = ImagejRoi.frompoints(corners)
     rot.subtype = ROI_SUBTYPE.ROTATED_RECT
     rot.x1, rot.y1, rot.x2, rot.y2 = 3.0, 2.75, 8.0, 5.75
     roi = _load_one(tmp_path, rot)
-    np.testing.assert_array_equal(roi.polygons[0][:, :2], corners)
+    np.testing.assert_array_equal(roi.rings[0][:, :2], corners)
 
 
 def test_imagej_composite(tmp_path):
@@ -818,7 +818,7 @@ def test_imagej_composite(tmp_path):
     iroi.shape_roi_size = len(path)
     iroi.z_position = 2
     roi = _load_one(tmp_path, iroi)
-    polys = roi.polygons
+    polys = roi.rings
     assert len(polys) == 2
     np.testing.assert_array_equal(polys[0][:, :2], a)
     np.testing.assert_array_equal(polys[1][:, :2], b)
@@ -858,7 +858,7 @@ def test_imagej_labels_single_file_and_roifile_names(tmp_path):
     ImagejRoi.frompoints(pts).tofile(single)
     (roi,) = ROIList.load(single, fmt="ImageJ")
     assert roi.label == "lonely"
-    np.testing.assert_array_equal(roi.polygons[0][:, :2], pts)
+    np.testing.assert_array_equal(roi.rings[0][:, :2], pts)
 
 
 def test_imagej_corrupt_and_unsupported_members(tmp_path):
@@ -911,9 +911,9 @@ def test_imagej_write_read_round_trip(tmp_path):
         "blob.roi",
     ]
     back = ROIList.load(path, fmt="ImageJ")
-    expected_polys = [p for r in rois for p in r.polygons]
+    expected_polys = [p for r in rois for p in r.rings]
     assert [r.label for r in back] == [n[:-4] for n in names]
-    same_rings([r.polygons[0] for r in back], expected_polys)
+    same_rings([r.rings[0] for r in back], expected_polys)
     # roifile reads the same vertices, with ImageJ's 1-based position = z + 1
     for iroi, poly in zip(roifile.roiread(path), expected_polys, strict=True):
         np.testing.assert_array_equal(iroi.coordinates(), poly[:, :2])

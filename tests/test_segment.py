@@ -21,7 +21,7 @@ from skimage.measure import approximate_polygon
 import sima_fast as sima
 import sima_fast.segment as segment
 from sima_fast.imaging import ImagingDataset
-from sima_fast.ROI import ROI, ROIList, mask2poly
+from sima_fast.ROI import ROI, ROIList, mask2rings
 from sima_fast.segment import (
     CircularityFilter,
     MergeOverlapping,
@@ -86,7 +86,7 @@ class ThresholdStrategy(SegmentationStrategy):
             for k in range(1, n + 1):
                 tags = {f"plane{z}"}
                 if self.polygons:
-                    rings = mask2poly(labels == k, z)
+                    rings = [r + np.array([0, 0, z]) for r in mask2rings(labels == k)]
                     rois.append(ROI(polygons=rings, label=f"c{k}", tags=tags, id=f"{z}-{k}"))
                 else:
                     m = np.zeros(mean.shape, bool)
@@ -189,7 +189,7 @@ def ref_shoelace_circularity(ring) -> float:
 
 def ref_keep_circular(roi: ROI, threshold: float) -> bool:
     by_plane: dict[int, tuple[float, float]] = {}
-    for ring in roi.polygons:
+    for ring in roi.rings:
         z = int(ring[0, 2])
         area = abs(
             sum(
@@ -374,7 +374,7 @@ def test_planes_restriction_moves_polygons():
     full = ThresholdStrategy(polygons=True).segment(ds)
     assert [planes_of(r) for r in rois] == [planes_of(r) for r in full if planes_of(r)[0] > 0]
     for roi in rois:
-        assert {int(z) for ring in roi.polygons for z in ring[:, 2]} == set(planes_of(roi))
+        assert {int(z) for ring in roi.rings for z in ring[:, 2]} == set(planes_of(roi))
 
 
 @pytest.mark.parametrize("planes", [[], [0, 0], [1, -2], [3], [-4], ["0"], [0.0], 1.5, [True]])
@@ -409,7 +409,7 @@ def test_planewise_puts_rois_on_their_planes(polygons):
         # the inner strategy saw a one-plane dataset: its ids say plane 0
         assert roi.id.startswith("0-") and roi.tags == {"plane0"}
         if polygons:
-            assert all(np.all(ring[:, 2] == z) for ring in roi.polygons)
+            assert all(np.all(ring[:, 2] == z) for ring in roi.rings)
         else:
             assert len(roi.mask) == 3
             assert [p.nnz > 0 for p in roi.mask] == [k == z for k in range(3)]
@@ -518,8 +518,8 @@ def test_circularity_filter_disc_kept_thin_rectangle_dropped():
     bar = ROI(mask=(yy == 5) & (xx >= 2) & (xx < 32))
     kept = CircularityFilter(0.85).apply(ROIList([disc, bar]))
     assert [r is disc for r in kept] == [True]
-    assert polygon_circularity(disc.polygons[0]) > 0.85
-    assert polygon_circularity(bar.polygons[0]) < 0.2
+    assert polygon_circularity(disc.rings[0]) > 0.85
+    assert polygon_circularity(bar.rings[0]) < 0.2
 
 
 @settings(max_examples=25, deadline=None)
@@ -709,9 +709,9 @@ def test_smooth_boundaries_match_reference(seed, tolerance):
         assert not roi.is_mask_roi
         assert (roi.label, roi.id, roi.tags) == (src.label, src.id, src.tags)
         assert src.im_shape is None and roi.im_shape == (2, 30, 30)  # the mask's shape
-        outlines = src.polygons
-        assert len(roi.polygons) == len(outlines)
-        for ring, simple in zip(outlines, roi.polygons):
+        outlines = src.rings
+        assert len(roi.rings) == len(outlines)
+        for ring, simple in zip(outlines, roi.rings):
             closed = np.vstack([ring[:, :2], ring[:1, :2]])
             ref = approximate_polygon(closed, tolerance) if tolerance > 0 else closed
             ref = ref[:-1]
@@ -751,7 +751,7 @@ def test_smooth_boundaries_edge_cases():
     assert len(out) == 3  # the empty ROI is dropped
     assert out[0].size == 1  # a single pixel's outline cannot be simplified away
     assert out[1].size == 16
-    assert len(out[2].polygons[0]) == 4  # the collinear vertex of the polygon is dropped
+    assert len(out[2].rings[0]) == 4  # the collinear vertex of the polygon is dropped
     assert out[2].im_shape == (1, 8, 8)
 
 

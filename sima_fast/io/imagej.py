@@ -624,7 +624,7 @@ def write_imagej(rois: ROIList, path: str | os.PathLike, label: str | None = Non
     path = os.fspath(path)
     entries: list[tuple[Any, np.ndarray]] = []
     for roi in rois:
-        rings = roi.polygons
+        rings = roi.rings
         if not rings:
             warn(f"ROI {roi.label!r} has an empty mask; it is not written to the ImageJ file")
         entries.extend((roi.label, r) for r in rings)

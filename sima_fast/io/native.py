@@ -55,7 +55,7 @@ def _write_roi(group: Any, roi: ROI) -> None:
         group.attrs["im_shape"] = np.asarray(roi.im_shape, dtype=np.int64)
     if not roi.is_mask_roi:
         polys = group.create_group("polygons")
-        for k, ring in enumerate(roi.polygons):
+        for k, ring in enumerate(roi.rings):
             polys.create_dataset(str(k), data=np.asarray(ring, dtype=np.float64))
     else:
         masks = group.create_group("mask")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 
-from sima_fast.ROI import ROI, ROIList, mask2poly
+from sima_fast.ROI import ROI, ROIList, check_mask_in_frame, mask2rings
 
 Shape3 = tuple[int, int, int]
 
@@ -112,7 +112,10 @@ def roi_planes(roi: ROI, im_shape: Shape3) -> list[scipy.sparse.csr_matrix]:
 
     A mask ROI without ``im_shape`` whose planes already have the frame's
     ``(Y, X)`` is padded with empty planes up to ``Z``; any other ROI is
-    rasterised (polygons) or cropped and padded (masks) at ``im_shape``.
+    rasterised (polygons) or zero-padded and cropped (masks, as SIMA does
+    for a mask drawn on another frame size) at ``im_shape``. Only empty
+    margins may be cropped: a mask with non-zero weight outside
+    ``im_shape`` is refused.
 
     Parameters
     ----------
@@ -126,9 +129,18 @@ def roi_planes(roi: ROI, im_shape: Shape3) -> list[scipy.sparse.csr_matrix]:
     list of scipy.sparse.csr_matrix
         ``Z`` matrices of shape ``(Y, X)``, with the ROI's values (boolean
         for polygons).
+
+    Raises
+    ------
+    ValueError
+        For a mask ROI with non-zero weight outside ``im_shape`` (see
+        :func:`sima_fast.ROI.check_mask_in_frame`).
     """
     if roi.im_shape == im_shape:
         return roi.mask
+    if roi.is_mask_roi:
+        name = "ROI" + (f" (label {roi.label!r})" if roi.label is not None else "")
+        check_mask_in_frame(roi, im_shape, name)
     if roi.im_shape is None and roi.is_mask_roi:
         stored = roi.mask  # the stored planes, as given
         if len(stored) <= im_shape[0] and stored[0].shape == tuple(im_shape[1:]):
@@ -216,16 +228,13 @@ def roi_outlines(roi: ROI) -> list[np.ndarray]:
     Returns
     -------
     list of numpy.ndarray
-        ``(N, 3)`` rings of ``(x, y, z)`` vertices: :attr:`ROI.polygons`,
+        ``(N, 3)`` rings of ``(x, y, z)`` vertices: :attr:`ROI.rings`,
         or for a weighted mask the contours of its non-zero pixels (which
         ``polygons`` refuses).
     """
     if not roi.is_mask_roi or not roi.is_weighted:
-        return roi.polygons
-    rings: list[np.ndarray] = []
-    for z, plane in enumerate(roi.mask):
-        rings.extend(mask2poly(plane != 0, z))
-    return rings
+        return roi.rings
+    return mask2rings([plane != 0 for plane in roi.mask])
 
 
 def derived_roi(source: ROI, *, keep_id: bool = True, **geometry: Any) -> ROI:

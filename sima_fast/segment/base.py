@@ -133,7 +133,7 @@ def _place_on_planes(roi: ROI, plane_map: Sequence[int] | np.ndarray, im_shape: 
             planes[plane_map[k]] = plane
         geometry = {"mask": planes}
     else:
-        rings = roi.polygons
+        rings = roi.rings
         for ring in rings:
             k = int(ring[0, 2])
             if not 0 <= k < n_local:

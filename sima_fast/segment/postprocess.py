@@ -493,7 +493,7 @@ class SmoothROIBoundaries(PostProcessingStep):
     >>> yy, xx = np.mgrid[:30, :30]
     >>> disc = ROI(mask=(yy - 15) ** 2 + (xx - 15) ** 2 < 100, label='cell')
     >>> smooth = SmoothROIBoundaries(tolerance=1.0).apply(ROIList([disc]))[0]
-    >>> smooth.is_mask_roi, smooth.label, len(disc.polygons[0]), len(smooth.polygons[0])
+    >>> smooth.is_mask_roi, smooth.label, len(disc.rings[0]), len(smooth.rings[0])
     (False, 'cell', 24, 8)
     """
 
