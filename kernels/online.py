@@ -1443,3 +1443,32 @@ def correlation_peaks(corr, max_y, max_x, row0, out):  # pragma: no cover - comp
         out[i, 0] = py
         out[i, 1] = px
         out[i, 2] = height
+
+
+@jit(parallel=True)
+def shift_images(images, shifts, out, cval):  # pragma: no cover - compiled
+    """Translate every image of a block by its own shift (bilinear), in parallel.
+
+    ``out[i, y, x] = images(i, y - dy_i, x - dx_i)`` with the sampling of
+    :func:`shift_planes`; ``cval`` where no source pixel lands or the shift
+    is NaN.
+
+    Parameters
+    ----------
+    images : numpy.ndarray, shape (n, Y, X)
+        Input images, any numeric dtype and layout.
+    shifts : numpy.ndarray of float64, shape (n, 2)
+        ``(dy, dx)`` per image.
+    out : numpy.ndarray of float32 or float64, shape (n, Y, X)
+        Output, overwritten; must not share memory with ``images``.
+    cval : float
+        Fill value.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``.
+    """
+    for i in prange(images.shape[0]):
+        _translate_plane(images[i], out[i], shifts[i, 0], shifts[i, 1], cval)
+    return out

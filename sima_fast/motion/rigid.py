@@ -85,12 +85,10 @@ def sample_frames(sequences: list, num: int, randomise: bool = False, seed: int 
 def _shift_stack(frames: np.ndarray, shifts: np.ndarray, integer: bool) -> np.ndarray:
     """Move each image of ``frames`` (n, Y, X) by its shift; NaN where nothing lands."""
     if not integer:
-        from sima_fast.kernels.online import shift_planes
+        from sima_fast.kernels.online import shift_images
 
-        # the images as the planes of one frame: one kernel call, bilinear, float32
         out = np.empty(frames.shape, dtype=np.float32)
-        shift_planes(frames[..., None], np.asarray(shifts, dtype=np.float64), out[..., None], np.nan)
-        return out
+        return shift_images(frames, np.asarray(shifts, dtype=np.float64), out, np.nan)
     out = np.full(frames.shape, np.nan)
     n, ny, nx = frames.shape
     for k in range(n):
@@ -114,7 +112,7 @@ def _mean_image(frames: np.ndarray) -> np.ndarray:
 
 def _binned(sample: np.ndarray) -> np.ndarray:
     """Sum 2×2 blocks of large images (n, Y, X), to compare frames at a quarter of the cost."""
-    n, ny, nx = sample.shape
+    ny, nx = sample.shape[1:]
     if min(ny, nx) < _BIN_ABOVE:
         return sample
     y2, x2 = ny - ny % 2, nx - nx % 2
