@@ -1403,9 +1403,15 @@ def taper_images(images, wy, wx, out):  # pragma: no cover - compiled
         The separable taper.
     out : numpy.ndarray of float32, shape (n, Y, X)
         Output, overwritten.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``.
     """
     for i in prange(images.shape[0]):
         taper_image(images[i], wy, wx, out[i])
+    return out
 
 
 @jit(parallel=True, fastmath=FASTMATH)
@@ -1437,12 +1443,18 @@ def correlation_peaks(corr, max_y, max_x, row0, out):  # pragma: no cover - comp
         Row of offset 0.
     out : numpy.ndarray of float64, shape (n, 3)
         Filled with ``(py, px, height)`` per map.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``.
     """
     for i in prange(corr.shape[0]):
         py, px, height = correlation_peak(corr[i], max_y, max_x, row0)
         out[i, 0] = py
         out[i, 1] = px
         out[i, 2] = height
+    return out
 
 
 @jit(parallel=True)
