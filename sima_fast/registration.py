@@ -607,6 +607,29 @@ def _half_spectrum_correlation(
     return (rows @ half @ cols).real / (ny * nx)
 
 
+def _frame_block(frames: Any, shape: tuple[int, int]) -> np.ndarray:
+    """Return frames as an ``(n, Y, X)`` array the kernels read as it is (checked).
+
+    Returns
+    -------
+    numpy.ndarray
+        Native integer or float frames (anything else converted to float64).
+
+    Raises
+    ------
+    ValueError
+        Frames of another shape.
+    """
+    arr = np.asarray(frames)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[1:] != shape:
+        raise ValueError(f"frames must be (n, {shape[0]}, {shape[1]}); got {arr.shape}")
+    if arr.dtype.kind not in "iuf" or not arr.dtype.isnative:
+        arr = arr.astype(np.float64)
+    return arr
+
+
 class RigidRegistrar:
     """Register blocks of frames against one reference image by (phase) correlation.
 
@@ -757,15 +780,7 @@ class RigidRegistrar:
 
         from sima_fast.kernels.motion import cross_power, find_peaks, prepare_frames
 
-        arr = np.asarray(frames)
-        if arr.ndim == 2:
-            arr = arr[None]
-        if arr.ndim != 3 or arr.shape[1:] != self.shape:
-            raise ValueError(
-                f"frames must be (n, {self.shape[0]}, {self.shape[1]}); got {arr.shape}"
-            )
-        if arr.dtype.kind not in "iuf" or not arr.dtype.isnative:
-            arr = arr.astype(np.float64)
+        arr = _frame_block(frames, self.shape)
         n = arr.shape[0]
         if self._buffer.shape[0] < n:
             self._buffer = np.empty((n, *self.shape), dtype=self.dtype)
@@ -848,11 +863,10 @@ class BatchRegistrar:
     Examples
     --------
     >>> from scipy.ndimage import gaussian_filter
-    >>> rng = np.random.default_rng(1)
-    >>> field = gaussian_filter(rng.standard_normal((96, 96)), 2.0)
-    >>> ref = field[16:80, 16:80]
-    >>> frames = np.stack([field[13:77, 18:82], field[16:80, 16:80]])
-    >>> np.round(BatchRegistrar(ref).register(frames)[:, :2], 1).tolist()
+    >>> field = gaussian_filter(np.random.default_rng(7).standard_normal((160, 160)), 3.0)
+    >>> frames = np.stack([field[13:141, 18:146], field[16:144, 16:144]])
+    >>> d = BatchRegistrar(field[16:144, 16:144]).register(frames)
+    >>> (np.round(d[:, :2]) + 0.0).tolist()  # the first frame moved up 3, right 2
     [[-3.0, 2.0], [0.0, 0.0]]
     """
 
@@ -931,15 +945,7 @@ class BatchRegistrar:
         """
         from sima_fast._threads import kernel_threads
 
-        arr = np.asarray(frames)
-        if arr.ndim == 2:
-            arr = arr[None]
-        if arr.ndim != 3 or arr.shape[1:] != self.shape:
-            raise ValueError(
-                f"frames must be (n, {self.shape[0]}, {self.shape[1]}); got {arr.shape}"
-            )
-        if arr.dtype.kind not in "iuf" or not arr.dtype.isnative:
-            arr = arr.astype(np.float64)
+        arr = _frame_block(frames, self.shape)
         with kernel_threads(self.workers):
             return self._register(arr)
 
