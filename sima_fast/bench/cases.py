@@ -1467,7 +1467,11 @@ def _motion_ours(inputs: Inputs) -> np.ndarray:
     """Run RigidRegistration2D: reference built from the data, estimate, corrected frames."""
     from sima_fast.motion import RigidRegistration2D
 
-    strategy = RigidRegistration2D(max_displacement=MOTION_SHIFT + 4, n_processes=MOTION_THREADS)
+    # the reference is built from the data, so it can sit anywhere within the motion: the
+    # frames can be up to twice the largest shift away from it
+    strategy = RigidRegistration2D(
+        max_displacement=2 * MOTION_SHIFT + 4, n_processes=MOTION_THREADS
+    )
     seq = inputs["sequence"]
     start = time.perf_counter()
     d = strategy.estimate([seq])[0]
