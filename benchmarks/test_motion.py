@@ -50,6 +50,9 @@ def test_motion(benchmark, case_inputs, impl):
     accuracy = inputs["accuracy"][impl]
     benchmark.extra_info["rms_error_px"] = round(accuracy["rms_px"], 4)
     benchmark.extra_info["gradient_energy"] = round(accuracy["gradient_energy"], 2)
+    parts = inputs.data.get("parts", {}).get(impl)
+    if parts:  # the last call's estimation and application, apart
+        benchmark.extra_info.update(parts)
     if benchmark.stats is not None:
         frames = len(inputs["movie"])
         benchmark.extra_info["frames_per_s"] = round(frames / benchmark.stats.stats.median, 1)

@@ -34,7 +34,7 @@ from numba import prange
 
 from sima_fast.kernels._jit import FASTMATH, jit
 
-__all__ = ["cross_power", "edge_taper", "find_peaks", "prepare_frames"]
+__all__ = ["cross_power", "edge_taper", "find_peaks", "mean_finite", "prepare_frames"]
 
 
 def edge_taper(shape: tuple[int, int], width: float) -> np.ndarray:
@@ -254,4 +254,37 @@ def find_peaks(surfaces, max_dy, max_dx, subpixel, out):  # pragma: no cover - c
         out[i, 0] = dy
         out[i, 1] = dx
         out[i, 2] = best
+    return out
+
+
+@jit(parallel=True, fastmath=FASTMATH)
+def mean_finite(frames, out):  # pragma: no cover - compiled
+    """Mean over the first axis of the finite values of every pixel of a stack.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray of float, shape (n, Y, X)
+        The images; NaN (or inf) marks a missing value.
+    out : numpy.ndarray of float64, shape (Y, X)
+        Filled with the mean of each pixel's finite values, NaN where it has
+        none.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``.
+    """
+    n, ny, nx = frames.shape
+    for y in prange(ny):
+        count = np.zeros(nx, dtype=np.int64)
+        for x in range(nx):
+            out[y, x] = 0.0
+        for i in range(n):
+            for x in range(nx):
+                v = np.float64(frames[i, y, x])
+                if v - v == 0.0:
+                    out[y, x] += v
+                    count[x] += 1
+        for x in range(nx):
+            out[y, x] = out[y, x] / count[x] if count[x] > 0 else np.nan
     return out

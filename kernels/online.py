@@ -72,6 +72,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import prange
 
 from sima_fast.kernels._jit import FASTMATH, jit
 from sima_fast.kernels.extract import CHUNK_WIDTH, chunk_runs
@@ -1038,6 +1039,63 @@ def periodic_component(image: np.ndarray) -> np.ndarray:
 
 
 @jit(fastmath=FASTMATH)
+def taper_image(plane, wy, wx, out):  # pragma: no cover - compiled
+    """Write ``(plane - m) · wy[y] · wx[x]`` into ``out``; return ``m`` (see :func:`taper_plane`).
+
+    Parameters
+    ----------
+    plane : numpy.ndarray, shape (Y, X)
+        The image, any numeric dtype and memory layout; read only.
+    wy, wx : numpy.ndarray of float32, shapes (Y,) and (X,)
+        The separable taper (:func:`taper_window`).
+    out : numpy.ndarray of float32, shape (Y, X)
+        Output, overwritten.
+
+    Returns
+    -------
+    float
+        The weighted mean ``m`` of the finite pixels.
+    """
+    ny, nx = out.shape
+    # m = v0 + Σ w (x - v0) / Σ w, around the first finite value v0: exact (so the
+    # output exactly 0) for a constant plane, and better conditioned
+    v0 = np.nan
+    for y in range(ny):
+        for x in range(nx):
+            v = np.float64(plane[y, x])
+            if v - v == 0.0:
+                v0 = v
+                break
+        if v0 - v0 == 0.0:
+            break
+    if not v0 - v0 == 0.0:  # no finite pixel
+        for y in range(ny):
+            for x in range(nx):
+                out[y, x] = 0.0
+        return 0.0
+    sw = 0.0
+    swd = 0.0
+    for y in range(ny):
+        wyy = np.float64(wy[y])
+        for x in range(nx):
+            v = np.float64(plane[y, x])
+            if v - v == 0.0:
+                w = wyy * np.float64(wx[x])
+                sw += w
+                swd += w * (v - v0)
+    m = v0 + swd / sw
+    for y in range(ny):
+        wyy = np.float64(wy[y])
+        for x in range(nx):
+            v = np.float64(plane[y, x])
+            if v - v == 0.0:
+                out[y, x] = (v - m) * wyy * np.float64(wx[x])
+            else:
+                out[y, x] = 0.0
+    return m
+
+
+@jit(fastmath=FASTMATH)
 def taper_plane(frame, z, c, wy, wx, out):  # pragma: no cover - compiled
     """Write ``(frame[z, :, :, c] - m) · wy[y] · wx[x]`` into ``out``; return ``m``.
 
@@ -1063,43 +1121,7 @@ def taper_plane(frame, z, c, wy, wx, out):  # pragma: no cover - compiled
     float
         ``m``.
     """
-    ny, nx = out.shape
-    # m = v0 + Σ w (x - v0) / Σ w, around the first finite value v0: exact (so the
-    # output exactly 0) for a constant plane, and better conditioned
-    v0 = np.nan
-    for y in range(ny):
-        for x in range(nx):
-            v = np.float64(frame[z, y, x, c])
-            if v - v == 0.0:
-                v0 = v
-                break
-        if v0 - v0 == 0.0:
-            break
-    if not v0 - v0 == 0.0:  # no finite pixel
-        for y in range(ny):
-            for x in range(nx):
-                out[y, x] = 0.0
-        return 0.0
-    sw = 0.0
-    swd = 0.0
-    for y in range(ny):
-        wyy = np.float64(wy[y])
-        for x in range(nx):
-            v = np.float64(frame[z, y, x, c])
-            if v - v == 0.0:
-                w = wyy * np.float64(wx[x])
-                sw += w
-                swd += w * (v - v0)
-    m = v0 + swd / sw
-    for y in range(ny):
-        wyy = np.float64(wy[y])
-        for x in range(nx):
-            v = np.float64(frame[z, y, x, c])
-            if v - v == 0.0:
-                out[y, x] = (v - m) * wyy * np.float64(wx[x])
-            else:
-                out[y, x] = 0.0
-    return m
+    return taper_image(frame[z, :, :, c], wy, wx, out)
 
 
 @jit(fastmath=FASTMATH)
@@ -1324,3 +1346,141 @@ def shift_planes(frame, shifts, out, cval):  # pragma: no cover - compiled
     for z in range(frame.shape[0]):
         for c in range(frame.shape[3]):
             _translate_plane(frame[z, :, :, c], out[z, :, :, c], shifts[z, 0], shifts[z, 1], cval)
+
+
+# ---------------------------------------------------------------------------
+# the same registration, a block of frames at a time (sima_fast.registration)
+# ---------------------------------------------------------------------------
+
+
+def reference_spectrum(plane: np.ndarray, sigma: float) -> tuple[np.ndarray, float]:
+    """Prepare a reference plane for :func:`whiten_cross`: its whitened, smoothed spectrum.
+
+    The plane is made periodic (:func:`periodic_component`: its edge jumps
+    removed, so it needs no taper, and a taper shared by both images would
+    pull the estimates towards zero shift), its mean removed, transformed,
+    whitened, conjugated and multiplied by :func:`gaussian_spectrum` (the DC
+    term set to 0: it carries no position).
+
+    Parameters
+    ----------
+    plane : numpy.ndarray, shape (Y, X)
+        The reference plane, finite (fill unobserved pixels first).
+    sigma : float
+        Width (px) of the Gaussian smoothing of the correlation map.
+
+    Returns
+    -------
+    spectrum : numpy.ndarray of complex64, shape (Y, X // 2 + 1)
+        The prepared spectrum.
+    ideal : float
+        The height of the correlation peak of a perfect match (the map of
+        the reference with itself at zero shift), to scale peaks by.
+    """
+    import scipy.fft
+
+    ny, nx = plane.shape
+    gauss = gaussian_spectrum((ny, nx), sigma)
+    gauss[0, 0] = 0.0
+    periodic = periodic_component(np.asarray(plane, dtype=np.float64))
+    spec = scipy.fft.rfft2(periodic - periodic.mean())
+    mag = np.abs(spec)
+    white = np.divide(np.conj(spec), mag, out=np.zeros_like(spec), where=mag > 0)
+    out = (white * gauss).astype(np.complex64)
+    ideal = float(scipy.fft.irfft2(np.abs(out), s=(ny, nx))[0, 0])
+    return out, ideal
+
+
+@jit(parallel=True, fastmath=FASTMATH)
+def taper_images(images, wy, wx, out):  # pragma: no cover - compiled
+    """:func:`taper_image` of every image of a block, in parallel.
+
+    Parameters
+    ----------
+    images : numpy.ndarray, shape (n, Y, X)
+        The images, any numeric dtype and memory layout; read only.
+    wy, wx : numpy.ndarray of float32, shapes (Y,) and (X,)
+        The separable taper.
+    out : numpy.ndarray of float32, shape (n, Y, X)
+        Output, overwritten.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``.
+    """
+    for i in prange(images.shape[0]):
+        taper_image(images[i], wy, wx, out[i])
+    return out
+
+
+@jit(parallel=True, fastmath=FASTMATH)
+def whiten_cross_images(spectra, reference):  # pragma: no cover - compiled
+    """:func:`whiten_cross` of every spectrum of a block with one reference, in parallel.
+
+    Parameters
+    ----------
+    spectra : numpy.ndarray of complex64, shape (n, Y, K)
+        The images' half spectra; overwritten.
+    reference : numpy.ndarray of complex64, shape (Y, K)
+        The prepared reference spectrum (:func:`reference_spectrum`).
+    """
+    for i in prange(spectra.shape[0]):
+        whiten_cross(spectra[i], reference)
+
+
+@jit(parallel=True)
+def correlation_peaks(corr, max_y, max_x, row0, out):  # pragma: no cover - compiled
+    """:func:`correlation_peak` of every map of a block, in parallel.
+
+    Parameters
+    ----------
+    corr : numpy.ndarray of float32 or float64, shape (n, R, X)
+        The correlation maps (all rows, or rows ``-row0 .. row0``).
+    max_y, max_x : int
+        Largest offsets searched.
+    row0 : int
+        Row of offset 0.
+    out : numpy.ndarray of float64, shape (n, 3)
+        Filled with ``(py, px, height)`` per map.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``.
+    """
+    for i in prange(corr.shape[0]):
+        py, px, height = correlation_peak(corr[i], max_y, max_x, row0)
+        out[i, 0] = py
+        out[i, 1] = px
+        out[i, 2] = height
+    return out
+
+
+@jit(parallel=True)
+def shift_images(images, shifts, out, cval):  # pragma: no cover - compiled
+    """Translate every image of a block by its own shift (bilinear), in parallel.
+
+    ``out[i, y, x] = images(i, y - dy_i, x - dx_i)`` with the sampling of
+    :func:`shift_planes`; ``cval`` where no source pixel lands or the shift
+    is NaN.
+
+    Parameters
+    ----------
+    images : numpy.ndarray, shape (n, Y, X)
+        Input images, any numeric dtype and layout.
+    shifts : numpy.ndarray of float64, shape (n, 2)
+        ``(dy, dx)`` per image.
+    out : numpy.ndarray of float32 or float64, shape (n, Y, X)
+        Output, overwritten; must not share memory with ``images``.
+    cval : float
+        Fill value.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``.
+    """
+    for i in prange(images.shape[0]):
+        _translate_plane(images[i], out[i], shifts[i, 0], shifts[i, 1], cval)
+    return out

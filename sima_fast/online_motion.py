@@ -244,8 +244,6 @@ class OnlineRegistrar:
         self._wx = kern.taper_window(X, min(self.taper, X / 4.0))
         self._work = np.zeros((Y, X), dtype=np.float32)
         # the prepared reference spectra and the correlation peak of a perfect match
-        gauss = kern.gaussian_spectrum((Y, X), self.smooth_sigma)
-        gauss[0, 0] = 0.0  # the DC term carries no position
         self._ref = np.empty((Z, Y, X // 2 + 1), dtype=np.complex64)
         self._ideal = np.empty(Z)
         # the reference is not tapered (a window shared by both images correlates with
@@ -258,12 +256,7 @@ class OnlineRegistrar:
             if plane[finite].min() == plane[finite].max():
                 raise ValueError(f"reference plane {z} is constant: nothing to register against")
             plane = np.where(finite, plane, plane[finite].mean())
-            periodic = kern.periodic_component(plane)
-            spec = scipy.fft.rfft2(periodic - periodic.mean())
-            mag = np.abs(spec)
-            white = np.divide(np.conj(spec), mag, out=np.zeros_like(spec), where=mag > 0)
-            self._ref[z] = white * gauss
-            self._ideal[z] = scipy.fft.irfft2(np.abs(self._ref[z]), s=(Y, X))[0, 0]
+            self._ref[z], self._ideal[z] = kern.reference_spectrum(plane, self.smooth_sigma)
         self._shifts = np.full((Z, 2), np.nan)
         self.shift = self._shifts[0] if len(self.frame_shape) == 2 else self._shifts
         self.correlation = np.full(Z, np.nan)

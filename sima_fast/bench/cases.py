@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -1466,13 +1467,28 @@ def _motion_ours(inputs: Inputs) -> np.ndarray:
     """Run RigidRegistration2D: reference built from the data, estimate, corrected frames."""
     from sima_fast.motion import RigidRegistration2D
 
-    strategy = RigidRegistration2D(max_displacement=MOTION_SHIFT + 4, n_processes=MOTION_THREADS)
+    # the reference is built from the data, so it can sit anywhere within the motion: the
+    # frames can be up to twice the largest shift away from it
+    strategy = RigidRegistration2D(
+        max_displacement=2 * MOTION_SHIFT + 4, n_processes=MOTION_THREADS
+    )
     seq = inputs["sequence"]
+    start = time.perf_counter()
     d = strategy.estimate([seq])[0]
+    estimated = time.perf_counter()
     grow = np.ceil(d.reshape(-1, 2).max(axis=0)).astype(int)
     view = strategy.corrected_sequence(seq, d, (1, SHAPE[0] + grow[0], SHAPE[1] + grow[1]))
     _write_corrected(view, d, inputs["out"])
+    _record_parts(inputs, "ours", estimated - start, time.perf_counter() - estimated)
     return d[:, 0]
+
+
+def _record_parts(inputs: Inputs, name: str, estimate: float, apply: float) -> None:
+    """Keep the seconds of the estimation and of the application (the last call's)."""
+    inputs.data.setdefault("parts", {})[name] = {
+        "estimate_s": round(estimate, 3),
+        "apply_s": round(apply, 3),
+    }
 
 
 def _nonrigid_ours(inputs: Inputs) -> np.ndarray:
@@ -1509,6 +1525,8 @@ def _motion_scipy_loop(inputs: Inputs) -> np.ndarray:
     conj_ref = np.conj(fft.fft2(ref - ref.mean()))
     out = inputs["out"]
     found = np.empty((len(out), 2))
+    applying = 0.0
+    start = time.perf_counter()
     for t, frame in enumerate(inputs["movie"].view(np.uint16)):
         f = frame.astype(np.float64)
         cross = fft.fft2(f - f.mean(), workers=workers) * conj_ref
@@ -1519,7 +1537,10 @@ def _motion_scipy_loop(inputs: Inputs) -> np.ndarray:
             peak > np.array(surface.shape) // 2
         ]
         found[t] = -peak  # the content moved by the peak: move it back
+        before = time.perf_counter()
         out[t] = ndimage.shift(f, found[t], order=1, cval=np.nan)
+        applying += time.perf_counter() - before
+    _record_parts(inputs, "scipy_loop", time.perf_counter() - start - applying, applying)
     return found
 
 

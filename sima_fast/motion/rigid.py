@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 _SEED_NEIGHBOURS = 10  # frames averaged into the seed of a reference
+_BIN_ABOVE = 128  # frames at least this wide (px) are compared 2×2-binned for the seed
 
 
 def sample_frames(sequences: list, num: int, randomise: bool = False, seed: int = 0) -> np.ndarray:
@@ -83,37 +84,50 @@ def sample_frames(sequences: list, num: int, randomise: bool = False, seed: int 
 
 def _shift_stack(frames: np.ndarray, shifts: np.ndarray, integer: bool) -> np.ndarray:
     """Move each image of ``frames`` (n, Y, X) by its shift; NaN where nothing lands."""
-    from sima_fast.registration import shift_image
+    if not integer:
+        from sima_fast.kernels.online import shift_images
 
+        out = np.empty(frames.shape, dtype=np.float32)
+        return shift_images(frames, np.asarray(shifts, dtype=np.float64), out, np.nan)
     out = np.full(frames.shape, np.nan)
     n, ny, nx = frames.shape
     for k in range(n):
-        if integer:
-            dy, dx = (int(v) for v in np.round(shifts[k]))
-            ys, yd = slice(max(0, -dy), min(ny, ny - dy)), slice(max(0, dy), min(ny, ny + dy))
-            xs, xd = slice(max(0, -dx), min(nx, nx - dx)), slice(max(0, dx), min(nx, nx + dx))
-            out[k, yd, xd] = frames[k, ys, xs]
-        else:
-            out[k] = shift_image(frames[k], (float(shifts[k, 0]), float(shifts[k, 1])))
+        dy, dx = (int(v) for v in np.round(shifts[k]))
+        ys, yd = slice(max(0, -dy), min(ny, ny - dy)), slice(max(0, dy), min(ny, ny + dy))
+        xs, xd = slice(max(0, -dx), min(nx, nx - dx)), slice(max(0, dx), min(nx, nx + dx))
+        out[k, yd, xd] = frames[k, ys, xs]
     return out
 
 
 def _mean_image(frames: np.ndarray) -> np.ndarray:
     """NaN-ignoring mean over the first axis; pixels never seen get the overall mean."""
-    finite = np.isfinite(frames)
-    count = finite.sum(axis=0)
-    total = np.where(finite, frames, 0.0).sum(axis=0)
-    mean = np.divide(total, count, out=np.full(count.shape, np.nan), where=count > 0)
+    from sima_fast.kernels.motion import mean_finite
+
+    mean = mean_finite(frames, np.empty(frames.shape[1:]))
     if not np.isfinite(mean).any():
         return np.zeros(mean.shape)
     mean[~np.isfinite(mean)] = np.nanmean(mean)
     return mean
 
 
+def _binned(sample: np.ndarray) -> np.ndarray:
+    """Sum 2×2 blocks of large images (n, Y, X), to compare frames at a quarter of the cost."""
+    ny, nx = sample.shape[1:]
+    if min(ny, nx) < _BIN_ABOVE:
+        return sample
+    y2, x2 = ny - ny % 2, nx - nx % 2
+    return (
+        sample[:, 0:y2:2, 0:x2:2]
+        + sample[:, 1:y2:2, 0:x2:2]
+        + sample[:, 0:y2:2, 1:x2:2]
+        + sample[:, 1:y2:2, 1:x2:2]
+    )
+
+
 def _seed(sample: np.ndarray) -> np.ndarray:
     """Mean of the frames most alike: the frame with the most similar neighbours, and those."""
     n = sample.shape[0]
-    flat = sample.reshape(n, -1).copy()
+    flat = _binned(sample).reshape(n, -1).astype(np.float64)
     for row in flat:
         bad = ~np.isfinite(row)
         row[bad] = np.nanmean(row) if not bad.all() else 0.0
@@ -462,13 +476,16 @@ def warped_view(sequence: Any, displacements: np.ndarray, frame_shape: tuple[int
 class RigidRegistration2D(_PlaneStrategy):
     """Sub-pixel rigid registration of each plane (tapered, smoothed phase correlation).
 
-    Each frame is mean-subtracted and tapered at its edges; its cross-power
-    spectrum with the reference is whitened and multiplied by a Gaussian
-    (which smooths the correlation surface and damps the noise that
-    whitening amplifies); the peak is refined by a three-point Gaussian fit
-    and, with ``recentre``, re-estimated with the taper moved onto the
-    content the reference's taper covers. The displacements are floats and
-    the correction interpolates (bilinear; NaN where nothing lands).
+    Each frame is tapered at its edges (its weighted mean removed); its
+    cross-power spectrum with the reference, which is made periodic rather
+    than tapered (so the estimates are not pulled towards zero shift), is
+    whitened and multiplied by a Gaussian (which smooths the correlation
+    surface and damps the noise that whitening amplifies); the peak is
+    refined by a three-point Gaussian fit. Frames are registered in blocks,
+    in float32, on the kernels of :class:`sima_fast.OnlineRegistrar`
+    (:class:`sima_fast.registration.BatchRegistrar`). The displacements are
+    floats and the correction interpolates (bilinear; NaN where nothing
+    lands).
 
     Parameters
     ----------
@@ -480,19 +497,25 @@ class RigidRegistration2D(_PlaneStrategy):
     upsample : int, optional
         None (default): Gaussian peak fit. An integer above 1: evaluate the
         correlation on a ``1 / upsample`` px grid around the peak instead
-        (slower, rarely more accurate once smoothed).
+        (slower, rarely more accurate once smoothed; uses the engine of
+        ``recentre``).
     taper : float, optional
-        Width (px) of the edge taper; default: an eighth of the smaller side.
+        Width (px) of the edge taper; default: an eighth of the smaller side,
+        at least 32 px and at most a quarter of it (with ``recentre`` or
+        ``upsample``: an eighth).
     smooth_sigma : float, optional
         Width (px) of the Gaussian smoothing of the correlation (default 1.5).
     recentre : bool, optional
-        Second pass with the taper moved by each frame's shift (default True).
+        Use the earlier engine (:class:`sima_fast.registration.RigidRegistrar`,
+        float64): frame and reference both tapered, then a second pass with
+        each frame's taper moved by its shift. About as accurate, several
+        times slower (default False).
     num_reference_frames : int, optional
         Frames sampled to build the reference (default 50).
     iterations : int, optional
         Rounds of aligning the sample and averaging it (default 3).
     n_processes : int, optional
-        Threads of the FFTs (default 1).
+        Threads of the FFTs and kernels (default 1).
 
     Raises
     ------
@@ -509,7 +532,7 @@ class RigidRegistration2D(_PlaneStrategy):
         upsample: int | None = None,
         taper: float | None = None,
         smooth_sigma: float = 1.5,
-        recentre: bool = True,
+        recentre: bool = False,
         num_reference_frames: int = 50,
         iterations: int = 3,
         n_processes: int = 1,
@@ -527,8 +550,16 @@ class RigidRegistration2D(_PlaneStrategy):
         )
 
     def _registrar(self, reference: np.ndarray) -> Any:
-        from sima_fast.registration import RigidRegistrar
+        from sima_fast.registration import BatchRegistrar, RigidRegistrar
 
+        if self._upsample is None and not self._recentre:
+            return BatchRegistrar(
+                reference,
+                smooth_sigma=self._smooth,
+                taper=self._taper,
+                max_shift=self._max_displacement,
+                workers=self._n_processes,
+            )
         return RigidRegistrar(
             reference,
             whiten=True,
