@@ -158,6 +158,27 @@ class PlaneByPlaneStrategy(SegmentationStrategy):
             print(f"{type(self).__name__}: {message}", file=sys.stderr)
 
 
+def no_signal_note(plane: int, dataset: ImagingDataset) -> str:
+    """Reason given when a plane's movie has no principal component above the noise level.
+
+    Parameters
+    ----------
+    plane : int
+        The plane.
+    dataset : ImagingDataset
+        The dataset (its number of frames is quoted).
+
+    Returns
+    -------
+    str
+    """
+    return (
+        f"plane {plane}: no principal component of the movie rose above the noise level "
+        f"(the noise edge of {int(dataset.num_frames)} frames), so no pixel's activity can be "
+        "told from noise: the recording is too short or its activity too weak"
+    )
+
+
 # --------------------------------------------------------------------------
 # Streamed, randomised PCA of one plane
 # --------------------------------------------------------------------------
@@ -561,6 +582,7 @@ class STICA(PlaneByPlaneStrategy):
         k = min(self.components, pca.num_signal)
         self._say(f"{pca.num_signal} signal component(s) above the noise edge; using {k}")
         if k == 0:
+            self._note_empty(no_signal_note(plane, dataset))
             return []
         usable = np.flatnonzero(pca.usable)
         spatial = _standardise(pca.spatial[usable, :k])
@@ -601,4 +623,9 @@ class STICA(PlaneByPlaneStrategy):
             image[usable] = np.maximum(values, 0.0) / peak
             found.append(image.reshape(rows, cols))
         self._say(f"{len(found)} of {k} independent component(s) kept")
+        if not found:
+            self._note_empty(
+                f"plane {plane}: none of the {k} independent component maps has a pixel "
+                f"{SIGNIFICANCE:g} robust deviations above its median (no spot-like cell)"
+            )
         return found
