@@ -98,8 +98,13 @@ class CA1PCNucleus(PostProcessingStep):
     time-average image (:func:`ca1pc_processed_image`) inside the ROI that
     are darker than the ROI's Otsu threshold are kept; a binary opening then
     a closing (3 × 3 cross) clean them up, and each 4-connected blob that
-    remains becomes a boolean ROI. ROIs whose pixels all have one value give
-    nothing.
+    remains *enclosed* by the ROI (no pixel of the blob is next to a pixel
+    outside the ROI: a nucleus inside its ring of cytoplasm) becomes a
+    boolean ROI. A region without an enclosed dark blob shows no nucleus
+    (a cell filled by its indicator, or whose nucleus does not show); it
+    is kept whole, as a boolean ROI **[differs: SIMA kept the dark part of
+    every region, which for such cells is the dim rim and background
+    around them]**. ROIs whose pixels all have one value give nothing.
 
     Parameters
     ----------
@@ -189,7 +194,15 @@ class CA1PCNucleus(PostProcessingStep):
                     scipy.ndimage.binary_opening(padded, cross), cross
                 )
                 labels, n = scipy.ndimage.label(padded[1:-1, 1:-1], cross)
-                for k in range(1, n + 1):
+                # a blob next to a pixel outside the region is not a nucleus: the rim
+                rim = scipy.ndimage.binary_dilation(~inside, cross)
+                touching = np.unique(labels[rim & (labels > 0)])
+                nuclei = [k for k in range(1, n + 1) if k not in set(touching.tolist())]
+                if not nuclei:
+                    mask = np.zeros(im_shape, dtype=bool)
+                    mask[z] = inside
+                    out.append(derived_roi(roi, keep_id=False, mask=mask, im_shape=im_shape))
+                for k in nuclei:
                     mask = np.zeros(im_shape, dtype=bool)
                     mask[z] = labels == k
                     out.append(derived_roi(roi, keep_id=False, mask=mask, im_shape=im_shape))
