@@ -269,10 +269,11 @@ class CircularityFilter(PostProcessingStep):
 # --------------------------------------------------------------------------
 
 
-def _components(binary: np.ndarray, min_size: int) -> list[np.ndarray]:
+def _components(binary: np.ndarray, min_size: int, diagonal: bool = False) -> list[np.ndarray]:
     """Return the flat indices of each large 4-connected component of a 2-D boolean image.
 
-    A component is kept when it has at least ``min_size`` pixels.
+    A component is kept when it has at least ``min_size`` pixels; with
+    ``diagonal``, pixels that touch at a corner are connected too.
     Components come in the raster order of their first pixel.
 
     Returns
@@ -280,7 +281,7 @@ def _components(binary: np.ndarray, min_size: int) -> list[np.ndarray]:
     list of numpy.ndarray
         Increasing flat pixel indices ``y * X + x``, one array per component.
     """
-    labels, n = scipy.ndimage.label(binary)
+    labels, n = scipy.ndimage.label(binary, np.ones((3, 3)) if diagonal else None)
     if n == 0:
         return []
     flat = labels.ravel()
@@ -301,8 +302,9 @@ class SparseROIsFromMasks(PostProcessingStep):
     An ROI that is **already sparse** (its non-zero values are one positive
     number, as for boolean masks and polygon ROIs, e.g. the output of this
     step or of a strategy that post-processes its own maps) is only split
-    into its 4-connected components of at least ``min_size`` pixels per
-    plane: it is neither smoothed nor thresholded again, so appending this
+    into its connected components of at least ``min_size`` pixels per
+    plane (8-connected: the raster of a smoothed outline may touch itself only
+    at a corner): it is neither smoothed nor thresholded again, so appending this
     step to a strategy that already ran it changes nothing. (SIMA's step
     gives the same result on such masks: their pixels all pass its
     weight threshold.) Any other ROI goes through:
@@ -423,7 +425,7 @@ class SparseROIsFromMasks(PostProcessingStep):
         found = [
             comp + z * rows * cols
             for z in range(keep.shape[0])
-            for comp in _components(keep[z], self.min_size)
+            for comp in _components(keep[z], self.min_size, diagonal=True)
         ]
         return self._derived(roi, found, im_shape)
 
