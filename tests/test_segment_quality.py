@@ -302,3 +302,30 @@ def test_sima_module_paths():
         "SmoothROIBoundaries",
     ):
         assert getattr(segment, name) is getattr(seg, name)
+
+
+def test_offset_pca_matches_the_offset_covariance(tmp_path):
+    from sima_fast.segment import oPCA
+
+    rng = np.random.default_rng(2)
+    slow = np.cumsum(rng.normal(size=(120, 3)), axis=0)
+    for dims in (5, 300):  # more observations than dimensions, and fewer
+        data = slow @ rng.normal(size=(3, dims)) + rng.normal(size=(120, dims))
+        variances, opcs, signals = oPCA.offsetPCA(data, num_pcs=3)
+        x = data - data.mean(axis=0)
+        cov = (x[1:].T @ x[:-1] + x[:-1].T @ x[1:]) / (2 * 119)
+        ref = np.sort(np.linalg.eigvalsh(cov))[::-1][:3]
+        np.testing.assert_allclose(variances, ref, rtol=1e-8)
+        np.testing.assert_allclose(cov @ opcs, opcs * variances, atol=1e-8 * ref[0])
+        np.testing.assert_allclose(signals, x @ opcs, atol=1e-9)
+        em = oPCA.EM_oPCA(list(data), 3)
+        np.testing.assert_allclose(em[0], variances)
+    with pytest.raises(ValueError, match="2-D"):
+        oPCA.offsetPCA(np.zeros(5))
+    movie = simulate_movie(num_frames=60, frame_shape=(24, 24), num_channels=1, seed=3).movie
+    ds = dataset_of(movie)
+    path = tmp_path / "opca.npz"
+    variances, opcs, signals = oPCA.dataset_opca(ds, num_pcs=4, path=path)
+    assert opcs.shape == (1, 24, 24, 4) and signals.shape == (60, 4)
+    again = oPCA.dataset_opca(ds, num_pcs=2, path=path)  # loaded from the file
+    np.testing.assert_array_equal(again[1], opcs[..., :2])
