@@ -106,7 +106,10 @@ class ExtractionWeights:
         _check_rois(rois)
         npix = Z * Y * X
         if len(rois) == 0:
-            raise ValueError("rois is empty: nothing to extract")
+            raise ValueError(
+                "rois is empty: the ROI list has no ROI, so there is nothing to extract (a "
+                "segmentation that found no cells stores an empty list: see its warning)"
+            )
         masks, boolean = _mask_matrix(rois, (Z, Y, X))
         counts = np.asarray((masks != 0).sum(axis=0)).ravel()
         self.overlap = np.flatnonzero(counts > 1)

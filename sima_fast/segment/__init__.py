@@ -10,9 +10,17 @@ Framework (:mod:`sima_fast.segment.base`): :class:`SegmentationStrategy`,
 :class:`PostProcessingStep`, :class:`PlaneWiseSegmentation`.
 
 Strategies: :class:`STICA` (spatio-temporal ICA, :mod:`sima_fast.segment.stica`),
-:class:`PlaneNormalizedCuts` and :class:`PlaneCA1PC` (normalised cuts of a
-pixel-correlation graph, :mod:`sima_fast.segment.normcut`, with the CA1
-nucleus step :class:`CA1PCNucleus`).
+:class:`PlaneNormalizedCuts` (normalised cuts of a pixel-affinity graph,
+:mod:`sima_fast.segment.normcut`, whose affinities come from an
+:class:`AffinityMatrixMethod` such as :class:`BasicAffinityMatrix`) and
+:class:`PlaneCA1PC` (:mod:`sima_fast.segment.ca1pc`: normalised cuts with
+:class:`AffinityMatrixCA1PC`, then the nucleus step :class:`CA1PCNucleus`).
+A segmentation that finds no ROI issues a :class:`SegmentationWarning` that
+says why and what to try.
+
+SIMA's module paths work too: ``sima_fast.segment.segment`` (the framework
+and post-processing steps), ``.stica``, ``.normcut``, ``.ca1pc`` and
+``.oPCA`` (offset principal component analysis).
 
 Post-processing (:mod:`sima_fast.segment.postprocess`): :class:`ROIFilter`,
 :class:`CircularityFilter`, :class:`SparseROIsFromMasks`,
@@ -46,8 +54,14 @@ from sima_fast.segment.base import (
     PlaneWiseSegmentation,
     PostProcessingStep,
     SegmentationStrategy,
+    SegmentationWarning,
 )
-from sima_fast.segment.normcut import CA1PCNucleus, PlaneCA1PC, PlaneNormalizedCuts
+from sima_fast.segment.ca1pc import AffinityMatrixCA1PC, CA1PCNucleus, PlaneCA1PC
+from sima_fast.segment.normcut import (
+    AffinityMatrixMethod,
+    BasicAffinityMatrix,
+    PlaneNormalizedCuts,
+)
 from sima_fast.segment.postprocess import (
     CircularityFilter,
     MergeOverlapping,
@@ -61,6 +75,9 @@ from sima_fast.segment.stica import STICA
 
 __all__ = [
     "STICA",
+    "AffinityMatrixCA1PC",
+    "AffinityMatrixMethod",
+    "BasicAffinityMatrix",
     "CA1PCNucleus",
     "CircularityFilter",
     "MergeOverlapping",
@@ -70,6 +87,7 @@ __all__ = [
     "PostProcessingStep",
     "ROIFilter",
     "SegmentationStrategy",
+    "SegmentationWarning",
     "SmoothROIBoundaries",
     "SparseROIsFromMasks",
     "match_rois",

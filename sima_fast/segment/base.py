@@ -11,6 +11,7 @@ written for single-plane data to volumes by running it on each plane.
 from __future__ import annotations
 
 import abc
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,35 @@ from sima_fast.segment._rois import Shape3, dataset_im_shape
 if TYPE_CHECKING:
     from sima_fast.imaging import ImagingDataset
 
-__all__ = ["PlaneWiseSegmentation", "PostProcessingStep", "SegmentationStrategy"]
+__all__ = [
+    "PlaneWiseSegmentation",
+    "PostProcessingStep",
+    "SegmentationStrategy",
+    "SegmentationWarning",
+]
+
+#: What to try when a strategy finds nothing (the end of every empty-result warning).
+WHAT_TO_TRY = (
+    "What to try: check the channel (the activity channel, not a structural one); segment a "
+    "longer recording (hundreds of frames: the strategies need each cell to be active several "
+    "times); try another strategy (STICA, PlaneNormalizedCuts, PlaneCA1PC) or looser "
+    "parameters; or draw or import the ROIs (sima_fast.ROI, ImagingDataset.import_rois)."
+)
+
+
+class SegmentationWarning(UserWarning):
+    """Issued when a segmentation finds no ROIs; the message says why and what to try.
+
+    :meth:`SegmentationStrategy.segment` issues it when the ROI list it would
+    return is empty (the empty list is still returned, and
+    ``ImagingDataset.segment`` still stores it, as SIMA does). Turn it into
+    an error with ``warnings.simplefilter('error', SegmentationWarning)``.
+
+    Examples
+    --------
+    >>> issubclass(SegmentationWarning, UserWarning)
+    True
+    """
 
 
 class PostProcessingStep(abc.ABC):
@@ -276,6 +305,7 @@ class SegmentationStrategy(abc.ABC):
             )
         im_shape = dataset_im_shape(dataset)
         assert im_shape is not None
+        self.__dict__["_empty_notes"] = []
         if planes is None:
             rois = self._as_rois(self._segment(dataset), "_segment")
         else:
@@ -284,9 +314,40 @@ class SegmentationStrategy(abc.ABC):
         for roi in rois:
             if roi.im_shape is None:
                 roi.im_shape = im_shape
+        counts = [len(rois)]
         for step in self._steps():
             rois = self._as_rois(step.apply(rois, dataset), f"{type(step).__name__}.apply")
+            counts.append(len(rois))
+        if not len(rois):
+            warnings.warn(self._empty_message(dataset, counts), SegmentationWarning, stacklevel=2)
         return rois
+
+    def _note_empty(self, message: str) -> None:
+        """Record why a plane gave nothing (quoted if the whole segmentation finds no ROI)."""
+        notes = self.__dict__.setdefault("_empty_notes", [])
+        if message not in notes:
+            notes.append(message)
+
+    def _empty_message(self, dataset: ImagingDataset, counts: list[int]) -> str:
+        """Return the text of the warning issued when :meth:`segment` finds no ROI."""
+        t = int(dataset.num_frames)
+        z, y, x, c = (int(v) for v in dataset.frame_shape)
+        head = (
+            f"{type(self).__name__} found no ROIs in the dataset ({t} frames of {z} plane(s) "
+            f"of {y}x{x} pixels, {c} channel(s))"
+        )
+        reasons = list(self.__dict__.get("_empty_notes", []))
+        if counts[0]:
+            steps = self._steps()
+            last = next(k for k in range(1, len(counts)) if counts[k] == 0)
+            reasons.append(
+                f"the strategy found {counts[0]} candidate(s), but the post-processing step "
+                f"{type(steps[last - 1]).__name__} (step {last} of {len(steps)}) removed all that "
+                f"reached it ({counts[last - 1]}); loosen its parameters (sizes, thresholds)"
+            )
+        elif not reasons:
+            reasons.append("the strategy itself returned no candidate region")
+        return f"{head}: {'; '.join(reasons)}. {WHAT_TO_TRY}"
 
     @staticmethod
     def _as_rois(result: Any, where: str) -> ROIList:
@@ -401,6 +462,13 @@ class PlaneWiseSegmentation(SegmentationStrategy):
         out = ROIList()
         for p in planes:
             p = int(p)
-            found = self.plane_strategy.segment(dataset[:, :, p : p + 1])
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", SegmentationWarning)
+                found = self.plane_strategy.segment(dataset[:, :, p : p + 1])
+            for w in caught:  # said once, for the whole volume, if every plane is empty
+                if issubclass(w.category, SegmentationWarning):
+                    self._note_empty(f"plane {p}: {str(w.message).split('. What to try')[0]}")
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             out.extend(_place_on_planes(roi, [p], im_shape) for roi in found)
         return out

@@ -1,4 +1,4 @@
-"""Normalised-cut segmentation: PlaneNormalizedCuts, PlaneCA1PC and its CA1PCNucleus step.
+"""Normalised-cut segmentation: PlaneNormalizedCuts and the affinity matrices it cuts.
 
 Each plane becomes a graph whose nodes are pixels and whose edges join pixels
 less than ``max_dist`` apart, weighted by how well their activity is
@@ -26,11 +26,12 @@ near 0 for pixels without signal.
 
 from __future__ import annotations
 
+import abc
 import math
+import sys
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.ndimage
 import scipy.sparse
 import scipy.sparse.csgraph
 
@@ -43,21 +44,18 @@ from sima_fast._validate import (
     check_real,
     resolve_channel,
 )
-from sima_fast.ROI import ROI, ROIList
-from sima_fast.segment._rois import (
-    as_roilist,
-    derived_roi,
-    resolve_im_shape,
-    roi_planes,
-)
-from sima_fast.segment.base import PostProcessingStep
-from sima_fast.segment.postprocess import CircularityFilter, ROIFilter
-from sima_fast.segment.stica import PlaneByPlaneStrategy, plane_pca
+from sima_fast.segment.stica import PlaneByPlaneStrategy, no_signal_note, plane_pca
 
 if TYPE_CHECKING:
     from sima_fast.imaging import ImagingDataset
 
-__all__ = ["CA1PCNucleus", "PlaneCA1PC", "PlaneNormalizedCuts", "normalized_cut_regions"]
+__all__ = [
+    "AffinityMatrixMethod",
+    "BasicAffinityMatrix",
+    "PlaneNormalizedCuts",
+    "normalized_cut_regions",
+    "path_steps",
+]
 
 #: Affinity of two pixels with correlation c is proportional to exp(CORRELATION_GAIN * c).
 CORRELATION_GAIN = 9.0
@@ -72,11 +70,6 @@ DENSE_LIMIT = 400
 #: loose tolerance (the vectors only propose cuts; every cut is scored exactly).
 EIGEN_SHIFT = 1e-8
 EIGEN_TOL = 1e-4
-#: PlaneCA1PC: affinity falls as exp(-CA1_PATH_GAIN * b) with the brightness b in [0, 1]
-#: of the brightest pixel between the two pixels.
-CA1_PATH_GAIN = 3.0
-#: Weight of the unsharp mask in the CA1 processed image.
-UNSHARP_WEIGHT = 0.5
 
 
 # --------------------------------------------------------------------------
@@ -144,8 +137,25 @@ def neighbour_offsets(max_dist: tuple[int, int]) -> np.ndarray:
     return np.array(out, dtype=np.int64).reshape(-1, 2)
 
 
-def _shifted(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """``out[y, x] = image[y + dy, x + dx]`` (0 outside the image)."""
+def shifted(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Return ``out[y, x] = image[y + dy, x + dx]``, 0 (False) where that is outside the image.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, shape (Y, X)
+        The image.
+    dy, dx : int
+        The offset.
+
+    Returns
+    -------
+    numpy.ndarray, shape (Y, X), dtype of ``image``
+
+    Examples
+    --------
+    >>> shifted(np.arange(3)[None], 0, 1).tolist()
+    [[1, 2, 0]]
+    """
     rows, cols = image.shape
     out = np.zeros_like(image)
     ys, yd = slice(max(dy, 0), rows + min(dy, 0)), slice(max(-dy, 0), rows + min(-dy, 0))
@@ -182,7 +192,7 @@ def neighbour_correlations(
     neighbour_dots(feats, np.ascontiguousarray(offsets, dtype=np.int64), dots)
     root = np.sqrt(np.maximum(energy, 0.0))
     for o, (dy, dx) in enumerate(offsets):
-        denom = root * _shifted(root, int(dy), int(dx))
+        denom = root * shifted(root, int(dy), int(dx))
         with np.errstate(divide="ignore", invalid="ignore"):
             dots[o] = np.where(denom > 0, dots[o] / denom, 0.0)
     return np.clip(dots, -1.0, 1.0, out=dots)
@@ -200,7 +210,7 @@ def _valid_pairs(shape: tuple[int, int], offsets: np.ndarray, usable: np.ndarray
     """``(m, Y, X)`` mask of the pixel pairs with both pixels in the image and usable."""
     out = np.empty((offsets.shape[0], *shape), dtype=bool)
     for o, (dy, dx) in enumerate(offsets):
-        out[o] = usable & _shifted(usable, int(dy), int(dx))  # False beyond the edge
+        out[o] = usable & shifted(usable, int(dy), int(dx))  # False beyond the edge
     return out
 
 
@@ -396,37 +406,106 @@ def normalized_cut_regions(
 
 
 # --------------------------------------------------------------------------
-# PlaneNormalizedCuts
+# Affinity matrices
 # --------------------------------------------------------------------------
 
 
-class PlaneNormalizedCuts(PlaneByPlaneStrategy):
-    """Segmentation of each plane by iterated normalised cuts of a pixel-correlation graph.
+def _one_plane(dataset: ImagingDataset, plane: int) -> ImagingDataset:
+    """Return ``dataset[:, :, plane:plane + 1]`` (the dataset itself if it has one plane)."""
+    if int(dataset.frame_shape[0]) == 1:
+        return dataset
+    return dataset[:, :, plane : plane + 1]
+
+
+class AffinityMatrixMethod(abc.ABC):
+    """Method for calculating the affinity matrix that normalised cuts partition (SIMA's name).
+
+    A subclass implements :meth:`calculate`, which returns the symmetric,
+    non-negative affinities between the pixels of a one-plane dataset as a
+    sparse ``(Y·X, Y·X)`` matrix (pixel ``y * X + x``). Strategies call
+    :meth:`plane_affinity`, which by default runs :meth:`calculate` on the
+    one-plane view of the plane; subclasses that can work on a plane of a
+    volume directly override it.
+
+    Examples
+    --------
+    >>> import scipy.sparse
+    >>> class Neighbours(AffinityMatrixMethod):
+    ...     def calculate(self, dataset):
+    ...         n = dataset.frame_shape[1] * dataset.frame_shape[2]
+    ...         return scipy.sparse.diags([1.0, 1.0], [-1, 1], shape=(n, n), format='csr')
+    >>> Neighbours().calculate  # doctest: +ELLIPSIS
+    <bound method ...calculate of ...>
+    """
+
+    #: Channel read by the method (strategies resolve it against the dataset's names).
+    channel: int | str = 0
+
+    @abc.abstractmethod
+    def calculate(self, dataset: ImagingDataset) -> scipy.sparse.spmatrix:
+        """Calculate the affinity matrix of a one-plane dataset.
+
+        Parameters
+        ----------
+        dataset : ImagingDataset
+            A dataset with a single plane.
+
+        Returns
+        -------
+        scipy.sparse matrix, shape (Y·X, Y·X)
+            The affinities between the image pixels.
+        """
+
+    def plane_affinity(self, dataset: ImagingDataset, plane: int) -> scipy.sparse.csr_matrix:
+        """Calculate the affinity matrix of one plane of a dataset.
+
+        Parameters
+        ----------
+        dataset : ImagingDataset
+            The dataset (any number of planes).
+        plane : int
+            The plane.
+
+        Returns
+        -------
+        scipy.sparse.csr_matrix, shape (Y·X, Y·X)
+
+        Raises
+        ------
+        ValueError
+            If :meth:`calculate` returns a matrix of another shape.
+        """
+        n = int(dataset.frame_shape[1]) * int(dataset.frame_shape[2])
+        matrix = scipy.sparse.csr_matrix(self.calculate(_one_plane(dataset, plane)))
+        if matrix.shape != (n, n):
+            raise ValueError(
+                f"{type(self).__name__}.calculate returned a matrix of shape {matrix.shape}; "
+                f"the plane has {n} pixels, so ({n}, {n}) was expected"
+            )
+        return matrix
+
+
+class BasicAffinityMatrix(AffinityMatrixMethod):
+    """Affinities of neighbouring pixels from the correlation of their activity (SIMA's name).
+
+    Pixels ``i`` and ``j`` less than ``max_dist`` apart get the affinity
+    ``A[i, j] = exp(9 c[i, j]) · exp(-((dy / sy)² + (dx / sx)²) / 2)``, with
+    ``c`` the correlation of their activity (estimated from principal
+    components, see the module notes) and ``(sy, sx) = spatial_decay``.
 
     Parameters
     ----------
     channel : int or str, optional
         Channel whose signals are analysed (index or name). Default: 0.
-    num_pcs : int, optional
-        Number of principal components used to estimate the pixel
-        correlations (≥ 1). Default: 75.
     max_dist : (int, int), optional
         Largest ``(row, column)`` distance between two pixels joined in the
         graph. Default: ``(2, 2)``.
     spatial_decay : (float, float), optional
-        ``(row, column)`` length scales ``(sy, sx)`` of the spatial factor
-        ``exp(-((dy / sy)**2 + (dx / sx)**2) / 2)`` of the affinity.
-        Default: ``(2, 2)``.
-    num_cuts : int, optional
-        Number of eigenvectors tried as cut directions at each split (≥ 1).
-        Default: 6.
-    cut_max_pen : float, optional
-        Splitting goes on while the normalised-cut value of the split is
-        below this (≥ 0). Default: 0.01.
-    cut_min_size : int, optional
-        Regions with fewer pixels are not split (≥ 0). Default: 40.
-    cut_max_size : int, optional
-        Regions with more pixels are always split (≥ 0). Default: 200.
+        ``(row, column)`` length scales of the spatial factor. Default:
+        ``(2, 2)``.
+    num_pcs : int, optional
+        Number of principal components used to estimate the correlations
+        (≥ 1). Default: 75.
     verbose : bool, optional
         Print progress to standard error. Default: False.
 
@@ -438,25 +517,222 @@ class PlaneNormalizedCuts(PlaneByPlaneStrategy):
 
     Notes
     -----
+    Only significant correlations make edges: at least 0.1 and at least 6
+    times the noise level of the correlations, estimated from the negative
+    ones (``sqrt(mean(c²))`` over ``c < 0``; correlations of pixels without
+    signal scatter symmetrically around 0). Pixels left without an edge are
+    background and take no part in the cuts **[differs: SIMA joined every
+    pair of neighbours, so the background was cut into pieces as well]**.
+    Components whose singular value does not clear the noise edge are not
+    used; a plane without any gives an empty matrix, and
+    :attr:`empty_reason` says so.
+
+    Examples
+    --------
+    >>> method = BasicAffinityMatrix(channel=0, num_pcs=30)
+    >>> method.max_dist, method.spatial_decay
+    ((2, 2), (2.0, 2.0))
+    """
+
+    #: Whether insignificant correlations are left out of the graph.
+    prune_background = True
+
+    def __init__(
+        self,
+        channel: int | str = 0,
+        max_dist: tuple[int, int] | None = None,
+        spatial_decay: tuple[float, float] | None = None,
+        num_pcs: int = 75,
+        verbose: bool = False,
+    ) -> None:
+        self.channel = check_channel("channel", channel)
+        self.max_dist = _check_pair("max_dist", max_dist, default=(2, 2), integer=True)
+        if self.max_dist == (0, 0):
+            raise ValueError("max_dist must join each pixel to some neighbour, got (0, 0)")
+        self.spatial_decay = _check_pair(
+            "spatial_decay", spatial_decay, default=(2.0, 2.0), integer=False
+        )
+        if 0.0 in self.spatial_decay:
+            raise ValueError(f"spatial_decay must be positive, got {spatial_decay!r}")
+        self.num_pcs = check_int("num_pcs", num_pcs, low=1, integral_float=True)
+        self.verbose = check_bool("verbose", verbose)
+        #: Why the last matrix calculated has no edge (None when it has some).
+        self.empty_reason: str | None = None
+
+    def __repr__(self) -> str:
+        """Return ``ClassName(name=value, ...)`` with the method's parameters."""
+        return (
+            f"{type(self).__name__}(channel={self.channel!r}, max_dist={self.max_dist}, "
+            f"spatial_decay={self.spatial_decay}, num_pcs={self.num_pcs})"
+        )
+
+    def _say(self, message: str) -> None:
+        if self.verbose:
+            print(f"{type(self).__name__}: {message}", file=sys.stderr)
+
+    def calculate(self, dataset: ImagingDataset) -> scipy.sparse.csr_matrix:
+        """Calculate the affinity matrix of a one-plane dataset.
+
+        Parameters
+        ----------
+        dataset : ImagingDataset
+            A dataset with a single plane (use :meth:`plane_affinity` for a
+            plane of a volume).
+
+        Returns
+        -------
+        scipy.sparse.csr_matrix, shape (Y·X, Y·X)
+
+        Raises
+        ------
+        ValueError
+            If the dataset has several planes, or the channel is unknown.
+        """
+        if int(dataset.frame_shape[0]) != 1:
+            raise ValueError(
+                f"calculate needs a one-plane dataset, got {int(dataset.frame_shape[0])} planes; "
+                "use plane_affinity(dataset, plane)"
+            )
+        return self.plane_affinity(dataset, 0)
+
+    def _log_factor(
+        self, dataset: ImagingDataset, plane: int, channel: int, offsets: np.ndarray
+    ) -> np.ndarray:
+        """Log of the non-correlation factors of the affinity, ``(m, Y, X)``."""
+        rows, cols = (int(s) for s in dataset.frame_shape[1:3])
+        sy, sx = self.spatial_decay
+        spatial = -0.5 * ((offsets[:, 0] / sy) ** 2 + (offsets[:, 1] / sx) ** 2)
+        return np.broadcast_to(spatial[:, None, None], (offsets.shape[0], rows, cols)).copy()
+
+    def _min_corr(self, corr: np.ndarray, valid: np.ndarray) -> np.ndarray | float:
+        """Return the smallest correlation that makes an edge."""
+        min_corr = _edge_threshold(corr, valid)
+        self._say(f"pixel pairs need a correlation of at least {min_corr:.3f}")
+        return min_corr
+
+    def _extra_edges(
+        self,
+        affinity: scipy.sparse.csr_matrix,
+        corr: np.ndarray,
+        offsets: np.ndarray,
+        log_factor: np.ndarray,
+        min_corr: float,
+    ) -> scipy.sparse.csr_matrix:
+        """Edges added to the significant ones (none here; see AffinityMatrixCA1PC)."""
+        return affinity
+
+    def plane_affinity(self, dataset: ImagingDataset, plane: int) -> scipy.sparse.csr_matrix:
+        """Calculate the affinity matrix of one plane of a dataset.
+
+        Parameters
+        ----------
+        dataset : ImagingDataset
+            The dataset (any number of planes).
+        plane : int
+            The plane.
+
+        Returns
+        -------
+        scipy.sparse.csr_matrix, shape (Y·X, Y·X)
+            Symmetric; empty when no pair of pixels is significantly
+            correlated (then :attr:`empty_reason` says why).
+
+        Raises
+        ------
+        ValueError
+            If the channel is unknown.
+        """
+        channel = resolve_channel(self.channel, dataset.channel_names)
+        self.empty_reason = None
+        pca = plane_pca(dataset, plane, channel, int(self.num_pcs))
+        k = min(int(self.num_pcs), pca.num_signal)
+        self._say(f"{pca.num_signal} signal component(s) above the noise edge; using {k}")
+        rows, cols = pca.shape
+        n = rows * cols
+        if k == 0 and self.prune_background:
+            self.empty_reason = no_signal_note(plane, dataset)
+            return scipy.sparse.csr_matrix((n, n))
+        features = (pca.spatial[:, :k] * pca.values[:k]).reshape(rows, cols, k)
+        energy = pca.energy.reshape(rows, cols)
+        offsets = neighbour_offsets(self.max_dist)
+        corr = neighbour_correlations(features, energy, offsets)
+        valid = _valid_pairs((rows, cols), offsets, pca.usable.reshape(rows, cols))
+        log_factor = self._log_factor(dataset, plane, channel, offsets)
+        log_factor[~valid] = -np.inf
+        min_corr = self._min_corr(corr, valid) if self.prune_background else -np.inf
+        affinity = _affinity_matrix(corr, offsets, log_factor, min_corr)
+        affinity = self._extra_edges(affinity, corr, offsets, log_factor, min_corr)
+        if affinity.nnz == 0:
+            self.empty_reason = (
+                f"plane {plane}: no two neighbouring pixels have significantly correlated activity"
+            )
+        return affinity
+
+
+def _affinity_method(value: Any) -> AffinityMatrixMethod:
+    if not isinstance(value, AffinityMatrixMethod):
+        raise ArgumentTypeError(
+            "affinity_method must be an AffinityMatrixMethod (e.g. BasicAffinityMatrix(...)), "
+            f"got {value!r}; pass channel, num_pcs, max_dist and spatial_decay by keyword"
+        )
+    return value
+
+
+# --------------------------------------------------------------------------
+# PlaneNormalizedCuts
+# --------------------------------------------------------------------------
+
+
+class PlaneNormalizedCuts(PlaneByPlaneStrategy):
+    """Segmentation of each plane by iterated normalised cuts of a pixel-affinity graph.
+
+    Parameters
+    ----------
+    affinity_method : AffinityMatrixMethod, optional
+        How the affinities of the pixels are calculated. Default:
+        ``BasicAffinityMatrix(channel, max_dist, spatial_decay, num_pcs)``
+        with the keyword arguments below (SIMA's default is
+        ``BasicAffinityMatrix(channel=0, num_pcs=75)``).
+    cut_max_pen : float, optional
+        Splitting goes on while the normalised-cut value of the split is
+        below this (≥ 0). Default: 0.01.
+    cut_min_size : int, optional
+        Regions with fewer pixels are not split (≥ 0). Default: 40.
+    cut_max_size : int, optional
+        Regions with more pixels are always split (≥ 0). Default: 200.
+    num_cuts : int, optional (keyword only)
+        Number of eigenvectors tried as cut directions at each split (≥ 1).
+        Default: 6.
+    verbose : bool, optional (keyword only)
+        Print progress to standard error. Default: False.
+    channel, max_dist, spatial_decay, num_pcs : optional (keyword only)
+        Shorthand for ``affinity_method=BasicAffinityMatrix(channel=...,
+        max_dist=..., spatial_decay=..., num_pcs=...)`` (defaults 0,
+        ``(2, 2)``, ``(2, 2)``, 75); not allowed together with
+        ``affinity_method``.
+
+    Raises
+    ------
+    ValueError
+        If a parameter is out of range; the message names it.
+    TypeError
+        If ``affinity_method`` is not an :class:`AffinityMatrixMethod`, or
+        is given together with the shorthand keywords.
+
+    Notes
+    -----
     Per plane:
 
-    1. The pixel correlations ``c`` of every pixel with its neighbours within
-       ``max_dist`` are estimated from the principal components, as the
-       module notes describe (components below the noise edge are not used;
-       a plane without any signal component gives no ROI).
-    2. Two pixels are joined by an edge of weight
-       ``exp(9 c) · exp(-((dy / sy)² + (dx / sx)²) / 2)`` when their
-       correlation is significant: at least 0.1 and at least 6 times the
-       noise level of the correlations, estimated from the negative ones
-       (``sqrt(mean(c²))`` over ``c < 0``; correlations of pixels without
-       signal scatter symmetrically around 0). Pixels left without an edge
-       are background **[differs: SIMA joined every pair of neighbours and
-       returned the background cut into pieces as well]**.
-    3. :func:`normalized_cut_regions` cuts the graph with ``num_cuts``,
+    1. ``affinity_method.plane_affinity(dataset, plane)`` gives the graph
+       (see :class:`BasicAffinityMatrix`; a plane without significant
+       correlations gives no ROI).
+    2. :func:`normalized_cut_regions` cuts it with ``num_cuts``,
        ``cut_max_pen``, ``cut_min_size`` and ``cut_max_size``.
-    4. Each final region of at least ``max(cut_min_size // 4, 2)`` pixels
+    3. Each final region of at least ``max(cut_min_size // 4, 2)`` pixels
        becomes a boolean mask ROI (smaller regions are fragments of cell
        borders).
+
+    Unlike SIMA's, the strategy works on volumes (plane by plane).
 
     References
     ----------
@@ -471,81 +747,68 @@ class PlaneNormalizedCuts(PlaneByPlaneStrategy):
     >>> sim = simulate_movie(num_frames=300, frame_shape=(64, 64), num_channels=1,
     ...                      cells_per_plane=6, seed=1)
     >>> ds = sima.ImagingDataset([sima.Sequence.create('ndarray', sim.movie)], None)
-    >>> rois = PlaneNormalizedCuts().segment(ds)
+    >>> rois = PlaneNormalizedCuts(BasicAffinityMatrix(num_pcs=75)).segment(ds)
     >>> len(rois)
     6
     """
 
-    prune_background = True
-
     def __init__(
         self,
-        channel: int | str = 0,
-        num_pcs: int = 75,
-        max_dist: tuple[int, int] | None = None,
-        spatial_decay: tuple[float, float] | None = None,
-        num_cuts: int = 6,
+        affinity_method: AffinityMatrixMethod | None = None,
         cut_max_pen: float = 0.01,
         cut_min_size: int = 40,
         cut_max_size: int = 200,
+        *,
+        num_cuts: int = 6,
         verbose: bool = False,
+        channel: int | str | None = None,
+        max_dist: tuple[int, int] | None = None,
+        spatial_decay: tuple[float, float] | None = None,
+        num_pcs: int | None = None,
     ) -> None:
         super().__init__()
-        self.channel = check_channel("channel", channel)
-        self.num_pcs = check_int("num_pcs", num_pcs, low=1, integral_float=True)
-        self.max_dist = _check_pair("max_dist", max_dist, default=(2, 2), integer=True)
-        if self.max_dist == (0, 0):
-            raise ValueError("max_dist must join each pixel to some neighbour, got (0, 0)")
-        self.spatial_decay = _check_pair(
-            "spatial_decay", spatial_decay, default=(2.0, 2.0), integer=False
-        )
-        if 0.0 in self.spatial_decay:
-            raise ValueError(f"spatial_decay must be positive, got {spatial_decay!r}")
+        self.verbose = check_bool("verbose", verbose)
+        shorthand = {
+            "channel": channel,
+            "max_dist": max_dist,
+            "spatial_decay": spatial_decay,
+            "num_pcs": num_pcs,
+        }
+        given = {k: v for k, v in shorthand.items() if v is not None}
+        if affinity_method is None:
+            affinity_method = BasicAffinityMatrix(verbose=self.verbose, **given)  # type: ignore[arg-type]
+        elif given:
+            raise TypeError(
+                f"give {', '.join(sorted(given))} to the affinity method, not together with "
+                "affinity_method"
+            )
+        self.affinity_method = _affinity_method(affinity_method)
         self.num_cuts = check_int("num_cuts", num_cuts, low=1, integral_float=True)
         self.cut_max_pen = check_real("cut_max_pen", cut_max_pen, low=0.0)
         self.cut_min_size = check_int("cut_min_size", cut_min_size, low=0, integral_float=True)
         self.cut_max_size = check_int("cut_max_size", cut_max_size, low=0, integral_float=True)
-        self.verbose = check_bool("verbose", verbose)
+
+    @property  # type: ignore[override]
+    def channel(self) -> int | str:
+        """The channel analysed: the affinity method's."""
+        return getattr(self.affinity_method, "channel", 0)
 
     def __repr__(self) -> str:
         """Return ``ClassName(name=value, ...)`` with the strategy's parameters."""
         return (
-            f"{type(self).__name__}(channel={self.channel!r}, num_pcs={self.num_pcs}, "
-            f"max_dist={self.max_dist}, spatial_decay={self.spatial_decay}, "
-            f"num_cuts={self.num_cuts}, cut_max_pen={self.cut_max_pen}, "
-            f"cut_min_size={self.cut_min_size}, cut_max_size={self.cut_max_size})"
+            f"{type(self).__name__}(affinity_method={self.affinity_method!r}, "
+            f"cut_max_pen={self.cut_max_pen}, cut_min_size={self.cut_min_size}, "
+            f"cut_max_size={self.cut_max_size}, num_cuts={self.num_cuts})"
         )
-
-    def _log_factor(
-        self, dataset: ImagingDataset, plane: int, channel: int, offsets: np.ndarray
-    ) -> np.ndarray:
-        """Log of the non-correlation factors of the affinity, ``(m, Y, X)``."""
-        rows, cols = (int(s) for s in dataset.frame_shape[1:3])
-        sy, sx = self.spatial_decay
-        spatial = -0.5 * ((offsets[:, 0] / sy) ** 2 + (offsets[:, 1] / sx) ** 2)
-        return np.broadcast_to(spatial[:, None, None], (offsets.shape[0], rows, cols)).copy()
 
     def _regions(self, dataset: ImagingDataset, plane: int, channel: int) -> list[np.ndarray]:
         """Return the final cut regions of one plane, as sorted flat pixel indices."""
-        pca = plane_pca(dataset, plane, channel, self.num_pcs)
-        k = min(int(self.num_pcs), pca.num_signal)
-        self._say(f"{pca.num_signal} signal component(s) above the noise edge; using {k}")
-        rows, cols = pca.shape
-        if k == 0 and self.prune_background:
+        method = self.affinity_method
+        affinity = method.plane_affinity(dataset, plane)
+        if affinity.nnz == 0:
+            reason = getattr(method, "empty_reason", None)
+            self._note_empty(reason or f"plane {plane}: the affinity matrix has no edge")
             return []
-        features = (pca.spatial[:, :k] * pca.values[:k]).reshape(rows, cols, k)
-        energy = pca.energy.reshape(rows, cols)
-        offsets = neighbour_offsets(self.max_dist)
-        corr = neighbour_correlations(features, energy, offsets)
-        valid = _valid_pairs((rows, cols), offsets, pca.usable.reshape(rows, cols))
-        log_factor = self._log_factor(dataset, plane, channel, offsets)
-        log_factor[~valid] = -np.inf
-        if self.prune_background:
-            min_corr = _edge_threshold(corr, valid)
-            self._say(f"pixel pairs need a correlation of at least {min_corr:.3f}")
-        else:
-            min_corr = -np.inf
-        affinity = _affinity_matrix(corr, offsets, log_factor, min_corr)
         regions = normalized_cut_regions(
             affinity,
             num_cuts=int(self.num_cuts),
@@ -560,66 +823,41 @@ class PlaneNormalizedCuts(PlaneByPlaneStrategy):
         rows, cols = (int(s) for s in dataset.frame_shape[1:3])
         smallest = max(int(self.cut_min_size) // 4, 2)
         out = []
-        for region in self._regions(dataset, plane, channel):
+        regions = self._regions(dataset, plane, channel)
+        for region in regions:
             if region.size >= smallest:
                 mask = np.zeros(rows * cols, dtype=bool)
                 mask[region] = True
                 out.append(mask.reshape(rows, cols))
+        if regions and not out:
+            self._note_empty(
+                f"plane {plane}: the {len(regions)} region(s) cut were all smaller than "
+                f"{smallest} pixels (fragments, not cells)"
+            )
         return out
 
 
-# --------------------------------------------------------------------------
-# CA1 pyramidal cells
-# --------------------------------------------------------------------------
-
-
-def ca1pc_processed_image(image: np.ndarray, x_diameter: float, y_diameter: float) -> np.ndarray:
-    """Contrast-equalised, sharpened time-average image in which nuclei stand out as dark spots.
-
-    The image (NaN counts as its smallest finite value) is rescaled to
-    ``[0, 1]``, equalised by contrast-limited adaptive histogram equalisation
-    (:func:`skimage.exposure.equalize_adapthist`, tiles of one cell diameter)
-    and sharpened by an unsharp mask: ``1.5 · e - 0.5 · G(e)`` with ``G`` a
-    Gaussian blur of ``(y_diameter, x_diameter)`` pixels.
+def path_steps(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels crossed by the straight segment of each neighbour offset.
 
     Parameters
     ----------
-    image : numpy.ndarray, shape (Y, X)
-        The time-averaged image of one plane.
-    x_diameter, y_diameter : float
-        Expected cell diameter in pixels along the columns and rows.
+    offsets : numpy.ndarray of int, shape (m, 2)
+        ``(dy, dx)`` of each neighbour.
 
     Returns
     -------
-    numpy.ndarray of float64, shape (Y, X)
+    ptr : numpy.ndarray of int64, shape (m + 1,)
+        Offset ``o`` crosses ``steps[ptr[o]:ptr[o + 1]]``.
+    steps : numpy.ndarray of int64, shape (N, 2)
+        Relative ``(dy, dx)`` of the pixels crossed (both ends included).
 
     Examples
     --------
-    >>> yy, xx = np.mgrid[:40, :40]
-    >>> image = 1.0 + ((yy - 20) ** 2 + (xx - 20) ** 2 < 16)
-    >>> processed = ca1pc_processed_image(image, 8, 8)
-    >>> bool(processed[20, 20] > processed[5, 5])
-    True
+    >>> ptr, steps = path_steps(np.array([[0, 2]]))
+    >>> ptr.tolist(), steps.tolist()
+    ([0, 3], [[0, 0], [0, 1], [0, 2]])
     """
-    from skimage.exposure import equalize_adapthist
-
-    img = np.array(image, dtype=np.float64)
-    finite = np.isfinite(img)
-    if not finite.any():
-        return np.zeros(img.shape)
-    low, high = float(img[finite].min()), float(img[finite].max())
-    img[~finite] = low
-    scaled = (img - low) / (high - low) if high > low else np.zeros(img.shape)
-    rows, cols = scaled.shape
-    kernel = (max(round(y_diameter), 2), max(round(x_diameter), 2))
-    kernel = (min(kernel[0], rows), min(kernel[1], cols))
-    equalised = equalize_adapthist(scaled, kernel_size=kernel) if high > low else scaled
-    blurred = scipy.ndimage.gaussian_filter(equalised, sigma=(y_diameter, x_diameter))
-    return (1.0 + UNSHARP_WEIGHT) * equalised - UNSHARP_WEIGHT * blurred
-
-
-def _path_steps(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels crossed by the straight segment of each offset (CSR-like ``ptr``, ``steps``)."""
     ptr = [0]
     steps: list[tuple[int, int]] = []
     for dy, dx in offsets:
@@ -634,254 +872,5 @@ def _path_steps(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array(ptr, dtype=np.int64), np.array(steps, dtype=np.int64).reshape(-1, 2)
 
 
-class CA1PCNucleus(PostProcessingStep):
-    """Find the dark nucleus of a CA1 pyramidal cell inside each region.
-
-    For every ROI (on each plane it covers), the pixels of the processed
-    time-average image (:func:`ca1pc_processed_image`) inside the ROI that
-    are darker than the ROI's Otsu threshold are kept; a binary opening then
-    a closing (3 × 3 cross) clean them up, and each 4-connected blob that
-    remains becomes a boolean ROI. ROIs whose pixels all have one value give
-    nothing.
-
-    Parameters
-    ----------
-    channel : int or str, optional
-        Channel of the time-average image (index or name). Default: 0.
-    x_diameter : float, optional
-        Expected nucleus diameter along the columns, in pixels (> 0).
-        Default: 8.
-    y_diameter : float, optional
-        Along the rows; defaults to ``x_diameter``.
-
-    Raises
-    ------
-    ValueError
-        If a parameter is of the wrong type or out of range.
-
-    Examples
-    --------
-    A bright ring (cytoplasm) around a dark disc of 45 pixels (nucleus):
-
-    >>> import sima_fast as sima
-    >>> yy, xx = np.mgrid[:30, :30]
-    >>> d2 = (yy - 15) ** 2 + (xx - 15) ** 2
-    >>> ring = (d2 < 64) & (d2 >= 16)
-    >>> movie = np.broadcast_to((1.0 + ring)[:, :, None], (3, 1, 30, 30, 1)).copy()
-    >>> ds = sima.ImagingDataset([sima.Sequence.create('ndarray', movie)], None)
-    >>> nuclei = CA1PCNucleus(x_diameter=6).apply(ROIList([ROI(mask=d2 < 64)]), ds)
-    >>> [(roi.size, bool(np.asarray(roi)[0, 15, 15])) for roi in nuclei]
-    [(37, True)]
-    """
-
-    def __init__(
-        self, channel: int | str = 0, x_diameter: float = 8, y_diameter: float | None = None
-    ) -> None:
-        self.channel = check_channel("channel", channel)
-        self.x_diameter = check_real("x_diameter", x_diameter, low=0.0)
-        self.y_diameter = (
-            self.x_diameter
-            if y_diameter is None
-            else check_real("y_diameter", y_diameter, low=0.0)
-        )
-        if not self.x_diameter or not self.y_diameter:
-            raise ValueError("x_diameter and y_diameter must be positive")
-
-    def apply(self, rois: ROIList, dataset: ImagingDataset | None = None) -> ROIList:
-        """Replace each ROI by the nucleus blobs found in it.
-
-        Parameters
-        ----------
-        rois : ROIList
-            The regions (typically normalised cuts).
-        dataset : ImagingDataset
-            The dataset; its time-average image is required.
-
-        Returns
-        -------
-        ROIList
-        """
-        from skimage.filters import threshold_otsu
-
-        if dataset is None:
-            raise ValueError("CA1PCNucleus needs the dataset (for its time-average image)")
-        channel = resolve_channel(self.channel, dataset.channel_names)
-        means = dataset.time_averages[..., channel]
-        im_shape = resolve_im_shape(list(rois), dataset)
-        processed: dict[int, np.ndarray] = {}
-        cross = scipy.ndimage.generate_binary_structure(2, 1)
-        out: list[ROI] = []
-        for roi in rois:
-            for z, plane in enumerate(roi_planes(roi, im_shape)):
-                if not plane.nnz:
-                    continue
-                if z not in processed:
-                    processed[z] = ca1pc_processed_image(
-                        means[z],
-                        self.x_diameter,  # type: ignore[arg-type]
-                        self.y_diameter,  # type: ignore[arg-type]
-                    )
-                inside = plane.toarray() != 0
-                values = processed[z][inside]
-                if values.min() == values.max():
-                    continue
-                dark = np.zeros(inside.shape, dtype=bool)
-                dark[inside] = values < threshold_otsu(values)
-                padded = np.pad(dark, 1)
-                padded = scipy.ndimage.binary_closing(
-                    scipy.ndimage.binary_opening(padded, cross), cross
-                )
-                labels, n = scipy.ndimage.label(padded[1:-1, 1:-1], cross)
-                for k in range(1, n + 1):
-                    mask = np.zeros(im_shape, dtype=bool)
-                    mask[z] = labels == k
-                    out.append(derived_roi(roi, keep_id=False, mask=mask, im_shape=im_shape))
-        return as_roilist(out, like=rois)
-
-
-class PlaneCA1PC(PlaneNormalizedCuts):
-    """Segmentation of CA1 pyramidal cell somata: normalised cuts, then their nuclei.
-
-    Parameters
-    ----------
-    channel : int or str, optional
-        Channel analysed (index or name). Default: 0.
-    num_pcs, max_dist, spatial_decay, cut_max_pen, cut_min_size, cut_max_size
-        As for :class:`PlaneNormalizedCuts`.
-    x_diameter, y_diameter : float, optional
-        Expected nucleus diameter along the columns and rows, in pixels
-        (> 0). Default: 10 each.
-    circularity_threhold : float, optional
-        ROIs less circular than this are discarded, in ``[0, 1]``
-        (SIMA's spelling). Default: 0.5.
-    min_roi_size : int, optional
-        ROIs with fewer pixels are discarded (≥ 0). Default: 20.
-    min_cut_size : int, optional
-        Regions of the cut with fewer pixels give no ROI (≥ 0). Default: 30.
-    verbose : bool, optional
-        Print progress to standard error. Default: False.
-    circularity_threshold : float, optional (keyword only)
-        The usual spelling of ``circularity_threhold``; when given it is used
-        instead.
-
-    Raises
-    ------
-    ValueError
-        If a parameter is of the wrong type or out of range; the message
-        names it.
-
-    Notes
-    -----
-    The normalised cuts run as in :class:`PlaneNormalizedCuts` with two
-    differences, as in SIMA: every pair of neighbouring pixels is joined
-    (dark, inactive nuclei must stay in the graph), and each affinity is
-    multiplied by ``exp(-3 b)``, where ``b`` in ``[0, 1]`` is the brightness
-    of the brightest pixel on the straight path between the two pixels in
-    the processed time-average image (:func:`ca1pc_processed_image`,
-    standardised, clipped to ±2 standard deviations and rescaled), so that
-    cuts follow the bright cytoplasm between dark nuclei. The cut regions
-    then go through the post-processing steps appended at construction:
-    ``ROIFilter(size >= min_cut_size)``, :class:`CA1PCNucleus`
-    ``(channel, x_diameter, y_diameter)``, ``ROIFilter(size >= min_roi_size)``
-    and :class:`~sima_fast.segment.CircularityFilter`
-    ``(circularity_threhold)``. Every cut region of the plane is returned
-    before them, so this strategy is slower than
-    :class:`PlaneNormalizedCuts` on large frames.
-
-    Examples
-    --------
-    >>> strategy = PlaneCA1PC(x_diameter=8, y_diameter=8)
-    >>> [type(step).__name__ for step in strategy.post_processing_steps]
-    ['ROIFilter', 'CA1PCNucleus', 'ROIFilter', 'CircularityFilter']
-    """
-
-    prune_background = False
-
-    def __init__(
-        self,
-        channel: int | str = 0,
-        num_pcs: int = 75,
-        max_dist: tuple[int, int] | None = None,
-        spatial_decay: tuple[float, float] | None = None,
-        cut_max_pen: float = 0.01,
-        cut_min_size: int = 40,
-        cut_max_size: int = 200,
-        x_diameter: float = 10,
-        y_diameter: float = 10,
-        circularity_threhold: float = 0.5,
-        min_roi_size: int = 20,
-        min_cut_size: int = 30,
-        verbose: bool = False,
-        *,
-        circularity_threshold: float | None = None,
-    ) -> None:
-        super().__init__(
-            channel=channel,
-            num_pcs=num_pcs,
-            max_dist=max_dist,
-            spatial_decay=spatial_decay,
-            cut_max_pen=cut_max_pen,
-            cut_min_size=cut_min_size,
-            cut_max_size=cut_max_size,
-            verbose=verbose,
-        )
-        self.x_diameter = check_real("x_diameter", x_diameter, low=0.0)
-        self.y_diameter = check_real("y_diameter", y_diameter, low=0.0)
-        if not self.x_diameter or not self.y_diameter:
-            raise ValueError("x_diameter and y_diameter must be positive")
-        self.min_roi_size = check_int("min_roi_size", min_roi_size, low=0, integral_float=True)
-        self.min_cut_size = check_int("min_cut_size", min_cut_size, low=0, integral_float=True)
-        circularity = CircularityFilter(
-            circularity_threhold, circularity_threshold=circularity_threshold
-        )
-        self.circularity_threshold = circularity.circularity_threshold
-        self.append(ROIFilter(_AtLeast(self.min_cut_size)))
-        self.append(CA1PCNucleus(self.channel, self.x_diameter, self.y_diameter))
-        self.append(ROIFilter(_AtLeast(self.min_roi_size)))
-        self.append(circularity)
-
-    @property
-    def circularity_threhold(self) -> float:
-        """The circularity threshold (SIMA's spelling of :attr:`circularity_threshold`)."""
-        return self.circularity_threshold  # type: ignore[return-value]
-
-    def _log_factor(
-        self, dataset: ImagingDataset, plane: int, channel: int, offsets: np.ndarray
-    ) -> np.ndarray:
-        from sima_fast.kernels.segment import path_maxima
-
-        log_factor = super()._log_factor(dataset, plane, channel, offsets)
-        image = ca1pc_processed_image(
-            dataset.time_averages[plane, :, :, channel],
-            self.x_diameter,  # type: ignore[arg-type]
-            self.y_diameter,  # type: ignore[arg-type]
-        )
-        std = float(image.std())
-        z = np.clip((image - image.mean()) / std, -2.0, 2.0) if std > 0 else np.zeros(image.shape)
-        brightness = (z + 2.0) / 4.0
-        ptr, steps = _path_steps(offsets)
-        path = np.empty(log_factor.shape)
-        path_maxima(np.ascontiguousarray(brightness), offsets, ptr, steps, path)
-        return log_factor - CA1_PATH_GAIN * path
-
-    def _segment_plane(self, dataset: ImagingDataset, plane: int, channel: int) -> list:
-        rows, cols = (int(s) for s in dataset.frame_shape[1:3])
-        out = []
-        for region in self._regions(dataset, plane, channel):
-            mask = np.zeros(rows * cols, dtype=bool)
-            mask[region] = True
-            out.append(mask.reshape(rows, cols))
-        return out
-
-
-class _AtLeast:
-    """Picklable ROI predicate ``roi.size >= size``."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def __call__(self, roi: ROI) -> bool:
-        return roi.size >= self.size
-
-    def __repr__(self) -> str:
-        return f"size >= {self.size}"
+#: The old private name (kept for callers of earlier versions).
+_path_steps = path_steps

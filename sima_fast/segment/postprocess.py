@@ -269,10 +269,11 @@ class CircularityFilter(PostProcessingStep):
 # --------------------------------------------------------------------------
 
 
-def _components(binary: np.ndarray, min_size: int) -> list[np.ndarray]:
+def _components(binary: np.ndarray, min_size: int, diagonal: bool = False) -> list[np.ndarray]:
     """Return the flat indices of each large 4-connected component of a 2-D boolean image.
 
-    A component is kept when it has at least ``min_size`` pixels.
+    A component is kept when it has at least ``min_size`` pixels; with
+    ``diagonal``, pixels that touch at a corner are connected too.
     Components come in the raster order of their first pixel.
 
     Returns
@@ -280,7 +281,7 @@ def _components(binary: np.ndarray, min_size: int) -> list[np.ndarray]:
     list of numpy.ndarray
         Increasing flat pixel indices ``y * X + x``, one array per component.
     """
-    labels, n = scipy.ndimage.label(binary)
+    labels, n = scipy.ndimage.label(binary, np.ones((3, 3)) if diagonal else None)
     if n == 0:
         return []
     flat = labels.ravel()
@@ -296,7 +297,17 @@ class SparseROIsFromMasks(PostProcessingStep):
     """Turn weighted, possibly signed masks (e.g. ICA maps) into sparse boolean ROIs.
 
     Each input ROI is processed on its own, as a dense ``(Z, Y, X)`` float
-    array of its mask values (NaN and infinite values count as 0):
+    array of its mask values (NaN and infinite values count as 0).
+
+    An ROI that is **already sparse** (its non-zero values are one positive
+    number, as for boolean masks and polygon ROIs, e.g. the output of this
+    step or of a strategy that post-processes its own maps) is only split
+    into its connected components of at least ``min_size`` pixels per
+    plane (8-connected: the raster of a smoothed outline may touch itself only
+    at a corner): it is neither smoothed nor thresholded again, so appending this
+    step to a strategy that already ran it changes nothing. (SIMA's step
+    gives the same result on such masks: their pixels all pass its
+    weight threshold.) Any other ROI goes through:
 
     1. **Smoothing.** Each plane is filtered with
        ``scipy.ndimage.gaussian_filter(plane, sigma=smooth_size)`` (default
@@ -388,6 +399,9 @@ class SparseROIsFromMasks(PostProcessingStep):
         planes = roi_planes(roi, im_shape)
         values = np.stack([p.toarray() for p in planes]).astype(np.float64)
         values[~np.isfinite(values)] = 0.0
+        nonzero = values[values != 0.0]
+        if nonzero.size == 0 or (nonzero[0] > 0.0 and np.all(nonzero == nonzero[0])):
+            return self._components_only(roi, values > 0.0, im_shape)
         if self.smooth_size:
             for z in range(values.shape[0]):
                 values[z] = scipy.ndimage.gaussian_filter(values[z], sigma=self.smooth_size)
@@ -403,6 +417,20 @@ class SparseROIsFromMasks(PostProcessingStep):
             for z in range(keep.shape[0]):
                 for comp in _components(keep[z], self.min_size):
                     found.append(comp + z * rows * cols)
+        return self._derived(roi, found, im_shape)
+
+    def _components_only(self, roi: ROI, keep: np.ndarray, im_shape: Shape3) -> list[ROI]:
+        """Split an already sparse ROI's support into components (no smoothing, no threshold)."""
+        _, rows, cols = im_shape
+        found = [
+            comp + z * rows * cols
+            for z in range(keep.shape[0])
+            for comp in _components(keep[z], self.min_size, diagonal=True)
+        ]
+        return self._derived(roi, found, im_shape)
+
+    @staticmethod
+    def _derived(roi: ROI, found: list[np.ndarray], im_shape: Shape3) -> list[ROI]:
         keep_id = len(found) == 1
         return [
             derived_roi(

@@ -66,6 +66,8 @@ __all__ = ["STICA", "PlanePCA", "plane_pca"]
 
 #: Bytes of one float32 working chunk of a plane (frames × pixels).
 CHUNK_BYTES = 128 * 2**20
+#: Planes to segment are read into memory at once when they take at most this many bytes.
+IN_MEMORY_BYTES = 256 * 2**20
 #: Extra random directions of the sketch beyond the requested components.
 OVERSAMPLING = 15
 #: Power (subspace) iterations of the randomised PCA.
@@ -113,6 +115,49 @@ def plane_masks_to_rois(masks: list[np.ndarray], plane: int, im_shape: tuple[int
     return out
 
 
+def planes_in_memory(dataset: ImagingDataset, planes: np.ndarray) -> ImagingDataset | None:
+    """Read some planes of a dataset into memory at once, if they fit in ``IN_MEMORY_BYTES``.
+
+    The strategies read each plane's frames several times (a PCA makes three
+    passes); reading the planes once, all together, saves the repeated reads
+    and decoding (and, for motion-corrected views, the repeated placing of
+    displaced rows).
+
+    Parameters
+    ----------
+    dataset : ImagingDataset
+        The dataset.
+    planes : numpy.ndarray of int
+        The planes wanted, in the order wanted.
+
+    Returns
+    -------
+    ImagingDataset or None
+        A dataset of in-memory sequences (one per sequence of ``dataset``, in
+        its dtype) holding the planes in the order given, with the same
+        channel names; None when they would take more than
+        ``IN_MEMORY_BYTES``.
+    """
+    from sima_fast.imaging import ImagingDataset
+    from sima_fast.sequence import Sequence
+
+    _, rows, cols, n_channels = (int(v) for v in dataset.frame_shape)
+    planes = np.asarray(planes, dtype=np.int64)
+    itemsize = max(np.dtype(seq.dtype).itemsize for seq in dataset.sequences)
+    size = int(dataset.num_frames) * planes.size * rows * cols * n_channels * itemsize
+    if size > IN_MEMORY_BYTES:
+        return None
+    contiguous = planes.size == 1 or bool(np.all(np.diff(planes) == 1))
+    select = slice(int(planes[0]), int(planes[-1]) + 1) if contiguous else planes
+    sequences = []
+    for seq in dataset.sequences:
+        data = np.empty((len(seq), planes.size, rows, cols, n_channels), dtype=seq.dtype)
+        for start, block in seq.iter_chunks(prefetch=True):
+            data[start : start + block.shape[0]] = block[:, select]
+        sequences.append(Sequence.create("ndarray", data))
+    return ImagingDataset(sequences, None, channel_names=list(dataset.channel_names))
+
+
 class PlaneByPlaneStrategy(SegmentationStrategy):
     """Base of the strategies that segment each plane of a volume on its own.
 
@@ -132,10 +177,14 @@ class PlaneByPlaneStrategy(SegmentationStrategy):
         im_shape = dataset_im_shape(dataset)
         assert im_shape is not None
         channel = resolve_channel(self.channel, dataset.channel_names)
+        source = planes_in_memory(dataset, planes)
         out = ROIList()
-        for p in planes:
+        for k, p in enumerate(planes):
             self._say(f"segmenting plane {int(p)}")
-            masks = self._segment_plane(dataset, int(p), channel)
+            if source is None:
+                masks = self._segment_plane(dataset, int(p), channel)
+            else:
+                masks = self._segment_plane(source, k, channel)
             out.extend(plane_masks_to_rois(masks, int(p), im_shape))
         return out
 
@@ -156,6 +205,27 @@ class PlaneByPlaneStrategy(SegmentationStrategy):
     def _say(self, message: str) -> None:
         if self.verbose:
             print(f"{type(self).__name__}: {message}", file=sys.stderr)
+
+
+def no_signal_note(plane: int, dataset: ImagingDataset) -> str:
+    """Reason given when a plane's movie has no principal component above the noise level.
+
+    Parameters
+    ----------
+    plane : int
+        The plane.
+    dataset : ImagingDataset
+        The dataset (its number of frames is quoted).
+
+    Returns
+    -------
+    str
+    """
+    return (
+        f"plane {plane}: no principal component of the movie rose above the noise level "
+        f"(the noise edge of {int(dataset.num_frames)} frames), so no pixel's activity can be "
+        "told from noise: the recording is too short or its activity too weak"
+    )
 
 
 # --------------------------------------------------------------------------
@@ -561,6 +631,7 @@ class STICA(PlaneByPlaneStrategy):
         k = min(self.components, pca.num_signal)
         self._say(f"{pca.num_signal} signal component(s) above the noise edge; using {k}")
         if k == 0:
+            self._note_empty(no_signal_note(plane, dataset))
             return []
         usable = np.flatnonzero(pca.usable)
         spatial = _standardise(pca.spatial[usable, :k])
@@ -601,4 +672,9 @@ class STICA(PlaneByPlaneStrategy):
             image[usable] = np.maximum(values, 0.0) / peak
             found.append(image.reshape(rows, cols))
         self._say(f"{len(found)} of {k} independent component(s) kept")
+        if not found:
+            self._note_empty(
+                f"plane {plane}: none of the {k} independent component maps has a pixel "
+                f"{SIGNIFICANCE:g} robust deviations above its median (no spot-like cell)"
+            )
         return found
