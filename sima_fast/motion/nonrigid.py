@@ -170,6 +170,48 @@ def _neighbour_mean(win: np.ndarray) -> np.ndarray:
     return total / norm[None, :, :, None, None].astype(win.dtype)
 
 
+def _finite_mean(images: np.ndarray) -> np.ndarray:
+    """Mean over the first axis, NaN ignored; pixels never finite get the image's mean."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = np.nanmean(images, axis=0)
+    finite = np.isfinite(m)
+    return np.where(finite, m, m[finite].mean() if finite.any() else 0.0)
+
+
+def _most_alike(frames: np.ndarray) -> tuple[int, np.ndarray]:
+    """Find the frame whose nearest neighbours are most alike, and those neighbours.
+
+    Frames ``(n, Y, X)`` are compared by the Pearson correlation of their
+    finite pixels (NaN read as the frame's mean); each frame's score is the
+    mean correlation with its ``k = clip(n // 5, 1, 10)`` best matches
+    (itself included).
+
+    Returns
+    -------
+    centre : int
+        Index of the chosen frame.
+    neighbours : numpy.ndarray of int
+        Indices of its ``k`` best matches, ``centre`` first.
+    """
+    n = frames.shape[0]
+    flat = frames.reshape(n, -1).astype(np.float32)
+    finite = np.isfinite(flat)
+    counts = np.maximum(finite.sum(axis=1, keepdims=True), 1)
+    means = np.where(finite, flat, 0.0).sum(axis=1, keepdims=True) / counts
+    flat = np.where(finite, flat - means, 0.0)
+    norm = np.sqrt((flat * flat).sum(axis=1))
+    norm[norm == 0] = 1.0
+    flat /= norm[:, None]
+    cc = flat @ flat.T
+    k = max(1, min(10, n // 5))
+    top = np.argsort(-cc, axis=1, kind="stable")[:, :k]
+    score = np.take_along_axis(cc, top, axis=1).mean(axis=1)
+    centre = int(np.argmax(score))
+    rest = [int(i) for i in top[centre] if i != centre]
+    return centre, np.array([centre, *rest[: k - 1]], dtype=np.int64)
+
+
 class _PlaneRegistrar:
     """Rigid and block-wise registration of frames of one plane against its reference."""
 
@@ -486,34 +528,53 @@ class NonRigid2D(MotionEstimationStrategy):
         return np.concatenate(parts).astype(np.float32, copy=False)
 
     def _build_reference(self, frames: np.ndarray) -> np.ndarray:
-        """Build one plane's reference from frames ``(n, Y, X)``: iterated registered means."""
+        """Build one plane's reference from frames ``(n, Y, X)``: iterated registered means.
+
+        The first reference is the frame whose nearest neighbours (by
+        correlation) are most alike, averaged with those neighbours once they
+        are registered to it: the plain mean of frames that move by more than
+        a cell's size is a blur whose whitened spectrum is mostly the frames'
+        own noise, so every frame would register to it at zero. Each later
+        pass registers all frames, moves them by their shifts less the
+        median shift (the last rigid pass and the block-wise pass: less the
+        middle of the shifts' range, so that ``max_displacement``, which
+        counts from the reference, reaches the frames at both ends) and
+        averages them.
+
+        Returns
+        -------
+        numpy.ndarray, float32 or float64 (Y, X)
+            Finite everywhere.
+        """
         from sima_fast.kernels.warp import warp_field
 
-        def mean(images: np.ndarray) -> np.ndarray:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                m = np.nanmean(images, axis=0)
-            finite = np.isfinite(m)
-            return np.where(finite, m, m[finite].mean() if finite.any() else 0.0)
-
-        ref = mean(frames)
         zero = np.zeros(1)
         stack = frames[:, None, :, :, None]
-        for _ in range(3):
+
+        def moved_mean(index: np.ndarray, shifts: np.ndarray, cy: Any, cx: Any) -> np.ndarray:
+            part = np.ascontiguousarray(stack[index])
+            moved = warp_field(part, shifts[:, None], cy, cx, np.empty(part.shape, np.float32))
+            return _finite_mean(moved[:, 0, :, :, 0])
+
+        everyone = np.arange(len(frames))
+        centre, neighbours = _most_alike(frames)
+        shifts = self._registrar(_finite_mean(frames[[centre]])).rigid(
+            frames[neighbours], subpixel=True
+        )
+        ref = moved_mean(neighbours, shifts[:, None, None, :], zero, zero)
+        for last in (False, False, True):
             shifts = self._registrar(ref).rigid(frames, subpixel=True)
-            moved = warp_field(
-                stack,
-                shifts[:, None, None, None, :],
-                zero,
-                zero,
-                np.empty(stack.shape, np.float32),
-            )
-            ref = mean(moved[:, 0, :, :, 0])
+            if last:  # the middle of the frames' positions: max_displacement reaches both ends
+                shifts -= (shifts.min(axis=0) + shifts.max(axis=0)) / 2.0
+            else:  # robust while the reference may still mislead some frames
+                shifts -= np.median(shifts, axis=0)
+            ref = moved_mean(everyone, shifts[:, None, None, :], zero, zero)
         registrar = self._registrar(ref)
         blocks = registrar.register(frames)
+        means = blocks.reshape(len(frames), -1, 2).mean(axis=1)
+        blocks -= (means.min(axis=0) + means.max(axis=0)) / 2.0
         cy, cx = self._centres(registrar)
-        moved = warp_field(stack, blocks[:, None], cy, cx, np.empty(stack.shape, np.float32))
-        return mean(moved[:, 0, :, :, 0])
+        return moved_mean(everyone, blocks, cy, cx)
 
     def _centres(self, registrar: _PlaneRegistrar) -> tuple[np.ndarray, np.ndarray]:
         Y, X = registrar.shape
