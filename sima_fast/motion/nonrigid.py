@@ -573,44 +573,53 @@ class NonRigid2D(MotionEstimationStrategy):
         blocks = registrar.register(frames)
         means = blocks.reshape(len(frames), -1, 2).mean(axis=1)
         blocks -= (means.min(axis=0) + means.max(axis=0)) / 2.0
-        cy, cx = self._centres(registrar)
+        cy, cx = self._centres(registrar.shape)
         return moved_mean(everyone, blocks, cy, cx)
 
-    def _centres(self, registrar: _PlaneRegistrar) -> tuple[np.ndarray, np.ndarray]:
-        Y, X = registrar.shape
+    def _centres(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        Y, X = shape[-2:]
         by, bx = self.block_size
         cy = block_grid(Y, by, self.overlap) + (by - 1) / 2.0
         cx = block_grid(X, bx, self.overlap) + (bx - 1) / 2.0
         return cy.astype(np.float64), cx.astype(np.float64)
 
-    def _estimate(self, dataset: Any) -> list:
-        """Block shifts ``(T, Z, Gy, Gx, 2)`` of every sequence (see :meth:`estimate`)."""
+    def _range_setup(self, dataset: Any) -> np.ndarray:
+        """Check the frames and fix every plane's reference ``(Z, Y, X)`` (given or built)."""
         sequences = list(dataset.sequences)
         frame_shape = sequences[0].shape[1:]
         self._check_frame(frame_shape)
-        Z = frame_shape[0]
         if self.reference is not None:
-            reference = self.reference
-        else:
-            sample = self._sample(sequences)
-            reference = np.stack([self._build_reference(sample[:, z]) for z in range(Z)])
-        registrars = [self._registrar(reference[z]) for z in range(Z)]
-        cy, cx = self._centres(registrars[0])
-        out = []
-        for seq in sequences:
-            shifts = np.empty((len(seq), Z, len(cy), len(cx), 2))
-            for t0, block in iter_estimation_chunks(seq):
-                for z in range(Z):
-                    shifts[t0 : t0 + len(block), z] = registrars[z].register(block[:, z])
-            out.append(shifts)
+            return np.asarray(self.reference, dtype=np.float64)
+        sample = self._sample(sequences)
+        return np.stack([self._build_reference(sample[:, z]) for z in range(frame_shape[0])])
+
+    def _estimate_range(self, setup: Any, sequence: Any, t0: int, t1: int) -> np.ndarray:
+        """Block shifts ``(t1 - t0, Z, Gy, Gx, 2)`` of frames ``t0:t1`` against the references."""
+        registrars = [self._registrar(plane) for plane in setup]
+        gy, gx = registrars[0].grid_shape
+        shifts = np.empty((t1 - t0, len(registrars), gy, gx, 2))
+        for t, block in iter_estimation_chunks(sequence, start=t0, stop=t1):
+            for z, registrar in enumerate(registrars):
+                shifts[t - t0 : t - t0 + len(block), z] = registrar.register(block[:, z])
+        return shifts
+
+    def _finish_ranges(self, dataset: Any, setup: Any, displacements: list) -> list:
+        """Record the grid (moved as :meth:`estimate` will normalise) and the reference."""
+        cy, cx = self._centres(setup.shape)
         # estimate() shifts each component so that its minimum is 0: the block
         # centres move with it into the corrected frame's coordinates
-        flat = np.concatenate([d.reshape(-1, 2) for d in out])
+        flat = np.concatenate([d.reshape(-1, 2) for d in displacements])
         low = flat.min(axis=0) if flat.size else np.zeros(2)
         self.grid = (cy - low[0], cx - low[1])
         self.block_centres = (cy, cx)
-        self.reference_image = reference
-        return out
+        self.reference_image = setup
+        return displacements
+
+    def _estimate(self, dataset: Any) -> list:
+        """Block shifts ``(T, Z, Gy, Gx, 2)`` of every sequence (see :meth:`estimate`)."""
+        setup = self._range_setup(dataset)
+        parts = [self._estimate_range(setup, s, 0, len(s)) for s in dataset.sequences]
+        return self._finish_ranges(dataset, setup, parts)
 
     def corrected_sequence(
         self, sequence: Any, displacements: np.ndarray, frame_shape: tuple[int, ...]
