@@ -67,6 +67,9 @@ WHITEN_EPS = 1e-6
 #: Floats held at once by the block buffers of one batch of frames.
 BATCH_VALUES = 8 * 2**20
 
+#: Pixels (about) of the binned frames compared to seed the reference.
+SIMILARITY_PIXELS = 16384
+
 
 def block_grid(length: int, block: int, overlap: float) -> np.ndarray:
     """Return the first pixel of each block along one axis of a frame.
@@ -182,8 +185,9 @@ def _finite_mean(images: np.ndarray) -> np.ndarray:
 def _most_alike(frames: np.ndarray) -> tuple[int, np.ndarray]:
     """Find the frame whose nearest neighbours are most alike, and those neighbours.
 
-    Frames ``(n, Y, X)`` are compared by the Pearson correlation of their
-    finite pixels (NaN read as the frame's mean); each frame's score is the
+    Frames ``(n, Y, X)``, binned to about :data:`SIMILARITY_PIXELS` pixels,
+    are compared by the Pearson correlation of their finite pixels (NaN
+    read as the frame's mean, a bin with a NaN is NaN); each frame's score is the
     mean correlation with its ``k = clip(n // 5, 1, 10)`` best matches
     (itself included).
 
@@ -194,8 +198,13 @@ def _most_alike(frames: np.ndarray) -> tuple[int, np.ndarray]:
     neighbours : numpy.ndarray of int
         Indices of its ``k`` best matches, ``centre`` first.
     """
-    n = frames.shape[0]
-    flat = frames.reshape(n, -1).astype(np.float32)
+    n, Y, X = frames.shape
+    # compared on frames binned to at most about SIMILARITY_PIXELS pixels: cheap, and the
+    # neighbours are registered to the chosen frame before they are averaged anyway
+    f = max(1, math.isqrt(Y * X // SIMILARITY_PIXELS))
+    binned = frames[:, : Y - Y % f, : X - X % f].astype(np.float32)
+    binned = binned.reshape(n, Y // f, f, X // f, f).mean(axis=(2, 4))
+    flat = binned.reshape(n, -1)
     finite = np.isfinite(flat)
     counts = np.maximum(finite.sum(axis=1, keepdims=True), 1)
     means = np.where(finite, flat, 0.0).sum(axis=1, keepdims=True) / counts
@@ -203,7 +212,9 @@ def _most_alike(frames: np.ndarray) -> tuple[int, np.ndarray]:
     norm = np.sqrt((flat * flat).sum(axis=1))
     norm[norm == 0] = 1.0
     flat /= norm[:, None]
-    cc = flat @ flat.T
+    # einsum's own loops, not BLAS: a BLAS product of these sizes can stall for seconds
+    # when its threads compete with other processes for the cores
+    cc = np.einsum("ik,jk->ij", flat, flat)
     k = max(1, min(10, n // 5))
     top = np.argsort(-cc, axis=1, kind="stable")[:, :k]
     score = np.take_along_axis(cc, top, axis=1).mean(axis=1)
