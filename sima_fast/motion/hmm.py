@@ -1240,6 +1240,7 @@ class HiddenMarkov2D(MotionEstimationStrategy):
         self._restarts = restarts
         self._verbose = check_bool("verbose", verbose)
         self._reference = check_reference(reference)
+        self._on_cluster = False  # set by estimate(client=...) while it runs
 
     def __repr__(self) -> str:
         """Return the constructor call that makes this strategy."""
@@ -1308,7 +1309,7 @@ class HiddenMarkov2D(MotionEstimationStrategy):
 
     def _range_setup(self, dataset: Any) -> Any:
         """Fit the model on a sample of frames, for a cluster run (None without a client)."""
-        if not getattr(self, "_on_cluster", False):
+        if not self._on_cluster:
             return None
         sequences = list(dataset.sequences)
         Z, Y, X = (int(v) for v in sequences[0].shape[1:4])
