@@ -13,8 +13,12 @@ a per-pixel displacement field that is applied with interpolation.
 
 1. **reference**: unless one is given, a reference image per plane is built
    from the data (about ``reference_frames`` frames spread over all
-   sequences): their mean, refined by registering the frames to it and
-   averaging them again, three times rigidly and once block-wise;
+   sequences): the frame whose nearest neighbours are most alike averaged
+   with those neighbours, refined by registering all the frames to it and
+   averaging them again, three times rigidly and once block-wise, centred
+   on the frames' positions (see :meth:`NonRigid2D._build_reference`);
+   the time ranges of a cluster run (``estimate(client=...)``) are then
+   registered against these fixed references;
 2. **rigid pre-alignment**: each frame is registered as a whole against
    the reference (phase correlation of the tapered frame, whitened
    cross-power spectrum smoothed by a Gaussian), so the blocks need only
