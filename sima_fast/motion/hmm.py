@@ -741,6 +741,64 @@ def estimate_rowwise(
         shape, a granularity that does not divide the frame, a negative
         ``max_displacement`` or one larger than the frame.
     """
+    fit = _fit(
+        frames,
+        rigid,
+        granularity=granularity,
+        num_states_retained=num_states_retained,
+        max_displacement=max_displacement,
+        restarts=restarts,
+        reference=reference,
+        n_iterations=n_iterations,
+        n_threads=n_threads,
+        verbose=verbose,
+    )
+    out = [_absolute(iy, ix, fit.model) for iy, ix in fit.row_states]
+    low = np.min([d.reshape(-1, 2).min(axis=0) for d in out], axis=0)
+    return [(d - low.astype(np.int32)).astype(np.int32) for d in out]
+
+
+def _absolute(iy: np.ndarray, ix: np.ndarray, model: _Model) -> np.ndarray:
+    """Grid indices of the rows' states -> int32 ``(T, Z, Y, 2)`` displacements."""
+    return np.stack([iy + model.lo[0], ix + model.lo[1]], axis=-1).astype(np.int32)
+
+
+class _Fit:
+    """The outcome of the decoding passes: the model, the rows' states and how to decode."""
+
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
+
+
+def _fit(
+    frames: list,
+    rigid: list,
+    *,
+    granularity: Any,
+    num_states_retained: int,
+    max_displacement: Any,
+    restarts: int | None,
+    reference: Any,
+    n_iterations: int,
+    n_threads: int,
+    verbose: bool,
+    extra_margin: float = 0.0,
+    final_update: bool = False,
+) -> _Fit:
+    """Run the passes of :func:`estimate_rowwise` (same arguments) and return their state.
+
+    ``extra_margin`` widens the state grid beyond the rigid estimates' range
+    by that fraction of the range (at least 2 px when positive), for frames
+    that were not among ``frames``; ``final_update`` rebuilds the reference,
+    the noise model and the transitions once more from the last pass, so
+    that the model can decode other frames of the same movie.
+
+    Returns
+    -------
+    _Fit
+        ``model``, ``row_states`` (per source, grid indices ``(iy, ix)``),
+        ``unit_rows``, ``restart_rows``, ``k``, ``chunk_frames``.
+    """
     name, per = parse_granularity(granularity)
     k = check_int("num_states_retained", num_states_retained, low=1, high=32767)
     n_iterations = check_int("n_iterations", n_iterations, low=1)
@@ -795,6 +853,8 @@ def estimate_rowwise(
     allr = np.concatenate([r.reshape(-1, 2) for r in rig], axis=0)
     rmin, rmax = allr.min(axis=0), allr.max(axis=0)
     margin = np.maximum(2, np.ceil(3.0 * np.sqrt(np.diag(frame_cov)))).astype(np.int64)
+    if extra_margin > 0:
+        margin = margin + np.maximum(2, np.ceil(extra_margin * (rmax - rmin))).astype(np.int64)
     lo, hi = rmin - margin, rmax + margin
     if limit is not None:
         for a in range(2):
@@ -866,11 +926,22 @@ def estimate_rowwise(
             model.prior_cov = model.boundary_cov + np.eye(2)
             if name == "row" and fixed is None:
                 row_states = _unwarp(row_states, model)
-    out = []
-    for iy, ix in row_states:
-        out.append(np.stack([iy + lo[0], ix + lo[1]], axis=-1).astype(np.int32))
-    low = np.min([d.reshape(-1, 2).min(axis=0) for d in out], axis=0)
-    return [(d - low.astype(np.int32)).astype(np.int32) for d in out]
+    if final_update:
+        if name == "row":
+            _reestimate_transitions(model, unit_states, schedule[-1])
+            if fixed is None:
+                row_states = _unwarp(row_states, model)
+        model.prior_cov = model.boundary_cov + np.eye(2)
+        _accumulate(model, sources, row_states, chunk_frames, fixed)
+    return _Fit(
+        model=model,
+        row_states=row_states,
+        unit_rows=unit_rows,
+        restart_rows=restart_rows,
+        k=k,
+        chunk_frames=chunk_frames,
+        limit=limit,
+    )
 
 
 def _max_displacement(value: Any, extent: tuple[int, int]) -> np.ndarray | None:
@@ -900,10 +971,72 @@ def _max_displacement(value: Any, extent: tuple[int, int]) -> np.ndarray | None:
 #: Frames of the first sequence averaged into the first rigid reference.
 _RIGID_REFERENCE_FRAMES = 100
 
+#: Frames the model of a cluster run (``estimate(client=...)``) is fitted on, at most.
+RANGE_MODEL_FRAMES = 400
+#: Stretches of consecutive frames, spread over the data, that make up that sample.
+RANGE_MODEL_STRETCHES = 8
+#: Widening of the state grid beyond the sample's range, for a cluster run (fraction).
+RANGE_GRID_MARGIN = 0.25
+
 
 def _plane_sum(block: np.ndarray) -> np.ndarray:
     """``(n, Z, Y, X)`` -> ``(n, Y, X)``: the planes of each frame summed (NaN if any is)."""
     return block.sum(axis=1, dtype=np.float64)
+
+
+def _rigid_reference(
+    sources: list[Source],
+    limit: np.ndarray | None,
+    reference: np.ndarray | None,
+    chunk_frames: int,
+    workers: int = 1,
+) -> np.ndarray:
+    """Return the rigid pass's image: ``reference`` summed over planes, or built from the data.
+
+    Built: the mean of the first frames of the first sequence, aligned to
+    their own mean twice, seeded with the frame most like that mean.
+
+    Returns
+    -------
+    numpy.ndarray, shape (Y, X)
+    """
+    from sima_fast.registration import shift_image
+
+    if reference is not None:
+        return reference.sum(axis=0)
+    first = []
+    for _, block in _blocks(sources[0], chunk_frames):
+        first.append(_plane_sum(block))
+        if sum(b.shape[0] for b in first) >= _RIGID_REFERENCE_FRAMES:
+            break
+    stack = np.concatenate(first)[:_RIGID_REFERENCE_FRAMES]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # pixels no frame covers
+        mean = np.nanmean(stack, axis=0)
+    # seed with the frame most like the mean (the mean itself blurs, and
+    # is ambiguous when the field alternates between two positions)
+    flat = np.nan_to_num(stack - np.nanmean(stack, axis=(1, 2), keepdims=True))
+    fixed = stack[int(np.argmax(flat.reshape(len(stack), -1) @ np.nan_to_num(mean).ravel()))]
+    for _ in range(2):
+        matcher = _RigidMatcher(fixed, limit, workers)
+        if matcher.flat:
+            break
+        moved = [shift_image(f, tuple(d)) for f, d in zip(stack, matcher.shifts(stack))]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # pixels no frame covers
+            fixed = np.nanmean(moved, axis=0)
+    return fixed
+
+
+def _rigid_shifts(
+    matcher: _RigidMatcher, source: Source, T: int, Z: int, chunk_frames: int
+) -> np.ndarray:
+    """``(T, Z, 2)`` int64 whole-pixel shifts of one source's frames (planes summed)."""
+    shifts = np.zeros((T, 2), dtype=np.int64)
+    if not matcher.flat:
+        for t0, block in _blocks(source, chunk_frames):
+            shifts[t0 : t0 + block.shape[0]] = matcher.shifts(_plane_sum(block))
+    return np.repeat(shifts[:, None, :], Z, axis=1)
 
 
 def _rigid_pass(
@@ -917,50 +1050,19 @@ def _rigid_pass(
 ) -> list[np.ndarray]:
     """Whole-pixel shift of every frame (planes summed) against one reference image.
 
-    The reference is ``reference`` summed over planes, or else the mean of the
-    first frames of the first sequence, aligned to their own mean twice.
+    The reference is :func:`_rigid_reference`'s.
 
     Returns
     -------
     list of numpy.ndarray of int64, shape (T, Z, 2)
         Per sequence, ``d`` with ``fixed(p + d) ≈ frame(p)``.
     """
-    from sima_fast.registration import shift_image
-
-    Z = frame_shape[0]
-    if reference is not None:
-        fixed = reference.sum(axis=0)
-    else:
-        first = []
-        for _, block in _blocks(sources[0], chunk_frames):
-            first.append(_plane_sum(block))
-            if sum(b.shape[0] for b in first) >= _RIGID_REFERENCE_FRAMES:
-                break
-        stack = np.concatenate(first)[:_RIGID_REFERENCE_FRAMES]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # pixels no frame covers
-            mean = np.nanmean(stack, axis=0)
-        # seed with the frame most like the mean (the mean itself blurs, and
-        # is ambiguous when the field alternates between two positions)
-        flat = np.nan_to_num(stack - np.nanmean(stack, axis=(1, 2), keepdims=True))
-        fixed = stack[int(np.argmax(flat.reshape(len(stack), -1) @ np.nan_to_num(mean).ravel()))]
-        for _ in range(2):
-            matcher = _RigidMatcher(fixed, limit, workers)
-            if matcher.flat:
-                break
-            moved = [shift_image(f, tuple(d)) for f, d in zip(stack, matcher.shifts(stack))]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # pixels no frame covers
-                fixed = np.nanmean(moved, axis=0)
+    fixed = _rigid_reference(sources, limit, reference, chunk_frames, workers)
     matcher = _RigidMatcher(fixed, limit, workers)
-    out = []
-    for source, T in zip(sources, T_list):
-        shifts = np.zeros((T, 2), dtype=np.int64)
-        if not matcher.flat:
-            for t0, block in _blocks(source, chunk_frames):
-                shifts[t0 : t0 + block.shape[0]] = matcher.shifts(_plane_sum(block))
-        out.append(np.repeat(shifts[:, None, :], Z, axis=1))
-    return out
+    return [
+        _rigid_shifts(matcher, source, T, frame_shape[0], chunk_frames)
+        for source, T in zip(sources, T_list)
+    ]
 
 
 class _RigidMatcher:
@@ -1015,6 +1117,51 @@ def _centred(frames: np.ndarray) -> np.ndarray:
     a -= mean[:, None, None].astype(np.float32)
     a[~ok] = 0.0
     return a
+
+
+def _sample_stretches(
+    sequences: list, total: int, stretches: int, multiple: int
+) -> tuple[list[Source], list[int]]:
+    """Pick at most ``total`` frames: every sequence whole, or stretches spread over them.
+
+    When all sequences hold at most ``total`` frames they are used whole;
+    otherwise ``stretches`` runs of consecutive frames (a multiple of
+    ``multiple`` long) start at evenly spaced frames of the concatenated
+    sequences, moved back where a run would pass its sequence's end.
+
+    Returns
+    -------
+    sources : list of callable
+        ``source(chunk_frames)`` yielding ``(t0, block)``, ``t0`` from 0.
+    lengths : list of int
+        Frames of each source.
+    """
+
+    def source(seq: Any, start: int, stop: int) -> Source:
+        def chunks(chunk_frames: int) -> Iterator[tuple[int, np.ndarray]]:
+            for t, block in iter_estimation_chunks(seq, chunk_frames, start=start, stop=stop):
+                yield t - start, block
+
+        return chunks
+
+    lengths = [len(s) for s in sequences]
+    if sum(lengths) <= total:
+        kept = [(s, n) for s, n in zip(sequences, lengths) if n > 0]
+        return [source(s, 0, n) for s, n in kept], [n for _, n in kept]
+    run = max(multiple, (total // stretches) // multiple * multiple)
+    firsts = np.cumsum([0, *lengths])
+    out, sizes, seen = [], [], set()
+    for g in np.linspace(0, firsts[-1] - 1, stretches).round().astype(np.int64):
+        i = int(np.searchsorted(firsts, g, side="right") - 1)
+        t = int(g - firsts[i])
+        start = min(t, max(0, lengths[i] - run))  # a whole stretch when the sequence allows
+        start -= start % multiple  # whole units of `multiple` frames from the sequence's start
+        stop = min(lengths[i], start + run)
+        if (i, start) not in seen:
+            seen.add((i, start))
+            out.append(source(sequences[i], start, stop))
+            sizes.append(stop - start)
+    return out, sizes
 
 
 class HiddenMarkov2D(MotionEstimationStrategy):
@@ -1093,6 +1240,7 @@ class HiddenMarkov2D(MotionEstimationStrategy):
         self._restarts = restarts
         self._verbose = check_bool("verbose", verbose)
         self._reference = check_reference(reference)
+        self._on_cluster = False  # set by estimate(client=...) while it runs
 
     def __repr__(self) -> str:
         """Return the constructor call that makes this strategy."""
@@ -1104,15 +1252,132 @@ class HiddenMarkov2D(MotionEstimationStrategy):
             f"restarts={self._restarts}, verbose={self._verbose})"
         )
 
+    def estimate(
+        self, dataset: Any, *, client: Any = None, progress: bool = False
+    ) -> list[np.ndarray]:
+        """Estimate the row displacements of every frame of a dataset.
+
+        Without ``client`` every pass decodes all frames, each sequence as one
+        hidden chain. With ``client`` the model (reference image, gain and
+        offset, transitions, state grid) is fitted first, here, on a sample of
+        at most :data:`RANGE_MODEL_FRAMES` frames (all of them when there are
+        no more; otherwise :data:`RANGE_MODEL_STRETCHES` stretches of
+        consecutive frames spread over the data), and then every time range
+        is decoded by one Dask task against that fixed model: its chain
+        starts afresh at the range's first frame (a prior around the frame's
+        rigid estimate), so Viterbi paths do not cross range boundaries, the
+        reference is the sample's, and the state grid is the sample's range
+        widened by :data:`RANGE_GRID_MARGIN` (frames beyond it are clipped).
+
+        Parameters
+        ----------
+        dataset : ImagingDataset or list of Sequence
+            The data (every channel summed).
+        client : dask.distributed.Client, optional
+            Decode on this Dask cluster (see above).
+        progress : bool, optional
+            Show a progress bar (default False).
+
+        Returns
+        -------
+        list of numpy.ndarray of int32, shape (T, Z, Y, 2)
+            One per sequence, each component's minimum over all sequences 0.
+
+        Raises
+        ------
+        ArgumentTypeError
+            If ``dataset`` is neither an ImagingDataset nor a list of Sequence.
+        ValueError
+            An empty dataset, sequences of different frame shapes, a
+            ``max_displacement`` or a reference that does not fit the frames.
+        TypeError
+            ``client`` is not a Dask client.
+        """
+        self._on_cluster = client is not None
+        try:
+            return super().estimate(dataset, client=client, progress=progress)
+        finally:
+            self._on_cluster = False
+
+    def _checked_limit(self, frame_shape: tuple[int, int, int]) -> np.ndarray | None:
+        Z, Y, X = frame_shape
+        check_max_displacement_fits(self._max_displacement, (Y, X))
+        check_reference_shape(self._reference, (Z, Y, X))
+        if self._max_displacement is None:
+            return None
+        return np.floor(self._max_displacement).astype(np.int64)
+
+    def _range_setup(self, dataset: Any) -> Any:
+        """Fit the model on a sample of frames, for a cluster run (None without a client)."""
+        if not self._on_cluster:
+            return None
+        sequences = list(dataset.sequences)
+        Z, Y, X = (int(v) for v in sequences[0].shape[1:4])
+        limit = self._checked_limit((Z, Y, X))
+        name, n = self._granularity
+        chunk = _chunk_frames((Z, Y, X), n if name == "frame" else 1)
+        sources, lengths = _sample_stretches(
+            sequences, RANGE_MODEL_FRAMES, RANGE_MODEL_STRETCHES, n if name == "frame" else 1
+        )
+        if self._verbose:
+            print(
+                f"HiddenMarkov2D: fitting the model on {sum(lengths)} frames "
+                f"({len(sources)} stretches)",
+                file=sys.stderr,
+            )
+        fixed = _rigid_reference(sources, limit, self._reference, chunk, self._n_processes)
+        matcher = _RigidMatcher(fixed, limit, self._n_processes)
+        rigid = [_rigid_shifts(matcher, src, T, Z, chunk) for src, T in zip(sources, lengths)]
+        fit = _fit(
+            sources,
+            rigid,
+            granularity=self._granularity,
+            num_states_retained=self._k,
+            max_displacement=limit,
+            restarts=self._restarts,
+            reference=self._reference,
+            n_iterations=4,
+            n_threads=self._n_processes,
+            verbose=self._verbose,
+            extra_margin=RANGE_GRID_MARGIN,
+            final_update=True,
+        )
+        fit.row_states = None  # the sample's own states are not needed by the ranges
+        fit.rigid_image = fixed
+        return fit
+
+    def _estimate_range(self, setup: Any, sequence: Any, t0: int, t1: int) -> np.ndarray:
+        """Decode frames ``t0:t1`` against the fixed model: ``(t1 - t0, Z, Y, 2)`` int32."""
+        Z, Y = setup.model.frame_shape[:2]
+        T = t1 - t0
+        if T == 0:
+            return np.zeros((0, Z, Y, 2), dtype=np.int32)
+
+        def source(chunk_frames: int) -> Iterator[tuple[int, np.ndarray]]:
+            for t, block in iter_estimation_chunks(sequence, chunk_frames, start=t0, stop=t1):
+                yield t - t0, block
+
+        matcher = _RigidMatcher(setup.rigid_image, setup.limit, self._n_processes)
+        rigid = _rigid_shifts(matcher, source, T, Z, setup.chunk_frames)
+        rigid = np.clip(rigid, setup.model.lo, setup.model.hi)
+        states = _decode(
+            setup.model,
+            source,
+            T,
+            rigid,
+            setup.unit_rows,
+            setup.restart_rows,
+            setup.k,
+            setup.chunk_frames,
+        )
+        iy, ix = _row_states(states, setup.model, T, setup.unit_rows)
+        return _absolute(iy, ix, setup.model)
+
     def _estimate(self, dataset: Any) -> list:
         """Estimate every sequence's row displacements, ``(T, Z, Y, 2)`` int32 each."""
         sequences = list(dataset.sequences)
         Z, Y, X = (int(v) for v in sequences[0].shape[1:4])
-        check_max_displacement_fits(self._max_displacement, (Y, X))
-        check_reference_shape(self._reference, (Z, Y, X))
-        limit = None
-        if self._max_displacement is not None:
-            limit = np.floor(self._max_displacement).astype(np.int64)
+        limit = self._checked_limit((Z, Y, X))
         sources: list[Source] = [
             (lambda cf, s=seq: iter_estimation_chunks(s, cf)) for seq in sequences
         ]

@@ -13,8 +13,12 @@ a per-pixel displacement field that is applied with interpolation.
 
 1. **reference**: unless one is given, a reference image per plane is built
    from the data (about ``reference_frames`` frames spread over all
-   sequences): their mean, refined by registering the frames to it and
-   averaging them again, three times rigidly and once block-wise;
+   sequences): the frame whose nearest neighbours are most alike averaged
+   with those neighbours, refined by registering all the frames to it and
+   averaging them again, three times rigidly and once block-wise, centred
+   on the frames' positions (see :meth:`NonRigid2D._build_reference`);
+   the time ranges of a cluster run (``estimate(client=...)``) are then
+   registered against these fixed references;
 2. **rigid pre-alignment**: each frame is registered as a whole against
    the reference (phase correlation of the tapered frame, whitened
    cross-power spectrum smoothed by a Gaussian), so the blocks need only
@@ -66,6 +70,9 @@ WHITEN_EPS = 1e-6
 
 #: Floats held at once by the block buffers of one batch of frames.
 BATCH_VALUES = 8 * 2**20
+
+#: Pixels (about) of the binned frames compared to seed the reference.
+SIMILARITY_PIXELS = 16384
 
 
 def block_grid(length: int, block: int, overlap: float) -> np.ndarray:
@@ -168,6 +175,56 @@ def _neighbour_mean(win: np.ndarray) -> np.ndarray:
             total += padded[:, i : i + gy, j : j + gx]
             norm += count[i : i + gy, j : j + gx]
     return total / norm[None, :, :, None, None].astype(win.dtype)
+
+
+def _finite_mean(images: np.ndarray) -> np.ndarray:
+    """Mean over the first axis, NaN ignored; pixels never finite get the image's mean."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = np.nanmean(images, axis=0)
+    finite = np.isfinite(m)
+    return np.where(finite, m, m[finite].mean() if finite.any() else 0.0)
+
+
+def _most_alike(frames: np.ndarray) -> tuple[int, np.ndarray]:
+    """Find the frame whose nearest neighbours are most alike, and those neighbours.
+
+    Frames ``(n, Y, X)``, binned to about :data:`SIMILARITY_PIXELS` pixels,
+    are compared by the Pearson correlation of their finite pixels (NaN
+    read as the frame's mean, a bin with a NaN is NaN); each frame's score is the
+    mean correlation with its ``k = clip(n // 5, 1, 10)`` best matches
+    (itself included).
+
+    Returns
+    -------
+    centre : int
+        Index of the chosen frame.
+    neighbours : numpy.ndarray of int
+        Indices of its ``k`` best matches, ``centre`` first.
+    """
+    n, Y, X = frames.shape
+    # compared on frames binned to at most about SIMILARITY_PIXELS pixels: cheap, and the
+    # neighbours are registered to the chosen frame before they are averaged anyway
+    f = max(1, math.isqrt(Y * X // SIMILARITY_PIXELS))
+    binned = frames[:, : Y - Y % f, : X - X % f].astype(np.float32)
+    binned = binned.reshape(n, Y // f, f, X // f, f).mean(axis=(2, 4))
+    flat = binned.reshape(n, -1)
+    finite = np.isfinite(flat)
+    counts = np.maximum(finite.sum(axis=1, keepdims=True), 1)
+    means = np.where(finite, flat, 0.0).sum(axis=1, keepdims=True) / counts
+    flat = np.where(finite, flat - means, 0.0)
+    norm = np.sqrt((flat * flat).sum(axis=1))
+    norm[norm == 0] = 1.0
+    flat /= norm[:, None]
+    # einsum's own loops, not BLAS: a BLAS product of these sizes can stall for seconds
+    # when its threads compete with other processes for the cores
+    cc = np.einsum("ik,jk->ij", flat, flat)
+    k = max(1, min(10, n // 5))
+    top = np.argsort(-cc, axis=1, kind="stable")[:, :k]
+    score = np.take_along_axis(cc, top, axis=1).mean(axis=1)
+    centre = int(np.argmax(score))
+    rest = [int(i) for i in top[centre] if i != centre]
+    return centre, np.array([centre, *rest[: k - 1]], dtype=np.int64)
 
 
 class _PlaneRegistrar:
@@ -486,70 +543,98 @@ class NonRigid2D(MotionEstimationStrategy):
         return np.concatenate(parts).astype(np.float32, copy=False)
 
     def _build_reference(self, frames: np.ndarray) -> np.ndarray:
-        """Build one plane's reference from frames ``(n, Y, X)``: iterated registered means."""
+        """Build one plane's reference from frames ``(n, Y, X)``: iterated registered means.
+
+        The first reference is the frame whose nearest neighbours (by
+        correlation) are most alike, averaged with those neighbours once they
+        are registered to it: the plain mean of frames that move by more than
+        a cell's size is a blur whose whitened spectrum is mostly the frames'
+        own noise, so every frame would register to it at zero. Each later
+        pass registers all frames, moves them by their shifts less the
+        median shift (the last rigid pass and the block-wise pass: less the
+        middle of the shifts' range, so that ``max_displacement``, which
+        counts from the reference, reaches the frames at both ends) and
+        averages them.
+
+        Returns
+        -------
+        numpy.ndarray, float32 or float64 (Y, X)
+            Finite everywhere.
+        """
         from sima_fast.kernels.warp import warp_field
 
-        def mean(images: np.ndarray) -> np.ndarray:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                m = np.nanmean(images, axis=0)
-            finite = np.isfinite(m)
-            return np.where(finite, m, m[finite].mean() if finite.any() else 0.0)
-
-        ref = mean(frames)
         zero = np.zeros(1)
         stack = frames[:, None, :, :, None]
-        for _ in range(3):
+
+        def moved_mean(index: np.ndarray, shifts: np.ndarray, cy: Any, cx: Any) -> np.ndarray:
+            part = np.ascontiguousarray(stack[index])
+            moved = warp_field(part, shifts[:, None], cy, cx, np.empty(part.shape, np.float32))
+            return _finite_mean(moved[:, 0, :, :, 0])
+
+        everyone = np.arange(len(frames))
+        centre, neighbours = _most_alike(frames)
+        shifts = self._registrar(_finite_mean(frames[[centre]])).rigid(
+            frames[neighbours], subpixel=True
+        )
+        ref = moved_mean(neighbours, shifts[:, None, None, :], zero, zero)
+        for last in (False, False, True):
             shifts = self._registrar(ref).rigid(frames, subpixel=True)
-            moved = warp_field(
-                stack,
-                shifts[:, None, None, None, :],
-                zero,
-                zero,
-                np.empty(stack.shape, np.float32),
-            )
-            ref = mean(moved[:, 0, :, :, 0])
+            if last:  # the middle of the frames' positions: max_displacement reaches both ends
+                shifts -= (shifts.min(axis=0) + shifts.max(axis=0)) / 2.0
+            else:  # robust while the reference may still mislead some frames
+                shifts -= np.median(shifts, axis=0)
+            ref = moved_mean(everyone, shifts[:, None, None, :], zero, zero)
         registrar = self._registrar(ref)
         blocks = registrar.register(frames)
-        cy, cx = self._centres(registrar)
-        moved = warp_field(stack, blocks[:, None], cy, cx, np.empty(stack.shape, np.float32))
-        return mean(moved[:, 0, :, :, 0])
+        means = blocks.reshape(len(frames), -1, 2).mean(axis=1)
+        blocks -= (means.min(axis=0) + means.max(axis=0)) / 2.0
+        cy, cx = self._centres(registrar.shape)
+        return moved_mean(everyone, blocks, cy, cx)
 
-    def _centres(self, registrar: _PlaneRegistrar) -> tuple[np.ndarray, np.ndarray]:
-        Y, X = registrar.shape
+    def _centres(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        Y, X = shape[-2:]
         by, bx = self.block_size
         cy = block_grid(Y, by, self.overlap) + (by - 1) / 2.0
         cx = block_grid(X, bx, self.overlap) + (bx - 1) / 2.0
         return cy.astype(np.float64), cx.astype(np.float64)
 
-    def _estimate(self, dataset: Any) -> list:
-        """Block shifts ``(T, Z, Gy, Gx, 2)`` of every sequence (see :meth:`estimate`)."""
+    def _range_setup(self, dataset: Any) -> np.ndarray:
+        """Check the frames and fix every plane's reference ``(Z, Y, X)`` (given or built)."""
         sequences = list(dataset.sequences)
         frame_shape = sequences[0].shape[1:]
         self._check_frame(frame_shape)
-        Z = frame_shape[0]
         if self.reference is not None:
-            reference = self.reference
-        else:
-            sample = self._sample(sequences)
-            reference = np.stack([self._build_reference(sample[:, z]) for z in range(Z)])
-        registrars = [self._registrar(reference[z]) for z in range(Z)]
-        cy, cx = self._centres(registrars[0])
-        out = []
-        for seq in sequences:
-            shifts = np.empty((len(seq), Z, len(cy), len(cx), 2))
-            for t0, block in iter_estimation_chunks(seq):
-                for z in range(Z):
-                    shifts[t0 : t0 + len(block), z] = registrars[z].register(block[:, z])
-            out.append(shifts)
+            return np.asarray(self.reference, dtype=np.float64)
+        sample = self._sample(sequences)
+        return np.stack([self._build_reference(sample[:, z]) for z in range(frame_shape[0])])
+
+    def _estimate_range(self, setup: Any, sequence: Any, t0: int, t1: int) -> np.ndarray:
+        """Block shifts ``(t1 - t0, Z, Gy, Gx, 2)`` of frames ``t0:t1`` against the references."""
+        registrars = [self._registrar(plane) for plane in setup]
+        gy, gx = registrars[0].grid_shape
+        shifts = np.empty((t1 - t0, len(registrars), gy, gx, 2))
+        for t, block in iter_estimation_chunks(sequence, start=t0, stop=t1):
+            for z, registrar in enumerate(registrars):
+                shifts[t - t0 : t - t0 + len(block), z] = registrar.register(block[:, z])
+        return shifts
+
+    def _finish_ranges(self, dataset: Any, setup: Any, displacements: list) -> list:
+        """Record the grid (moved as :meth:`estimate` will normalise) and the reference."""
+        cy, cx = self._centres(setup.shape)
         # estimate() shifts each component so that its minimum is 0: the block
         # centres move with it into the corrected frame's coordinates
-        flat = np.concatenate([d.reshape(-1, 2) for d in out])
+        flat = np.concatenate([d.reshape(-1, 2) for d in displacements])
         low = flat.min(axis=0) if flat.size else np.zeros(2)
         self.grid = (cy - low[0], cx - low[1])
         self.block_centres = (cy, cx)
-        self.reference_image = reference
-        return out
+        self.reference_image = setup
+        return displacements
+
+    def _estimate(self, dataset: Any) -> list:
+        """Block shifts ``(T, Z, Gy, Gx, 2)`` of every sequence (see :meth:`estimate`)."""
+        setup = self._range_setup(dataset)
+        parts = [self._estimate_range(setup, s, 0, len(s)) for s in dataset.sequences]
+        return self._finish_ranges(dataset, setup, parts)
 
     def corrected_sequence(
         self, sequence: Any, displacements: np.ndarray, frame_shape: tuple[int, ...]
