@@ -216,7 +216,8 @@ def _build(folder: str) -> None:
         f.create_dataset("imaging", data=np.ascontiguousarray(frames.transpose(1, 2, 0)))
     rois = []
     for i, poly in enumerate(plane.polygons[:2]):
-        roi = roifile.ImagejRoi.frompoints(poly[:, :2], name=f"cell_{i:03d}", position=1)
+        # roifile stores ``position + 1``: ImageJ's position 1, plane 0.
+        roi = roifile.ImagejRoi.frompoints(poly[:, :2], name=f"cell_{i:03d}", position=0)
         roi.roitype = roifile.ROI_TYPE.POLYGON
         rois.append(roi)
     roifile.roiwrite(os.path.join(folder, _ROIS), rois, mode="w")
