@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import ast
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -53,7 +52,7 @@ TEST_DIRS = {
 }
 
 # The conftest written next to the copied tests: shims for removed test tools.
-CONFTEST = '''
+CONFTEST = """
 import os
 import sys
 import types
@@ -159,7 +158,7 @@ def _nose_method_setup(request):
     yield
     if teardown is not None:
         teardown()
-'''
+"""
 
 
 def _copy_tests(sima_root: str, work: str) -> list[str]:
@@ -235,6 +234,7 @@ def _outcomes(junit: str) -> list[tuple[str, str, str]]:
 def run_tests(
     sima_root: str, work: str, keyword: str | None, timeout: float, ignore_marks: bool = False
 ) -> list:
+    """Run SIMA's tests under the alias; return ``(test id, outcome, reason)`` rows."""
     folders = _copy_tests(sima_root, work)
     junit = os.path.join(work, "junit.xml")
     cmd = [
@@ -250,9 +250,7 @@ def run_tests(
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     env["SIMA_SUITE_IGNORE_MARKS"] = "1" if ignore_marks else "0"
-    proc = subprocess.run(
-        cmd, cwd=work, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
     if not os.path.exists(junit):
         print(proc.stdout[-4000:], proc.stderr[-4000:], sep="\n")
         return []
@@ -262,7 +260,7 @@ def run_tests(
 # ---------------------------------------------------------------- docstrings and tutorial
 
 #: Run in a subprocess with the alias installed: doctest examples from stdin (JSON).
-DOCTEST_RUNNER = r'''
+DOCTEST_RUNNER = r"""
 import doctest, json, os, sys, traceback
 from sima_fast.compat import install_sima_alias
 install_sima_alias(force=True)
@@ -290,7 +288,7 @@ for job in jobs:
     results.append({"name": job["name"], "examples": len(test.examples),
                     "raised": raised, "differed": differed})
 json.dump(results, sys.stdout)
-'''
+"""
 
 
 def _docstrings(sima_root: str, only: set[str] | None) -> list[dict]:
@@ -329,18 +327,25 @@ def _tutorial(sima_root: str) -> list[dict]:
     lines = [ln for ln in open(path, encoding="utf-8").read().splitlines()]
     # Keep the interactive examples (and their expected output), dedented.
     text = textwrap.dedent("\n".join(lines))
-    kept = [ln.strip() if ln.strip().startswith((">>>", "...")) else "" for ln in text.splitlines()]
+    kept = [
+        ln.strip() if ln.strip().startswith((">>>", "...")) else "" for ln in text.splitlines()
+    ]
     return [{"name": "doc/source/tutorial.rst", "file": path, "text": "\n".join(kept)}]
 
 
 def run_doctests(jobs: list[dict], work: str, timeout: float) -> list[dict]:
+    """Run docstring or tutorial examples under the alias, each job in a folder of its own."""
     import json
 
     for job in jobs:
         job["cwd"] = tempfile.mkdtemp(prefix="doc-", dir=work)
     proc = subprocess.run(
         [sys.executable, "-c", DOCTEST_RUNNER],
-        input=json.dumps(jobs), capture_output=True, text=True, timeout=timeout, cwd=work,
+        input=json.dumps(jobs),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=work,
     )
     try:
         return json.loads(proc.stdout)
@@ -350,6 +355,7 @@ def run_doctests(jobs: list[dict], work: str, timeout: float) -> list[dict]:
 
 
 def run_examples(sima_root: str, work: str, timeout: float) -> list[tuple[str, str, str]]:
+    """Run each script of ``examples/`` with ``python -m sima_fast.compat``, in a new folder."""
     rows = []
     folder = os.path.join(sima_root, "examples")
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
@@ -368,11 +374,13 @@ def run_examples(sima_root: str, work: str, timeout: float) -> list[tuple[str, s
             continue
         status = "RUNS" if proc.returncode == 0 else f"EXIT {proc.returncode}"
         last = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-        rows.append((f"examples/{name}", status, last[-1][:160] if last and proc.returncode else ""))
+        reason = last[-1][:160] if last and proc.returncode else ""
+        rows.append((f"examples/{name}", status, reason))
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, run the chosen stages and print their report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sima", help="path of a SIMA source checkout (holding sima/tests)")
     parser.add_argument("-k", dest="keyword", help="run only the tests pytest -k selects")
