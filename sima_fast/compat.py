@@ -11,8 +11,8 @@ only, without touching any installed package:
   name ``sima.ROI.ROI`` load as sima_fast objects (the project's own
   directory loader keeps its allow-list; this alias does not widen it);
 - two modules are thin views instead: ``sima`` itself (attributes are
-  sima_fast's) and ``sima.misc``, whose ``example_tiff``, ``example_hdf5``
-  and ``example_imagej_rois`` return files in SIMA's layout
+  sima_fast's) and ``sima.misc``, whose ``example_data``, ``example_tiff``,
+  ``example_hdf5`` and ``example_imagej_rois`` return files in SIMA's layout
   (:func:`sima_fast.misc.sima_example_tiff` and friends), as SIMA's scripts
   and tests expect. ``sima_fast.misc`` itself is unchanged;
 - a module sima_fast does not have raises :class:`ModuleNotFoundError`
@@ -68,6 +68,7 @@ _ALIAS = "sima"
 _TARGET = "sima_fast"
 #: ``sima.misc`` names that give SIMA's example layout under the alias.
 _MISC_OVERRIDES = {
+    "example_data": "sima_example_data",
     "example_tiff": "sima_example_tiff",
     "example_hdf5": "sima_example_hdf5",
     "example_imagej_rois": "sima_example_imagej_rois",

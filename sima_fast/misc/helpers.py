@@ -141,7 +141,7 @@ def copy_label_to_id(rois: Iterable[Any]) -> None:
     Examples
     --------
     >>> from sima_fast.ROI import ROI
-    >>> roi = ROI(mask=[[True, False]], label='cell_1')
+    >>> roi = ROI(mask=np.array([[True, False]]), label='cell_1')
     >>> copy_label_to_id([roi])
     >>> roi.id
     'cell_1'

@@ -14,10 +14,12 @@ has another layout, so the files here are built separately, by
         imagej_rois.zip    two polygon ROIs around cells of that movie
         example-tiffs/     0.tif, 1.tif, 2.tif: one uint16 page of 173 × 173 each
         example-volume.h5  dataset 'imaging', (10, 3, 64, 64, 2) uint8, 'tzyxc'
+        example.sima/      a dataset reading example.tif as 10 frames of channels
+                           'red' and 'green' (the path relative: '../example.tif')
         COMPLETE.json      written last; marks the folder as complete
 
-Under the ``sima`` alias (:mod:`sima_fast.compat`), ``sima.misc.example_tiff``,
-``example_hdf5`` and ``example_imagej_rois`` are the ``sima_example_*``
+Under the ``sima`` alias (:mod:`sima_fast.compat`), ``sima.misc.example_data``,
+``example_tiff``, ``example_hdf5`` and ``example_imagej_rois`` are the ``sima_example_*``
 functions of this module; :func:`example_tiffs` and :func:`example_volume`
 have no other form. The folder is built under a temporary name and renamed
 into place, so concurrent builders are safe and an interrupted build leaves
@@ -42,6 +44,7 @@ __all__ = [
     "SIMA_EXAMPLE_VERSION",
     "example_tiffs",
     "example_volume",
+    "sima_example_data",
     "sima_example_hdf5",
     "sima_example_imagej_rois",
     "sima_example_tiff",
@@ -57,7 +60,30 @@ _HDF5 = "example.h5"
 _ROIS = "imagej_rois.zip"
 _TIFFS = "example-tiffs"
 _VOLUME = "example-volume.h5"
-_FILES = (_TIFF, _HDF5, _ROIS, _TIFFS, _VOLUME)
+_DATASET = "example.sima"
+_FILES = (_TIFF, _HDF5, _ROIS, _TIFFS, _VOLUME, _DATASET)
+
+
+def sima_example_data() -> str:
+    """Return the path of a dataset laid out like SIMA's ``example.sima``.
+
+    Returns
+    -------
+    str
+        A dataset directory whose one sequence reads :func:`sima_example_tiff`
+        as 10 frames of one plane and two channels named ``'red'`` and
+        ``'green'`` (pages alternate between them). The TIFF is referenced as
+        ``../example.tif``, so a copy of the directory placed beside a copy of
+        the TIFF opens, as in SIMA's tutorial.
+
+    Examples
+    --------
+    >>> import sima_fast as sima
+    >>> ds = sima.ImagingDataset.load(sima_example_data())  # doctest: +SKIP
+    >>> ds.channel_names, ds.frame_shape  # doctest: +SKIP
+    (['red', 'green'], (1, 128, 256, 2))
+    """
+    return os.path.join(_folder(), _DATASET)
 
 
 def sima_example_tiff() -> str:
@@ -207,6 +233,9 @@ def _build(folder: str) -> None:
     import roifile
     import tifffile
 
+    from sima_fast.imaging import ImagingDataset
+    from sima_fast.sequence import Sequence
+
     plane = simulate_movie(
         num_frames=20, frame_shape=(128, 256), num_channels=1, cells_per_plane=24, seed=7
     )
@@ -221,6 +250,8 @@ def _build(folder: str) -> None:
         roi.roitype = roifile.ROI_TYPE.POLYGON
         rois.append(roi)
     roifile.roiwrite(os.path.join(folder, _ROIS), rois, mode="w")
+    sequence = Sequence.create("TIFF", os.path.join(folder, _TIFF), num_channels=2)
+    ImagingDataset([sequence], os.path.join(folder, _DATASET), channel_names=["red", "green"])
 
     os.mkdir(os.path.join(folder, _TIFFS))
     glob_movie = simulate_movie(
