@@ -369,13 +369,19 @@ def run_with_status(script: str, args: Sequence[str], force: bool, prog: str) ->
     int
         0 when the script ends normally, its ``SystemExit`` status otherwise
         (1 for a non-integer message, printed), 2 when the script does not
-        exist or the alias cannot be installed.
+        exist or the alias cannot be installed. An exception raised by the
+        script propagates, as under ``python``.
     """
+    if not os.path.isfile(script):
+        print(f"{prog}: no such script: {script!r}", file=sys.stderr)
+        return 2
     try:
-        run_sima_script(script, args, force=force)
-    except (FileNotFoundError, SimaAliasConflictError) as exc:
+        install_sima_alias(force=force)
+    except SimaAliasConflictError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
+    try:
+        run_sima_script(script, args, force=force)
     except SystemExit as exc:
         code = exc.code
         if code is None or isinstance(code, int):

@@ -243,3 +243,10 @@ def test_pytest_plugin_hook_installs_the_alias():
     import sima
 
     assert sima.Sequence is sima_fast.Sequence
+
+
+def test_an_error_inside_the_script_propagates_as_under_python(tmp_path):
+    script = tmp_path / "broken.py"
+    script.write_text("open('no_such_input_file.tif')\n")
+    with pytest.raises(FileNotFoundError, match="no_such_input_file"):
+        main([str(script)])

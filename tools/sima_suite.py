@@ -269,7 +269,13 @@ flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 results = []
 for job in jobs:
     parser = doctest.DocTestParser()
-    test = parser.get_doctest(job["text"], {"__name__": "__main__"}, job["name"], job["file"], 0)
+    globs = {"__name__": "__main__"}
+    for statement in job.get("imports", []):
+        try:
+            exec(statement, globs)
+        except Exception:
+            pass
+    test = parser.get_doctest(job["text"], globs, job["name"], job["file"], 0)
     raised, differed = [], []
 
     class Runner(doctest.DocTestRunner):
@@ -304,10 +310,18 @@ def _docstrings(sima_root: str, only: set[str] | None) -> list[dict]:
             path = os.path.join(folder, name)
             rel = os.path.relpath(path, sima_root)
             tree = ast.parse(open(path, encoding="utf-8").read())
+            # doctest runs with the module's globals: give it the module's imports
+            imports = [
+                ast.unparse(node)
+                for node in tree.body
+                if isinstance(node, (ast.Import, ast.ImportFrom)) and node.level == 0
+            ]
             for qual, node in _walk_defs(tree):
                 doc = ast.get_docstring(node, clean=True)
                 if doc and ">>>" in doc and (only is None or qual in only):
-                    jobs.append({"name": f"{rel}:{qual}", "file": rel, "text": doc})
+                    jobs.append(
+                        {"name": f"{rel}:{qual}", "file": rel, "text": doc, "imports": imports}
+                    )
     return jobs
 
 
@@ -354,6 +368,44 @@ def run_doctests(jobs: list[dict], work: str, timeout: float) -> list[dict]:
         return []
 
 
+def _prepare_example(name: str, cwd: str) -> tuple[list[str], str]:
+    """Prepare the inputs of one of SIMA's example scripts in ``cwd``.
+
+    The data are sima_fast's own simulations: a copy of the SIMA-layout
+    example dataset for the scripts that take a folder, and for
+    ``workflow.py`` the 15 cycles × 2 channels of TIFFs it expects in
+    ``workflow_data/`` (small: 10 frames of 128 × 128 each, moving).
+
+    Returns
+    -------
+    tuple of (list of str, str)
+        The script's arguments and its standard input.
+    """
+    import tifffile
+
+    from sima_fast.misc import sima_example_data, sima_example_tiff, simulate_movie
+
+    if name in ("extraction.py", "segmentation.py", "import_ImageJ_rois.py"):
+        data = os.path.join(cwd, "data")
+        os.makedirs(data)
+        shutil.copytree(sima_example_data(), os.path.join(data, "example.sima"))
+        shutil.copy(sima_example_tiff(), os.path.join(data, "example.tif"))
+        return [data], ""
+    if name == "workflow.py":
+        folder = os.path.join(cwd, "workflow_data")
+        os.makedirs(folder)
+        for cycle in range(1, 16):
+            sim = simulate_movie(
+                num_frames=10, frame_shape=(128, 128), num_channels=2,
+                max_displacement=(4, 4), seed=cycle, scene_seed=1,
+            )  # fmt: skip
+            for channel in range(2):
+                path = os.path.join(folder, f"Cycle{cycle:02d}_Ch{channel + 1}.tif")
+                tifffile.imwrite(path, sim.observed[:, 0, :, :, channel])
+        return [], "y\n" * 10
+    return [], ""
+
+
 def run_examples(sima_root: str, work: str, timeout: float) -> list[tuple[str, str, str]]:
     """Run each script of ``examples/`` with ``python -m sima_fast.compat``, in a new folder."""
     rows = []
@@ -363,11 +415,11 @@ def run_examples(sima_root: str, work: str, timeout: float) -> list[tuple[str, s
             continue
         cwd = tempfile.mkdtemp(prefix="example-", dir=work)
         script = shutil.copy(os.path.join(folder, name), cwd)
+        script_args, stdin = _prepare_example(name, cwd)
         try:
             proc = subprocess.run(
-                [sys.executable, "-m", "sima_fast.compat", "--force", script],
-                cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                stdin=subprocess.DEVNULL,
+                [sys.executable, "-m", "sima_fast.compat", "--force", script, *script_args],
+                cwd=cwd, capture_output=True, text=True, timeout=timeout, input=stdin,
             )  # fmt: skip
         except subprocess.TimeoutExpired:
             rows.append((f"examples/{name}", "TIMEOUT", f"still running after {timeout:.0f} s"))

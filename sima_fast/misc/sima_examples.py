@@ -195,7 +195,7 @@ def _is_complete(folder: str) -> bool:
         return False
     if not isinstance(marker, dict) or marker.get("version") != SIMA_EXAMPLE_VERSION:
         return False
-    return all(os.path.exists(os.path.join(folder, name)) for name in marker.get("files", ()))
+    return all(os.path.exists(os.path.join(folder, name)) for name in _FILES)
 
 
 def _cached(name: str, build: Callable[[str], None]) -> str:
