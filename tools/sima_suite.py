@@ -314,7 +314,7 @@ def _docstrings(sima_root: str, only: set[str] | None) -> list[dict]:
             imports = [
                 ast.unparse(node)
                 for node in tree.body
-                if isinstance(node, (ast.Import, ast.ImportFrom)) and node.level == 0
+                if isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0)
             ]
             for qual, node in _walk_defs(tree):
                 doc = ast.get_docstring(node, clean=True)
