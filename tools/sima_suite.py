@@ -309,7 +309,8 @@ def _docstrings(sima_root: str, only: set[str] | None) -> list[dict]:
                 continue
             path = os.path.join(folder, name)
             rel = os.path.relpath(path, sima_root)
-            tree = ast.parse(open(path, encoding="utf-8").read())
+            with open(path, encoding="utf-8") as fh:
+                tree = ast.parse(fh.read())
             # doctest runs with the module's globals: give it the module's imports
             imports = [
                 ast.unparse(node)
@@ -338,7 +339,8 @@ def _tutorial(sima_root: str) -> list[dict]:
     path = os.path.join(sima_root, "doc", "source", "tutorial.rst")
     if not os.path.exists(path):
         return []
-    lines = [ln for ln in open(path, encoding="utf-8").read().splitlines()]
+    with open(path, encoding="utf-8") as fh:
+        lines = fh.read().splitlines()
     # Keep the interactive examples (and their expected output), dedented.
     text = textwrap.dedent("\n".join(lines))
     kept = [
