@@ -1430,6 +1430,17 @@ from a movie to spikes:
         "Later processes load them from the cache.",
         "  sima-fast warmup",
     )
+    run_sima = sub.add_parser("run-sima", help="run an unchanged SIMA script on sima_fast")
+    run_sima.add_argument("--force", action="store_true", help="shadow an installed SIMA")
+    run_sima.add_argument("script", help="the SIMA script (.py)")
+    run_sima.add_argument("args", nargs=argparse.REMAINDER, help="the script's arguments")
+    _describe(
+        run_sima,
+        "Run a script written for SIMA, unchanged: 'import sima' and 'from sima.X import Y' "
+        "give sima_fast's modules (see docs/migrating.md). Refuses when a real SIMA is "
+        "installed, unless --force. The exit status is the script's.",
+        "  sima-fast run-sima workflow.py --verbose",
+    )
     _add_create(sub)
     _add_motion(sub)
     _add_import_rois(sub)
@@ -1455,6 +1466,10 @@ from a movie to spikes:
 
         run_benchmarks(quick=args.quick, json_path=args.json, plot_path=args.plot)
         return 0
+    if args.command == "run-sima":
+        from sima_fast.compat import run_with_status
+
+        return run_with_status(args.script, args.args, args.force, "sima-fast run-sima")
     if args.command == "warmup":
         from sima_fast.kernels._jit import kernel_cache_directory
         from sima_fast.precompile import warmup

@@ -30,6 +30,14 @@ from sima_fast.misc._example import (
     read_ground_truth,
     read_motion_truth,
 )
+from sima_fast.misc.helpers import (
+    TransformError,
+    copy_label_to_id,
+    estimate_array_transform,
+    estimate_coordinate_transform,
+    mkdir_p,
+    most_recent_key,
+)
 from sima_fast.misc.motion_truth import (
     MOTION_KINDS,
     MotionTruth,
@@ -39,6 +47,15 @@ from sima_fast.misc.motion_truth import (
     rigid_rms_error,
     row_exact_fraction,
 )
+from sima_fast.misc.sima_examples import (
+    SIMA_EXAMPLE_VERSION,
+    example_tiffs,
+    example_volume,
+    sima_example_data,
+    sima_example_hdf5,
+    sima_example_imagej_rois,
+    sima_example_tiff,
+)
 from sima_fast.misc.simulate import SimulatedMovie, simulate_movie
 
 __all__ = [
@@ -46,23 +63,36 @@ __all__ = [
     "EXAMPLE_VERSION",
     "MOTION_EXAMPLE_VERSION",
     "MOTION_KINDS",
+    "SIMA_EXAMPLE_VERSION",
     "ExampleGroundTruth",
     "MotionTruth",
     "SimulatedMovie",
+    "TransformError",
     "UncorrectedExample",
     "block_rms_error",
     "cache_directory",
+    "copy_label_to_id",
+    "estimate_array_transform",
+    "estimate_coordinate_transform",
     "example_data",
     "example_ground_truth",
     "example_hdf5",
     "example_imagej_rois",
     "example_tiff",
+    "example_tiffs",
     "example_uncorrected",
+    "example_volume",
     "gradient_energy",
     "mean_image_sharpness",
+    "mkdir_p",
+    "most_recent_key",
     "read_ground_truth",
     "read_motion_truth",
     "rigid_rms_error",
     "row_exact_fraction",
+    "sima_example_data",
+    "sima_example_hdf5",
+    "sima_example_imagej_rois",
+    "sima_example_tiff",
     "simulate_movie",
 ]
