@@ -30,6 +30,7 @@ from sima_fast.misc._example import (
     read_ground_truth,
     read_motion_truth,
 )
+from sima_fast.misc.convert import to8bit, to16bit
 from sima_fast.misc.helpers import (
     TransformError,
     copy_label_to_id,
@@ -95,4 +96,6 @@ __all__ = [
     "sima_example_imagej_rois",
     "sima_example_tiff",
     "simulate_movie",
+    "to8bit",
+    "to16bit",
 ]
