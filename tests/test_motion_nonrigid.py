@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy.ndimage import gaussian_filter, map_coordinates
 
@@ -101,6 +101,7 @@ def rms(err):
     block=st.integers(8, 600),
     overlap=st.floats(0, 0.95),
 )
+@example(length=9, block=8, overlap=0.9375)  # a step under a pixel repeated a start
 def test_block_grid_covers_the_frame_with_the_overlap(length, block, overlap):
     block = min(block, length)
     starts = block_grid(length, block, overlap)

@@ -106,6 +106,9 @@ def block_grid(length: int, block: int, overlap: float) -> np.ndarray:
         return np.zeros(1, dtype=np.int64)
     step = block * (1.0 - overlap)
     count = math.ceil((length - block) / step - 1e-9) + 1
+    # whole-pixel starts cannot be closer than one pixel: with a step below a pixel
+    # (overlaps near 1 on small blocks) more blocks would repeat a start
+    count = min(count, length - block + 1)
     return np.round(np.linspace(0, length - block, count)).astype(np.int64)
 
 
