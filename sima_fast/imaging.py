@@ -28,6 +28,7 @@ from sima_fast._validate import (
     check_label,
     resolve_channel,
 )
+from sima_fast._warnings import warn
 from sima_fast.sequence import Sequence
 
 __all__ = ["ImagingDataset", "NotADatasetError"]
@@ -881,17 +882,26 @@ class ImagingDataset:
         label : str
             The label of the set to remove.
 
+        Warns
+        -----
+        UserWarning
+            If there is no set of that label: nothing is removed (SIMA ignored
+            such a call silently; the warning names the labels there are).
+
         Raises
         ------
-        KeyError
-            If there is no set of that label.
         PermissionError
             If the dataset was opened ``read_only`` or is a SIMA 1.x directory.
         """
         labels = list(self.ROIs)
         label = check_label("label", label, existing=labels)
         if label not in labels:
-            raise KeyError(f"label: no ROI set labelled {label!r}; available: {labels}")
+            warn(
+                f"delete_ROIs: no ROI set labelled {label!r}, nothing removed; "
+                f"available: {labels}",
+                UserWarning,
+            )
+            return
         if self._savedir is None:
             del self._mem_rois[label]
             return
