@@ -20,14 +20,16 @@ __all__ = ["warmup"]
 DTYPES = ("uint16", "float32", "float64")
 
 
-def warmup(dtypes: Iterable[str] = DTYPES, verbose: bool = False) -> float:
+def warmup(dtypes: Iterable[str] = DTYPES, verbose: bool = False, motion: bool = True) -> float:
     """Compile (or load from the cache) the kernels of the offline pipeline.
 
     Runs projections, gap filling, extraction and spike inference on a tiny
-    in-memory dataset of each input dtype, so that a later call on real data
-    starts at full speed. Nothing is written to disk except numba's cache.
-    The per-frame API compiles its own kernels in
-    :meth:`sima_fast.online.OnlineExtractor.warmup`.
+    in-memory dataset of each input dtype, and (with ``motion``) rigid,
+    non-rigid and row-wise (HMM) motion estimation and the corrected views,
+    so that a later call on real data starts at full speed. Nothing is
+    written to disk except numba's cache. The per-frame API compiles its own
+    kernels in :meth:`sima_fast.online.OnlineExtractor.warmup` (and
+    :meth:`sima_fast.OnlineRegistrar.warmup`, called on construction).
 
     Parameters
     ----------
@@ -36,6 +38,9 @@ def warmup(dtypes: Iterable[str] = DTYPES, verbose: bool = False) -> float:
         Default: ``('uint16', 'float32', 'float64')``.
     verbose : bool, optional
         Print one line per dtype with the time taken.
+    motion : bool, optional
+        Also prepare the motion-correction kernels (:mod:`sima_fast.motion`).
+        Default: True.
 
     Returns
     -------
@@ -45,7 +50,7 @@ def warmup(dtypes: Iterable[str] = DTYPES, verbose: bool = False) -> float:
     Examples
     --------
     >>> import sima_fast
-    >>> seconds = sima_fast.warmup(dtypes=['float64'])
+    >>> seconds = sima_fast.warmup(dtypes=['float64'], motion=False)
     >>> seconds >= 0
     True
     """
@@ -75,7 +80,38 @@ def warmup(dtypes: Iterable[str] = DTYPES, verbose: bool = False) -> float:
             signals = dataset.extract(rois, save_summary=False)
             infer_spikes_from_signals(signals["raw"])
         seq.fill_gaps().read_chunk(0, len(seq))
+        if motion:
+            _warm_motion(rng, dtype)
         if verbose:
             print(f"warmup: {name} kernels ready in {time.perf_counter() - t0:.1f} s")
         del signals
     return time.perf_counter() - start
+
+
+def _warm_motion(rng: np.random.Generator, dtype: np.dtype) -> None:
+    """Estimate and apply rigid, non-rigid and HMM motion on a tiny moving scene."""
+    import warnings
+
+    from scipy import ndimage
+
+    from sima_fast.motion import HiddenMarkov2D, NonRigid2D, RigidRegistration2D
+    from sima_fast.sequence import Sequence
+
+    scene = ndimage.gaussian_filter(rng.uniform(0, 100, size=(80, 80)), 2.0) + 20
+    frames = np.empty((12, 1, 64, 64, 1), dtype=dtype)
+    for t in range(len(frames)):
+        dy, dx = (int(v) for v in rng.integers(0, 5, size=2))
+        frames[t, 0, :, :, 0] = scene[dy : dy + 64, dx : dx + 64].astype(dtype)
+    seq = Sequence.create("ndarray", frames)
+    strategies = (
+        RigidRegistration2D(max_displacement=8),
+        NonRigid2D(block_size=(32, 32), max_displacement=8),
+        HiddenMarkov2D(max_displacement=8, verbose=False),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for strategy in strategies:
+            shifts = strategy.estimate([seq])[0]
+            grow = np.ceil(np.max(np.abs(shifts.reshape(-1, 2)), axis=0)).astype(int) + 1
+            view = strategy.corrected_sequence(seq, shifts, (1, 64 + grow[0], 64 + grow[1]))
+            view.read_chunk(0, len(view))
