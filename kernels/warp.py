@@ -1,29 +1,55 @@
-"""Kernels that resample images: bilinear warps, point sampling and frame shifts.
+"""Kernels that resample images: warps, point sampling, frame shifts and displacement fields.
 
-All three kernels share one definition of bilinear interpolation. A sample at
-the continuous position ``(y, x)`` (pixel centres at integers) is defined when
-``0 <= y <= Y - 1`` and ``0 <= x <= X - 1``; it is the weighted sum of the
-(up to) four pixels around it, ``(1 - fy)(1 - fx) v[y0, x0] + ...`` with
-``y0 = floor(y)``, ``fy = y - y0`` (the same along x). Only the pixels with a
-nonzero weight take part, so a sample that falls exactly on a pixel centre
-returns that pixel's value even when its neighbours are NaN; a NaN among the
-pixels that do take part makes the sample NaN. A sample outside the frame gets
-the fill value ``cval`` (NaN by default).
+One sampling rule serves every kernel here, in three interpolations
+(:data:`INTERPOLATIONS`):
 
-Images are read in their own dtype (uint16, float32, float64, ...; native byte
-order) without a converted copy; arithmetic is in float64 and the result is stored in the dtype
-of the preallocated output (float32 or float64).
+``'nearest'``
+    the pixel nearest to the point (``floor(s + 0.5)`` along each axis, so a
+    point half-way between two pixels takes the lower-right one): exact
+    values of the source, no smoothing, up to half a pixel of misplacement;
+``'linear'``
+    bilinear: ``(1 - f) v[i] + f v[i + 1]`` along each axis, with
+    ``i = floor(s)``, ``f = s - i``;
+``'cubic'``
+    Keys' cubic convolution with ``a = -0.5`` (separable, 4 × 4 pixels):
+    weights ``W(1 + f), W(f), W(1 - f), W(2 - f)`` on the pixels
+    ``i - 1 .. i + 2``, where ``W(t) = 1.5|t|³ - 2.5|t|² + 1`` for
+    ``|t| <= 1`` and ``-0.5|t|³ + 2.5|t|² - 4|t| + 2`` for ``1 < |t| < 2``.
+    It reproduces quadratics exactly and smooths far less than bilinear
+    interpolation (which averages noise and detail between neighbours).
+
+Pixel centres are at integers. Along one axis of ``n`` pixels a position
+``s`` is *inside* when ``0 <= s <= n - 1`` (the same for all three
+interpolations, so they leave the same pixels without a value); a sample
+whose point is not inside along both axes gets the fill value ``cval`` (NaN
+by default). The *support* of a sample is the set of pixels with a nonzero
+weight: one pixel when the point falls on a pixel centre along an axis
+(``f == 0``; then the value is copied exactly, whatever its neighbours),
+else 2 (linear) or 4 (cubic) pixels along that axis. Cubic taps that fall
+beyond the frame's edge (the points within one pixel of it) repeat the edge
+pixel. A NaN anywhere in the support makes the sample NaN; NaN pixels
+outside the support do not matter.
+
+Images are read in their own dtype (uint16, float32, float64, ...; native
+byte order) without a converted copy; arithmetic is in float64 and the result
+is stored in the dtype of the preallocated output (float32 or float64).
 
 :func:`warp_affine` samples an image on the grid ``matrix @ (x, y, 1)`` of
 every output pixel (an affine or projective map);
 :func:`sample_bilinear` samples it at arbitrary points; :func:`shift_frame`
-translates a frame (with channels) by a sub-pixel or integer shift, copying
-the values exactly when the shift is a whole number of pixels;
+translates a frame (with channels) by a sub-pixel or integer shift;
 :func:`warp_field` moves blocks of frames ``(n, Z, Y, X, C)`` by smooth
-displacement fields given at block centres (non-rigid motion correction), and
-:func:`interpolate_field` gives such a field per pixel; :func:`gather_blocks`
-cuts the tapered blocks that block-wise registration correlates and
-:func:`block_cross_power` whitens their spectra against the reference's blocks.
+displacement fields given at block centres (non-rigid motion correction; a
+single centre is a rigid shift of each plane), and :func:`interpolate_field`
+gives such a field per pixel; :func:`gather_blocks` cuts the tapered blocks
+that block-wise registration correlates and :func:`block_cross_power`
+whitens their spectra against the reference's blocks.
+
+A constant shift (:func:`shift_frame`, or :func:`warp_field` with one block)
+is applied separably: each output row first combines its source rows (a
+contiguous pass over the row), then each output pixel combines its columns;
+a varying field combines the support of each pixel directly. Both use the
+same taps (:func:`_axis_taps`) and give the same values up to rounding.
 """
 
 from __future__ import annotations
@@ -32,43 +58,168 @@ import math
 from typing import Any
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from sima_fast.kernels._jit import FASTMATH, jit
 
 __all__ = [
+    "INTERPOLATIONS",
     "block_cross_power",
     "gather_blocks",
     "interpolate_field",
+    "interpolation_order",
     "sample_bilinear",
     "shift_frame",
     "warp_affine",
     "warp_field",
 ]
 
+#: The interpolations of the sampling kernels, and their polynomial order.
+INTERPOLATIONS = {"nearest": 0, "linear": 1, "cubic": 3}
 
-@njit(cache=True, nogil=True, inline="always")
-def _bilinear(image, c, y, x, ny, nx, cval):  # pragma: no cover - compiled
-    """Bilinear sample of channel ``c`` of ``image`` (Y, X, C) at ``(y, x)``."""
-    if not (0.0 <= y <= ny - 1.0 and 0.0 <= x <= nx - 1.0):
-        return cval
-    y0 = math.floor(y)
-    x0 = math.floor(x)
-    fy = y - y0
-    fx = x - x0
-    acc = (1.0 - fy) * (1.0 - fx) * np.float64(image[y0, x0, c])
-    if fx > 0.0:
-        acc += (1.0 - fy) * fx * np.float64(image[y0, x0 + 1, c])
-    if fy > 0.0:
-        acc += fy * (1.0 - fx) * np.float64(image[y0 + 1, x0, c])
-        if fx > 0.0:
-            acc += fy * fx * np.float64(image[y0 + 1, x0 + 1, c])
+#: Output rows per task of the parallel separable shift (the column taps are
+#: computed once per task).
+_ROWS_PER_TASK = 16
+
+
+def interpolation_order(interpolation: Any) -> int:
+    """Return the order (0, 1 or 3) of an interpolation named in :data:`INTERPOLATIONS`.
+
+    Parameters
+    ----------
+    interpolation : str
+        ``'nearest'``, ``'linear'`` or ``'cubic'``.
+
+    Returns
+    -------
+    int
+        0, 1 or 3.
+
+    Raises
+    ------
+    TypeError
+        If ``interpolation`` is not a string.
+    ValueError
+        If it names no interpolation.
+    """
+    if not isinstance(interpolation, str):
+        raise TypeError(
+            f"interpolation must be one of {list(INTERPOLATIONS)}, got "
+            f"{type(interpolation).__name__}"
+        )
+    try:
+        return INTERPOLATIONS[interpolation]
+    except KeyError:
+        raise ValueError(
+            f"interpolation must be one of {list(INTERPOLATIONS)}, got {interpolation!r}"
+        ) from None
+
+
+# ---------------------------------------------------------------------------
+# the sampling core
+# ---------------------------------------------------------------------------
+
+
+@jit(fastmath=FASTMATH, inline="always")
+def _axis_taps(s, n, order):  # pragma: no cover - compiled
+    """Taps of the position ``s`` along an axis of ``n`` pixels.
+
+    Returns
+    -------
+    (bool, int, tuple of 4 float)
+        ``(inside, first, weights)``: the pixels ``first .. first + k - 1``
+        (``k`` = 1, 2 or 4 for the orders 0, 1 and 3; to be clamped to
+        ``0 .. n - 1``) take the weights ``weights[:k]``, of which only the
+        nonzero ones form the support; ``inside`` is False when ``s`` is
+        outside ``[0, n - 1]`` (or NaN).
+    """
+    if not (0.0 <= s <= n - 1.0):
+        return False, 0, (0.0, 0.0, 0.0, 0.0)
+    if order == 0:
+        return True, math.floor(s + 0.5), (1.0, 0.0, 0.0, 0.0)
+    i = math.floor(s)
+    f = s - i
+    if order == 1:
+        return True, i, (1.0 - f, f, 0.0, 0.0)
+    if f == 0.0:
+        return True, i - 1, (0.0, 1.0, 0.0, 0.0)
+    # Keys' kernel W at 1 + f, f, 1 - f and 2 - f, expanded in f (no branches)
+    f2 = f * f
+    f3 = f2 * f
+    return (
+        True,
+        i - 1,
+        (
+            -0.5 * f3 + f2 - 0.5 * f,
+            1.5 * f3 - 2.5 * f2 + 1.0,
+            -1.5 * f3 + 2.0 * f2 + 0.5 * f,
+            0.5 * f3 - 0.5 * f2,
+        ),
+    )
+
+
+@jit(fastmath=FASTMATH, inline="always")
+def _combine(image, c, y0, wy, x0, wx, k):  # pragma: no cover - compiled
+    """Sum of channel ``c`` of ``image`` (Y, X, C) over ``k × k`` edge-clamped taps."""
+    # taps of zero weight are skipped: a NaN outside the support does not spoil the sample
+    ny = image.shape[0]
+    nx = image.shape[1]
+    acc = 0.0
+    if (
+        wy[0] != 0.0
+        and wy[k - 1] != 0.0
+        and wx[0] != 0.0
+        and wx[k - 1] != 0.0
+        and 0 <= y0
+        and y0 + k <= ny
+        and 0 <= x0
+        and x0 + k <= nx
+    ):
+        # the usual case: every weight nonzero (the end weights are zero only at
+        # a pixel centre) and every tap inside the frame; no tests per tap
+        for i in range(k):
+            row = 0.0
+            for j in range(k):
+                row += wx[j] * np.float64(image[y0 + i, x0 + j, c])
+            acc += wy[i] * row
+        return acc
+    for i in range(k):
+        if wy[i] != 0.0:
+            yy = min(max(y0 + i, 0), ny - 1)
+            row = 0.0
+            for j in range(k):
+                if wx[j] != 0.0:
+                    row += wx[j] * np.float64(image[yy, min(max(x0 + j, 0), nx - 1), c])
+            acc += wy[i] * row
     return acc
 
 
-@njit(cache=True, nogil=True)
-def _warp_affine(image, matrix, out, cval):  # pragma: no cover - compiled
+@jit(fastmath=FASTMATH, inline="always")
+def _sample_k(image, y, x, order, cval, out, i, k):  # pragma: no cover - compiled
     ny, nx, nc = image.shape
+    oky, y0, wy = _axis_taps(y, ny, order)
+    okx, x0, wx = _axis_taps(x, nx, order)
+    for c in range(nc):
+        if oky and okx:
+            out[i, c] = _combine(image, c, y0, wy, x0, wx, k)
+        else:
+            out[i, c] = cval
+
+
+@jit(fastmath=FASTMATH, inline="always")
+def _sample_into(image, y, x, order, cval, out, i):  # pragma: no cover - compiled
+    """Every channel of ``image`` (Y, X, C) sampled at ``(y, x)`` into ``out[i, :]``."""
+    # one branch per order, so that each combines a fixed number of taps
+    if order == 3:
+        _sample_k(image, y, x, 3, cval, out, i, 4)
+    elif order == 1:
+        _sample_k(image, y, x, 1, cval, out, i, 2)
+    else:
+        _sample_k(image, y, x, 0, cval, out, i, 1)
+
+
+@jit(fastmath=FASTMATH)
+def _warp_affine(image, matrix, order, out, cval):  # pragma: no cover - compiled
     oy, ox = out.shape[0], out.shape[1]
     m00, m01, m02 = matrix[0, 0], matrix[0, 1], matrix[0, 2]
     m10, m11, m12 = matrix[1, 0], matrix[1, 1], matrix[1, 2]
@@ -84,69 +235,66 @@ def _warp_affine(image, matrix, out, cval):  # pragma: no cover - compiled
                 w = m20 * q + m21 * r + m22
                 x = x / w
                 y = y / w
-            for c in range(nc):
-                out[row, col, c] = _bilinear(image, c, y, x, ny, nx, cval)
+            _sample_into(image, y, x, order, cval, out[row], col)
 
 
-@njit(cache=True, nogil=True)
-def _sample_points(image, ys, xs, out, cval):  # pragma: no cover - compiled
-    ny, nx, nc = image.shape
+@jit(fastmath=FASTMATH)
+def _sample_points(image, ys, xs, order, out, cval):  # pragma: no cover - compiled
     for i in range(ys.shape[0]):
-        y = np.float64(ys[i])
-        x = np.float64(xs[i])
-        for c in range(nc):
-            out[i, c] = _bilinear(image, c, y, x, ny, nx, cval)
+        _sample_into(image, np.float64(ys[i]), np.float64(xs[i]), order, cval, out, i)
 
 
-@njit(cache=True, nogil=True)
-def _axis_samples(n, d):  # pragma: no cover - compiled
-    """Source index, fraction and validity of the positions ``i - d``, ``i < n``."""
-    base = np.empty(n, dtype=np.int64)
-    frac = np.empty(n, dtype=np.float64)
-    ok = np.empty(n, dtype=np.bool_)
-    for i in range(n):
-        s = np.float64(i) - d
-        ok[i] = 0.0 <= s <= n - 1.0
-        if ok[i]:
-            base[i] = math.floor(s)
-            frac[i] = s - base[i]
-        else:
-            base[i] = 0
-            frac[i] = 0.0
-    return base, frac, ok
-
-
-@njit(cache=True, nogil=True)
-def _shift_frame(frame, dy, dx, out, cval):  # pragma: no cover - compiled
-    ny, nx, nc = frame.shape
-    # out[y, x] = frame(y - dy, x - dx): the source positions of each row and
-    # of each column are computed once.
-    y0s, fys, oky = _axis_samples(ny, dy)
-    x0s, fxs, okx = _axis_samples(nx, dx)
-    for row in range(ny):
-        if not oky[row]:
-            for col in range(nx):
-                for c in range(nc):
-                    out[row, col, c] = cval
-            continue
-        y0 = y0s[row]
-        fy = fys[row]
-        for col in range(nx):
-            if not okx[col]:
-                for c in range(nc):
-                    out[row, col, c] = cval
-                continue
-            x0 = x0s[col]
-            fx = fxs[col]
+@jit(parallel=True, fastmath=FASTMATH)
+def _shift_planes(src, shifts, order, out, cval):  # pragma: no cover - compiled
+    """``out[t, z](p) = src[t, z](p - shifts[t, z])``, separably, in parallel over row blocks."""
+    n, nz, ny, nx, nc = src.shape
+    oy, ox = out.shape[2], out.shape[3]
+    blocks = (oy + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
+    for job in prange(n * nz * blocks):
+        t = job // (nz * blocks)
+        z = (job // blocks) % nz
+        r0 = (job % blocks) * _ROWS_PER_TASK
+        r1 = min(r0 + _ROWS_PER_TASK, oy)
+        image = src[t, z]
+        dy = shifts[t, z, 0]
+        dx = shifts[t, z, 1]
+        # the column taps of this plane, and one combined source row
+        k = 4 if order == 3 else order + 1
+        inside = np.empty(ox, dtype=np.bool_)
+        first = np.empty(ox, dtype=np.int64)
+        weight = np.empty((ox, 4), dtype=np.float64)
+        for col in range(ox):
+            okx, x0, wx = _axis_taps(np.float64(col) - dx, nx, order)
+            inside[col] = okx
+            first[col] = x0
+            for j in range(4):
+                weight[col, j] = wx[j]
+        line = np.empty(nx, dtype=np.float64)
+        for row in range(r0, r1):
+            oky, y0, wy = _axis_taps(np.float64(row) - dy, ny, order)
             for c in range(nc):
-                acc = (1.0 - fy) * (1.0 - fx) * np.float64(frame[y0, x0, c])
-                if fx > 0.0:
-                    acc += (1.0 - fy) * fx * np.float64(frame[y0, x0 + 1, c])
-                if fy > 0.0:
-                    acc += fy * (1.0 - fx) * np.float64(frame[y0 + 1, x0, c])
-                    if fx > 0.0:
-                        acc += fy * fx * np.float64(frame[y0 + 1, x0 + 1, c])
-                out[row, col, c] = acc
+                if not oky:
+                    for col in range(ox):
+                        out[t, z, row, col, c] = cval
+                    continue
+                line[:] = 0.0
+                for i in range(k):
+                    w = wy[i]
+                    if w != 0.0:
+                        yy = min(max(y0 + i, 0), ny - 1)
+                        for x in range(nx):
+                            line[x] += w * np.float64(image[yy, x, c])
+                for col in range(ox):
+                    if not inside[col]:
+                        out[t, z, row, col, c] = cval
+                        continue
+                    x0 = first[col]
+                    acc = 0.0
+                    for j in range(k):
+                        w = weight[col, j]
+                        if w != 0.0:
+                            acc += w * line[min(max(x0 + j, 0), nx - 1)]
+                    out[t, z, row, col, c] = acc
 
 
 def _with_channels(array: np.ndarray, name: str) -> np.ndarray:
@@ -164,16 +312,20 @@ def _check_out(out: np.ndarray) -> None:
 
 
 def warp_affine(
-    image: np.ndarray, matrix: np.ndarray, out: np.ndarray, cval: float = np.nan
+    image: np.ndarray,
+    matrix: np.ndarray,
+    out: np.ndarray,
+    cval: float = np.nan,
+    interpolation: str = "linear",
 ) -> np.ndarray:
     """Resample ``image`` at ``matrix @ (x, y, 1)`` for every pixel of ``out``.
 
-    Output pixel ``(row, col)`` takes the bilinear sample of ``image`` at
+    Output pixel ``(row, col)`` takes the sample of ``image`` at
     ``(x, y) = (u / w, v / w)`` with ``(u, v, w) = matrix @ (col, row, 1)``,
     i.e. ``matrix`` maps output coordinates to input coordinates
     ``(column, row)`` with pixel centres at integers (the convention of
     :func:`skimage.transform.warp` with an inverse map). See the module
-    docstring for the interpolation and the treatment of NaN.
+    docstring for the interpolations and the treatment of NaN.
 
     Parameters
     ----------
@@ -186,6 +338,8 @@ def warp_affine(
         Output, overwritten; its shape sets the output grid.
     cval : float, optional
         Value of the samples that fall outside ``image`` (default NaN).
+    interpolation : {'linear', 'cubic', 'nearest'}, optional
+        See :data:`INTERPOLATIONS` (default ``'linear'``).
 
     Returns
     -------
@@ -195,11 +349,12 @@ def warp_affine(
     Raises
     ------
     ValueError
-        For mismatched dimensions or channel counts, or a matrix that is not
-        3×3.
+        For mismatched dimensions or channel counts, a matrix that is not
+        3×3, or an unknown interpolation.
     TypeError
         If ``out`` is not a float32 or float64 array.
     """
+    order = interpolation_order(interpolation)
     _check_out(out)
     src = _with_channels(image, "image")
     dst = _with_channels(out, "out")
@@ -208,7 +363,7 @@ def warp_affine(
     m = np.asarray(matrix, dtype=np.float64)
     if m.shape != (3, 3):
         raise ValueError(f"matrix must be 3×3, got shape {m.shape}")
-    _warp_affine(src, m, dst, float(cval))
+    _warp_affine(src, m, order, dst, float(cval))
     return out
 
 
@@ -251,19 +406,24 @@ def sample_bilinear(
     dst = out[:, None] if out.ndim == 1 else out
     if (image.ndim == 2) != (out.ndim == 1) or dst.shape[1] != src.shape[2]:
         raise ValueError(f"incompatible shapes: image {image.shape}, out {out.shape}")
-    _sample_points(src, ys, xs, dst, float(cval))
+    _sample_points(src, ys, xs, 1, dst, float(cval))
     return out
 
 
 def shift_frame(
-    frame: np.ndarray, shift: tuple[float, float], out: np.ndarray, cval: float = np.nan
+    frame: np.ndarray,
+    shift: tuple[float, float],
+    out: np.ndarray,
+    cval: float = np.nan,
+    interpolation: str = "linear",
 ) -> np.ndarray:
-    """Translate a frame by ``shift = (dy, dx)`` pixels (bilinear, sub-pixel).
+    """Translate a frame by ``shift = (dy, dx)`` pixels (sub-pixel or whole).
 
     ``out[y, x] = frame(y - dy, x - dx)``: positive shifts move the content
     down and to the right, as :func:`scipy.ndimage.shift` does. Pixels whose
     source lies outside the frame get ``cval``. A whole-pixel shift copies the
-    values exactly.
+    values exactly (every interpolation). Rows are shared out among numba's
+    threads.
 
     Parameters
     ----------
@@ -275,6 +435,8 @@ def shift_frame(
         Output, overwritten; must not share memory with ``frame``.
     cval : float, optional
         Value of the pixels shifted in from outside (default NaN).
+    interpolation : {'linear', 'cubic', 'nearest'}, optional
+        See :data:`INTERPOLATIONS` (default ``'linear'``).
 
     Returns
     -------
@@ -284,18 +446,21 @@ def shift_frame(
     Raises
     ------
     ValueError
-        If ``out`` has another shape than ``frame`` or the shift is not
-        finite.
+        If ``out`` has another shape than ``frame``, the shift is not
+        finite or the interpolation is unknown.
     TypeError
         If ``out`` is not a float32 or float64 array.
     """
+    order = interpolation_order(interpolation)
     _check_out(out)
     if out.shape != frame.shape:
         raise ValueError(f"incompatible shapes: frame {frame.shape}, out {out.shape}")
     dy, dx = (float(s) for s in shift)
     if not (math.isfinite(dy) and math.isfinite(dx)):
         raise ValueError(f"the shift must be finite, got {shift!r}")
-    _shift_frame(_with_channels(frame, "frame"), dy, dx, _with_channels(out, "out"), float(cval))
+    src = _with_channels(frame, "frame")[None, None]
+    dst = _with_channels(out, "out")[None, None]
+    _shift_planes(src, np.array([[[dy, dx]]]), order, dst, float(cval))
     return out
 
 
@@ -365,8 +530,8 @@ def _interpolate_field(disp, cy, cx, out):  # pragma: no cover - compiled
 
 
 @jit(parallel=True, fastmath=FASTMATH)
-def _warp_field_frames(src, disp, cy, cx, out, cval):  # pragma: no cover - compiled
-    n, nz, ny, nx, nc = src.shape
+def _warp_field_frames(src, disp, cy, cx, order, out, cval):  # pragma: no cover - compiled
+    n, nz = src.shape[0], src.shape[1]
     oy, ox = out.shape[2], out.shape[3]
     iys, wys = _grid_weights(oy, cy)
     ixs, wxs = _grid_weights(ox, cx)
@@ -380,13 +545,11 @@ def _warp_field_frames(src, disp, cy, cx, out, cval):  # pragma: no cover - comp
         iy = iys[row]
         wy = wys[row]
         r = np.float64(row)
+        line = out[t, z, row]
         for col in range(ox):
             dy = _field_at(field, 0, iy, wy, ixs[col], wxs[col])
             dx = _field_at(field, 1, iy, wy, ixs[col], wxs[col])
-            y = r - dy
-            x = np.float64(col) - dx
-            for c in range(nc):
-                out[t, z, row, col, c] = _bilinear(image, c, y, x, ny, nx, cval)
+            _sample_into(image, r - dy, np.float64(col) - dx, order, cval, line, col)
 
 
 def _check_grid(centres: Any, size: int, name: str) -> np.ndarray:
@@ -450,16 +613,18 @@ def warp_field(
     centres_x: Any,
     out: np.ndarray,
     cval: float = np.nan,
+    interpolation: str = "linear",
 ) -> np.ndarray:
-    """Warp frames by displacement fields given at block centres (bilinear).
+    """Warp frames by displacement fields given at block centres.
 
     For every frame ``t`` and plane ``z``, the per-pixel field ``d(p)`` is
     interpolated from ``displacements[t, z]`` as :func:`interpolate_field`
-    does, and ``out[t, z, p] = frames[t, z](p - d(p))`` is the bilinear
-    sample defined in the module docstring (NaN, or ``cval``, where the source
-    point lies outside the frame or a source pixel it needs is NaN). Every
-    channel is moved by the same field. A single centre per axis gives a
-    rigid (sub-pixel) shift of each plane.
+    does, and ``out[t, z, p] = frames[t, z](p - d(p))`` is the sample
+    defined in the module docstring (NaN, or ``cval``, where the source point
+    lies outside the frame or a pixel of its support is NaN). Every channel is
+    moved by the same field. A single centre per axis gives a rigid
+    (sub-pixel) shift of each plane, applied separably (faster). Rows (or,
+    for rigid shifts, blocks of rows) are shared out among numba's threads.
 
     Parameters
     ----------
@@ -475,6 +640,8 @@ def warp_field(
         ``frames``.
     cval : float, optional
         Value where nothing lands (default NaN).
+    interpolation : {'linear', 'cubic', 'nearest'}, optional
+        See :data:`INTERPOLATIONS` (default ``'linear'``).
 
     Returns
     -------
@@ -484,10 +651,12 @@ def warp_field(
     Raises
     ------
     ValueError
-        For mismatched shapes, non-finite displacements or invalid centres.
+        For mismatched shapes, non-finite displacements, invalid centres or
+        an unknown interpolation.
     TypeError
         If ``out`` is not a float32 or float64 array.
     """
+    order = interpolation_order(interpolation)
     _check_out(out)
     if frames.ndim != 5 or out.ndim != 5:
         raise ValueError(
@@ -503,7 +672,11 @@ def warp_field(
         raise ValueError("displacements must be finite")
     cy = _check_grid(centres_y, disp.shape[2], "centres_y")
     cx = _check_grid(centres_x, disp.shape[3], "centres_x")
-    _warp_field_frames(frames, disp, cy, cx, out, float(cval))
+    if disp.shape[2] == 1 and disp.shape[3] == 1:
+        # one block: a constant shift per plane, applied separably
+        _shift_planes(frames, disp[:, :, 0, 0], order, out, float(cval))
+    else:
+        _warp_field_frames(frames, disp, cy, cx, order, out, float(cval))
     return out
 
 

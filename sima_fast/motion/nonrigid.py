@@ -416,6 +416,10 @@ class NonRigid2D(MotionEstimationStrategy):
         all sequences).
     n_processes : int, optional
         Threads of the FFTs (``scipy.fft`` ``workers``), default 1.
+    interpolation : {'cubic', 'linear', 'nearest'}, optional
+        How :meth:`corrected_sequence` resamples the frames (the warped
+        view's interpolation): Keys' cubic convolution by default (the
+        sharpest mean image), bilinear, or the nearest pixel.
 
     Attributes
     ----------
@@ -462,7 +466,11 @@ class NonRigid2D(MotionEstimationStrategy):
         snr_threshold: float = 1.2,
         reference_frames: int = 100,
         n_processes: int = 1,
+        interpolation: str = "cubic",
     ) -> None:
+        from sima_fast.sequence.warped import check_interpolation
+
+        self._interpolation = check_interpolation(interpolation)
         self.block_size = self._pair("block_size", block_size)
         self.overlap = check_real("overlap", overlap, low=0.0)
         if self.overlap >= 1.0:
@@ -657,8 +665,8 @@ class NonRigid2D(MotionEstimationStrategy):
         Returns
         -------
         WarpedSequence
-            Bilinear field between the block centres, bilinear resampling,
-            NaN where nothing lands.
+            Bilinear field between the block centres, resampled by the
+            strategy's interpolation, NaN where nothing lands.
 
         Raises
         ------
@@ -674,5 +682,9 @@ class NonRigid2D(MotionEstimationStrategy):
             )
         d = np.ma.filled(np.ma.asarray(displacements, dtype=np.float64), 0.0)
         return WarpedSequence(
-            sequence, d, grid=self.grid, frame_shape=tuple(int(s) for s in frame_shape)
+            sequence,
+            d,
+            grid=self.grid,
+            frame_shape=tuple(int(s) for s in frame_shape),
+            interpolation=self._interpolation,
         )

@@ -444,7 +444,12 @@ class DiscreteFourier2D(_PlaneStrategy):
         return warped_view(sequence, displacements, frame_shape)
 
 
-def warped_view(sequence: Any, displacements: np.ndarray, frame_shape: tuple[int, ...]) -> Any:
+def warped_view(
+    sequence: Any,
+    displacements: np.ndarray,
+    frame_shape: tuple[int, ...],
+    interpolation: str = "linear",
+) -> Any:
     """Sub-pixel corrected view of a sequence (interpolated; NaN where nothing lands).
 
     Uses the ``'warped'`` sequence view (:mod:`sima_fast.sequence.warped`)
@@ -459,6 +464,8 @@ def warped_view(sequence: Any, displacements: np.ndarray, frame_shape: tuple[int
         ``(T, Z, 2)`` float displacements, all >= 0.
     frame_shape : tuple of int
         ``(Z, Y, X)`` of the corrected frames.
+    interpolation : {'linear', 'cubic', 'nearest'}, optional
+        The warped view's interpolation (default ``'linear'``).
 
     Returns
     -------
@@ -470,7 +477,7 @@ def warped_view(sequence: Any, displacements: np.ndarray, frame_shape: tuple[int
         module = importlib.import_module("sima_fast.sequence.warped")
     except ModuleNotFoundError:
         return sequence.apply_displacements(np.round(d).astype(np.int64), shape)
-    return module.WarpedSequence(sequence, d, frame_shape=shape)
+    return module.WarpedSequence(sequence, d, frame_shape=shape, interpolation=interpolation)
 
 
 class RigidRegistration2D(_PlaneStrategy):
@@ -516,6 +523,10 @@ class RigidRegistration2D(_PlaneStrategy):
         Rounds of aligning the sample and averaging it (default 3).
     n_processes : int, optional
         Threads of the FFTs and kernels (default 1).
+    interpolation : {'cubic', 'linear', 'nearest'}, optional
+        How :meth:`correct` resamples the frames (the warped view's
+        interpolation): Keys' cubic convolution by default (the sharpest
+        mean image), bilinear, or the nearest pixel.
 
     Raises
     ------
@@ -536,7 +547,11 @@ class RigidRegistration2D(_PlaneStrategy):
         num_reference_frames: int = 50,
         iterations: int = 3,
         n_processes: int = 1,
+        interpolation: str = "cubic",
     ) -> None:
+        from sima_fast.sequence.warped import check_interpolation
+
+        self._interpolation = check_interpolation(interpolation)
         self._upsample = None if upsample is None else check_int("upsample", upsample, low=2)
         self._taper = None if taper is None else check_real("taper", taper, low=0.0)
         self._smooth = check_real("smooth_sigma", smooth_sigma, low=0.0)
@@ -590,7 +605,7 @@ class RigidRegistration2D(_PlaneStrategy):
         -------
         Sequence
         """
-        return warped_view(sequence, displacements, frame_shape)
+        return warped_view(sequence, displacements, frame_shape, self._interpolation)
 
 
 class VolumeTranslation(MotionEstimationStrategy):

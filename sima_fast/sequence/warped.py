@@ -5,17 +5,22 @@
 plane of each frame by a displacement field ``d(p)`` in the convention of
 :meth:`~sima_fast.sequence.base.Sequence.apply_displacements` (source pixel
 ``q`` lands at ``q + d``), i.e. the corrected frame is
-``corrected(p) = source(p - d(p))``, sampled bilinearly. The field is either
+``corrected(p) = source(p - d(p))``, sampled by the view's interpolation
+(``'linear'``, ``'cubic'`` or ``'nearest'``; see :mod:`sima_fast.kernels.warp`).
+The field is either
 one ``(dy, dx)`` per plane (a rigid sub-pixel shift) or shifts given at the
 centres of a grid of blocks, interpolated bilinearly between the centres and
 held constant beyond the outermost ones (non-rigid, piecewise-rigid motion
-correction). Corrected pixels whose source lies outside the frame, or that
-need a NaN source pixel, are NaN. Every channel moves with the same field.
+correction). Corrected pixels whose source point lies outside the frame, or
+whose interpolation support holds a NaN source pixel, are NaN. Every channel
+moves with the same field.
 
 Reading streams: a block of frames is read from the wrapped sequence, in
 slices of about :data:`~sima_fast.sequence.base.ITER_CHUNK_BYTES`, and warped
 by the numba kernel :func:`sima_fast.kernels.warp.warp_field`; the view is
-saved as a description holding the displacements and the grid.
+saved as a description holding the displacements, the grid and the
+interpolation (descriptions saved before the interpolation was recorded load
+as ``'linear'``, the only one there was).
 """
 
 from __future__ import annotations
@@ -34,7 +39,41 @@ from sima_fast.sequence.base import (
     float_dtype,
 )
 
-__all__ = ["WarpedSequence"]
+__all__ = ["INTERPOLATIONS", "WarpedSequence", "check_interpolation"]
+
+#: The interpolations of the warped view (those of :mod:`sima_fast.kernels.warp`).
+INTERPOLATIONS = ("linear", "cubic", "nearest")
+
+
+def check_interpolation(value: Any, name: str = "interpolation") -> str:
+    """Check an interpolation name for the warped view (or a strategy that makes one).
+
+    Parameters
+    ----------
+    value : object
+        ``'linear'``, ``'cubic'`` or ``'nearest'``.
+    name : str, optional
+        The argument's name, for the messages (default ``'interpolation'``).
+
+    Returns
+    -------
+    str
+        ``value``.
+
+    Raises
+    ------
+    ArgumentTypeError
+        ``value`` is not a string.
+    ValueError
+        It names no interpolation.
+    """
+    if not isinstance(value, str):
+        raise ArgumentTypeError(
+            f"{name} must be one of {list(INTERPOLATIONS)}, got {type(value).__name__}"
+        )
+    if value not in INTERPOLATIONS:
+        raise ValueError(f"{name} must be one of {list(INTERPOLATIONS)}, got {value!r}")
+    return value
 
 
 def _centres(value: Any, size: int, name: str) -> np.ndarray:
@@ -58,10 +97,11 @@ def _centres(value: Any, size: int, name: str) -> np.ndarray:
 class WarpedSequence(WrapperSequence, format="warped"):
     """Frames corrected by sub-pixel (rigid) or non-rigid displacement fields.
 
-    ``corrected[t, z](p) = base[t, z](p - d_tz(p))`` with bilinear
-    interpolation, where ``p = (row, column)`` is a pixel of the corrected
-    frame; NaN where the source point lies outside the frame or a source
-    pixel it needs is NaN. Same sign as
+    ``corrected[t, z](p) = base[t, z](p - d_tz(p))``, interpolated, where
+    ``p = (row, column)`` is a pixel of the corrected frame; NaN where the
+    source point lies outside the frame or a source pixel of its
+    interpolation support is NaN (whole-pixel displacements copy the values
+    exactly, whatever the interpolation). Same sign as
     :meth:`~sima_fast.sequence.base.Sequence.apply_displacements`: content at
     ``q`` in the source appears at ``q + d`` in the corrected frame.
 
@@ -83,16 +123,25 @@ class WarpedSequence(WrapperSequence, format="warped"):
     frame_shape : tuple of int, optional
         ``(Z, Y, X)`` (or ``(Z, Y, X, C)``) of the corrected frames; ``Z``
         (and ``C``) must be the source's. Default: the source frame shape.
+    interpolation : {'linear', 'cubic', 'nearest'}, optional
+        How the source is sampled between pixel centres (default
+        ``'linear'``): bilinear; Keys' cubic convolution (4 × 4 pixels,
+        ``a = -0.5``; far less smoothing than bilinear, pixels within one
+        pixel of the frame's edge repeat the edge); or the nearest pixel
+        (exact source values, up to half a pixel out of place). The same
+        pixels are NaN for all three, apart from NaN source pixels (a cubic
+        sample's support is 4 × 4 pixels, a bilinear one's 2 × 2).
 
     Raises
     ------
     ArgumentTypeError
         ``displacements`` or ``grid`` is not numeric, ``frame_shape`` not a
-        tuple of integers (a :class:`TypeError` and a :class:`ValueError`).
+        tuple of integers, ``interpolation`` not a string (a
+        :class:`TypeError` and a :class:`ValueError`).
     ValueError
         Shapes that do not match the sequence, non-finite displacements, a
-        grid given or missing where it must not or must be, or centres that
-        are not strictly increasing.
+        grid given or missing where it must not or must be, centres that
+        are not strictly increasing, or an unknown interpolation.
 
     Examples
     --------
@@ -114,6 +163,7 @@ class WarpedSequence(WrapperSequence, format="warped"):
         "grid_y": "?array",
         "grid_x": "?array",
         "frame_shape": "ints",
+        "interpolation": "?str",
     }
 
     def __init__(
@@ -123,8 +173,10 @@ class WarpedSequence(WrapperSequence, format="warped"):
         *,
         grid: Any = None,
         frame_shape: tuple[int, ...] | None = None,
+        interpolation: str = "linear",
     ) -> None:
         super().__init__(base)
+        self._interpolation = check_interpolation(interpolation)
         T, Z, Y, X, C = base.shape
         try:
             disp = np.asarray(displacements)
@@ -210,6 +262,11 @@ class WarpedSequence(WrapperSequence, format="warped"):
         return self._displacements
 
     @property
+    def interpolation(self) -> str:
+        """``'linear'``, ``'cubic'`` or ``'nearest'``: how the source is sampled."""
+        return self._interpolation
+
+    @property
     def grid(self) -> tuple[np.ndarray, np.ndarray] | None:
         """``(centres_y, centres_x)`` of the blocks, or None for per-plane shifts."""
         return None if self._rigid else (self._cy, self._cx)
@@ -253,7 +310,14 @@ class WarpedSequence(WrapperSequence, format="warped"):
         for t0 in range(start, stop, step):
             t1 = min(t0 + step, stop)
             src = self.base.read_chunk(t0, t1)
-            warp_field(src, self._blocks[t0:t1], self._cy, self._cx, out[t0 - start : t1 - start])
+            warp_field(
+                src,
+                self._blocks[t0:t1],
+                self._cy,
+                self._cx,
+                out[t0 - start : t1 - start],
+                interpolation=self._interpolation,
+            )
 
     def todict(self, ctx: SaveContext) -> dict[str, Any]:
         """Describe the view in JSON-compatible form, for :meth:`fromdict`.
@@ -269,13 +333,15 @@ class WarpedSequence(WrapperSequence, format="warped"):
         dict
             ``'fmt'``, ``'base'``, ``'displacements'`` (``{'array': key}``),
             ``'grid_y'`` and ``'grid_x'`` (``{'array': key}``, only for block
-            displacements) and ``'frame_shape'`` (``[Z, Y, X]``).
+            displacements), ``'frame_shape'`` (``[Z, Y, X]``) and
+            ``'interpolation'``.
         """
         d: dict[str, Any] = {
             "fmt": self.format,
             "base": self.base.todict(ctx),
             "displacements": {"array": ctx.add_array(self._displacements)},
             "frame_shape": list(self._frame_shape),
+            "interpolation": self._interpolation,
         }
         if not self._rigid:
             d["grid_y"] = {"array": ctx.add_array(self._cy)}
@@ -292,7 +358,8 @@ class WarpedSequence(WrapperSequence, format="warped"):
             The description.
         ctx : LoadContext
             The dataset being loaded; its array store holds the displacements
-            and the grid.
+            and the grid. A description without ``'interpolation'`` (saved
+            before it was recorded) loads as ``'linear'``.
 
         Returns
         -------
@@ -301,8 +368,8 @@ class WarpedSequence(WrapperSequence, format="warped"):
         Raises
         ------
         ValueError
-            The stored arrays do not fit the wrapped sequence (a corrupt
-            dataset).
+            The stored arrays do not fit the wrapped sequence, or the
+            interpolation is unknown (a corrupt dataset).
         """
         base = Sequence.fromdict(d["base"], ctx)
         disp = ctx.get_array(d["displacements"]["array"])
@@ -311,4 +378,12 @@ class WarpedSequence(WrapperSequence, format="warped"):
             if d.get("grid_y") is None or d.get("grid_x") is None:
                 raise ValueError("a warped view's description has only one of grid_y, grid_x")
             grid = (ctx.get_array(d["grid_y"]["array"]), ctx.get_array(d["grid_x"]["array"]))
-        return cls(base, disp, grid=grid, frame_shape=tuple(d["frame_shape"]))
+        # descriptions written before the interpolation was recorded were bilinear
+        interpolation = d.get("interpolation") or "linear"
+        return cls(
+            base,
+            disp,
+            grid=grid,
+            frame_shape=tuple(d["frame_shape"]),
+            interpolation=interpolation,
+        )
