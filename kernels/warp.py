@@ -119,6 +119,10 @@ def interpolation_order(interpolation: Any) -> int:
 # the sampling core
 # ---------------------------------------------------------------------------
 
+#: A source position closer than this (px) to a pixel centre is sampled at the
+#: centre, so weights too small to matter never bring in a NaN neighbour.
+SNAP = 1e-9
+
 
 @jit(fastmath=FASTMATH, inline="always")
 def _axis_taps(s, n, order):  # pragma: no cover - compiled
@@ -139,6 +143,13 @@ def _axis_taps(s, n, order):  # pragma: no cover - compiled
         return True, math.floor(s + 0.5), (1.0, 0.0, 0.0, 0.0)
     i = math.floor(s)
     f = s - i
+    # within SNAP of a pixel centre counts as the centre: a weight that rounds
+    # to nothing must not pull in a NaN neighbour (nor differ between kernels)
+    if f < SNAP:
+        f = 0.0
+    elif f > 1.0 - SNAP:
+        i += 1
+        f = 0.0
     if order == 1:
         return True, i, (1.0 - f, f, 0.0, 0.0)
     if f == 0.0:
