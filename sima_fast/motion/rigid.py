@@ -175,9 +175,13 @@ def build_reference_2d(
     previous = None
     for _ in range(iterations):
         shifts = make_registrar(ref).register(sample)[:, :2]
-        shifts = shifts - np.median(shifts, axis=0)  # keep the reference where the sample is
+        centre = np.median(shifts, axis=0)  # keep the reference where the sample is
         if integer:
-            shifts = np.round(shifts)
+            # round the frames' shifts and their centre apart: rounding the
+            # differences would split a half-pixel centre unevenly (2.5 -> 2,
+            # -2.5 -> -2) and blur a reference of two frames
+            shifts, centre = np.round(shifts), np.round(centre)
+        shifts = shifts - centre
         ref = _mean_image(_shift_stack(sample, shifts, integer))
         if previous is not None and np.abs(shifts - previous).mean() < tolerance:
             break
