@@ -100,6 +100,23 @@ class IndexedSequence(WrapperSequence, format="indexed"):
         """The wrapped sequence's dtype."""
         return self.base.dtype
 
+    @property
+    def displacements(self) -> np.ndarray:
+        """The wrapped sequence's displacements, whole (as SIMA's indexed sequences gave them).
+
+        Raises
+        ------
+        AttributeError
+            If the wrapped sequence is not a motion-corrected view.
+        """
+        try:
+            return self.base.displacements
+        except AttributeError:
+            raise AttributeError(
+                f"{type(self).__name__} has no displacements: the sequence it indexes is not "
+                "motion-corrected"
+            ) from None
+
     def _select_spatial(self, block: np.ndarray) -> np.ndarray:
         if self._spatial_is_full:
             return block
@@ -512,6 +529,13 @@ class MotionCorrectedSequence(WrapperSequence, format="motion_corrected"):
                 )
         self._frame_shape = frame_shape
         self._dtype = float_dtype(base.dtype)
+
+    @property
+    def displacements(self) -> np.ndarray:
+        """The whole-pixel displacements as given, ``int64`` (read-only)."""
+        view = self._displacements.view()
+        view.flags.writeable = False
+        return view
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
