@@ -698,13 +698,13 @@ def blob_masks(rng, n=3, shape=(2, 30, 30)):
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), tolerance=st.floats(0.0, 3.0))
-def test_smooth_boundaries_match_reference(seed, tolerance):
+@given(seed=st.integers(0, 2**32 - 1), tolerance=st.floats(0.0, 3.0), min_verts=st.integers(0, 12))
+def test_smooth_boundaries_match_reference(seed, tolerance, min_verts):
     rng = np.random.default_rng(seed)
     rois = ROIList(
         [ROI(mask=m, label=f"r{k}", id=k, tags={"x"}) for k, m in enumerate(blob_masks(rng))]
     )
-    got = SmoothROIBoundaries(tolerance=tolerance, n_processes=2).apply(rois)
+    got = SmoothROIBoundaries(tolerance=tolerance, min_verts=min_verts, n_processes=2).apply(rois)
     assert len(got) == len(rois)
     for src, roi in zip(rois, got):
         assert not roi.is_mask_roi
@@ -720,8 +720,8 @@ def test_smooth_boundaries_match_reference(seed, tolerance):
                 np.dot(ref[:, 0], np.roll(ref[:, 1], -1))
                 - np.dot(np.roll(ref[:, 0], -1), ref[:, 1])
             )
-            if len(ref) < 3 or area == 0:
-                ref = ring[:, :2]  # degenerate simplification: the ring is kept
+            if len(ref) < 3 or area == 0 or len(ring) < min_verts:
+                ref = ring[:, :2]  # degenerate simplification, or too few vertices: kept
             np.testing.assert_array_equal(simple[:, :2], ref)
             assert np.all(simple[:, 2] == ring[0, 2])
             # every original vertex lies within tolerance of the simplified outline
@@ -746,9 +746,9 @@ def test_smooth_boundaries_edge_cases():
     weighted[3, 3] = 0.5  # linspace has no zero here; every pixel of the square is non-zero
     poly = ROI(polygons=[[1, 1], [5, 1], [5, 2], [5, 5], [1, 5]])
     empty = ROI(mask=np.zeros((8, 8)))
-    out = SmoothROIBoundaries(tolerance=0.5).apply(
-        ROIList([pixel, ROI(mask=weighted), poly, empty]), ds
-    )
+    rois = ROIList([pixel, ROI(mask=weighted), poly, empty])
+    assert len(SmoothROIBoundaries(tolerance=0.5).apply(rois, ds)[2].rings[0]) == 5  # < 8 kept
+    out = SmoothROIBoundaries(tolerance=0.5, min_verts=0).apply(rois, ds)
     assert len(out) == 3  # the empty ROI is dropped
     assert out[0].size == 1  # a single pixel's outline cannot be simplified away
     assert out[1].size == 16

@@ -32,7 +32,17 @@ from sima_fast.segment.postprocess import CircularityFilter, ROIFilter
 if TYPE_CHECKING:
     from sima_fast.imaging import ImagingDataset
 
-__all__ = ["AffinityMatrixCA1PC", "CA1PCNucleus", "PlaneCA1PC", "ca1pc_processed_image"]
+__all__ = [
+    "AffinityMatrixCA1PC",
+    "CA1PCNucleus",
+    "PlaneCA1PC",
+    "ca1pc_processed_image",
+    "cv2_available",
+]
+
+#: SIMA's flag for its OpenCV-based steps (boundary smoothing, the CA1 processed
+#: image). sima_fast does them without OpenCV, so they are always available.
+cv2_available = True
 
 #: Affinity falls as exp(-CA1_PATH_GAIN * b) with the brightness b in [0, 1] of the
 #: brightest pixel between the two pixels.

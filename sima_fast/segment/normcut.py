@@ -53,9 +53,14 @@ __all__ = [
     "AffinityMatrixMethod",
     "BasicAffinityMatrix",
     "PlaneNormalizedCuts",
+    "cv2_available",
     "normalized_cut_regions",
     "path_steps",
 ]
+
+#: SIMA's flag for its OpenCV-based steps (boundary smoothing, the CA1 processed
+#: image). sima_fast does them without OpenCV, so they are always available.
+cv2_available = True
 
 #: Affinity of two pixels with correlation c is proportional to exp(CORRELATION_GAIN * c).
 CORRELATION_GAIN = 9.0

@@ -497,6 +497,9 @@ class SmoothROIBoundaries(PostProcessingStep):
     tolerance : float, optional
         Largest allowed distance, in pixels, between the outline and its
         simplification (≥ 0; 0 keeps the outline); default 0.5.
+    min_verts : int, optional
+        Rings with fewer vertices than this are kept as they are (≥ 0);
+        default 8, as SIMA's.
     n_processes : int, optional
         Number of threads over which ROIs are spread (≥ 1); default 1.
 
@@ -525,8 +528,9 @@ class SmoothROIBoundaries(PostProcessingStep):
     (False, 'cell', 24, 8)
     """
 
-    def __init__(self, tolerance: float = 0.5, n_processes: int = 1) -> None:
+    def __init__(self, tolerance: float = 0.5, min_verts: int = 8, n_processes: int = 1) -> None:
         self.tolerance = check_real("tolerance", tolerance, low=0.0)
+        self.min_verts = check_int("min_verts", min_verts, low=0, integral_float=True)
         self.n_processes = check_int("n_processes", n_processes, low=1, integral_float=True)
 
     def _smooth(self, roi: ROI, im_shape: Shape3 | None) -> ROI | None:
@@ -534,7 +538,10 @@ class SmoothROIBoundaries(PostProcessingStep):
         if not rings:
             return None
         tolerance = float(self.tolerance)  # type: ignore[arg-type]
-        simple = [_simplify_ring(ring, tolerance) for ring in rings]
+        simple = [
+            ring if len(ring) < self.min_verts else _simplify_ring(ring, tolerance)
+            for ring in rings
+        ]
         shape = roi.im_shape if roi.im_shape is not None else im_shape
         if shape is None and roi.is_mask_roi:
             shape = roi_im_shape(roi)
