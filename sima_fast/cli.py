@@ -549,7 +549,7 @@ def _add_motion(sub: Any) -> None:
         "or of a dataset directory, and save the motion-corrected dataset in OUT (the "
         "movies are referenced, not copied). Prints the range of each sequence's "
         "displacements. With --scheduler the references are fixed first and every time "
-        "range of every movie is one Dask task (rigid, translation and dft).\n\n"
+        "range of every movie is one Dask task (every strategy below).\n\n"
         "strategies (sima_fast.motion, default parameters otherwise):\n" + strategies,
         """
   sima-fast motion run1.h5 run2.h5 --dim-order tyx --out session.sima --strategy rigid

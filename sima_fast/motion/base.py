@@ -696,9 +696,11 @@ class MotionEstimationStrategy(abc.ABC):
             (given, or built here from a sample of frames), then every time
             range of every sequence is one task
             (:func:`sima_fast.distributed.estimate_motion`). The result equals
-            the one without ``client``. Only strategies that register frames
-            against fixed references can do this (the rigid plane
-            strategies); others raise ValueError.
+            the one without ``client`` for the rigid plane strategies and
+            :class:`NonRigid2D`; :class:`HiddenMarkov2D` fits its model on a
+            sample and decodes each range against it (see docs/motion.md).
+            Strategies that cannot be split in time (volume, resonant) raise
+            ValueError.
         progress : bool, optional
             Show a progress bar over the frames registered (tqdm here, Dask's
             with ``client``). Default False.
