@@ -4,7 +4,13 @@ SIMA's ``sima.imaging_parameters`` under the same names:
 :func:`extract_imaging_parameters` (``format='Prairie'`` or ``'Scanbox'``),
 :func:`prairie_imaging_parameters` (PrairieView ``.xml`` and ``.env`` files)
 and :func:`scanbox_imaging_parameters` (Scanbox ``.mat`` info files), plus
-:func:`loadmat`, which reads a MATLAB file with its structs as nested dicts.
+:func:`loadmat`, which reads a MATLAB file with its structs as nested dicts,
+and :func:`parse_xml_string`, the same safe XML parser for XML text. The
+dictionaries convert to the package's acquisition metadata with
+:meth:`AcquisitionMetadata.from_scanbox
+<sima_fast.sequence.metadata.AcquisitionMetadata.from_scanbox>` and
+:meth:`AcquisitionMetadata.from_prairie
+<sima_fast.sequence.metadata.AcquisitionMetadata.from_prairie>`.
 
 XML is parsed with a parser that refuses document type declarations and
 entity declarations (so no entity expansion and no external resource is
