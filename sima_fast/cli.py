@@ -1337,6 +1337,13 @@ def _info(args: argparse.Namespace) -> int:
         except Exception as exc:  # any load failure is one line, never a traceback
             raise _Failure(f"cannot open it: {type(exc).__name__}: {_message(exc)}") from None
     print(dataset_summary(dataset))
+    meta = dataset.acquisition_metadata
+    if meta is None:
+        print("  acquisition: unknown (no metadata in the data files; none set)")
+    else:
+        print("  acquisition:")
+        for line in meta.summary():
+            print(f"    {line}")
     return 0
 
 
@@ -1406,7 +1413,8 @@ from a movie to spikes:
     _describe(
         info,
         "Print the sequences, frame shape, channels, ROI sets and extracted signals of a "
-        "dataset directory.",
+        "dataset directory, and its acquisition metadata (frame rate, zoom, planes, "
+        "channels, pixel size, and where they come from).",
         "  sima-fast info session.sima",
     )
     bench = sub.add_parser(

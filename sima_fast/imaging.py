@@ -30,6 +30,12 @@ from sima_fast._validate import (
 )
 from sima_fast._warnings import warn
 from sima_fast.sequence import Sequence
+from sima_fast.sequence.metadata import (
+    AcquisitionMetadata,
+    check_acquisition_metadata,
+    combine_metadata,
+    index_metadata,
+)
 
 __all__ = ["ImagingDataset", "NotADatasetError"]
 
@@ -131,6 +137,7 @@ class ImagingDataset:
         self._savedir: str | None = None
         self._legacy = False
         self._meta: dict[str, Any] | None = None  # what metadata.json holds
+        self._acquisition_user: AcquisitionMetadata | None = None
         self._projections: dict[str, np.ndarray] = {}
         self._mem_rois: dict[str, Any] = {}
         self._mem_signals: dict[int, dict[str, Any]] = {}
@@ -232,6 +239,7 @@ class ImagingDataset:
             recover_dataset_dir(savedir, inside=storage.is_dataset_dir(savedir))
         self = cls.__new__(cls)
         self._read_only = bool(read_only)
+        self._acquisition_user = None
         self._projections = {}
         self._mem_rois = {}
         self._mem_signals = {}
@@ -240,6 +248,7 @@ class ImagingDataset:
             self._sequences = storage.load_sequences(savedir, meta)
             self._legacy = False
             self._meta = meta
+            self._apply_acquisition_record(meta.get("acquisition_metadata"))
         elif storage.is_legacy_dir(savedir):
             info = storage.load_legacy(savedir)
             self._sequences = info["sequences"]
@@ -336,8 +345,51 @@ class ImagingDataset:
             "arrays_file": seq_meta["arrays_file"],
             "sequences_id": seq_meta["sequences_id"],
         }
+        acquisition = self._acquisition_record()
+        if acquisition is not None:
+            meta["acquisition_metadata"] = acquisition
         meta["owned_files"] = storage.ownership(meta, previous, seq_meta["new_files"])
         return meta
+
+    def _acquisition_record(self) -> dict[str, Any] | None:
+        """Build the ``acquisition_metadata`` field of ``metadata.json``: what users set.
+
+        A sequence's entry is its whole metadata when a user set values on
+        it or on a sequence it wraps (so the values survive the save), else
+        null; the file's own metadata is read from the file again.
+
+        Returns
+        -------
+        dict or None
+            ``{'dataset': ..., 'sequences': ...}``, or None when nothing was set.
+        """
+
+        def user_set(seq: Sequence) -> bool:
+            stack = [seq]
+            while stack:
+                node = stack.pop()
+                if node.user_acquisition_metadata is not None:
+                    return True
+                stack.extend(node.children)
+            return False
+
+        per_sequence = [s.acquisition_metadata if user_set(s) else None for s in self._sequences]
+        per_sequence = [None if m is None else m.todict() for m in per_sequence]
+        if self._acquisition_user is None and all(m is None for m in per_sequence):
+            return None
+        return {
+            "dataset": None if self._acquisition_user is None else self._acquisition_user.todict(),
+            "sequences": per_sequence if any(m is not None for m in per_sequence) else None,
+        }
+
+    def _apply_acquisition_record(self, record: dict[str, Any] | None) -> None:
+        """Take the user-set acquisition metadata of a ``metadata.json`` field (checked)."""
+        record = record or {}
+        dataset = record.get("dataset")
+        self._acquisition_user = None if dataset is None else AcquisitionMetadata.fromdict(dataset)
+        for seq, entry in zip(self._sequences, record.get("sequences") or []):
+            if entry is not None:
+                seq.acquisition_metadata = AcquisitionMetadata.fromdict(entry)
 
     def _save_in_place(self, operation: str, keep_their_names: bool = False) -> None:
         """Rewrite ``metadata.json`` under the directory's lock, from what it holds now."""
@@ -363,6 +415,11 @@ class ImagingDataset:
                     self._channel_names = self._validate_channel_names(
                         current["channel_names"], self.frame_shape[3]
                     )
+                ours = self._acquisition_record()
+                theirs = current.get("acquisition_metadata")
+                if ours == self._meta.get("acquisition_metadata") and theirs != ours:
+                    # Unchanged here: keep acquisition metadata set meanwhile elsewhere.
+                    self._apply_acquisition_record(theirs)
             meta = self._metadata(seq_meta, current)
             try:
                 storage.write_metadata(savedir, meta)
@@ -452,6 +509,52 @@ class ImagingDataset:
             self._channel_names = names
 
     @property
+    def acquisition_metadata(self) -> AcquisitionMetadata | None:
+        """What the microscope recorded about the dataset's acquisitions, or None.
+
+        The sequences' :attr:`Sequence.acquisition_metadata
+        <sima_fast.sequence.base.Sequence.acquisition_metadata>` merged (a
+        value two sequences give differently is unknown), with the values
+        set on the dataset laid over them. Setting it (an
+        :class:`~sima_fast.sequence.metadata.AcquisitionMetadata`, a dict of
+        its fields, or None to remove what was set) saves it in the
+        dataset's ``metadata.json`` when the dataset has a directory; so do
+        values set on its sequences, at the next :meth:`save`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import sima_fast as sima
+        >>> seq = sima.Sequence.create('ndarray', np.zeros((4, 1, 8, 8, 1)))
+        >>> ds = sima.ImagingDataset([seq], None)
+        >>> ds.acquisition_metadata is None
+        True
+        >>> ds.acquisition_metadata = {'frame_rate': 30.0, 'pixel_size_um': [0.5, 0.5]}
+        >>> ds.acquisition_metadata.frame_rate
+        30.0
+        """
+        found = combine_metadata([s.acquisition_metadata for s in self._sequences])
+        user = self._acquisition_user
+        if user is None:
+            return found
+        return user if found is None else found.merge(user)
+
+    @acquisition_metadata.setter
+    def acquisition_metadata(self, value: Any) -> None:
+        value = check_acquisition_metadata(value)
+        if self._savedir is not None:
+            self._check_writable()
+            old = self._acquisition_user
+            self._acquisition_user = value
+            try:
+                self._save_in_place("set acquisition_metadata")
+            except BaseException:
+                self._acquisition_user = old
+                raise
+        else:
+            self._acquisition_user = value
+
+    @property
     def savedir(self) -> str | None:
         """The dataset directory, or ``None`` for an in-memory dataset."""
         return self._savedir
@@ -520,13 +623,18 @@ class ImagingDataset:
             raise IndexError("the index selects no sequence")
         rest = indices[1:]
         names = list(self._channel_names)
+        user = self._acquisition_user
         if rest:
+            shape = picked[0].shape
             picked = [s[rest] for s in picked]
             if len(rest) == 5:
                 c = normalize_axis_index(rest[4], self.frame_shape[3], "c")
                 idx = range(*c.indices(len(names))) if isinstance(c, slice) else c
                 names = [names[int(i)] for i in idx]
-        return ImagingDataset(picked, None, channel_names=names)
+            user = index_metadata(user, picked[0].indices, shape)
+        result = ImagingDataset(picked, None, channel_names=names)
+        result._acquisition_user = user
+        return result
 
     def _channel(self, channel: Any) -> int:
         return resolve_channel(channel, self._channel_names)

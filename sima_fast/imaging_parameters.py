@@ -4,7 +4,13 @@ SIMA's ``sima.imaging_parameters`` under the same names:
 :func:`extract_imaging_parameters` (``format='Prairie'`` or ``'Scanbox'``),
 :func:`prairie_imaging_parameters` (PrairieView ``.xml`` and ``.env`` files)
 and :func:`scanbox_imaging_parameters` (Scanbox ``.mat`` info files), plus
-:func:`loadmat`, which reads a MATLAB file with its structs as nested dicts.
+:func:`loadmat`, which reads a MATLAB file with its structs as nested dicts,
+and :func:`parse_xml_string`, the same safe XML parser for XML text. The
+dictionaries convert to the package's acquisition metadata with
+:meth:`AcquisitionMetadata.from_scanbox
+<sima_fast.sequence.metadata.AcquisitionMetadata.from_scanbox>` and
+:meth:`AcquisitionMetadata.from_prairie
+<sima_fast.sequence.metadata.AcquisitionMetadata.from_prairie>`.
 
 XML is parsed with a parser that refuses document type declarations and
 entity declarations (so no entity expansion and no external resource is
@@ -39,6 +45,7 @@ __all__ = [
     "FORMATS",
     "extract_imaging_parameters",
     "loadmat",
+    "parse_xml_string",
     "prairie_imaging_parameters",
     "scanbox_imaging_parameters",
 ]
@@ -64,19 +71,18 @@ def _path(filepath: Any, argname: str = "filepath") -> str:
 # --------------------------------------------------------------------------
 
 
-def _parse_xml(path: str) -> ElementTree.Element:
-    """Parse an XML file into an Element tree, refusing DTDs and entity declarations."""
+def _safe_parser(what: str, builder: ElementTree.TreeBuilder) -> Any:
+    """Make an expat parser feeding ``builder`` that refuses DTDs and entity declarations."""
     from xml.parsers import expat
 
-    builder = ElementTree.TreeBuilder()
     parser = expat.ParserCreate()
     parser.buffer_text = True
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
 
     def refuse(*_: Any) -> None:
         raise ValueError(
-            f"refusing to read {path!r}: it declares a document type or entities, which "
-            "PrairieView metadata never does (not expanded, for safety)"
+            f"refusing to read {what}: it declares a document type or entities, which "
+            "microscope metadata never does (not expanded, for safety)"
         )
 
     parser.StartDoctypeDeclHandler = refuse
@@ -86,11 +92,69 @@ def _parse_xml(path: str) -> ElementTree.Element:
     parser.StartElementHandler = builder.start
     parser.EndElementHandler = builder.end
     parser.CharacterDataHandler = builder.data
+    return parser
+
+
+def _parse_xml(path: str) -> ElementTree.Element:
+    """Parse an XML file into an Element tree, refusing DTDs and entity declarations."""
+    from xml.parsers import expat
+
+    builder = ElementTree.TreeBuilder()
+    parser = _safe_parser(repr(path), builder)
     try:
         with open(path, "rb") as f:
             parser.ParseFile(f)
     except expat.ExpatError as exc:
         raise ValueError(f"{path!r} is not well-formed XML ({exc})") from exc
+    return builder.close()
+
+
+def parse_xml_string(text: str | bytes, what: str = "the XML text") -> ElementTree.Element:
+    """Parse XML text (OME-XML metadata, for instance) safely.
+
+    Document type declarations and entity declarations are refused, never
+    expanded, as for PrairieView files; element names keep their namespace
+    (``'{http://www.openmicroscopy.org/Schemas/OME/2016-06}Pixels'``).
+
+    Parameters
+    ----------
+    text : str or bytes
+        The XML document.
+    what : str, optional
+        What the text is, for error messages.
+
+    Returns
+    -------
+    xml.etree.ElementTree.Element
+        The root element.
+
+    Raises
+    ------
+    ValueError
+        The text is not well-formed XML, or declares a document type or
+        entities.
+    TypeError
+        ``text`` is not a str or bytes.
+
+    Examples
+    --------
+    >>> parse_xml_string('<OME><Image ID="Image:0"/></OME>')[0].get('ID')
+    'Image:0'
+    """
+    from xml.parsers import expat
+
+    if isinstance(text, str):
+        data = text.encode("utf-8")
+    elif isinstance(text, bytes):
+        data = text
+    else:
+        raise TypeError(f"text must be a str or bytes, got {type(text).__name__}")
+    builder = ElementTree.TreeBuilder()
+    parser = _safe_parser(what, builder)
+    try:
+        parser.Parse(data, True)
+    except expat.ExpatError as exc:
+        raise ValueError(f"{what} is not well-formed XML ({exc})") from exc
     return builder.close()
 
 

@@ -614,12 +614,64 @@ def read_metadata(savedir: str) -> dict[str, Any]:
             raise DatasetFormatError(
                 f"{path!r}: field {exc.field!r} of a sequence description: {exc.detail}"
             ) from None
+    if meta.get("acquisition_metadata") is not None:
+        check_acquisition_record(meta["acquisition_metadata"], len(meta["sequences"]), path)
     owned = meta.get("owned_files")
     if owned is not None and (
         not isinstance(owned, list) or not all(isinstance(n, str) for n in owned)
     ):
         raise DatasetFormatError(f"{path!r}: field 'owned_files' is not a list of file names")
     return meta
+
+
+def check_acquisition_record(record: Any, num_sequences: int, path: str) -> None:
+    """Check the ``acquisition_metadata`` field of ``metadata.json``.
+
+    Parameters
+    ----------
+    record : object
+        The field's parsed value: ``{"dataset": <metadata or null>,
+        "sequences": <null or a list of metadata or null, one per
+        sequence>}``, each metadata an
+        :meth:`~sima_fast.sequence.metadata.AcquisitionMetadata.todict` object.
+    num_sequences : int
+        How many sequences the dataset has.
+    path : str
+        The metadata file, for the error message.
+
+    Raises
+    ------
+    DatasetFormatError
+        The field is not of that form, or a metadata object has an unknown
+        key or a value of the wrong type or range; the message names the
+        file and the field (e.g. ``acquisition_metadata.sequences[1]``).
+    """
+    from sima_fast.sequence.metadata import AcquisitionMetadata
+
+    where = "acquisition_metadata"
+    if not isinstance(record, dict):
+        raise DatasetFormatError(
+            f"{path!r}: field {where!r} must be an object with 'dataset' and 'sequences'"
+        )
+    unknown = sorted(set(record) - {"dataset", "sequences"})
+    if unknown:
+        raise DatasetFormatError(f"{path!r}: field {where!r} has unknown key(s) {unknown}")
+    entries = [(f"{where}.dataset", record.get("dataset"))]
+    per_sequence = record.get("sequences")
+    if per_sequence is not None:
+        if not isinstance(per_sequence, list) or len(per_sequence) != num_sequences:
+            raise DatasetFormatError(
+                f"{path!r}: field '{where}.sequences' must be null or a list of "
+                f"{num_sequences} entries (one per sequence)"
+            )
+        entries += [(f"{where}.sequences[{i}]", v) for i, v in enumerate(per_sequence)]
+    for field, value in entries:
+        if value is None:
+            continue
+        try:
+            AcquisitionMetadata.fromdict(value)
+        except (TypeError, ValueError) as exc:
+            raise DatasetFormatError(f"{path!r}: field {field!r}: {exc}") from None
 
 
 def load_sequences(savedir: str, meta: dict[str, Any]) -> list:

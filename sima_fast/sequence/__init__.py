@@ -36,6 +36,7 @@ from sima_fast.sequence.base import (
 )
 from sima_fast.sequence.dask import DaskSequence
 from sima_fast.sequence.hdf5 import HDF5Sequence
+from sima_fast.sequence.metadata import AcquisitionMetadata, AcquisitionMetadataWarning
 from sima_fast.sequence.tiff import TIFFSequence, TIFFsSequence
 from sima_fast.sequence.views import (
     FilledSequence,
@@ -50,6 +51,8 @@ from sima_fast.sequence.zarr import ZarrSequence
 __all__ = [
     "DIM_ORDER",
     "SUPPORTED_DTYPES",
+    "AcquisitionMetadata",
+    "AcquisitionMetadataWarning",
     "CorruptFileError",
     "DaskSequence",
     "DescriptionError",

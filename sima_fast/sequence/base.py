@@ -915,6 +915,61 @@ class Sequence(abc.ABC):
         """
         return 1
 
+    @property
+    def acquisition_metadata(self) -> Any:
+        """What the microscope recorded about the acquisition, or None.
+
+        An :class:`~sima_fast.sequence.metadata.AcquisitionMetadata`:
+        frame rate, zoom, planes, channels, pixel size and their source.
+        Read lazily from the data file the first time it is asked for, then
+        kept (ScanImage, ImageJ, OME-TIFF metadata and resolution tags for
+        TIFF files, attributes for HDF5 datasets; see
+        :func:`~sima_fast.sequence.metadata.read_tiff_metadata` and
+        :func:`~sima_fast.sequence.metadata.read_hdf5_metadata`). Views pass
+        their source's metadata through, adjusted for what they select
+        (``seq[::2]`` has half the frame rate). Values set by the user
+        (assign an ``AcquisitionMetadata``, or a dict of its fields) win
+        over the file's; assigning None removes them. Metadata that cannot
+        be read gives None with an
+        :class:`~sima_fast.sequence.metadata.AcquisitionMetadataWarning`,
+        never an error.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sima_fast import Sequence
+        >>> seq = Sequence.create('ndarray', np.zeros((4, 1, 2, 2, 1)))
+        >>> seq.acquisition_metadata is None
+        True
+        >>> seq.acquisition_metadata = {'frame_rate': 30.0}
+        >>> seq[::2].acquisition_metadata.frame_rate
+        15.0
+        """
+        found = self._source_acquisition_metadata()
+        user = self.__dict__.get("_acquisition_user")
+        if user is None:
+            return found
+        return user if found is None else found.merge(user)
+
+    @acquisition_metadata.setter
+    def acquisition_metadata(self, value: Any) -> None:
+        from sima_fast.sequence.metadata import check_acquisition_metadata
+
+        self.__dict__["_acquisition_user"] = check_acquisition_metadata(value)
+
+    @property
+    def user_acquisition_metadata(self) -> Any:
+        """The acquisition metadata assigned to this sequence by the user, or None.
+
+        What a dataset saves in its ``metadata.json`` for the sequence; the
+        file's own metadata is read again from the file.
+        """
+        return self.__dict__.get("_acquisition_user")
+
+    def _source_acquisition_metadata(self) -> Any:
+        """Return the metadata the data itself carries (readers read it, views adapt it)."""
+        return None
+
     def describe(self) -> str:
         """Describe the sequence in one line, e.g. ``'MotionCorrected of HDF5 movie.h5'``.
 
@@ -1507,6 +1562,12 @@ class WrapperSequence(Sequence):
     def base(self) -> Sequence:
         """The wrapped sequence (the first one of a join)."""
         return self._children[0]
+
+    def _source_acquisition_metadata(self) -> Any:
+        """Return the wrapped sequence's metadata, unchanged (selecting views adapt it)."""
+        if len(self._children) == 1:
+            return self._children[0].acquisition_metadata
+        return None
 
     def describe(self) -> str:
         """Describe the view: its kind, and ``'of ...'`` the sequence it wraps when it wraps one.

@@ -23,6 +23,7 @@ from sima_fast.sequence.base import (
     require_file,
     resolve_path,
 )
+from sima_fast.sequence.metadata import read_hdf5_metadata
 
 __all__ = ["HDF5Sequence", "write_hdf5_copy"]
 
@@ -219,6 +220,12 @@ class HDF5Sequence(Sequence, format="HDF5"):
         if self._tchunk is not None:
             n = max(self._tchunk, (n // self._tchunk) * self._tchunk)
         return n
+
+    def _source_acquisition_metadata(self) -> Any:
+        """Return the metadata in the dataset's (and its groups') attributes, read once."""
+        if "_acquisition_file" not in self.__dict__:
+            self._acquisition_file = read_hdf5_metadata(self._ds())
+        return self._acquisition_file
 
     def _read(self, start: int, stop: int, out: np.ndarray) -> None:
         ds = self._ds()

@@ -19,6 +19,7 @@ from sima_fast.sequence.base import (
     require_file,
     resolve_path,
 )
+from sima_fast.sequence.metadata import read_tiff_metadata
 
 __all__ = ["PageSource", "TIFFSequence", "TIFFsSequence", "read_first_page"]
 
@@ -483,6 +484,12 @@ class TIFFSequence(Sequence, format="TIFF"):
         """
         return f"{super().describe()} {os.path.basename(self._path)}"
 
+    def _source_acquisition_metadata(self) -> Any:
+        """Return the file's ScanImage, OME, ImageJ or resolution-tag metadata, read once."""
+        if "_acquisition_file" not in self.__dict__:
+            self._acquisition_file = read_tiff_metadata(self._path)
+        return self._acquisition_file
+
     def _pages_block(self, start: int, stop: int) -> np.ndarray:
         p, c = self._num_planes, self._num_channels
         pages = self._source.pages(start * p * c, stop * p * c)
@@ -679,6 +686,12 @@ class TIFFsSequence(Sequence, format="TIFFs"):
             Absolute paths of the files the patterns matched, sorted.
         """
         return sorted({f for row in self._files for files in row for f in files})
+
+    def _source_acquisition_metadata(self) -> Any:
+        """Return the first file's ScanImage, OME, ImageJ or resolution metadata, read once."""
+        if "_acquisition_file" not in self.__dict__:
+            self._acquisition_file = read_tiff_metadata(self._files[0][0][0])
+        return self._acquisition_file
 
     def _read(self, start: int, stop: int, out: np.ndarray) -> None:
         for p, row in enumerate(self._files):

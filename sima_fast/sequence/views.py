@@ -33,6 +33,7 @@ from sima_fast.sequence.base import (
     WrapperSequence,
     float_dtype,
 )
+from sima_fast.sequence.metadata import combine_metadata, index_metadata
 
 __all__ = [
     "FilledSequence",
@@ -101,6 +102,11 @@ class IndexedSequence(WrapperSequence, format="indexed"):
         return self.base.dtype
 
     @property
+    def indices(self) -> tuple:
+        """The five normalised per-axis indices (t, z, y, x, c): slices or int64 arrays."""
+        return self._indices
+
+    @property
     def displacements(self) -> np.ndarray:
         """The wrapped sequence's displacements, whole (as SIMA's indexed sequences gave them).
 
@@ -116,6 +122,10 @@ class IndexedSequence(WrapperSequence, format="indexed"):
                 f"{type(self).__name__} has no displacements: the sequence it indexes is not "
                 "motion-corrected"
             ) from None
+
+    def _source_acquisition_metadata(self) -> Any:
+        """Return the indexed sequence's metadata, adjusted for the selection."""
+        return index_metadata(self.base.acquisition_metadata, self._indices, self.base.shape)
 
     def _select_spatial(self, block: np.ndarray) -> np.ndarray:
         if self._spatial_is_full:
@@ -247,6 +257,12 @@ class JoinedSequence(WrapperSequence, format="joined"):
     def dtype(self) -> np.dtype:
         """The type every joined sequence's values fit in (:func:`numpy.result_type`)."""
         return self._dtype
+
+    def _source_acquisition_metadata(self) -> Any:
+        """Return the joined sequences' metadata, their channels side by side."""
+        return combine_metadata(
+            [s.acquisition_metadata for s in self.children], [s.shape[4] for s in self.children]
+        )
 
     def _read(self, start: int, stop: int, out: np.ndarray) -> None:
         c0 = 0
