@@ -421,6 +421,12 @@ class ExtractionWeights:
         not finite or is 0 are left out (as if never observed).
     remove_overlap : bool
         Remove pixels that belong to more than one ROI from every ROI.
+    neuropil : None, bool, dict or NeuropilOptions, optional
+        Also weigh each ROI's neuropil surround (:func:`surround_masks`):
+        one row per ROI after the ROIs' rows in ``plan``, with uniform
+        weights ``s_i / n_i`` (``s_i = Σ_p a_p`` the ROI's own extraction
+        weights), so the kernel writes the neuropil traces in the same pass.
+        Default: None.
 
     Raises
     ------
@@ -440,6 +446,12 @@ class ExtractionWeights:
         ROIs left without pixels (their rows are NaN).
     plan : sima_fast.kernels.extract.RunWeights
         The kernel's layout of the weights.
+    neuropil : NeuropilOptions or None
+        The neuropil options.
+    surround : scipy.sparse.csr_matrix or None
+        With neuropil, ``(n_rois, Z*Y*X)`` surrounds (1.0 on their pixels);
+        also ``outer_radius``, ``surround_pixels`` and ``roi_scale``
+        (``s_i``) per ROI.
     pinv_rows : None or numpy.ndarray
         With overlapping masks kept (``remove_overlap=False``), the masked
         pixels, and ``pinv_base`` the pseudo-inverse of the mask matrix over
