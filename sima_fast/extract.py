@@ -572,7 +572,7 @@ class ExtractionWeights:
         )
         indices = np.concatenate([masks.indices.astype(np.int64), s_idx])
         self.plan = runs_from_csr(
-            indptr, indices, np.concatenate([a, s_a]), np.concatenate([w, s_w])
+            indptr, indices, np.concatenate([a, s_a]), np.concatenate([w, s_w]), n_weighted=n
         )
         self.surround = surround
         self.outer_radius = outer

@@ -329,3 +329,44 @@ def test_a_surround_with_no_pixel_names_the_roi():
     with pytest.raises(ValueError, match="no pixel"):
         ds.extract(small, save_summary=False, neuropil={"inner_radius": 2, "outer_radius": 2.1,
                                                         "exclude_rois": True})  # fmt: skip
+
+
+# ----------------------------------------------------------------------------
+# the kernel's uniform rows (RunWeights.n_weighted)
+# ----------------------------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    dtype=st.sampled_from(["uint8", "uint16", "int16", "int32", "float32"]),
+    n_frames=st.integers(1, 9),
+    n_pixels=st.integers(1, 300),
+)
+def test_uniform_rows_sum_exactly_like_weighted_rows(seed, dtype, n_frames, n_pixels):
+    import scipy.sparse
+
+    from sima_fast.kernels.extract import extract_runs, runs_from_csr
+
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dtype) if dtype != "float32" else None
+    lo, hi = (info.min, info.max) if info else (-1e4, 1e4)
+    x = rng.uniform(lo, hi, (n_frames, n_pixels)).astype(dtype)
+    dense = (rng.random((5, n_pixels)) < 0.3).astype(np.float64)
+    weighted = dense[:2] * rng.uniform(0.1, 2.0, (2, n_pixels))
+    uniform = dense[2:] * np.array([[0.25], [3.0], [1e-3]])
+    m = scipy.sparse.csr_matrix(np.vstack([weighted, uniform]))
+    w = np.abs(m.data)
+    plan = runs_from_csr(m.indptr, m.indices, m.data, w, n_weighted=2)
+    out = extract_runs(x, plan, np.empty((n_frames, 5)))
+    want = (m @ x.astype(np.float64).T).T
+    empty = np.diff(m.indptr) == 0
+    want[:, empty] = np.nan
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-9 * np.abs(x).max())
+
+
+def test_rows_declared_uniform_must_be():
+    from sima_fast.kernels.extract import runs_from_csr
+
+    with pytest.raises(ValueError, match="one weight each"):
+        runs_from_csr([0, 1, 3], [0, 1, 2], [1.0, 1.0, 2.0], [1.0, 1.0, 1.0], n_weighted=1)
