@@ -1284,7 +1284,10 @@ class ImagingDataset:
         In ``'csv'`` files, three header rows give, per column, the ROI id,
         label and sorted tags (joined by commas); every following row is one
         frame: the sequence index, the frame index within the sequence, then
-        one value per ROI.
+        one value per ROI. An extraction with neuropil
+        (``extract(neuropil=...)``) has three blocks of ROI columns, raw,
+        neuropil then corrected, and a fourth header row naming each
+        column's block (docs/contract.md#csv-layout).
         """
         from sima_fast.io import signals_writers
         from sima_fast.io._export import refuse_dataset_files
