@@ -266,10 +266,10 @@ def test_matches_the_dense_reference(
         flags.append(bool(rng.random() < 0.7))
     opts = NeuropilOptions(inner, outer, min_pixels, 0.7, exclude)
     dense = np.asarray(masks, dtype=np.float64)
-    mean = np.nanmean(movie.astype(np.float64), axis=0) if T else None
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        usable = np.isfinite(mean) & (mean != 0)
+        warnings.simplefilter("ignore")  # pixels never observed: an empty mean
+        mean = np.nanmean(movie.astype(np.float64), axis=0)
+    usable = np.isfinite(mean) & (mean != 0)
     S, _ = surround_reference(dense, usable, inner, outer, min_pixels, exclude)
     S_count = S.reshape(n_rois, -1).sum(axis=1)
     kept = dense.reshape(n_rois, -1) != 0
