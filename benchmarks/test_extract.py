@@ -26,6 +26,13 @@ uint16 one without ``ours_api``)
 ``extract-weights``
     ``ExtractionWeights(rois, (1, 512, 512), mean, True)`` alone: the fixed
     cost of every ``extract_rois`` call.
+``extract-neuropil``
+    ``ours`` is ``extract_runs`` on the uint16 movie with the plan of
+    ``ExtractionWeights(..., neuropil=True)``: the 500 ROIs and their 500
+    neuropil surrounds (suite2p's defaults: from 2 px off the ROI, grown to
+    at least 350 pixels, every ROI's pixels excluded) in one pass over each
+    frame; ``plain`` is the same call with the ROIs alone, timed in the same
+    run (the target: at most 1.3× ``plain``).
 ``extract-nan``
     ``ours`` is ``extract_runs`` on the float32 movie with 20 % NaN rows (102
     whole image rows per frame, split between a band at the top and one at

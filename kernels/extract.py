@@ -61,9 +61,16 @@ class RunWeights:
         ``w_p²``, the squares of the mask weights used for the NaN re-weighting.
     total : float64 (n_rois,)
         ``Σ_all w_p²`` per ROI.
+    n_weighted : int
+        Rows from ``n_weighted`` on have one weight for all their pixels (the
+        neuropil surrounds): on 8- and 16-bit integer frames their pixels
+        are summed as integers and the sum scaled once. Default: every row
+        is weighted pixel by pixel.
     """
 
-    def __init__(self, roi_ptr, run_start, run_length, run_offset, weights, reweight, total):
+    def __init__(
+        self, roi_ptr, run_start, run_length, run_offset, weights, reweight, total, n_weighted=None
+    ):
         self.roi_ptr = roi_ptr
         self.run_start = run_start
         self.run_length = run_length
@@ -71,6 +78,7 @@ class RunWeights:
         self.weights = weights
         self.reweight = reweight
         self.total = total
+        self.n_weighted = self.n_rois if n_weighted is None else int(n_weighted)
 
     @property
     def n_rois(self) -> int:
@@ -78,7 +86,7 @@ class RunWeights:
         return int(self.roi_ptr.size - 1)
 
 
-def runs_from_csr(indptr, indices, weights, mask_weights) -> RunWeights:
+def runs_from_csr(indptr, indices, weights, mask_weights, n_weighted=None) -> RunWeights:
     """Build :class:`RunWeights` from a CSR matrix of ROIs × pixels.
 
     Parameters
@@ -89,6 +97,10 @@ def runs_from_csr(indptr, indices, weights, mask_weights) -> RunWeights:
         Extraction weights ``a_p`` in CSR order.
     mask_weights : float array
         Mask weights ``w_p`` in CSR order (for the NaN re-weighting).
+    n_weighted : int, optional
+        Rows from this one on have a single weight each (see
+        :class:`RunWeights`); their weights are checked to be so. Default:
+        none.
 
     Returns
     -------
@@ -117,7 +129,12 @@ def runs_from_csr(indptr, indices, weights, mask_weights) -> RunWeights:
     roi_ptr = np.searchsorted(run_offset, indptr).astype(np.int64)
     owner = np.repeat(np.arange(n_rois), np.diff(indptr))
     total = np.bincount(owner, weights=w2, minlength=n_rois).astype(np.float64)
-    return RunWeights(roi_ptr, run_start, run_length, run_offset, a, w2, total)
+    if n_weighted is not None:
+        tail = slice(int(indptr[n_weighted]), None)
+        ta, to = a[tail], owner[tail]
+        if ta.size and (ta != a[indptr[to]]).any():
+            raise ValueError("rows from n_weighted on must have one weight each")
+    return RunWeights(roi_ptr, run_start, run_length, run_offset, a, w2, total, n_weighted)
 
 
 #: Pixels per chunk of the padded layout (see :func:`chunk_runs`). The kernels
@@ -250,6 +267,17 @@ class ChunkLayout:
         self.band_end = np.searchsorted(last[self.order], ends, side="left").astype(np.int64)
         self.band_end[-1] = n_rois
         self.first_band = (first // band).astype(np.int64)
+        # uniform rows (RunWeights.n_weighted) on small integers: a 0/-1 mask and one scale
+        self.n_weighted = int(plan.n_weighted) if int(itemsize) <= 2 else n_rois
+        if self.n_weighted < n_rois:
+            self.mask = (self.a != 0.0).astype(np.float32)
+            self.scale = np.zeros(n_rois)
+            ok = has[self.n_weighted :]
+            rows = np.arange(self.n_weighted, n_rois)[ok]
+            self.scale[rows] = plan.weights[plan.run_offset[plan.roi_ptr[rows]]]
+        else:
+            self.mask = np.zeros(1, dtype=np.float32)
+            self.scale = np.zeros(1)
 
 
 def _layout(plan: RunWeights, n_pixels: int, itemsize: int) -> ChunkLayout:
@@ -318,6 +346,35 @@ def _sum4(x0, x1, x2, x3, lo, hi, start, a):  # pragma: no cover - compiled
 
 
 @jit(inline="always", fastmath=FASTMATH)
+def _sum4_mask(x0, x1, x2, x3, lo, hi, start, mask):  # pragma: no cover - compiled
+    """Σ x_p over the pixels of chunks ``lo:hi`` where ``mask`` is 1, four integer frames."""
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    a3 = 0.0
+    for q in range(lo, hi):
+        s = np.uint64(start[q])
+        o = np.uint64(q) * _W
+        # 16 pixels of at most 16 bits: the chunk's sum (< 2**24) is exact in float32,
+        # which holds twice as many lanes per vector as float64
+        c0 = np.float32(0.0)
+        c1 = np.float32(0.0)
+        c2 = np.float32(0.0)
+        c3 = np.float32(0.0)
+        for i in range(_W):
+            m = mask[o + i]
+            c0 += np.float32(x0[s + i]) * m
+            c1 += np.float32(x1[s + i]) * m
+            c2 += np.float32(x2[s + i]) * m
+            c3 += np.float32(x3[s + i]) * m
+        a0 += np.float64(c0)
+        a1 += np.float64(c1)
+        a2 += np.float64(c2)
+        a3 += np.float64(c3)
+    return a0, a1, a2, a3
+
+
+@jit(inline="always", fastmath=FASTMATH)
 def _sum4_checked(x0, x1, x2, x3, lo, hi, start, a, w2, acc, seen):  # pragma: no cover
     """Σ a_p x_p into ``acc`` and Σ w_p² into ``seen`` over the finite pixels, four frames."""
     a0 = 0.0
@@ -377,7 +434,9 @@ def _sum4_checked(x0, x1, x2, x3, lo, hi, start, a, w2, acc, seen):  # pragma: n
 
 
 @jit(parallel=True, fastmath=FASTMATH)
-def _extract_int(x, ptr, start, a, total, order, band_end, band, out, sink):
+def _extract_int(
+    x, ptr, start, a, total, order, band_end, band, n_weighted, mask, scale, out, sink
+):
     n, P = x.shape
     nblocks = (n + 3) // 4
     for b in prange(nblocks):  # pragma: no cover - compiled
@@ -395,9 +454,17 @@ def _extract_int(x, ptr, start, a, total, order, band_end, band, out, sink):
             while j < band_end[k]:
                 r = order[j]
                 j += 1
-                acc[0], acc[1], acc[2], acc[3] = _sum4(
-                    x0, x1, x2, x3, ptr[r], ptr[r + 1], start, a
-                )
+                if r < n_weighted:
+                    acc[0], acc[1], acc[2], acc[3] = _sum4(
+                        x0, x1, x2, x3, ptr[r], ptr[r + 1], start, a
+                    )
+                else:
+                    i0, i1, i2, i3 = _sum4_mask(x0, x1, x2, x3, ptr[r], ptr[r + 1], start, mask)
+                    c = scale[r]
+                    acc[0] = i0 * c
+                    acc[1] = i1 * c
+                    acc[2] = i2 * c
+                    acc[3] = i3 * c
                 empty = not total[r] > 0.0
                 for i in range(m):
                     out[t0 + i, r] = np.nan if empty else acc[i]
@@ -485,7 +552,7 @@ def extract_runs(chunk: np.ndarray, plan: RunWeights, out: np.ndarray) -> np.nda
     else:
         sink = np.empty((x.shape[0] + 3) // 4, dtype=np.int64)
         _extract_int(
-            x, lay.ptr, lay.start, lay.a, plan.total, lay.order, lay.band_end, lay.band, out,
-            sink,
+            x, lay.ptr, lay.start, lay.a, plan.total, lay.order, lay.band_end, lay.band,
+            lay.n_weighted, lay.mask, lay.scale, out, sink,
         )  # fmt: skip
     return out

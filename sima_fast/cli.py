@@ -951,6 +951,14 @@ _DATASET_EXAMPLES = {
     "extract": """
   sima-fast extract session.sima --rois cells --label cells --channel GCaMP
   sima-fast extract session*.sima --scheduler local --no-summary
+  sima-fast extract session.sima --neuropil
+  sima-fast extract session.sima --neuropil-coefficient estimate --neuropil-min-pixels 200
+
+Neuropil correction (--neuropil or any --neuropil-* option) also stores, per
+ROI, the trace of its surround (pixels more than --neuropil-inner px from the
+ROI, without any ROI's pixels, grown until it holds --neuropil-min-pixels
+pixels or cut at --neuropil-outer px) and corrected = raw - r * neuropil,
+normalised like raw. Defaults are suite2p's: 2 px, 350 pixels, r = 0.7.
 """,
     "infer-spikes": """
   sima-fast infer-spikes session.sima --label cells --channel GCaMP
@@ -989,6 +997,41 @@ def _add_dataset_command(sub: Any, name: str) -> None:
             help="keep pixels shared by several ROIs (separated by the pseudo-inverse)",
         )
         cmd.add_argument("--no-summary", action="store_true", help="no PDF summary")
+        cmd.add_argument(
+            "--neuropil",
+            action="store_true",
+            help="also extract each ROI's neuropil surround and the corrected traces "
+            "(suite2p's defaults unless set by the options below)",
+        )
+        cmd.add_argument(
+            "--neuropil-inner",
+            metavar="PX",
+            type=float,
+            help="surround starts beyond PX pixels from the ROI (default 2)",
+        )
+        cmd.add_argument(
+            "--neuropil-outer",
+            metavar="PX",
+            type=float,
+            help="fixed outer radius in pixels (default: grow to --neuropil-min-pixels)",
+        )
+        cmd.add_argument(
+            "--neuropil-min-pixels",
+            metavar="N",
+            type=int,
+            help="pixels the surround grows to (default 350)",
+        )
+        cmd.add_argument(
+            "--neuropil-coefficient",
+            metavar="R",
+            help="r in corrected = raw - r * neuropil, in [0, 1], or 'estimate' for one "
+            "per ROI from the data (default 0.7)",
+        )
+        cmd.add_argument(
+            "--neuropil-include-rois",
+            action="store_true",
+            help="let surrounds include other ROIs' pixels (default: excluded)",
+        )
     if name == "infer-spikes":
         cmd.add_argument(
             "--mode",
@@ -1015,7 +1058,43 @@ def _project_one(dataset: Any, args: argparse.Namespace, client: Any) -> list[st
     return lines
 
 
+def _neuropil_arg(args: argparse.Namespace) -> Any:
+    """Return the ``neuropil`` argument of ``extract`` given by the ``--neuropil*`` options."""
+    from sima_fast.extract import NeuropilOptions
+
+    options: dict[str, Any] = {}
+    given = {
+        "inner_radius": ("--neuropil-inner", args.neuropil_inner),
+        "outer_radius": ("--neuropil-outer", args.neuropil_outer),
+        "min_pixels": ("--neuropil-min-pixels", args.neuropil_min_pixels),
+        "coefficient": ("--neuropil-coefficient", args.neuropil_coefficient),
+    }
+    for key, (flag, value) in given.items():
+        if value is None:
+            continue
+        if key == "coefficient" and value != "estimate":
+            try:
+                value = float(value)
+            except ValueError:
+                raise _usage(
+                    f"{flag}: expected a number in [0, 1] or 'estimate', got {value!r}"
+                ) from None
+        options[key] = value
+    if args.neuropil_include_rois:
+        options["exclude_rois"] = False
+    if not options and not args.neuropil:
+        return None
+    try:
+        return NeuropilOptions(**options)
+    except ValueError as exc:  # ArgumentTypeError is one too
+        flags = {k: v[0] for k, v in given.items()}
+        text = _message(exc)
+        flag = next((f for k, f in flags.items() if text.startswith(k)), "--neuropil")
+        raise _usage(f"{flag}: {text}") from None
+
+
 def _extract_one(dataset: Any, args: argparse.Namespace, client: Any) -> list[str]:
+    neuropil = getattr(args, "neuropil_options", None)
     channel = _channel(dataset, args.channel)
     label = _label_arg(args.label)
     sets = dataset.ROIs
@@ -1048,11 +1127,21 @@ def _extract_one(dataset: Any, args: argparse.Namespace, client: Any) -> list[st
         save_summary=not args.no_summary,
         client=client,
         progress=client is None and not args.quiet,
+        neuropil=neuropil,
     )
-    return [
+    lines = [
         f"signals of {record['raw'][0].shape[0]} ROIs x {frames} frames "
         f"(label {label or record['timestamp']!r}) in {time.perf_counter() - start:.2f} s"
     ]
+    if neuropil is not None:
+        p = record["neuropil_params"]
+        r = p["coefficient"]
+        how = f"estimated, median {np.median(r):.3f}" if p["estimated"] else f"{r[0]:g}"
+        lines.append(
+            f"neuropil: surrounds of median {int(np.median(p['n_pixels']))} pixels, "
+            f"r = {how}; stored as 'neuropil' and 'corrected'"
+        )
+    return lines
 
 
 def _infer_spikes_one(dataset: Any, args: argparse.Namespace, client: Any) -> list[str]:
@@ -1091,6 +1180,8 @@ def _run_dataset_command(args: argparse.Namespace) -> int:
         be reached.
     """
     work = _DATASET_WORK[args.command]
+    if args.command == "extract":  # bad options are a usage error before any dataset is opened
+        args.neuropil_options = _neuropil_arg(args)
     failures = 0
     try:
         with contextlib.ExitStack() as stack:

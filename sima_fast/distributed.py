@@ -556,6 +556,7 @@ def extract_rois(
     *,
     chunk_frames: int | None = None,
     progress: bool = False,
+    neuropil: Any = None,
 ) -> dict[str, Any]:
     """Extract the signals of ``rois`` with the traces computed on a cluster.
 
@@ -585,6 +586,8 @@ def extract_rois(
         Frames per task (see :func:`map_ranges`).
     progress : bool, optional
         Show Dask's progress bar while the tasks run.
+    neuropil : None, bool, dict or NeuropilOptions, optional
+        Neuropil correction, as :meth:`ImagingDataset.extract`'s. Default: None.
 
     Returns
     -------
@@ -601,7 +604,7 @@ def extract_rois(
     im_shape = tuple(dataset.frame_shape[:3])
     mean = dataset.compute_projections(client=client)["time_averages"]
     weights, demix = extraction_setup(
-        rois, im_shape, mean, signal_channel, remove_overlap, demix_channel
+        rois, im_shape, mean, signal_channel, remove_overlap, demix_channel, neuropil
     )
     shared = client.scatter(weights, broadcast=True, hash=False)
     futures = map_ranges(

@@ -29,13 +29,16 @@ from sima_fast._validate import (
     ArgumentTypeError,
     check_bool,
     check_int,
+    check_real,
     resolve_channel,
 )
 from sima_fast._warnings import warn
 
 __all__ = [
     "ExtractionWeights",
+    "NeuropilOptions",
     "demixing_matrix",
+    "estimate_neuropil_coefficient",
     "extract_range",
     "extract_rois",
     "extraction_setup",
@@ -43,7 +46,359 @@ __all__ = [
     "save_extract_summary",
     "sequence_traces",
     "signals_record",
+    "surround_masks",
 ]
+
+
+# ---------------------------------------------------------------------------
+# neuropil
+# ---------------------------------------------------------------------------
+
+
+class NeuropilOptions:
+    """How :meth:`~sima_fast.imaging.ImagingDataset.extract` estimates and removes neuropil.
+
+    Each ROI gets a *surround*: the pixels of its planes farther than
+    ``inner_radius`` from the ROI's nearest pixel and at most ``outer_radius``
+    from it, without the pixels of any ROI (``exclude_rois``). With
+    ``outer_radius=None`` the surround grows outwards until it holds at least
+    ``min_pixels`` pixels. The defaults are suite2p's (Pachitariu et al.
+    2017): 2 px, 350 pixels, r = 0.7. See docs/contract.md#neuropil.
+
+    Parameters
+    ----------
+    inner_radius : float, optional
+        Pixels at most this far (in pixels, centre to centre, within a plane)
+        from the ROI are left out of its surround. At least 0. Default: 2.
+    outer_radius : float or None, optional
+        The surround's outer radius, larger than ``inner_radius``; None
+        (default) grows it until the surround has ``min_pixels`` pixels.
+    min_pixels : int, optional
+        The size the surround grows to (with ``outer_radius=None``); with a
+        fixed ``outer_radius``, a smaller surround only warns. At least 1.
+        Default: 350.
+    coefficient : float or 'estimate', optional
+        The contamination ratio ``r`` in ``corrected = raw - r * neuropil``,
+        in ``[0, 1]``, or ``'estimate'`` for one ratio per ROI from the data
+        (:func:`estimate_neuropil_coefficient`). Default: 0.7.
+    exclude_rois : bool, optional
+        Leave every ROI's pixels (those of its mask, overlapping pixels
+        included) out of every surround. Default: True.
+
+    Raises
+    ------
+    sima_fast._validate.ArgumentTypeError
+        An option of the wrong type.
+    ValueError
+        A negative ``inner_radius``, ``outer_radius <= inner_radius``,
+        ``min_pixels < 1`` or a coefficient outside ``[0, 1]``.
+
+    Examples
+    --------
+    >>> NeuropilOptions(inner_radius=1, coefficient='estimate').coefficient
+    'estimate'
+    """
+
+    def __init__(
+        self,
+        inner_radius: float = 2.0,
+        outer_radius: float | None = None,
+        min_pixels: int = 350,
+        coefficient: Any = 0.7,
+        exclude_rois: bool = True,
+    ) -> None:
+        self.inner_radius = check_real("inner_radius", inner_radius, low=0.0)
+        self.outer_radius = check_real("outer_radius", outer_radius, allow_none=True)
+        if self.outer_radius is not None and not self.outer_radius > self.inner_radius:
+            raise ValueError(
+                f"outer_radius must be larger than inner_radius ({self.inner_radius:g}), "
+                f"got {self.outer_radius:g}"
+            )
+        self.min_pixels = check_int("min_pixels", min_pixels, low=1)
+        if isinstance(coefficient, str):
+            if coefficient != "estimate":
+                raise ValueError(
+                    f"coefficient must be a number in [0, 1] or 'estimate', got {coefficient!r}"
+                )
+            self.coefficient: Any = "estimate"
+        else:
+            self.coefficient = check_real("coefficient", coefficient, low=0.0, high=1.0)
+        self.exclude_rois = check_bool("exclude_rois", exclude_rois)
+
+    @classmethod
+    def resolve(cls, neuropil: Any) -> NeuropilOptions | None:
+        """Turn ``extract``'s ``neuropil`` argument into options (None: no neuropil).
+
+        Parameters
+        ----------
+        neuropil : None, bool, dict or NeuropilOptions
+            None or False: no neuropil; True: the defaults; a dict: keyword
+            arguments of :class:`NeuropilOptions`.
+
+        Returns
+        -------
+        NeuropilOptions or None
+            The options.
+
+        Raises
+        ------
+        sima_fast._validate.ArgumentTypeError
+            Another type, or a dict with an unknown key.
+        """
+        if neuropil is None or neuropil is False:
+            return None
+        if neuropil is True:
+            return cls()
+        if isinstance(neuropil, cls):
+            return neuropil
+        if isinstance(neuropil, dict):
+            known = {"inner_radius", "outer_radius", "min_pixels", "coefficient", "exclude_rois"}
+            unknown = sorted(set(map(str, neuropil)) - known)
+            if unknown:
+                raise ArgumentTypeError(
+                    f"neuropil has unknown option(s) {unknown}; expected some of {sorted(known)}"
+                )
+            return cls(**neuropil)
+        raise ArgumentTypeError(
+            "neuropil must be None, a bool, a dict of options or a "
+            f"sima_fast.extract.NeuropilOptions, got {neuropil!r}"
+        )
+
+    def todict(self) -> dict[str, Any]:
+        """Return the options as a dict (the keyword arguments that rebuild them).
+
+        Returns
+        -------
+        dict
+            ``inner_radius``, ``outer_radius``, ``min_pixels``,
+            ``coefficient`` and ``exclude_rois``.
+        """
+        return {
+            "inner_radius": self.inner_radius,
+            "outer_radius": self.outer_radius,
+            "min_pixels": self.min_pixels,
+            "coefficient": self.coefficient,
+            "exclude_rois": self.exclude_rois,
+        }
+
+    def __repr__(self) -> str:
+        """Show the options as the call that builds them."""
+        args = ", ".join(f"{k}={v!r}" for k, v in self.todict().items())
+        return f"NeuropilOptions({args})"
+
+
+def surround_masks(
+    masks: Any,
+    im_shape: tuple[int, int, int],
+    options: Any = True,
+    usable: np.ndarray | None = None,
+    rois: Any = None,
+):
+    """Compute the neuropil surround of every ROI (docs/contract.md#neuropil).
+
+    Parameters
+    ----------
+    masks : scipy.sparse matrix
+        ``(n_rois, Z*Y*X)`` ROI masks (:func:`roi_mask_matrix`); an ROI's
+        pixels are its non-zero entries.
+    im_shape : tuple of int
+        ``(Z, Y, X)`` of the frames.
+    options : NeuropilOptions, dict or True, optional
+        The surround's geometry (see :class:`NeuropilOptions`). Default: the
+        defaults.
+    usable : numpy.ndarray of bool, optional
+        ``(Z*Y*X,)``: pixels that may be used (e.g. those with a finite,
+        non-zero time average). Default: all.
+    rois : sequence of ROI, optional
+        Only to name an ROI (by index and label) in errors and warnings.
+
+    Returns
+    -------
+    surround : scipy.sparse.csr_matrix
+        ``(n_rois, Z*Y*X)``, 1.0 on the surround's pixels.
+    outer_radius : numpy.ndarray of float64
+        ``(n_rois,)``: the outer radius used for each ROI.
+    n_pixels : numpy.ndarray of int64
+        ``(n_rois,)``: pixels in each surround.
+
+    Raises
+    ------
+    ValueError
+        An ROI whose surround has no pixel (e.g. ROIs tiling the frame, or
+        an ``outer_radius`` too small), named by index and label.
+    """
+    import scipy.sparse
+    from scipy.ndimage import distance_transform_edt
+
+    opts = NeuropilOptions.resolve(options)
+    if opts is None:
+        raise ArgumentTypeError("options must describe a surround, got None/False")
+    Z, Y, X = _check_im_shape(im_shape)
+    masks = scipy.sparse.csr_matrix(masks)
+    n = masks.shape[0]
+    plane = Y * X
+    allowed = np.ones(Z * plane, dtype=bool) if usable is None else np.asarray(usable, bool).copy()
+    if opts.exclude_rois and masks.nnz:
+        allowed[masks.indices[masks.data != 0]] = False
+    allowed = allowed.reshape(Z, Y, X)
+    inner = opts.inner_radius
+    rows: list[np.ndarray] = []
+    outer = np.zeros(n)
+    n_pixels = np.zeros(n, dtype=np.int64)
+    few: list[int] = []
+
+    def name(i: int) -> str:
+        label = getattr(rois[i], "label", None) if rois is not None else None
+        return f"rois[{i}]" + (f" (label {label!r})" if label is not None else "")
+
+    for i in range(n):
+        lo, hi = masks.indptr[i], masks.indptr[i + 1]
+        pix = masks.indices[lo:hi][masks.data[lo:hi] != 0].astype(np.int64)
+        if pix.size == 0:
+            rows.append(np.zeros(0, dtype=np.int64))
+            outer[i] = np.nan
+            continue
+        z_of, rest = np.divmod(pix, plane)
+        y_of, x_of = np.divmod(rest, X)
+        planes = np.unique(z_of)
+        if opts.outer_radius is not None:
+            pad = int(np.ceil(opts.outer_radius))
+        else:
+            pad = int(np.ceil(inner + np.sqrt((opts.min_pixels + 2 * pix.size) / np.pi))) + 1
+        while True:
+            found_d, found_p = [], []
+            whole = True
+            for z in planes:
+                sel = z_of == z
+                y0 = max(0, int(y_of[sel].min()) - pad)
+                y1 = min(Y, int(y_of[sel].max()) + pad + 1)
+                x0 = max(0, int(x_of[sel].min()) - pad)
+                x1 = min(X, int(x_of[sel].max()) + pad + 1)
+                whole &= y0 == 0 and x0 == 0 and y1 == Y and x1 == X
+                box = np.ones((y1 - y0, x1 - x0), dtype=bool)
+                box[y_of[sel] - y0, x_of[sel] - x0] = False
+                d = distance_transform_edt(box)
+                ok = (d > inner) & allowed[z, y0:y1, x0:x1]
+                yy, xx = np.nonzero(ok)
+                found_d.append(d[yy, xx])
+                found_p.append(z * plane + (yy + y0) * X + (xx + x0))
+            d_all = np.concatenate(found_d)
+            p_all = np.concatenate(found_p)
+            if opts.outer_radius is not None:
+                radius = opts.outer_radius
+                break
+            # every pixel within `pad` of the ROI lies in the boxes
+            complete = d_all if whole else d_all[d_all <= pad]
+            if complete.size >= opts.min_pixels:
+                radius = float(np.partition(complete, opts.min_pixels - 1)[opts.min_pixels - 1])
+                break
+            if whole:
+                radius = float(d_all.max()) if d_all.size else np.inf
+                break
+            pad *= 2
+        chosen = np.sort(p_all[d_all <= radius])
+        if chosen.size == 0:
+            raise ValueError(
+                f"{name(i)} has no pixel in its neuropil surround (inner_radius "
+                f"{inner:g}, outer_radius {radius:g}): every pixel around it belongs to an ROI, "
+                "is never observed or is outside the frame; lower inner_radius, raise "
+                "outer_radius or pass exclude_rois=False"
+            )
+        if chosen.size < opts.min_pixels:
+            few.append(i)
+        rows.append(chosen)
+        outer[i] = radius
+        n_pixels[i] = chosen.size
+    if few:
+        warn(
+            f"{len(few)} neuropil surround(s) have fewer than min_pixels={opts.min_pixels} "
+            f"pixels (ROIs {few[:20]}{' ...' if len(few) > 20 else ''})"
+        )
+    counts = np.array([r.size for r in rows], dtype=np.int64)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    indices = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    surround = scipy.sparse.csr_matrix(
+        (np.ones(indices.size), indices, indptr), shape=(n, Z * plane)
+    )
+    return surround, outer, n_pixels
+
+
+def estimate_neuropil_coefficient(
+    raw: np.ndarray,
+    neuropil: np.ndarray,
+    n_bins: int = 20,
+    percentile: float = 5.0,
+    default: float = 0.7,
+) -> np.ndarray:
+    """Estimate each ROI's contamination ratio ``r`` from the lower envelope of raw vs neuropil.
+
+    The neuropil values of an ROI are cut into ``n_bins`` bins of equal width;
+    in each bin holding at least 5 frames, the ``percentile``-th percentile of
+    the ROI's raw values is its lower envelope there (the frames where the
+    cell itself is silent). The slope of the least-squares line through these
+    points (bin median of neuropil, envelope of raw) is ``r``, clipped to
+    ``[0, 1]``. This is the lower-envelope fit used, for instance, by
+    Dipoppa et al. (2018, Neuron 98:602, STAR Methods); it is robust to the
+    cell's own transients, which only lift the upper part of each bin.
+
+    Parameters
+    ----------
+    raw, neuropil : numpy.ndarray
+        ``(n_rois, T)`` traces (all sequences joined); NaN frames are
+        ignored.
+    n_bins : int, optional
+        Bins of neuropil values. Default: 20.
+    percentile : float, optional
+        The envelope's percentile of raw in each bin. Default: 5.
+    default : float, optional
+        The ratio given to an ROI with too few usable bins (fewer than 3,
+        e.g. a constant neuropil), with a warning. Default: 0.7.
+
+    Returns
+    -------
+    numpy.ndarray of float64
+        ``(n_rois,)`` ratios in ``[0, 1]``.
+
+    Examples
+    --------
+    >>> t = np.linspace(0, 20, 2000)
+    >>> npil = 1 + 0.5 * np.sin(t)
+    >>> raw = 0.4 * npil + 0.2 + (np.sin(7 * t) > 0.9)
+    >>> float(np.round(estimate_neuropil_coefficient(raw[None], npil[None])[0], 2))
+    0.4
+    """
+    n_bins = check_int("n_bins", n_bins, low=2)
+    percentile = check_real("percentile", percentile, low=0.0, high=100.0)
+    default = check_real("default", default, low=0.0, high=1.0)
+    raw = np.atleast_2d(np.asarray(raw, dtype=np.float64))
+    neuropil = np.atleast_2d(np.asarray(neuropil, dtype=np.float64))
+    if raw.shape != neuropil.shape:
+        raise ValueError(f"raw has shape {raw.shape} but neuropil has {neuropil.shape}")
+    out = np.full(raw.shape[0], default)
+    fallback = []
+    for i in range(raw.shape[0]):
+        ok = np.isfinite(raw[i]) & np.isfinite(neuropil[i])
+        f, g = raw[i, ok], neuropil[i, ok]
+        xs, ys = [], []
+        if g.size and g.max() > g.min():
+            edges = np.linspace(g.min(), g.max(), n_bins + 1)
+            which = np.clip(np.searchsorted(edges, g, side="right") - 1, 0, n_bins - 1)
+            for b in range(n_bins):
+                inside = which == b
+                if inside.sum() >= 5:
+                    xs.append(np.median(g[inside]))
+                    ys.append(np.percentile(f[inside], percentile))
+        if len(xs) < 3:
+            fallback.append(i)
+            continue
+        slope = np.polyfit(np.asarray(xs), np.asarray(ys), 1)[0]
+        out[i] = float(np.clip(slope, 0.0, 1.0))
+    if fallback:
+        warn(
+            f"the neuropil coefficient of {len(fallback)} ROI(s) could not be estimated "
+            f"(too few frames or a constant neuropil; ROIs {fallback[:20]}): {default:g} used"
+        )
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -66,6 +421,12 @@ class ExtractionWeights:
         not finite or is 0 are left out (as if never observed).
     remove_overlap : bool
         Remove pixels that belong to more than one ROI from every ROI.
+    neuropil : None, bool, dict or NeuropilOptions, optional
+        Also weigh each ROI's neuropil surround (:func:`surround_masks`):
+        one row per ROI after the ROIs' rows in ``plan``, with uniform
+        weights ``s_i / n_i`` (``s_i = Σ_p a_p`` the ROI's own extraction
+        weights), so the kernel writes the neuropil traces in the same pass.
+        Default: None.
 
     Raises
     ------
@@ -85,6 +446,12 @@ class ExtractionWeights:
         ROIs left without pixels (their rows are NaN).
     plan : sima_fast.kernels.extract.RunWeights
         The kernel's layout of the weights.
+    neuropil : NeuropilOptions or None
+        The neuropil options.
+    surround : scipy.sparse.csr_matrix or None
+        With neuropil, ``(n_rois, Z*Y*X)`` surrounds (1.0 on their pixels);
+        also ``outer_radius``, ``surround_pixels`` and ``roi_scale``
+        (``s_i``) per ROI.
     pinv_rows : None or numpy.ndarray
         With overlapping masks kept (``remove_overlap=False``), the masked
         pixels, and ``pinv_base`` the pseudo-inverse of the mask matrix over
@@ -98,10 +465,12 @@ class ExtractionWeights:
         im_shape: tuple[int, int, int],
         mean_frame: np.ndarray | None,
         remove_overlap: bool = True,
+        neuropil: Any = None,
     ) -> None:
         import scipy.sparse
 
         remove_overlap = check_bool("remove_overlap", remove_overlap)
+        neuropil = NeuropilOptions.resolve(neuropil)
         Z, Y, X = _check_im_shape(im_shape)
         _check_rois(rois)
         npix = Z * Y * X
@@ -111,6 +480,7 @@ class ExtractionWeights:
                 "segmentation that found no cells stores an empty list: see its warning)"
             )
         masks, boolean = _mask_matrix(rois, (Z, Y, X))
+        footprints = masks
         counts = np.asarray((masks != 0).sum(axis=0)).ravel()
         self.overlap = np.flatnonzero(counts > 1)
         if remove_overlap and self.overlap.size:
@@ -158,7 +528,12 @@ class ExtractionWeights:
         a *= factor[owner]
         from sima_fast.kernels.extract import runs_from_csr
 
-        self.plan = runs_from_csr(masks.indptr, masks.indices, a, w)
+        self.neuropil = neuropil
+        self.surround = None
+        if neuropil is None:
+            self.plan = runs_from_csr(masks.indptr, masks.indices, a, w)
+        else:
+            self._add_surrounds(rois, footprints, (Z, Y, X), masks, a, w, owner)
         self.pinv_rows = None
         self.pinv_base = None
         if not remove_overlap and self.overlap.size:
@@ -171,10 +546,47 @@ class ExtractionWeights:
             self.pinv_base = np.linalg.pinv(dense)  # (n_pixels, n_used)
             self._pinv_cache: dict[bytes, np.ndarray] = {}
 
+    def _add_surrounds(self, rois, footprints, im_shape, masks, a, w, owner) -> None:
+        """Append one surround row per ROI to the run plan (one pass computes both)."""
+        from sima_fast.kernels.extract import runs_from_csr
+
+        usable = np.isfinite(self.inv_mu)
+        surround, outer, n_pixels = surround_masks(
+            footprints, im_shape, self.neuropil, usable=usable, rois=rois
+        )
+        n = masks.shape[0]
+        # The ROI's own scale: Σ_p a_p = Σ_p w_p / μ_p (with the never-observed
+        # rescaling), so a surround whose every pixel equals the ROI's reads
+        # what the ROI reads (docs/contract.md#neuropil).
+        self.roi_scale = np.bincount(owner, weights=a, minlength=n)
+        counts = np.diff(surround.indptr)
+        keep_row = ~self.empty  # an empty ROI gets an empty (all-NaN) surround row too
+        row_len = np.where(keep_row, counts, 0)
+        take = np.repeat(keep_row, counts)
+        s_idx = surround.indices[take].astype(np.int64)
+        s_owner = np.repeat(np.arange(n), row_len)
+        s_w = 1.0 / np.maximum(counts, 1)[s_owner]
+        s_a = s_w * self.roi_scale[s_owner]
+        indptr = np.concatenate(
+            [masks.indptr[:-1], masks.indptr[-1] + np.cumsum(np.r_[0, row_len])]
+        )
+        indices = np.concatenate([masks.indices.astype(np.int64), s_idx])
+        self.plan = runs_from_csr(
+            indptr, indices, np.concatenate([a, s_a]), np.concatenate([w, s_w]), n_weighted=n
+        )
+        self.surround = surround
+        self.outer_radius = outer
+        self.surround_pixels = n_pixels
+
     @property
     def n_rois(self) -> int:
         """Number of ROIs (rows of the output)."""
         return self.masks.shape[0]
+
+    @property
+    def n_outputs(self) -> int:
+        """Columns the kernel writes: the ROIs, then (with neuropil) one surround per ROI."""
+        return self.plan.n_rois
 
     def pinv_weights(self, finite: np.ndarray) -> np.ndarray:
         """Compute the pseudo-inverse weights for a pattern of finite masked pixels.
@@ -229,7 +641,7 @@ class ExtractionWeights:
                 imaged = np.asarray((self.masks[used][:, pix[f]] != 0).sum(axis=1)).ravel() > 0
                 res[~imaged] = np.nan
                 row[used] = res
-            block[t] = row
+            block[t, : self.n_rois] = row
 
 
 def roi_mask_matrix(rois: Any, im_shape: tuple[int, int, int]):
@@ -425,6 +837,7 @@ def extraction_setup(
     signal_channel: int = 0,
     remove_overlap: bool = True,
     demix_channel: int | None = None,
+    neuropil: Any = None,
 ) -> tuple[ExtractionWeights, tuple[int, float] | None]:
     """Build what every time range of one extraction needs: the weights and the demixing.
 
@@ -443,6 +856,9 @@ def extraction_setup(
     demix_channel : int, optional
         Index of a channel whose bleed-through is removed (FastICA on the two
         channels' time averages, :func:`demixing_matrix`).
+    neuropil : None, bool, dict or NeuropilOptions, optional
+        Also extract each ROI's neuropil surround (:class:`NeuropilOptions`):
+        its rows follow the ROIs' in the same run plan. Default: None.
 
     Returns
     -------
@@ -452,7 +868,9 @@ def extraction_setup(
         ``(demix_channel, factor)``: the demixed frames are the signal channel
         plus ``factor`` times that channel. None without demixing.
     """
-    weights = ExtractionWeights(rois, im_shape, mean[..., signal_channel], remove_overlap)
+    weights = ExtractionWeights(
+        rois, im_shape, mean[..., signal_channel], remove_overlap, neuropil=neuropil
+    )
     demix = None
     if demix_channel is not None:
         W = demixing_matrix(mean[..., signal_channel], mean[..., demix_channel])
@@ -502,14 +920,14 @@ def extract_range(
     Returns
     -------
     raw : numpy.ndarray
-        ``(t1 - t0, n_rois)`` float32 traces, frame-major as the kernel
-        writes them.
+        ``(t1 - t0, weights.n_outputs)`` float32 traces, frame-major as the
+        kernel writes them: the ROIs, then (with neuropil) their surrounds.
     demixed : numpy.ndarray or None
         The same for the demixed frames (None without ``demix``).
     """
     from sima_fast.kernels.extract import extract_runs
 
-    out = np.empty((t1 - t0, weights.n_rois), dtype=np.float32)
+    out = np.empty((t1 - t0, weights.n_outputs), dtype=np.float32)
     outputs = [(None, out)]
     if demix is not None:
         outputs.append((demix, np.empty_like(out)))
@@ -548,7 +966,8 @@ def sequence_traces(
     Returns
     -------
     raw : numpy.ndarray
-        ``(n_rois, T)`` float32, C-contiguous.
+        ``(n_outputs, T)`` float32, C-contiguous (with neuropil, the
+        surrounds' rows follow the ROIs').
     demixed : numpy.ndarray or None
         The same for the demixed traces (None without demixing).
     """
@@ -570,6 +989,7 @@ def extract_rois(
     n_processes: int = 1,
     demix_channel: int | None = None,
     progress: bool = False,
+    neuropil: Any = None,
 ) -> dict[str, Any]:
     """Extract the signals of ``rois`` from every sequence of ``dataset``.
 
@@ -597,6 +1017,9 @@ def extract_rois(
     progress : bool, optional
         Show a progress bar over the frames (on terminals only), for the time
         average when it is not cached and for the extraction itself.
+    neuropil : None, bool, dict or NeuropilOptions, optional
+        Neuropil correction (:class:`NeuropilOptions`; True: suite2p's
+        defaults). Default: None (none).
 
     Returns
     -------
@@ -622,12 +1045,13 @@ def extract_rois(
     remove_overlap = check_bool("remove_overlap", remove_overlap)
     n_processes = check_int("n_processes", n_processes, low=1)
     progress = check_bool("progress", progress)
+    neuropil = NeuropilOptions.resolve(neuropil)
     im_shape = tuple(dataset.frame_shape[:3])
     if progress:
         dataset.compute_projections(progress=True)
     mean = dataset.time_averages
     weights, demix = extraction_setup(
-        rois, im_shape, mean, signal_channel, remove_overlap, demix_channel
+        rois, im_shape, mean, signal_channel, remove_overlap, demix_channel, neuropil
     )
     total = sum(len(seq) for seq in dataset.sequences)
     with tqdm(
@@ -678,13 +1102,17 @@ def signals_record(
     -------
     dict
         ``raw``, ``demixed_raw`` and ``demix_channel`` (with demixing),
+        ``neuropil``, ``corrected`` and ``neuropil_params`` (with neuropil),
         ``mean_frame``, ``overlap``, ``signal_channel``, ``rois`` and
         ``timestamp``, the layout ``extract()`` stores.
     """
-    record: dict[str, Any] = {"raw": [raw for raw, _ in traces]}
+    n = weights.n_rois
+    record: dict[str, Any] = {"raw": [raw[:n] for raw, _ in traces]}
     if demix_channel is not None:
-        record["demixed_raw"] = [demixed for _, demixed in traces]
+        record["demixed_raw"] = [demixed[:n] for _, demixed in traces]
         record["demix_channel"] = int(demix_channel)
+    if weights.neuropil is not None:
+        record.update(_neuropil_entries(record["raw"], [raw[n:] for raw, _ in traces], weights))
     record["mean_frame"] = np.asarray(mean[..., signal_channel], dtype=np.float64)
     record["overlap"] = (np.zeros(weights.overlap.size, dtype=np.int64), weights.overlap)
     record["signal_channel"] = int(signal_channel)
@@ -699,6 +1127,35 @@ def signals_record(
     record["rois"] = rois_out
     record["timestamp"] = current_timestamp()
     return record
+
+
+def _neuropil_entries(
+    raw: list[np.ndarray], neuropil: list[np.ndarray], weights: ExtractionWeights
+) -> dict[str, Any]:
+    """Give the record's ``neuropil``, ``corrected`` and ``neuropil_params`` entries."""
+    opts = weights.neuropil
+    neuropil = [np.ascontiguousarray(block) for block in neuropil]
+    estimated = opts.coefficient == "estimate"
+    if estimated:
+        coefficient = estimate_neuropil_coefficient(
+            np.concatenate(raw, axis=1), np.concatenate(neuropil, axis=1)
+        )
+    else:
+        coefficient = np.full(weights.n_rois, float(opts.coefficient))
+    corrected = [
+        (r.astype(np.float64) - coefficient[:, None] * f.astype(np.float64)).astype(np.float32)
+        for r, f in zip(raw, neuropil)
+    ]
+    params = {
+        "inner_radius": float(opts.inner_radius),
+        "outer_radius": np.asarray(weights.outer_radius, dtype=np.float64),
+        "n_pixels": np.asarray(weights.surround_pixels, dtype=np.int64),
+        "min_pixels": int(opts.min_pixels),
+        "exclude_rois": bool(opts.exclude_rois),
+        "coefficient": np.asarray(coefficient, dtype=np.float64),
+        "estimated": bool(estimated),
+    }
+    return {"neuropil": neuropil, "corrected": corrected, "neuropil_params": params}
 
 
 def save_extract_summary(

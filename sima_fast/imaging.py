@@ -1142,6 +1142,7 @@ class ImagingDataset:
         save_summary: bool = True,
         client: Any = None,
         progress: bool = False,
+        neuropil: Any = None,
     ) -> dict[str, Any]:
         """Extract a signal per ROI and frame from the imaging data.
 
@@ -1187,12 +1188,32 @@ class ImagingDataset:
             Show progress bars over the frames on terminals (the time average
             when it is not cached, then the extraction). Default: False; on a
             cluster, see :func:`sima_fast.distributed.report_progress`.
+        neuropil : None, bool, dict or sima_fast.extract.NeuropilOptions, optional
+            Neuropil correction (docs/contract.md#neuropil). None or False
+            (default): none, the record is exactly as without this argument.
+            True: suite2p's defaults (surround from 2 px off the ROI, grown
+            to at least 350 pixels, r = 0.7); a dict or
+            :class:`~sima_fast.extract.NeuropilOptions` for others. Each ROI's
+            surround (its planes' pixels beyond ``inner_radius`` from it,
+            without any ROI's pixels) is extracted in the same pass as the
+            ROIs, NaN-aware, as ``neuropil_i(t) = (Σ_p w_ip / μ_p) · mean of
+            F over the surround's finite pixels``: what the ROI would read if
+            every one of its pixels showed the surround's mean fluorescence.
+            So ``corrected = raw - r · neuropil = Σ_p w_ip (F_p - r F_neu) / μ_p``
+            is suite2p's ``F - r·Fneu`` normalised the same way as ``raw``,
+            and ``r`` keeps suite2p's meaning. ``coefficient='estimate'``
+            fits ``r`` per ROI
+            (:func:`~sima_fast.extract.estimate_neuropil_coefficient`).
 
         Returns
         -------
         dict
             ``raw`` (list over sequences of ``(n_rois, T_k)`` float32),
-            ``demixed_raw`` (with demixing), ``mean_frame`` ``(Z, Y, X)``,
+            ``demixed_raw`` (with demixing), ``neuropil``, ``corrected`` (same
+            layout) and ``neuropil_params`` (with neuropil: ``inner_radius``,
+            ``outer_radius`` and ``n_pixels`` per ROI, ``min_pixels``,
+            ``exclude_rois``, ``coefficient`` per ROI, ``estimated``),
+            ``mean_frame`` ``(Z, Y, X)``,
             ``overlap`` (``(zeros, flat pixel indices)``), ``signal_channel``,
             ``rois`` (ROI dicts in row order) and ``timestamp``. With a
             dataset directory the record is stored under ``label``.
@@ -1202,17 +1223,28 @@ class ImagingDataset:
         ValueError
             No ROIs, ROIs with non-zero weight outside the frames, a NaN or
             infinite mask weight (the error names the ROI by index and
-            label), an unknown channel, ``n_processes < 1``.
+            label), an unknown channel, ``n_processes < 1``, bad neuropil
+            options (negative radii, ``outer_radius <= inner_radius``,
+            ``min_pixels < 1``, a coefficient outside ``[0, 1]``) or an ROI
+            whose neuropil surround has no pixel (named).
+        sima_fast._validate.ArgumentTypeError
+            An argument of the wrong type (e.g. ``neuropil='yes'``).
         KeyError
             ``rois`` is None and the dataset has no ROI set.
         """
-        from sima_fast.extract import extract_rois, roi_mask_matrix, save_extract_summary
+        from sima_fast.extract import (
+            NeuropilOptions,
+            extract_rois,
+            roi_mask_matrix,
+            save_extract_summary,
+        )
         from sima_fast.ROI import ROIList
 
         n_processes = check_int("n_processes", n_processes, low=1)
         remove_overlap = check_bool("remove_overlap", remove_overlap)
         save_summary = check_bool("save_summary", save_summary)
         progress = check_bool("progress", progress)
+        neuropil = NeuropilOptions.resolve(neuropil)
         channel = resolve_channel(signal_channel, self._channel_names, "signal_channel")
         demix = (
             None
@@ -1234,12 +1266,21 @@ class ImagingDataset:
             self._check_writable()
         if client is None:
             record = extract_rois(
-                self, rois, channel, remove_overlap, int(n_processes), demix, progress=progress
+                self,
+                rois,
+                channel,
+                remove_overlap,
+                int(n_processes),
+                demix,
+                progress=progress,
+                neuropil=neuropil,
             )
         else:
             from sima_fast import distributed
 
-            record = distributed.extract_rois(self, rois, channel, remove_overlap, demix, client)
+            record = distributed.extract_rois(
+                self, rois, channel, remove_overlap, demix, client, neuropil=neuropil
+            )
         if self._savedir is not None:
             self._store_signals(channel, label or record["timestamp"], record, "extract")
             if save_summary:
@@ -1351,7 +1392,10 @@ class ImagingDataset:
         In ``'csv'`` files, three header rows give, per column, the ROI id,
         label and sorted tags (joined by commas); every following row is one
         frame: the sequence index, the frame index within the sequence, then
-        one value per ROI.
+        one value per ROI. An extraction with neuropil
+        (``extract(neuropil=...)``) has three blocks of ROI columns, raw,
+        neuropil then corrected, and a fourth header row naming each
+        column's block (docs/contract.md#csv-layout).
         """
         from sima_fast.io import signals_writers
         from sima_fast.io._export import refuse_dataset_files

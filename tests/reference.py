@@ -251,3 +251,98 @@ def extract_reference(
                 res[i, t] = total * rescale
         out.append(res)
     return out
+
+
+def surround_reference(
+    masks_dense: np.ndarray,
+    usable: np.ndarray,
+    inner_radius: float,
+    outer_radius: float | None,
+    min_pixels: int,
+    exclude_rois: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Neuropil surrounds as docs/contract.md#neuropil defines them, on whole planes.
+
+    ``masks_dense``: ``(n_rois, Z, Y, X)`` mask values (an ROI's pixels are its
+    non-zero ones); ``usable``: ``(Z, Y, X)`` bool. For every ROI, the distance
+    of each pixel of each of its planes to the ROI's nearest pixel in that plane
+    (a Euclidean distance transform of the whole plane); candidates are farther
+    than ``inner_radius``, usable and (``exclude_rois``) in no ROI. With
+    ``outer_radius`` None the radius is the ``min_pixels``-th smallest candidate
+    distance (all candidates if fewer). Returns ``(n_rois, Z, Y, X)`` bool
+    surrounds and the radii.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    masks = np.asarray(masks_dense) != 0
+    n = masks.shape[0]
+    allowed = np.asarray(usable, dtype=bool).copy()
+    if exclude_rois:
+        allowed &= ~masks.any(axis=0)
+    out = np.zeros(masks.shape, dtype=bool)
+    radii = np.full(n, np.nan)
+    for i in range(n):
+        dist = np.full(masks.shape[1:], np.inf)
+        for z in range(masks.shape[1]):
+            if masks[i, z].any():
+                dist[z] = distance_transform_edt(~masks[i, z])
+        candidate = (dist > inner_radius) & allowed & np.isfinite(dist)
+        if not masks[i].any():
+            continue
+        if outer_radius is not None:
+            radius = outer_radius
+        else:
+            d = np.sort(dist[candidate])
+            radius = d[min_pixels - 1] if d.size >= min_pixels else (d[-1] if d.size else np.inf)
+        out[i] = candidate & (dist <= radius)
+        radii[i] = radius
+    return out, radii
+
+
+def neuropil_reference(
+    frames_list: list,
+    masks_dense: np.ndarray,
+    boolean_flags: list,
+    remove_overlap: bool,
+    mean_frame: np.ndarray,
+    surrounds: np.ndarray,
+) -> list[np.ndarray]:
+    """Neuropil traces as docs/contract.md#neuropil defines them, by dense products.
+
+    ``neuropil_i(t) = s_i · (mean of F over the finite pixels of surround i in
+    frame t)``, with ``s_i = Σ_p w_ip / μ_p`` the ROI's weights (after overlap
+    removal and normalisation) over its observed pixels, rescaled by
+    ``Σ_all w² / Σ_observed w²`` as for the ROI's own signal. NaN for an ROI
+    left without pixels or a frame with no finite surround pixel. Returns, per
+    sequence, ``(n_rois, T)`` float64.
+    """
+    masks = np.asarray(masks_dense, dtype=np.float64)
+    n = masks.shape[0]
+    M = masks.reshape(n, -1).copy()
+    mu = np.asarray(mean_frame, dtype=np.float64).reshape(-1)
+    if remove_overlap:
+        M[:, (M != 0).sum(axis=0) > 1] = 0.0
+    sizes = (M != 0).sum(axis=1)
+    for i in range(n):
+        if boolean_flags[i] and sizes[i] > 0:
+            M[i] = (M[i] != 0).astype(np.float64) / sizes[i]
+    observed = np.isfinite(mu) & (mu != 0)
+    inv_mu = np.where(observed, 1.0 / np.where(observed, mu, 1.0), 0.0)
+    scale = np.zeros(n)
+    for i in range(n):
+        w = M[i]
+        seen = (w**2 * observed).sum()
+        if sizes[i] > 0 and seen > 0:
+            scale[i] = (w * inv_mu).sum() * (w**2).sum() / seen
+    S = np.asarray(surrounds, dtype=np.float64).reshape(n, -1)
+    out = []
+    for frames in frames_list:
+        x = np.asarray(frames, dtype=np.float64).reshape(len(frames), -1)
+        finite = np.isfinite(x)
+        sums = S @ np.where(finite, x, 0.0).T
+        counts = S @ finite.T.astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = np.where(counts > 0, scale[:, None] * sums / counts, np.nan)
+        value[sizes == 0] = np.nan
+        out.append(value)
+    return out

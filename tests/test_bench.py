@@ -94,6 +94,7 @@ def test_registry_cases_are_well_formed():
         "read-hdf5",
         "spikes-trace-10k",
         "extract-uint16-memory",
+        "extract-neuropil",
         "online-update-uint16",
         "motion-rigid",
     ]

@@ -1059,6 +1059,51 @@ def _extract_memory_case(dtype: str) -> BenchCase:
     )
 
 
+def _extract_neuropil_setup(scratch: str, frames: int) -> Inputs:
+    from sima_fast.extract import ExtractionWeights
+
+    scene = simulated_cells(frames)
+    inputs = _extraction_inputs(
+        scene["movie"], _dataset(scene["movie"]), scene["rois"], " + neuropil surrounds"
+    )
+    mu = inputs["mu"].reshape(1, *SHAPE)
+    weights = ExtractionWeights(scene["rois"], (1, *SHAPE), mu, remove_overlap=True, neuropil=True)
+    inputs.data["neuropil_weights"] = weights
+    inputs.data["neuropil_out"] = np.empty((len(scene["movie"]), weights.n_outputs))
+    return inputs
+
+
+def _kernel_neuropil(inputs: Inputs, frames: int | None = None) -> np.ndarray:
+    from sima_fast._threads import kernel_threads
+    from sima_fast.kernels.extract import extract_runs
+
+    movie = inputs["movie"][:frames]
+    with kernel_threads(N_PROCESSES):
+        return extract_runs(
+            movie.reshape(len(movie), PIXELS),
+            inputs["neuropil_weights"].plan,
+            inputs["neuropil_out"][: len(movie)],
+        )
+
+
+def _extract_neuropil_check(inputs: Inputs, name: str, result: Any) -> None:
+    if name == "plain":
+        _extraction_check(inputs, "ours", result)
+        return
+    movie, mu = inputs["movie"], inputs["mu"]
+    weights = inputs["neuropil_weights"]
+    idx = _check_frames(len(movie))
+    want = _extraction_reference(weights.masks, movie[idx], mu)
+    np.testing.assert_allclose(result[idx, :N_ROIS], want, rtol=1e-9, atol=0)
+    # surround i: the ROI's Σ w/μ times the mean of the frame over the surround
+    sample = movie[idx].reshape(len(idx), PIXELS).astype(np.float64)
+    surround = weights.surround
+    mean = (surround @ sample.T) / np.asarray(surround.sum(axis=1))
+    want_np = (weights.roi_scale[:, None] * mean).T
+    np.testing.assert_allclose(result[idx, N_ROIS:], want_np, rtol=1e-9, atol=0)
+    assert (weights.surround_pixels >= 350).all()
+
+
 NAN_ROWS = round(0.2 * SHAPE[0])  # rows set to NaN in every frame of the NaN movie
 
 
@@ -1877,6 +1922,33 @@ CASES: tuple[BenchCase, ...] = (
     ),
     _extract_memory_case("uint16"),
     _extract_memory_case("float32"),
+    BenchCase(
+        name="extract-neuropil",
+        work=f"extraction, {N_ROIS} ROIs + their neuropil surrounds (suite2p's defaults, "
+        "≥ 350 px), uint16 in memory",
+        suite="extract",
+        setup=_extract_neuropil_setup,
+        implementations=(
+            Implementation(
+                "plain",
+                "the same call without neuropil",
+                _kernel_ours,
+                rounds=10,
+                warmup=functools.partial(_kernel_ours, frames=2),
+            ),
+            Implementation(
+                "ours",
+                "ours",
+                _kernel_neuropil,
+                rounds=10,
+                warmup=functools.partial(_kernel_neuropil, frames=2),
+            ),
+        ),
+        check=_extract_neuropil_check,
+        quick={"frames": 300},
+        full={"frames": 3000},
+        env={"frames": "SIMA_FAST_BENCH_EXTRACT_FRAMES"},
+    ),
     BenchCase(
         name="extract-nan",
         work=f"extraction, {N_ROIS} ROIs, float32 with 20 % NaN rows",

@@ -33,7 +33,9 @@ def write_signals_csv(path: str | os.PathLike, signals: dict[str, Any]) -> None:
         Output file.
     signals : dict
         An extraction record with ``raw`` (list over sequences of
-        ``(n_rois, T_k)`` arrays) and ``rois`` (ROI dicts in row order).
+        ``(n_rois, T_k)`` arrays) and ``rois`` (ROI dicts in row order);
+        with ``neuropil`` and ``corrected`` (same layout, from
+        ``extract(neuropil=...)``) their blocks follow raw's.
 
     Raises
     ------
@@ -45,6 +47,10 @@ def write_signals_csv(path: str | os.PathLike, signals: dict[str, Any]) -> None:
     Header rows: ``sequence, frame, <ROI ids>``; ``'', label, <ROI labels>``;
     ``'', tags, <sorted tags joined by commas>``. Then one row per frame:
     sequence index, frame index within the sequence, one value per ROI.
+    A record with neuropil traces has three blocks of ROI columns, ``raw``,
+    ``neuropil`` then ``corrected`` (the header rows repeated per block), and
+    a fourth header row ``'', trace, <raw|neuropil|corrected>`` naming each
+    column's block; a record without them is written exactly as before.
 
     Examples
     --------
@@ -67,12 +73,18 @@ def write_signals_csv(path: str | os.PathLike, signals: dict[str, Any]) -> None:
     if raw is None:
         raise ValueError("signals has no 'raw' traces to export")
     n_rois = len(rois)
-    for k, block in enumerate(raw):
-        if np.ndim(block) != 2 or np.shape(block)[0] != n_rois:
-            raise ValueError(
-                f"raw[{k}] has shape {np.shape(block)}; expected ({n_rois}, frames) to match "
-                f"the {n_rois} ROIs"
-            )
+    names = ["raw"] + [key for key in ("neuropil", "corrected") if signals.get(key) is not None]
+    traces = [signals[key] for key in names]
+    for key, blocks in zip(names, traces):
+        if len(blocks) != len(raw):
+            raise ValueError(f"{key} has {len(blocks)} sequence(s) but raw has {len(raw)}")
+        for k, block in enumerate(blocks):
+            if np.ndim(block) != 2 or np.shape(block) != (n_rois, np.shape(raw[k])[1]):
+                raise ValueError(
+                    f"{key}[{k}] has shape {np.shape(block)}; expected ({n_rois}, frames) to "
+                    f"match the {n_rois} ROIs and raw[{k}]"
+                )
+    repeat = len(names)
 
     def text(value: Any) -> str:
         return "" if value is None else str(value)
@@ -80,12 +92,15 @@ def write_signals_csv(path: str | os.PathLike, signals: dict[str, Any]) -> None:
     # atomic_publish of one file: one rename, and the directory is recovered first
     with atomic_publish([path]) as (tmp,), open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
-        writer.writerow(["sequence", "frame", *[text(_roi_field(r, "id")) for r in rois]])
-        writer.writerow(["", "label", *[text(_roi_field(r, "label")) for r in rois]])
-        writer.writerow(
-            ["", "tags", *[",".join(sorted(_roi_field(r, "tags") or [])) for r in rois]]
-        )
-        for k, block in enumerate(raw):
-            block = np.asarray(block)
+        ids = [text(_roi_field(r, "id")) for r in rois]
+        labels = [text(_roi_field(r, "label")) for r in rois]
+        tags = [",".join(sorted(_roi_field(r, "tags") or [])) for r in rois]
+        writer.writerow(["sequence", "frame", *ids * repeat])
+        writer.writerow(["", "label", *labels * repeat])
+        writer.writerow(["", "tags", *tags * repeat])
+        if repeat > 1:
+            writer.writerow(["", "trace", *[key for key in names for _ in rois]])
+        for k in range(len(raw)):
+            block = np.concatenate([np.asarray(blocks[k]) for blocks in traces])
             for t in range(block.shape[1]):
                 writer.writerow([k, t, *(repr(float(v)) for v in block[:, t])])
