@@ -146,6 +146,26 @@ def test_export_spikes_and_fs(dataset, tmp_path):
     assert ops["tau"] == pytest.approx(-1.0 / (30.0 * np.log(np.median(gammas))))
 
 
+def test_export_neuropil_from_the_record(dataset, tmp_path):
+    """A record with the neuropil keys exports them: Fneu, and statistics of 'corrected'."""
+    from sima_fast.io.suite2p import write_suite2p
+
+    record = dict(dataset.signals()["first"])
+    record["neuropil"] = [0.5 * r + 0.25 for r in record["raw"]]
+    record["corrected"] = [r - 0.4 * n for r, n in zip(record["raw"], record["neuropil"])]
+    record["neuropil_params"] = {"coefficient": np.array([0.4, 0.4, 0.4])}
+    path = write_suite2p(dataset, tmp_path, record, channel=0, signals_label="x", fs=5.0)
+    fneu = np.concatenate(record["neuropil"], axis=1)
+    corrected = np.concatenate(record["corrected"], axis=1)
+    got = load_npy(os.path.join(path, "plane0", "Fneu.npy"))
+    np.testing.assert_allclose(got, fneu[:2].astype(np.float32))
+    stat = load_npy(os.path.join(path, "plane0", "stat.npy"))
+    assert stat[1]["std"] == pytest.approx(np.std(corrected[1].astype(np.float64)), rel=1e-5)
+    ops = load_npy(os.path.join(path, "plane0", "ops.npy")).item()
+    assert ops["neuropil_coefficient"] == pytest.approx(0.4)
+    assert ops["fs"] == 5.0
+
+
 def test_export_images_match_definitions(dataset, tmp_path):
     path = dataset.export_suite2p(_out(tmp_path), fs=10.0)
     frames = np.concatenate([np.asarray(s)[..., 0] for s in dataset.sequences])  # (T, Z, Y, X)

@@ -609,6 +609,7 @@ def write_suite2p(
         "channel": int(channel),
         "F": "sima_fast's 'raw' signals: sum over pixels of w * frame / time average",
     }
+    coefficient = SUITE2P_NEUROPIL_COEFFICIENT
     Fneu = _concat(record, "neuropil", n_rois, lengths)
     if Fneu is None:
         Fneu = np.zeros_like(F)
@@ -616,8 +617,14 @@ def write_suite2p(
         dF = F
     else:
         notes["Fneu"] = "sima_fast's 'neuropil' signals"
+        params = record.get("neuropil_params")
+        if isinstance(params, dict) and "coefficient" in params:
+            per_roi = np.asarray(params["coefficient"], dtype=np.float64).ravel()
+            notes["neuropil_coefficient"] = per_roi
+            if per_roi.size and np.isfinite(per_roi).any():
+                coefficient = float(np.nanmedian(per_roi))
         corrected = _concat(record, "corrected", n_rois, lengths)
-        dF = corrected if corrected is not None else F - SUITE2P_NEUROPIL_COEFFICIENT * Fneu
+        dF = corrected if corrected is not None else F - coefficient * Fneu
     spks = _concat(record, "spikes", n_rois, lengths)
     if spks is None:
         spks = np.zeros_like(F)
@@ -672,7 +679,7 @@ def write_suite2p(
                 "tau": float(tau),
                 "diameter": list(diameter),
                 "aspect": 1.0,
-                "neuropil_coefficient": SUITE2P_NEUROPIL_COEFFICIENT,
+                "neuropil_coefficient": coefficient,
             }
             ops = {**db, **settings}
             idx = np.asarray(rows, dtype=np.intp)
