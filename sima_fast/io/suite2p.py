@@ -409,7 +409,7 @@ def _activity_stats(dF: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 # --------------------------------------------------------------------------
 
 
-def _roi_pixels(roi_dict: dict, im_shape: tuple[int, int, int], index: int):
+def _roi_pixels(roi_dict: Any, im_shape: tuple[int, int, int], index: int):
     """Return the plane, pixels and weights of one ROI of an extraction record.
 
     Boolean masks get the weights extraction gives them, ``1 / n_pixels``;
@@ -420,7 +420,7 @@ def _roi_pixels(roi_dict: dict, im_shape: tuple[int, int, int], index: int):
     tuple
         ``(plane, ypix, xpix, lam)``: int, int32 arrays and a float32 array.
     """
-    roi = ROI(**roi_dict)
+    roi = roi_dict.copy() if isinstance(roi_dict, ROI) else ROI(**roi_dict)
     roi.im_shape = im_shape
     name = f"ROI {index}" + (f" (label {roi.label!r})" if roi.label is not None else "")
     planes = [z for z, m in enumerate(roi.mask) if m.count_nonzero()]
