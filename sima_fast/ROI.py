@@ -872,6 +872,20 @@ def _accepts_im_shape(reader: Callable[..., Any]) -> bool:
     return any(p.name == "im_shape" or p.kind is p.VAR_KEYWORD for p in params)
 
 
+def _accepts_options(reader: Callable[..., Any], options: dict[str, Any]) -> bool:
+    """Whether a registered ROI reader takes every keyword in ``options``."""
+    import inspect
+
+    try:
+        params = inspect.signature(reader).parameters
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return True
+    named = {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return set(options) <= named - {"path", "label", "im_shape"}
+
+
 def _check_roi(value: Any) -> ROI:
     if not isinstance(value, ROI):
         raise TypeError(f"ROIList elements must be ROI objects, got {type(value).__name__}")
@@ -1006,6 +1020,7 @@ class ROIList(list):
         fmt: str = "pkl",
         reassign_label: bool = False,
         im_shape: Sequence[int] | None = None,
+        **options: Any,
     ) -> ROIList:
         """Read one ROI set from a file.
 
@@ -1037,6 +1052,11 @@ class ROIList(list):
             declared bounding box. ROIs read without an ``im_shape`` get
             this one, and a mask ROI with non-zero weight outside the frame
             is refused (see :func:`check_mask_in_frame`).
+        **options
+            Keyword options of the format's reader, passed on to it: for
+            ``'suite2p'``, ``plane`` and ``iscell`` (see
+            :func:`sima_fast.io.suite2p.read_suite2p`). A reader that takes
+            no such option raises ``TypeError``.
 
         Returns
         -------
@@ -1050,7 +1070,9 @@ class ROIList(list):
             If ``label`` names no set in the file.
         ValueError
             For an unknown ``fmt`` (the message lists the registered ones),
-            an unreadable file, an unsupported or corrupt ImageJ member
+            an unreadable file (a suite2p folder with wrong fields:
+            :class:`sima_fast.io.suite2p.Suite2pFormatError`), an unsupported
+            or corrupt ImageJ member
             (the message names the member), an ImageJ file over one of the
             size limits of :mod:`sima_fast.io.imagej`
             (:class:`sima_fast.io.imagej.ImageJLimitError`), or a mask that
@@ -1066,10 +1088,12 @@ class ROIList(list):
         if not os.path.exists(path):
             raise FileNotFoundError(f"no such ROI file: {path!r}")
         shape = normalise_im_shape(im_shape)
+        if options and not _accepts_options(reader, options):
+            raise TypeError(f"the {fmt!r} ROI reader takes no option(s) {sorted(options)}")
         if shape is not None and _accepts_im_shape(reader):
-            rois = reader(path, label, im_shape=shape)
+            rois = reader(path, label, im_shape=shape, **options)
         else:
-            rois = reader(path, label)
+            rois = reader(path, label, **options)
         result = cls(rois, timestamp=rois.timestamp)
         if shape is not None:
             for i, roi in enumerate(result):

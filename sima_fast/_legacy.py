@@ -552,7 +552,7 @@ def _scan_tables() -> tuple:
         creates = [0] * 256
         special: list = [None] * 256
         counted = {
-            pickletools.TAKEN_FROM_ARGUMENT1: (1, True),
+            pickletools.TAKEN_FROM_ARGUMENT1: (1, False),  # uint1: SHORT_BIN* lengths 0-255
             pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
             pickletools.TAKEN_FROM_ARGUMENT4U: (4, False),
             pickletools.TAKEN_FROM_ARGUMENT8U: (8, False),

@@ -1416,6 +1416,122 @@ class ImagingDataset:
             )
         writer(path, all_signals[label])
 
+    def export_suite2p(
+        self,
+        folder: str | os.PathLike,
+        *,
+        rois_label: str | None = None,
+        signals_label: str | None = None,
+        channel: Any = 0,
+        overwrite: bool = False,
+        fs: float | None = None,
+    ) -> str:
+        """Write an extraction as a suite2p output folder, ``folder/suite2p/plane<k>/``.
+
+        One ``plane<k>`` folder per plane holds ``stat.npy`` (each ROI's
+        pixels, weights and suite2p's shape and activity statistics, computed
+        from the masks and traces), ``F.npy`` (the ``raw`` signals, sequences
+        joined in time), ``Fneu.npy`` (the ``neuropil`` signals, or zeros
+        when none were extracted), ``spks.npy`` (``infer_spikes``' spikes, or
+        zeros), ``iscell.npy`` (every ROI a cell), and ``ops.npy`` (also as
+        suite2p 1.x's ``db.npy`` and ``settings.npy``) with the frame size,
+        rate and the mean, enhanced mean, maximum and local correlation
+        images. suite2p's GUI and roiextractors open it; see docs/suite2p.md.
+
+        Parameters
+        ----------
+        folder : str or path-like
+            An existing directory; ``suite2p/`` is written inside it, all at
+            once (staged, then renamed into place).
+        rois_label : str, optional
+            The ROI set whose traces to export: the most recent extraction of
+            exactly these ROIs (or ``signals_label``'s, which must be of
+            these ROIs). Default: the ROIs of the chosen extraction.
+        signals_label : str, optional
+            Which extraction to export. Default: the most recent one (of
+            ``rois_label``'s ROIs when given).
+        channel : int or str, optional
+            The channel whose signals and images to export. Default: 0.
+        overwrite : bool, optional
+            Replace an existing ``folder/suite2p``. Default: False.
+        fs : float, optional
+            Frames per second for ``ops['fs']``. Default: the acquisition
+            metadata's frame rate when known, else suite2p's default of 10
+            (with a warning).
+
+        Returns
+        -------
+        str
+            The path of the ``suite2p`` folder.
+
+        Raises
+        ------
+        ArgumentTypeError
+            If an argument has the wrong type.
+        ValueError
+            If the channel has no extraction (run :meth:`extract` first), the
+            extraction is not of ``rois_label``'s ROIs, or an ROI is empty or
+            spans several planes.
+        KeyError
+            If ``signals_label`` or ``rois_label`` names nothing.
+        FileNotFoundError
+            If ``folder`` does not exist.
+        FileExistsError
+            If ``folder/suite2p`` exists and ``overwrite`` is False.
+        """
+        from sima_fast.io.suite2p import same_rois, write_suite2p
+
+        if not isinstance(folder, (str, os.PathLike)):
+            raise ArgumentTypeError(f"folder must be a str or os.PathLike, got {folder!r}")
+        for name, value in (("rois_label", rois_label), ("signals_label", signals_label)):
+            if value is not None and not isinstance(value, str):
+                raise ArgumentTypeError(f"{name} must be a str or None, got {value!r}")
+        overwrite = check_bool("overwrite", overwrite)
+        index = self._channel(channel)
+        all_signals = self.signals(index)
+        if not all_signals:
+            raise ValueError(f"channel {channel!r} has no extracted signals; run extract() first")
+        if signals_label is not None and signals_label not in all_signals:
+            raise KeyError(
+                f"signals_label: no signals labelled {signals_label!r}; "
+                f"available: {sorted(all_signals)}"
+            )
+        if rois_label is None:
+            label = signals_label or _most_recent_signals(all_signals)
+        else:
+            rois = self.ROIs
+            if rois_label not in rois:
+                raise KeyError(
+                    f"rois_label: no ROI set labelled {rois_label!r}; available: {sorted(rois)}"
+                )
+            names = [signals_label] if signals_label is not None else list(all_signals)
+            same = {
+                k: all_signals[k]
+                for k in names
+                if same_rois(
+                    all_signals[k].get("rois", []), rois[rois_label], self.frame_shape[:3]
+                )
+            }
+            if not same:
+                which = (
+                    f"the extraction {signals_label!r} was not made"
+                    if signals_label is not None
+                    else "no extraction of this channel was made"
+                )
+                raise ValueError(
+                    f"rois_label: {which} from the ROI set {rois_label!r}; extract it first"
+                )
+            label = _most_recent_signals(same)
+        return write_suite2p(
+            self,
+            folder,
+            all_signals[label],
+            channel=index,
+            signals_label=label,
+            overwrite=overwrite,
+            fs=fs,
+        )
+
     # -- spike inference ------------------------------------------------------------
 
     def infer_spikes(

@@ -12,7 +12,8 @@ up by their ``fmt`` argument and call it.
 =====================  ==================================================  =======================
 registry               function signature                                  built-in formats
 =====================  ==================================================  =======================
-``roi_readers``        ``reader(path, label) -> ROIList``                  'h5', 'pkl', 'ImageJ'
+``roi_readers``        ``reader(path, label) -> ROIList``                  'h5', 'pkl', 'ImageJ',
+                                                                           'suite2p'
 ``roi_writers``        ``writer(rois, path, label) -> None``               'h5', 'pkl', 'ImageJ'
 ``averages_writers``   ``writer(dataset, filenames, *, scale_values,       'TIFF8', 'TIFF16',
                        projection_type) -> None``                          'HDF5'
@@ -22,8 +23,9 @@ registry               function signature                                  built
 =====================  ==================================================  =======================
 
 ROI format names match regardless of case; the other names match exactly.
-The ``path`` given to ROI readers exists (checked by ``ROIList.load``), and a
-reader may take an optional ``im_shape`` keyword to clip shapes to the frame; the
+The ``path`` given to ROI readers exists (checked by ``ROIList.load``), a
+reader may take an optional ``im_shape`` keyword to clip shapes to the frame,
+and keyword options of ``ROIList.load`` beyond its own reach the reader; the
 dataset methods validate ``fmt``, ``projection_type`` and ``compression``
 before calling a writer, and the writer validates ``filenames`` (helpers
 shared by the writers are in :mod:`sima_fast.io._export`, the frame
@@ -35,7 +37,10 @@ The built-in modules, each registering its own formats:
   reads SIMA 1.x ``rois.pkl`` through :mod:`sima_fast.io.sima_legacy`);
 - :mod:`sima_fast.io.imagej`: ImageJ ``.roi`` and ``.zip`` ROI files;
 - :mod:`sima_fast.io.tiff`, :mod:`sima_fast.io.hdf5`: projections and frames;
-- :mod:`sima_fast.io.csv`: extracted signals as tab-separated text.
+- :mod:`sima_fast.io.csv`: extracted signals as tab-separated text;
+- :mod:`sima_fast.io.suite2p`: suite2p output folders (ROIs read with their
+  weights; :meth:`~sima_fast.imaging.ImagingDataset.export_suite2p` writes
+  them).
 
 They are imported on the first use of a registry. A module for another
 ecosystem registers its functions at import and imports its optional

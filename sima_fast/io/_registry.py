@@ -31,6 +31,7 @@ BUILTIN_MODULES = (
     "sima_fast.io.tiff",
     "sima_fast.io.hdf5",
     "sima_fast.io.csv",
+    "sima_fast.io.suite2p",
 )
 """The io modules imported on first use of a registry; each registers its formats."""
 
@@ -80,6 +81,13 @@ class Registry:
         self._unknown = unknown
         self._ignore_case = ignore_case
         self._entries: dict[str, tuple[str, Callable[..., Any]]] = {}
+        self._ranks: dict[Any, int] = {}  # key -> place of its built-in module
+
+    def _sort_builtins(self) -> None:
+        """Order the entries by their built-in module's place in BUILTIN_MODULES (others last)."""
+        self._entries = dict(
+            sorted(self._entries.items(), key=lambda item: self._ranks.get(item[0], 0))
+        )
 
     def _key(self, fmt: Any) -> Any:
         return str(fmt).lower() if self._ignore_case else fmt
@@ -138,7 +146,17 @@ class Registry:
                     f"a {self.kind} is already registered for format {existing[0]!r}; "
                     "pass replace=True to replace it"
                 )
-            self._entries[self._key(name)] = (name, func)
+            key = self._key(name)
+            if key not in self._ranks:
+                module = getattr(getattr(func, "func", func), "__module__", None)
+                n = len(BUILTIN_MODULES)
+                self._ranks[key] = (
+                    BUILTIN_MODULES.index(module) if module in BUILTIN_MODULES else n
+                )
+            self._entries[key] = (name, func)
+            # a built-in module imported directly registers after the built-ins its
+            # own first registration loaded: keep BUILTIN_MODULES order regardless
+            self._sort_builtins()
         return func
 
     def unregister(self, name: str) -> None:
@@ -159,6 +177,7 @@ class Registry:
             if self._find(name) is None:
                 raise KeyError(f"no {self.kind} registered for format {name!r}")
             del self._entries[self._key(name)]
+            self._ranks.pop(self._key(name), None)
 
     def lookup(self, fmt: Any) -> Callable[..., Any]:
         """Return the function registered for ``fmt``.
