@@ -37,6 +37,9 @@ from sima_fast._validate import ArgumentTypeError, check_bool, check_int, check_
 if TYPE_CHECKING:
     from sima_fast.imaging import ImagingDataset
 
+#: Vectors iterated beyond those wanted by :func:`power_iteration_oPCA`.
+POWER_EXTRA = 8
+
 __all__ = ["EM_oPCA", "dataset_opca", "offsetPCA", "power_iteration_oPCA"]
 
 
@@ -157,7 +160,8 @@ def power_iteration_oPCA(
     ``C + r I``, ``r`` an estimate of a bound of ``C``'s spectral radius, whose
     leading eigenvectors are ``C``'s eigenvectors of largest (signed)
     eigenvalue. Each iteration orthonormalises the block and rotates it to
-    the eigenvectors of the small projected matrix (Rayleigh–Ritz); it stops
+    the eigenvectors of the small projected matrix (Rayleigh–Ritz); eight
+    more vectors than wanted are iterated, which speeds convergence. It stops
     when every vector's residual ``|C v - λ v|``, relative to ``|λ|``, falls
     below ``tolerance``, or after ``max_iter`` iterations (with a
     :class:`RuntimeWarning`). Memory and time per iteration are
@@ -231,8 +235,10 @@ def power_iteration_oPCA(
                 break
             probe /= norm
         radius = 1.1 * float(np.sum((x @ probe) ** 2)) / (n_obs - 1)
-        block = np.linalg.qr(rng.standard_normal((n_dim, count)))[0]
-        values = np.zeros(count)
+        # A few extra vectors speed the convergence of the wanted ones.
+        width = min(n_dim, count + POWER_EXTRA)
+        block = np.linalg.qr(rng.standard_normal((n_dim, width)))[0]
+        values = np.zeros(width)
         for _ in range(limit):
             grown = offset_times(block) + radius * block
             basis = np.linalg.qr(grown)[0]
@@ -243,9 +249,9 @@ def power_iteration_oPCA(
             values, rotation = values[order], rotation[:, order]
             block = basis @ rotation
             # Residual of each eigen-equation, relative to its eigenvalue.
-            residual = np.linalg.norm(product @ rotation - block * values, axis=0)
+            residual = np.linalg.norm(product @ rotation - block * values, axis=0)[:count]
             floor = max(1e-12 * float(np.abs(values).max()), np.finfo(float).tiny)
-            change = float(np.max(residual / np.maximum(np.abs(values), floor)))
+            change = float(np.max(residual / np.maximum(np.abs(values[:count]), floor)))
             if change < tol:
                 break
         else:
@@ -255,6 +261,7 @@ def power_iteration_oPCA(
                 RuntimeWarning,
                 stacklevel=2,
             )
+    values, block = values[:count], block[:, :count]
     return values, block, x @ block
 
 
