@@ -111,7 +111,7 @@ def plane_masks_to_rois(masks: list[np.ndarray], plane: int, im_shape: tuple[int
 
     Parameters
     ----------
-    masks : list of numpy.ndarray
+    masks : list of numpy.ndarray or scipy.sparse matrix
         ``(Y, X)`` masks; each keeps its dtype and values.
     plane : int
         The plane they were found on, in ``range(Z)``.
@@ -528,12 +528,16 @@ BLOB_OVERLAP = 0.5
 class Blob:
     """One significant spot of an independent component's spatial map.
 
+    The arrays cover only the spot's bounding box, ``window``.
+
     Attributes
     ----------
-    image : numpy.ndarray of float64, shape (Y, X)
+    window : tuple of slice
+        ``(rows, columns)`` of the map the spot's arrays cover.
+    image : numpy.ndarray of float64
         The map over the spot, oriented positive and scaled to a maximum of
-        1; 0 elsewhere.
-    core : numpy.ndarray of bool, shape (Y, X)
+        1; 0 elsewhere in the window.
+    core : numpy.ndarray of bool
         The spot's pixels at least half its (smoothed) peak.
     score : float
         The smoothed peak, in robust noise deviations of the smoothed map.
@@ -541,49 +545,62 @@ class Blob:
         Index of the independent component it came from.
     """
 
+    window: tuple[slice, slice]
     image: np.ndarray
     core: np.ndarray
     score: float
     component: int
 
+    def full(self, shape: tuple[int, int]) -> np.ndarray:
+        """Return the image on the whole map, of ``shape``, 0 outside the window.
 
-def _distinct_peaks(s: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Local maxima of ``s`` at least ``SIGNIFICANCE`` high that stand apart at half height.
+        Parameters
+        ----------
+        shape : tuple of int
+            ``(Y, X)`` of the map.
+
+        Returns
+        -------
+        numpy.ndarray of float64
+        """
+        out = np.zeros(shape)
+        out[self.window] = self.image
+        return out
+
+
+def _distinct_peaks(s: np.ndarray, window: tuple[slice, slice]) -> list[tuple[int, int]]:
+    """Local maxima of ``s`` in ``window`` at least ``SIGNIFICANCE`` high that stand apart.
 
     A maximum of height ``h`` is a spot of its own when the connected
     region of ``s >= h / 2`` around it holds no higher maximum: a dip to
     below half its height separates it from every stronger spot (the rule
     by which a map thresholded at half a spot's peak would show it as a
-    separate piece).
+    separate piece). ``window`` holds one connected region of pixels above
+    ``BLOB_FLOOR``, so every half-height region of its maxima lies inside it.
 
     Returns
     -------
-    peaks : numpy.ndarray of int, shape (n, 2)
-        Row and column of each distinct maximum, highest first.
-    cores : list of numpy.ndarray of bool
-        The half-height region of each.
+    list of tuple of int
+        Row and column (in the window) of each distinct maximum, highest first.
     """
     import scipy.ndimage as ndi
 
-    candidates = (s >= SIGNIFICANCE) & (s == ndi.maximum_filter(s, size=3))
+    local = s[window]
+    candidates = (local >= SIGNIFICANCE) & (local == ndi.maximum_filter(local, size=3))
     rr, cc = np.nonzero(candidates)
-    order = np.argsort(-s[rr, cc], kind="stable")
-    rr, cc = rr[order], cc[order]
-    taken = np.zeros(s.shape, dtype=bool)
-    peaks, cores = [], []
-    for r, c in zip(rr.tolist(), cc.tolist()):
+    order = np.argsort(-local[rr, cc], kind="stable")
+    taken = np.zeros(local.shape, dtype=bool)
+    peaks = []
+    for r, c in zip(rr[order].tolist(), cc[order].tolist()):
         if taken[r, c]:
             continue
-        labels, _ = ndi.label(s >= 0.5 * s[r, c], structure=np.ones((3, 3)))
+        labels, _ = ndi.label(local >= 0.5 * local[r, c], structure=np.ones((3, 3)))
         region = labels == labels[r, c]
-        # Any higher maximum in the region was processed first and marked it.
-        if np.any(region & taken):
-            taken |= region
-            continue
+        separate = not np.any(region & taken)  # a higher maximum marked it first
         taken |= region
-        peaks.append((r, c))
-        cores.append(region)
-    return np.asarray(peaks, dtype=np.int64).reshape(-1, 2), cores
+        if separate:
+            peaks.append((r, c))
+    return peaks
 
 
 def significant_blobs(z: np.ndarray, component: int = 0) -> list[Blob]:
@@ -598,10 +615,11 @@ def significant_blobs(z: np.ndarray, component: int = 0) -> list[Blob]:
 
     The map (in robust noise deviations) is smoothed with a Gaussian of 1
     pixel and rescaled by the smoothed map's robust deviation. For each
-    sign, the distinct local maxima at least ``SIGNIFICANCE`` high (see
-    :func:`_distinct_peaks`) seed a watershed
-    (:func:`skimage.segmentation.watershed`) of the pixels above
-    ``BLOB_FLOOR``; each basin is one spot.
+    sign and each connected region of pixels above ``BLOB_FLOOR``, the
+    distinct local maxima at least ``SIGNIFICANCE`` high (those that a dip
+    below half their height separates from every higher one) seed a
+    watershed (:func:`skimage.segmentation.watershed`) of the region; each
+    basin is one spot.
 
     Parameters
     ----------
@@ -628,27 +646,43 @@ def significant_blobs(z: np.ndarray, component: int = 0) -> list[Blob]:
     out = []
     for sign in (1.0, -1.0):
         s = sign * smooth
-        peaks, cores = _distinct_peaks(s)
-        if not len(peaks):
+        if float(s.max()) < SIGNIFICANCE:
             continue
-        inside = s > BLOB_FLOOR
-        markers = np.zeros(s.shape, dtype=np.int32)
-        markers[peaks[:, 0], peaks[:, 1]] = np.arange(1, len(peaks) + 1)
-        basins = watershed(-s, markers, mask=inside)
-        signed = sign * z
-        for index, region in enumerate(ndi.find_objects(basins, max_label=len(peaks)), start=1):
-            if region is None:
+        regions, _ = ndi.label(s > BLOB_FLOOR, structure=np.ones((3, 3)))
+        for index, window in enumerate(ndi.find_objects(regions), start=1):
+            if window is None or float(s[window].max()) < SIGNIFICANCE:
                 continue
-            own = basins[region] == index
-            values = np.where(own, np.maximum(signed[region], 0.0), 0.0)
-            peak = float(values.max())
-            if peak <= 0:
-                continue
-            image = np.zeros_like(z)
-            image[region] = values / peak
-            core = cores[index - 1] & (basins == index)
-            score = float(s[peaks[index - 1, 0], peaks[index - 1, 1]])
-            out.append(Blob(image=image, core=core, score=score, component=component))
+            inside = regions[window] == index
+            local = np.where(inside, s[window], BLOB_FLOOR)
+            peaks = _distinct_peaks(local, (slice(None), slice(None)))
+            markers = np.zeros(local.shape, dtype=np.int32)
+            for k, (r, c) in enumerate(peaks, start=1):
+                markers[r, c] = k
+            basins = watershed(-local, markers, mask=inside)
+            signed = sign * z[window]
+            for k, (r, c) in enumerate(peaks, start=1):
+                own = basins == k
+                rows = np.flatnonzero(own.any(axis=1))
+                cols = np.flatnonzero(own.any(axis=0))
+                box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+                values = np.where(own[box], np.maximum(signed[box], 0.0), 0.0)
+                peak = float(values.max())
+                if peak <= 0:
+                    continue
+                score = float(local[r, c])
+                core = own[box] & (local[box] >= 0.5 * score)
+                out.append(
+                    Blob(
+                        window=(
+                            slice(window[0].start + box[0].start, window[0].start + box[0].stop),
+                            slice(window[1].start + box[1].start, window[1].start + box[1].stop),
+                        ),
+                        image=values / peak,
+                        core=core,
+                        score=score,
+                        component=component,
+                    )
+                )
     return out
 
 
@@ -667,17 +701,35 @@ def distinct_blobs(blobs: list[Blob]) -> list[Blob]:
         blob's core by more than ``BLOB_OVERLAP`` of the smaller core.
     """
     kept: list[Blob] = []
+    boxes = np.empty((0, 4), dtype=np.int64)  # y0, y1, x0, x1 of the kept blobs
+    sizes: list[int] = []
     for blob in sorted(blobs, key=lambda b: -b.score):
         size = int(blob.core.sum())
         if size == 0:
             continue
-        if any(
-            np.count_nonzero(blob.core & other.core)
-            > BLOB_OVERLAP * min(size, int(other.core.sum()))
-            for other in kept
-        ):
+        (ys, xs) = blob.window
+        near = np.flatnonzero(
+            (boxes[:, 0] < ys.stop)
+            & (boxes[:, 1] > ys.start)
+            & (boxes[:, 2] < xs.stop)
+            & (boxes[:, 3] > xs.start)
+        )
+        duplicate = False
+        for j in near.tolist():
+            other = kept[j]
+            oy, ox = other.window
+            y0, y1 = max(ys.start, oy.start), min(ys.stop, oy.stop)
+            x0, x1 = max(xs.start, ox.start), min(xs.stop, ox.stop)
+            mine = blob.core[y0 - ys.start : y1 - ys.start, x0 - xs.start : x1 - xs.start]
+            theirs = other.core[y0 - oy.start : y1 - oy.start, x0 - ox.start : x1 - ox.start]
+            if np.count_nonzero(mine & theirs) > BLOB_OVERLAP * min(size, sizes[j]):
+                duplicate = True
+                break
+        if duplicate:
             continue
         kept.append(blob)
+        sizes.append(size)
+        boxes = np.vstack([boxes, [[ys.start, ys.stop, xs.start, xs.stop]]])
     return kept
 
 
@@ -930,7 +982,18 @@ class STICA(PlaneByPlaneStrategy):
             elif peak >= SIGNIFICANCE * noise:
                 found.append(np.maximum(image, 0.0) / (peak / noise))
         if self.post_process:
-            found = [blob.image for blob in distinct_blobs(blobs)]
+            found = []
+            for blob in distinct_blobs(blobs):
+                rr, cc = np.nonzero(blob.image)
+                found.append(
+                    scipy.sparse.csr_matrix(
+                        (
+                            blob.image[rr, cc],
+                            (rr + blob.window[0].start, cc + blob.window[1].start),
+                        ),
+                        shape=(rows, cols),
+                    )
+                )
         self._say(f"{len(found)} of {k} independent component(s) kept")
         if not found:
             self._note_empty(
