@@ -416,13 +416,19 @@ class PlaneWiseSegmentation(SegmentationStrategy):
 
     Parameters
     ----------
-    plane_strategy : SegmentationStrategy
-        The strategy to run on each plane.
+    plane_strategy : SegmentationStrategy or list of SegmentationStrategy
+        The strategy to run on each plane, or one strategy per plane (item
+        ``p`` segments plane ``p``; the list must have as many items as the
+        dataset has planes).
 
     Raises
     ------
     TypeError
-        If ``plane_strategy`` is not a :class:`SegmentationStrategy`.
+        If ``plane_strategy`` is not a :class:`SegmentationStrategy` or a
+        list of them.
+    ValueError
+        If the list is empty; at :meth:`segment`, if its length is not the
+        dataset's number of planes.
 
     Notes
     -----
@@ -444,14 +450,44 @@ class PlaneWiseSegmentation(SegmentationStrategy):
     [[0], [2]]
     """
 
-    def __init__(self, plane_strategy: SegmentationStrategy) -> None:
+    def __init__(
+        self, plane_strategy: SegmentationStrategy | Sequence[SegmentationStrategy]
+    ) -> None:
         super().__init__()
-        if not isinstance(plane_strategy, SegmentationStrategy):
-            raise TypeError(
-                "plane_strategy must be a sima_fast.segment.SegmentationStrategy, got "
-                f"{type(plane_strategy).__name__}"
+        if isinstance(plane_strategy, (list, tuple)):
+            if not plane_strategy:
+                raise ValueError("plane_strategy must not be an empty list")
+            for k, each in enumerate(plane_strategy):
+                if not isinstance(each, SegmentationStrategy):
+                    raise TypeError(
+                        f"plane_strategy[{k}] must be a sima_fast.segment.SegmentationStrategy, "
+                        f"got {type(each).__name__}"
+                    )
+            self.plane_strategy: SegmentationStrategy | list[SegmentationStrategy] = list(
+                plane_strategy
             )
-        self.plane_strategy = plane_strategy
+        elif isinstance(plane_strategy, SegmentationStrategy):
+            self.plane_strategy = plane_strategy
+        else:
+            raise TypeError(
+                "plane_strategy must be a sima_fast.segment.SegmentationStrategy or a list of "
+                f"them (one per plane), got {type(plane_strategy).__name__}"
+            )
+
+    @property
+    def strategy(self) -> SegmentationStrategy | list[SegmentationStrategy]:
+        """The per-plane strategy, or the list of them (SIMA's attribute name)."""
+        return self.plane_strategy
+
+    def _strategy_for(self, plane: int, n_planes: int) -> SegmentationStrategy:
+        if isinstance(self.plane_strategy, list):
+            if len(self.plane_strategy) != n_planes:
+                raise ValueError(
+                    f"PlaneWiseSegmentation was given {len(self.plane_strategy)} strategies for "
+                    f"a dataset of {n_planes} plane(s); give exactly one per plane"
+                )
+            return self.plane_strategy[plane]
+        return self.plane_strategy
 
     def _segment(self, dataset: ImagingDataset) -> ROIList:
         return self._segment_planes(dataset, np.arange(dataset.frame_shape[0]))
@@ -464,7 +500,8 @@ class PlaneWiseSegmentation(SegmentationStrategy):
             p = int(p)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", SegmentationWarning)
-                found = self.plane_strategy.segment(dataset[:, :, p : p + 1])
+                strategy = self._strategy_for(p, im_shape[0])
+                found = strategy.segment(dataset[:, :, p : p + 1])
             for w in caught:  # said once, for the whole volume, if every plane is empty
                 if issubclass(w.category, SegmentationWarning):
                     self._note_empty(f"plane {p}: {str(w.message).split('. What to try')[0]}")
