@@ -1515,7 +1515,7 @@ from a movie to spikes:
         "--quick",
         action="store_true",
         help="small sizes: about 30 s on 2 cores and 2 GiB of memory "
-        "(full size: about 2.5 min, 4.6 GiB)",
+        "(full size: about 3.5 min, 4.6 GiB)",
     )
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     bench.add_argument("--plot", metavar="PATH", help="also draw the ratios as a bar chart")

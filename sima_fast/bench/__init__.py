@@ -16,7 +16,7 @@ one run to the next.
 
 One case's data is alive at a time. On the 2-core benchmark machine
 ``sima-fast bench --quick`` takes about 30 s and peaks at about 2.0 GiB of
-resident memory; the full sizes take about 2.5 minutes and peak at about
+resident memory; the full sizes take about 3.5 minutes and peak at about
 4.6 GiB (measured 2026-12-06; see the README's Benchmarks section).
 
 Cases of ``sima-fast bench`` (sizes: ``--quick`` / full):
@@ -515,7 +515,7 @@ def run_benchmarks(
     ----------
     quick : bool
         Small sizes (about 30 s on 2 cores, peak memory about 2.0 GiB) instead
-        of the sizes of the performance targets (about 2.5 minutes, peak
+        of the sizes of the performance targets (about 3.5 minutes, peak
         memory about 4.6 GiB); see the README's Benchmarks section.
     json_path, plot_path : str, optional
         Where to write the results as JSON and the bar chart of ratios.
