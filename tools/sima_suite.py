@@ -392,11 +392,46 @@ EXPECTED_OUTPUTS = {
 }
 
 #: What each script must print (standard output) to count as RUNS.
-EXPECTED_STDOUT = {"extraction.py": ["Extraction complete"]}
+EXPECTED_STDOUT = {
+    "extraction.py": ["Extraction complete"],
+    "import_ImageJ_rois.py": ["Added 8 ROIs with label 'imported'"],
+    "transform_rois.py": ["SUCCESS, ROIs transformed"],
+}
 
 
-def simulate_recording(frames: int, frame_shape: tuple[int, int], cells: int, seed: int):
+def _python2_only(path: str) -> bool:
+    """Tell whether a script does not compile on Python 3 (Python 2 syntax)."""
+    with open(path, encoding="utf-8") as fh:
+        source = fh.read()
+    try:
+        compile(source, path, "exec")
+    except SyntaxError:
+        return True
+    return False
+
+
+def convert_2to3(path: str) -> bool:
+    """Rewrite a Python 2 script in place with ``lib2to3`` (Python <= 3.12), if available.
+
+    Returns
+    -------
+    bool
+        Whether the script was converted and now compiles.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore", "-m", "lib2to3", "-w", "-n", path],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    return proc.returncode == 0 and not _python2_only(path)
+
+
+def simulate_recording(
+    frames: int, frame_shape: tuple[int, int], cells: int, seed: int, scene_seed: int | None = None
+):
     """Simulate a moving two-channel recording with active cells (sima_fast's simulator).
+
+    ``scene_seed`` (default ``seed``) fixes the cells: two recordings with the
+    same scene seed image the same field of view.
 
     Returns
     -------
@@ -415,6 +450,7 @@ def simulate_recording(frames: int, frame_shape: tuple[int, int], cells: int, se
         cells_per_plane=cells,
         max_displacement=margin,
         seed=seed,
+        scene_seed=scene_seed,
     )
 
 
@@ -441,7 +477,7 @@ def write_workflow_data(folder: str) -> None:
             tifffile.imwrite(path, part[..., channel])
 
 
-def write_dataset(path: str) -> None:
+def write_dataset(path: str, seed: int = 11, imagej_zip: str | None = None) -> None:
     """Write a sima_fast dataset with channels ``Ch1``, ``Ch2`` and ROI sets, for the scanners.
 
     The ROI set ``'cells'`` holds the simulated cells' outlines (extracted by
@@ -451,13 +487,20 @@ def write_dataset(path: str) -> None:
     ----------
     path : str
         The ``.sima`` directory to create.
+    seed : int, optional
+        The recording's activity seed; the cells are always the same.
+    imagej_zip : str, optional
+        Also write the cells as an ImageJ ROI ``.zip`` of this name inside
+        the directory (what ``import_ImageJ_rois.py`` looks for).
     """
     import numpy as np
 
     from sima_fast import ImagingDataset, Sequence
     from sima_fast.ROI import ROI, ROIList
 
-    sim = simulate_recording(DATASET["frames"], DATASET["frame_shape"], DATASET["cells"], 11)
+    sim = simulate_recording(
+        DATASET["frames"], DATASET["frame_shape"], DATASET["cells"], seed, scene_seed=11
+    )
     frames = np.ascontiguousarray(sim.movie[..., ::-1])  # Ch1 structure, Ch2 activity
     dataset = ImagingDataset(
         [Sequence.create("ndarray", frames)], path, channel_names=list(DATASET["channels"])
@@ -466,6 +509,9 @@ def write_dataset(path: str) -> None:
         ROIList([ROI(mask=m, label=f"cell{i}") for i, m in enumerate(sim.masks)]), "cells"
     )
     dataset.add_ROIs(ROIList([ROI(mask=sim.masks[0])]), "junk")
+    if imagej_zip is not None:
+        cells = ROIList([ROI(polygons=p, label=f"cell{i}") for i, p in enumerate(sim.polygons)])
+        cells.save(os.path.join(path, imagej_zip), fmt="ImageJ")
 
 
 def write_scanbox(folder: str) -> str:
@@ -516,7 +562,11 @@ def prepare_example(name: str, cwd: str) -> tuple[list[str], str]:
     cycles, ``Ch2`` the activity channel); for the scripts that scan a folder
     for datasets, a folder holding a dataset with channels ``Ch1``/``Ch2``
     and ROI sets, and a ``.sima`` folder that is not a dataset (which they
-    must skip); for ``scanbox.py`` a Scanbox ``.sbx``/``.mat`` pair.
+    must skip); for ``scanbox.py`` a Scanbox ``.sbx``/``.mat`` pair; for
+    the Python 2 scripts ``import_ImageJ_rois.py`` (a dataset holding an
+    ImageJ ``.zip``) and ``transform_rois.py`` (a source dataset with ROIs
+    and a folder of target datasets of the same cells), which run with
+    ``--2to3``.
 
     Parameters
     ----------
@@ -542,6 +592,18 @@ def prepare_example(name: str, cwd: str) -> tuple[list[str], str]:
     if name == "scanbox.py":
         write_scanbox(os.path.join(cwd, "scanbox"))
         return ["--time_averages", "scanbox"], ""
+    if name == "import_ImageJ_rois.py":  # Python 2: runs with --2to3
+        data = os.path.join(cwd, "data")
+        os.makedirs(data)
+        write_dataset(os.path.join(data, "example.sima"), imagej_zip="RoiSet.zip")
+        return [data, "imported"], ""
+    if name == "transform_rois.py":  # Python 2: runs with --2to3
+        source = os.path.join(cwd, "source.sima")
+        targets = os.path.join(cwd, "targets")
+        os.makedirs(targets)
+        write_dataset(source)
+        write_dataset(os.path.join(targets, "day2.sima"), seed=12)
+        return [source, targets, "cells"], ""
     return [], ""
 
 
@@ -557,9 +619,17 @@ def _missing_outputs(name: str, cwd: str, stdout: str) -> str:
 
 
 def run_examples(
-    sima_root: str, work: str, timeout: float, only: set[str] | None = None
+    sima_root: str,
+    work: str,
+    timeout: float,
+    only: set[str] | None = None,
+    py2: bool = False,
 ) -> list[tuple[str, str, str]]:
     """Run each script of ``examples/`` with ``python -m sima_fast.compat``, in a new folder.
+
+    With ``py2``, a script in Python 2 syntax is first converted with
+    ``lib2to3`` (a check of sima_fast's side only: SIMA's scripts as written
+    cannot run on Python 3); its status then ends in ``(2to3)``.
 
     Returns
     -------
@@ -577,6 +647,12 @@ def run_examples(
             continue
         cwd = tempfile.mkdtemp(prefix="example-", dir=work)
         script = shutil.copy(os.path.join(folder, name), cwd)
+        suffix = ""
+        if py2 and _python2_only(script):
+            if not convert_2to3(script):
+                rows.append((f"examples/{name}", "PYTHON 2", "lib2to3 could not convert it"))
+                continue
+            suffix = " (2to3)"
         try:
             script_args, stdin = prepare_example(name, cwd)
         except Exception as exc:  # a report line, not a crash of the whole run
@@ -596,7 +672,7 @@ def run_examples(
         else:
             last = [ln for ln in proc.stderr.splitlines() if ln.strip()]
             status, reason = f"EXIT {proc.returncode}", last[-1][:160] if last else ""
-        rows.append((f"examples/{name}", status, reason))
+        rows.append((f"examples/{name}", status + suffix, reason))
     return rows
 
 
@@ -620,6 +696,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--example", action="append", metavar="SCRIPT",
         help="run only this script of examples/ (e.g. workflow.py); repeatable",
+    )  # fmt: skip
+    parser.add_argument(
+        "--2to3", dest="py2", action="store_true",
+        help="convert Python 2 example scripts with lib2to3 before running them",
     )  # fmt: skip
     parser.add_argument("--all", action="store_true", help="tests, doctests, tutorial, examples")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
@@ -657,8 +737,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.examples or args.all or args.example:
             print()
             only = set(args.example) if args.example else None
-            for name, status, reason in run_examples(root, work, args.timeout, only):
-                print(f"{status:<9} {name}  {reason}".rstrip())
+            for name, status, reason in run_examples(root, work, args.timeout, only, args.py2):
+                print(f"{status:<14} {name}  {reason}".rstrip())
     finally:
         if args.keep:
             print(f"\n(kept {work})")
