@@ -426,23 +426,30 @@ def convert_2to3(path: str) -> bool:
 
 
 def simulate_recording(
-    frames: int, frame_shape: tuple[int, int], cells: int, seed: int, scene_seed: int | None = None
+    frames: int,
+    frame_shape: tuple[int, int],
+    cells: int,
+    seed: int,
+    scene_seed: int | None = None,
+    motion: bool = True,
 ):
     """Simulate a moving two-channel recording with active cells (sima_fast's simulator).
 
     ``scene_seed`` (default ``seed``) fixes the cells: two recordings with the
-    same scene seed image the same field of view.
+    same scene seed image the same field of view. Without ``motion`` the
+    frames are the scene itself (``observed`` is ``movie``), where the
+    simulated cell masks lie.
 
     Returns
     -------
     sima_fast.misc.SimulatedMovie
-        ``observed`` is ``(frames, 1, rows, columns, 2)`` uint16 with whole-pixel
-        motion of up to 4 rows and 6 columns; channel 0 carries the activity,
-        channel 1 the static structure.
+        ``observed`` is ``(frames, 1, rows, columns, 2)`` uint16, with
+        whole-pixel motion of up to 4 rows and 6 columns if ``motion``;
+        channel 0 carries the activity, channel 1 the static structure.
     """
     from sima_fast.misc import simulate_movie
 
-    margin = (4, 6)
+    margin = (4, 6) if motion else (0, 0)
     return simulate_movie(
         num_frames=frames,
         frame_shape=(frame_shape[0] + margin[0], frame_shape[1] + margin[1]),
@@ -499,7 +506,7 @@ def write_dataset(path: str, seed: int = 11, imagej_zip: str | None = None) -> N
     from sima_fast.ROI import ROI, ROIList
 
     sim = simulate_recording(
-        DATASET["frames"], DATASET["frame_shape"], DATASET["cells"], seed, scene_seed=11
+        DATASET["frames"], DATASET["frame_shape"], DATASET["cells"], seed, 11, motion=False
     )
     frames = np.ascontiguousarray(sim.movie[..., ::-1])  # Ch1 structure, Ch2 activity
     dataset = ImagingDataset(
