@@ -270,3 +270,58 @@ def test_malformed_arithmetic_descriptions_are_refused():
         )
     with pytest.raises(DescriptionError, match="right"):
         Sequence.fromdict({"fmt": "arithmetic", "operation": "add", "left": const}, None)
+
+
+# ------------------------------------------------------------------ SIMA 1.x directories
+
+
+def _sima_classes(monkeypatch, *names):
+    """Stand-ins for SIMA's classes, importable as ``sima.sequence.<name>`` while pickling."""
+    import sys
+    import types
+
+    package = types.ModuleType("sima")
+    module = types.ModuleType("sima.sequence")
+    package.sequence = module
+    monkeypatch.setitem(sys.modules, "sima", package)
+    monkeypatch.setitem(sys.modules, "sima.sequence", module)
+    classes = {}
+    for name in names:
+        cls = type(name, (), {"__module__": "sima.sequence"})
+        setattr(module, name, cls)
+        classes[name] = cls
+    return classes
+
+
+@pytest.mark.parametrize(
+    ("sima_name", "ufunc"),
+    [
+        ("_SubtractWrapperSequence", np.subtract),
+        ("_AddWrapperSequence", np.add),
+        ("_MultiplyWrapperSequence", np.multiply),
+        ("_DivideWrapperSequence", np.true_divide),
+        ("_TrueDivideWrapperSequence", np.true_divide),
+        ("_FloorDivideWrapperSequence", np.floor_divide),
+    ],
+)
+def test_sima_1x_constant_and_math_records_open(tmp_path, monkeypatch, sima_name, ufunc):
+    import pickle
+
+    cls = _sima_classes(monkeypatch, sima_name, "_Sequence_constant", "_Sequence_ndarray")
+    raw = (np.arange(24, dtype=np.uint16).reshape(2, 1, 3, 4, 1) + 1) * 7
+    record = {
+        "__class__": cls[sima_name],
+        "base": {"__class__": cls["_Sequence_constant"], "value": 65535, "shape": raw.shape},
+        "other": {"__class__": cls["_Sequence_ndarray"], "array": raw},
+    }
+    savedir = tmp_path / "scanbox.sima"
+    savedir.mkdir()
+    with open(savedir / "sequences.pkl", "wb") as fh:
+        pickle.dump([record], fh, protocol=2)
+    with open(savedir / "dataset.pkl", "wb") as fh:
+        pickle.dump({"channel_names": ["0"], "savedir": str(savedir)}, fh, protocol=2)
+    monkeypatch.undo()  # SIMA's names are gone again: nothing of them is imported to load
+    ds = ImagingDataset.load(str(savedir))
+    seq = ds.sequences[0]
+    assert isinstance(seq, ArithmeticSequence)
+    np.testing.assert_array_equal(materialise(seq), ufunc(np.int64(65535), raw))
