@@ -15,10 +15,13 @@ Usage::
     python tools/sima_suite.py /path/to/sima --doctests --tutorial --examples --no-tests
     python tools/sima_suite.py /path/to/sima -k extract # pytest -k filter
     python tools/sima_suite.py /path/to/sima --no-tests --example workflow.py
+    python tools/sima_suite.py /path/to/sima --no-tests --examples --2to3  # Python 2 ones too
 
 It prints one line per test (``PASS``, ``FAIL``, ``ERROR``, ``SKIP``,
 ``XFAIL``, ``XPASS`` or ``NOT COLLECTED``) with the first line of the
-reason, then the counts. The exit status is 0 whatever the outcome (it is a
+reason, then the counts; for ``examples/``, one line per script (``RUNS``
+when it exits with 0 and leaves its outputs), each run on data simulated by
+sima_fast (see :func:`prepare_example`). The exit status is 0 whatever the outcome (it is a
 report, not a gate), 2 for a bad command line.
 
 SIMA's tests were written for nose-era numpy and pytest; the runner supplies
