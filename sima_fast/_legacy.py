@@ -1165,6 +1165,13 @@ _SIMA_SEQUENCE_CLASSES = frozenset(
         "_MaskedSequence",
         "_MotionCorrectedSequence",
         "_Joined_Sequence",
+        "_Sequence_constant",
+        "_AddWrapperSequence",
+        "_SubtractWrapperSequence",
+        "_MultiplyWrapperSequence",
+        "_DivideWrapperSequence",
+        "_TrueDivideWrapperSequence",
+        "_FloorDivideWrapperSequence",
     }
 )
 

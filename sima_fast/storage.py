@@ -1040,6 +1040,20 @@ _WRAPPED = {
     "_Joined_Sequence": "sequences",
 }
 
+# SIMA's sequence math (``a - b`` and friends): record name -> the operator,
+# applied to the records under ``'base'`` and ``'other'``. SIMA's
+# ``_DivideWrapperSequence`` (Python 2's ``/``) divides as numpy's ``divide``
+# does on Python 3: true division.
+_LEGACY_MATH = {
+    "_AddWrapperSequence": "__add__",
+    "_SubtractWrapperSequence": "__sub__",
+    "_MultiplyWrapperSequence": "__mul__",
+    "_DivideWrapperSequence": "__truediv__",
+    "_TrueDivideWrapperSequence": "__truediv__",
+    "_FloorDivideWrapperSequence": "__floordiv__",
+}
+_WRAPPED.update(dict.fromkeys(_LEGACY_MATH, ("base", "other")))
+
 
 def _legacy_record_count(d: Any, path: str, memo: dict[int, int]) -> int:
     """Count the records under ``d`` as a tree (each shared record once per use).
@@ -1057,7 +1071,10 @@ def _legacy_record_count(d: Any, path: str, memo: dict[int, int]) -> int:
     if hit is not None:
         return hit
     key = _WRAPPED.get(d["__class__"].name)
-    children = [] if key is None else d.get(key)
+    if isinstance(key, tuple):
+        children = [d.get(k) for k in key]
+    else:
+        children = [] if key is None else d.get(key)
     if key == "base":
         children = [children]
     count = 1
@@ -1192,6 +1209,10 @@ def _legacy_sequence_new(d: dict, savedir: str, where: str, memo: dict) -> Any:
         if not isinstance(parts, (list, tuple)):
             raise DatasetFormatError(f"{where}: _Joined_Sequence holds no list of sequences")
         return Sequence.join([_legacy_sequence(s, savedir, where, memo) for s in parts])
+    if name == "_Sequence_constant":
+        return Sequence.create("constant", d["value"], tuple(d["shape"]))
+    if name in _LEGACY_MATH:
+        return getattr(base(), _LEGACY_MATH[name])(base("other"))
     raise DatasetFormatError(f"{where}: unsupported SIMA sequence class {name}")
 
 

@@ -14,10 +14,14 @@ Usage::
     python tools/sima_suite.py /path/to/sima --all      # also docstrings, tutorial, examples
     python tools/sima_suite.py /path/to/sima --doctests --tutorial --examples --no-tests
     python tools/sima_suite.py /path/to/sima -k extract # pytest -k filter
+    python tools/sima_suite.py /path/to/sima --no-tests --example workflow.py
+    python tools/sima_suite.py /path/to/sima --no-tests --examples --2to3  # Python 2 ones too
 
 It prints one line per test (``PASS``, ``FAIL``, ``ERROR``, ``SKIP``,
 ``XFAIL``, ``XPASS`` or ``NOT COLLECTED``) with the first line of the
-reason, then the counts. The exit status is 0 whatever the outcome (it is a
+reason, then the counts; for ``examples/``, one line per script (``RUNS``
+when it exits with 0 and leaves its outputs), each run on data simulated by
+sima_fast (see :func:`prepare_example`). The exit status is 0 whatever the outcome (it is a
 report, not a gate), 2 for a bad command line.
 
 SIMA's tests were written for nose-era numpy and pytest; the runner supplies
@@ -370,66 +374,315 @@ def run_doctests(jobs: list[dict], work: str, timeout: float) -> list[dict]:
         return []
 
 
-def _prepare_example(name: str, cwd: str) -> tuple[list[str], str]:
+# ---------------------------------------------------------------- examples/
+
+#: ``workflow.py``'s recording: cycles, frames per cycle, frame (rows, columns)
+#: and cells. Channel ``Ch1`` is the static structural channel (tdTomato),
+#: ``Ch2`` the activity channel (GCaMP), as the script names them.
+WORKFLOW = {"cycles": 15, "frames": 20, "frame_shape": (128, 128), "cells": 30}
+
+#: The dataset the dataset-scanning scripts (``extraction.py``,
+#: ``segmentation.py``) find: channels named as SIMA's scripts name them.
+DATASET = {"frames": 60, "frame_shape": (64, 64), "cells": 8, "channels": ("Ch1", "Ch2")}
+
+#: ``scanbox.py``'s recording: one ``.sbx`` file and its ``.mat`` info.
+SCANBOX = {"name": "mouse1_000_001", "frames": 12, "frame_shape": (48, 64)}
+
+#: What each script must leave behind (relative to its folder) to count as RUNS.
+EXPECTED_OUTPUTS = {
+    "workflow.py": ["example_signals.csv", "workflow_data/dataset.sima/metadata.json"],
+    "scanbox.py": [f"scanbox/{SCANBOX['name']}.sima/metadata.json"],
+}
+
+#: What each script must print (standard output) to count as RUNS.
+EXPECTED_STDOUT = {
+    "extraction.py": ["Extraction complete"],
+    "import_ImageJ_rois.py": ["Added 8 ROIs with label 'imported'"],
+    "transform_rois.py": ["SUCCESS, ROIs transformed"],
+}
+
+
+def _python2_only(path: str) -> bool:
+    """Tell whether a script does not compile on Python 3 (Python 2 syntax)."""
+    with open(path, encoding="utf-8") as fh:
+        source = fh.read()
+    try:
+        compile(source, path, "exec")
+    except SyntaxError:
+        return True
+    return False
+
+
+def convert_2to3(path: str) -> bool:
+    """Rewrite a Python 2 script in place with ``lib2to3`` (Python <= 3.12), if available.
+
+    Returns
+    -------
+    bool
+        Whether the script was converted and now compiles.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore", "-m", "lib2to3", "-w", "-n", path],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    return proc.returncode == 0 and not _python2_only(path)
+
+
+def simulate_recording(
+    frames: int,
+    frame_shape: tuple[int, int],
+    cells: int,
+    seed: int,
+    scene_seed: int | None = None,
+    motion: bool = True,
+):
+    """Simulate a moving two-channel recording with active cells (sima_fast's simulator).
+
+    ``scene_seed`` (default ``seed``) fixes the cells: two recordings with the
+    same scene seed image the same field of view. Without ``motion`` the
+    frames are the scene itself (``observed`` is ``movie``), where the
+    simulated cell masks lie.
+
+    Returns
+    -------
+    sima_fast.misc.SimulatedMovie
+        ``observed`` is ``(frames, 1, rows, columns, 2)`` uint16, with
+        whole-pixel motion of up to 4 rows and 6 columns if ``motion``;
+        channel 0 carries the activity, channel 1 the static structure.
+    """
+    from sima_fast.misc import simulate_movie
+
+    margin = (4, 6) if motion else (0, 0)
+    return simulate_movie(
+        num_frames=frames,
+        frame_shape=(frame_shape[0] + margin[0], frame_shape[1] + margin[1]),
+        num_channels=2,
+        cells_per_plane=cells,
+        max_displacement=margin,
+        seed=seed,
+        scene_seed=scene_seed,
+    )
+
+
+def write_workflow_data(folder: str) -> None:
+    """Write ``workflow.py``'s ``Cycle{NN}_Ch{1,2}.tif`` files: one recording cut into cycles.
+
+    Parameters
+    ----------
+    folder : str
+        The ``workflow_data`` folder (created).
+    """
+    import tifffile
+
+    os.makedirs(folder, exist_ok=True)
+    n = WORKFLOW["frames"]
+    sim = simulate_recording(
+        WORKFLOW["cycles"] * n, WORKFLOW["frame_shape"], WORKFLOW["cells"], seed=7
+    )
+    for cycle in range(WORKFLOW["cycles"]):
+        part = sim.observed[cycle * n : (cycle + 1) * n, 0]
+        # Ch1 = tdTomato (structure, simulated channel 1), Ch2 = GCaMP (activity, channel 0)
+        for name, channel in (("Ch1", 1), ("Ch2", 0)):
+            path = os.path.join(folder, f"Cycle{cycle + 1:02d}_{name}.tif")
+            tifffile.imwrite(path, part[..., channel])
+
+
+def write_dataset(path: str, seed: int = 11, imagej_zip: str | None = None) -> None:
+    """Write a sima_fast dataset with channels ``Ch1``, ``Ch2`` and ROI sets, for the scanners.
+
+    The ROI set ``'cells'`` holds the simulated cells' outlines (extracted by
+    ``extraction.py``); ``'junk'`` is one of the labels that script skips.
+
+    Parameters
+    ----------
+    path : str
+        The ``.sima`` directory to create.
+    seed : int, optional
+        The recording's activity seed; the cells are always the same.
+    imagej_zip : str, optional
+        Also write the cells as an ImageJ ROI ``.zip`` of this name inside
+        the directory (what ``import_ImageJ_rois.py`` looks for).
+    """
+    import numpy as np
+
+    from sima_fast import ImagingDataset, Sequence
+    from sima_fast.ROI import ROI, ROIList
+
+    sim = simulate_recording(
+        DATASET["frames"], DATASET["frame_shape"], DATASET["cells"], seed, 11, motion=False
+    )
+    frames = np.ascontiguousarray(sim.movie[..., ::-1])  # Ch1 structure, Ch2 activity
+    dataset = ImagingDataset(
+        [Sequence.create("ndarray", frames)], path, channel_names=list(DATASET["channels"])
+    )
+    dataset.add_ROIs(
+        ROIList([ROI(mask=m, label=f"cell{i}") for i, m in enumerate(sim.masks)]), "cells"
+    )
+    dataset.add_ROIs(ROIList([ROI(mask=sim.masks[0])]), "junk")
+    if imagej_zip is not None:
+        cells = ROIList([ROI(polygons=p, label=f"cell{i}") for i, p in enumerate(sim.polygons)])
+        cells.save(os.path.join(path, imagej_zip), fmt="ImageJ")
+
+
+def write_scanbox(folder: str) -> str:
+    """Write a Scanbox recording: ``<name>.sbx`` (inverted uint16) and its ``<name>.mat`` info.
+
+    Scanbox stores ``65535 - value`` frame by frame, each frame rows × columns
+    × channels with the channel varying fastest; ``scanbox.py`` inverts it
+    back with a ``'constant'`` sequence minus the memory-mapped file.
+
+    Parameters
+    ----------
+    folder : str
+        Created; receives the two files.
+
+    Returns
+    -------
+    str
+        The ``.sbx`` file.
+    """
+    import numpy as np
+    import scipy.io
+
+    os.makedirs(folder, exist_ok=True)
+    rows, cols = SCANBOX["frame_shape"]
+    sim = simulate_recording(SCANBOX["frames"], (rows, cols), 4, seed=3)
+    frames = sim.observed[:, 0]  # (T, Y, X, C), uint16
+    base = os.path.join(folder, SCANBOX["name"])
+    (np.iinfo("uint16").max - frames).astype("<u2").tofile(base + ".sbx")
+    info = {
+        "sz": np.array([rows, cols], dtype=float),
+        "recordsPerBuffer": rows,
+        "channels": 1,  # both PMTs: two channels
+        "scanbox_version": 2,
+        "scanmode": 1,
+        "resfreq": 7930,
+        "config": {"magnification": 2, "objective": "Nikon 16x"},
+    }
+    scipy.io.savemat(base + ".mat", {"info": info})
+    return base + ".sbx"
+
+
+def prepare_example(name: str, cwd: str) -> tuple[list[str], str]:
     """Prepare the inputs of one of SIMA's example scripts in ``cwd``.
 
-    The data are sima_fast's own simulations: a copy of the SIMA-layout
-    example dataset for the scripts that take a folder, and for
+    The data are sima_fast's own simulations (never SIMA's files): for
     ``workflow.py`` the 15 cycles × 2 channels of TIFFs it expects in
-    ``workflow_data/`` (small: 10 frames of 128 × 128 each, moving).
+    ``workflow_data/`` (one moving recording with active cells, cut into
+    cycles, ``Ch2`` the activity channel); for the scripts that scan a folder
+    for datasets, a folder holding a dataset with channels ``Ch1``/``Ch2``
+    and ROI sets, and a ``.sima`` folder that is not a dataset (which they
+    must skip); for ``scanbox.py`` a Scanbox ``.sbx``/``.mat`` pair; for
+    the Python 2 scripts ``import_ImageJ_rois.py`` (a dataset holding an
+    ImageJ ``.zip``) and ``transform_rois.py`` (a source dataset with ROIs
+    and a folder of target datasets of the same cells), which run with
+    ``--2to3``.
+
+    Parameters
+    ----------
+    name : str
+        The script's file name.
+    cwd : str
+        The folder the script will run in.
 
     Returns
     -------
     tuple of (list of str, str)
         The script's arguments and its standard input.
     """
-    import tifffile
-
-    from sima_fast.misc import sima_example_data, sima_example_tiff, simulate_movie
-
-    if name in ("extraction.py", "segmentation.py", "import_ImageJ_rois.py"):
+    if name in ("extraction.py", "segmentation.py"):
         data = os.path.join(cwd, "data")
         os.makedirs(data)
-        shutil.copytree(sima_example_data(), os.path.join(data, "example.sima"))
-        shutil.copy(sima_example_tiff(), os.path.join(data, "example.tif"))
+        write_dataset(os.path.join(data, "example.sima"))
+        os.makedirs(os.path.join(data, "notes.sima"))  # not a dataset: skipped with IOError
         return [data], ""
     if name == "workflow.py":
-        folder = os.path.join(cwd, "workflow_data")
-        os.makedirs(folder)
-        for cycle in range(1, 16):
-            sim = simulate_movie(
-                num_frames=10, frame_shape=(128, 128), num_channels=2,
-                max_displacement=(4, 4), seed=cycle, scene_seed=1,
-            )  # fmt: skip
-            for channel in range(2):
-                path = os.path.join(folder, f"Cycle{cycle:02d}_Ch{channel + 1}.tif")
-                tifffile.imwrite(path, sim.observed[:, 0, :, :, channel])
+        write_workflow_data(os.path.join(cwd, "workflow_data"))
         return [], "y\n" * 10
+    if name == "scanbox.py":
+        write_scanbox(os.path.join(cwd, "scanbox"))
+        return ["--time_averages", "scanbox"], ""
+    if name == "import_ImageJ_rois.py":  # Python 2: runs with --2to3
+        data = os.path.join(cwd, "data")
+        os.makedirs(data)
+        write_dataset(os.path.join(data, "example.sima"), imagej_zip="RoiSet.zip")
+        return [data, "imported"], ""
+    if name == "transform_rois.py":  # Python 2: runs with --2to3
+        source = os.path.join(cwd, "source.sima")
+        targets = os.path.join(cwd, "targets")
+        os.makedirs(targets)
+        write_dataset(source)
+        write_dataset(os.path.join(targets, "day2.sima"), seed=12)
+        return [source, targets, "cells"], ""
     return [], ""
 
 
-def run_examples(sima_root: str, work: str, timeout: float) -> list[tuple[str, str, str]]:
-    """Run each script of ``examples/`` with ``python -m sima_fast.compat``, in a new folder."""
+def _missing_outputs(name: str, cwd: str, stdout: str) -> str:
+    """Return the first expected output a script did not produce, or ``''``."""
+    for rel in EXPECTED_OUTPUTS.get(name, []):
+        if not os.path.exists(os.path.join(cwd, rel)):
+            return f"ended without writing {rel}"
+    for text in EXPECTED_STDOUT.get(name, []):
+        if text not in stdout:
+            return f"ended without printing {text!r}"
+    return ""
+
+
+def run_examples(
+    sima_root: str,
+    work: str,
+    timeout: float,
+    only: set[str] | None = None,
+    py2: bool = False,
+) -> list[tuple[str, str, str]]:
+    """Run each script of ``examples/`` with ``python -m sima_fast.compat``, in a new folder.
+
+    With ``py2``, a script in Python 2 syntax is first converted with
+    ``lib2to3`` (a check of sima_fast's side only: SIMA's scripts as written
+    cannot run on Python 3); its status then ends in ``(2to3)``.
+
+    Returns
+    -------
+    list of (str, str, str)
+        ``(script, status, reason)``: ``RUNS`` (exit 0 and the expected
+        outputs present), ``NO OUTPUT``, ``EXIT n``, ``TIMEOUT`` or
+        ``NO DATA`` (its inputs could not be built).
+    """
     rows = []
     folder = os.path.join(sima_root, "examples")
+    env = dict(os.environ, MPLBACKEND="Agg")  # plt.show() must not wait for a window
+    env.pop("PYTHONPATH", None)
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-        if not name.endswith(".py"):
+        if not name.endswith(".py") or (only and name not in only):
             continue
         cwd = tempfile.mkdtemp(prefix="example-", dir=work)
         script = shutil.copy(os.path.join(folder, name), cwd)
-        script_args, stdin = _prepare_example(name, cwd)
+        suffix = ""
+        if py2 and _python2_only(script):
+            if not convert_2to3(script):
+                rows.append((f"examples/{name}", "PYTHON 2", "lib2to3 could not convert it"))
+                continue
+            suffix = " (2to3)"
+        try:
+            script_args, stdin = prepare_example(name, cwd)
+        except Exception as exc:  # a report line, not a crash of the whole run
+            rows.append((f"examples/{name}", "NO DATA", f"{type(exc).__name__}: {exc}"[:160]))
+            continue
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "sima_fast.compat", "--force", script, *script_args],
-                cwd=cwd, capture_output=True, text=True, timeout=timeout, input=stdin,
+                cwd=cwd, capture_output=True, text=True, timeout=timeout, input=stdin, env=env,
             )  # fmt: skip
         except subprocess.TimeoutExpired:
             rows.append((f"examples/{name}", "TIMEOUT", f"still running after {timeout:.0f} s"))
             continue
-        status = "RUNS" if proc.returncode == 0 else f"EXIT {proc.returncode}"
-        last = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-        reason = last[-1][:160] if last and proc.returncode else ""
-        rows.append((f"examples/{name}", status, reason))
+        if proc.returncode == 0:
+            missing = _missing_outputs(name, cwd, proc.stdout)
+            status, reason = ("NO OUTPUT", missing) if missing else ("RUNS", "")
+        else:
+            last = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+            status, reason = f"EXIT {proc.returncode}", last[-1][:160] if last else ""
+        rows.append((f"examples/{name}", status + suffix, reason))
     return rows
 
 
@@ -450,6 +703,14 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--tutorial", action="store_true", help="run doc/source/tutorial.rst")
     parser.add_argument("--examples", action="store_true", help="run the scripts in examples/")
+    parser.add_argument(
+        "--example", action="append", metavar="SCRIPT",
+        help="run only this script of examples/ (e.g. workflow.py); repeatable",
+    )  # fmt: skip
+    parser.add_argument(
+        "--2to3", dest="py2", action="store_true",
+        help="convert Python 2 example scripts with lib2to3 before running them",
+    )  # fmt: skip
     parser.add_argument("--all", action="store_true", help="tests, doctests, tutorial, examples")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per stage")
@@ -483,10 +744,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for lineno, source, line in res["raised"]:
                     print(f"    line {lineno + 1}: {source!r}\n        -> {line}")
-        if args.examples or args.all:
+        if args.examples or args.all or args.example:
             print()
-            for name, status, reason in run_examples(root, work, args.timeout):
-                print(f"{status:<8} {name}  {reason}".rstrip())
+            only = set(args.example) if args.example else None
+            for name, status, reason in run_examples(root, work, args.timeout, only, args.py2):
+                print(f"{status:<14} {name}  {reason}".rstrip())
     finally:
         if args.keep:
             print(f"\n(kept {work})")

@@ -2,12 +2,12 @@
 
 :class:`Sequence` (in :mod:`~sima_fast.sequence.base`) is the protocol every
 sequence answers; the readers live one family per module (``hdf5``,
-``tiff``, ``arrays``, ``zarr``, ``dask``) and the views in ``views`` (the
-interpolating motion-corrected view in ``warped``). Each reader and view
-registers its format name when its module is imported, which importing
-this package does, so :meth:`Sequence.create` and :meth:`Sequence.fromdict`
-know every built-in format. A new format is one
-new module whose class names its format::
+``tiff``, ``arrays``, ``zarr``, ``dask``, ``constant``) and the views in
+``views`` (the interpolating motion-corrected view in ``warped``, sequence
+arithmetic in ``arithmetic``). Each reader and view registers its format
+name when its module is imported, which importing this package does, so
+:meth:`Sequence.create` and :meth:`Sequence.fromdict` know every built-in
+format. A new format is one new module whose class names its format::
 
     class MySequence(Sequence, format="mine"):
         ...
@@ -20,6 +20,7 @@ otherwise when the damaged frames are read; a malformed description raises
 
 from __future__ import annotations
 
+from sima_fast.sequence.arithmetic import ArithmeticSequence
 from sima_fast.sequence.arrays import MemmapSequence, NdarraySequence
 from sima_fast.sequence.axes import DIM_ORDER
 from sima_fast.sequence.base import (
@@ -34,6 +35,7 @@ from sima_fast.sequence.base import (
     resolve_path,
     validate_description,
 )
+from sima_fast.sequence.constant import ConstantSequence
 from sima_fast.sequence.dask import DaskSequence
 from sima_fast.sequence.hdf5 import HDF5Sequence
 from sima_fast.sequence.metadata import AcquisitionMetadata, AcquisitionMetadataWarning
@@ -53,6 +55,8 @@ __all__ = [
     "SUPPORTED_DTYPES",
     "AcquisitionMetadata",
     "AcquisitionMetadataWarning",
+    "ArithmeticSequence",
+    "ConstantSequence",
     "CorruptFileError",
     "DaskSequence",
     "DescriptionError",

@@ -1007,7 +1007,7 @@ class Sequence(abc.ABC):
 
         Parameters
         ----------
-        fmt : {'HDF5', 'TIFF', 'TIFFs', 'ndarray', 'memmap', 'zarr', 'dask'}
+        fmt : {'HDF5', 'TIFF', 'TIFFs', 'ndarray', 'memmap', 'zarr', 'dask', 'constant'}
             The storage format (or the name of another registered reader,
             see :meth:`formats`). The remaining arguments depend on it:
 
@@ -1035,6 +1035,10 @@ class Sequence(abc.ABC):
             ``'dask'``: ``array, dim_order='tzyxc'``
                 A ``dask.array`` (kept lazy; chunks are computed when read,
                 and on a cluster its blocks feed the kernels directly).
+            ``'constant'``: ``value, shape, dtype=None``
+                ``value`` at every position of a ``(T, Z, Y, X, C)``
+                ``shape``, in the value's own dtype (a Python int is
+                ``int64``) unless ``dtype`` is given; nothing is stored.
         *args, **kwargs
             The format's arguments, as listed under ``fmt``; passed to the
             registered class.
@@ -1158,6 +1162,39 @@ class Sequence(abc.ABC):
     def __getitem__(self, indices: Any) -> Sequence:
         """Index the sequence as ``seq[t, z, y, x, c]`` without dropping axes."""
         return _registered("indexed")(self, indices)
+
+    # -- arithmetic (SIMA's sequence math) ---------------------------------------
+
+    def __add__(self, other: Sequence) -> Sequence:
+        """Add frames element-wise: a lazy view (see :mod:`sima_fast.sequence.arithmetic`)."""
+        return _registered("arithmetic")("add", self, other)
+
+    def __sub__(self, other: Sequence) -> Sequence:
+        """Subtract frames element-wise: a lazy view (see :mod:`sima_fast.sequence.arithmetic`)."""
+        return _registered("arithmetic")("subtract", self, other)
+
+    def __mul__(self, other: Sequence) -> Sequence:
+        """Multiply frames element-wise: a lazy view (see :mod:`sima_fast.sequence.arithmetic`)."""
+        return _registered("arithmetic")("multiply", self, other)
+
+    def __truediv__(self, other: Sequence) -> Sequence:
+        """Divide frames element-wise: a lazy view (see :mod:`sima_fast.sequence.arithmetic`)."""
+        return _registered("arithmetic")("true_divide", self, other)
+
+    def __floordiv__(self, other: Sequence) -> Sequence:
+        """Floor-divide frames element-wise: a lazy view (see :mod:`.arithmetic`).
+
+        Parameters
+        ----------
+        other : Sequence
+            The right operand, of the same shape.
+
+        Returns
+        -------
+        Sequence
+            ``self // other``.
+        """
+        return _registered("arithmetic")("floor_divide", self, other)
 
     # -- chunked reading -------------------------------------------------------
 
