@@ -415,3 +415,9 @@ def test_verbose_reports_the_passes_on_stderr(capsys):
     HiddenMarkov3D(granularity="plane").estimate([sequence(frames)])
     err = capsys.readouterr().err
     assert "HiddenMarkov3D" in err and "pass 4/4" in err
+
+
+def test_a_client_is_refused_with_the_reason():
+    frames = np.ones((3, 2, 8, 8), np.float32)
+    with pytest.raises(ValueError, match="client"):
+        HiddenMarkov3D(verbose=False).estimate([sequence(frames)], client=object())

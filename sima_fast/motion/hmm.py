@@ -889,7 +889,9 @@ def estimate_rowwise(
     rigid : list of array_like
         Per sequence, a rigid (per-frame) first estimate: ``(T, 2)`` or
         ``(T, Z, 2)`` displacements ``(dy, dx)`` in the same convention as
-        the result (any constant offset; rounded to whole pixels).
+        the result (any constant offset; rounded to whole pixels). A last
+        axis of 3, ``(dz, dy, dx)``, estimates three-dimensional displacements
+        (a plane offset too; see :class:`HiddenMarkov3D`).
     granularity : int, str or tuple, optional
         One displacement per ``'row'`` (default), ``'plane'`` or ``'frame'``,
         or per ``n`` of them with ``(name, n)`` (see
@@ -898,7 +900,8 @@ def estimate_rowwise(
     num_states_retained : int, optional
         Beam width of the Viterbi decoding (default 50).
     max_displacement : int or (int, int), optional
-        Largest spread ``max - min`` of the displacements along y and x.
+        Largest spread ``max - min`` of the displacements along y and x
+        (``(int, int, int)`` along z, y and x for 3-D estimates).
         Default: the rigid estimates' spread plus a margin for the motion
         within frames.
     restarts : {None, 0, 1}, optional
@@ -922,10 +925,10 @@ def estimate_rowwise(
 
     Returns
     -------
-    list of numpy.ndarray of int32, shape (T, Z, Y, 2)
-        Per sequence, the ``(dy, dx)`` of every row (source row ``y`` lands at
-        row ``y + dy``), shifted so that each component's minimum over all
-        sequences is 0.
+    list of numpy.ndarray of int32, shape (T, Z, Y, 2) or (T, Z, Y, 3)
+        Per sequence, the ``(dy, dx)`` (or ``(dz, dy, dx)``) of every row
+        (source row ``y`` lands at row ``y + dy``), shifted so that each
+        component's minimum over all sequences is 0.
 
     Raises
     ------
@@ -1657,8 +1660,9 @@ def _rigid_planes(
     """Whole-plane offset ``dz`` of every volume, once its ``(dy, dx)`` is known.
 
     Each volume's planes are moved by its ``(dy, dx)``; a reference volume
-    (``reference``, or built from the first volumes: their mean, then three
-    rounds of placing each at its best offset and averaging) is compared with
+    (``reference``, or built from the first volumes: seeded with the one
+    most like their mean, then up to four rounds of placing each at its
+    best offset and averaging) is compared with
     every volume at offsets ``-reach .. reach`` planes (mean correlation of
     the overlapping planes); the best offset wins.
 
@@ -1690,8 +1694,24 @@ def _rigid_planes(
             if sum(b.shape[0] for b in sample) >= _Z_REFERENCE_FRAMES:
                 break
         vols = np.concatenate(sample)[:_Z_REFERENCE_FRAMES]
-        offsets = np.zeros(len(vols), dtype=np.int64)
+        # seeded with the volume most like the mean (the mean of volumes at
+        # different depths matches every one of them best at offset 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # pixels no volume covers
+            mean = np.nanmean(vols, axis=0)
+        flat = np.nan_to_num(vols - np.nanmean(vols, axis=(1, 2, 3), keepdims=True))
+        seed = int(np.argmax(flat.reshape(len(vols), -1) @ np.nan_to_num(mean).ravel()))
+        canvas[reach : reach + Z] = vols[seed]
+        offsets = None
         for _ in range(4):
+            new = np.array(
+                [int(np.argmax(_plane_correlations(v, canvas, reach))) - reach for v in vols]
+            )
+            new -= int(np.median(new))  # keep the canvas centred
+            new = np.clip(new, -reach, reach)
+            if offsets is not None and np.array_equal(new, offsets):
+                break
+            offsets = new
             total = np.zeros(canvas.shape)
             count = np.zeros(canvas.shape)
             for vol, k in zip(vols, offsets):
@@ -1700,14 +1720,6 @@ def _rigid_planes(
                 count[reach + k : reach + k + Z] += ok
             with np.errstate(invalid="ignore", divide="ignore"):
                 canvas = np.where(count > 0, total / count, np.nan)
-            new = np.array(
-                [int(np.argmax(_plane_correlations(v, canvas, reach))) - reach for v in vols]
-            )
-            new -= int(np.median(new))  # keep the canvas centred
-            new = np.clip(new, -reach, reach)
-            if np.array_equal(new, offsets):
-                break
-            offsets = new
     out = []
     for source, T, shifts in zip(sources, T_list, planar):
         dz = np.zeros(T, dtype=np.int64)
