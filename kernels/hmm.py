@@ -22,6 +22,13 @@ the ``K`` best survive. For every unit the kernel records the surviving state
 indices and, per survivor, the slot of its predecessor (int16), so that the
 path can be traced back without keeping any likelihood table.
 
+The ``*3d`` kernels are the same model with displacements in three
+dimensions ``(dz, dy, dx)``: a state grid of ``Nz × Ny × Nx`` (state
+``s = (iz * Ny + iy) * Nx + ix``) and a canvas of shape
+``(Z + Nz - 1, Y + Ny - 1, X + Nx - 1)``, observed row ``(z, y)`` under state
+``(iz, iy, ix)`` being compared with canvas row ``(z + iz, y + iy)`` from
+column ``ix``. :func:`coalescence` and :func:`backtrace` serve both.
+
 Every work array is preallocated by the caller and reused from chunk to
 chunk.
 """
@@ -34,12 +41,15 @@ from sima_fast.kernels._jit import FASTMATH, jit
 
 __all__ = [
     "accumulate_rows",
+    "accumulate_rows3d",
     "backtrace",
     "beam_viterbi",
+    "beam_viterbi3d",
     "coalescence",
     "mark_nan_rows",
     "row_prefix_sums",
     "unit_loglik",
+    "unit_loglik3d",
 ]
 
 
@@ -464,3 +474,276 @@ def accumulate_rows(frames, iy, ix, total, total_sq, count):  # pragma: no cover
                         total[z, h, w0 + x] += v
                         total_sq[z, h, w0 + x] += v * v
                         count[z, h, w0 + x] += 1.0
+
+
+# ---------------------------------------------------------------------------
+# three-dimensional displacements (dz, dy, dx)
+# ---------------------------------------------------------------------------
+
+
+@jit(inline="always", fastmath=FASTMATH)
+def _row_loglik3d(
+    frames, t, z, y, nan_row, iz, iy, ix, logref, lam, lamcum
+):  # pragma: no cover - compiled
+    """Poisson log-likelihood of one observed row under state (iz, iy, ix)."""
+    nx = frames.shape[3]
+    p = z + iz
+    h = y + iy
+    acc = 0.0
+    if nan_row:
+        for x in range(nx):
+            c = frames[t, z, y, x]
+            if c == c:
+                acc += c * logref[p, h, ix + x] - lam[p, h, ix + x]
+        return acc
+    for x in range(nx):
+        acc += frames[t, z, y, x] * logref[p, h, ix + x]
+    return acc - (lamcum[p, h, ix + nx] - lamcum[p, h, ix])
+
+
+@jit(inline="always")
+def unit_loglik3d(
+    frames, row0, nrows, nan_rows, iz, iy, ix, logref, lam, lamcum
+):  # pragma: no cover - compiled
+    """Emission log-likelihood of one unit under a three-dimensional state.
+
+    Parameters
+    ----------
+    frames : ndarray, float32, shape (n, Z, Y, X)
+        Observed counts of the chunk (NaN allowed).
+    row0, nrows : int
+        First raster row of the unit (``t * Z * Y + z * Y + y`` within the
+        chunk) and its number of rows.
+    nan_rows : ndarray of bool, shape (n * Z * Y,)
+        Rows holding at least one NaN.
+    iz, iy, ix : int
+        State grid indices.
+    logref, lam : ndarray, float64, shape (P, H, W)
+        Log rates and rates of the canvas (``P = Z + Nz - 1``).
+    lamcum : ndarray, float64, shape (P, H, W + 1)
+        :func:`row_prefix_sums` of ``lam``.
+
+    Returns
+    -------
+    float
+        The log-likelihood (up to a state-independent constant).
+    """
+    nz = frames.shape[1]
+    ny = frames.shape[2]
+    acc = 0.0
+    for r in range(row0, row0 + nrows):
+        t = r // (nz * ny)
+        z = (r // ny) % nz
+        y = r % ny
+        acc += _row_loglik3d(frames, t, z, y, nan_rows[r], iz, iy, ix, logref, lam, lamcum)
+    return acc
+
+
+@jit(fastmath=FASTMATH)
+def beam_viterbi3d(
+    frames,
+    row_start,
+    row_stop,
+    unit_rows,
+    nz_states,
+    ny_states,
+    nx_states,
+    logref,
+    lam,
+    lamcum,
+    nan_rows,
+    step_iz,
+    step_iy,
+    step_ix,
+    step_logp,
+    bstep_iz,
+    bstep_iy,
+    bstep_ix,
+    bstep_logp,
+    prior,
+    restart,
+    margin,
+    beam_state,
+    beam_score,
+    beam_n,
+    bp,
+    st,
+    nslots,
+    l0,
+    dense,
+    dense_bp,
+    touched,
+):  # pragma: no cover - compiled
+    """Run the beam Viterbi recursion with ``(dz, dy, dx)`` states over one segment.
+
+    The arguments are those of :func:`beam_viterbi`, with the grid size
+    ``nz_states`` and the z steps ``step_iz`` / ``bstep_iz`` added; states
+    are ``s = (iz * ny_states + iy) * nx_states + ix`` and the canvas is
+    ``(Z + nz_states - 1, Y + ny_states - 1, X + nx_states - 1)``.
+
+    Parameters
+    ----------
+    frames : ndarray, float32, shape (n, Z, Y, X)
+        Observed counts (NaN allowed) of whole frames.
+    row_start, row_stop : int
+        Raster rows (within the chunk) of the segment.
+    unit_rows : int
+        Rows per unit.
+    nz_states, ny_states, nx_states : int
+        Size of the state grid.
+    logref, lam, lamcum : ndarray, float64
+        The canvas (see :func:`unit_loglik3d`).
+    nan_rows : ndarray of bool, shape (n * Z * Y,)
+        :func:`mark_nan_rows` of ``frames``.
+    step_iz, step_iy, step_ix, step_logp : ndarray, shape (M,)
+        Transition steps within a plane and their log-probabilities.
+    bstep_iz, bstep_iy, bstep_ix, bstep_logp : ndarray, shape (Mb,)
+        Transition steps into a unit that starts a plane.
+    prior : ndarray, float64, shape (Nz * Ny * Nx,)
+        Log prior of the states, used when ``restart``.
+    restart : bool
+        Start the first unit afresh from ``prior``.
+    margin : float
+        Beam states scoring more than ``margin`` below the best are not
+        expanded.
+    beam_state, beam_score, beam_n, bp, st, nslots, l0 : see :func:`beam_viterbi`
+        The beam and the back-pointer buffers, updated in place.
+    dense, dense_bp, touched : ndarray, shape (Nz * Ny * Nx,)
+        Work arrays; ``dense`` holds ``-inf`` everywhere on entry and exit.
+
+    Returns
+    -------
+    int
+        The number of units processed.
+    """
+    ny = frames.shape[2]
+    nyx = ny_states * nx_states
+    nstates = nz_states * nyx
+    k_max = beam_state.shape[0]
+    neg_inf = -np.inf
+    u = 0
+    row0 = row_start
+    first = True
+    while row0 < row_stop:
+        nrows = min(unit_rows, row_stop - row0)
+        lrow = l0 + u
+        if first and restart:
+            for s in range(nstates):
+                iz = s // nyx
+                iy = (s - iz * nyx) // nx_states
+                ix = s - iz * nyx - iy * nx_states
+                dense[s] = prior[s] + unit_loglik3d(
+                    frames, row0, nrows, nan_rows, iz, iy, ix, logref, lam, lamcum
+                )
+                touched[s] = s
+            nt = nstates
+            kk = _select_top(dense, touched, nt, k_max)
+            for k in range(kk):
+                s = touched[k]
+                beam_state[k] = s
+                beam_score[k] = dense[s]
+                bp[lrow, k] = -1
+                st[lrow, k] = s
+            for s in range(nstates):
+                dense[s] = neg_inf
+        else:
+            if (row0 % ny) == 0:
+                siz = bstep_iz
+                siy = bstep_iy
+                six = bstep_ix
+                slp = bstep_logp
+            else:
+                siz = step_iz
+                siy = step_iy
+                six = step_ix
+                slp = step_logp
+            nt = 0
+            for k in range(beam_n[0]):
+                s0 = beam_state[k]
+                iz0 = s0 // nyx
+                iy0 = (s0 - iz0 * nyx) // nx_states
+                ix0 = s0 - iz0 * nyx - iy0 * nx_states
+                base = beam_score[k]
+                if base < -margin:
+                    continue
+                for m in range(siy.shape[0]):
+                    iz = iz0 + siz[m]
+                    iy = iy0 + siy[m]
+                    ix = ix0 + six[m]
+                    if (
+                        iz < 0
+                        or iz >= nz_states
+                        or iy < 0
+                        or iy >= ny_states
+                        or ix < 0
+                        or ix >= nx_states
+                    ):
+                        continue
+                    s = iz * nyx + iy * nx_states + ix
+                    sc = base + slp[m]
+                    if dense[s] == neg_inf:
+                        touched[nt] = s
+                        nt += 1
+                        dense[s] = sc
+                        dense_bp[s] = k
+                    elif sc > dense[s]:
+                        dense[s] = sc
+                        dense_bp[s] = k
+            for i in range(nt):
+                s = touched[i]
+                iz = s // nyx
+                iy = (s - iz * nyx) // nx_states
+                ix = s - iz * nyx - iy * nx_states
+                dense[s] += unit_loglik3d(
+                    frames, row0, nrows, nan_rows, iz, iy, ix, logref, lam, lamcum
+                )
+            kk = _select_top(dense, touched, nt, k_max)
+            for k in range(kk):
+                s = touched[k]
+                beam_state[k] = s
+                beam_score[k] = dense[s]
+                bp[lrow, k] = dense_bp[s]
+                st[lrow, k] = s
+            for i in range(nt):
+                dense[touched[i]] = neg_inf
+        best = neg_inf
+        for k in range(kk):
+            if beam_score[k] > best:
+                best = beam_score[k]
+        for k in range(kk):
+            beam_score[k] -= best
+        beam_n[0] = kk
+        nslots[lrow] = kk
+        first = False
+        u += 1
+        row0 += nrows
+    return u
+
+
+@jit(fastmath=FASTMATH)
+def accumulate_rows3d(frames, iz, iy, ix, total, total_sq, count):  # pragma: no cover - compiled
+    """Add every observed row onto the canvas at its three-dimensional state.
+
+    Parameters
+    ----------
+    frames : ndarray, float32, shape (n, Z, Y, X)
+        Observed values (NaN pixels are skipped).
+    iz, iy, ix : ndarray, int32, shape (n, Z, Y)
+        State grid indices of every row.
+    total, total_sq, count : ndarray, float64, shape (P, H, W)
+        Sums, sums of squares and numbers of observations on the canvas,
+        updated in place.
+    """
+    n, nz, ny, nx = frames.shape
+    for t in range(n):
+        for z in range(nz):
+            for y in range(ny):
+                p = z + iz[t, z, y]
+                h = y + iy[t, z, y]
+                w0 = ix[t, z, y]
+                for x in range(nx):
+                    v = frames[t, z, y, x]
+                    if v == v:
+                        total[p, h, w0 + x] += v
+                        total_sq[p, h, w0 + x] += v * v
+                        count[p, h, w0 + x] += 1.0

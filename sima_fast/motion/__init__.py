@@ -16,7 +16,7 @@ import importlib
 from typing import Any
 
 from sima_fast.motion.base import MotionEstimationStrategy
-from sima_fast.motion.hmm import HiddenMarkov2D
+from sima_fast.motion.hmm import HiddenMarkov2D, HiddenMarkov3D, MovementModel
 from sima_fast.motion.nonrigid import NonRigid2D
 from sima_fast.motion.rigid import (
     DiscreteFourier2D,
@@ -29,7 +29,9 @@ from sima_fast.motion.rigid import (
 __all__ = [
     "DiscreteFourier2D",
     "HiddenMarkov2D",
+    "HiddenMarkov3D",
     "MotionEstimationStrategy",
+    "MovementModel",
     "NonRigid2D",
     "PlaneTranslation2D",
     "ResonantCorrection",

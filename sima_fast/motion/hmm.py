@@ -34,8 +34,13 @@ summed; Hann-tapered cross-correlation) against a reference seeded with the
 frame most like the mean of the first 100 frames and refined twice.
 
 :class:`HiddenMarkov2D` is the strategy (SIMA's name and parameters);
-:func:`estimate_rowwise` is the estimation itself, for arrays or any source
-of frame chunks. See docs/motion.md.
+:class:`HiddenMarkov3D` the same with displacements ``(dz, dy, dx)`` (the
+state grid, the canvas and the random walk gain a z axis; the first pass is
+:class:`~sima_fast.motion.VolumeTranslation`); :func:`estimate_rowwise` is the
+estimation itself, for arrays or any source of frame chunks. SIMA's building
+blocks :class:`MovementModel`, :class:`PositionIterator` and
+:class:`NormalizedIterator` live in :mod:`sima_fast.motion.hmm_model` and are
+importable from here too. See docs/motion.md.
 """
 
 from __future__ import annotations
@@ -58,8 +63,17 @@ from sima_fast.motion.base import (
     check_reference_shape,
     iter_estimation_chunks,
 )
+from sima_fast.motion.hmm_model import MovementModel, NormalizedIterator, PositionIterator
 
-__all__ = ["HiddenMarkov2D", "estimate_rowwise", "parse_granularity"]
+__all__ = [
+    "HiddenMarkov2D",
+    "HiddenMarkov3D",
+    "MovementModel",
+    "NormalizedIterator",
+    "PositionIterator",
+    "estimate_rowwise",
+    "parse_granularity",
+]
 
 #: Granularity names and the axis SIMA numbers them with.
 _AXES = {"frame": 0, "plane": 1, "row": 2, "column": 3}
@@ -205,6 +219,8 @@ class _Model:
         self.hi = hi.astype(np.int64)
         self.ny = int(hi[0] - lo[0] + 1)
         self.nx = int(hi[1] - lo[1] + 1)
+        self.sizes = (self.ny, self.nx)
+        self.nstates = self.ny * self.nx
         Z, Y, X = frame_shape
         self.frame_shape = frame_shape
         self.canvas_shape = (Z, Y + self.ny - 1, X + self.nx - 1)
@@ -278,6 +294,107 @@ class _Model:
         q = inv[0, 0] * iy * iy + 2 * inv[0, 1] * iy * ix + inv[1, 1] * ix * ix
         return np.ascontiguousarray((-0.5 * q).ravel(), dtype=np.float64)
 
+    def components(self, states: np.ndarray) -> tuple[np.ndarray, ...]:
+        """State indices -> their grid indices, one array per axis (``(iy, ix)``)."""
+        return states // self.nx, states % self.nx
+
+    def kernel(self) -> Callable:
+        """Return the beam Viterbi kernel of this model's states."""
+        from sima_fast.kernels.hmm import beam_viterbi
+
+        return beam_viterbi
+
+    def accumulate(
+        self,
+        data: np.ndarray,
+        comps: tuple[np.ndarray, ...],
+        total: np.ndarray,
+        total_sq: np.ndarray,
+        count: np.ndarray,
+    ) -> None:
+        """Add a chunk's rows onto the canvas sums at their states' grid indices."""
+        from sima_fast.kernels.hmm import accumulate_rows
+
+        accumulate_rows(data, *comps, total, total_sq, count)
+
+
+class _Model3(_Model):
+    """The model with displacements ``(dz, dy, dx)``: a 3-D state grid and canvas."""
+
+    def __init__(self, lo: np.ndarray, hi: np.ndarray, frame_shape: tuple[int, int, int]):
+        self.lo = lo.astype(np.int64)
+        self.hi = hi.astype(np.int64)
+        self.nz = int(hi[0] - lo[0] + 1)
+        self.ny = int(hi[1] - lo[1] + 1)
+        self.nx = int(hi[2] - lo[2] + 1)
+        self.sizes = (self.nz, self.ny, self.nx)
+        self.nstates = self.nz * self.ny * self.nx
+        Z, Y, X = frame_shape
+        self.frame_shape = frame_shape
+        self.canvas_shape = (Z + self.nz - 1, Y + self.ny - 1, X + self.nx - 1)
+        self.offset = 0.0
+        self.gain = 1.0
+        self.logref = np.zeros(self.canvas_shape)
+        self.lam = np.ones(self.canvas_shape)
+        self.lamcum = np.zeros((*self.canvas_shape[:2], self.canvas_shape[2] + 1))
+        self.unit_cov = np.eye(3) * _MIN_UNIT_VAR
+        self.boundary_cov = np.eye(3) * _MIN_BOUNDARY_VAR
+        self.prior_cov = np.eye(3)
+
+    def steps(self, cov: np.ndarray, cap: int) -> tuple[np.ndarray, ...]:
+        """Build the step table ``(sz, sy, sx, logp)`` of a discretised 3-D Gaussian walk.
+
+        Each axis reaches ``3`` standard deviations (at least 1, at most
+        ``cap`` and the grid's extent along it).
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            The steps along z, y and x (int64) and their log-probabilities.
+        """
+        sd = np.sqrt(np.maximum(np.diag(cov), 1e-12))
+        axes = []
+        for a, n in enumerate(self.sizes):
+            reach = int(min(max(1, math.ceil(3.0 * sd[a])), cap, n - 1, 127))
+            axes.append(np.arange(-max(reach, 0), max(reach, 0) + 1))
+        grid = [a.ravel() for a in np.meshgrid(*axes, indexing="ij")]
+        d = np.stack(grid, axis=1).astype(np.float64)
+        inv = np.linalg.inv(cov + 1e-6 * np.eye(3))
+        logp = -0.5 * np.einsum("ni,ij,nj->n", d, inv, d)
+        logp -= np.log(np.exp(logp - logp.max()).sum()) + logp.max()
+        return (*(g.astype(np.int64) for g in grid), logp.astype(np.float64))
+
+    def prior(self, centre: np.ndarray) -> np.ndarray:
+        """Log prior of every state: Gaussian around ``centre`` (grid indices ``iz, iy, ix``)."""
+        idx = np.meshgrid(*(np.arange(n) for n in self.sizes), indexing="ij")
+        d = np.stack([g.ravel() - c for g, c in zip(idx, centre)], axis=1).astype(np.float64)
+        inv = np.linalg.inv(self.prior_cov + 1e-6 * np.eye(3))
+        return np.ascontiguousarray(-0.5 * np.einsum("ni,ij,nj->n", d, inv, d))
+
+    def components(self, states: np.ndarray) -> tuple[np.ndarray, ...]:
+        """State indices -> ``(iz, iy, ix)`` grid indices."""
+        nyx = self.ny * self.nx
+        return states // nyx, (states // self.nx) % self.ny, states % self.nx
+
+    def kernel(self) -> Callable:
+        """Return the 3-D beam Viterbi kernel."""
+        from sima_fast.kernels.hmm import beam_viterbi3d
+
+        return beam_viterbi3d
+
+    def accumulate(
+        self,
+        data: np.ndarray,
+        comps: tuple[np.ndarray, ...],
+        total: np.ndarray,
+        total_sq: np.ndarray,
+        count: np.ndarray,
+    ) -> None:
+        """Add a chunk's rows onto the canvas sums at their 3-D states."""
+        from sima_fast.kernels.hmm import accumulate_rows3d
+
+        accumulate_rows3d(data, *comps, total, total_sq, count)
+
 
 def _noise_model(mean: np.ndarray, var: np.ndarray) -> tuple[float, float]:
     """Fit the gain and offset of ``var = gain * (mean - offset)`` over pixels.
@@ -319,11 +436,12 @@ def _noise_model(mean: np.ndarray, var: np.ndarray) -> tuple[float, float]:
 
 
 def _covariance(steps: np.ndarray, floor: float) -> np.ndarray:
-    """Zero-mean covariance of ``(n, 2)`` steps, with ``floor`` added on the diagonal."""
+    """Zero-mean covariance of ``(n, D)`` steps, with ``floor`` added on the diagonal."""
+    dims = steps.shape[1]
     if steps.shape[0] == 0:
-        return np.eye(2) * floor
+        return np.eye(dims) * floor
     cov = steps.T.astype(np.float64) @ steps.astype(np.float64) / steps.shape[0]
-    return cov + np.eye(2) * floor
+    return cov + np.eye(dims) * floor
 
 
 # ---------------------------------------------------------------------------
@@ -345,26 +463,25 @@ def _accumulate(
     fixed: np.ndarray | None = None,
 ) -> None:
     """One pass: place every row at its state on the canvas and rebuild the reference."""
-    from sima_fast.kernels.hmm import accumulate_rows
-
     total = np.zeros(model.canvas_shape)
     total_sq = np.zeros(model.canvas_shape)
     count = np.zeros(model.canvas_shape)
-    for i, (source, (iy, ix)) in enumerate(zip(sources, row_states)):
+    for i, (source, comps) in enumerate(zip(sources, row_states)):
+        T = comps[0].shape[0]
         seen = 0
         for t0, block in _blocks(source, chunk_frames):
             n = block.shape[0]
-            if t0 != seen or t0 + n > iy.shape[0] or block.shape[1:] != model.frame_shape:
+            if t0 != seen or t0 + n > T or block.shape[1:] != model.frame_shape:
                 raise ValueError(
                     f"frames[{i}] yielded frames {t0}..{t0 + n - 1} of shape {block.shape[1:]}: "
                     f"expected consecutive frames of shape {model.frame_shape}, "
-                    f"{iy.shape[0]} in all (as many as rigid[{i}] has)"
+                    f"{T} in all (as many as rigid[{i}] has)"
                 )
             seen = t0 + n
             data = np.ascontiguousarray(block, dtype=np.float32)
-            accumulate_rows(data, iy[t0 : t0 + n], ix[t0 : t0 + n], total, total_sq, count)
-        if seen != iy.shape[0]:
-            raise ValueError(f"frames[{i}] has {seen} frames but rigid[{i}] has {iy.shape[0]}")
+            model.accumulate(data, tuple(c[t0 : t0 + n] for c in comps), total, total_sq, count)
+        if seen != T:
+            raise ValueError(f"frames[{i}] has {seen} frames but rigid[{i}] has {T}")
     model.set_reference(total, total_sq, count, fixed)
 
 
@@ -372,7 +489,7 @@ class _Decoder:
     """The beam, its back-pointer buffer and the work arrays of one decoding pass."""
 
     def __init__(self, model: _Model, k: int, units_per_chunk: int):
-        nstates = model.ny * model.nx
+        nstates = model.nstates
         self.k = min(k, nstates)
         self.capacity = 2 * units_per_chunk + 2
         self.bp = np.zeros((self.capacity, self.k), dtype=np.int16)
@@ -432,7 +549,9 @@ def _decode(
     chunk_frames: int,
 ) -> np.ndarray:
     """Decode one sequence; return the state (grid index) of every unit."""
-    from sima_fast.kernels.hmm import beam_viterbi, mark_nan_rows
+    from sima_fast.kernels.hmm import mark_nan_rows
+
+    beam_viterbi = model.kernel()
 
     Z, Y, X = model.frame_shape
     rows_per_frame = Z * Y
@@ -487,8 +606,7 @@ def _decode(
                 row,
                 seg_stop,
                 unit_rows,
-                model.ny,
-                model.nx,
+                *model.sizes,
                 model.logref,
                 model.lam,
                 model.lamcum,
@@ -519,9 +637,7 @@ def _decode(
 def _row_states(states: np.ndarray, model: _Model, T: int, unit_rows: int) -> tuple:
     Z, Y, _ = model.frame_shape
     rows = np.repeat(states, unit_rows)[: T * Z * Y].reshape(T, Z, Y)
-    iy = np.ascontiguousarray(rows // model.nx, dtype=np.int32)
-    ix = np.ascontiguousarray(rows % model.nx, dtype=np.int32)
-    return iy, ix
+    return tuple(np.ascontiguousarray(c, dtype=np.int32) for c in model.components(rows))
 
 
 def _whole_pixel_cov(v: np.ndarray) -> np.ndarray:
@@ -533,11 +649,11 @@ def _whole_pixel_cov(v: np.ndarray) -> np.ndarray:
 
     Returns
     -------
-    numpy.ndarray, shape (2, 2)
-        A diagonal covariance.
+    numpy.ndarray, shape (D, D)
+        A diagonal covariance (``D`` = the length of ``v``).
     """
     v = np.maximum(np.asarray(v, dtype=np.float64), 0.0)
-    return np.diag(np.maximum(v, 0.8 * np.sqrt(v))) + np.eye(2) * _MIN_UNIT_VAR
+    return np.diag(np.maximum(v, 0.8 * np.sqrt(v))) + np.eye(v.size) * _MIN_UNIT_VAR
 
 
 def _continuous_var(d: np.ndarray) -> np.ndarray:
@@ -586,15 +702,19 @@ def _check_image(name: str, image: Any, shape: tuple[int, int, int]) -> np.ndarr
 
 def _on_canvas(image: np.ndarray, model: _Model) -> np.ndarray:
     """Place a ``(Z, Y, X)`` image seen at displacement 0 on the canvas (NaN elsewhere)."""
-    _, Y, X = model.frame_shape
     out = np.full(model.canvas_shape, np.nan)
-    # image pixel (y, x) is frame pixel (y, x) at displacement 0: canvas (y - lo, x - lo)
-    oy, ox = -int(model.lo[0]), -int(model.lo[1])
-    y0, x0 = max(oy, 0), max(ox, 0)
-    y1 = min(oy + Y, model.canvas_shape[1])
-    x1 = min(ox + X, model.canvas_shape[2])
-    if y1 > y0 and x1 > x0:
-        out[:, y0:y1, x0:x1] = image[:, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+    # image pixel p is frame pixel p at displacement 0: canvas p - lo (along
+    # the axes that have states; every plane along z for (dy, dx) models)
+    origin = [0] * (3 - len(model.lo)) + [-int(v) for v in model.lo]
+    src, dst = [], []
+    for axis, o in enumerate(origin):
+        n = model.frame_shape[axis]
+        a0, a1 = max(o, 0), min(o + n, model.canvas_shape[axis])
+        if a1 <= a0:
+            return out
+        dst.append(slice(a0, a1))
+        src.append(slice(a0 - o, a1 - o))
+    out[tuple(dst)] = image[tuple(src)]
     return out
 
 
@@ -611,34 +731,109 @@ def _unwarp(row_states: list[tuple[np.ndarray, np.ndarray]], model: _Model) -> l
 
     Returns
     -------
-    list of (numpy.ndarray, numpy.ndarray)
-        The rows' ``(iy, ix)`` states without the warp (the same objects when
-        there is none).
+    list of tuple of numpy.ndarray
+        The rows' ``(iy, ix)`` (or ``(iz, iy, ix)``) states without the
+        warp (the same objects when there is none).
     """
-    total_y = total_x = None
+    if len(model.sizes) == 3:
+        return _unwarp_volume(row_states, model)
+    totals: list | None = None
     n = 0
-    for iy, ix in row_states:
-        sy, sx = iy.sum(axis=0, dtype=np.float64), ix.sum(axis=0, dtype=np.float64)
-        total_y = sy if total_y is None else total_y + sy
-        total_x = sx if total_x is None else total_x + sx
-        n += iy.shape[0]
-    if total_y is None or n == 0:
+    for comps in row_states:
+        sums = [c.sum(axis=0, dtype=np.float64) for c in comps]
+        totals = sums if totals is None else [a + b for a, b in zip(totals, sums)]
+        n += comps[0].shape[0]
+    if totals is None or n == 0:
         return row_states
     out = []
     warp = []
-    for total in (total_y, total_x):
+    for total in totals:
         mean = total / n  # (Z, Y)
         # the lower median is a value of the profile: with two bands of equal
         # size one pixel apart, one of them is the reference, not their middle
         centre = np.quantile(mean, 0.5, axis=1, method="lower", keepdims=True)
         warp.append(np.rint(mean - centre).astype(np.int32))
-    if not (np.any(warp[0]) or np.any(warp[1])):
+    if not any(np.any(w) for w in warp):
         return row_states
-    for iy, ix in row_states:
+    for comps in row_states:
         out.append(
-            (
-                np.ascontiguousarray(np.clip(iy - warp[0][None], 0, model.ny - 1), np.int32),
-                np.ascontiguousarray(np.clip(ix - warp[1][None], 0, model.nx - 1), np.int32),
+            tuple(
+                np.ascontiguousarray(np.clip(c - w[None], 0, size - 1), np.int32)
+                for c, w, size in zip(comps, warp, model.sizes)
+            )
+        )
+    return out
+
+
+def _unwarp_volume(row_states: list[tuple], model: _Model) -> list[tuple]:
+    """:func:`_unwarp` for ``(dz, dy, dx)`` states: the warp lives on the canvas planes.
+
+    Rows observed in plane ``z`` at state ``iz`` were compared with canvas
+    plane ``z + iz``, so a band of a canvas plane that is off shows in the
+    rows that landed on it, whatever plane they were observed in. Rows are
+    grouped by (canvas plane, row); each group's mean displacement is
+    compared with the lower median over the rows of the same canvas plane.
+
+    Returns
+    -------
+    list of tuple of numpy.ndarray
+        The rows' ``(iz, iy, ix)`` without the warp.
+    """
+    Z, Y, _ = model.frame_shape
+    P = Z + model.sizes[0] - 1
+    counts = np.zeros(P * Y)
+    sums = np.zeros((3, P * Y))
+    keys = []
+    for comps in row_states:
+        key = ((np.arange(Z)[None, :, None] + comps[0]) * Y + np.arange(Y)[None, None, :]).ravel()
+        keys.append(key)
+        counts += np.bincount(key, minlength=P * Y)
+        for a in range(3):
+            sums[a] += np.bincount(key, weights=comps[a].ravel(), minlength=P * Y)
+    seen = (counts > 0).reshape(P, Y)
+    warp = np.zeros((3, P, Y), dtype=np.int32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = (sums / counts).reshape(3, P, Y)
+    for a in range(3):
+        for p in range(P):
+            if not seen[p].any():
+                continue
+            centre = np.quantile(means[a, p][seen[p]], 0.5, method="lower")
+            warp[a, p] = np.where(seen[p], np.rint(means[a, p] - centre), 0)
+    # whole canvas planes off against each other: within each volume, the
+    # rows that landed on a canvas plane sit, on average over the volumes,
+    # where the volume's other rows sit (the motion does not know planes)
+    dev = np.zeros((3, P))
+    dev_n = np.zeros(P)
+    for comps, key in zip(row_states, keys):
+        plane_of = key // Y
+        T = comps[0].shape[0]
+        for a in (1, 2):
+            c = comps[a].reshape(T, -1).astype(np.float64)
+            rel = (c - c.mean(axis=1, keepdims=True)).ravel()
+            rel -= (warp[a].reshape(-1)[key]).astype(np.float64)
+            dev[a] += np.bincount(plane_of, weights=rel, minlength=P)
+        dev_n += np.bincount(plane_of, minlength=P)
+    enough = dev_n >= 2 * Y
+    if enough.sum() >= 2:
+        for a in (1, 2):
+            mean_dev = dev[a][enough] / dev_n[enough]
+            centre = np.quantile(mean_dev, 0.5, method="lower")
+            shift = np.zeros(P, dtype=np.int32)
+            shift[enough] = np.rint(mean_dev - centre).astype(np.int32)
+            warp[a] += shift[:, None]
+    if not np.any(warp):
+        return row_states
+    flat = warp.reshape(3, -1)
+    out = []
+    for comps, key in zip(row_states, keys):
+        shape = comps[0].shape
+        out.append(
+            tuple(
+                np.ascontiguousarray(
+                    np.clip(c - flat[a][key].reshape(shape), 0, size - 1), np.int32
+                )
+                for a, (c, size) in enumerate(zip(comps, model.sizes))
             )
         )
     return out
@@ -651,7 +846,7 @@ def _reestimate_transitions(model: _Model, unit_states: list[np.ndarray], unit_r
     for states in unit_states:
         if states.size < 2:
             continue
-        pos = np.stack([states // model.nx, states % model.nx], axis=1).astype(np.int64)
+        pos = np.stack(model.components(states), axis=1).astype(np.int64)
         d = np.diff(pos, axis=0)
         starts = (np.arange(1, states.size) * unit_rows) % Y == 0
         inner.append(d[~starts])
@@ -694,7 +889,9 @@ def estimate_rowwise(
     rigid : list of array_like
         Per sequence, a rigid (per-frame) first estimate: ``(T, 2)`` or
         ``(T, Z, 2)`` displacements ``(dy, dx)`` in the same convention as
-        the result (any constant offset; rounded to whole pixels).
+        the result (any constant offset; rounded to whole pixels). A last
+        axis of 3, ``(dz, dy, dx)``, estimates three-dimensional displacements
+        (a plane offset too; see :class:`HiddenMarkov3D`).
     granularity : int, str or tuple, optional
         One displacement per ``'row'`` (default), ``'plane'`` or ``'frame'``,
         or per ``n`` of them with ``(name, n)`` (see
@@ -703,7 +900,8 @@ def estimate_rowwise(
     num_states_retained : int, optional
         Beam width of the Viterbi decoding (default 50).
     max_displacement : int or (int, int), optional
-        Largest spread ``max - min`` of the displacements along y and x.
+        Largest spread ``max - min`` of the displacements along y and x
+        (``(int, int, int)`` along z, y and x for 3-D estimates).
         Default: the rigid estimates' spread plus a margin for the motion
         within frames.
     restarts : {None, 0, 1}, optional
@@ -727,10 +925,10 @@ def estimate_rowwise(
 
     Returns
     -------
-    list of numpy.ndarray of int32, shape (T, Z, Y, 2)
-        Per sequence, the ``(dy, dx)`` of every row (source row ``y`` lands at
-        row ``y + dy``), shifted so that each component's minimum over all
-        sequences is 0.
+    list of numpy.ndarray of int32, shape (T, Z, Y, 2) or (T, Z, Y, 3)
+        Per sequence, the ``(dy, dx)`` (or ``(dz, dy, dx)``) of every row
+        (source row ``y`` lands at row ``y + dy``), shifted so that each
+        component's minimum over all sequences is 0.
 
     Raises
     ------
@@ -753,14 +951,14 @@ def estimate_rowwise(
         n_threads=n_threads,
         verbose=verbose,
     )
-    out = [_absolute(iy, ix, fit.model) for iy, ix in fit.row_states]
-    low = np.min([d.reshape(-1, 2).min(axis=0) for d in out], axis=0)
+    out = [_absolute(*comps, model=fit.model) for comps in fit.row_states]
+    low = np.min([d.reshape(-1, d.shape[-1]).min(axis=0) for d in out], axis=0)
     return [(d - low.astype(np.int32)).astype(np.int32) for d in out]
 
 
-def _absolute(iy: np.ndarray, ix: np.ndarray, model: _Model) -> np.ndarray:
-    """Grid indices of the rows' states -> int32 ``(T, Z, Y, 2)`` displacements."""
-    return np.stack([iy + model.lo[0], ix + model.lo[1]], axis=-1).astype(np.int32)
+def _absolute(*comps: np.ndarray, model: _Model) -> np.ndarray:
+    """Grid indices of the rows' states -> int32 ``(T, Z, Y, D)`` displacements."""
+    return np.stack([c + lo for c, lo in zip(comps, model.lo)], axis=-1).astype(np.int32)
 
 
 class _Fit:
@@ -816,19 +1014,21 @@ def _fit(
         raise ValueError(f"all sequences must have one frame shape, got {sorted(set(shapes))}")
     Z, Y, X = shapes[0]
     rig = []
+    first = np.ma.filled(np.ma.asarray(rigid[0], dtype=np.float64), np.nan)
+    D = 3 if first.ndim in (2, 3) and first.shape[-1] == 3 else 2
     for i, r in enumerate(rigid):
-        r = np.asarray(r, dtype=np.float64)
+        r = np.ma.filled(np.ma.asarray(r, dtype=np.float64), np.nan)
         if r.ndim == 2:
             r = np.repeat(r[:, None, :], Z, axis=1)
-        if r.ndim != 3 or r.shape[1:] != (Z, 2) or not np.all(np.isfinite(r)):
+        if r.ndim != 3 or r.shape[1:] != (Z, D) or not np.all(np.isfinite(r)):
             raise ValueError(
-                f"rigid[{i}] must be finite (T, 2) or (T, {Z}, 2) displacements, "
+                f"rigid[{i}] must be finite (T, {D}) or (T, {Z}, {D}) displacements, "
                 f"got shape {r.shape}"
             )
         rig.append(np.rint(r).astype(np.int64))
     T_list = [r.shape[0] for r in rig]
     reference = _check_image("reference", reference, (Z, Y, X))
-    limit = _max_displacement(max_displacement, (Y, X))
+    limit = _max_displacement(max_displacement, (Y, X) if D == 2 else (Z, Y, X))
 
     if name == "row":
         if Y % per:
@@ -844,20 +1044,23 @@ def _fit(
 
     # planes imaged together move together: put every plane's rigid estimate
     # in plane 0's frame of reference (their references may differ by a shift)
-    if Z > 1 and reference is None:
+    if D == 2 and Z > 1 and reference is None:
         allr = np.concatenate(rig, axis=0)
         plane_offset = np.median(allr - allr[:, :1], axis=0).round().astype(np.int64)
         rig = [r - plane_offset[None] for r in rig]
     increments = [np.diff(r.mean(axis=1), axis=0) for r in rig if r.shape[0] > 1]
-    frame_cov = _covariance(np.concatenate(increments) if increments else np.zeros((0, 2)), 0.0)
-    allr = np.concatenate([r.reshape(-1, 2) for r in rig], axis=0)
+    frame_cov = _covariance(np.concatenate(increments) if increments else np.zeros((0, D)), 0.0)
+    allr = np.concatenate([r.reshape(-1, D) for r in rig], axis=0)
     rmin, rmax = allr.min(axis=0), allr.max(axis=0)
     margin = np.maximum(2, np.ceil(3.0 * np.sqrt(np.diag(frame_cov)))).astype(np.int64)
+    if D == 3:
+        # planes are few: one plane of room beyond the rigid range along z
+        margin[0] = max(1, min(int(margin[0]), Z // 2))
     if extra_margin > 0:
         margin = margin + np.maximum(2, np.ceil(extra_margin * (rmax - rmin))).astype(np.int64)
     lo, hi = rmin - margin, rmax + margin
     if limit is not None:
-        for a in range(2):
+        for a in range(D):
             if hi[a] - lo[a] <= limit[a]:
                 continue
             if rmax[a] - rmin[a] <= limit[a]:
@@ -867,7 +1070,7 @@ def _fit(
                 lo[a] = int(np.median(allr[:, a])) - limit[a] // 2
             hi[a] = lo[a] + limit[a]
         rig = [np.clip(r, lo, hi) for r in rig]
-    model = _Model(lo, hi, (Z, Y, X))
+    model = (_Model if D == 2 else _Model3)(lo, hi, (Z, Y, X))
 
     # a random walk of variance v per unit, sampled at whole pixels, steps by
     # one pixel about sqrt(2 v / pi) of the time when v << 1: the variance of
@@ -882,24 +1085,28 @@ def _fit(
     if name == "row" and n_iterations > 1:
         schedule[: n_iterations - 1] = _coarse_levels(Y, unit_rows, n_iterations - 1)
     model.unit_cov = walk_cov(schedule[0])
-    model.boundary_cov = frame_cov + np.eye(2) * _MIN_BOUNDARY_VAR
+    model.boundary_cov = frame_cov + np.eye(D) * _MIN_BOUNDARY_VAR
     if name != "row":
         model.boundary_cov = model.unit_cov
-    model.prior_cov = frame_cov + np.eye(2)
+    model.prior_cov = frame_cov + np.eye(D)
     chunk_frames = _chunk_frames((Z, Y, X), frames_per_unit)
 
     fixed = None if reference is None else _on_canvas(reference, model)
     row_states = []
     for r in rig:
-        iy = np.repeat((r[:, :, 0] - lo[0])[:, :, None], Y, axis=2).astype(np.int32)
-        ix = np.repeat((r[:, :, 1] - lo[1])[:, :, None], Y, axis=2).astype(np.int32)
-        row_states.append((iy, ix))
+        row_states.append(
+            tuple(
+                np.repeat((r[:, :, a] - lo[a])[:, :, None], Y, axis=2).astype(np.int32)
+                for a in range(D)
+            )
+        )
     for it, rows in enumerate(schedule):
         _accumulate(model, sources, row_states, chunk_frames, fixed)
         if verbose:
             print(
-                f"HiddenMarkov2D: pass {it + 1}/{n_iterations}: gain {model.gain:.3g}, "
-                f"offset {model.offset:.3g}, {model.ny}x{model.nx} states, {rows} rows per unit",
+                f"HiddenMarkov: pass {it + 1}/{n_iterations}: gain {model.gain:.3g}, "
+                f"offset {model.offset:.3g}, {'x'.join(map(str, model.sizes))} states, "
+                f"{rows} rows per unit",
                 file=sys.stderr,
             )
         jobs = list(zip(sources, T_list, rig))
@@ -923,7 +1130,7 @@ def _fit(
                     # the decoded walk's variance, per unit of the next pass
                     cont = _continuous_var(np.diag(model.unit_cov) - _MIN_UNIT_VAR)
                     model.unit_cov = _whole_pixel_cov(cont * schedule[it + 1] / rows)
-            model.prior_cov = model.boundary_cov + np.eye(2)
+            model.prior_cov = model.boundary_cov + np.eye(D)
             if name == "row" and fixed is None:
                 row_states = _unwarp(row_states, model)
     if final_update:
@@ -931,7 +1138,7 @@ def _fit(
             _reestimate_transitions(model, unit_states, schedule[-1])
             if fixed is None:
                 row_states = _unwarp(row_states, model)
-        model.prior_cov = model.boundary_cov + np.eye(2)
+        model.prior_cov = model.boundary_cov + np.eye(D)
         _accumulate(model, sources, row_states, chunk_frames, fixed)
     return _Fit(
         model=model,
@@ -944,21 +1151,24 @@ def _fit(
     )
 
 
-def _max_displacement(value: Any, extent: tuple[int, int]) -> np.ndarray | None:
-    """Validate ``max_displacement``: None, or one or two non-negative whole numbers."""
+def _max_displacement(value: Any, extent: tuple[int, ...]) -> np.ndarray | None:
+    """Validate ``max_displacement``: None, or one number or one per axis of ``extent``."""
     if value is None:
         return None
     arr = np.asarray(value)
-    if arr.dtype.kind not in "iuf" or arr.ndim > 1 or (arr.ndim == 1 and arr.size != 2):
+    dims = len(extent)
+    axes = "[y, x]" if dims == 2 else "[z, y, x]"
+    if arr.dtype.kind not in "iuf" or arr.ndim > 1 or (arr.ndim == 1 and arr.size != dims):
         raise ArgumentTypeError(
-            f"max_displacement must be None, a number or a pair [y, x] of numbers, got {value!r}"
+            f"max_displacement must be None, a number or {dims} numbers {axes}, got {value!r}"
         )
-    arr = np.broadcast_to(arr.astype(np.float64), (2,))
+    arr = np.broadcast_to(arr.astype(np.float64), (dims,))
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise ValueError(f"max_displacement must be finite and >= 0, got {value!r}")
     if np.any(arr >= np.asarray(extent)):
         raise ValueError(
-            f"max_displacement must be smaller than the frame {extent} (rows, columns), "
+            f"max_displacement must be smaller than the frame {extent} "
+            f"({'rows, columns' if dims == 2 else 'planes, rows, columns'}), "
             f"got {value!r}"
         )
     return np.floor(arr).astype(np.int64)
@@ -1370,8 +1580,7 @@ class HiddenMarkov2D(MotionEstimationStrategy):
             setup.k,
             setup.chunk_frames,
         )
-        iy, ix = _row_states(states, setup.model, T, setup.unit_rows)
-        return _absolute(iy, ix, setup.model)
+        return _absolute(*_row_states(states, setup.model, T, setup.unit_rows), model=setup.model)
 
     def _estimate(self, dataset: Any) -> list:
         """Estimate every sequence's row displacements, ``(T, Z, Y, 2)`` int32 each."""
@@ -1400,6 +1609,255 @@ class HiddenMarkov2D(MotionEstimationStrategy):
             granularity=self._granularity,
             num_states_retained=self._k,
             max_displacement=None if limit is None else limit,
+            restarts=self._restarts,
+            reference=self._reference,
+            n_threads=self._n_processes,
+            verbose=self._verbose,
+        )
+
+
+#: Volumes of the first sequence that the first pass's reference volume is built from.
+_Z_REFERENCE_FRAMES = 100
+
+
+def _plane_correlations(volume: np.ndarray, canvas: np.ndarray, reach: int) -> np.ndarray:
+    """Mean Pearson correlation of a volume's planes with the canvas at each plane offset.
+
+    ``canvas`` has ``Z + 2 * reach`` planes (NaN where unknown); offset ``k``
+    compares plane ``z`` with canvas plane ``z + k``. Offsets overlapping
+    fewer than half of the planes score ``-inf``.
+
+    Returns
+    -------
+    numpy.ndarray, shape (2 * reach + 1,)
+    """
+    Z = volume.shape[0]
+    scores = np.full(2 * reach + 1, -np.inf)
+    for k in range(2 * reach + 1):
+        corr = []
+        for z in range(Z):
+            a, b = volume[z], canvas[z + k]
+            ok = np.isfinite(a) & np.isfinite(b)
+            if ok.sum() < 8:
+                continue
+            a, b = a[ok] - a[ok].mean(), b[ok] - b[ok].mean()
+            den = math.sqrt(float(a @ a) * float(b @ b))
+            corr.append(float(a @ b) / den if den > 0 else 0.0)
+        if 2 * len(corr) >= Z:
+            scores[k] = float(np.mean(corr))
+    return scores
+
+
+def _rigid_planes(
+    sources: list[Source],
+    T_list: list[int],
+    planar: list[np.ndarray],
+    frame_shape: tuple[int, int, int],
+    reach: int,
+    reference: np.ndarray | None,
+    chunk_frames: int,
+) -> list[np.ndarray]:
+    """Whole-plane offset ``dz`` of every volume, once its ``(dy, dx)`` is known.
+
+    Each volume's planes are moved by its ``(dy, dx)``; a reference volume
+    (``reference``, or built from the first volumes: seeded with the one
+    most like their mean, then up to four rounds of placing each at its
+    best offset and averaging) is compared with
+    every volume at offsets ``-reach .. reach`` planes (mean correlation of
+    the overlapping planes); the best offset wins.
+
+    Returns
+    -------
+    list of numpy.ndarray of int64, shape (T,)
+        Per sequence, ``dz`` with ``reference[z + dz] ≈ volume[z]``.
+    """
+    from sima_fast.registration import shift_image
+
+    Z = frame_shape[0]
+    if reach <= 0 or Z == 1:
+        return [np.zeros(T, dtype=np.int64) for T in T_list]
+
+    def aligned(block: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+        out = np.empty(block.shape, dtype=np.float64)
+        for i, (vol, d) in enumerate(zip(block, shifts)):
+            for z in range(Z):
+                out[i, z] = shift_image(vol[z].astype(np.float64), tuple(int(v) for v in d[z]))
+        return out
+
+    canvas = np.full((Z + 2 * reach, *frame_shape[1:]), np.nan)
+    if reference is not None:
+        canvas[reach : reach + Z] = reference
+    else:
+        sample = []
+        for t0, block in _blocks(sources[0], chunk_frames):
+            sample.append(aligned(block, planar[0][t0 : t0 + block.shape[0]]))
+            if sum(b.shape[0] for b in sample) >= _Z_REFERENCE_FRAMES:
+                break
+        vols = np.concatenate(sample)[:_Z_REFERENCE_FRAMES]
+        # seeded with the volume most like the mean (the mean of volumes at
+        # different depths matches every one of them best at offset 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # pixels no volume covers
+            mean = np.nanmean(vols, axis=0)
+        flat = np.nan_to_num(vols - np.nanmean(vols, axis=(1, 2, 3), keepdims=True))
+        seed = int(np.argmax(flat.reshape(len(vols), -1) @ np.nan_to_num(mean).ravel()))
+        canvas[reach : reach + Z] = vols[seed]
+        offsets = None
+        for _ in range(4):
+            new = np.array(
+                [int(np.argmax(_plane_correlations(v, canvas, reach))) - reach for v in vols]
+            )
+            new -= int(np.median(new))  # keep the canvas centred
+            new = np.clip(new, -reach, reach)
+            if offsets is not None and np.array_equal(new, offsets):
+                break
+            offsets = new
+            total = np.zeros(canvas.shape)
+            count = np.zeros(canvas.shape)
+            for vol, k in zip(vols, offsets):
+                ok = np.isfinite(vol)
+                total[reach + k : reach + k + Z] += np.where(ok, vol, 0.0)
+                count[reach + k : reach + k + Z] += ok
+            with np.errstate(invalid="ignore", divide="ignore"):
+                canvas = np.where(count > 0, total / count, np.nan)
+    out = []
+    for source, T, shifts in zip(sources, T_list, planar):
+        dz = np.zeros(T, dtype=np.int64)
+        for t0, block in _blocks(source, chunk_frames):
+            vols = aligned(block, shifts[t0 : t0 + block.shape[0]])
+            for i, vol in enumerate(vols):
+                dz[t0 + i] = int(np.argmax(_plane_correlations(vol, canvas, reach))) - reach
+        out.append(dz)
+    return out
+
+
+class HiddenMarkov3D(MotionEstimationStrategy):
+    """Row-wise motion in three dimensions ``(dz, dy, dx)``, by a hidden Markov model.
+
+    SIMA's 3-D strategy: as :class:`HiddenMarkov2D`, every scan unit (by
+    default every row) of every plane has its own displacement, here with a
+    plane offset ``dz`` as well, for volumes imaged plane by plane while the
+    tissue moves in depth too. The first pass is a whole-pixel rigid
+    registration of each volume (:class:`~sima_fast.motion.VolumeTranslation`);
+    the reference volume, the noise model and the Gaussian random walk of the
+    displacements are then fitted and the rows decoded by a beam Viterbi
+    search over ``(dz, dy, dx)`` states, coarse to fine, as in 2-D (see
+    :func:`estimate_rowwise` and docs/motion.md).
+
+    Parameters
+    ----------
+    granularity : int, str or tuple, optional
+        One displacement per row (``2`` or ``'row'``, the default), plane
+        (``1``, ``'plane'``) or volume (``0``, ``'frame'``), or per ``n`` of
+        them: ``('row', 8)``. ``'column'`` (3) is not supported.
+    num_states_retained : int, optional
+        States kept per unit by the beam search (default 50).
+    max_displacement : int or (int, int, int), optional
+        Largest spread of the displacements along ``[z, y, x]`` (also the
+        largest shift the rigid pass looks for). Default: no limit beyond
+        the volume.
+    n_processes : int, optional
+        Threads: sequences decoded at the same time (default 1).
+    restarts : {None, 0, 1}, optional
+        Start the hidden chain afresh at every volume (0) or plane (1);
+        default None: once per sequence.
+    verbose : bool, optional
+        Print a line per pass on standard error (default True).
+    reference : array_like, shape (Z, Y, X), optional
+        A fixed reference volume in the data's units, beyond SIMA. Default:
+        built from the data.
+
+    Raises
+    ------
+    ArgumentTypeError
+        An argument of the wrong type.
+    ValueError
+        An unknown or unsupported granularity, ``num_states_retained < 1``,
+        a negative ``max_displacement``, ``restarts`` other than None, 0
+        or 1, ``n_processes < 1``.
+
+    Examples
+    --------
+    >>> import numpy as np, sima_fast as sima
+    >>> from sima_fast.motion.hmm import HiddenMarkov3D
+    >>> rng = np.random.default_rng(1)
+    >>> volume = rng.poisson(30.0, (6, 22, 22)).astype(np.uint16)
+    >>> frames = np.stack([volume[t % 2 : t % 2 + 4, 1:19, 1:19] for t in range(6)])
+    >>> seq = sima.Sequence.create('ndarray', frames[..., None])
+    >>> d = HiddenMarkov3D(verbose=False).estimate([seq])[0]
+    >>> d.shape, d[:, 0, 0, 0].tolist()
+    ((6, 4, 18, 3), [0, 1, 0, 1, 0, 1])
+    """
+
+    def __init__(
+        self,
+        granularity: Any = 2,
+        num_states_retained: int = 50,
+        max_displacement: Any = None,
+        n_processes: int = 1,
+        restarts: int | None = None,
+        verbose: bool = True,
+        *,
+        reference: Any = None,
+    ) -> None:
+        self._granularity = parse_granularity(granularity)
+        self._k = check_int("num_states_retained", num_states_retained, low=1, high=32767)
+        self._max_displacement = check_max_displacement(max_displacement, ndim=3)
+        self._n_processes = check_int("n_processes", n_processes, low=1)
+        if restarts is not None:
+            restarts = check_int("restarts", restarts, low=0, high=1)
+        self._restarts = restarts
+        self._verbose = check_bool("verbose", verbose)
+        self._reference = check_reference(reference)
+
+    def __repr__(self) -> str:
+        """Return the constructor call that makes this strategy."""
+        name, n = self._granularity
+        limit = None if self._max_displacement is None else self._max_displacement.tolist()
+        return (
+            f"HiddenMarkov3D(granularity=({name!r}, {n}), num_states_retained={self._k}, "
+            f"max_displacement={limit}, n_processes={self._n_processes}, "
+            f"restarts={self._restarts}, verbose={self._verbose})"
+        )
+
+    def _estimate(self, dataset: Any) -> list:
+        """Estimate every sequence's row displacements, ``(T, Z, Y, 3)`` int32 each."""
+        sequences = list(dataset.sequences)
+        Z, Y, X = (int(v) for v in sequences[0].shape[1:4])
+        check_max_displacement_fits(self._max_displacement, (Z, Y, X))
+        check_reference_shape(self._reference, (Z, Y, X))
+        limit = None
+        if self._max_displacement is not None:
+            limit = np.floor(self._max_displacement).astype(np.int64)
+            limit[0] = min(int(limit[0]), Z - 1)  # a single plane has no z spread
+        if self._verbose:
+            print("HiddenMarkov3D: rigid first pass", file=sys.stderr)
+        sources: list[Source] = [
+            (lambda cf, s=seq: iter_estimation_chunks(s, cf)) for seq in sequences
+        ]
+        name, n = self._granularity
+        chunk = _chunk_frames((Z, Y, X), n if name == "frame" else 1)
+        T_list = [len(s) for s in sequences]
+        # (dy, dx): the 2-D rigid pass on the planes summed; then dz of each
+        # volume against a reference volume built from the volumes so aligned
+        planar = _rigid_pass(
+            sources,
+            T_list,
+            (Z, Y, X),
+            None if limit is None else limit[1:],
+            self._reference,
+            chunk,
+            self._n_processes,
+        )
+        z_reach = min(Z - 1, max(1, Z // 2)) if limit is None else int(limit[0])
+        dz = _rigid_planes(sources, T_list, planar, (Z, Y, X), z_reach, self._reference, chunk)
+        rigid = [np.concatenate([d[:, None], p[:, 0]], axis=1) for d, p in zip(dz, planar)]
+        return estimate_rowwise(
+            sources,
+            rigid,
+            granularity=self._granularity,
+            num_states_retained=self._k,
+            max_displacement=limit,
             restarts=self._restarts,
             reference=self._reference,
             n_threads=self._n_processes,
