@@ -31,6 +31,7 @@ BUILTIN_MODULES = (
     "sima_fast.io.tiff",
     "sima_fast.io.hdf5",
     "sima_fast.io.csv",
+    "sima_fast.io.nwb",
 )
 """The io modules imported on first use of a registry; each registers its formats."""
 
