@@ -295,7 +295,8 @@ def load_nwb_metadata(source: Any) -> dict[str, Any]:
                 data = json.loads(text)
             else:
                 raise NWBMetadataError(
-                    f"metadata: {path!r} must be a .yaml, .yml or .json file, got {ext or 'none'!r}"
+                    f"metadata: {path!r} must be a .yaml, .yml or .json file, "
+                    f"got the extension {ext or 'none'!r}"
                 )
         except NWBMetadataError:
             raise
@@ -498,7 +499,9 @@ def _pick_rois(dataset: Any, rois_label: str | None, record: dict | None) -> lis
     if rois_label is not None:
         sets = dataset.ROIs
         if rois_label not in sets:
-            raise KeyError(f"rois_label: no ROI set labelled {rois_label!r}; available: {sorted(sets)}")
+            raise KeyError(
+                f"rois_label: no ROI set labelled {rois_label!r}; available: {sorted(sets)}"
+            )
         rois = [r.copy() for r in sets[rois_label]]
         if record is not None and len(record.get("rois", [])) != len(rois):
             raise ValueError(
@@ -520,7 +523,7 @@ def _pick_rois(dataset: Any, rois_label: str | None, record: dict | None) -> lis
 
 
 def _nwb_image(plane: np.ndarray) -> np.ndarray:
-    """A ``(Y, X)`` image as NWB's ``(x, y)``."""
+    """Transpose a ``(Y, X)`` image to NWB's ``(x, y)``."""
     return np.ascontiguousarray(np.asarray(plane).T)
 
 
@@ -958,7 +961,7 @@ def export_nwb(
 
 
 def _add_spike_parameters(ophys: Any, params: list, n_rois: int) -> None:
-    """The spike inference parameters, one row per sequence and ROI, as a DynamicTable."""
+    """Add the spike inference parameters, one row per sequence and ROI, as a DynamicTable."""
     from hdmf.common import DynamicTable
 
     table = DynamicTable(
@@ -1130,7 +1133,7 @@ def locate_two_photon_series(path: Any, series: str | None = None) -> dict[str, 
 
 
 def _mask_planes(ps: Any, i: int, shape: tuple[int, int, int] | None) -> list:
-    """The masks of row ``i`` of a PlaneSegmentation as sima_fast planes ``(Z)`` of ``(Y, X)``."""
+    """Return the masks of row ``i`` of a PlaneSegmentation as ``Z`` sparse ``(Y, X)`` planes."""
     cols = ps.colnames
     if "image_mask" in cols:
         img = np.asarray(ps["image_mask"][i])
@@ -1143,7 +1146,8 @@ def _mask_planes(ps: Any, i: int, shape: tuple[int, int, int] | None) -> list:
     if key is None:
         raise ValueError("the PlaneSegmentation has no image_mask, pixel_mask or voxel_mask")
     rows = ps[key][i]
-    arr = np.asarray([tuple(r) for r in rows], dtype=float).reshape(-1, 4 if key == "voxel_mask" else 3)
+    width = 4 if key == "voxel_mask" else 3
+    arr = np.asarray([tuple(r) for r in rows], dtype=float).reshape(-1, width)
     x = arr[:, 0].astype(np.int64)
     y = arr[:, 1].astype(np.int64)
     z = arr[:, 2].astype(np.int64) if key == "voxel_mask" else np.zeros(len(arr), np.int64)
