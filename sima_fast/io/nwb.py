@@ -545,9 +545,9 @@ def _linked_frames(seq: Any, out_dir: str, index: int) -> dict[str, Any]:
     """TwoPhotonSeries arguments that refer to a sequence's own file instead of copying it."""
     from sima_fast.sequence.base import SaveContext
 
-    desc = seq.todict(SaveContext(None))
-    fmt = desc.get("fmt")
+    fmt = seq.format
     where = f"frames='link': sequence {index}"
+    desc = seq.todict(SaveContext(None)) if fmt in ("TIFF", "TIFFs", "HDF5") else {}
     if fmt == "TIFF":
         if desc["num_planes"] != 1 or desc["num_channels"] != 1:
             raise ValueError(
@@ -787,6 +787,7 @@ def export_nwb(
                         external_file=link["external_file"],
                         starting_frame=link["starting_frame"],
                         format="external",
+                        num_samples=len(seq),
                         dimension=[X, Y],
                         **common,
                     )
@@ -807,7 +808,8 @@ def export_nwb(
                     **common,
                 )
             nwbfile.add_acquisition(ts)
-            reference = reference or ts
+            if ts.external_file is None:  # an external series has no frames to compare masks to
+                reference = reference or ts
 
     # -- processing: ROIs, traces, images ------------------------------------------
     ophys = nwbfile.create_processing_module(
