@@ -12,7 +12,8 @@ up by their ``fmt`` argument and call it.
 =====================  ==================================================  =======================
 registry               function signature                                  built-in formats
 =====================  ==================================================  =======================
-``roi_readers``        ``reader(path, label) -> ROIList``                  'h5', 'pkl', 'ImageJ'
+``roi_readers``        ``reader(path, label) -> ROIList``                  'h5', 'pkl', 'ImageJ',
+                                                                           'NWB'
 ``roi_writers``        ``writer(rois, path, label) -> None``               'h5', 'pkl', 'ImageJ'
 ``averages_writers``   ``writer(dataset, filenames, *, scale_values,       'TIFF8', 'TIFF16',
                        projection_type) -> None``                          'HDF5'
@@ -35,7 +36,10 @@ The built-in modules, each registering its own formats:
   reads SIMA 1.x ``rois.pkl`` through :mod:`sima_fast.io.sima_legacy`);
 - :mod:`sima_fast.io.imagej`: ImageJ ``.roi`` and ``.zip`` ROI files;
 - :mod:`sima_fast.io.tiff`, :mod:`sima_fast.io.hdf5`: projections and frames;
-- :mod:`sima_fast.io.csv`: extracted signals as tab-separated text.
+- :mod:`sima_fast.io.csv`: extracted signals as tab-separated text;
+- :mod:`sima_fast.io.nwb`: NWB files (needs the ``nwb`` extra): the ROIs of a
+  PlaneSegmentation ('NWB', read only), and the whole-dataset export behind
+  :meth:`~sima_fast.imaging.ImagingDataset.export_nwb`.
 
 They are imported on the first use of a registry. A module for another
 ecosystem registers its functions at import and imports its optional
