@@ -585,3 +585,20 @@ def test_link_frames_to_an_hdf5_dataset(tmp_path, monkeypatch):
     tyx.add_ROIs(_rois(), "cells")
     with pytest.raises(ValueError, match="'txy'"):
         tyx.export_nwb(tmp_path / "m.nwb", metadata=META, frames="link")
+
+
+def test_demo_step_without_the_extra_says_how_to_install(monkeypatch, capsys):
+    import importlib.util
+    import sys
+    import types
+
+    from sima_fast import demo
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pynwb" else real(name, *a)
+    )
+    outputs = types.SimpleNamespace(out=sys.stdout)
+    assert demo._export_nwb(None, None, outputs) is None
+    text = capsys.readouterr().out
+    assert text.count("\n") == 1 and "pip install 'sima_fast[nwb]'" in text
