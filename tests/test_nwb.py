@@ -9,6 +9,9 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 pynwb = pytest.importorskip("pynwb")
 pytest.importorskip("nwbinspector")
@@ -602,3 +605,35 @@ def test_demo_step_without_the_extra_says_how_to_install(monkeypatch, capsys):
     assert demo._export_nwb(None, None, outputs) is None
     text = capsys.readouterr().out
     assert text.count("\n") == 1 and "pip install 'sima_fast[nwb]'" in text
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "uint8", "float64"])
+def test_frames_keep_their_dtype(tmp_path, monkeypatch, dtype):
+    monkeypatch.setenv("SIMA_FAST_CACHE", str(tmp_path / "cache"))
+    movie = (_movie() * 2).astype(dtype)
+    ds = ImagingDataset([Sequence.create("ndarray", movie)], None)
+    out = ds.export_nwb(tmp_path / "f.nwb", metadata=META, frames=True, projections=False)
+    seq = Sequence.create("NWB", out)
+    assert seq.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(np.asarray(seq.read_chunk(0, len(seq))), movie)
+
+
+@settings(max_examples=3, deadline=None)
+@given(
+    weights=hnp.arrays(
+        np.float64,
+        (3, 4, 5),
+        elements=st.sampled_from([0.0, 0.0, 1.0, 0.25, 3.5]),
+    ),
+    kind=st.sampled_from(["image", "pixel"]),
+)
+def test_mask_weights_survive_any_layout(tmp_path_factory, weights, kind):
+    path = tmp_path_factory.mktemp("h") / "m.nwb"
+    rois = ROIList([ROI(mask=w, label=str(i)) for i, w in enumerate(weights)])
+    ds = ImagingDataset([Sequence.create("ndarray", np.ones((30, 1, 4, 5, 1)))], None)
+    ds.add_ROIs(rois, "r")
+    ds.export_nwb(path, metadata=META, masks=kind, projections=False)
+    back = ROIList.load(path, fmt="NWB", im_shape=(1, 4, 5))
+    assert len(back) == 3
+    for got, want in zip(back, weights):
+        np.testing.assert_array_equal(np.asarray(got, dtype=float)[0], want)
