@@ -666,9 +666,11 @@ def export_nwb(
     epochs = check_bool("epochs", epochs)
     if not (isinstance(frames, bool) or (isinstance(frames, str) and frames == "link")):
         raise ArgumentTypeError(f"frames must be True, False or 'link', got {frames!r}")
-    if masks not in ("auto", "image", "pixel"):
+    if not isinstance(masks, str) or masks not in ("auto", "image", "pixel"):
         raise ValueError(f"masks must be 'auto', 'image' or 'pixel', got {masks!r}")
-    if compression not in ("gzip", "lzf", None):
+    if compression is not None and (
+        not isinstance(compression, str) or compression not in ("gzip", "lzf")
+    ):
         raise ValueError(f"compression must be 'gzip', 'lzf' or None, got {compression!r}")
     for name, value in (("rois_label", rois_label), ("signals_label", signals_label)):
         if value is not None and not isinstance(value, str):
