@@ -1414,6 +1414,70 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- export-nwb --------------------------------------------------------------------------------
+
+
+def _add_export_nwb(sub: Any) -> None:
+    cmd = sub.add_parser("export-nwb", help="write the dataset as an NWB file (DANDI, pynwb)")
+    _describe(
+        cmd,
+        """\
+Write the ROIs, traces, spikes and time projections of one channel (and optionally
+its frames) as a Neurodata Without Borders file, then check it with nwbinspector.
+The metadata file (YAML or JSON) gives the session, subject and imaging plane;
+docs/nwb.md has an example. Needs the nwb extra: pip install "sima_fast[nwb]".""",
+        """
+  sima-fast export-nwb session.sima session.nwb --metadata session.yaml --frames
+""",
+    )
+    cmd.add_argument("path", metavar="DATASET", help="a dataset directory")
+    cmd.add_argument("out", metavar="OUT.nwb", help="the NWB file to write")
+    cmd.add_argument("--metadata", metavar="FILE", required=True, help="YAML or JSON metadata")
+    group = cmd.add_mutually_exclusive_group()
+    group.add_argument("--frames", action="store_true", help="copy the frames (compressed)")
+    group.add_argument(
+        "--link-frames", action="store_true", help="link to the frames' TIFF or HDF5 files"
+    )
+    cmd.add_argument("--channel", default="0", help="channel index or name (default 0)")
+    cmd.add_argument("--rois", metavar="LABEL", help="ROI set (default: that of the signals)")
+    cmd.add_argument("--label", help="which extraction (default: the most recent)")
+    cmd.add_argument("--no-spikes", action="store_true", help="leave the inferred spikes out")
+    cmd.add_argument(
+        "--no-projections", action="store_true", help="leave the mean/std/kurtosis images out"
+    )
+    cmd.add_argument("--overwrite", action="store_true", help="replace an existing OUT.nwb")
+    cmd.add_argument("--no-inspect", action="store_true", help="do not run nwbinspector")
+
+
+def _export_nwb(args: argparse.Namespace) -> int:
+    with _about(args.path):
+        dataset = _open(args.path, read_only=True)
+        channel = _channel(dataset, args.channel)
+    frames = "link" if args.link_frames else bool(args.frames)
+    print(args.path, flush=True)
+    with _about(args.out):
+        result = dataset.export_nwb(
+            args.out,
+            metadata=args.metadata,
+            rois_label=args.rois,
+            signals_label=_label_arg(args.label),
+            channel=channel,
+            frames=frames,
+            spikes=not args.no_spikes,
+            projections=not args.no_projections,
+            overwrite=args.overwrite,
+            inspect=not args.no_inspect,
+        )
+    if args.no_inspect:
+        print(f"  wrote {result}")
+        return 0
+    print(f"  wrote {result.path}")
+    print(f"  {result.summary()}")
+    for message in result.failing():
+        print(f"    {message.importance.name}: {message.object_name}: {message.message}")
+    return 0 if result.ok else _RUNTIME
+
+
 # -- info --------------------------------------------------------------------------------------
 
 
@@ -1444,6 +1508,7 @@ _HANDLERS = {
     "import-rois": _import_rois,
     "segment": _segment,
     "export": _export,
+    "export-nwb": _export_nwb,
     "info": _info,
 }
 
@@ -1547,6 +1612,7 @@ from a movie to spikes:
     for name in _DATASET_COMMANDS:
         _add_dataset_command(sub, name)
     _add_export(sub)
+    _add_export_nwb(sub)
     args = parser.parse_args(argv)
 
     if args.command == "demo":

@@ -15,7 +15,8 @@ with the simulator's ground truth:
 5. extract the traces of those ROIs, export them to CSV, correlate them
    with the true calcium and draw the ROIs on the mean image;
 6. infer spikes, correlate them with the true spikes and draw example
-   traces beside the truth;
+   traces beside the truth; export ROIs, traces, spikes and images as NWB
+   and print nwbinspector's verdict (when the ``nwb`` extra is installed);
 7. warp a second session by a known affine transform, import the ROIs into
    it by registration, measure how close they land to where they should
    and draw the registration;
@@ -34,7 +35,8 @@ The output folder (``./sima_fast_demo`` by default) ends up holding::
     sima_fast_demo.json     marks the folder as the demo's and lists its files
     example.sima/           the copy of the dataset, with the demo's ROI sets and signals
     motion.sima/            the rigid motion example, corrected (views of the cached movie)
-    exports/                average_<channel>.tif, sequence_<k>.h5, signals.csv
+    exports/                average_<channel>.tif, sequence_<k>.h5, signals.csv,
+                            example.nwb (with the nwb extra)
     fig1_rois.png, .pdf     the mean image with the numbered ROI outlines
     fig2_traces.png         example traces with inferred and true spikes
     fig3_cross_session.png  the registration of the second session
@@ -375,6 +377,9 @@ class DemoReport:
         Keyed ``'stica'`` and ``'normcut'``.
     motion : MotionScore or None
         The motion step (None in reports built without it).
+    nwb_verdict : str or None
+        nwbinspector's one-line verdict on ``exports/example.nwb``, or None
+        when the ``nwb`` extra is not installed.
     output_dir : str or None
         The folder the demo wrote into (absolute).
     files : tuple of str
@@ -396,6 +401,7 @@ class DemoReport:
     files: tuple[str, ...] = ()
     skipped_figures: tuple[str, ...] = ()
     motion: MotionScore | None = None
+    nwb_verdict: str | None = None
 
     def summary(self) -> str:
         """One line with the headline scores.
@@ -636,6 +642,7 @@ def run_demo(
         rois, roi_score = _import_imagej_rois(dataset, truth, out)
         extraction, record = _score_extraction(dataset, rois, truth, outputs)
         spikes = _score_spikes(dataset, record, truth, outputs)
+        nwb_verdict = _export_nwb(dataset, truth, outputs)
         cross_session = _score_cross_session(dataset, rois, outputs)
         segmentation = _score_segmentation(dataset, truth, outputs)
         motion = _score_motion(outputs)
@@ -655,6 +662,7 @@ def run_demo(
         files=tuple(outputs.files),
         skipped_figures=tuple(outputs.skipped),
         motion=motion,
+        nwb_verdict=nwb_verdict,
     )
 
 
@@ -955,6 +963,54 @@ def _score_spikes(
         lambda: [_draw_traces(record, spikes, truth, scored, outputs.path("fig2_traces.png"))],
     )
     return score
+
+
+def _export_nwb(dataset: Any, truth: Any, outputs: _Outputs) -> str | None:
+    """Export the ``'demo'`` results as NWB and print nwbinspector's verdict."""
+    import importlib.util
+
+    out = outputs.out
+    if any(importlib.util.find_spec(m) is None for m in ("pynwb", "nwbinspector")):
+        print(
+            "- NWB export skipped: install the nwb extra (pip install 'sima_fast[nwb]') to write "
+            "exports/example.nwb",
+            file=out,
+        )
+        return None
+    metadata = {
+        "session_description": "sima_fast demo: the simulated example dataset",
+        "session_start_time": "2024-01-01T00:00:00+00:00",
+        "experiment_description": "a deterministic simulation of two-photon calcium imaging",
+        "subject": {
+            "subject_id": "simulated-1",
+            "species": "Mus musculus",
+            "sex": "U",
+            "age": "P90D",
+            "description": "no animal: the frames come from sima_fast's simulator",
+        },
+        "imaging_plane": {
+            "excitation_lambda": 920.0,
+            "indicator": "GCaMP (simulated)",
+            "location": "VISp",
+            "imaging_rate": float(truth.frame_rate),
+            "optical_channel": {"name": "GCaMP", "emission_lambda": 510.0},
+        },
+    }
+    path = outputs.path("exports", "example.nwb")
+    with _step(
+        "NWB export: ROIs, traces, spikes and time projections, checked by nwbinspector", out
+    ):
+        verdict = dataset.export_nwb(
+            path,
+            metadata=metadata,
+            channel="GCaMP",
+            signals_label="demo",
+            overwrite=True,
+            inspect=True,
+        )
+    outputs.wrote([path], "masks, traces, spikes and images for pynwb, DANDI and roiextractors")
+    print(f"  {verdict.summary()}", file=out)
+    return verdict.summary()
 
 
 def _draw_traces(

@@ -1532,6 +1532,113 @@ class ImagingDataset:
             fs=fs,
         )
 
+    def export_nwb(
+        self,
+        path: str | os.PathLike,
+        *,
+        metadata: Any = None,
+        rois_label: str | None = None,
+        signals_label: str | None = None,
+        channel: Any = 0,
+        frames: Any = False,
+        spikes: bool = True,
+        projections: bool = True,
+        masks: str = "auto",
+        epochs: bool = True,
+        overwrite: bool = False,
+        inspect: bool = False,
+        compression: str | None = "gzip",
+    ) -> Any:
+        """Write the dataset as a Neurodata Without Borders (NWB) file.
+
+        The standard optical-physiology layout (docs/nwb.md): Device,
+        OpticalChannel and ImagingPlane; optionally a TwoPhotonSeries of the
+        frames per sequence; in the ``ophys`` processing module the ROIs
+        (ImageSegmentation/PlaneSegmentation), the traces (Fluorescence:
+        ``raw`` and, when present, demixed, neuropil, neuropil-corrected,
+        spikes and their fits), the spike inference parameters, and the
+        mean/std/kurtosis images; an epoch per sequence when there are
+        several. Needs the ``nwb`` extra (``pip install "sima_fast[nwb]"``).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The ``.nwb`` file. Written to a temporary file beside it, then
+            renamed into place.
+        metadata : dict, str or os.PathLike
+            The NWB metadata, or a YAML/JSON file of it. Required:
+            ``session_description``, ``session_start_time`` (timezone-aware),
+            ``subject`` (``subject_id``, ``species``, ``sex``, ``age``) and
+            ``imaging_plane`` (``excitation_lambda``, ``indicator``,
+            ``location``, ``imaging_rate`` unless the dataset's acquisition
+            metadata gives the frame rate, ``optical_channel.emission_lambda``).
+        rois_label : str, optional
+            The ROI set to write (default: the ROIs of the exported signals,
+            else the most recent ROI set).
+        signals_label : str, optional
+            The extraction to write (default: the most recent of ``channel``).
+        channel : int or str, optional
+            The channel written. Default: 0.
+        frames : {False, True, 'link'}, optional
+            Write the frames: copied in compressed chunks (True), or linked
+            to the sequences' own TIFF or HDF5 files (``'link'``). Default:
+            False.
+        spikes : bool, optional
+            Write the inferred spikes and their parameters when present.
+        projections : bool, optional
+            Write the mean, std and kurtosis images (computed if needed).
+        masks : {'auto', 'image', 'pixel'}, optional
+            ``image_mask`` or ``pixel_mask`` for single-plane ROIs (volumes
+            use ``voxel_mask``); ``'auto'`` chooses image masks up to 64 MiB.
+        epochs : bool, optional
+            With several sequences, one ``epochs`` row per sequence. Default:
+            True.
+        overwrite : bool, optional
+            Replace an existing file. Default: False.
+        inspect : bool, optional
+            Run nwbinspector on the written file and return its verdict.
+        compression : {'gzip', 'lzf', None}, optional
+            HDF5 compression of frames and traces. Default: 'gzip'.
+
+        Returns
+        -------
+        str or sima_fast.io.nwb.NWBVerdict
+            The file's absolute path; with ``inspect=True`` the verdict
+            (``.ok``, ``.messages``, ``.summary()``, ``.path``).
+
+        Raises
+        ------
+        sima_fast.io.nwb.NWBMetadataError
+            Required metadata is missing (all missing fields are named) or
+            malformed (a ValueError).
+        FileExistsError
+            ``path`` exists and ``overwrite`` is False.
+        ValueError
+            ``path`` is a file this dataset reads, or a bad option.
+        KeyError
+            Unknown ``rois_label`` or ``signals_label``.
+        ImportError
+            pynwb is not installed.
+        """
+        from sima_fast.io.nwb import export_nwb
+
+        return export_nwb(
+            self,
+            path,
+            metadata=metadata,
+            rois_label=rois_label,
+            signals_label=signals_label,
+            channel=channel,
+            frames=frames,
+            spikes=spikes,
+            projections=projections,
+            masks=masks,
+            epochs=epochs,
+            overwrite=overwrite,
+            inspect=inspect,
+            compression=compression,
+        )
+
     # -- spike inference ------------------------------------------------------------
 
     def infer_spikes(

@@ -28,6 +28,13 @@ EXPORTS = (
     "sequence_1.h5",
     "signals.csv",
 )
+try:  # the demo exports NWB when the nwb extra is installed
+    import nwbinspector  # noqa: F401
+    import pynwb  # noqa: F401
+
+    EXPORTS += ("example.nwb",)
+except ImportError:
+    pass
 
 
 def _snapshot(folder):

@@ -41,7 +41,7 @@ def register():
 
 
 def test_builtin_formats_listed_once_in_registration_order():
-    assert roi_readers.names() == ["h5", "pkl", "ImageJ", "suite2p"]
+    assert roi_readers.names() == ["h5", "pkl", "ImageJ", "suite2p", "NWB"]
     assert roi_writers.names() == ["h5", "pkl", "ImageJ"]
     assert averages_writers.names() == ["TIFF8", "TIFF16", "HDF5"]
     assert frames_writers.names() == ["TIFF8", "TIFF16", "HDF5"]
@@ -91,7 +91,8 @@ def test_unknown_formats_list_the_registered_names(tmp_path, register):
     with pytest.raises(ValueError) as info:
         ROIList.load(tmp_path, fmt="xml")
     assert str(info.value) == (
-        "unknown ROI file format 'xml'; accepted: ['h5', 'pkl', 'ImageJ', 'suite2p', 'Extra']"
+        "unknown ROI file format 'xml'; "
+        "accepted: ['h5', 'pkl', 'ImageJ', 'suite2p', 'NWB', 'Extra']"
     )
     with pytest.raises(ValueError, match=r"accepted: \['h5', 'pkl', 'ImageJ'\]$"):
         ROIList([]).save(tmp_path / "x", fmt="Extra")  # a reader only: no writer

@@ -13,7 +13,7 @@ up by their ``fmt`` argument and call it.
 registry               function signature                                  built-in formats
 =====================  ==================================================  =======================
 ``roi_readers``        ``reader(path, label) -> ROIList``                  'h5', 'pkl', 'ImageJ',
-                                                                           'suite2p'
+                                                                           'suite2p', 'NWB'
 ``roi_writers``        ``writer(rois, path, label) -> None``               'h5', 'pkl', 'ImageJ'
 ``averages_writers``   ``writer(dataset, filenames, *, scale_values,       'TIFF8', 'TIFF16',
                        projection_type) -> None``                          'HDF5'
@@ -41,6 +41,9 @@ The built-in modules, each registering its own formats:
 - :mod:`sima_fast.io.suite2p`: suite2p output folders (ROIs read with their
   weights; :meth:`~sima_fast.imaging.ImagingDataset.export_suite2p` writes
   them).
+- :mod:`sima_fast.io.nwb`: NWB files (needs the ``nwb`` extra): the ROIs of a
+  PlaneSegmentation ('NWB', read only), and the whole-dataset export behind
+  :meth:`~sima_fast.imaging.ImagingDataset.export_nwb`.
 
 They are imported on the first use of a registry. A module for another
 ecosystem registers its functions at import and imports its optional

@@ -32,6 +32,7 @@ BUILTIN_MODULES = (
     "sima_fast.io.hdf5",
     "sima_fast.io.csv",
     "sima_fast.io.suite2p",
+    "sima_fast.io.nwb",
 )
 """The io modules imported on first use of a registry; each registers its formats."""
 
@@ -73,7 +74,9 @@ class Registry:
 
     Notes
     -----
-    Names are listed in registration order; the built-in formats come first.
+    The built-in formats come first, in the order of :data:`BUILTIN_MODULES`
+    whatever the order their modules were imported in; other names follow in
+    registration order.
     """
 
     def __init__(self, kind: str, unknown: str, ignore_case: bool) -> None:
@@ -88,6 +91,22 @@ class Registry:
         self._entries = dict(
             sorted(self._entries.items(), key=lambda item: self._ranks.get(item[0], 0))
         )
+
+    def _sort_builtins(self) -> None:
+        """Order the entries as :data:`BUILTIN_MODULES` lists their modules, others after.
+
+        A built-in module imported directly registers its own formats after
+        the built-ins that its registration loads, so the order of
+        registration depends on the order of imports; this makes it fixed.
+        """
+        rank = {name: i for i, name in enumerate(BUILTIN_MODULES)}
+
+        def module_rank(item: tuple[str, tuple[str, Callable[..., Any]]]) -> int:
+            func = item[1][1]
+            func = getattr(func, "func", func)  # a functools.partial: the wrapped function
+            return rank.get(getattr(func, "__module__", None), len(rank))
+
+        self._entries = dict(sorted(self._entries.items(), key=module_rank))
 
     def _key(self, fmt: Any) -> Any:
         return str(fmt).lower() if self._ignore_case else fmt

@@ -2,7 +2,7 @@
 
 :class:`Sequence` (in :mod:`~sima_fast.sequence.base`) is the protocol every
 sequence answers; the readers live one family per module (``hdf5``,
-``tiff``, ``arrays``, ``zarr``, ``dask``, ``constant``) and the views in
+``tiff``, ``arrays``, ``zarr``, ``dask``, ``constant``, ``nwb``) and the views in
 ``views`` (the interpolating motion-corrected view in ``warped``, sequence
 arithmetic in ``arithmetic``). Each reader and view registers its format
 name when its module is imported, which importing this package does, so
@@ -39,6 +39,7 @@ from sima_fast.sequence.constant import ConstantSequence
 from sima_fast.sequence.dask import DaskSequence
 from sima_fast.sequence.hdf5 import HDF5Sequence
 from sima_fast.sequence.metadata import AcquisitionMetadata, AcquisitionMetadataWarning
+from sima_fast.sequence.nwb import NWBSequence
 from sima_fast.sequence.tiff import TIFFSequence, TIFFsSequence
 from sima_fast.sequence.views import (
     FilledSequence,
@@ -68,6 +69,7 @@ __all__ = [
     "MaskedSequence",
     "MemmapSequence",
     "MotionCorrectedSequence",
+    "NWBSequence",
     "NdarraySequence",
     "SaveContext",
     "Sequence",
