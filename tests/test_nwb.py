@@ -383,12 +383,9 @@ def test_missing_metadata_names_every_field(dataset, tmp_path):
 
 
 def test_acquisition_metadata_gives_the_rate(dataset, tmp_path):
-    class Acq:
-        frame_rate = 15.0
-        pixel_size_um = 0.5
-        plane_spacing_um = None
+    from sima_fast.sequence import AcquisitionMetadata
 
-    dataset.acquisition_metadata = Acq()
+    dataset.acquisition_metadata = AcquisitionMetadata(frame_rate=15.0, pixel_size_um=(0.5, 0.5))
     meta = json.loads(json.dumps(META))
     del meta["imaging_plane"]["imaging_rate"]
     out = dataset.export_nwb(tmp_path / "a.nwb", metadata=meta)
