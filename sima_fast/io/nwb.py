@@ -831,8 +831,19 @@ def export_nwb(
         ps.add_column("roi_tags", "the ROI's tags in sima_fast, sorted, joined by commas")
         ps.add_column("roi_name", "the ROI's id in sima_fast (empty when it had none)")
         kind = "voxel" if Z > 1 else masks
+        empty = [i for i, roi in enumerate(rois) if not any(p.count_nonzero() for p in roi.mask)]
         if kind == "auto":
-            kind = "image" if len(rois) * X * Y * 4 <= _IMAGE_MASK_LIMIT else "pixel"
+            small = len(rois) * X * Y * 4 <= _IMAGE_MASK_LIMIT
+            kind = "image" if small or (empty and Z == 1) else "pixel"
+        if empty and kind in ("pixel", "voxel"):
+            named = ", ".join(
+                f"{i} (label {rois[i].label!r})" if rois[i].label is not None else str(i)
+                for i in empty[:10]
+            )
+            raise ValueError(
+                f"rois: ROI {named} has no pixel, which an NWB {kind}_mask cannot hold; "
+                + ("delete it, or pass masks='image'" if Z == 1 else "delete it")
+            )
         for i, roi in enumerate(rois):
             planes = roi.mask
             extra = {
