@@ -1455,6 +1455,8 @@ def _export_nwb(args: argparse.Namespace) -> int:
         channel = _channel(dataset, args.channel)
     frames = "link" if args.link_frames else bool(args.frames)
     print(args.path, flush=True)
+    if not args.overwrite and os.path.lexists(args.out):
+        raise _Failure(f"{args.out}: exists; pass --overwrite to replace it")
     with _about(args.out):
         result = dataset.export_nwb(
             args.out,

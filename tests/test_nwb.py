@@ -550,7 +550,8 @@ def test_cli_export_nwb(dataset, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "nwbinspector: passed" in text and str(out) in text
     assert main(["export-nwb", dataset.savedir, str(out), "--metadata", str(meta)]) == 1
-    assert "overwrite" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "exists; pass --overwrite" in err and "overwrite=True" not in err
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"session_description": "x"}))
     code = main(["export-nwb", dataset.savedir, str(tmp_path / "b.nwb"), "--metadata", str(bad)])
