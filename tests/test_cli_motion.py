@@ -134,7 +134,11 @@ def test_scheduler_gives_the_local_result(movies, tmp_path, capsys):
     here = capsys.readouterr().out
     with (
         distributed.LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, protocol="tcp://"
+            n_workers=1,
+            threads_per_worker=2,
+            processes=False,
+            protocol="tcp://",
+            dashboard_address=":0",  # any free port: tests run in parallel
         ) as cluster,
     ):
         assert (

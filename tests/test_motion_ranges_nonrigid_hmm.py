@@ -206,7 +206,11 @@ def test_cli_scheduler_runs_nonrigid_and_hmm(tmp_path, capsys, strategy):
         base += ["--max-displacement", "8"]
     assert main([*base, "--out", str(tmp_path / "here")]) == 0
     with distributed.LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=False, protocol="tcp://"
+        n_workers=1,
+        threads_per_worker=2,
+        processes=False,
+        protocol="tcp://",
+        dashboard_address=":0",  # any free port: tests run in parallel
     ) as cluster:
         argv = [*base, "--out", str(tmp_path / "there"), "--scheduler", cluster.scheduler_address]
         assert main(argv) == 0
