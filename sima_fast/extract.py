@@ -323,6 +323,16 @@ def surround_masks(
     return surround, outer, n_pixels
 
 
+def _corrected(
+    raw: list[np.ndarray], neuropil: list[np.ndarray], coefficient: np.ndarray
+) -> list[np.ndarray]:
+    """Give ``raw − r·neuropil`` per sequence (float32, computed in float64)."""
+    return [
+        (r.astype(np.float64) - coefficient[:, None] * f.astype(np.float64)).astype(np.float32)
+        for r, f in zip(raw, neuropil)
+    ]
+
+
 def estimate_neuropil_coefficient(
     raw: np.ndarray,
     neuropil: np.ndarray,
@@ -337,9 +347,8 @@ def estimate_neuropil_coefficient(
     the ROI's raw values is its lower envelope there (the frames where the
     cell itself is silent). The slope of the least-squares line through these
     points (bin median of neuropil, envelope of raw) is ``r``, clipped to
-    ``[0, 1]``. This is the lower-envelope fit used, for instance, by
-    Dipoppa et al. (2018, Neuron 98:602, STAR Methods); it is robust to the
-    cell's own transients, which only lift the upper part of each bin.
+    ``[0, 1]``. A lower-envelope fit of this kind is robust to the cell's own
+    transients, which only lift the upper part of each bin.
 
     Parameters
     ----------
@@ -1102,7 +1111,8 @@ def signals_record(
     -------
     dict
         ``raw``, ``demixed_raw`` and ``demix_channel`` (with demixing),
-        ``neuropil``, ``corrected`` and ``neuropil_params`` (with neuropil),
+        ``neuropil``, ``corrected`` and ``neuropil_params`` (with neuropil;
+        with both, also ``demixed_neuropil`` and ``demixed_corrected``),
         ``mean_frame``, ``overlap``, ``signal_channel``, ``rois`` and
         ``timestamp``, the layout ``extract()`` stores.
     """
@@ -1112,7 +1122,15 @@ def signals_record(
         record["demixed_raw"] = [demixed[:n] for _, demixed in traces]
         record["demix_channel"] = int(demix_channel)
     if weights.neuropil is not None:
-        record.update(_neuropil_entries(record["raw"], [raw[n:] for raw, _ in traces], weights))
+        entries = _neuropil_entries(record["raw"], [raw[n:] for raw, _ in traces], weights)
+        record.update(entries)
+        if demix_channel is not None:
+            # the demixed frames' surrounds came from the same pass; the contamination
+            # ratio is raw's (given, or estimated on raw), so both corrections agree
+            coefficient = entries["neuropil_params"]["coefficient"]
+            neuropil = [np.ascontiguousarray(demixed[n:]) for _, demixed in traces]
+            record["demixed_neuropil"] = neuropil
+            record["demixed_corrected"] = _corrected(record["demixed_raw"], neuropil, coefficient)
     record["mean_frame"] = np.asarray(mean[..., signal_channel], dtype=np.float64)
     record["overlap"] = (np.zeros(weights.overlap.size, dtype=np.int64), weights.overlap)
     record["signal_channel"] = int(signal_channel)
@@ -1142,10 +1160,7 @@ def _neuropil_entries(
         )
     else:
         coefficient = np.full(weights.n_rois, float(opts.coefficient))
-    corrected = [
-        (r.astype(np.float64) - coefficient[:, None] * f.astype(np.float64)).astype(np.float32)
-        for r, f in zip(raw, neuropil)
-    ]
+    corrected = _corrected(raw, neuropil, coefficient)
     params = {
         "inner_radius": float(opts.inner_radius),
         "outer_radius": np.asarray(weights.outer_radius, dtype=np.float64),

@@ -1212,7 +1212,8 @@ class ImagingDataset:
             ``demixed_raw`` (with demixing), ``neuropil``, ``corrected`` (same
             layout) and ``neuropil_params`` (with neuropil: ``inner_radius``,
             ``outer_radius`` and ``n_pixels`` per ROI, ``min_pixels``,
-            ``exclude_rois``, ``coefficient`` per ROI, ``estimated``),
+            ``exclude_rois``, ``coefficient`` per ROI, ``estimated``; with
+            demixing too, ``demixed_neuropil`` and ``demixed_corrected``),
             ``mean_frame`` ``(Z, Y, X)``,
             ``overlap`` (``(zeros, flat pixel indices)``), ``signal_channel``,
             ``rois`` (ROI dicts in row order) and ``timestamp``. With a

@@ -370,3 +370,51 @@ def test_rows_declared_uniform_must_be():
 
     with pytest.raises(ValueError, match="one weight each"):
         runs_from_csr([0, 1, 3], [0, 1, 2], [1.0, 1.0, 2.0], [1.0, 1.0, 1.0], n_weighted=1)
+
+
+def test_demixing_gives_the_demixed_frames_their_own_neuropil(tmp_path):
+    """With demix_channel, the surrounds of the demixed frames are stored too, with raw's r."""
+    rng = np.random.default_rng(11)
+    shape = (40, 44)
+    T = 30
+    green = rng.uniform(50, 400, (T, 1, *shape))
+    red = rng.uniform(20, 200, (T, 1, *shape))
+    movie = np.stack([green, red], axis=-1).astype(np.float32)
+    masks = [disc(shape, 12, 12, 4)[0], disc(shape, 26, 30, 5)[0]]
+    ds = ImagingDataset([Sequence.create("ndarray", movie)], str(tmp_path / "d.sima"))
+    rois = [ROI(mask=m) for m in masks]
+    opts = {"min_pixels": 150, "coefficient": "estimate"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a coefficient on noise may fall back to 0.7
+        rec = ds.extract(rois, label="dm", save_summary=False, demix_channel=1, neuropil=opts)
+        mixed_only = ds.extract(rois, save_summary=False, demix_channel=1)
+    np.testing.assert_array_equal(rec["demixed_raw"][0], mixed_only["demixed_raw"][0])
+    # the reference: the demixed frames F_s + factor·F_d, extracted with the signal channel's μ
+    W = rec["demixed_raw"][0]
+    o = NeuropilOptions.resolve(opts)
+    mean = ds.time_averages[..., 0].astype(np.float64)
+    usable = np.isfinite(mean) & (mean != 0)
+    dense = np.asarray([m[None] for m in masks], dtype=np.float64)
+    S, _ = surround_reference(
+        dense, usable, o.inner_radius, o.outer_radius, o.min_pixels, o.exclude_rois
+    )
+    from sima_fast.extract import demixing_matrix
+
+    factor = demixing_matrix(ds.time_averages[..., 0], ds.time_averages[..., 1])[0, 1]
+    demixed_frames = movie[..., 0].astype(np.float64) + np.float32(factor) * movie[..., 1]
+    want_np = neuropil_reference([demixed_frames], dense, [True, True], True, mean, S)[0]
+    want_raw = extract_reference([demixed_frames], dense, [True, True], True, mean)[0]
+    np.testing.assert_allclose(W, want_raw, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(rec["demixed_neuropil"][0], want_np, rtol=RTOL, atol=ATOL)
+    r = rec["neuropil_params"]["coefficient"][:, None]
+    np.testing.assert_allclose(
+        rec["demixed_corrected"][0], want_raw - r * want_np, rtol=RTOL, atol=4 * ATOL
+    )
+    assert rec["demixed_corrected"][0].dtype == np.float32
+    # stored and read back with the rest of the record
+    again = ImagingDataset.load(str(tmp_path / "d.sima")).signals()["dm"]
+    for key in ("demixed_neuropil", "demixed_corrected"):
+        np.testing.assert_array_equal(again[key][0], rec[key][0])
+    # without demixing there are no demixed keys
+    plain = ds.extract(rois, save_summary=False, neuropil={"min_pixels": 150})
+    assert "demixed_neuropil" not in plain and "demixed_corrected" not in plain
