@@ -498,6 +498,7 @@ def _create(args: argparse.Namespace) -> int:
     with _about(f"OUT {args.out}"):
         dataset = ImagingDataset(sequences, out, channel_names=names)
     print(dataset_summary(dataset))
+    _print_acquisition(dataset)
     return 0
 
 
@@ -1494,14 +1495,21 @@ def _info(args: argparse.Namespace) -> int:
         except Exception as exc:  # any load failure is one line, never a traceback
             raise _Failure(f"cannot open it: {type(exc).__name__}: {_message(exc)}") from None
     print(dataset_summary(dataset))
-    meta = dataset.acquisition_metadata
-    if meta is None:
-        print("  acquisition: unknown (no metadata in the data files; none set)")
-    else:
-        print("  acquisition:")
-        for line in meta.summary():
-            print(f"    {line}")
+    _print_acquisition(dataset)
     return 0
+
+
+def _acquisition_lines(meta: Any) -> list[str]:
+    """Return the acquisition block of ``info`` and ``create``: indented lines, one per value."""
+    if meta is None:
+        return ["  acquisition: unknown (no metadata in the data files; none set)"]
+    return ["  acquisition:", *(f"    {line}" for line in meta.summary())]
+
+
+def _print_acquisition(dataset: Any) -> None:
+    """Print the dataset's acquisition metadata as one block (frame rate, zoom, ... source)."""
+    for line in _acquisition_lines(dataset.acquisition_metadata):
+        print(line)
 
 
 _HANDLERS = {

@@ -19,6 +19,7 @@ not import the sequences, the Dask layer or any writer module.
 from __future__ import annotations
 
 import contextlib
+import json
 import numbers
 import os
 from collections.abc import Iterator
@@ -38,6 +39,8 @@ __all__ = [
     "SequenceSource",
     "all_or_nothing",
     "export_sequence",
+    "exported_metadata",
+    "exported_metadata_json",
     "finite_maximum",
     "full_range_scale",
     "is_path",
@@ -450,6 +453,66 @@ def full_range_scale(maximum: np.ndarray | float, bits: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------
+# acquisition metadata
+# --------------------------------------------------------------------------
+
+
+def exported_metadata(dataset: Any, index: int) -> Any:
+    """Return the acquisition metadata the frames file of sequence ``index`` carries.
+
+    It is what the dataset says of that sequence: the sequence's own
+    metadata (read from its file, adjusted by its views: ``seq[::2]`` has
+    half the frame rate, a plane or channel selection sets the counts) with
+    the values set on the dataset laid over it, i.e.
+    ``dataset[index].acquisition_metadata``. With one sequence this is
+    ``dataset.acquisition_metadata``.
+
+    Parameters
+    ----------
+    dataset : ImagingDataset or SequenceSource
+        The dataset being exported (anything with ``num_sequences`` and
+        ``acquisition_metadata``; several sequences also need ``dataset[i]``).
+    index : int
+        The sequence.
+
+    Returns
+    -------
+    AcquisitionMetadata or None
+        None when nothing is known (then nothing is written).
+    """
+    if getattr(dataset, "num_sequences", 1) == 1:
+        meta = getattr(dataset, "acquisition_metadata", None)
+    elif hasattr(dataset, "__getitem__"):
+        meta = getattr(dataset[index], "acquisition_metadata", None)
+    else:
+        meta = getattr(dataset.sequences[index], "acquisition_metadata", None)
+    if meta is None or getattr(meta, "empty", False):
+        return None
+    return meta
+
+
+def exported_metadata_json(dataset: Any, index: int) -> str | None:
+    """Return :func:`exported_metadata` as the JSON text the HDF5 reader reads back.
+
+    Parameters
+    ----------
+    dataset : ImagingDataset or SequenceSource
+        The dataset being exported.
+    index : int
+        The sequence.
+
+    Returns
+    -------
+    str or None
+        ``json.dumps(meta.todict())`` (what
+        :func:`sima_fast.sequence.metadata.read_hdf5_metadata` reads from an
+        ``acquisition_metadata`` attribute), or None when nothing is known.
+    """
+    meta = exported_metadata(dataset, index)
+    return None if meta is None else json.dumps(meta.todict())
+
+
+# --------------------------------------------------------------------------
 # one sequence
 # --------------------------------------------------------------------------
 
@@ -461,7 +524,7 @@ class SequenceSource:
     :func:`refuse_dataset_files` read of an
     :class:`~sima_fast.imaging.ImagingDataset`: ``sequences``,
     ``num_sequences``, ``frame_shape``, ``channel_names`` and ``savedir``
-    (None: nothing is stored).
+    (None: nothing is stored), and ``acquisition_metadata`` (the sequence's).
 
     Parameters
     ----------
@@ -477,6 +540,11 @@ class SequenceSource:
         self.frame_shape = tuple(sequence.shape[1:])
         self.channel_names = list(channel_names)
         self.savedir = None
+
+    @property
+    def acquisition_metadata(self) -> Any:
+        """The sequence's acquisition metadata (an ``AcquisitionMetadata``), or None."""
+        return self.sequences[0].acquisition_metadata
 
     def __repr__(self) -> str:
         return f"<SequenceSource of {self.sequences[0]!r}>"

@@ -2,7 +2,10 @@
 
 A projection is written as one uint16 dataset holding every channel; frames
 as one float32 dataset ``imaging`` per sequence file, written slab by slab.
-Datasets carry dimension labels and a ``channel_names`` attribute.
+Datasets carry dimension labels and a ``channel_names`` attribute; a frames
+dataset also carries the sequence's acquisition metadata, when any is known,
+as the JSON attribute ``acquisition_metadata`` that
+:func:`sima_fast.sequence.metadata.read_hdf5_metadata` reads back.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import numpy as np
 
 from sima_fast.io._export import (
     all_or_nothing,
+    exported_metadata_json,
     finite_maximum,
     per_sequence_paths,
     projection,
@@ -111,7 +115,12 @@ def write_hdf5_frames(
     filenames : list of str or path-like
         ``filenames[i]`` is the file of sequence i; it holds a float32
         dataset ``imaging`` shaped ``(T, Z, Y, X, C)`` with dimension labels
-        t, z, y, x, c.
+        t, z, y, x, c, an attribute ``channel_names`` and, when the
+        sequence's acquisition metadata is known
+        (:func:`sima_fast.io._export.exported_metadata`), an attribute
+        ``acquisition_metadata`` holding it as JSON
+        (``AcquisitionMetadata.todict()``), so that
+        ``Sequence.create('HDF5', path)`` reads it back.
     fill_gaps : bool, optional
         Fill NaN values from the pixel's nearest observation first.
     scale_values : bool, optional
@@ -141,7 +150,7 @@ def write_hdf5_frames(
     import h5py
 
     with progress_bar(sequences) as bar, all_or_nothing(paths) as tmps:
-        for seq, tmp in zip(sequences, tmps):
+        for index, (seq, tmp) in enumerate(zip(sequences, tmps)):
             shape = seq.shape
             frame_bytes = max(int(np.prod(shape[1:])) * 4, 1)
             chunks = None
@@ -158,6 +167,9 @@ def write_hdf5_frames(
                 for i, label in enumerate("tzyxc"):
                     dset.dims[i].label = label
                 dset.attrs["channel_names"] = np.array([n.encode() for n in dataset.channel_names])
+                acquisition = exported_metadata_json(dataset, index)
+                if acquisition is not None:
+                    dset.attrs["acquisition_metadata"] = acquisition
                 for t0, block in blocks(seq):
                     dset[t0 : t0 + len(block)] = block
                     bar.update(len(block))

@@ -4,7 +4,7 @@ This module owns the cache layout and the build of the example dataset
 returned by :func:`sima_fast.misc.example_data`. Everything lives in one
 versioned folder of the cache directory::
 
-    <cache>/example-v1/
+    <cache>/example-v2/
         example.sima/      the ImagingDataset (two sequences)
         example.h5         sequence 0: motion-free frames, dataset 'imaging', 'tzyxc'
         example.tif        sequence 1: the frames of a moving microscope (multi-page)
@@ -15,7 +15,11 @@ versioned folder of the cache directory::
 The folder is built under a temporary name beside its final place and
 renamed into place at the end, so an interrupted build never leaves a partial
 example and concurrent builders are safe (the first rename wins; the others
-discard their copy).
+discard their copy). The folder's name and its ``COMPLETE.json`` carry
+:data:`EXAMPLE_VERSION`: when the content changes the version is bumped, so
+a cached copy of an older version is never used (a new folder is built
+beside it; version 2 added the acquisition metadata, frame rate, planes and
+channels, to ``example.h5`` and to the dataset's record of sequence 1).
 
 The uncorrected motion examples (:func:`example_uncorrected`) live in their
 own folders, one per kind of motion, versioned separately so that the
@@ -63,7 +67,8 @@ __all__ = [
 ]
 
 #: Bump when the content of the example changes: a new folder is built.
-EXAMPLE_VERSION = 1
+#: 2: the sequences carry their acquisition metadata (frame rate, planes, channels).
+EXAMPLE_VERSION = 2
 #: Channel names of the example dataset (activity, structural).
 CHANNEL_NAMES = ("GCaMP", "tdTomato")
 
@@ -132,6 +137,14 @@ def example_data() -> str:
       ``t·P·C + p·C + c``) recorded by a moving microscope, 122 × 120 pixels,
       wrapped in ``apply_displacements`` with the true displacements, so it is
       motion corrected and has NaN gaps at the edges.
+
+    ``example.h5`` carries the recording's acquisition metadata (15 Hz, two
+    planes, two channels and their names) as the JSON attribute
+    ``acquisition_metadata`` of its dataset, so
+    ``dataset.acquisition_metadata.frame_rate`` is 15.0; the TIFF file is
+    a plain page stack, so sequence 1's same metadata is set on the sequence
+    and kept in the dataset's ``metadata.json``. The simulation has no
+    physical pixel size, so none is given.
 
     The ground truth is available from :func:`example_ground_truth` and the
     true outlines as ImageJ ROIs from :func:`example_imagej_rois`. Nothing is
@@ -417,21 +430,35 @@ def _build_example(folder: str) -> None:
     s1 = Sequence.create(
         "TIFF", os.path.join(folder, _TIFF), num_planes=z, num_channels=c
     ).apply_displacements(sims[1].displacements, frame_shape=(z, y, x))
+    # The TIFF file is a plain page stack: its metadata is kept in the dataset's metadata.json.
+    s1.acquisition_metadata = _acquisition(sims[1])
     ImagingDataset([s0, s1], os.path.join(folder, _DATASET), channel_names=list(CHANNEL_NAMES))
     marker = {"version": EXAMPLE_VERSION, "files": list(_FILES)}
     with open(os.path.join(folder, _MARKER), "w", encoding="utf-8") as fh:
         json.dump(marker, fh, indent=2)
 
 
+def _acquisition(sim: SimulatedMovie) -> dict[str, Any]:
+    """Return the acquisition metadata of a simulated recording (it has no pixel size)."""
+    _, z, _, _, c = sim.movie.shape
+    return {
+        "frame_rate": float(sim.frame_rate),
+        "n_planes": int(z),
+        "n_channels": int(c),
+        "channel_names": list(CHANNEL_NAMES),
+        "source": "sima_fast simulation",
+    }
+
+
 def _write_files(folder: str, sims: list[SimulatedMovie]) -> None:
     """Write the raw data, the ground truth and the ImageJ ROIs (not the dataset)."""
-    _write_hdf5(os.path.join(folder, _HDF5), sims[0].movie)
+    _write_hdf5(os.path.join(folder, _HDF5), sims[0].movie, _acquisition(sims[0]))
     _write_tiff(os.path.join(folder, _TIFF), sims[1].observed)
     _write_ground_truth(os.path.join(folder, _GROUND_TRUTH), sims)
     _write_imagej_rois(os.path.join(folder, _ROIS), sims[0])
 
 
-def _write_hdf5(path: str, movie: np.ndarray) -> None:
+def _write_hdf5(path: str, movie: np.ndarray, acquisition: dict[str, Any] | None = None) -> None:
     import h5py
 
     with h5py.File(path, "w") as f:
@@ -439,6 +466,8 @@ def _write_hdf5(path: str, movie: np.ndarray) -> None:
         for dim, label in zip(ds.dims, "tzyxc", strict=True):
             dim.label = label
         ds.attrs["channel_names"] = list(CHANNEL_NAMES)
+        if acquisition is not None:  # read back by sima_fast.sequence.metadata
+            ds.attrs["acquisition_metadata"] = json.dumps(acquisition)
 
 
 def _write_tiff(path: str, observed: np.ndarray) -> None:
