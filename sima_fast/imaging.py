@@ -878,7 +878,12 @@ class ImagingDataset:
         -----
         HDF5 files hold a float32 dataset ``imaging`` shaped
         ``(T, Z, Y, X, C)`` with dimension labels t, z, y, x, c and an
-        attribute ``channel_names``. TIFF values are clipped to the type's
+        attribute ``channel_names``, and, when the sequence's acquisition
+        metadata is known, the JSON attribute ``acquisition_metadata`` (read
+        back by ``Sequence.create('HDF5', ...)``). TIFF files with a known
+        frame rate or pixel size are ImageJ stacks carrying the frame interval
+        and the pixel size in µm. A view's values are written (``ds[:, ::2]``
+        has half the frame rate). TIFF values are clipped to the type's
         range and truncated; NaN becomes 0. Memory does not grow with the
         number of frames; a progress bar shows on terminals. All outputs are
         written atomically: a failure leaves none behind.
