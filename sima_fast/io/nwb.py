@@ -1199,7 +1199,13 @@ def _reference_shape(ps: Any) -> tuple[int, int, int] | None:
 
 
 @roi_readers.register("NWB")
-def read_nwb_rois(path: str, label: str | None = None, *, im_shape: Any = None) -> Any:
+def read_nwb_rois(
+    path: str,
+    label: str | None = None,
+    *,
+    im_shape: Any = None,
+    plane_segmentation: str | None = None,
+) -> Any:
     """Read the ROIs of a PlaneSegmentation of an NWB file (format ``'NWB'``).
 
     Parameters
@@ -1208,12 +1214,17 @@ def read_nwb_rois(path: str, label: str | None = None, *, im_shape: Any = None) 
         The NWB file.
     label : str, optional
         The PlaneSegmentation's name (in any processing module's
-        ImageSegmentation). Default: the file's only one, or the one named
-        ``'PlaneSegmentation'``.
+        ImageSegmentation), as for every ROI format. Default: the file's only
+        one, or the one named ``'PlaneSegmentation'``.
     im_shape : tuple of int, optional
         ``(Z, Y, X)`` of the frames, for pixel and voxel masks (default: the
         shape of the series the segmentation refers to, else the extent of
         the pixels).
+    plane_segmentation : str, optional
+        The PlaneSegmentation's name, as pynwb calls it: the same choice as
+        ``label`` (give either, or both when equal). When two processing
+        modules hold PlaneSegmentations of the same name, name one by its
+        path, ``'module/ImageSegmentation/name'``.
 
     Returns
     -------
@@ -1225,10 +1236,13 @@ def read_nwb_rois(path: str, label: str | None = None, *, im_shape: Any = None) 
     Raises
     ------
     KeyError
-        No PlaneSegmentation named ``label`` (the message lists them).
+        No PlaneSegmentation of that name (the message lists them).
     ValueError
-        Several PlaneSegmentations and no ``label``, or a table without
-        masks.
+        Several PlaneSegmentations and none chosen (the message lists them),
+        ``label`` and ``plane_segmentation`` both given and different, or a
+        table without masks.
+    ArgumentTypeError
+        ``label`` or ``plane_segmentation`` is not a str.
     OSError
         Not an NWB file.
     """
@@ -1236,31 +1250,61 @@ def read_nwb_rois(path: str, label: str | None = None, *, im_shape: Any = None) 
 
     from sima_fast.ROI import ROI, ROIList, normalise_im_shape
 
+    for argname, value in (("label", label), ("plane_segmentation", plane_segmentation)):
+        if value is not None and not isinstance(value, str):
+            raise ArgumentTypeError(
+                f"{argname} must be the name of a PlaneSegmentation (a str) or None, got {value!r}"
+            )
+    if label is not None and plane_segmentation is not None and label != plane_segmentation:
+        raise ValueError(
+            f"label={label!r} and plane_segmentation={plane_segmentation!r} name different "
+            "PlaneSegmentations; give one of them"
+        )
+    argname = "plane_segmentation" if plane_segmentation is not None else "label"
+    wanted = plane_segmentation if plane_segmentation is not None else label
+
     io, nwbfile = _open_nwb(os.fspath(path))
     try:
-        found = {}
-        for mod in nwbfile.processing.values():
-            for obj in mod.data_interfaces.values():
+        by_path: dict[str, Any] = {}
+        for mod_name, mod in nwbfile.processing.items():
+            for obj_name, obj in mod.data_interfaces.items():
                 for ps in getattr(obj, "plane_segmentations", {}).values():
                     if isinstance(ps, PlaneSegmentation):
-                        found.setdefault(ps.name, ps)
+                        by_path[f"{mod_name}/{obj_name}/{ps.name}"] = ps
+        by_name: dict[str, list[str]] = {}
+        for where, ps in by_path.items():
+            by_name.setdefault(ps.name, []).append(where)
+        # each PlaneSegmentation by its name, or by its path where names repeat
+        found = {
+            (name if len(paths) == 1 else where): by_path[where]
+            for name, paths in by_name.items()
+            for where in paths
+        }
         if not found:
-            raise KeyError(f"label: {path!r} holds no PlaneSegmentation")
-        if label is None:
+            raise KeyError(f"{argname}: {path!r} holds no PlaneSegmentation")
+        if wanted is None:
             if len(found) == 1:
-                label = next(iter(found))
+                wanted = next(iter(found))
             elif "PlaneSegmentation" in found:
-                label = "PlaneSegmentation"
+                wanted = "PlaneSegmentation"
             else:
                 raise ValueError(
-                    f"label: {path!r} holds {len(found)} PlaneSegmentations {sorted(found)}; "
-                    "name one as label"
+                    f"plane_segmentation: {path!r} holds {len(found)} PlaneSegmentations "
+                    f"{sorted(found)}; name one (plane_segmentation=... or label=...)"
                 )
-        if label not in found:
+        if wanted not in found and wanted in by_path:
+            found[wanted] = by_path[wanted]  # a path where the name alone was enough
+        if wanted not in found:
+            hint = (
+                f" (several are named {wanted!r}: give one's path)"
+                if len(by_name.get(wanted, ())) > 1
+                else ""
+            )
             raise KeyError(
-                f"label: {path!r} has no PlaneSegmentation named {label!r}; "
+                f"{argname}: {path!r} has no PlaneSegmentation named {wanted!r}{hint}; "
                 f"available: {sorted(found)}"
             )
+        label = wanted
         ps = found[label]
         shape = normalise_im_shape(im_shape) if im_shape is not None else _reference_shape(ps)
         cols = ps.colnames
