@@ -209,3 +209,142 @@ def test_same_name_in_two_modules_is_named_by_path(tmp_path):
     a = ROIList.load(path, fmt="NWB", plane_segmentation="ophys/ImageSegmentation/Soma")
     b = ROIList.load(path, fmt="NWB", plane_segmentation="ophys2/ImageSegmentation/Soma")
     assert (len(a), len(b)) == (1, 2)
+
+
+# -- 3. frames of every channel ----------------------------------------------------------
+
+
+def _two_channel_dataset(savedir=None, names=("green", "red")):
+    """Two sequences of a two-channel movie, signals extracted from the second channel."""
+    movie = np.stack([_frames(1), 3 * _frames(4) + 7], axis=-1)[:, None]  # (T, 1, Y, X, 2)
+    seqs = [Sequence.create("ndarray", movie[:14]), Sequence.create("ndarray", movie[14:])]
+    ds = ImagingDataset(seqs, savedir, channel_names=list(names))
+    ds.add_ROIs(_two_rois(), "cells")
+    ds.extract(label="cells", save_summary=False, signal_channel=names[1])
+    return ds, movie
+
+
+def _meta_for_channels(*emissions):
+    meta = {k: v for k, v in META.items() if k != "imaging_plane"}
+    plane = {k: v for k, v in META["imaging_plane"].items() if k != "optical_channel"}
+    plane["optical_channel"] = [
+        {"name": f"Channel{i}", "emission_lambda": e} for i, e in enumerate(emissions)
+    ]
+    return {**meta, "imaging_plane": plane}
+
+
+def test_every_channel_gets_its_series_and_plane(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMA_FAST_CACHE", str(tmp_path / "cache"))
+    ds, movie = _two_channel_dataset(str(tmp_path / "two.sima"))
+    out = tmp_path / "two.nwb"
+    verdict = ds.export_nwb(
+        out, metadata=_meta_for_channels(525.0, 600.0), frames=True, channel="red", inspect=True
+    )
+    assert verdict.ok, [str(m) for m in verdict.failing()]
+    from sima_fast.io.nwb import inspect_nwb
+
+    dandi = inspect_nwb(out, config="dandi")
+    assert dandi.ok, [str(m) for m in dandi.failing()]
+    with pynwb.NWBHDF5IO(str(out), "r") as io:
+        f = io.read()
+        assert sorted(f.acquisition) == [
+            "TwoPhotonSeries000_green",
+            "TwoPhotonSeries000_red",
+            "TwoPhotonSeries001_green",
+            "TwoPhotonSeries001_red",
+        ]
+        assert sorted(f.imaging_planes) == ["ImagingPlane_green", "ImagingPlane_red"]
+        for c, (name, emission) in enumerate((("green", 525.0), ("red", 600.0))):
+            plane = f.imaging_planes[f"ImagingPlane_{name}"]
+            (optical,) = plane.optical_channel
+            assert (optical.name, optical.emission_lambda) == (f"Channel{c}", emission)
+            for k, (lo, hi) in enumerate(((0, 14), (14, T))):
+                ts = f.acquisition[f"TwoPhotonSeries{k:03d}_{name}"]
+                assert ts.imaging_plane is plane
+                assert ts.starting_time == pytest.approx(lo / 15.0)
+                np.testing.assert_array_equal(
+                    ts.data[:], movie[lo:hi, 0, :, :, c].transpose(0, 2, 1)
+                )
+        ps = f.processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]
+        assert ps.imaging_plane.name == "ImagingPlane_red"
+        assert ps.reference_images[0].name == "TwoPhotonSeries000_red"
+        raw = f.processing["ophys"]["Fluorescence"]["RoiResponseSeries"].data[:]
+        np.testing.assert_allclose(raw.T, np.concatenate(ds.signals("red")["cells"]["raw"], 1))
+    # the reader picks each channel's series by name
+    red = Sequence.create("NWB", out, series="TwoPhotonSeries001_red")
+    np.testing.assert_array_equal(np.asarray(red)[..., 0], movie[14:, ..., 1])
+    with pytest.raises(ValueError, match="TwoPhotonSeries000_green"):
+        Sequence.create("NWB", out)
+
+
+def test_one_sequence_names_and_odd_channel_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMA_FAST_CACHE", str(tmp_path / "cache"))
+    ds, _ = _two_channel_dataset(names=("GCaMP 6f", "td/Tomato"))
+    one = ImagingDataset([ds.sequences[0]], None, channel_names=ds.channel_names)
+    out = one.export_nwb(
+        tmp_path / "one.nwb", metadata=_meta_for_channels(510.0, 580.0), frames=True
+    )
+    with pynwb.NWBHDF5IO(out, "r") as io:
+        f = io.read()
+        assert sorted(f.acquisition) == ["TwoPhotonSeries_GCaMP_6f", "TwoPhotonSeries_td_Tomato"]
+        ts = f.acquisition["TwoPhotonSeries_td_Tomato"]
+        assert "'td/Tomato'" in ts.description and "'td/Tomato'" in ts.imaging_plane.description
+    # names that collide once cleaned are numbered instead
+    same = ImagingDataset([ds.sequences[0]], None, channel_names=["a b", "a/b"])
+    out = same.export_nwb(
+        tmp_path / "same.nwb", metadata=_meta_for_channels(510.0, 580.0), frames=True
+    )
+    with pynwb.NWBHDF5IO(out, "r") as io:
+        assert sorted(io.read().acquisition) == ["TwoPhotonSeries_ch0", "TwoPhotonSeries_ch1"]
+
+
+def test_several_channels_need_an_optical_channel_each(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMA_FAST_CACHE", str(tmp_path / "cache"))
+    from sima_fast.io.nwb import NWBMetadataError
+
+    ds, _ = _two_channel_dataset()
+    out = tmp_path / "x.nwb"
+    # one mapping describes the exported channel only: the other one is named as missing
+    with pytest.raises(NWBMetadataError, match="one TwoPhotonSeries each") as err:
+        ds.export_nwb(out, metadata=META, frames=True)
+    assert err.value.missing == ["imaging_plane.optical_channel[1].emission_lambda"]
+    with pytest.raises(NWBMetadataError) as err:
+        ds.export_nwb(out, metadata=META, frames=True, channel="red")
+    assert err.value.missing == ["imaging_plane.optical_channel[0].emission_lambda"]
+    three = _meta_for_channels(510.0, 580.0, 620.0)
+    with pytest.raises(NWBMetadataError, match=r"3 optical channels .* 2 channels"):
+        ds.export_nwb(out, metadata=three, frames=True)
+    gap = _meta_for_channels(510.0, 580.0)
+    del gap["imaging_plane"]["optical_channel"][0]["emission_lambda"]
+    with pytest.raises(NWBMetadataError) as err:
+        ds.export_nwb(out, metadata=gap, frames=True)
+    assert err.value.missing == ["imaging_plane.optical_channel[0].emission_lambda"]
+    bad = _meta_for_channels(510.0, "far red")
+    with pytest.raises(ArgumentTypeError, match=r"optical_channel\[1\]\.emission_lambda"):
+        ds.export_nwb(out, metadata=bad, frames=True)
+    with pytest.raises(ArgumentTypeError, match="optical_channel"):
+        ds.export_nwb(out, metadata={**META, "imaging_plane": {"optical_channel": [1]}})
+    assert not out.exists()
+
+
+def test_without_frames_one_plane_as_before(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMA_FAST_CACHE", str(tmp_path / "cache"))
+    ds, _ = _two_channel_dataset()
+    # a mapping is enough when no frames are written
+    ds.export_nwb(tmp_path / "a.nwb", metadata=META, channel="red")
+    # a list: the exported channel's entry describes the single imaging plane
+    out = ds.export_nwb(
+        tmp_path / "b.nwb", metadata=_meta_for_channels(525.0, 600.0), channel="red"
+    )
+    with pynwb.NWBHDF5IO(out, "r") as io:
+        f = io.read()
+        assert list(f.imaging_planes) == ["ImagingPlane"] and not f.acquisition
+        (optical,) = f.imaging_planes["ImagingPlane"].optical_channel
+        assert optical.emission_lambda == 600.0
+    gap = _meta_for_channels(525.0, 600.0)
+    del gap["imaging_plane"]["optical_channel"][1]["emission_lambda"]
+    from sima_fast.io.nwb import NWBMetadataError
+
+    with pytest.raises(NWBMetadataError) as err:
+        ds.export_nwb(tmp_path / "c.nwb", metadata=gap, channel="red")
+    assert err.value.missing == ["imaging_plane.optical_channel[1].emission_lambda"]

@@ -94,6 +94,8 @@ _FIELDS: dict[str, tuple[bool, str]] = {
     "imaging_plane.optical_channel.emission_lambda": (True, "real"),
 }
 _SECTIONS = ("subject", "device", "imaging_plane", "imaging_plane.optical_channel")
+# the section that may also be a list, one mapping per channel of the dataset
+_OPTICAL = "imaging_plane.optical_channel"
 
 # signals-record key -> (container, series name, description, unit)
 _TRACES = (
@@ -319,7 +321,15 @@ def load_nwb_metadata(source: Any) -> dict[str, Any]:
     def walk(node: dict, prefix: str) -> None:
         for key, value in node.items():
             name = f"{prefix}{key}"
-            if name in _SECTIONS:
+            if name == _OPTICAL and isinstance(value, list):
+                if not value or not all(isinstance(v, dict) for v in value):
+                    raise ArgumentTypeError(
+                        f"{where}: {name} must be a mapping of fields or a non-empty list of "
+                        f"them (one per channel), got {value!r}"
+                    )
+                for entry in value:
+                    walk(entry, f"{name}.")
+            elif name in _SECTIONS:
                 if not isinstance(value, dict):
                     raise ArgumentTypeError(
                         f"{where}: {name} must be a mapping of fields, got {type(value).__name__}"
@@ -338,7 +348,24 @@ def load_nwb_metadata(source: Any) -> dict[str, Any]:
         value = _get(data, name)
         if value is not None:
             _set(data, name, _convert(value, kind, f"{where}: {name}"))
+    channels = _get(data, _OPTICAL)
+    if isinstance(channels, list):
+        for i, entry in enumerate(channels):
+            for field, kind in _optical_fields().items():
+                if entry.get(field) is not None:
+                    name = f"{where}: {_OPTICAL}[{i}].{field}"
+                    entry[field] = _convert(entry[field], kind, name)
     return data
+
+
+def _optical_fields(required: bool = False) -> dict[str, str]:
+    """Map the fields of an optical channel (only the required ones) to their kinds."""
+    prefix = _OPTICAL + "."
+    return {
+        name[len(prefix) :]: kind
+        for name, (req, kind) in _FIELDS.items()
+        if name.startswith(prefix) and (req or not required)
+    }
 
 
 def _json_default(value: Any) -> Any:
@@ -405,9 +432,36 @@ def _convert(value: Any, kind: str, name: str) -> Any:
     raise ValueError(f"unknown metadata kind {kind!r}")  # pragma: no cover
 
 
-def _complete_metadata(metadata: dict[str, Any], dataset: Any, channel: int) -> dict[str, Any]:
-    """Fill defaults (identifier, names, rate from acquisition metadata); name every gap."""
+def _complete_metadata(
+    metadata: dict[str, Any], dataset: Any, channel: int, per_channel: bool = False
+) -> dict[str, Any]:
+    """Fill defaults (identifier, names, rate from acquisition metadata); name every gap.
+
+    Returns
+    -------
+    dict
+        The completed metadata. With ``per_channel`` (frames of several
+        channels) ``imaging_plane.optical_channel`` is a list of one mapping
+        per channel; otherwise a mapping, that of ``channel`` when a list
+        was given.
+    """
     meta = json.loads(json.dumps(metadata))
+    names = list(dataset.channel_names)
+    optical = _get(meta, _OPTICAL)
+    if isinstance(optical, list) and len(optical) != len(names):
+        raise NWBMetadataError(
+            f"metadata: {_OPTICAL} lists {len(optical)} optical channels but the dataset has "
+            f"{len(names)} channels {names}; give one mapping per channel, in that order",
+            [_OPTICAL],
+        )
+    if per_channel:
+        if isinstance(optical, list):
+            entries = [dict(e) for e in optical]
+        else:  # a mapping describes the exported channel; the others are missing
+            entries = [{} for _ in names]
+            entries[channel] = dict(optical or {})
+    else:
+        entries = [dict((optical[channel] if isinstance(optical, list) else optical) or {})]
     acq = getattr(dataset, "acquisition_metadata", None)
     rate = getattr(acq, "frame_rate", None)
     if _get(meta, "imaging_plane.imaging_rate") is None and rate:
@@ -425,11 +479,28 @@ def _complete_metadata(metadata: dict[str, Any], dataset: Any, channel: int) -> 
             grid.append(float(dz) * 1e-6)
         _set(meta, "imaging_plane.grid_spacing", grid)
         _set(meta, "imaging_plane.grid_spacing_unit", "meters")
-    missing = [name for name, (req, _) in _FIELDS.items() if req and _get(meta, name) is None]
+    missing = [
+        name
+        for name, (req, _) in _FIELDS.items()
+        if req and not name.startswith(_OPTICAL + ".") and _get(meta, name) is None
+    ]
+    for i, entry in enumerate(entries):
+        if per_channel or isinstance(optical, list):
+            where = f"{_OPTICAL}[{i if per_channel else channel}]"
+        else:
+            where = _OPTICAL
+        missing += [f"{where}.{f}" for f in _optical_fields(True) if entry.get(f) is None]
     if missing:
+        several = (
+            f". The frames of the {len(names)} channels {names} are written as one "
+            f"TwoPhotonSeries each, so {_OPTICAL} is a list of one mapping per channel"
+            if per_channel
+            else ""
+        )
         raise NWBMetadataError(
             "missing required NWB metadata: "
             + ", ".join(missing)
+            + several
             + ". Pass them as metadata={...} (nested dicts: subject, imaging_plane, "
             "imaging_plane.optical_channel) or in a YAML/JSON file (metadata='session.yaml', "
             "sima-fast export-nwb --metadata FILE); see docs/nwb.md for an example",
@@ -451,16 +522,11 @@ def _complete_metadata(metadata: dict[str, Any], dataset: Any, channel: int) -> 
         or f"imaging plane of {'a volume of ' if dataset.frame_shape[0] > 1 else ''}"
         f"{dataset.frame_shape[1]} x {dataset.frame_shape[2]} pixels",
     )
-    _set(
-        meta,
-        "imaging_plane.optical_channel.name",
-        _get(meta, "imaging_plane.optical_channel.name") or "OpticalChannel",
-    )
-    _set(
-        meta,
-        "imaging_plane.optical_channel.description",
-        _get(meta, "imaging_plane.optical_channel.description") or f"channel {name!r}",
-    )
+    for k, entry in enumerate(entries):
+        which = names[k] if per_channel else name
+        entry["name"] = entry.get("name") or "OpticalChannel"
+        entry["description"] = entry.get("description") or f"channel {which!r}"
+    meta["imaging_plane"]["optical_channel"] = entries if per_channel else entries[0]
     starts = meta.get("sequence_starting_times")
     if starts is not None and len(starts) != dataset.num_sequences:
         raise NWBMetadataError(
@@ -539,6 +605,29 @@ def _frame_iterator(
                     yield np.ascontiguousarray(frame[0].T, dtype=dtype)
                 else:
                     yield np.ascontiguousarray(frame.transpose(2, 1, 0), dtype=dtype)
+
+
+def _channel_suffixes(names: list) -> list[str]:
+    """Name each channel within NWB object names (``TwoPhotonSeries_<suffix>``).
+
+    Parameters
+    ----------
+    names : list
+        The dataset's channel names.
+
+    Returns
+    -------
+    list of str
+        The names with every run of characters other than letters, digits,
+        ``_``, ``-`` and ``.`` replaced by ``_``; ``ch0``, ``ch1``, ... for
+        all when one would be empty or two would be equal.
+    """
+    import re
+
+    out = [re.sub(r"[^A-Za-z0-9_.-]+", "_", str(n)).strip("_") for n in names]
+    if not all(out) or len(set(out)) != len(out):
+        out = [f"ch{i}" for i in range(len(names))]
+    return out
 
 
 def _linked_frames(seq: Any, out_dir: str, index: int) -> dict[str, Any]:
@@ -678,7 +767,9 @@ def export_nwb(
     chan = resolve_channel(channel, dataset.channel_names, "channel")
     if metadata is None:
         metadata = {}
-    meta = _complete_metadata(load_nwb_metadata(metadata), dataset, chan)
+    channel_names = list(dataset.channel_names)
+    per_channel = frames is True and len(channel_names) > 1
+    meta = _complete_metadata(load_nwb_metadata(metadata), dataset, chan, per_channel)
     if os.path.isdir(path):
         raise IsADirectoryError(f"path: {path!r} is a directory; give a .nwb file name")
     if os.path.lexists(path) and not overwrite:
@@ -750,10 +841,22 @@ def export_nwb(
     )
     device = nwbfile.create_device(**meta["device"])
     plane_meta = dict(meta["imaging_plane"])
-    optical = OpticalChannel(**plane_meta.pop("optical_channel"))
-    imaging_plane = nwbfile.create_imaging_plane(
-        optical_channel=optical, device=device, **plane_meta
-    )
+    optical = plane_meta.pop("optical_channel")
+    # one imaging plane per channel when the frames of several are written (each with its
+    # own optical channel, as a TwoPhotonSeries refers to a plane, not to a channel)
+    suffixes = _channel_suffixes(channel_names) if per_channel else [""]
+    planes = []
+    for c, entry in enumerate(optical if per_channel else [optical]):
+        this = dict(plane_meta)
+        if per_channel:
+            this["name"] = f"{plane_meta['name']}_{suffixes[c]}"
+            this["description"] = f"{plane_meta['description']}, channel {channel_names[c]!r}"
+        planes.append(
+            nwbfile.create_imaging_plane(
+                optical_channel=OpticalChannel(**entry), device=device, **this
+            )
+        )
+    imaging_plane = planes[chan] if per_channel else planes[0]
 
     # -- frames --------------------------------------------------------------------
     series_names = (
@@ -764,15 +867,19 @@ def export_nwb(
     opened: list = []
     reference = None
     if frames:
-        for k, seq in enumerate(dataset.sequences):
+        for k, c, seq in (
+            (k, c, seq)
+            for k, seq in enumerate(dataset.sequences)
+            for c in (range(len(channel_names)) if per_channel else [chan])
+        ):
             common = {
-                "name": series_names[k],
-                "imaging_plane": imaging_plane,
+                "name": f"{series_names[k]}_{suffixes[c]}" if per_channel else series_names[k],
+                "imaging_plane": planes[c] if per_channel else imaging_plane,
                 "rate": rate,
                 "starting_time": float(starts[k]),
                 "unit": "n.a.",
                 "description": f"sequence {k} of the dataset, channel "
-                f"{dataset.channel_names[chan]!r}: {seq.describe()}",
+                f"{channel_names[c]!r}: {seq.describe()}",
             }
             if frames == "link":
                 link = _linked_frames(seq, out_dir, k)
@@ -799,7 +906,7 @@ def export_nwb(
                 chunk = int(max(1, min(len(seq), _CHUNK_BYTES // frame_bytes)))
                 shape = (len(seq), X, Y) if Z == 1 else (len(seq), X, Y, Z)
                 iterator = hdmf_data.DataChunkIterator(
-                    data=_frame_iterator([seq], chan, dtype, chunk),
+                    data=_frame_iterator([seq], c, dtype, chunk),
                     maxshape=shape,
                     dtype=dtype,
                     buffer_size=chunk,
@@ -810,7 +917,8 @@ def export_nwb(
                     **common,
                 )
             nwbfile.add_acquisition(ts)
-            if ts.external_file is None:  # an external series has no frames to compare masks to
+            # an external series has no frames to compare masks to
+            if ts.external_file is None and c == chan:
                 reference = reference or ts
 
     # -- processing: ROIs, traces, images ------------------------------------------
