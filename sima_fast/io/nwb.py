@@ -9,7 +9,7 @@ functions, so registering its formats costs nothing. It provides:
   and ``sima-fast export-nwb``: the standard optical-physiology layout
   (docs/nwb.md);
 * the ROI reader ``'NWB'`` (:func:`read_nwb_rois`, for ``ROIList.load(path,
-  label=<PlaneSegmentation name>, fmt='NWB')``);
+  fmt='NWB', plane_segmentation=<PlaneSegmentation name>)``);
 * :func:`locate_two_photon_series`, which the ``'NWB'`` sequence
   (:class:`sima_fast.sequence.nwb.NWBSequence`) uses to find a
   ``TwoPhotonSeries`` in a file;
@@ -263,7 +263,8 @@ def load_nwb_metadata(source: Any) -> dict[str, Any]:
         ``session_start_time`` (timezone-aware), ``identifier``,
         ``experimenter``, ``lab``, ``institution``, ``subject``
         (``subject_id``, ``species``, ``sex``, ``age``, ...), ``device``
-        and ``imaging_plane`` (with ``optical_channel``).
+        and ``imaging_plane`` (with ``optical_channel``, a mapping or a
+        list of them, one per channel of the dataset).
 
     Returns
     -------
@@ -697,12 +698,18 @@ def export_nwb(
         extraction of ``channel`` and its ROIs; without one, the most recent
         ROI set).
     channel : int or str, optional
-        The channel whose frames, signals and images are written. Default: 0.
+        The channel whose signals and images are written (and whose imaging
+        plane the ROIs refer to). Default: 0.
     frames : {False, True, 'link'}, optional
         Also write the frames as a ``TwoPhotonSeries`` per sequence: copied
-        in compressed chunks (True), or referring to the sequence's own file
-        (``'link'``: ``external_file`` for TIFF, an HDF5 link for HDF5
-        datasets stored ``'txy'``). Default: False.
+        in compressed chunks (True; with several channels, one series per
+        sequence and channel, ``TwoPhotonSeries_<channel>`` or
+        ``TwoPhotonSeries000_<channel>``, each on its channel's imaging plane
+        ``ImagingPlane_<channel>``, and the metadata's
+        ``imaging_plane.optical_channel`` a list, one per channel), or
+        referring to the sequence's own file (``'link'``: ``external_file``
+        for TIFF, an HDF5 link for HDF5 datasets stored ``'txy'``).
+        Default: False.
     spikes : bool, optional
         Write the inferred spikes, fits and inference parameters when
         present. Default: True.
