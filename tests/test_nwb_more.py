@@ -348,3 +348,12 @@ def test_without_frames_one_plane_as_before(tmp_path, monkeypatch):
     with pytest.raises(NWBMetadataError) as err:
         ds.export_nwb(tmp_path / "c.nwb", metadata=gap, channel="red")
     assert err.value.missing == ["imaging_plane.optical_channel[1].emission_lambda"]
+
+
+def test_data_files_of_a_vanished_file_still_name_it(linked):
+    import pickle
+
+    _, nwb, _ = linked
+    again = pickle.loads(pickle.dumps(Sequence.create("NWB", nwb)))  # reopens on demand
+    os.remove(nwb)
+    assert again.data_files() == [os.path.abspath(nwb)]

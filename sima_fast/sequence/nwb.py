@@ -86,14 +86,16 @@ class NWBSequence(HDF5Sequence, format="NWB"):
             Absolute paths, sorted, without repetitions.
         """
         files = {self._path}
-        self._ds()  # (re)opens the NWB file as self._file
-        node = self._file["/"]
-        parts = [p for p in self._group.split("/") if p] + [self._key]
-        for part in parts:
-            node = node[part]
-            files.add(os.path.abspath(node.file.filename))
-        if getattr(node, "is_virtual", False):
-            files.update(_virtual_source_files(node))
+        try:
+            self._ds()  # (re)opens the NWB file as self._file
+            node = self._file["/"]
+            for part in [p for p in self._group.split("/") if p] + [self._key]:
+                node = node[part]
+                files.add(os.path.abspath(node.file.filename))
+            if getattr(node, "is_virtual", False):
+                files.update(_virtual_source_files(node))
+        except (OSError, KeyError):  # the file is gone or changed: reading will say so
+            pass
         return sorted(files)
 
     @property
