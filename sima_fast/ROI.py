@@ -1055,8 +1055,10 @@ class ROIList(list):
         **options
             Keyword options of the format's reader, passed on to it: for
             ``'suite2p'``, ``plane`` and ``iscell`` (see
-            :func:`sima_fast.io.suite2p.read_suite2p`). A reader that takes
-            no such option raises ``TypeError``.
+            :func:`sima_fast.io.suite2p.read_suite2p`); for ``'NWB'``,
+            ``plane_segmentation``, the table's name (the same choice as
+            ``label``; see :func:`sima_fast.io.nwb.read_nwb_rois`). A reader
+            that takes no such option raises ``TypeError``.
 
         Returns
         -------

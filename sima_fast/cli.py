@@ -1424,7 +1424,8 @@ def _add_export_nwb(sub: Any) -> None:
         cmd,
         """\
 Write the ROIs, traces, spikes and time projections of one channel (and optionally
-its frames) as a Neurodata Without Borders file, then check it with nwbinspector.
+the frames of every channel) as a Neurodata Without Borders file, then check it with
+nwbinspector.
 The metadata file (YAML or JSON) gives the session, subject and imaging plane;
 docs/nwb.md has an example. Needs the nwb extra: pip install "sima_fast[nwb]".""",
         """
@@ -1435,7 +1436,9 @@ docs/nwb.md has an example. Needs the nwb extra: pip install "sima_fast[nwb]".""
     cmd.add_argument("out", metavar="OUT.nwb", help="the NWB file to write")
     cmd.add_argument("--metadata", metavar="FILE", required=True, help="YAML or JSON metadata")
     group = cmd.add_mutually_exclusive_group()
-    group.add_argument("--frames", action="store_true", help="copy the frames (compressed)")
+    group.add_argument(
+        "--frames", action="store_true", help="copy the frames, every channel (compressed)"
+    )
     group.add_argument(
         "--link-frames", action="store_true", help="link to the frames' TIFF or HDF5 files"
     )

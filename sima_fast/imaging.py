@@ -1584,11 +1584,11 @@ class ImagingDataset:
         signals_label : str, optional
             The extraction to write (default: the most recent of ``channel``).
         channel : int or str, optional
-            The channel written. Default: 0.
+            The channel whose signals and images are written. Default: 0.
         frames : {False, True, 'link'}, optional
-            Write the frames: copied in compressed chunks (True), or linked
-            to the sequences' own TIFF or HDF5 files (``'link'``). Default:
-            False.
+            Write the frames: copied in compressed chunks (True; every
+            channel, one series each, see docs/nwb.md), or linked to the
+            sequences' own TIFF or HDF5 files (``'link'``). Default: False.
         spikes : bool, optional
             Write the inferred spikes and their parameters when present.
         projections : bool, optional

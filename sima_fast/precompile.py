@@ -25,7 +25,8 @@ def warmup(dtypes: Iterable[str] = DTYPES, verbose: bool = False, motion: bool =
 
     Runs projections, gap filling, extraction and spike inference on a tiny
     in-memory dataset of each input dtype, and (with ``motion``) rigid,
-    non-rigid and row-wise (HMM) motion estimation and the corrected views,
+    non-rigid and row-wise (HMM) motion estimation of planes and volumes
+    (:class:`~sima_fast.motion.HiddenMarkov3D`) and the corrected views,
     so that a later call on real data starts at full speed. Nothing is
     written to disk except numba's cache. The per-frame API compiles its own
     kernels in :meth:`sima_fast.online.OnlineExtractor.warmup` (and
@@ -82,6 +83,7 @@ def warmup(dtypes: Iterable[str] = DTYPES, verbose: bool = False, motion: bool =
         seq.fill_gaps().read_chunk(0, len(seq))
         if motion:
             _warm_motion(rng, dtype)
+            _warm_motion3d(rng, dtype)
         if verbose:
             print(f"warmup: {name} kernels ready in {time.perf_counter() - t0:.1f} s")
         del signals
@@ -115,3 +117,27 @@ def _warm_motion(rng: np.random.Generator, dtype: np.dtype) -> None:
             grow = np.ceil(np.max(np.abs(shifts.reshape(-1, 2)), axis=0)).astype(int) + 1
             view = strategy.corrected_sequence(seq, shifts, (1, 64 + grow[0], 64 + grow[1]))
             view.read_chunk(0, len(view))
+
+
+def _warm_motion3d(rng: np.random.Generator, dtype: np.dtype) -> None:
+    """Estimate and apply volume HMM motion (the 3-D kernels) on a tiny moving volume."""
+    import warnings
+
+    from scipy import ndimage
+
+    from sima_fast.motion import HiddenMarkov3D
+    from sima_fast.sequence import Sequence
+
+    scene = ndimage.gaussian_filter(rng.uniform(0, 100, size=(6, 22, 22)), 1.0) + 20
+    frames = np.empty((6, 4, 18, 18, 1), dtype=dtype)
+    for t in range(len(frames)):
+        dz, dy, dx = t % 2, int(rng.integers(0, 3)), int(rng.integers(0, 3))
+        frames[t, :, :, :, 0] = scene[dz : dz + 4, dy : dy + 18, dx : dx + 18].astype(dtype)
+    seq = Sequence.create("ndarray", frames)
+    strategy = HiddenMarkov3D(max_displacement=(2, 4, 4), verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        shifts = strategy.estimate([seq])[0]
+        grow = np.ceil(np.max(np.abs(shifts.reshape(-1, 3)), axis=0)).astype(int) + 1
+        view = strategy.corrected_sequence(seq, shifts, (4 + grow[0], 18 + grow[1], 18 + grow[2]))
+        view.read_chunk(0, len(view))

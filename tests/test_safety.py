@@ -115,6 +115,26 @@ def test_warnings_point_at_the_callers_line():
 
 
 def test_warmup_compiles_without_writing_datasets(tmp_path, monkeypatch):
+    from sima_fast.kernels import hmm as hmm_kernels
+
+    calls = []
+
+    def spy(name):
+        real = getattr(hmm_kernels, name)
+
+        def call(*args):
+            calls.append(name)
+            return real(*args)
+
+        return call
+
+    # the volume HMM (HiddenMarkov3D) kernels are run too, not left to the first real use
+    for name in ("beam_viterbi3d", "accumulate_rows3d"):
+        monkeypatch.setattr(hmm_kernels, name, spy(name))
     monkeypatch.chdir(tmp_path)
     assert sima.warmup(dtypes=["float32"]) >= 0
     assert os.listdir(tmp_path) == []
+    assert {"beam_viterbi3d", "accumulate_rows3d"} <= set(calls)
+    calls.clear()
+    sima.warmup(dtypes=["float32"], motion=False)
+    assert calls == []

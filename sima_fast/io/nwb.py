@@ -9,7 +9,7 @@ functions, so registering its formats costs nothing. It provides:
   and ``sima-fast export-nwb``: the standard optical-physiology layout
   (docs/nwb.md);
 * the ROI reader ``'NWB'`` (:func:`read_nwb_rois`, for ``ROIList.load(path,
-  label=<PlaneSegmentation name>, fmt='NWB')``);
+  fmt='NWB', plane_segmentation=<PlaneSegmentation name>)``);
 * :func:`locate_two_photon_series`, which the ``'NWB'`` sequence
   (:class:`sima_fast.sequence.nwb.NWBSequence`) uses to find a
   ``TwoPhotonSeries`` in a file;
@@ -94,6 +94,8 @@ _FIELDS: dict[str, tuple[bool, str]] = {
     "imaging_plane.optical_channel.emission_lambda": (True, "real"),
 }
 _SECTIONS = ("subject", "device", "imaging_plane", "imaging_plane.optical_channel")
+# the section that may also be a list, one mapping per channel of the dataset
+_OPTICAL = "imaging_plane.optical_channel"
 
 # signals-record key -> (container, series name, description, unit)
 _TRACES = (
@@ -261,7 +263,8 @@ def load_nwb_metadata(source: Any) -> dict[str, Any]:
         ``session_start_time`` (timezone-aware), ``identifier``,
         ``experimenter``, ``lab``, ``institution``, ``subject``
         (``subject_id``, ``species``, ``sex``, ``age``, ...), ``device``
-        and ``imaging_plane`` (with ``optical_channel``).
+        and ``imaging_plane`` (with ``optical_channel``, a mapping or a
+        list of them, one per channel of the dataset).
 
     Returns
     -------
@@ -319,7 +322,15 @@ def load_nwb_metadata(source: Any) -> dict[str, Any]:
     def walk(node: dict, prefix: str) -> None:
         for key, value in node.items():
             name = f"{prefix}{key}"
-            if name in _SECTIONS:
+            if name == _OPTICAL and isinstance(value, list):
+                if not value or not all(isinstance(v, dict) for v in value):
+                    raise ArgumentTypeError(
+                        f"{where}: {name} must be a mapping of fields or a non-empty list of "
+                        f"them (one per channel), got {value!r}"
+                    )
+                for entry in value:
+                    walk(entry, f"{name}.")
+            elif name in _SECTIONS:
                 if not isinstance(value, dict):
                     raise ArgumentTypeError(
                         f"{where}: {name} must be a mapping of fields, got {type(value).__name__}"
@@ -338,7 +349,24 @@ def load_nwb_metadata(source: Any) -> dict[str, Any]:
         value = _get(data, name)
         if value is not None:
             _set(data, name, _convert(value, kind, f"{where}: {name}"))
+    channels = _get(data, _OPTICAL)
+    if isinstance(channels, list):
+        for i, entry in enumerate(channels):
+            for field, kind in _optical_fields().items():
+                if entry.get(field) is not None:
+                    name = f"{where}: {_OPTICAL}[{i}].{field}"
+                    entry[field] = _convert(entry[field], kind, name)
     return data
+
+
+def _optical_fields(required: bool = False) -> dict[str, str]:
+    """Map the fields of an optical channel (only the required ones) to their kinds."""
+    prefix = _OPTICAL + "."
+    return {
+        name[len(prefix) :]: kind
+        for name, (req, kind) in _FIELDS.items()
+        if name.startswith(prefix) and (req or not required)
+    }
 
 
 def _json_default(value: Any) -> Any:
@@ -405,9 +433,36 @@ def _convert(value: Any, kind: str, name: str) -> Any:
     raise ValueError(f"unknown metadata kind {kind!r}")  # pragma: no cover
 
 
-def _complete_metadata(metadata: dict[str, Any], dataset: Any, channel: int) -> dict[str, Any]:
-    """Fill defaults (identifier, names, rate from acquisition metadata); name every gap."""
+def _complete_metadata(
+    metadata: dict[str, Any], dataset: Any, channel: int, per_channel: bool = False
+) -> dict[str, Any]:
+    """Fill defaults (identifier, names, rate from acquisition metadata); name every gap.
+
+    Returns
+    -------
+    dict
+        The completed metadata. With ``per_channel`` (frames of several
+        channels) ``imaging_plane.optical_channel`` is a list of one mapping
+        per channel; otherwise a mapping, that of ``channel`` when a list
+        was given.
+    """
     meta = json.loads(json.dumps(metadata))
+    names = list(dataset.channel_names)
+    optical = _get(meta, _OPTICAL)
+    if isinstance(optical, list) and len(optical) != len(names):
+        raise NWBMetadataError(
+            f"metadata: {_OPTICAL} lists {len(optical)} optical channels but the dataset has "
+            f"{len(names)} channels {names}; give one mapping per channel, in that order",
+            [_OPTICAL],
+        )
+    if per_channel:
+        if isinstance(optical, list):
+            entries = [dict(e) for e in optical]
+        else:  # a mapping describes the exported channel; the others are missing
+            entries = [{} for _ in names]
+            entries[channel] = dict(optical or {})
+    else:
+        entries = [dict((optical[channel] if isinstance(optical, list) else optical) or {})]
     acq = getattr(dataset, "acquisition_metadata", None)
     rate = getattr(acq, "frame_rate", None)
     if _get(meta, "imaging_plane.imaging_rate") is None and rate:
@@ -425,11 +480,28 @@ def _complete_metadata(metadata: dict[str, Any], dataset: Any, channel: int) -> 
             grid.append(float(dz) * 1e-6)
         _set(meta, "imaging_plane.grid_spacing", grid)
         _set(meta, "imaging_plane.grid_spacing_unit", "meters")
-    missing = [name for name, (req, _) in _FIELDS.items() if req and _get(meta, name) is None]
+    missing = [
+        name
+        for name, (req, _) in _FIELDS.items()
+        if req and not name.startswith(_OPTICAL + ".") and _get(meta, name) is None
+    ]
+    for i, entry in enumerate(entries):
+        if per_channel or isinstance(optical, list):
+            where = f"{_OPTICAL}[{i if per_channel else channel}]"
+        else:
+            where = _OPTICAL
+        missing += [f"{where}.{f}" for f in _optical_fields(True) if entry.get(f) is None]
     if missing:
+        several = (
+            f". The frames of the {len(names)} channels {names} are written as one "
+            f"TwoPhotonSeries each, so {_OPTICAL} is a list of one mapping per channel"
+            if per_channel
+            else ""
+        )
         raise NWBMetadataError(
             "missing required NWB metadata: "
             + ", ".join(missing)
+            + several
             + ". Pass them as metadata={...} (nested dicts: subject, imaging_plane, "
             "imaging_plane.optical_channel) or in a YAML/JSON file (metadata='session.yaml', "
             "sima-fast export-nwb --metadata FILE); see docs/nwb.md for an example",
@@ -451,16 +523,11 @@ def _complete_metadata(metadata: dict[str, Any], dataset: Any, channel: int) -> 
         or f"imaging plane of {'a volume of ' if dataset.frame_shape[0] > 1 else ''}"
         f"{dataset.frame_shape[1]} x {dataset.frame_shape[2]} pixels",
     )
-    _set(
-        meta,
-        "imaging_plane.optical_channel.name",
-        _get(meta, "imaging_plane.optical_channel.name") or "OpticalChannel",
-    )
-    _set(
-        meta,
-        "imaging_plane.optical_channel.description",
-        _get(meta, "imaging_plane.optical_channel.description") or f"channel {name!r}",
-    )
+    for k, entry in enumerate(entries):
+        which = names[k] if per_channel else name
+        entry["name"] = entry.get("name") or "OpticalChannel"
+        entry["description"] = entry.get("description") or f"channel {which!r}"
+    meta["imaging_plane"]["optical_channel"] = entries if per_channel else entries[0]
     starts = meta.get("sequence_starting_times")
     if starts is not None and len(starts) != dataset.num_sequences:
         raise NWBMetadataError(
@@ -541,6 +608,29 @@ def _frame_iterator(
                     yield np.ascontiguousarray(frame.transpose(2, 1, 0), dtype=dtype)
 
 
+def _channel_suffixes(names: list) -> list[str]:
+    """Name each channel within NWB object names (``TwoPhotonSeries_<suffix>``).
+
+    Parameters
+    ----------
+    names : list
+        The dataset's channel names.
+
+    Returns
+    -------
+    list of str
+        The names with every run of characters other than letters, digits,
+        ``_``, ``-`` and ``.`` replaced by ``_``; ``ch0``, ``ch1``, ... for
+        all when one would be empty or two would be equal.
+    """
+    import re
+
+    out = [re.sub(r"[^A-Za-z0-9_.-]+", "_", str(n)).strip("_") for n in names]
+    if not all(out) or len(set(out)) != len(out):
+        out = [f"ch{i}" for i in range(len(names))]
+    return out
+
+
 def _linked_frames(seq: Any, out_dir: str, index: int) -> dict[str, Any]:
     """TwoPhotonSeries arguments that refer to a sequence's own file instead of copying it."""
     from sima_fast.sequence.base import SaveContext
@@ -608,12 +698,18 @@ def export_nwb(
         extraction of ``channel`` and its ROIs; without one, the most recent
         ROI set).
     channel : int or str, optional
-        The channel whose frames, signals and images are written. Default: 0.
+        The channel whose signals and images are written (and whose imaging
+        plane the ROIs refer to). Default: 0.
     frames : {False, True, 'link'}, optional
         Also write the frames as a ``TwoPhotonSeries`` per sequence: copied
-        in compressed chunks (True), or referring to the sequence's own file
-        (``'link'``: ``external_file`` for TIFF, an HDF5 link for HDF5
-        datasets stored ``'txy'``). Default: False.
+        in compressed chunks (True; with several channels, one series per
+        sequence and channel, ``TwoPhotonSeries_<channel>`` or
+        ``TwoPhotonSeries000_<channel>``, each on its channel's imaging plane
+        ``ImagingPlane_<channel>``, and the metadata's
+        ``imaging_plane.optical_channel`` a list, one per channel), or
+        referring to the sequence's own file (``'link'``: ``external_file``
+        for TIFF, an HDF5 link for HDF5 datasets stored ``'txy'``).
+        Default: False.
     spikes : bool, optional
         Write the inferred spikes, fits and inference parameters when
         present. Default: True.
@@ -678,7 +774,9 @@ def export_nwb(
     chan = resolve_channel(channel, dataset.channel_names, "channel")
     if metadata is None:
         metadata = {}
-    meta = _complete_metadata(load_nwb_metadata(metadata), dataset, chan)
+    channel_names = list(dataset.channel_names)
+    per_channel = frames is True and len(channel_names) > 1
+    meta = _complete_metadata(load_nwb_metadata(metadata), dataset, chan, per_channel)
     if os.path.isdir(path):
         raise IsADirectoryError(f"path: {path!r} is a directory; give a .nwb file name")
     if os.path.lexists(path) and not overwrite:
@@ -750,10 +848,22 @@ def export_nwb(
     )
     device = nwbfile.create_device(**meta["device"])
     plane_meta = dict(meta["imaging_plane"])
-    optical = OpticalChannel(**plane_meta.pop("optical_channel"))
-    imaging_plane = nwbfile.create_imaging_plane(
-        optical_channel=optical, device=device, **plane_meta
-    )
+    optical = plane_meta.pop("optical_channel")
+    # one imaging plane per channel when the frames of several are written (each with its
+    # own optical channel, as a TwoPhotonSeries refers to a plane, not to a channel)
+    suffixes = _channel_suffixes(channel_names) if per_channel else [""]
+    planes = []
+    for c, entry in enumerate(optical if per_channel else [optical]):
+        this = dict(plane_meta)
+        if per_channel:
+            this["name"] = f"{plane_meta['name']}_{suffixes[c]}"
+            this["description"] = f"{plane_meta['description']}, channel {channel_names[c]!r}"
+        planes.append(
+            nwbfile.create_imaging_plane(
+                optical_channel=OpticalChannel(**entry), device=device, **this
+            )
+        )
+    imaging_plane = planes[chan] if per_channel else planes[0]
 
     # -- frames --------------------------------------------------------------------
     series_names = (
@@ -764,15 +874,19 @@ def export_nwb(
     opened: list = []
     reference = None
     if frames:
-        for k, seq in enumerate(dataset.sequences):
+        for k, c, seq in (
+            (k, c, seq)
+            for k, seq in enumerate(dataset.sequences)
+            for c in (range(len(channel_names)) if per_channel else [chan])
+        ):
             common = {
-                "name": series_names[k],
-                "imaging_plane": imaging_plane,
+                "name": f"{series_names[k]}_{suffixes[c]}" if per_channel else series_names[k],
+                "imaging_plane": planes[c] if per_channel else imaging_plane,
                 "rate": rate,
                 "starting_time": float(starts[k]),
                 "unit": "n.a.",
                 "description": f"sequence {k} of the dataset, channel "
-                f"{dataset.channel_names[chan]!r}: {seq.describe()}",
+                f"{channel_names[c]!r}: {seq.describe()}",
             }
             if frames == "link":
                 link = _linked_frames(seq, out_dir, k)
@@ -799,7 +913,7 @@ def export_nwb(
                 chunk = int(max(1, min(len(seq), _CHUNK_BYTES // frame_bytes)))
                 shape = (len(seq), X, Y) if Z == 1 else (len(seq), X, Y, Z)
                 iterator = hdmf_data.DataChunkIterator(
-                    data=_frame_iterator([seq], chan, dtype, chunk),
+                    data=_frame_iterator([seq], c, dtype, chunk),
                     maxshape=shape,
                     dtype=dtype,
                     buffer_size=chunk,
@@ -810,7 +924,8 @@ def export_nwb(
                     **common,
                 )
             nwbfile.add_acquisition(ts)
-            if ts.external_file is None:  # an external series has no frames to compare masks to
+            # an external series has no frames to compare masks to
+            if ts.external_file is None and c == chan:
                 reference = reference or ts
 
     # -- processing: ROIs, traces, images ------------------------------------------
@@ -1199,7 +1314,13 @@ def _reference_shape(ps: Any) -> tuple[int, int, int] | None:
 
 
 @roi_readers.register("NWB")
-def read_nwb_rois(path: str, label: str | None = None, *, im_shape: Any = None) -> Any:
+def read_nwb_rois(
+    path: str,
+    label: str | None = None,
+    *,
+    im_shape: Any = None,
+    plane_segmentation: str | None = None,
+) -> Any:
     """Read the ROIs of a PlaneSegmentation of an NWB file (format ``'NWB'``).
 
     Parameters
@@ -1208,12 +1329,17 @@ def read_nwb_rois(path: str, label: str | None = None, *, im_shape: Any = None) 
         The NWB file.
     label : str, optional
         The PlaneSegmentation's name (in any processing module's
-        ImageSegmentation). Default: the file's only one, or the one named
-        ``'PlaneSegmentation'``.
+        ImageSegmentation), as for every ROI format. Default: the file's only
+        one, or the one named ``'PlaneSegmentation'``.
     im_shape : tuple of int, optional
         ``(Z, Y, X)`` of the frames, for pixel and voxel masks (default: the
         shape of the series the segmentation refers to, else the extent of
         the pixels).
+    plane_segmentation : str, optional
+        The PlaneSegmentation's name, as pynwb calls it: the same choice as
+        ``label`` (give either, or both when equal). When two processing
+        modules hold PlaneSegmentations of the same name, name one by its
+        path, ``'module/ImageSegmentation/name'``.
 
     Returns
     -------
@@ -1225,10 +1351,13 @@ def read_nwb_rois(path: str, label: str | None = None, *, im_shape: Any = None) 
     Raises
     ------
     KeyError
-        No PlaneSegmentation named ``label`` (the message lists them).
+        No PlaneSegmentation of that name (the message lists them).
     ValueError
-        Several PlaneSegmentations and no ``label``, or a table without
-        masks.
+        Several PlaneSegmentations and none chosen (the message lists them),
+        ``label`` and ``plane_segmentation`` both given and different, or a
+        table without masks.
+    ArgumentTypeError
+        ``label`` or ``plane_segmentation`` is not a str.
     OSError
         Not an NWB file.
     """
@@ -1236,31 +1365,61 @@ def read_nwb_rois(path: str, label: str | None = None, *, im_shape: Any = None) 
 
     from sima_fast.ROI import ROI, ROIList, normalise_im_shape
 
+    for argname, value in (("label", label), ("plane_segmentation", plane_segmentation)):
+        if value is not None and not isinstance(value, str):
+            raise ArgumentTypeError(
+                f"{argname} must be the name of a PlaneSegmentation (a str) or None, got {value!r}"
+            )
+    if label is not None and plane_segmentation is not None and label != plane_segmentation:
+        raise ValueError(
+            f"label={label!r} and plane_segmentation={plane_segmentation!r} name different "
+            "PlaneSegmentations; give one of them"
+        )
+    argname = "plane_segmentation" if plane_segmentation is not None else "label"
+    wanted = plane_segmentation if plane_segmentation is not None else label
+
     io, nwbfile = _open_nwb(os.fspath(path))
     try:
-        found = {}
-        for mod in nwbfile.processing.values():
-            for obj in mod.data_interfaces.values():
+        by_path: dict[str, Any] = {}
+        for mod_name, mod in nwbfile.processing.items():
+            for obj_name, obj in mod.data_interfaces.items():
                 for ps in getattr(obj, "plane_segmentations", {}).values():
                     if isinstance(ps, PlaneSegmentation):
-                        found.setdefault(ps.name, ps)
+                        by_path[f"{mod_name}/{obj_name}/{ps.name}"] = ps
+        by_name: dict[str, list[str]] = {}
+        for where, ps in by_path.items():
+            by_name.setdefault(ps.name, []).append(where)
+        # each PlaneSegmentation by its name, or by its path where names repeat
+        found = {
+            (name if len(paths) == 1 else where): by_path[where]
+            for name, paths in by_name.items()
+            for where in paths
+        }
         if not found:
-            raise KeyError(f"label: {path!r} holds no PlaneSegmentation")
-        if label is None:
+            raise KeyError(f"{argname}: {path!r} holds no PlaneSegmentation")
+        if wanted is None:
             if len(found) == 1:
-                label = next(iter(found))
+                wanted = next(iter(found))
             elif "PlaneSegmentation" in found:
-                label = "PlaneSegmentation"
+                wanted = "PlaneSegmentation"
             else:
                 raise ValueError(
-                    f"label: {path!r} holds {len(found)} PlaneSegmentations {sorted(found)}; "
-                    "name one as label"
+                    f"plane_segmentation: {path!r} holds {len(found)} PlaneSegmentations "
+                    f"{sorted(found)}; name one (plane_segmentation=... or label=...)"
                 )
-        if label not in found:
+        if wanted not in found and wanted in by_path:
+            found[wanted] = by_path[wanted]  # a path where the name alone was enough
+        if wanted not in found:
+            hint = (
+                f" (several are named {wanted!r}: give one's path)"
+                if len(by_name.get(wanted, ())) > 1
+                else ""
+            )
             raise KeyError(
-                f"label: {path!r} has no PlaneSegmentation named {label!r}; "
+                f"{argname}: {path!r} has no PlaneSegmentation named {wanted!r}{hint}; "
                 f"available: {sorted(found)}"
             )
+        label = wanted
         ps = found[label]
         shape = normalise_im_shape(im_shape) if im_shape is not None else _reference_shape(ps)
         cols = ps.colnames
