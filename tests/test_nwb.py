@@ -496,6 +496,8 @@ def test_dfof_and_neuropil_keys_are_exported(dataset, tmp_path):
     record["neuropil"] = [0.5 * r for r in record["raw"]]
     record["corrected"] = [r - 0.7 * n for r, n in zip(record["raw"], record["neuropil"])]
     record["dfof"] = [r / np.mean(r, axis=1, keepdims=True) - 1 for r in record["raw"]]
+    record["demixed_neuropil"] = [0.25 * r for r in record["raw"]]
+    record["demixed_corrected"] = [r - 0.5 * n for r, n in zip(record["raw"], record["neuropil"])]
     dataset._store_signals(0, "more", record)
     verdict = dataset.export_nwb(
         tmp_path / "n.nwb", metadata=META, signals_label="more", inspect=True
@@ -510,6 +512,15 @@ def test_dfof_and_neuropil_keys_are_exported(dataset, tmp_path):
             rtol=1e-6,
         )
         assert "Neuropil" in ophys["Fluorescence"].roi_response_series
+        for key, name in (
+            ("demixed_neuropil", "DemixedNeuropil"),
+            ("demixed_corrected", "DemixedNeuropilCorrected"),
+        ):
+            np.testing.assert_allclose(
+                ophys["Fluorescence"][name].data[:].T,
+                np.concatenate(record[key], axis=1),
+                rtol=1e-6,
+            )
         np.testing.assert_allclose(
             ophys["DfOverF"]["RoiResponseSeries"].data[:].T,
             np.concatenate(record["dfof"], axis=1),

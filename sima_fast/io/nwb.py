@@ -113,6 +113,18 @@ _TRACES = (
         "NeuropilCorrected",
         "neuropil-corrected ROI signals, F - r * Fneu",
     ),
+    (
+        "demixed_neuropil",
+        "Fluorescence",
+        "DemixedNeuropil",
+        "neuropil (surround) signal of each ROI in the demixed frames",
+    ),
+    (
+        "demixed_corrected",
+        "Fluorescence",
+        "DemixedNeuropilCorrected",
+        "neuropil-corrected demixed ROI signals, F - r * Fneu",
+    ),
     ("dfof", "DfOverF", "RoiResponseSeries", "relative fluorescence change of each ROI"),
     (
         "spikes",
