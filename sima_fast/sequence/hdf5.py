@@ -182,14 +182,32 @@ class HDF5Sequence(Sequence, format="HDF5"):
         return self._path
 
     def data_files(self) -> list[str]:
-        """List the data file this sequence reads.
+        """List every file this sequence's frames are read from.
+
+        The HDF5 file itself, and the files HDF5 reaches from it: the target
+        of an external link on the way to the dataset (resolved by HDF5
+        itself: relative to the referring file's directory, or
+        ``HDF5_EXT_PREFIX``) and the source files of a virtual dataset
+        (relative to the file holding it, or ``HDF5_VDS_PREFIX``). Writers
+        refuse every one of them as an output.
 
         Returns
         -------
         list of str
-            The HDF5 file (absolute path).
+            Absolute paths, sorted, without repetitions.
         """
-        return [self._path]
+        files = {self._path}
+        try:
+            self._ds()  # (re)opens the file as self._file
+            node = self._file["/"]
+            for part in [p for p in self._group.split("/") if p] + [self._key]:
+                node = node[part]
+                files.add(os.path.abspath(node.file.filename))
+            if getattr(node, "is_virtual", False):
+                files.update(_virtual_source_files(node))
+        except (OSError, KeyError):  # the file is gone or changed: reading will say so
+            pass
+        return sorted(files)
 
     @property
     def storage_chunk_frames(self) -> int:
@@ -348,6 +366,32 @@ def _candidate_paths(name: str, referrer: str, env: str) -> list[str]:
         if cand not in candidates:
             candidates.append(cand)
     return candidates
+
+
+def _virtual_source_files(ds: Any) -> list[str]:
+    """List the existing source files of a virtual dataset, where HDF5 finds them.
+
+    Sources in the same file (``'.'``) and printf-style patterns (``%b``) are
+    skipped.
+
+    Returns
+    -------
+    list of str
+        Absolute paths of the sources found.
+    """
+    holder = os.path.abspath(ds.file.filename)
+    found = []
+    for vmap in ds.virtual_sources():
+        name = vmap.file_name
+        if name == "." or "%" in name:
+            continue
+        hit = next(
+            (c for c in _candidate_paths(name, holder, "HDF5_VDS_PREFIX") if os.path.isfile(c)),
+            None,
+        )
+        if hit is not None:
+            found.append(os.path.abspath(hit))
+    return found
 
 
 def _check_virtual_sources(ds: Any, path: str, where: str) -> None:

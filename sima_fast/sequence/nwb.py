@@ -71,33 +71,6 @@ class NWBSequence(HDF5Sequence, format="NWB"):
         self.rate = info["rate"]
         self.starting_time = info["starting_time"]
 
-    def data_files(self) -> list[str]:
-        """List every file the series' frames are read from.
-
-        The NWB file itself, and the files HDF5 reaches from it: the target of
-        an external link on the way to the frames (resolved by HDF5 itself, as
-        h5py and pynwb open it: relative to the NWB file's directory, or
-        ``HDF5_EXT_PREFIX``), and the source files of a virtual dataset
-        (relative to the file holding it, or ``HDF5_VDS_PREFIX``).
-
-        Returns
-        -------
-        list of str
-            Absolute paths, sorted, without repetitions.
-        """
-        files = {self._path}
-        try:
-            self._ds()  # (re)opens the NWB file as self._file
-            node = self._file["/"]
-            for part in [p for p in self._group.split("/") if p] + [self._key]:
-                node = node[part]
-                files.add(os.path.abspath(node.file.filename))
-            if getattr(node, "is_virtual", False):
-                files.update(_virtual_source_files(node))
-        except (OSError, KeyError):  # the file is gone or changed: reading will say so
-            pass
-        return sorted(files)
-
     @property
     def series(self) -> str:
         """The TwoPhotonSeries' name."""
@@ -155,34 +128,3 @@ class NWBSequence(HDF5Sequence, format="NWB"):
             The NWB file is at neither path.
         """
         return cls(resolve_path(d["path"], ctx.savedir, "NWB file"), d["series"])
-
-
-def _virtual_source_files(ds: Any) -> list[str]:
-    """List the existing source files of a virtual dataset, where HDF5 finds them.
-
-    A relative source name is looked for under each directory of
-    ``HDF5_VDS_PREFIX``, then next to the file holding the dataset, then in
-    the current directory; printf-style patterns (``%b``) are skipped.
-
-    Returns
-    -------
-    list of str
-        Absolute paths of the sources found.
-    """
-    holder = os.path.abspath(ds.file.filename)
-    found = []
-    for vmap in ds.virtual_sources():
-        name = vmap.file_name
-        if name == ".":
-            continue
-        if "%" in name:
-            continue
-        candidates = [name] if os.path.isabs(name) else []
-        base = os.path.basename(name) if os.path.isabs(name) else name
-        prefixes = [p for p in os.environ.get("HDF5_VDS_PREFIX", "").split(os.pathsep) if p]
-        prefixes += [os.path.dirname(holder), os.getcwd()]
-        candidates += [os.path.join(prefix, base) for prefix in prefixes]
-        hit = next((c for c in candidates if os.path.isfile(c)), None)
-        if hit is not None:
-            found.append(os.path.abspath(hit))
-    return found
