@@ -261,19 +261,21 @@ def beam_viterbi3d(
     dense_bp,
     touched,
 ):  # pragma: no cover - compiled
-    """Run the beam Viterbi recursion with ``(dz, dy, dx)`` states over one segment.
+    """Run the beam Viterbi recursion over the units of one chunk segment.
 
-    The arguments are those of :func:`beam_viterbi`, with the grid size
-    ``nz_states`` and the z steps ``step_iz`` / ``bstep_iz`` added; states
-    are ``s = (iz * ny_states + iy) * nx_states + ix`` and the canvas is
-    ``(Z + nz_states - 1, Y + ny_states - 1, X + nx_states - 1)``.
+    States are ``s = (iz * ny_states + iy) * nx_states + ix`` and the canvas
+    is ``(Z + nz_states - 1, Y + ny_states - 1, X + nx_states - 1)``; with
+    ``nz_states = 1`` (and z steps of 0) this is the ``(dy, dx)`` model of
+    :func:`beam_viterbi`.
 
     Parameters
     ----------
     frames : ndarray, float32, shape (n, Z, Y, X)
         Observed counts (NaN allowed) of whole frames.
     row_start, row_stop : int
-        Raster rows (within the chunk) of the segment.
+        Raster rows (within the chunk) of the segment; ``row_start`` is the
+        first row of a unit, units are ``unit_rows`` long (the last one may
+        be shorter).
     unit_rows : int
         Rows per unit.
     nz_states, ny_states, nx_states : int
@@ -285,18 +287,32 @@ def beam_viterbi3d(
     step_iz, step_iy, step_ix, step_logp : ndarray, shape (M,)
         Transition steps within a plane and their log-probabilities.
     bstep_iz, bstep_iy, bstep_ix, bstep_logp : ndarray, shape (Mb,)
-        Transition steps into a unit that starts a plane.
+        Transition steps into a unit that starts a plane (the scanner's
+        return between planes and frames).
     prior : ndarray, float64, shape (Nz * Ny * Nx,)
         Log prior of the states, used when ``restart``.
     restart : bool
-        Start the first unit afresh from ``prior``.
+        Start the first unit afresh from ``prior`` (every state evaluated)
+        instead of from the beam.
     margin : float
         Beam states scoring more than ``margin`` below the best are not
-        expanded.
-    beam_state, beam_score, beam_n, bp, st, nslots, l0 : see :func:`beam_viterbi`
-        The beam and the back-pointer buffers, updated in place.
-    dense, dense_bp, touched : ndarray, shape (Nz * Ny * Nx,)
-        Work arrays; ``dense`` holds ``-inf`` everywhere on entry and exit.
+        expanded (``inf``: every state is).
+    beam_state, beam_score : ndarray, int32 / float64, shape (K,)
+        The beam (state indices, scores), updated in place.
+    beam_n : ndarray, int64, shape (1,)
+        Number of valid beam slots, updated in place.
+    bp : ndarray, int16, shape (L, K)
+        Back-pointers: ``bp[u, k]`` is the slot (in unit ``u - 1``) of the
+        predecessor of slot ``k`` of unit ``u``; -1 after a restart.
+    st : ndarray, int32, shape (L, K)
+        State of each slot of each unit.
+    nslots : ndarray, int32, shape (L,)
+        Valid slots of each unit.
+    l0 : int
+        Row of ``bp`` / ``st`` the first unit is written to.
+    dense, dense_bp, touched : ndarray, float64 / int32 / int32, shape (Nz * Ny * Nx,)
+        Work arrays; ``dense`` must hold ``-inf`` everywhere on entry and
+        does so again on return.
 
     Returns
     -------
@@ -439,55 +455,32 @@ def beam_viterbi(
     dense_bp,
     touched,
 ):  # pragma: no cover - compiled
-    """Run the beam Viterbi recursion over the units of one chunk segment.
+    """Run the beam Viterbi recursion with ``(dy, dx)`` states over one segment.
 
-    The ``(dy, dx)`` model: :func:`beam_viterbi3d` with one z state.
+    :func:`beam_viterbi3d` with one z state (``nz_states = 1``, z steps 0):
+    states are ``s = iy * nx_states + ix`` and the canvas is
+    ``(Z, Y + ny_states - 1, X + nx_states - 1)``.
 
     Parameters
     ----------
-    frames : ndarray, float32, shape (n, Z, Y, X)
-        Observed counts (NaN allowed) of whole frames.
-    row_start, row_stop : int
-        Raster rows (within the chunk) of the segment; ``row_start`` is the
-        first row of a unit, units are ``unit_rows`` long (the last one may
-        be shorter).
-    unit_rows : int
-        Rows per unit.
+    frames, row_start, row_stop, unit_rows : see :func:`beam_viterbi3d`
+        The chunk and its segment of raster rows.
     ny_states, nx_states : int
         Size of the state grid.
-    logref, lam, lamcum : ndarray, float64
-        The canvas (see :func:`unit_loglik`).
-    nan_rows : ndarray of bool, shape (n * Z * Y,)
-        :func:`mark_nan_rows` of ``frames``.
+    logref, lam, lamcum, nan_rows : see :func:`beam_viterbi3d`
+        The canvas and the chunk's rows that hold a NaN.
     step_iy, step_ix, step_logp : ndarray, shape (M,)
         Transition steps within a plane and their log-probabilities.
     bstep_iy, bstep_ix, bstep_logp : ndarray, shape (Mb,)
-        Transition steps into a unit that starts a plane (the scanner's
-        return between planes and frames).
+        Transition steps into a unit that starts a plane.
     prior : ndarray, float64, shape (Ny * Nx,)
         Log prior of the states, used when ``restart``.
-    restart : bool
-        Start the first unit afresh from ``prior`` (every state evaluated)
-        instead of from the beam.
-    margin : float
-        Beam states scoring more than ``margin`` below the best are not
-        expanded (``inf``: every state is).
-    beam_state, beam_score : ndarray, int32 / float64, shape (K,)
-        The beam (state indices, scores), updated in place.
-    beam_n : ndarray, int64, shape (1,)
-        Number of valid beam slots, updated in place.
-    bp : ndarray, int16, shape (L, K)
-        Back-pointers: ``bp[u, k]`` is the slot (in unit ``u - 1``) of the
-        predecessor of slot ``k`` of unit ``u``; -1 after a restart.
-    st : ndarray, int32, shape (L, K)
-        State of each slot of each unit.
-    nslots : ndarray, int32, shape (L,)
-        Valid slots of each unit.
-    l0 : int
-        Row of ``bp`` / ``st`` the first unit is written to.
-    dense, dense_bp, touched : ndarray, float64 / int32 / int32, shape (Ny * Nx,)
-        Work arrays; ``dense`` must hold ``-inf`` everywhere on entry and
-        does so again on return.
+    restart, margin : see :func:`beam_viterbi3d`
+        Whether the first unit starts afresh; the beam's margin.
+    beam_state, beam_score, beam_n, bp, st, nslots, l0 : see :func:`beam_viterbi3d`
+        The beam and the back-pointer buffers, updated in place.
+    dense, dense_bp, touched : ndarray, shape (Ny * Nx,)
+        Work arrays; ``dense`` holds ``-inf`` everywhere on entry and exit.
 
     Returns
     -------
@@ -495,40 +488,18 @@ def beam_viterbi(
         The number of units processed.
     """
     # the 2-D model is the 3-D one with a single plane offset (dz = 0)
+    # fmt: off
     return beam_viterbi3d(
-        frames,
-        row_start,
-        row_stop,
-        unit_rows,
-        1,
-        ny_states,
-        nx_states,
-        logref,
-        lam,
-        lamcum,
-        nan_rows,
-        np.zeros(step_iy.shape[0], dtype=np.int64),
-        step_iy,
-        step_ix,
-        step_logp,
-        np.zeros(bstep_iy.shape[0], dtype=np.int64),
-        bstep_iy,
-        bstep_ix,
-        bstep_logp,
-        prior,
-        restart,
-        margin,
-        beam_state,
-        beam_score,
-        beam_n,
-        bp,
-        st,
-        nslots,
-        l0,
-        dense,
-        dense_bp,
-        touched,
+        frames, row_start, row_stop, unit_rows,
+        1, ny_states, nx_states,
+        logref, lam, lamcum, nan_rows,
+        np.zeros(step_iy.shape[0], dtype=np.int64), step_iy, step_ix, step_logp,
+        np.zeros(bstep_iy.shape[0], dtype=np.int64), bstep_iy, bstep_ix, bstep_logp,
+        prior, restart, margin,
+        beam_state, beam_score, beam_n, bp, st, nslots, l0,
+        dense, dense_bp, touched,
     )
+    # fmt: on
 
 
 @jit
