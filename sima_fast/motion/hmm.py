@@ -212,26 +212,31 @@ def _frame_shape(source: Source) -> tuple[int, int, int]:
 
 
 class _Model:
-    """What a decoding pass needs: the state grid, the canvas and the transitions."""
+    """What a decoding pass needs: the state grid, the canvas and the transitions.
+
+    States are ``(dy, dx)`` (``lo``, ``hi`` of length 2) or ``(dz, dy, dx)``
+    (length 3); the canvas pads the frame by the grid's extent along the
+    axes that have states.
+    """
 
     def __init__(self, lo: np.ndarray, hi: np.ndarray, frame_shape: tuple[int, int, int]):
         self.lo = lo.astype(np.int64)
         self.hi = hi.astype(np.int64)
-        self.ny = int(hi[0] - lo[0] + 1)
-        self.nx = int(hi[1] - lo[1] + 1)
-        self.sizes = (self.ny, self.nx)
-        self.nstates = self.ny * self.nx
-        Z, Y, X = frame_shape
+        self.sizes = tuple(int(h - a + 1) for a, h in zip(lo, hi))
+        self.ny, self.nx = self.sizes[-2:]
+        self.nstates = math.prod(self.sizes)
+        dims = len(self.sizes)
         self.frame_shape = frame_shape
-        self.canvas_shape = (Z, Y + self.ny - 1, X + self.nx - 1)
+        pad = (0,) * (3 - dims) + tuple(n - 1 for n in self.sizes)
+        self.canvas_shape = tuple(f + p for f, p in zip(frame_shape, pad))
         self.offset = 0.0
         self.gain = 1.0
         self.logref = np.zeros(self.canvas_shape)
         self.lam = np.ones(self.canvas_shape)
         self.lamcum = np.zeros((*self.canvas_shape[:2], self.canvas_shape[2] + 1))
-        self.unit_cov = np.eye(2) * _MIN_UNIT_VAR
-        self.boundary_cov = np.eye(2) * _MIN_BOUNDARY_VAR
-        self.prior_cov = np.eye(2)
+        self.unit_cov = np.eye(dims) * _MIN_UNIT_VAR
+        self.boundary_cov = np.eye(dims) * _MIN_BOUNDARY_VAR
+        self.prior_cov = np.eye(dims)
 
     def set_reference(
         self,
@@ -273,36 +278,57 @@ class _Model:
         self.lamcum = np.zeros((*self.canvas_shape[:2], self.canvas_shape[2] + 1))
         row_prefix_sums(self.lam, self.lamcum)
 
-    def steps(self, cov: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Build the step table of a discretised Gaussian random walk of covariance ``cov``."""
-        sd = math.sqrt(max(float(np.max(np.diag(cov))), 1e-12))
-        reach = int(min(max(1, math.ceil(3.0 * sd)), cap, max(self.ny, self.nx) - 1, 127))
-        reach = max(reach, 1)
-        d = np.arange(-reach, reach + 1)
-        sy, sx = (a.ravel() for a in np.meshgrid(d, d, indexing="ij"))
-        inv = np.linalg.inv(cov + 1e-6 * np.eye(2))
-        q = inv[0, 0] * sy * sy + 2 * inv[0, 1] * sy * sx + inv[1, 1] * sx * sx
-        logp = -0.5 * q
+    def steps(self, cov: np.ndarray, cap: int) -> tuple[np.ndarray, ...]:
+        """Build the step table of a discretised Gaussian random walk of covariance ``cov``.
+
+        The walk reaches 3 standard deviations (at least 1 step, at most
+        ``cap`` and the grid's extent): with ``(dy, dx)`` states, of the
+        larger one along both axes; with ``(dz, dy, dx)``, of each axis's own.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            The steps along each axis (int64) and their log-probabilities.
+        """
+        sd = np.sqrt(np.maximum(np.diag(cov), 1e-12))
+        if len(self.sizes) == 2:
+            reach = int(
+                min(max(1, math.ceil(3.0 * float(sd.max()))), cap, max(self.sizes) - 1, 127)
+            )
+            reaches = [max(reach, 1)] * 2
+        else:
+            reaches = [
+                max(int(min(max(1, math.ceil(3.0 * float(v))), cap, n - 1, 127)), 0)
+                for v, n in zip(sd, self.sizes)
+            ]
+        axes = [np.arange(-r, r + 1) for r in reaches]
+        grid = [a.ravel() for a in np.meshgrid(*axes, indexing="ij")]
+        logp = -0.5 * _quadratic_form(np.linalg.inv(cov + 1e-6 * np.eye(len(grid))), grid)
         logp -= np.log(np.exp(logp - logp.max()).sum()) + logp.max()
-        return sy.astype(np.int64), sx.astype(np.int64), logp.astype(np.float64)
+        return (*(g.astype(np.int64) for g in grid), logp.astype(np.float64))
 
     def prior(self, centre: np.ndarray) -> np.ndarray:
         """Log prior of every state: Gaussian around ``centre`` (grid indices)."""
-        iy = np.arange(self.ny)[:, None] - centre[0]
-        ix = np.arange(self.nx)[None, :] - centre[1]
-        inv = np.linalg.inv(self.prior_cov + 1e-6 * np.eye(2))
-        q = inv[0, 0] * iy * iy + 2 * inv[0, 1] * iy * ix + inv[1, 1] * ix * ix
-        return np.ascontiguousarray((-0.5 * q).ravel(), dtype=np.float64)
+        idx = np.meshgrid(*(np.arange(n) for n in self.sizes), indexing="ij")
+        d = [g.ravel() - c for g, c in zip(idx, centre)]
+        inv = np.linalg.inv(self.prior_cov + 1e-6 * np.eye(len(d)))
+        return np.ascontiguousarray(-0.5 * _quadratic_form(inv, d), dtype=np.float64)
 
     def components(self, states: np.ndarray) -> tuple[np.ndarray, ...]:
-        """State indices -> their grid indices, one array per axis (``(iy, ix)``)."""
-        return states // self.nx, states % self.nx
+        """State indices -> grid indices, one array per axis (``iy, ix`` or ``iz, iy, ix``)."""
+        out = []
+        stride = self.nstates
+        for a, n in enumerate(self.sizes):
+            stride //= n
+            c = states // stride if stride > 1 else states
+            out.append(c if a == 0 else c % n)
+        return tuple(out)
 
     def kernel(self) -> Callable:
         """Return the beam Viterbi kernel of this model's states."""
-        from sima_fast.kernels.hmm import beam_viterbi
+        from sima_fast.kernels import hmm
 
-        return beam_viterbi
+        return hmm.beam_viterbi if len(self.sizes) == 2 else hmm.beam_viterbi3d
 
     def accumulate(
         self,
@@ -313,87 +339,21 @@ class _Model:
         count: np.ndarray,
     ) -> None:
         """Add a chunk's rows onto the canvas sums at their states' grid indices."""
-        from sima_fast.kernels.hmm import accumulate_rows
+        from sima_fast.kernels import hmm
 
-        accumulate_rows(data, *comps, total, total_sq, count)
+        accumulate = hmm.accumulate_rows if len(self.sizes) == 2 else hmm.accumulate_rows3d
+        accumulate(data, *comps, total, total_sq, count)
 
 
-class _Model3(_Model):
-    """The model with displacements ``(dz, dy, dx)``: a 3-D state grid and canvas."""
-
-    def __init__(self, lo: np.ndarray, hi: np.ndarray, frame_shape: tuple[int, int, int]):
-        self.lo = lo.astype(np.int64)
-        self.hi = hi.astype(np.int64)
-        self.nz = int(hi[0] - lo[0] + 1)
-        self.ny = int(hi[1] - lo[1] + 1)
-        self.nx = int(hi[2] - lo[2] + 1)
-        self.sizes = (self.nz, self.ny, self.nx)
-        self.nstates = self.nz * self.ny * self.nx
-        Z, Y, X = frame_shape
-        self.frame_shape = frame_shape
-        self.canvas_shape = (Z + self.nz - 1, Y + self.ny - 1, X + self.nx - 1)
-        self.offset = 0.0
-        self.gain = 1.0
-        self.logref = np.zeros(self.canvas_shape)
-        self.lam = np.ones(self.canvas_shape)
-        self.lamcum = np.zeros((*self.canvas_shape[:2], self.canvas_shape[2] + 1))
-        self.unit_cov = np.eye(3) * _MIN_UNIT_VAR
-        self.boundary_cov = np.eye(3) * _MIN_BOUNDARY_VAR
-        self.prior_cov = np.eye(3)
-
-    def steps(self, cov: np.ndarray, cap: int) -> tuple[np.ndarray, ...]:
-        """Build the step table ``(sz, sy, sx, logp)`` of a discretised 3-D Gaussian walk.
-
-        Each axis reaches ``3`` standard deviations (at least 1, at most
-        ``cap`` and the grid's extent along it).
-
-        Returns
-        -------
-        tuple of numpy.ndarray
-            The steps along z, y and x (int64) and their log-probabilities.
-        """
-        sd = np.sqrt(np.maximum(np.diag(cov), 1e-12))
-        axes = []
-        for a, n in enumerate(self.sizes):
-            reach = int(min(max(1, math.ceil(3.0 * sd[a])), cap, n - 1, 127))
-            axes.append(np.arange(-max(reach, 0), max(reach, 0) + 1))
-        grid = [a.ravel() for a in np.meshgrid(*axes, indexing="ij")]
-        d = np.stack(grid, axis=1).astype(np.float64)
-        inv = np.linalg.inv(cov + 1e-6 * np.eye(3))
-        logp = -0.5 * np.einsum("ni,ij,nj->n", d, inv, d)
-        logp -= np.log(np.exp(logp - logp.max()).sum()) + logp.max()
-        return (*(g.astype(np.int64) for g in grid), logp.astype(np.float64))
-
-    def prior(self, centre: np.ndarray) -> np.ndarray:
-        """Log prior of every state: Gaussian around ``centre`` (grid indices ``iz, iy, ix``)."""
-        idx = np.meshgrid(*(np.arange(n) for n in self.sizes), indexing="ij")
-        d = np.stack([g.ravel() - c for g, c in zip(idx, centre)], axis=1).astype(np.float64)
-        inv = np.linalg.inv(self.prior_cov + 1e-6 * np.eye(3))
-        return np.ascontiguousarray(-0.5 * np.einsum("ni,ij,nj->n", d, inv, d))
-
-    def components(self, states: np.ndarray) -> tuple[np.ndarray, ...]:
-        """State indices -> ``(iz, iy, ix)`` grid indices."""
-        nyx = self.ny * self.nx
-        return states // nyx, (states // self.nx) % self.ny, states % self.nx
-
-    def kernel(self) -> Callable:
-        """Return the 3-D beam Viterbi kernel."""
-        from sima_fast.kernels.hmm import beam_viterbi3d
-
-        return beam_viterbi3d
-
-    def accumulate(
-        self,
-        data: np.ndarray,
-        comps: tuple[np.ndarray, ...],
-        total: np.ndarray,
-        total_sq: np.ndarray,
-        count: np.ndarray,
-    ) -> None:
-        """Add a chunk's rows onto the canvas sums at their 3-D states."""
-        from sima_fast.kernels.hmm import accumulate_rows3d
-
-        accumulate_rows3d(data, *comps, total, total_sq, count)
+def _quadratic_form(inv: np.ndarray, d: list[np.ndarray]) -> np.ndarray:
+    """``Σ_ij inv[i, j] d_i d_j`` of a symmetric ``inv``, elementwise over the arrays ``d``."""
+    q = None
+    for i in range(len(d)):
+        for j in range(i, len(d)):
+            coef = inv[i, j] if i == j else 2 * inv[i, j]
+            term = coef * d[i] * d[j]
+            q = term if q is None else q + term
+    return q
 
 
 def _noise_model(mean: np.ndarray, var: np.ndarray) -> tuple[float, float]:
@@ -1070,7 +1030,7 @@ def _fit(
                 lo[a] = int(np.median(allr[:, a])) - limit[a] // 2
             hi[a] = lo[a] + limit[a]
         rig = [np.clip(r, lo, hi) for r in rig]
-    model = (_Model if D == 2 else _Model3)(lo, hi, (Z, Y, X))
+    model = _Model(lo, hi, (Z, Y, X))
 
     # a random walk of variance v per unit, sampled at whole pixels, steps by
     # one pixel about sqrt(2 v / pi) of the time when v << 1: the variance of
