@@ -1334,7 +1334,82 @@ def _sample_stretches(
     return out, sizes
 
 
-class HiddenMarkov2D(MotionEstimationStrategy):
+class _RowwiseStrategy(MotionEstimationStrategy):
+    """What :class:`HiddenMarkov2D` and :class:`HiddenMarkov3D` share.
+
+    The arguments, their checks and the estimation: the subclass's
+    ``_checked_limit`` and rigid first pass (``_rigid_first_pass``), then
+    :func:`estimate_rowwise`. ``_DIMS`` is the number of displacement axes.
+
+    Parameters
+    ----------
+    granularity, num_states_retained, max_displacement, n_processes, restarts, verbose, reference
+        See :class:`HiddenMarkov2D`.
+    """
+
+    _DIMS = 2
+
+    def __init__(
+        self,
+        granularity: Any = 2,
+        num_states_retained: int = 50,
+        max_displacement: Any = None,
+        n_processes: int = 1,
+        restarts: int | None = None,
+        verbose: bool = True,
+        *,
+        reference: Any = None,
+    ) -> None:
+        self._granularity = parse_granularity(granularity)
+        self._k = check_int("num_states_retained", num_states_retained, low=1, high=32767)
+        self._max_displacement = check_max_displacement(max_displacement, ndim=self._DIMS)
+        self._n_processes = check_int("n_processes", n_processes, low=1)
+        if restarts is not None:
+            restarts = check_int("restarts", restarts, low=0, high=1)
+        self._restarts = restarts
+        self._verbose = check_bool("verbose", verbose)
+        self._reference = check_reference(reference)
+        self._on_cluster = False  # set by estimate(client=...) while it runs
+
+    def __repr__(self) -> str:
+        """Return the constructor call that makes this strategy."""
+        name, n = self._granularity
+        limit = None if self._max_displacement is None else self._max_displacement.tolist()
+        return (
+            f"{type(self).__name__}(granularity=({name!r}, {n}), "
+            f"num_states_retained={self._k}, "
+            f"max_displacement={limit}, n_processes={self._n_processes}, "
+            f"restarts={self._restarts}, verbose={self._verbose})"
+        )
+
+    def _estimate(self, dataset: Any) -> list:
+        """Estimate every sequence's row displacements, ``(T, Z, Y, D)`` int32 each."""
+        sequences = list(dataset.sequences)
+        frame_shape = tuple(int(v) for v in sequences[0].shape[1:4])
+        limit = self._checked_limit(frame_shape)
+        if self._verbose:
+            print(f"{type(self).__name__}: rigid first pass", file=sys.stderr)
+        sources: list[Source] = [
+            (lambda cf, s=seq: iter_estimation_chunks(s, cf)) for seq in sequences
+        ]
+        name, n = self._granularity
+        chunk = _chunk_frames(frame_shape, n if name == "frame" else 1)
+        T_list = [len(s) for s in sequences]
+        rigid = self._rigid_first_pass(sources, T_list, frame_shape, limit, chunk)
+        return estimate_rowwise(
+            sources,
+            rigid,
+            granularity=self._granularity,
+            num_states_retained=self._k,
+            max_displacement=limit,
+            restarts=self._restarts,
+            reference=self._reference,
+            n_threads=self._n_processes,
+            verbose=self._verbose,
+        )
+
+
+class HiddenMarkov2D(_RowwiseStrategy):
     """Row-wise motion of line-scanned planes, by a hidden Markov model (SIMA's strategy).
 
     The displacement ``(dy, dx)`` of every scan unit (by default every row)
@@ -1389,38 +1464,6 @@ class HiddenMarkov2D(MotionEstimationStrategy):
     >>> d.shape, d[:, 0, :, 0].min(axis=1).tolist()
     ((6, 1, 20, 2), [0, 1, 0, 1, 0, 1])
     """
-
-    def __init__(
-        self,
-        granularity: Any = 2,
-        num_states_retained: int = 50,
-        max_displacement: Any = None,
-        n_processes: int = 1,
-        restarts: int | None = None,
-        verbose: bool = True,
-        *,
-        reference: Any = None,
-    ) -> None:
-        self._granularity = parse_granularity(granularity)
-        self._k = check_int("num_states_retained", num_states_retained, low=1, high=32767)
-        self._max_displacement = check_max_displacement(max_displacement, ndim=2)
-        self._n_processes = check_int("n_processes", n_processes, low=1)
-        if restarts is not None:
-            restarts = check_int("restarts", restarts, low=0, high=1)
-        self._restarts = restarts
-        self._verbose = check_bool("verbose", verbose)
-        self._reference = check_reference(reference)
-        self._on_cluster = False  # set by estimate(client=...) while it runs
-
-    def __repr__(self) -> str:
-        """Return the constructor call that makes this strategy."""
-        name, n = self._granularity
-        limit = None if self._max_displacement is None else self._max_displacement.tolist()
-        return (
-            f"HiddenMarkov2D(granularity=({name!r}, {n}), num_states_retained={self._k}, "
-            f"max_displacement={limit}, n_processes={self._n_processes}, "
-            f"restarts={self._restarts}, verbose={self._verbose})"
-        )
 
     def estimate(
         self, dataset: Any, *, client: Any = None, progress: bool = False
@@ -1542,37 +1585,23 @@ class HiddenMarkov2D(MotionEstimationStrategy):
         )
         return _absolute(*_row_states(states, setup.model, T, setup.unit_rows), model=setup.model)
 
-    def _estimate(self, dataset: Any) -> list:
-        """Estimate every sequence's row displacements, ``(T, Z, Y, 2)`` int32 each."""
-        sequences = list(dataset.sequences)
-        Z, Y, X = (int(v) for v in sequences[0].shape[1:4])
-        limit = self._checked_limit((Z, Y, X))
-        sources: list[Source] = [
-            (lambda cf, s=seq: iter_estimation_chunks(s, cf)) for seq in sequences
-        ]
-        name, n = self._granularity
-        chunk = _chunk_frames((Z, Y, X), n if name == "frame" else 1)
-        if self._verbose:
-            print("HiddenMarkov2D: rigid first pass", file=sys.stderr)
-        rigid = _rigid_pass(
-            sources,
-            [len(s) for s in sequences],
-            (Z, Y, X),
-            limit,
-            self._reference,
-            chunk,
-            self._n_processes,
-        )
-        return estimate_rowwise(
-            sources,
-            rigid,
-            granularity=self._granularity,
-            num_states_retained=self._k,
-            max_displacement=None if limit is None else limit,
-            restarts=self._restarts,
-            reference=self._reference,
-            n_threads=self._n_processes,
-            verbose=self._verbose,
+    def _rigid_first_pass(
+        self,
+        sources: list[Source],
+        T_list: list[int],
+        frame_shape: tuple[int, int, int],
+        limit: np.ndarray | None,
+        chunk: int,
+    ) -> list[np.ndarray]:
+        """Whole-pixel ``(dy, dx)`` of every frame (planes summed).
+
+        Returns
+        -------
+        list of numpy.ndarray of int64, shape (T, Z, 2)
+            Per sequence.
+        """
+        return _rigid_pass(
+            sources, T_list, frame_shape, limit, self._reference, chunk, self._n_processes
         )
 
 
@@ -1691,7 +1720,7 @@ def _rigid_planes(
     return out
 
 
-class HiddenMarkov3D(MotionEstimationStrategy):
+class HiddenMarkov3D(_RowwiseStrategy):
     """Row-wise motion in three dimensions ``(dz, dy, dx)``, by a hidden Markov model.
 
     SIMA's 3-D strategy: as :class:`HiddenMarkov2D`, every scan unit (by
@@ -1749,77 +1778,46 @@ class HiddenMarkov3D(MotionEstimationStrategy):
     ((6, 4, 18, 3), [0, 1, 0, 1, 0, 1])
     """
 
-    def __init__(
-        self,
-        granularity: Any = 2,
-        num_states_retained: int = 50,
-        max_displacement: Any = None,
-        n_processes: int = 1,
-        restarts: int | None = None,
-        verbose: bool = True,
-        *,
-        reference: Any = None,
-    ) -> None:
-        self._granularity = parse_granularity(granularity)
-        self._k = check_int("num_states_retained", num_states_retained, low=1, high=32767)
-        self._max_displacement = check_max_displacement(max_displacement, ndim=3)
-        self._n_processes = check_int("n_processes", n_processes, low=1)
-        if restarts is not None:
-            restarts = check_int("restarts", restarts, low=0, high=1)
-        self._restarts = restarts
-        self._verbose = check_bool("verbose", verbose)
-        self._reference = check_reference(reference)
+    _DIMS = 3
 
-    def __repr__(self) -> str:
-        """Return the constructor call that makes this strategy."""
-        name, n = self._granularity
-        limit = None if self._max_displacement is None else self._max_displacement.tolist()
-        return (
-            f"HiddenMarkov3D(granularity=({name!r}, {n}), num_states_retained={self._k}, "
-            f"max_displacement={limit}, n_processes={self._n_processes}, "
-            f"restarts={self._restarts}, verbose={self._verbose})"
-        )
-
-    def _estimate(self, dataset: Any) -> list:
-        """Estimate every sequence's row displacements, ``(T, Z, Y, 3)`` int32 each."""
-        sequences = list(dataset.sequences)
-        Z, Y, X = (int(v) for v in sequences[0].shape[1:4])
+    def _checked_limit(self, frame_shape: tuple[int, int, int]) -> np.ndarray | None:
+        Z, Y, X = frame_shape
         check_max_displacement_fits(self._max_displacement, (Z, Y, X))
         check_reference_shape(self._reference, (Z, Y, X))
-        limit = None
-        if self._max_displacement is not None:
-            limit = np.floor(self._max_displacement).astype(np.int64)
-            limit[0] = min(int(limit[0]), Z - 1)  # a single plane has no z spread
-        if self._verbose:
-            print("HiddenMarkov3D: rigid first pass", file=sys.stderr)
-        sources: list[Source] = [
-            (lambda cf, s=seq: iter_estimation_chunks(s, cf)) for seq in sequences
-        ]
-        name, n = self._granularity
-        chunk = _chunk_frames((Z, Y, X), n if name == "frame" else 1)
-        T_list = [len(s) for s in sequences]
-        # (dy, dx): the 2-D rigid pass on the planes summed; then dz of each
-        # volume against a reference volume built from the volumes so aligned
+        if self._max_displacement is None:
+            return None
+        limit = np.floor(self._max_displacement).astype(np.int64)
+        limit[0] = min(int(limit[0]), Z - 1)  # a single plane has no z spread
+        return limit
+
+    def _rigid_first_pass(
+        self,
+        sources: list[Source],
+        T_list: list[int],
+        frame_shape: tuple[int, int, int],
+        limit: np.ndarray | None,
+        chunk: int,
+    ) -> list[np.ndarray]:
+        """Whole-pixel ``(dz, dy, dx)`` of every volume.
+
+        ``(dy, dx)`` by the 2-D rigid pass on the planes summed, then ``dz``
+        against a reference volume built from the volumes so aligned.
+
+        Returns
+        -------
+        list of numpy.ndarray of int64, shape (T, 3)
+            Per sequence.
+        """
+        Z = frame_shape[0]
         planar = _rigid_pass(
             sources,
             T_list,
-            (Z, Y, X),
+            frame_shape,
             None if limit is None else limit[1:],
             self._reference,
             chunk,
             self._n_processes,
         )
         z_reach = min(Z - 1, max(1, Z // 2)) if limit is None else int(limit[0])
-        dz = _rigid_planes(sources, T_list, planar, (Z, Y, X), z_reach, self._reference, chunk)
-        rigid = [np.concatenate([d[:, None], p[:, 0]], axis=1) for d, p in zip(dz, planar)]
-        return estimate_rowwise(
-            sources,
-            rigid,
-            granularity=self._granularity,
-            num_states_retained=self._k,
-            max_displacement=limit,
-            restarts=self._restarts,
-            reference=self._reference,
-            n_threads=self._n_processes,
-            verbose=self._verbose,
-        )
+        dz = _rigid_planes(sources, T_list, planar, frame_shape, z_reach, self._reference, chunk)
+        return [np.concatenate([d[:, None], p[:, 0]], axis=1) for d, p in zip(dz, planar)]
