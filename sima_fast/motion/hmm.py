@@ -212,26 +212,31 @@ def _frame_shape(source: Source) -> tuple[int, int, int]:
 
 
 class _Model:
-    """What a decoding pass needs: the state grid, the canvas and the transitions."""
+    """What a decoding pass needs: the state grid, the canvas and the transitions.
+
+    States are ``(dy, dx)`` (``lo``, ``hi`` of length 2) or ``(dz, dy, dx)``
+    (length 3); the canvas pads the frame by the grid's extent along the
+    axes that have states.
+    """
 
     def __init__(self, lo: np.ndarray, hi: np.ndarray, frame_shape: tuple[int, int, int]):
         self.lo = lo.astype(np.int64)
         self.hi = hi.astype(np.int64)
-        self.ny = int(hi[0] - lo[0] + 1)
-        self.nx = int(hi[1] - lo[1] + 1)
-        self.sizes = (self.ny, self.nx)
-        self.nstates = self.ny * self.nx
-        Z, Y, X = frame_shape
+        self.sizes = tuple(int(h - a + 1) for a, h in zip(lo, hi))
+        self.ny, self.nx = self.sizes[-2:]
+        self.nstates = math.prod(self.sizes)
+        dims = len(self.sizes)
         self.frame_shape = frame_shape
-        self.canvas_shape = (Z, Y + self.ny - 1, X + self.nx - 1)
+        pad = (0,) * (3 - dims) + tuple(n - 1 for n in self.sizes)
+        self.canvas_shape = tuple(f + p for f, p in zip(frame_shape, pad))
         self.offset = 0.0
         self.gain = 1.0
         self.logref = np.zeros(self.canvas_shape)
         self.lam = np.ones(self.canvas_shape)
         self.lamcum = np.zeros((*self.canvas_shape[:2], self.canvas_shape[2] + 1))
-        self.unit_cov = np.eye(2) * _MIN_UNIT_VAR
-        self.boundary_cov = np.eye(2) * _MIN_BOUNDARY_VAR
-        self.prior_cov = np.eye(2)
+        self.unit_cov = np.eye(dims) * _MIN_UNIT_VAR
+        self.boundary_cov = np.eye(dims) * _MIN_BOUNDARY_VAR
+        self.prior_cov = np.eye(dims)
 
     def set_reference(
         self,
@@ -273,36 +278,57 @@ class _Model:
         self.lamcum = np.zeros((*self.canvas_shape[:2], self.canvas_shape[2] + 1))
         row_prefix_sums(self.lam, self.lamcum)
 
-    def steps(self, cov: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Build the step table of a discretised Gaussian random walk of covariance ``cov``."""
-        sd = math.sqrt(max(float(np.max(np.diag(cov))), 1e-12))
-        reach = int(min(max(1, math.ceil(3.0 * sd)), cap, max(self.ny, self.nx) - 1, 127))
-        reach = max(reach, 1)
-        d = np.arange(-reach, reach + 1)
-        sy, sx = (a.ravel() for a in np.meshgrid(d, d, indexing="ij"))
-        inv = np.linalg.inv(cov + 1e-6 * np.eye(2))
-        q = inv[0, 0] * sy * sy + 2 * inv[0, 1] * sy * sx + inv[1, 1] * sx * sx
-        logp = -0.5 * q
+    def steps(self, cov: np.ndarray, cap: int) -> tuple[np.ndarray, ...]:
+        """Build the step table of a discretised Gaussian random walk of covariance ``cov``.
+
+        The walk reaches 3 standard deviations (at least 1 step, at most
+        ``cap`` and the grid's extent): with ``(dy, dx)`` states, of the
+        larger one along both axes; with ``(dz, dy, dx)``, of each axis's own.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            The steps along each axis (int64) and their log-probabilities.
+        """
+        sd = np.sqrt(np.maximum(np.diag(cov), 1e-12))
+        if len(self.sizes) == 2:
+            reach = int(
+                min(max(1, math.ceil(3.0 * float(sd.max()))), cap, max(self.sizes) - 1, 127)
+            )
+            reaches = [max(reach, 1)] * 2
+        else:
+            reaches = [
+                max(int(min(max(1, math.ceil(3.0 * float(v))), cap, n - 1, 127)), 0)
+                for v, n in zip(sd, self.sizes)
+            ]
+        axes = [np.arange(-r, r + 1) for r in reaches]
+        grid = [a.ravel() for a in np.meshgrid(*axes, indexing="ij")]
+        logp = -0.5 * _quadratic_form(np.linalg.inv(cov + 1e-6 * np.eye(len(grid))), grid)
         logp -= np.log(np.exp(logp - logp.max()).sum()) + logp.max()
-        return sy.astype(np.int64), sx.astype(np.int64), logp.astype(np.float64)
+        return (*(g.astype(np.int64) for g in grid), logp.astype(np.float64))
 
     def prior(self, centre: np.ndarray) -> np.ndarray:
         """Log prior of every state: Gaussian around ``centre`` (grid indices)."""
-        iy = np.arange(self.ny)[:, None] - centre[0]
-        ix = np.arange(self.nx)[None, :] - centre[1]
-        inv = np.linalg.inv(self.prior_cov + 1e-6 * np.eye(2))
-        q = inv[0, 0] * iy * iy + 2 * inv[0, 1] * iy * ix + inv[1, 1] * ix * ix
-        return np.ascontiguousarray((-0.5 * q).ravel(), dtype=np.float64)
+        idx = np.meshgrid(*(np.arange(n) for n in self.sizes), indexing="ij")
+        d = [g.ravel() - c for g, c in zip(idx, centre)]
+        inv = np.linalg.inv(self.prior_cov + 1e-6 * np.eye(len(d)))
+        return np.ascontiguousarray(-0.5 * _quadratic_form(inv, d), dtype=np.float64)
 
     def components(self, states: np.ndarray) -> tuple[np.ndarray, ...]:
-        """State indices -> their grid indices, one array per axis (``(iy, ix)``)."""
-        return states // self.nx, states % self.nx
+        """State indices -> grid indices, one array per axis (``iy, ix`` or ``iz, iy, ix``)."""
+        out = []
+        stride = self.nstates
+        for a, n in enumerate(self.sizes):
+            stride //= n
+            c = states // stride if stride > 1 else states
+            out.append(c if a == 0 else c % n)
+        return tuple(out)
 
     def kernel(self) -> Callable:
         """Return the beam Viterbi kernel of this model's states."""
-        from sima_fast.kernels.hmm import beam_viterbi
+        from sima_fast.kernels import hmm
 
-        return beam_viterbi
+        return hmm.beam_viterbi if len(self.sizes) == 2 else hmm.beam_viterbi3d
 
     def accumulate(
         self,
@@ -313,87 +339,21 @@ class _Model:
         count: np.ndarray,
     ) -> None:
         """Add a chunk's rows onto the canvas sums at their states' grid indices."""
-        from sima_fast.kernels.hmm import accumulate_rows
+        from sima_fast.kernels import hmm
 
-        accumulate_rows(data, *comps, total, total_sq, count)
+        accumulate = hmm.accumulate_rows if len(self.sizes) == 2 else hmm.accumulate_rows3d
+        accumulate(data, *comps, total, total_sq, count)
 
 
-class _Model3(_Model):
-    """The model with displacements ``(dz, dy, dx)``: a 3-D state grid and canvas."""
-
-    def __init__(self, lo: np.ndarray, hi: np.ndarray, frame_shape: tuple[int, int, int]):
-        self.lo = lo.astype(np.int64)
-        self.hi = hi.astype(np.int64)
-        self.nz = int(hi[0] - lo[0] + 1)
-        self.ny = int(hi[1] - lo[1] + 1)
-        self.nx = int(hi[2] - lo[2] + 1)
-        self.sizes = (self.nz, self.ny, self.nx)
-        self.nstates = self.nz * self.ny * self.nx
-        Z, Y, X = frame_shape
-        self.frame_shape = frame_shape
-        self.canvas_shape = (Z + self.nz - 1, Y + self.ny - 1, X + self.nx - 1)
-        self.offset = 0.0
-        self.gain = 1.0
-        self.logref = np.zeros(self.canvas_shape)
-        self.lam = np.ones(self.canvas_shape)
-        self.lamcum = np.zeros((*self.canvas_shape[:2], self.canvas_shape[2] + 1))
-        self.unit_cov = np.eye(3) * _MIN_UNIT_VAR
-        self.boundary_cov = np.eye(3) * _MIN_BOUNDARY_VAR
-        self.prior_cov = np.eye(3)
-
-    def steps(self, cov: np.ndarray, cap: int) -> tuple[np.ndarray, ...]:
-        """Build the step table ``(sz, sy, sx, logp)`` of a discretised 3-D Gaussian walk.
-
-        Each axis reaches ``3`` standard deviations (at least 1, at most
-        ``cap`` and the grid's extent along it).
-
-        Returns
-        -------
-        tuple of numpy.ndarray
-            The steps along z, y and x (int64) and their log-probabilities.
-        """
-        sd = np.sqrt(np.maximum(np.diag(cov), 1e-12))
-        axes = []
-        for a, n in enumerate(self.sizes):
-            reach = int(min(max(1, math.ceil(3.0 * sd[a])), cap, n - 1, 127))
-            axes.append(np.arange(-max(reach, 0), max(reach, 0) + 1))
-        grid = [a.ravel() for a in np.meshgrid(*axes, indexing="ij")]
-        d = np.stack(grid, axis=1).astype(np.float64)
-        inv = np.linalg.inv(cov + 1e-6 * np.eye(3))
-        logp = -0.5 * np.einsum("ni,ij,nj->n", d, inv, d)
-        logp -= np.log(np.exp(logp - logp.max()).sum()) + logp.max()
-        return (*(g.astype(np.int64) for g in grid), logp.astype(np.float64))
-
-    def prior(self, centre: np.ndarray) -> np.ndarray:
-        """Log prior of every state: Gaussian around ``centre`` (grid indices ``iz, iy, ix``)."""
-        idx = np.meshgrid(*(np.arange(n) for n in self.sizes), indexing="ij")
-        d = np.stack([g.ravel() - c for g, c in zip(idx, centre)], axis=1).astype(np.float64)
-        inv = np.linalg.inv(self.prior_cov + 1e-6 * np.eye(3))
-        return np.ascontiguousarray(-0.5 * np.einsum("ni,ij,nj->n", d, inv, d))
-
-    def components(self, states: np.ndarray) -> tuple[np.ndarray, ...]:
-        """State indices -> ``(iz, iy, ix)`` grid indices."""
-        nyx = self.ny * self.nx
-        return states // nyx, (states // self.nx) % self.ny, states % self.nx
-
-    def kernel(self) -> Callable:
-        """Return the 3-D beam Viterbi kernel."""
-        from sima_fast.kernels.hmm import beam_viterbi3d
-
-        return beam_viterbi3d
-
-    def accumulate(
-        self,
-        data: np.ndarray,
-        comps: tuple[np.ndarray, ...],
-        total: np.ndarray,
-        total_sq: np.ndarray,
-        count: np.ndarray,
-    ) -> None:
-        """Add a chunk's rows onto the canvas sums at their 3-D states."""
-        from sima_fast.kernels.hmm import accumulate_rows3d
-
-        accumulate_rows3d(data, *comps, total, total_sq, count)
+def _quadratic_form(inv: np.ndarray, d: list[np.ndarray]) -> np.ndarray:
+    """``Σ_ij inv[i, j] d_i d_j`` of a symmetric ``inv``, elementwise over the arrays ``d``."""
+    q = None
+    for i in range(len(d)):
+        for j in range(i, len(d)):
+            coef = inv[i, j] if i == j else 2 * inv[i, j]
+            term = coef * d[i] * d[j]
+            q = term if q is None else q + term
+    return q
 
 
 def _noise_model(mean: np.ndarray, var: np.ndarray) -> tuple[float, float]:
@@ -1070,7 +1030,7 @@ def _fit(
                 lo[a] = int(np.median(allr[:, a])) - limit[a] // 2
             hi[a] = lo[a] + limit[a]
         rig = [np.clip(r, lo, hi) for r in rig]
-    model = (_Model if D == 2 else _Model3)(lo, hi, (Z, Y, X))
+    model = _Model(lo, hi, (Z, Y, X))
 
     # a random walk of variance v per unit, sampled at whole pixels, steps by
     # one pixel about sqrt(2 v / pi) of the time when v << 1: the variance of
@@ -1374,7 +1334,82 @@ def _sample_stretches(
     return out, sizes
 
 
-class HiddenMarkov2D(MotionEstimationStrategy):
+class _RowwiseStrategy(MotionEstimationStrategy):
+    """What :class:`HiddenMarkov2D` and :class:`HiddenMarkov3D` share.
+
+    The arguments, their checks and the estimation: the subclass's
+    ``_checked_limit`` and rigid first pass (``_rigid_first_pass``), then
+    :func:`estimate_rowwise`. ``_DIMS`` is the number of displacement axes.
+
+    Parameters
+    ----------
+    granularity, num_states_retained, max_displacement, n_processes, restarts, verbose, reference
+        See :class:`HiddenMarkov2D`.
+    """
+
+    _DIMS = 2
+
+    def __init__(
+        self,
+        granularity: Any = 2,
+        num_states_retained: int = 50,
+        max_displacement: Any = None,
+        n_processes: int = 1,
+        restarts: int | None = None,
+        verbose: bool = True,
+        *,
+        reference: Any = None,
+    ) -> None:
+        self._granularity = parse_granularity(granularity)
+        self._k = check_int("num_states_retained", num_states_retained, low=1, high=32767)
+        self._max_displacement = check_max_displacement(max_displacement, ndim=self._DIMS)
+        self._n_processes = check_int("n_processes", n_processes, low=1)
+        if restarts is not None:
+            restarts = check_int("restarts", restarts, low=0, high=1)
+        self._restarts = restarts
+        self._verbose = check_bool("verbose", verbose)
+        self._reference = check_reference(reference)
+        self._on_cluster = False  # set by estimate(client=...) while it runs
+
+    def __repr__(self) -> str:
+        """Return the constructor call that makes this strategy."""
+        name, n = self._granularity
+        limit = None if self._max_displacement is None else self._max_displacement.tolist()
+        return (
+            f"{type(self).__name__}(granularity=({name!r}, {n}), "
+            f"num_states_retained={self._k}, "
+            f"max_displacement={limit}, n_processes={self._n_processes}, "
+            f"restarts={self._restarts}, verbose={self._verbose})"
+        )
+
+    def _estimate(self, dataset: Any) -> list:
+        """Estimate every sequence's row displacements, ``(T, Z, Y, D)`` int32 each."""
+        sequences = list(dataset.sequences)
+        frame_shape = tuple(int(v) for v in sequences[0].shape[1:4])
+        limit = self._checked_limit(frame_shape)
+        if self._verbose:
+            print(f"{type(self).__name__}: rigid first pass", file=sys.stderr)
+        sources: list[Source] = [
+            (lambda cf, s=seq: iter_estimation_chunks(s, cf)) for seq in sequences
+        ]
+        name, n = self._granularity
+        chunk = _chunk_frames(frame_shape, n if name == "frame" else 1)
+        T_list = [len(s) for s in sequences]
+        rigid = self._rigid_first_pass(sources, T_list, frame_shape, limit, chunk)
+        return estimate_rowwise(
+            sources,
+            rigid,
+            granularity=self._granularity,
+            num_states_retained=self._k,
+            max_displacement=limit,
+            restarts=self._restarts,
+            reference=self._reference,
+            n_threads=self._n_processes,
+            verbose=self._verbose,
+        )
+
+
+class HiddenMarkov2D(_RowwiseStrategy):
     """Row-wise motion of line-scanned planes, by a hidden Markov model (SIMA's strategy).
 
     The displacement ``(dy, dx)`` of every scan unit (by default every row)
@@ -1429,38 +1464,6 @@ class HiddenMarkov2D(MotionEstimationStrategy):
     >>> d.shape, d[:, 0, :, 0].min(axis=1).tolist()
     ((6, 1, 20, 2), [0, 1, 0, 1, 0, 1])
     """
-
-    def __init__(
-        self,
-        granularity: Any = 2,
-        num_states_retained: int = 50,
-        max_displacement: Any = None,
-        n_processes: int = 1,
-        restarts: int | None = None,
-        verbose: bool = True,
-        *,
-        reference: Any = None,
-    ) -> None:
-        self._granularity = parse_granularity(granularity)
-        self._k = check_int("num_states_retained", num_states_retained, low=1, high=32767)
-        self._max_displacement = check_max_displacement(max_displacement, ndim=2)
-        self._n_processes = check_int("n_processes", n_processes, low=1)
-        if restarts is not None:
-            restarts = check_int("restarts", restarts, low=0, high=1)
-        self._restarts = restarts
-        self._verbose = check_bool("verbose", verbose)
-        self._reference = check_reference(reference)
-        self._on_cluster = False  # set by estimate(client=...) while it runs
-
-    def __repr__(self) -> str:
-        """Return the constructor call that makes this strategy."""
-        name, n = self._granularity
-        limit = None if self._max_displacement is None else self._max_displacement.tolist()
-        return (
-            f"HiddenMarkov2D(granularity=({name!r}, {n}), num_states_retained={self._k}, "
-            f"max_displacement={limit}, n_processes={self._n_processes}, "
-            f"restarts={self._restarts}, verbose={self._verbose})"
-        )
 
     def estimate(
         self, dataset: Any, *, client: Any = None, progress: bool = False
@@ -1582,37 +1585,23 @@ class HiddenMarkov2D(MotionEstimationStrategy):
         )
         return _absolute(*_row_states(states, setup.model, T, setup.unit_rows), model=setup.model)
 
-    def _estimate(self, dataset: Any) -> list:
-        """Estimate every sequence's row displacements, ``(T, Z, Y, 2)`` int32 each."""
-        sequences = list(dataset.sequences)
-        Z, Y, X = (int(v) for v in sequences[0].shape[1:4])
-        limit = self._checked_limit((Z, Y, X))
-        sources: list[Source] = [
-            (lambda cf, s=seq: iter_estimation_chunks(s, cf)) for seq in sequences
-        ]
-        name, n = self._granularity
-        chunk = _chunk_frames((Z, Y, X), n if name == "frame" else 1)
-        if self._verbose:
-            print("HiddenMarkov2D: rigid first pass", file=sys.stderr)
-        rigid = _rigid_pass(
-            sources,
-            [len(s) for s in sequences],
-            (Z, Y, X),
-            limit,
-            self._reference,
-            chunk,
-            self._n_processes,
-        )
-        return estimate_rowwise(
-            sources,
-            rigid,
-            granularity=self._granularity,
-            num_states_retained=self._k,
-            max_displacement=None if limit is None else limit,
-            restarts=self._restarts,
-            reference=self._reference,
-            n_threads=self._n_processes,
-            verbose=self._verbose,
+    def _rigid_first_pass(
+        self,
+        sources: list[Source],
+        T_list: list[int],
+        frame_shape: tuple[int, int, int],
+        limit: np.ndarray | None,
+        chunk: int,
+    ) -> list[np.ndarray]:
+        """Whole-pixel ``(dy, dx)`` of every frame (planes summed).
+
+        Returns
+        -------
+        list of numpy.ndarray of int64, shape (T, Z, 2)
+            Per sequence.
+        """
+        return _rigid_pass(
+            sources, T_list, frame_shape, limit, self._reference, chunk, self._n_processes
         )
 
 
@@ -1731,7 +1720,7 @@ def _rigid_planes(
     return out
 
 
-class HiddenMarkov3D(MotionEstimationStrategy):
+class HiddenMarkov3D(_RowwiseStrategy):
     """Row-wise motion in three dimensions ``(dz, dy, dx)``, by a hidden Markov model.
 
     SIMA's 3-D strategy: as :class:`HiddenMarkov2D`, every scan unit (by
@@ -1789,77 +1778,46 @@ class HiddenMarkov3D(MotionEstimationStrategy):
     ((6, 4, 18, 3), [0, 1, 0, 1, 0, 1])
     """
 
-    def __init__(
-        self,
-        granularity: Any = 2,
-        num_states_retained: int = 50,
-        max_displacement: Any = None,
-        n_processes: int = 1,
-        restarts: int | None = None,
-        verbose: bool = True,
-        *,
-        reference: Any = None,
-    ) -> None:
-        self._granularity = parse_granularity(granularity)
-        self._k = check_int("num_states_retained", num_states_retained, low=1, high=32767)
-        self._max_displacement = check_max_displacement(max_displacement, ndim=3)
-        self._n_processes = check_int("n_processes", n_processes, low=1)
-        if restarts is not None:
-            restarts = check_int("restarts", restarts, low=0, high=1)
-        self._restarts = restarts
-        self._verbose = check_bool("verbose", verbose)
-        self._reference = check_reference(reference)
+    _DIMS = 3
 
-    def __repr__(self) -> str:
-        """Return the constructor call that makes this strategy."""
-        name, n = self._granularity
-        limit = None if self._max_displacement is None else self._max_displacement.tolist()
-        return (
-            f"HiddenMarkov3D(granularity=({name!r}, {n}), num_states_retained={self._k}, "
-            f"max_displacement={limit}, n_processes={self._n_processes}, "
-            f"restarts={self._restarts}, verbose={self._verbose})"
-        )
-
-    def _estimate(self, dataset: Any) -> list:
-        """Estimate every sequence's row displacements, ``(T, Z, Y, 3)`` int32 each."""
-        sequences = list(dataset.sequences)
-        Z, Y, X = (int(v) for v in sequences[0].shape[1:4])
+    def _checked_limit(self, frame_shape: tuple[int, int, int]) -> np.ndarray | None:
+        Z, Y, X = frame_shape
         check_max_displacement_fits(self._max_displacement, (Z, Y, X))
         check_reference_shape(self._reference, (Z, Y, X))
-        limit = None
-        if self._max_displacement is not None:
-            limit = np.floor(self._max_displacement).astype(np.int64)
-            limit[0] = min(int(limit[0]), Z - 1)  # a single plane has no z spread
-        if self._verbose:
-            print("HiddenMarkov3D: rigid first pass", file=sys.stderr)
-        sources: list[Source] = [
-            (lambda cf, s=seq: iter_estimation_chunks(s, cf)) for seq in sequences
-        ]
-        name, n = self._granularity
-        chunk = _chunk_frames((Z, Y, X), n if name == "frame" else 1)
-        T_list = [len(s) for s in sequences]
-        # (dy, dx): the 2-D rigid pass on the planes summed; then dz of each
-        # volume against a reference volume built from the volumes so aligned
+        if self._max_displacement is None:
+            return None
+        limit = np.floor(self._max_displacement).astype(np.int64)
+        limit[0] = min(int(limit[0]), Z - 1)  # a single plane has no z spread
+        return limit
+
+    def _rigid_first_pass(
+        self,
+        sources: list[Source],
+        T_list: list[int],
+        frame_shape: tuple[int, int, int],
+        limit: np.ndarray | None,
+        chunk: int,
+    ) -> list[np.ndarray]:
+        """Whole-pixel ``(dz, dy, dx)`` of every volume.
+
+        ``(dy, dx)`` by the 2-D rigid pass on the planes summed, then ``dz``
+        against a reference volume built from the volumes so aligned.
+
+        Returns
+        -------
+        list of numpy.ndarray of int64, shape (T, 3)
+            Per sequence.
+        """
+        Z = frame_shape[0]
         planar = _rigid_pass(
             sources,
             T_list,
-            (Z, Y, X),
+            frame_shape,
             None if limit is None else limit[1:],
             self._reference,
             chunk,
             self._n_processes,
         )
         z_reach = min(Z - 1, max(1, Z // 2)) if limit is None else int(limit[0])
-        dz = _rigid_planes(sources, T_list, planar, (Z, Y, X), z_reach, self._reference, chunk)
-        rigid = [np.concatenate([d[:, None], p[:, 0]], axis=1) for d, p in zip(dz, planar)]
-        return estimate_rowwise(
-            sources,
-            rigid,
-            granularity=self._granularity,
-            num_states_retained=self._k,
-            max_displacement=limit,
-            restarts=self._restarts,
-            reference=self._reference,
-            n_threads=self._n_processes,
-            verbose=self._verbose,
-        )
+        dz = _rigid_planes(sources, T_list, planar, frame_shape, z_reach, self._reference, chunk)
+        return [np.concatenate([d[:, None], p[:, 0]], axis=1) for d, p in zip(dz, planar)]
