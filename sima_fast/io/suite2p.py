@@ -14,8 +14,10 @@ docs/suite2p.md.
   every ``stat`` field and image computed from sima_fast's own masks,
   traces and frames, so that suite2p's GUI and roiextractors'
   ``Suite2pSegmentationExtractor`` open it.
-* :func:`read_suite2p` reads one plane's ROIs, with their ``lam`` weights
-  kept as weighted masks; it is registered as the ROI reader ``'suite2p'``
+* :func:`read_suite2p` reads one plane's ROIs (or, with ``plane='all'``,
+  every plane's, each on its own plane of ``(nplanes, Ly, Lx)`` frames),
+  with their ``lam`` weights kept as weighted masks; it is registered as the
+  ROI reader ``'suite2p'``
   (``ROIList.load(folder, fmt='suite2p', plane=0, iscell='cells')``).
 
 ``stat.npy``, ``ops.npy`` and ``db.npy`` are pickles inside ``.npy`` files;
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -39,7 +42,7 @@ import numpy as np
 from sima_fast._atomic import atomic_write, make_staging_dir
 from sima_fast._legacy import load_npy
 from sima_fast._timestamps import TIMESTAMP_FORMAT
-from sima_fast._validate import ArgumentTypeError, check_int, check_real
+from sima_fast._validate import ArgumentTypeError, check_real
 from sima_fast._warnings import warn
 from sima_fast.io._registry import roi_readers
 from sima_fast.ROI import ROI, ROIList
@@ -766,8 +769,8 @@ def _require(folder: str, name: str, why: str) -> str:
     return path
 
 
-def _read_frame_size(folder: str) -> tuple[int, int, int]:
-    """``(Ly, Lx, nplanes)`` from ``ops.npy``, else ``db.npy``."""
+def _read_ops_size(folder: str) -> tuple[int, int, int | None, str]:
+    """``(Ly, Lx, nplanes or None, file read)`` from ``ops.npy``, else ``db.npy``."""
     for name in ("ops.npy", "db.npy"):
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
@@ -786,16 +789,22 @@ def _read_frame_size(folder: str) -> tuple[int, int, int]:
             if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise Suite2pFormatError(f"{path}: {key!r} must be a positive integer, got {v!r}")
             size.append(int(v))
-        nplanes = ops.get("nplanes", 1)
+        nplanes = ops.get("nplanes")
         if isinstance(nplanes, np.ndarray) and nplanes.shape == ():
             nplanes = nplanes.item()
         if not isinstance(nplanes, (int, np.integer)) or isinstance(nplanes, bool) or nplanes < 1:
-            nplanes = 1
-        return size[0], size[1], int(nplanes)
+            nplanes = None
+        return size[0], size[1], None if nplanes is None else int(nplanes), path
     raise FileNotFoundError(
         f"{os.path.join(folder, 'ops.npy')}: missing (and no db.npy either); one of them gives "
         "the frame size Ly, Lx"
     )
+
+
+def _read_frame_size(folder: str) -> tuple[int, int, int]:
+    """``(Ly, Lx, nplanes)`` from ``ops.npy``, else ``db.npy`` (nplanes 1 when not given)."""
+    Ly, Lx, nplanes, _ = _read_ops_size(folder)
+    return Ly, Lx, 1 if nplanes is None else nplanes
 
 
 def _check_stat(path: str, stat: Any, Ly: int, Lx: int) -> list[tuple]:
@@ -858,70 +867,23 @@ def _iscell_choice(iscell: Any) -> tuple[str, float | None]:
     return "threshold", check_real("iscell", iscell, low=0.0, high=1.0)
 
 
-def read_suite2p(
-    path: str | os.PathLike,
-    label: str | None = None,
-    *,
-    plane: int | None = None,
-    iscell: str | float = "cells",
-    im_shape: Sequence[int] | None = None,
-) -> ROIList:
-    """Read one plane's ROIs from a suite2p folder, weights (``lam``) kept.
+_PLANE_ACCEPTED = "a plane index (an integer >= 0), None or 'all'"
+_PLANE_DIR = re.compile(r"plane(0|[1-9][0-9]*)")
 
-    Registered as the ROI reader ``'suite2p'``:
-    ``ROIList.load(path, fmt='suite2p', plane=0, iscell='cells')``.
 
-    Parameters
-    ----------
-    path : str or path-like
-        A plane folder (``.../suite2p/plane0``), a ``suite2p`` folder, or the
-        folder containing ``suite2p/``.
-    label : str, optional
-        Ignored: a plane folder holds one ROI set.
-    plane : int, optional
-        Which ``plane<k>`` folder to read when ``path`` is not a plane folder
-        itself. Default: 0 (or the plane ``path`` names).
-    iscell : {'cells', 'all'} or float, optional
-        Which ROIs to keep: ``'cells'`` those suite2p (or its user) labelled
-        cells (``iscell.npy``'s first column), ``'all'`` every ROI, a number
-        ``p`` in ``[0, 1]`` those whose cell probability (second column) is at
-        least ``p``. Default: ``'cells'``.
-    im_shape : tuple of int, optional
-        Accepted for :meth:`ROIList.load`; the frame size always comes from
-        ``ops.npy`` (or ``db.npy``).
+def _plane_choice(plane: Any) -> int | str | None:
+    """Validate ``plane``: None, a non-negative integer, or ``'all'``."""
+    if plane is None or (isinstance(plane, str) and plane == "all"):
+        return plane
+    if isinstance(plane, (bool, np.bool_)) or not isinstance(plane, (int, np.integer)):
+        raise ArgumentTypeError(f"plane must be {_PLANE_ACCEPTED}, got {plane!r}")
+    if plane < 0:
+        raise ValueError(f"plane must be {_PLANE_ACCEPTED}, got {plane!r}")
+    return int(plane)
 
-    Returns
-    -------
-    ROIList
-        One weighted-mask ROI per kept suite2p ROI, in file order, with
-        ``label`` and ``id`` its index in ``stat.npy`` (as a string), the tag
-        ``'suite2p'``, and ``im_shape`` ``(nplanes, Ly, Lx)``; the mask lies
-        on plane ``plane``. The list's timestamp is ``stat.npy``'s
-        modification time.
 
-    Raises
-    ------
-    FileNotFoundError
-        If the plane folder, ``stat.npy``, ``ops.npy`` (and ``db.npy``) or,
-        unless ``iscell='all'``, ``iscell.npy`` is missing; the message names
-        the file.
-    Suite2pFormatError
-        If ``stat.npy``, ``ops.npy`` or ``iscell.npy`` holds the wrong fields,
-        shapes or types (a :class:`ValueError`; the message names the file
-        and the ROI).
-    sima_fast._legacy.UnsafePickleError
-        If ``stat.npy`` or ``ops.npy`` names anything outside the restricted
-        loader's allow-list.
-    ArgumentTypeError
-        If ``plane`` or ``iscell`` has the wrong type.
-    ValueError
-        If ``iscell`` is an unknown string or a number outside ``[0, 1]``.
-    """
-    del label, im_shape
-    if plane is not None:
-        plane = check_int("plane", plane, low=0)
-    mode, threshold = _iscell_choice(iscell)
-    folder, k = _plane_folder(os.fspath(path), plane)
+def _kept_rois(folder: str, mode: str, threshold: float | None):
+    """Read one plane folder: ``(stat path, Ly, Lx, nplanes, [(index, ypix, xpix, lam)])``."""
     stat_path = _require(folder, "stat.npy", "suite2p's per-ROI pixels and weights")
     Ly, Lx, nplanes = _read_frame_size(folder)
     stat = load_npy(stat_path)
@@ -952,19 +914,179 @@ def read_suite2p(
                     f"{iscell_path}: has no probability column; use iscell='cells' or 'all'"
                 )
             keep = table[:, 1] >= threshold
-    Z = max(nplanes, k + 1)
+    return stat_path, Ly, Lx, nplanes, [(int(i), *pixels[i]) for i in np.flatnonzero(keep)]
+
+
+def _plane_roi(k: int, shape: tuple[int, int, int], pixels: tuple, name: str) -> ROI:
+    """Make a weighted-mask ROI holding ``lam`` at ``(ypix, xpix)`` on plane ``k``."""
     import scipy.sparse
 
-    rois = []
-    for i in np.flatnonzero(keep):
-        ypix, xpix, lam = pixels[i]
-        planes = [scipy.sparse.csr_matrix((Ly, Lx), dtype=np.float64) for _ in range(Z)]
-        planes[k] = scipy.sparse.csr_matrix((lam, (ypix, xpix)), shape=(Ly, Lx))
-        rois.append(
-            ROI(mask=planes, label=str(i), id=str(i), tags={"suite2p"}, im_shape=(Z, Ly, Lx))
+    Z, Ly, Lx = shape
+    _, ypix, xpix, lam = pixels
+    planes = [scipy.sparse.csr_matrix((Ly, Lx), dtype=np.float64) for _ in range(Z)]
+    planes[k] = scipy.sparse.csr_matrix((lam, (ypix, xpix)), shape=(Ly, Lx))
+    return ROI(mask=planes, label=name, id=name, tags={"suite2p"}, im_shape=shape)
+
+
+def _timestamp(paths: Sequence[str]) -> str:
+    """Format the newest modification time of ``paths`` as ROIList timestamps are."""
+    newest = max(os.path.getmtime(p) for p in paths)
+    return time.strftime(TIMESTAMP_FORMAT, time.localtime(newest))
+
+
+def _suite2p_root(path: str) -> str:
+    """Find the folder holding the ``plane<k>`` folders: ``path`` or ``path/suite2p``."""
+    if any(_PLANE_DIR.fullmatch(n) for n in os.listdir(path)):
+        return path
+    inner = os.path.join(path, SUITE2P_DIRNAME)
+    if os.path.isdir(inner) and any(_PLANE_DIR.fullmatch(n) for n in os.listdir(inner)):
+        return inner
+    raise FileNotFoundError(
+        f"{path!r} holds no suite2p plane folders: looked for plane<k>/ in it and in "
+        f"{SUITE2P_DIRNAME}/"
+    )
+
+
+def _read_all_planes(root: str, mode: str, threshold: float | None) -> ROIList:
+    """Every ``plane<k>`` folder of ``root``, as one ROIList on ``(nplanes, Ly, Lx)`` frames."""
+    found = {}
+    for name in os.listdir(root):
+        m = _PLANE_DIR.fullmatch(name)
+        if m and os.path.isdir(os.path.join(root, name)):
+            found[int(m.group(1))] = os.path.join(root, name)
+    first = min(found)
+    Ly, Lx, nplanes, ref = _read_ops_size(found[first])
+    if nplanes is None:  # no plane count in ops/db: the folders found are the planes
+        nplanes = max(found) + 1
+        said = f"the plane folders found (up to plane{max(found)})"
+    else:
+        said = f"{ref} (nplanes={nplanes})"
+    for k in range(nplanes):
+        if k not in found:
+            raise FileNotFoundError(
+                f"{os.path.join(root, f'plane{k}')}: missing; {said} says the run has "
+                f"{nplanes} plane(s)"
+            )
+    extra = sorted(k for k in found if k >= nplanes)
+    if extra:
+        raise Suite2pFormatError(
+            f"{found[extra[0]]}: a plane folder beyond the {nplanes} plane(s) {said} gives"
         )
+    shape = (nplanes, Ly, Lx)
+    rois, stats = [], []
+    for k in range(nplanes):
+        ly, lx, n_k, own = _read_ops_size(found[k])
+        if (ly, lx) != (Ly, Lx):
+            raise Suite2pFormatError(
+                f"{own}: frame size (Ly, Lx) = ({ly}, {lx}) differs from ({Ly}, {Lx}) in {ref}; "
+                "the planes of one run share a frame size"
+            )
+        if n_k is not None and n_k != nplanes:
+            raise Suite2pFormatError(f"{own}: nplanes={n_k} differs from {nplanes} ({said})")
+        stat_path, _, _, _, kept = _kept_rois(found[k], mode, threshold)
+        stats.append(stat_path)
+        rois.extend(_plane_roi(k, shape, p, f"{k}/{p[0]}") for p in kept)
     out = ROIList(rois)
-    out.timestamp = time.strftime(TIMESTAMP_FORMAT, time.localtime(os.path.getmtime(stat_path)))
+    out.timestamp = _timestamp(stats)
+    return out
+
+
+def read_suite2p(
+    path: str | os.PathLike,
+    label: str | None = None,
+    *,
+    plane: int | str | None = None,
+    iscell: str | float = "cells",
+    im_shape: Sequence[int] | None = None,
+) -> ROIList:
+    """Read one plane's ROIs, or every plane's, from a suite2p folder, weights (``lam``) kept.
+
+    Registered as the ROI reader ``'suite2p'``:
+    ``ROIList.load(path, fmt='suite2p', plane=0, iscell='cells')``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A plane folder (``.../suite2p/plane0``), a ``suite2p`` folder, or the
+        folder containing ``suite2p/``.
+    label : str, optional
+        Ignored: a plane folder holds one ROI set.
+    plane : int or 'all', optional
+        Which ``plane<k>`` folder to read when ``path`` is not a plane folder
+        itself. Default: 0 (or the plane ``path`` names). ``'all'`` reads
+        every ``plane<k>`` folder, ``k = 0 .. nplanes - 1`` with ``nplanes``
+        from ``ops.npy`` (or ``db.npy``; when neither gives it, the plane
+        folders present); ``path`` must then be a ``suite2p`` folder or the
+        folder containing it. A folder that holds ``stat.npy`` itself and is
+        not a plane folder (suite2p's ``combined/`` mosaic) is read as with
+        ``plane=None``: its ROIs on plane 0.
+    iscell : {'cells', 'all'} or float, optional
+        Which ROIs to keep: ``'cells'`` those suite2p (or its user) labelled
+        cells (``iscell.npy``'s first column), ``'all'`` every ROI, a number
+        ``p`` in ``[0, 1]`` those whose cell probability (second column) is at
+        least ``p``. Default: ``'cells'``. With ``plane='all'`` it applies to
+        each plane's ``iscell.npy``.
+    im_shape : tuple of int, optional
+        Accepted for :meth:`ROIList.load`; the frame size always comes from
+        ``ops.npy`` (or ``db.npy``).
+
+    Returns
+    -------
+    ROIList
+        One weighted-mask ROI per kept suite2p ROI, in file order, with
+        ``label`` and ``id`` its index in ``stat.npy`` (as a string), the tag
+        ``'suite2p'``, and ``im_shape`` ``(nplanes, Ly, Lx)``; the mask lies
+        on plane ``plane``. With ``plane='all'``, the planes in order, each
+        ROI on its own plane, with ``label`` and ``id`` ``'<k>/<i>'`` (plane
+        ``k``, index ``i`` in that plane's ``stat.npy``). The list's
+        timestamp is the (newest) ``stat.npy``'s modification time.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the plane folder (with ``plane='all'``: any of the ``nplanes``
+        that ``ops.npy`` gives), ``stat.npy``, ``ops.npy`` (and ``db.npy``)
+        or, unless ``iscell='all'``, ``iscell.npy`` is missing; the message
+        names the file.
+    Suite2pFormatError
+        If ``stat.npy``, ``ops.npy`` or ``iscell.npy`` holds the wrong fields,
+        shapes or types (a :class:`ValueError`; the message names the file
+        and the ROI); with ``plane='all'``, if the planes' frame sizes or
+        plane counts disagree (naming both files) or a ``plane<k>`` folder
+        lies beyond ``nplanes``.
+    sima_fast._legacy.UnsafePickleError
+        If ``stat.npy`` or ``ops.npy`` names anything outside the restricted
+        loader's allow-list.
+    ArgumentTypeError
+        If ``plane`` is not an integer, None or ``'all'``, or ``iscell`` has
+        the wrong type.
+    ValueError
+        If ``plane`` is negative, ``plane='all'`` is given with a plane
+        folder as ``path``, or ``iscell`` is an unknown string or a number
+        outside ``[0, 1]``.
+    """
+    del label, im_shape
+    plane = _plane_choice(plane)
+    mode, threshold = _iscell_choice(iscell)
+    if plane == "all":
+        where = os.path.abspath(os.fspath(path))
+        if not os.path.isdir(where):
+            raise NotADirectoryError(f"{where!r} is not a suite2p folder (not a directory)")
+        base = os.path.basename(where)
+        if base.startswith("plane") and base[5:].isdigit():  # as _plane_folder tells
+            raise ValueError(
+                f"plane='all' reads every plane of a suite2p folder, but {where!r} is the "
+                f"folder of plane {int(base[5:])}: pass the suite2p folder (its parent), or "
+                f"plane={int(base[5:])}"
+            )
+        if not os.path.exists(os.path.join(where, "stat.npy")):
+            return _read_all_planes(_suite2p_root(where), mode, threshold)
+        plane = None  # a folder holding stat.npy itself (suite2p's combined/): as today
+    folder, k = _plane_folder(os.fspath(path), plane)
+    stat_path, Ly, Lx, nplanes, kept = _kept_rois(folder, mode, threshold)
+    shape = (max(nplanes, k + 1), Ly, Lx)
+    out = ROIList([_plane_roi(k, shape, p, str(p[0])) for p in kept])
+    out.timestamp = _timestamp([stat_path])
     return out
 
 
