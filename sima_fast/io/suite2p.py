@@ -905,7 +905,7 @@ def _kept_rois(folder: str, mode: str, threshold: float | None):
             raise Suite2pFormatError(
                 f"{iscell_path}: shape {labels.shape} does not match the {n} ROIs of stat.npy"
             )
-        table = labels.reshape(n, -1).astype(np.float64)
+        table = (labels if labels.ndim == 2 else labels[:, None]).astype(np.float64)
         if mode == "cells":
             keep = table[:, 0] > 0.5
         else:
