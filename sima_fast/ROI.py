@@ -1054,7 +1054,8 @@ class ROIList(list):
             is refused (see :func:`check_mask_in_frame`).
         **options
             Keyword options of the format's reader, passed on to it: for
-            ``'suite2p'``, ``plane`` and ``iscell`` (see
+            ``'suite2p'``, ``plane`` (an index, or ``'all'`` for every
+            plane) and ``iscell`` (see
             :func:`sima_fast.io.suite2p.read_suite2p`); for ``'NWB'``,
             ``plane_segmentation``, the table's name (the same choice as
             ``label``; see :func:`sima_fast.io.nwb.read_nwb_rois`). A reader
