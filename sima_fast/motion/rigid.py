@@ -531,7 +531,8 @@ class RigidRegistration2D(_PlaneStrategy):
     iterations : int, optional
         Rounds of aligning the sample and averaging it (default 3).
     n_processes : int, optional
-        Threads of the FFTs and kernels (default 1).
+        Threads of the registration, each registering a share of every block
+        of frames (default 1).
     interpolation : {'cubic', 'linear', 'nearest'}, optional
         How :meth:`correct` resamples the frames (the warped view's
         interpolation): Keys' cubic convolution by default (the sharpest
