@@ -919,24 +919,17 @@ class BatchRegistrar:
         rows = 2 * (self._window[0] + 1) + 1
         self._row0 = rows // 2 if rows < ny else 0
         self._map_rows = rows
-        # per thread: (frames tapered, rows of the correlation maps, peaks), grown on demand
-        self._scratch: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        # per thread: (frames tapered, rows of the correlation maps), grown on demand
+        self._scratch: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def _buffers(self, slot: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _buffers(self, slot: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Return the scratch buffers of thread ``slot``, for blocks of at least ``n`` frames."""
         while len(self._scratch) <= slot:
-            self._scratch.append(
-                (
-                    np.empty((0, *self.shape), dtype=np.float32),
-                    np.empty((0, self._map_rows, self.shape[1] // 2 + 1), dtype=np.complex64),
-                    np.empty((0, 3)),
-                )
-            )
+            self._scratch.append((np.empty((0, *self.shape), dtype=np.float32), np.empty(0)))
         if self._scratch[slot][0].shape[0] < n:
             self._scratch[slot] = (
                 np.empty((n, *self.shape), dtype=np.float32),
                 np.empty((n, self._map_rows, self.shape[1] // 2 + 1), dtype=np.complex64),
-                np.empty((n, 3)),
             )
         return self._scratch[slot]
 
@@ -967,15 +960,12 @@ class BatchRegistrar:
         ValueError
             Frames of another shape.
         """
-        from sima_fast._threads import kernel_threads
-
         arr = _frame_block(frames, self.shape)
         n = arr.shape[0]
         out = np.empty((n, 3))
         parts = max(1, min(self.workers, n))
         if parts == 1:
-            with kernel_threads(self.workers):
-                self._chain(arr, out, 0, self.BLOCK, self.workers)
+            self._chain(arr, out, 0, self.BLOCK, self.workers)
         else:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -986,9 +976,8 @@ class BatchRegistrar:
                 self._buffers(k, min(block, bounds[k + 1] - bounds[k]))
 
             def run(k: int) -> None:
-                with kernel_threads(1):
-                    a, b = bounds[k], bounds[k + 1]
-                    self._chain(arr[a:b], out[a:b], k, block, 1)
+                a, b = bounds[k], bounds[k + 1]
+                self._chain(arr[a:b], out[a:b], k, block, 1)
 
             with ThreadPoolExecutor(parts) as pool:
                 for done in [pool.submit(run, k) for k in range(parts)]:
@@ -1002,25 +991,34 @@ class BatchRegistrar:
     def _chain(
         self, arr: np.ndarray, out: np.ndarray, slot: int, block: int, workers: int
     ) -> None:
-        """Register ``arr`` (n, Y, X) into ``out`` (n, 3), ``block`` frames at a time."""
+        """Register ``arr`` (n, Y, X) into ``out`` (n, 3), ``block`` frames at a time.
+
+        The kernels are the serial, per-frame ones (numba's threads are not
+        used: threads of this class run side by side, which numba's workqueue
+        threading layer would not allow for parallel kernels); ``workers``
+        threads run the FFTs.
+        """
         from scipy import fft
 
-        from sima_fast.kernels.online import correlation_peaks, taper_images, whiten_cross_images
+        from sima_fast.kernels.online import correlation_peak, taper_image, whiten_cross
 
         n = arr.shape[0]
         if n == 0:
             return
         block = min(n, block)
-        work_all, rows_all, peaks_all = self._buffers(slot, block)
+        work_all, rows_all = self._buffers(slot, block)
         ny, nx = self.shape
         my, mx = self._window
         r0 = self._row0
+        wy, wx, reference = self._wy, self._wx, self._reference
         for s in range(0, n, block):
             m = min(block, n - s)
-            work, peaks = work_all[:m], peaks_all[:m]
-            taper_images(arr[s : s + m], self._wy, self._wx, work)
+            work = work_all[:m]
+            for i in range(m):
+                taper_image(arr[s + i], wy, wx, work[i])
             spectra = fft.rfft2(work, workers=workers)
-            whiten_cross_images(spectra, self._reference)
+            for i in range(m):
+                whiten_cross(spectra[i], reference)
             if r0 == 0:
                 corr = fft.irfft2(spectra, s=self.shape, workers=workers, overwrite_x=True)
             else:
@@ -1029,10 +1027,9 @@ class BatchRegistrar:
                 rows[:, :r0] = half[:, ny - r0 :]
                 rows[:, r0:] = half[:, : r0 + 1]
                 corr = fft.irfft(rows, n=nx, axis=2, workers=workers)
-            correlation_peaks(corr, my, mx, r0, peaks)
-            res = out[s : s + m]
-            np.negative(peaks[:, :2], out=res[:, :2])
-            np.divide(peaks[:, 2], self._ideal, out=res[:, 2])
+            for i in range(m):
+                py, px, height = correlation_peak(corr[i], my, mx, r0)
+                out[s + i] = -py, -px, height / self._ideal
 
 
 def _output_array(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
