@@ -613,7 +613,8 @@ def _frame_block(frames: Any, shape: tuple[int, int]) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        Native integer or float frames (anything else converted to float64).
+        Native integer, float32 or float64 frames (anything else, e.g.
+        float16, bool or byte-swapped, converted to float64).
 
     Raises
     ------
@@ -625,7 +626,8 @@ def _frame_block(frames: Any, shape: tuple[int, int]) -> np.ndarray:
         arr = arr[None]
     if arr.ndim != 3 or arr.shape[1:] != shape:
         raise ValueError(f"frames must be (n, {shape[0]}, {shape[1]}); got {arr.shape}")
-    if arr.dtype.kind not in "iuf" or not arr.dtype.isnative:
+    readable = arr.dtype.kind in "iu" or (arr.dtype.kind == "f" and arr.dtype.itemsize >= 4)
+    if not readable or not arr.dtype.isnative:
         arr = arr.astype(np.float64)
     return arr
 
@@ -835,7 +837,12 @@ class BatchRegistrar:
     logarithms of the peak and its neighbours. As only the frame is
     tapered, the estimates are not pulled towards zero shift, so one pass
     suffices (:class:`RigidRegistrar` needs two for that, with
-    ``recentre``). Buffers are kept from block to block.
+    ``recentre``). Buffers are kept from block to block. With several
+    ``workers`` the frames are shared out between threads, each running the
+    whole chain on its share (single-threaded FFTs and kernels), rather than
+    every step being split between threads: no thread idles or spins between
+    the steps (numba's OpenMP threads busy-wait after each parallel kernel,
+    taking cores from the FFT's own threads).
 
     Parameters
     ----------
@@ -851,8 +858,8 @@ class BatchRegistrar:
     max_shift : float or (float, float), optional
         Largest ``|dy|``, ``|dx|`` searched; default: up to half the frame.
     workers : int, optional
-        Threads of ``scipy.fft`` and of the kernels (numba's, one frame
-        each; default 1).
+        Threads registering the frames, each a share of every block
+        (default 1).
 
     Raises
     ------
@@ -911,18 +918,28 @@ class BatchRegistrar:
         self._wx = taper_window(nx, width)
         rows = 2 * (self._window[0] + 1) + 1
         self._row0 = rows // 2 if rows < ny else 0
-        self._work = np.empty((0, ny, nx), dtype=np.float32)
-        self._rows = np.empty((0, rows, nx // 2 + 1), dtype=np.complex64)
-        self._peaks = np.empty((0, 3))
+        self._map_rows = rows
+        # per thread: (frames tapered, rows of the correlation maps), grown on demand
+        self._scratch: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def _buffers(self, n: int) -> None:
-        if self._work.shape[0] < n:
-            self._work = np.empty((n, *self.shape), dtype=np.float32)
-            self._rows = np.empty((n, *self._rows.shape[1:]), dtype=np.complex64)
-            self._peaks = np.empty((n, 3))
+    def _buffers(self, slot: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return the scratch buffers of thread ``slot``, for blocks of at least ``n`` frames."""
+        while len(self._scratch) <= slot:
+            self._scratch.append((np.empty((0, *self.shape), dtype=np.float32), np.empty(0)))
+        if self._scratch[slot][0].shape[0] < n:
+            self._scratch[slot] = (
+                np.empty((n, *self.shape), dtype=np.float32),
+                np.empty((n, self._map_rows, self.shape[1] // 2 + 1), dtype=np.complex64),
+            )
+        return self._scratch[slot]
 
     def register(self, frames: Any) -> np.ndarray:
         """Estimate the translation of every frame of a block.
+
+        With ``workers`` above 1 the frames are split between that many
+        threads, each running the whole chain (taper, FFTs, peak) on its
+        share with single-threaded FFTs and kernels: no thread waits for
+        another between the steps.
 
         Parameters
         ----------
@@ -943,47 +960,76 @@ class BatchRegistrar:
         ValueError
             Frames of another shape.
         """
-        from sima_fast._threads import kernel_threads
-
         arr = _frame_block(frames, self.shape)
-        with kernel_threads(self.workers):
-            return self._register(arr)
-
-    def _register(self, arr: np.ndarray) -> np.ndarray:
-        from scipy import fft
-
-        from sima_fast.kernels.online import correlation_peaks, taper_images, whiten_cross_images
-
         n = arr.shape[0]
         out = np.empty((n, 3))
-        block = min(n, self.BLOCK)
-        self._buffers(block)
-        ny, nx = self.shape
-        my, mx = self._window
-        r0 = self._row0
-        for s in range(0, n, block):
-            m = min(block, n - s)
-            work, peaks = self._work[:m], self._peaks[:m]
-            taper_images(arr[s : s + m], self._wy, self._wx, work)
-            spectra = fft.rfft2(work, workers=self.workers)
-            whiten_cross_images(spectra, self._reference)
-            if r0 == 0:
-                corr = fft.irfft2(spectra, s=self.shape, workers=self.workers, overwrite_x=True)
-            else:
-                half = fft.ifft(spectra, axis=1, workers=self.workers, overwrite_x=True)
-                rows = self._rows[:m]
-                rows[:, :r0] = half[:, ny - r0 :]
-                rows[:, r0:] = half[:, : r0 + 1]
-                corr = fft.irfft(rows, n=nx, axis=2, workers=self.workers)
-            correlation_peaks(corr, my, mx, r0, peaks)
-            res = out[s : s + m]
-            np.negative(peaks[:, :2], out=res[:, :2])
-            np.divide(peaks[:, 2], self._ideal, out=res[:, 2])
+        parts = max(1, min(self.workers, n))
+        if parts == 1:
+            self._chain(arr, out, 0, self.BLOCK, self.workers)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # the buffers stay about BLOCK frames in all
+            block = max(1, self.BLOCK // parts)
+            bounds = [n * k // parts for k in range(parts + 1)]
+            for k in range(parts):
+                self._buffers(k, min(block, bounds[k + 1] - bounds[k]))
+
+            def run(k: int) -> None:
+                a, b = bounds[k], bounds[k + 1]
+                self._chain(arr[a:b], out[a:b], k, block, 1)
+
+            with ThreadPoolExecutor(parts) as pool:
+                for done in [pool.submit(run, k) for k in range(parts)]:
+                    done.result()
         np.clip(out[:, 0], -self.limits[0], self.limits[0], out=out[:, 0])
         np.clip(out[:, 1], -self.limits[1], self.limits[1], out=out[:, 1])
         empty = ~np.isfinite(out[:, :2]).all(axis=1)
         out[empty] = 0.0
         return out
+
+    def _chain(
+        self, arr: np.ndarray, out: np.ndarray, slot: int, block: int, workers: int
+    ) -> None:
+        """Register ``arr`` (n, Y, X) into ``out`` (n, 3), ``block`` frames at a time.
+
+        The kernels are the serial, per-frame ones (numba's threads are not
+        used: threads of this class run side by side, which numba's workqueue
+        threading layer would not allow for parallel kernels); ``workers``
+        threads run the FFTs.
+        """
+        from scipy import fft
+
+        from sima_fast.kernels.online import correlation_peak, taper_image, whiten_cross
+
+        n = arr.shape[0]
+        if n == 0:
+            return
+        block = min(n, block)
+        work_all, rows_all = self._buffers(slot, block)
+        ny, nx = self.shape
+        my, mx = self._window
+        r0 = self._row0
+        wy, wx, reference = self._wy, self._wx, self._reference
+        for s in range(0, n, block):
+            m = min(block, n - s)
+            work = work_all[:m]
+            for i in range(m):
+                taper_image(arr[s + i], wy, wx, work[i])
+            spectra = fft.rfft2(work, workers=workers)
+            for i in range(m):
+                whiten_cross(spectra[i], reference)
+            if r0 == 0:
+                corr = fft.irfft2(spectra, s=self.shape, workers=workers, overwrite_x=True)
+            else:
+                half = fft.ifft(spectra, axis=1, workers=workers, overwrite_x=True)
+                rows = rows_all[:m]
+                rows[:, :r0] = half[:, ny - r0 :]
+                rows[:, r0:] = half[:, : r0 + 1]
+                corr = fft.irfft(rows, n=nx, axis=2, workers=workers)
+            for i in range(m):
+                py, px, height = correlation_peak(corr[i], my, mx, r0)
+                out[s + i] = -py, -px, height / self._ideal
 
 
 def _output_array(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -182,7 +182,7 @@ def test_batch_registrar_memory_is_bounded_by_the_block():
 
     small, large = peak(16), peak(64)
     assert large < small + 64 * 3 * 8 + 4096  # only the (n, 3) result grows with n
-    assert reg._work.shape[0] == 8
+    assert reg._scratch[0][0].shape[0] == 8
 
 
 # -- the strategy -------------------------------------------------------------------------------

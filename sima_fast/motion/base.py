@@ -270,7 +270,11 @@ def check_reference_shape(reference: np.ndarray | None, frame_shape: tuple[int, 
 
 
 def iter_estimation_chunks(
-    sequence: Any, chunk_frames: int | None = None, start: int = 0, stop: int | None = None
+    sequence: Any,
+    chunk_frames: int | None = None,
+    start: int = 0,
+    stop: int | None = None,
+    raw: bool = False,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield blocks of frames for estimation, channels summed, in time order.
 
@@ -285,6 +289,11 @@ def iter_estimation_chunks(
         Frames per block; default: about :data:`ESTIMATION_CHUNK_BYTES`.
     start, stop : int, optional
         The frames to read (default: all).
+    raw : bool, optional
+        With one channel, yield the frames as read (their own dtype, possibly
+        a view of a buffer reused for the next block: read only, and only
+        until the next block), for kernels that read any dtype; several
+        channels are summed as usual (default False).
 
     Yields
     ------
@@ -305,7 +314,9 @@ def iter_estimation_chunks(
     for t0, block in sequence.iter_chunks(
         int(chunk_frames), start=start, stop=stop, reuse_buffer=True
     ):
-        if C == 1:
+        if C == 1 and raw:
+            out = block[..., 0]
+        elif C == 1:
             out = np.asarray(block[..., 0], dtype=dtype)
             if out is block[..., 0] or np.shares_memory(out, block):
                 out = out.copy()

@@ -216,6 +216,10 @@ class _PlaneStrategy(MotionEstimationStrategy):
         """Filter frames (n, Y, X) before registration (none by default)."""
         return frames
 
+    def _reads_raw(self) -> bool:
+        """Whether the registrar reads the frames in their own dtype (no float copy)."""
+        return False
+
     def _sample(self, sequences: list) -> np.ndarray:
         return sample_frames(sequences, self._num_reference_frames)
 
@@ -236,7 +240,8 @@ class _PlaneStrategy(MotionEstimationStrategy):
         """``(t1 - t0, Z, 2)`` float shifts of frames ``t0:t1`` against the plane references."""
         registrars = [self._registrar(r) for r in setup]
         d = np.zeros((t1 - t0, len(setup), 2))
-        for t, block in iter_estimation_chunks(sequence, start=t0, stop=t1):
+        raw = self._reads_raw()
+        for t, block in iter_estimation_chunks(sequence, start=t0, stop=t1, raw=raw):
             for z, registrar in enumerate(registrars):
                 frames = self._preprocess(block[:, z])
                 d[t - t0 : t - t0 + len(block), z] = registrar.register(frames)[:, :2]
@@ -526,7 +531,8 @@ class RigidRegistration2D(_PlaneStrategy):
     iterations : int, optional
         Rounds of aligning the sample and averaging it (default 3).
     n_processes : int, optional
-        Threads of the FFTs and kernels (default 1).
+        Threads of the registration, each registering a share of every block
+        of frames (default 1).
     interpolation : {'cubic', 'linear', 'nearest'}, optional
         How :meth:`correct` resamples the frames (the warped view's
         interpolation): Keys' cubic convolution by default (the sharpest
@@ -567,6 +573,10 @@ class RigidRegistration2D(_PlaneStrategy):
             check_int("num_reference_frames", num_reference_frames, low=1),
             check_int("iterations", iterations, low=1),
         )
+
+    def _reads_raw(self) -> bool:
+        # BatchRegistrar's kernels read integer frames as they are (no float32 copy)
+        return self._upsample is None and not self._recentre
 
     def _registrar(self, reference: np.ndarray) -> Any:
         from sima_fast.registration import BatchRegistrar, RigidRegistrar
