@@ -1447,8 +1447,9 @@ class ImagingDataset:
         Parameters
         ----------
         folder : str or path-like
-            An existing directory; ``suite2p/`` is written inside it, all at
-            once (staged, then renamed into place).
+            The directory ``suite2p/`` is written in, all at once (staged,
+            then renamed into place); created with its parents when missing,
+            once the export is known to be valid.
         rois_label : str, optional
             The ROI set whose traces to export: the most recent extraction of
             exactly these ROIs (or ``signals_label``'s, which must be of
@@ -1480,8 +1481,8 @@ class ImagingDataset:
             spans several planes.
         KeyError
             If ``signals_label`` or ``rois_label`` names nothing.
-        FileNotFoundError
-            If ``folder`` does not exist.
+        NotADirectoryError
+            If ``folder`` exists and is not a directory.
         FileExistsError
             If ``folder/suite2p`` exists and ``overwrite`` is False.
         """

@@ -282,9 +282,17 @@ def test_export_bad_arguments(dataset, tmp_path):
         dataset.export_suite2p(out, fs=0.0)
     with pytest.raises(ArgumentTypeError, match="fs"):
         dataset.export_suite2p(out, fs="fast")
-    with pytest.raises(FileNotFoundError, match="folder"):
-        dataset.export_suite2p(tmp_path / "missing", fs=10.0)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(NotADirectoryError, match="folder"):
+        dataset.export_suite2p(a_file, fs=10.0)
+    # a refused export creates no folder; a valid one creates it with its parents
+    with pytest.raises(ValueError, match="fs must be positive"):
+        dataset.export_suite2p(tmp_path / "new" / "deeper", fs=0.0)
+    assert not (tmp_path / "new").exists()
     assert os.listdir(out) == []
+    made = dataset.export_suite2p(tmp_path / "new" / "deeper", fs=10.0)
+    assert os.path.isfile(os.path.join(made, "plane0", "stat.npy"))
 
 
 def test_export_refuses_unrepresentable_rois(tmp_path):

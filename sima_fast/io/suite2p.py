@@ -541,7 +541,8 @@ def write_suite2p(
     dataset : ImagingDataset
         The dataset extracted (its frames give the images).
     folder : str or path-like
-        An existing directory; ``suite2p/`` is created inside it.
+        The directory ``suite2p/`` is created in; it is created too (with
+        its parents) when missing, once the export is known to be valid.
     record : dict
         The signals record (``raw``, ``rois``, optionally ``neuropil``,
         ``corrected``, ``spikes``, ``spikes_params``).
@@ -562,8 +563,11 @@ def write_suite2p(
 
     Raises
     ------
-    FileNotFoundError
-        If ``folder`` does not exist.
+    NotADirectoryError
+        If ``folder`` exists and is not a directory.
+    OSError
+        If ``folder`` (created when missing, with its parents) cannot be
+        created.
     FileExistsError
         If ``folder/suite2p`` exists and ``overwrite`` is False.
     ValueError
@@ -578,8 +582,8 @@ def write_suite2p(
         if not fs > 0:
             raise ValueError(f"fs must be positive, got {fs}")
     folder = os.path.abspath(os.fspath(folder))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"folder: {folder!r} is not an existing directory")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(f"folder: {folder!r} exists and is not a directory")
     final = os.path.join(folder, SUITE2P_DIRNAME)
     if os.path.lexists(final) and not overwrite:
         raise FileExistsError(
@@ -641,6 +645,12 @@ def write_suite2p(
     diameter = [max(d, 1.0), max(d, 1.0)]
 
     images = _dataset_images(dataset, channel)
+    # created only now, when everything is known to be writable: a refused export leaves
+    # no new folder behind
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"folder: cannot create {folder!r} ({exc})") from exc
     staging = make_staging_dir(final)
     try:
         for z in range(Z):
