@@ -1201,7 +1201,11 @@ def locate_two_photon_series(path: Any, series: str | None = None) -> dict[str, 
     dict
         ``name``, ``group`` (the HDF5 group of the series), ``key``
         (``'data'``), ``dim_order`` (``'txy'`` or ``'txyz'``), ``rate`` and
-        ``starting_time`` (None when the series has timestamps).
+        ``starting_time`` (None when the series has timestamps), and
+        ``acquisition``: the :class:`~sima_fast.sequence.metadata.AcquisitionMetadata`
+        fields the series and its ImagingPlane give (frame rate, planes, pixel
+        size and plane spacing in µm, channel name; indicator, location and
+        wavelengths in ``extra``).
 
     Raises
     ------
@@ -1269,9 +1273,80 @@ def locate_two_photon_series(path: Any, series: str | None = None) -> dict[str, 
             "dim_order": "txy" if ndim == 3 else "txyz",
             "rate": None if has_stamps else ts.rate,
             "starting_time": None if has_stamps else ts.starting_time,
+            "acquisition": _series_acquisition(ts, ndim),
         }
     finally:
         io.close()
+
+
+#: grid_spacing units NWB files use, in micrometres
+_UNIT_UM = {
+    "meters": 1e6, "meter": 1e6, "m": 1e6,
+    "millimeters": 1e3, "millimeter": 1e3, "mm": 1e3,
+    "micrometers": 1.0, "micrometer": 1.0, "microns": 1.0, "micron": 1.0, "um": 1.0, "µm": 1.0,
+}  # fmt: skip
+
+
+def _series_acquisition(ts: Any, ndim: int) -> dict[str, Any]:
+    """Read what a TwoPhotonSeries and its ImagingPlane record of the acquisition.
+
+    The frame rate is the series' ``rate``, else the median interval of its
+    timestamps, else the plane's ``imaging_rate``; the pixel size comes from
+    ``grid_spacing`` (NWB's ``(x, y[, z])``, in ``grid_spacing_unit``,
+    metres by default), the channel name from the plane's optical channel
+    (unless it is pynwb's default name). What the file does not say is left
+    out.
+
+    Returns
+    -------
+    dict
+        Keyword arguments of
+        :class:`~sima_fast.sequence.metadata.AcquisitionMetadata`.
+    """
+    out: dict[str, Any] = {"n_channels": 1, "source": "NWB TwoPhotonSeries"}
+    rate = None
+    if ts.timestamps is None:
+        rate = ts.rate
+    else:
+        stamps = np.asarray(ts.timestamps[: min(len(ts.timestamps), 10_000)], dtype=float)
+        steps = np.diff(stamps)
+        steps = steps[np.isfinite(steps) & (steps > 0)]
+        if steps.size:
+            rate = 1.0 / float(np.median(steps))
+    plane = getattr(ts, "imaging_plane", None)
+    if rate is None and plane is not None:
+        rate = getattr(plane, "imaging_rate", None)
+    if rate is not None and np.isfinite(rate) and rate > 0:
+        out["frame_rate"] = float(rate)
+    if ndim == 4:
+        out["n_planes"] = int(ts.data.shape[3])
+    else:
+        out["n_planes"] = 1
+    if plane is None:
+        return out
+    grid = getattr(plane, "grid_spacing", None)
+    unit = str(getattr(plane, "grid_spacing_unit", None) or "meters").strip().lower()
+    if grid is not None and unit in _UNIT_UM:
+        g = np.asarray(grid[:], dtype=float).ravel() * _UNIT_UM[unit]
+        if g.size >= 2 and np.all(np.isfinite(g[:2])) and np.all(g[:2] > 0):
+            out["pixel_size_um"] = (float(g[1]), float(g[0]))  # (y, x) from NWB's (x, y)
+        if g.size >= 3 and np.isfinite(g[2]) and g[2] > 0 and out["n_planes"] > 1:
+            out["plane_spacing_um"] = float(g[2])
+    channels = list(getattr(plane, "optical_channel", None) or [])
+    if len(channels) == 1 and str(channels[0].name) != "OpticalChannel":
+        out["channel_names"] = (str(channels[0].name),)
+    extra = {}
+    for key in ("indicator", "location", "excitation_lambda"):
+        value = getattr(plane, key, None)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            extra[key] = value
+    if len(channels) == 1:
+        emission = getattr(channels[0], "emission_lambda", None)
+        if isinstance(emission, (int, float)):
+            extra["emission_lambda"] = float(emission)
+    if extra:
+        out["extra"] = extra
+    return out
 
 
 def _mask_planes(ps: Any, i: int, shape: tuple[int, int, int] | None) -> list:

@@ -70,6 +70,14 @@ class NWBSequence(HDF5Sequence, format="NWB"):
         self._series = info["name"]
         self.rate = info["rate"]
         self.starting_time = info["starting_time"]
+        self._nwb_acquisition = info["acquisition"]
+
+    def _source_acquisition_metadata(self) -> Any:
+        """Return what the TwoPhotonSeries and its ImagingPlane record (rate, pixel size, ...)."""
+        from sima_fast.sequence.metadata import AcquisitionMetadata
+
+        fields = dict(getattr(self, "_nwb_acquisition", None) or {})
+        return AcquisitionMetadata(**fields) if fields else None
 
     @property
     def series(self) -> str:
