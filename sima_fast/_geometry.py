@@ -63,6 +63,36 @@ def polygon_to_mask(vertices: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     # interior), exactly, with robust predicates; a self-intersecting ring is
     # counted by ray-crossing parity (the even-odd rule).
     polygon = shapely.Polygon(v[:, :2])
+    if _backtracking_box(np.asarray(polygon.exterior.coords)):
+        return mask  # a zero-width ring: no centre is inside (GEOS would fill its box)
     shapely.prepare(polygon)
     mask[y0 : y1 + 1, x0 : x1 + 1] = shapely.contains_xy(polygon, px, py)
     return mask
+
+
+def _backtracking_box(ring: np.ndarray) -> bool:
+    """Tell whether a closed 5-point ring walks its bounding box's corners back and forth.
+
+    GEOS answers point-in-polygon for a ring it takes for a rectangle (5
+    points, all on the envelope's corners, each step changing x or y but not
+    both) from the envelope alone. A ring that passes those checks without
+    alternating x and y steps goes back over its own edge: it encloses
+    nothing under the even-odd rule, yet GEOS would report its whole box.
+
+    Returns
+    -------
+    bool
+        True for such a back-tracking ring (it covers no pixel).
+    """
+    if ring.shape[0] != 5:
+        return False
+    xs, ys = ring[:, 0], ring[:, 1]
+    on_x = (xs == xs.min()) | (xs == xs.max())
+    on_y = (ys == ys.min()) | (ys == ys.max())
+    if not (on_x.all() and on_y.all()):
+        return False
+    dx = xs[1:] != xs[:-1]
+    dy = ys[1:] != ys[:-1]
+    if (dx == dy).any():
+        return False  # not what GEOS takes for a rectangle: its general path is exact
+    return bool((dx[1:] == dx[:-1]).any())  # two x (or y) steps in a row: a back-track
